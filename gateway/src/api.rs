@@ -1,0 +1,212 @@
+//! The HTTP API (public contract, DESIGN.md): REST start/stop/status, SSE and MJPEG feeds,
+//! metrics, health and the web UI. Build it with [`app`]; errors are JSON
+//! `{"error": "...", "detail": "..."}` made in one place, [`ApiError`].
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+use tower_http::services::ServeDir;
+use tower_http::trace::TraceLayer;
+
+use crate::config::{FPS_RANGE, QUALITY_RANGE};
+use crate::feeds::{self, FeedFormat};
+use crate::state::{StartParams, StoreError};
+use crate::streams::{StreamRuntime, Streams};
+
+/// Largest request body accepted, bytes: a start request is a few dozen bytes of JSON.
+pub const MAX_BODY: usize = 16 * 1024;
+
+/// Shared state of the HTTP handlers.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The streams.
+    pub streams: Arc<Streams>,
+    /// Feed settings.
+    pub feeds: crate::config::FeedsConfig,
+}
+
+/// Every error the API returns, mapped to a status in [`IntoResponse`].
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 404: no such stream or route.
+    #[error("{0}")]
+    NotFound(String),
+    /// 400: a malformed body or query.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 409: the stream is stopped.
+    #[error("{0}")]
+    Conflict(String),
+    /// 413: the body is larger than [`MAX_BODY`].
+    #[error("request body larger than {MAX_BODY} bytes")]
+    PayloadTooLarge,
+    /// 503: the state store is unreachable.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl ApiError {
+    fn status_and_kind(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "stream_stopped"),
+            ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, kind) = self.status_and_kind();
+        tracing::debug!(%status, error = %self, "request failed");
+        (status, axum::Json(json!({"error": kind, "detail": self.to_string()}))).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::UnknownStream(id) => ApiError::NotFound(format!("no stream {id:?}")),
+            StoreError::Unavailable(_) => ApiError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(r: BytesRejection) -> Self {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE { ApiError::PayloadTooLarge } else { ApiError::BadRequest(r.body_text()) }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        ApiError::BadRequest(r.body_text())
+    }
+}
+
+/// The router: API routes, then the web UI from `static_dir` for everything else.
+pub fn app(state: AppState, static_dir: &std::path::Path) -> Router {
+    let api = Router::new()
+        .route("/api/streams", get(list_streams))
+        .route("/api/streams/{id}", get(get_stream))
+        .route("/api/streams/{id}/start", post(start_stream))
+        .route("/api/streams/{id}/stop", post(stop_stream))
+        .route("/api/streams/{id}/feed", get(sse_feed))
+        .route("/api/streams/{id}/mjpeg", get(mjpeg_feed))
+        .route("/api/{*rest}", axum::routing::any(api_not_found))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state);
+    api.fallback_service(ServeDir::new(static_dir)).layer(TraceLayer::new_for_http())
+}
+
+fn stream<'a>(state: &'a AppState, id: &str) -> Result<&'a Arc<StreamRuntime>, ApiError> {
+    state.streams.get(id).ok_or_else(|| ApiError::NotFound(format!("no stream {id:?}")))
+}
+
+async fn list_streams(State(state): State<AppState>) -> impl IntoResponse {
+    let streams: Vec<_> = state.streams.all().map(|s| s.view()).collect();
+    axum::Json(json!({ "streams": streams }))
+}
+
+async fn get_stream(State(state): State<AppState>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    Ok(axum::Json(stream(&state, &id)?.view()))
+}
+
+fn check_fps(fps: u32) -> Result<u32, ApiError> {
+    if FPS_RANGE.contains(&fps) { Ok(fps) } else { Err(ApiError::BadRequest(format!("fps {fps} outside {FPS_RANGE:?}"))) }
+}
+
+fn check_quality(q: u32) -> Result<u8, ApiError> {
+    u8::try_from(q)
+        .ok()
+        .filter(|q| QUALITY_RANGE.contains(q))
+        .ok_or_else(|| ApiError::BadRequest(format!("quality {q} outside {QUALITY_RANGE:?}")))
+}
+
+/// `POST /api/streams/{id}/start` body: optional `{"fps": 1..=30, "quality": 1..=100}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartBody {
+    fps: Option<u32>,
+    quality: Option<u32>,
+}
+
+async fn start_stream(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    stream(&state, &id)?;
+    let body = body?;
+    let parsed: StartBody = if body.iter().all(u8::is_ascii_whitespace) {
+        StartBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?
+    };
+    let params = StartParams { fps: parsed.fps.map(check_fps).transpose()?, quality: parsed.quality.map(check_quality).transpose()? };
+    let rt = state.streams.set_active(&id, true, params).await?;
+    Ok(axum::Json(rt.view()))
+}
+
+async fn stop_stream(State(state): State<AppState>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    stream(&state, &id)?;
+    let rt = state.streams.set_active(&id, false, StartParams::default()).await?;
+    Ok(axum::Json(rt.view()))
+}
+
+/// `?fps=&quality=` of the feeds; absent values take the stream's defaults.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeedQuery {
+    fps: Option<u32>,
+    quality: Option<u32>,
+}
+
+fn open_feed(state: &AppState, id: &str, query: Result<Query<FeedQuery>, QueryRejection>, format: FeedFormat) -> Result<Response, ApiError> {
+    let rt = stream(state, id)?;
+    let Query(q) = query?;
+    let record = rt.record();
+    let fps = check_fps(q.fps.unwrap_or(record.fps))?;
+    let quality = check_quality(q.quality.unwrap_or(u32::from(record.quality)))?;
+    if !record.active {
+        return Err(ApiError::Conflict(format!("stream {id:?} is stopped; POST /api/streams/{id}/start first")));
+    }
+    Ok(feeds::response(format, rt, fps, quality, state.feeds.keepalive))
+}
+
+async fn sse_feed(State(state): State<AppState>, Path(id): Path<String>, query: Result<Query<FeedQuery>, QueryRejection>) -> Result<Response, ApiError> {
+    open_feed(&state, &id, query, FeedFormat::Sse)
+}
+
+async fn mjpeg_feed(State(state): State<AppState>, Path(id): Path<String>, query: Result<Query<FeedQuery>, QueryRejection>) -> Result<Response, ApiError> {
+    open_feed(&state, &id, query, FeedFormat::Mjpeg)
+}
+
+async fn api_not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound(format!("no API route {}", uri.path()))
+}
+
+async fn metrics() -> impl IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::handle().render())
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    axum::Json(json!({"status": "ready", "streams": state.streams.all().count()}))
+}

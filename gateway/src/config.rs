@@ -1,0 +1,341 @@
+//! Configuration: serde structs loaded from TOML, `SIGHTLINE_*` environment variables and the
+//! command line, in that order of precedence (later wins), then validated.
+//!
+//! Every field has a default (documented on the field), so an empty file is a valid config
+//! that runs the built-in test camera.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::redact::redact_url;
+use crate::testcam::TestCamSettings;
+
+/// The whole gateway configuration.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// HTTP listen address. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Directory of the web UI's static files. Default `static`.
+    pub static_dir: PathBuf,
+    /// This replica's id in the state store (`updated_by`). Default: `<hostname>-<pid>`.
+    pub replica_id: Option<String>,
+    /// The built-in test camera.
+    pub testcam: TestCamConfig,
+    /// Ingest (camera pull) behaviour shared by all streams.
+    pub ingest: IngestConfig,
+    /// SSE/MJPEG feed limits.
+    pub feeds: FeedsConfig,
+    /// The cameras. Default: one stream `testcam` pulling the built-in test camera.
+    pub streams: Vec<StreamConfig>,
+}
+
+/// `[testcam]`: the built-in test camera, run in-process.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TestCamConfig {
+    /// Run the test camera inside the gateway. Default `true`.
+    pub enabled: bool,
+    /// RTSP listen address. Default `127.0.0.1:8554`.
+    pub listen: SocketAddr,
+    /// Picture width, px. Default 1280.
+    pub width: u32,
+    /// Picture height, px. Default 720.
+    pub height: u32,
+    /// Frames per second. Default 25.
+    pub fps: u32,
+    /// Keyframe interval, frames. Default 50.
+    pub gop: u32,
+    /// Target bitrate, kbit/s. Default 2000.
+    pub bitrate_kbps: u32,
+}
+
+impl Default for TestCamConfig {
+    fn default() -> Self {
+        let s = TestCamSettings::default();
+        TestCamConfig {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8554)),
+            width: s.width,
+            height: s.height,
+            fps: s.fps,
+            gop: s.gop,
+            bitrate_kbps: s.bitrate_kbps,
+        }
+    }
+}
+
+impl TestCamConfig {
+    /// The picture/encoder part.
+    pub fn settings(&self) -> TestCamSettings {
+        TestCamSettings { width: self.width, height: self.height, fps: self.fps, gop: self.gop, bitrate_kbps: self.bitrate_kbps }
+    }
+
+    /// The URL a stream uses to pull this camera.
+    pub fn url(&self) -> String {
+        format!("rtsp://{}/testcam", self.listen)
+    }
+}
+
+/// `[ingest]`: reconnect and stall handling (DESIGN.md step 1).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// No access unit for this long counts as a stall and reconnects. Default `5s`.
+    #[serde(with = "humantime_serde")]
+    pub stall_timeout: Duration,
+    /// First reconnect delay; doubles per failure. Default `500ms`.
+    #[serde(with = "humantime_serde")]
+    pub backoff_min: Duration,
+    /// Longest reconnect delay. Default `30s`.
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            stall_timeout: Duration::from_secs(5),
+            backoff_min: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[feeds]`: SSE and MJPEG viewers.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeedsConfig {
+    /// JPEG frames queued per viewer before that viewer loses frames. Default 4.
+    pub viewer_queue: usize,
+    /// SSE keep-alive comment interval. Default `15s`.
+    #[serde(with = "humantime_serde")]
+    pub keepalive: Duration,
+}
+
+impl Default for FeedsConfig {
+    fn default() -> Self {
+        FeedsConfig { viewer_queue: 4, keepalive: Duration::from_secs(15) }
+    }
+}
+
+/// RTP transport to request from a camera.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// RTP interleaved on the RTSP TCP connection (RFC 2326 §10.12). The default: works
+    /// through NAT and firewalls.
+    #[default]
+    Tcp,
+    /// RTP over UDP: less latency on a clean LAN, no retransmission.
+    Udp,
+}
+
+/// `[[streams]]`: one camera.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    /// Stream id used in URLs: 1-64 of `A-Z a-z 0-9 _ -`. Required.
+    pub id: String,
+    /// Display name. Default: the id.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `rtsp://[user:password@]host[:port]/path`. Required. Credentials are never shown.
+    pub url: String,
+    /// RTP transport. Default `tcp`.
+    #[serde(default)]
+    pub transport: Transport,
+    /// Pull the camera only while someone watches. Default `true`.
+    #[serde(default = "yes")]
+    pub on_demand: bool,
+    /// With `on_demand`, keep pulling this long after the last viewer leaves. Default `10s`.
+    #[serde(default = "default_linger", with = "humantime_serde")]
+    pub linger: Duration,
+    /// Whether the stream starts active when first seen by the state store. Default `true`.
+    #[serde(default = "yes")]
+    pub active: bool,
+    /// Default feed frames per second (1..=30). Default 10.
+    #[serde(default = "default_fps")]
+    pub fps: u32,
+    /// Default feed JPEG quality (1..=100). Default 75.
+    #[serde(default = "default_quality")]
+    pub quality: u8,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_linger() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_fps() -> u32 {
+    10
+}
+fn default_quality() -> u8 {
+    75
+}
+
+impl StreamConfig {
+    /// A stream with every optional field at its default.
+    pub fn new(id: &str, url: &str) -> StreamConfig {
+        StreamConfig {
+            id: id.to_owned(),
+            name: None,
+            url: url.to_owned(),
+            transport: Transport::Tcp,
+            on_demand: true,
+            linger: default_linger(),
+            active: true,
+            fps: default_fps(),
+            quality: default_quality(),
+        }
+    }
+
+    /// Display name, falling back to the id.
+    pub fn display_name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.id)
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let testcam = TestCamConfig::default();
+        let mut stream = StreamConfig::new("testcam", &testcam.url());
+        stream.name = Some("Built-in test camera".into());
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            static_dir: PathBuf::from("static"),
+            replica_id: None,
+            testcam,
+            ingest: IngestConfig::default(),
+            feeds: FeedsConfig::default(),
+            streams: vec![stream],
+        }
+    }
+}
+
+/// Frames per second a feed may ask for.
+pub const FPS_RANGE: std::ops::RangeInclusive<u32> = 1..=30;
+/// JPEG qualities a feed may ask for.
+pub const QUALITY_RANGE: std::ops::RangeInclusive<u8> = 1..=100;
+
+/// Whether `id` is a valid stream id (1-64 of `A-Z a-z 0-9 _ -`).
+pub fn valid_stream_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+impl Config {
+    /// Loads `file` (TOML) over the defaults, then `SIGHTLINE_*` variables (nested keys joined
+    /// with `__`, e.g. `SIGHTLINE_TESTCAM__ENABLED=false`). With no `file`,
+    /// `config/sightline.toml` is used if it exists.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        let default_file = Path::new("config/sightline.toml");
+        match file {
+            Some(path) if !path.exists() => anyhow::bail!("config file {} does not exist", path.display()),
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None if default_file.exists() => figment = figment.merge(Toml::file_exact(default_file)),
+            None => {}
+        }
+        figment = figment.merge(Env::prefixed("SIGHTLINE_").split("__"));
+        let config: Config = figment.extract().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        Ok(config)
+    }
+
+    /// Checks every field; the message names the offending stream or key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.testcam.enabled {
+            self.testcam.settings().validate()?;
+        }
+        if self.feeds.viewer_queue == 0 {
+            return Err("feeds.viewer_queue must be at least 1".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for s in &self.streams {
+            if !valid_stream_id(&s.id) {
+                return Err(format!("stream id {:?} must be 1-64 characters of A-Z a-z 0-9 _ -", s.id));
+            }
+            if !seen.insert(&s.id) {
+                return Err(format!("stream id {:?} is defined twice", s.id));
+            }
+            let url = url::Url::parse(&s.url).map_err(|e| format!("stream {}: bad url {}: {e}", s.id, redact_url(&s.url)))?;
+            if url.scheme() != "rtsp" && url.scheme() != "rtsps" {
+                return Err(format!("stream {}: url {} must be rtsp:// or rtsps://", s.id, redact_url(&s.url)));
+            }
+            if !FPS_RANGE.contains(&s.fps) {
+                return Err(format!("stream {}: fps {} outside {FPS_RANGE:?}", s.id, s.fps));
+            }
+            if !QUALITY_RANGE.contains(&s.quality) {
+                return Err(format!("stream {}: quality {} outside {QUALITY_RANGE:?}", s.id, s.quality));
+            }
+        }
+        if self.ingest.backoff_min.is_zero() || self.ingest.backoff_min > self.ingest.backoff_max {
+            return Err("ingest.backoff_min must be > 0 and <= ingest.backoff_max".into());
+        }
+        Ok(())
+    }
+
+    /// Adds (or replaces by id) a stream given on the command line as `ID=URL`; it starts active.
+    pub fn add_stream_arg(&mut self, arg: &str) -> Result<(), String> {
+        let (id, url) = arg.split_once('=').ok_or_else(|| format!("--stream {:?}: expected ID=URL", redact_url(arg)))?;
+        let stream = StreamConfig::new(id, url);
+        match self.streams.iter_mut().find(|s| s.id == id) {
+            Some(existing) => *existing = stream,
+            None => self.streams.push(stream),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_run_the_test_camera() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.streams.len(), 1);
+        assert_eq!(c.streams[0].url, "rtsp://127.0.0.1:8554/testcam");
+    }
+
+    #[test]
+    fn shipped_config_files_are_valid() {
+        for file in ["../config/sightline.toml", "../config/cameras.example.toml"] {
+            let text = std::fs::read_to_string(file).unwrap();
+            let c: Config = Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(&text)).extract().unwrap();
+            c.validate().unwrap_or_else(|e| panic!("{file}: {e}"));
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_rejected() {
+        let bad = Figment::from(Serialized::defaults(Config::default())).merge(Toml::string("listn = \"x\"")).extract::<Config>();
+        assert!(bad.unwrap_err().to_string().contains("listn"));
+        let mut c = Config::default();
+        c.streams[0].fps = 0;
+        assert!(c.validate().unwrap_err().contains("fps"));
+        let mut c = Config::default();
+        c.streams.push(StreamConfig::new("bad id", "rtsp://h/"));
+        assert!(c.validate().unwrap_err().contains("bad id"));
+        let mut c = Config::default();
+        c.streams.push(StreamConfig::new("x", "http://u:secret@h/"));
+        let err = c.validate().unwrap_err();
+        assert!(!err.contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn stream_args_add_or_replace() {
+        let mut c = Config::default();
+        c.add_stream_arg("door=rtsp://u:p@10.0.0.2/s").unwrap();
+        c.add_stream_arg("testcam=rtsp://127.0.0.1:9/x").unwrap();
+        assert_eq!(c.streams.len(), 2);
+        assert_eq!(c.streams[0].url, "rtsp://127.0.0.1:9/x");
+        assert!(c.add_stream_arg("nonsense").is_err());
+    }
+}

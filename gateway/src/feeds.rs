@@ -1,0 +1,138 @@
+//! SSE and MJPEG feeds (public contract, DESIGN.md): each viewer gets pre-formatted, shared
+//! bytes per frame ([`JpegFrame::sse_event`], [`JpegFrame::mjpeg_part`]), so an added viewer
+//! costs a queue and a socket write, not an encode.
+//!
+//! A feed ends when its stream is stopped: SSE sends `event: stopped` first. Both end within
+//! one scheduling round of the store event (well under the 200 ms the contract allows).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderValue, header};
+use axum::response::Response;
+use bytes::Bytes;
+use futures::Stream;
+use tokio::sync::watch;
+
+use crate::ingest::Health;
+use crate::media::{JpegFrame, JpegSubscription, MJPEG_BOUNDARY};
+use crate::state::StreamRecord;
+use crate::streams::{ConsumerGuard, StreamRuntime};
+
+/// Which wire format a feed writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FeedFormat {
+    /// `text/event-stream` with base64 JPEG frames and state events.
+    Sse,
+    /// `multipart/x-mixed-replace` JPEG parts.
+    Mjpeg,
+}
+
+struct Feed {
+    format: FeedFormat,
+    stream: Arc<StreamRuntime>,
+    frames: JpegSubscription,
+    record: watch::Receiver<StreamRecord>,
+    health: watch::Receiver<Health>,
+    keepalive: tokio::time::Interval,
+    first: bool,
+    done: bool,
+    _guard: ConsumerGuard,
+}
+
+impl Feed {
+    fn state_event(&self) -> Bytes {
+        let json = serde_json::to_string(&self.stream.health_view()).unwrap_or_else(|_| "{}".into());
+        Bytes::from(format!("event: state\ndata: {json}\n\n"))
+    }
+
+    /// The next chunk to write, or `None` when the feed is over.
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        if self.done {
+            return None;
+        }
+        if self.first && self.format == FeedFormat::Sse {
+            self.first = false;
+            // `retry:` tells EventSource how long to wait before reconnecting (ms).
+            let mut head = b"retry: 2000\n\n".to_vec();
+            head.extend_from_slice(&self.state_event());
+            return Some(Bytes::from(head));
+        }
+        loop {
+            tokio::select! {
+                biased;
+                changed = self.record.changed() => {
+                    if changed.is_err() || !self.record.borrow_and_update().active {
+                        self.done = true;
+                        return match self.format {
+                            FeedFormat::Sse => Some(Bytes::from_static(b"event: stopped\ndata: {\"reason\":\"stopped\"}\n\n")),
+                            FeedFormat::Mjpeg => None,
+                        };
+                    }
+                }
+                frame = self.frames.frames.recv() => {
+                    let frame: Arc<JpegFrame> = frame?;
+                    return Some(match self.format {
+                        FeedFormat::Sse => frame.sse_event(),
+                        FeedFormat::Mjpeg => frame.mjpeg_part(),
+                    });
+                }
+                changed = self.health.changed(), if self.format == FeedFormat::Sse => {
+                    if changed.is_ok() {
+                        return Some(self.state_event());
+                    }
+                }
+                _ = self.keepalive.tick(), if self.format == FeedFormat::Sse => {
+                    return Some(Bytes::from_static(b": keepalive\n\n"));
+                }
+            }
+        }
+    }
+}
+
+fn chunks(feed: Feed) -> impl Stream<Item = Result<Bytes, std::convert::Infallible>> {
+    futures::stream::unfold(feed, |mut feed| async move { feed.next_chunk().await.map(|b| (Ok(b), feed)) })
+}
+
+/// Builds the streaming response for an active stream. The caller has validated the stream,
+/// its state and the query; the consumer guard is held until the response is dropped.
+pub fn response(
+    format: FeedFormat,
+    stream: &Arc<StreamRuntime>,
+    fps: u32,
+    quality: u8,
+    keepalive: Duration,
+) -> Response {
+    let guard = stream.consumer(match format {
+        FeedFormat::Sse => crate::streams::ViewerKind::Sse,
+        FeedFormat::Mjpeg => crate::streams::ViewerKind::Mjpeg,
+    });
+    let mut record = stream.watch_record();
+    record.mark_unchanged();
+    let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
+    keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let feed = Feed {
+        format,
+        frames: stream.pixels.subscribe(fps, quality),
+        stream: stream.clone(),
+        record,
+        health: stream.watch_health(),
+        keepalive,
+        first: true,
+        done: false,
+        _guard: guard,
+    };
+    let content_type = match format {
+        FeedFormat::Sse => HeaderValue::from_static("text/event-stream"),
+        FeedFormat::Mjpeg => HeaderValue::from_str(&format!("multipart/x-mixed-replace; boundary={MJPEG_BOUNDARY}"))
+            .expect("boundary is a valid header value"),
+    };
+    let mut resp = Response::new(Body::from_stream(chunks(feed)));
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, content_type);
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store"));
+    // Tells nginx (and similar proxies) not to buffer the stream.
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    resp
+}

@@ -1,0 +1,89 @@
+//! Sightline gateway: pulls H.264 from RTSP cameras and serves it to browsers as SSE (base64
+//! JPEG) and MJPEG feeds, with REST start/stop, a web UI and Prometheus metrics.
+//!
+//! # Layout
+//! - [`config`]: TOML/env/CLI configuration, validated at load.
+//! - [`testcam`]: the built-in RTSP test camera (sans-IO RTSP, openh264 encoder, pixel clock).
+//! - [`ingest`]: the retina RTSP client loop with reconnect/backoff and health.
+//! - [`hub`]: per-stream fan-out of access units with the cached GOP.
+//! - [`media`]: on-demand decode and per-quality JPEG encode, per-viewer queues.
+//! - [`feeds`]: SSE and MJPEG response bodies.
+//! - [`state`]: the `StateStore` trait and the in-memory store.
+//! - [`streams`]: per-stream runtime, on-demand pull supervisor, store event follower.
+//! - [`api`]: the axum router and its single error type.
+//! - [`h264`], [`rtp`]: Annex B/SPS helpers and RFC 6184 packetization.
+//! - [`metrics`], [`redact`]: the Prometheus recorder; credential redaction.
+
+pub mod api;
+pub mod config;
+pub mod feeds;
+pub mod h264;
+pub mod hub;
+pub mod ingest;
+pub mod media;
+pub mod metrics;
+pub mod redact;
+pub mod rtp;
+pub mod state;
+pub mod streams;
+pub mod testcam;
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tracing::info;
+
+use crate::config::Config;
+use crate::state::MemoryStore;
+
+/// Runs the gateway until SIGINT/SIGTERM: the test camera (if enabled), the streams and the
+/// HTTP server on `config.listen`.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    config.validate().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    crate::metrics::handle();
+    // Kept alive for the whole run: dropping it stops the encoder thread.
+    let _camera = if config.testcam.enabled {
+        let camera = Arc::new(testcam::TestCamera::start(config.testcam.settings())?);
+        let addr = testcam::server::spawn(config.testcam.listen, camera.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("test camera cannot listen on {}: {e}", config.testcam.listen))?;
+        info!(%addr, "built-in test camera at rtsp://{addr}/testcam");
+        Some(camera)
+    } else {
+        None
+    };
+    let replica_id = config
+        .replica_id
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", std::env::var("HOSTNAME").unwrap_or_else(|_| "gateway".into()), std::process::id()));
+    let store = Arc::new(MemoryStore::default());
+    let streams = streams::Streams::start(&config, store, replica_id).await?;
+    let state = api::AppState { streams, feeds: config.feeds.clone() };
+    let router = api::app(state, &config.static_dir);
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    info!(addr = %listener.local_addr()?, "HTTP listening; web UI at http://{}/", listener.local_addr()?);
+    axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await?;
+    info!("shut down");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,125 @@
+//! The `gateway` binary: see `gateway --help`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use sightline::config::Config;
+use sightline::testcam::{TestCamSettings, TestCamera};
+
+/// Sightline: RTSP cameras to browsers (SSE/MJPEG feeds, REST start/stop, web UI, metrics).
+///
+/// Configuration precedence: built-in defaults < config file < SIGHTLINE_* environment
+/// variables (nested keys with `__`, e.g. SIGHTLINE_TESTCAM__ENABLED=false) < command line.
+/// With no --config, config/sightline.toml is loaded if it exists. Log filter: RUST_LOG.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// TOML config file (default: config/sightline.toml if present, else built-in defaults).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// HTTP listen address, e.g. 127.0.0.1:8080 (overrides `listen` in the config).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Add a camera as ID=URL (rtsp://[user:pass@]host/path); repeatable; starts active.
+    #[arg(long = "stream", value_name = "ID=URL")]
+    streams: Vec<String>,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run only the built-in RTSP test camera (rtsp://ADDR/testcam).
+    Testcam {
+        /// RTSP listen address.
+        #[arg(long, default_value = "127.0.0.1:8554", value_name = "ADDR")]
+        listen: SocketAddr,
+        /// Picture width, px.
+        #[arg(long, default_value_t = 1280)]
+        width: u32,
+        /// Picture height, px.
+        #[arg(long, default_value_t = 720)]
+        height: u32,
+        /// Frames per second.
+        #[arg(long, default_value_t = 25)]
+        fps: u32,
+        /// Keyframe interval, frames.
+        #[arg(long, default_value_t = 50)]
+        gop: u32,
+        /// Target bitrate, kbit/s.
+        #[arg(long, default_value_t = 2000)]
+        bitrate_kbps: u32,
+    },
+    /// Load and validate the configuration, print it (credentials redacted) and exit.
+    CheckConfig,
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,retina=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    let mut config = Config::load(cli.config.as_deref())?;
+    if let Some(listen) = cli.listen {
+        config.listen = listen;
+    }
+    for s in &cli.streams {
+        config.add_stream_arg(s).map_err(anyhow::Error::msg)?;
+    }
+    config.validate().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    Ok(config)
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_json);
+    let result = match &cli.command {
+        None => match load_config(&cli) {
+            Ok(config) => sightline::run(config).await,
+            Err(e) => Err(e),
+        },
+        Some(Command::CheckConfig) => load_config(&cli).map(|mut c| {
+            for s in &mut c.streams {
+                s.url = sightline::redact::redact_url(&s.url);
+            }
+            println!("{}", toml_like(&c));
+        }),
+        Some(Command::Testcam { listen, width, height, fps, gop, bitrate_kbps }) => {
+            let settings = TestCamSettings { width: *width, height: *height, fps: *fps, gop: *gop, bitrate_kbps: *bitrate_kbps };
+            run_testcam(*listen, settings).await
+        }
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("gateway: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn toml_like(c: &Config) -> String {
+    serde_json::to_string_pretty(c).unwrap_or_default()
+}
+
+async fn run_testcam(listen: SocketAddr, settings: TestCamSettings) -> anyhow::Result<()> {
+    let camera = Arc::new(TestCamera::start(settings)?);
+    let addr = sightline::testcam::server::spawn(listen, camera).await?;
+    tracing::info!("test camera at rtsp://{addr}/testcam");
+    sightline::shutdown_signal().await;
+    Ok(())
+}

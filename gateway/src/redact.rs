@@ -1,0 +1,46 @@
+//! Credential redaction: camera URLs carry passwords and must never be returned or logged
+//! as they are.
+
+/// Replaces the password of `scheme://user:password@host…` with `***`, keeping the user name.
+/// Works on strings that fail to parse as URLs too (the userinfo is cut at the last `@`
+/// before the first `/` after `://`).
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let auth_start = scheme_end + 3;
+    let rest = &url[auth_start..];
+    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_len];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &authority[..at];
+    let user = userinfo.split(':').next().unwrap_or("");
+    let masked = if userinfo.contains(':') { format!("{user}:***") } else { user.to_owned() };
+    format!("{}{}{}", &url[..auth_start], masked, &rest[at..])
+}
+
+/// Removes every occurrence of `secret` from `text` (for error messages from libraries that
+/// might echo a URL or a password back).
+pub fn scrub(text: &str, secret: Option<&str>) -> String {
+    match secret {
+        Some(s) if !s.is_empty() => text.replace(s, "***"),
+        _ => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_passwords_only() {
+        assert_eq!(redact_url("rtsp://admin:hunter2@10.0.0.5:554/s1"), "rtsp://admin:***@10.0.0.5:554/s1");
+        assert_eq!(redact_url("rtsp://admin@cam/s"), "rtsp://admin@cam/s");
+        assert_eq!(redact_url("rtsp://cam/s?a=b@c"), "rtsp://cam/s?a=b@c");
+        assert_eq!(redact_url("rtsp://u:p@ss@w0rd@cam/x"), "rtsp://u:***@cam/x");
+        assert_eq!(redact_url("not a url"), "not a url");
+        assert_eq!(scrub("bad url rtsp://u:pw@h", Some("pw")), "bad url rtsp://u:***@h");
+    }
+}

@@ -1,0 +1,209 @@
+//! RTP (RFC 3550) header writing and H.264 packetization (RFC 6184, packetization-mode=1).
+//!
+//! The packetizer turns one access unit into RTP *payloads* once; each receiver then prepends
+//! its own 12-byte header (its SSRC and sequence numbers), so payload bytes are shared, never
+//! copied per receiver.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::h264;
+
+/// RTP clock rate for video, RFC 6184 §8.2.1: 90 kHz.
+pub const VIDEO_CLOCK_HZ: u32 = 90_000;
+
+/// Default largest RTP payload in bytes: keeps a packet (with IP/UDP/RTP/SRTP headers) under a
+/// 1280-byte path MTU, the size WebRTC stacks assume.
+pub const DEFAULT_MAX_PAYLOAD: usize = 1200;
+
+/// FU-A NAL unit type (RFC 6184 §5.8).
+const FU_A: u8 = 28;
+
+/// The fixed RTP header fields (RFC 3550 §5.1) without CSRCs or extensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RtpHeader {
+    /// Payload type (7 bits).
+    pub payload_type: u8,
+    /// Marker bit: for H.264, set on the last packet of an access unit (RFC 6184 §5.1).
+    pub marker: bool,
+    /// Sequence number.
+    pub sequence_number: u16,
+    /// Timestamp in the payload's clock (90 kHz for video).
+    pub timestamp: u32,
+    /// Synchronization source.
+    pub ssrc: u32,
+}
+
+impl RtpHeader {
+    /// Length of the header written by [`RtpHeader::write`], in bytes.
+    pub const LEN: usize = 12;
+
+    /// Appends the 12-byte header (version 2, no padding, extension or CSRCs) to `out`.
+    pub fn write(&self, out: &mut impl BufMut) {
+        out.put_u8(0x80);
+        out.put_u8((u8::from(self.marker) << 7) | (self.payload_type & 0x7f));
+        out.put_u16(self.sequence_number);
+        out.put_u32(self.timestamp);
+        out.put_u32(self.ssrc);
+    }
+
+    /// Parses the fixed header of an RTP packet; returns the header and the payload offset.
+    /// Returns `None` for a packet that is too short or not version 2.
+    pub fn parse(packet: &[u8]) -> Option<(RtpHeader, usize)> {
+        if packet.len() < Self::LEN || packet[0] >> 6 != 2 {
+            return None;
+        }
+        let csrc_count = usize::from(packet[0] & 0x0f);
+        let mut offset = Self::LEN + 4 * csrc_count;
+        if packet[0] & 0x10 != 0 {
+            let ext = packet.get(offset + 2..offset + 4)?;
+            offset += 4 + 4 * usize::from(u16::from_be_bytes([ext[0], ext[1]]));
+        }
+        if offset > packet.len() {
+            return None;
+        }
+        let header = RtpHeader {
+            payload_type: packet[1] & 0x7f,
+            marker: packet[1] & 0x80 != 0,
+            sequence_number: u16::from_be_bytes([packet[2], packet[3]]),
+            timestamp: u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]),
+            ssrc: u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]]),
+        };
+        Some((header, offset))
+    }
+}
+
+/// Splits an Annex B access unit into RTP payloads: a NAL unit that fits goes whole (single
+/// NAL unit packet, RFC 6184 §5.6), a larger one is cut into FU-A fragments (§5.8). The
+/// caller sets the marker bit on the last payload's packet.
+///
+/// Whole NAL units are zero-copy slices of `access_unit`; FU-A fragments share one new buffer.
+/// Access unit delimiters are dropped (they carry nothing a receiver needs).
+pub fn packetize_h264(access_unit: &Bytes, max_payload: usize) -> Vec<Bytes> {
+    assert!(max_payload > 2, "max_payload must leave room for the FU-A headers");
+    let mut payloads = Vec::new();
+    let fu_bytes: usize = h264::nal_units(access_unit)
+        .filter(|n| n.len() > max_payload)
+        .map(|n| n.len() + 2 * n.len().div_ceil(max_payload - 2))
+        .sum();
+    let mut fu_buf = BytesMut::with_capacity(fu_bytes);
+    for nal in h264::nal_units(access_unit) {
+        if h264::nal_type(nal) == h264::NAL_AUD {
+            continue;
+        }
+        if nal.len() <= max_payload {
+            payloads.push(access_unit.slice_ref(nal));
+            continue;
+        }
+        let indicator = (nal[0] & 0xe0) | FU_A;
+        let nal_type = nal[0] & 0x1f;
+        let body = &nal[1..];
+        let chunks = body.chunks(max_payload - 2);
+        let last = chunks.len() - 1;
+        for (i, chunk) in chunks.enumerate() {
+            let mut fu_header = nal_type;
+            if i == 0 {
+                fu_header |= 0x80; // S bit
+            }
+            if i == last {
+                fu_header |= 0x40; // E bit
+            }
+            fu_buf.put_u8(indicator);
+            fu_buf.put_u8(fu_header);
+            fu_buf.put_slice(chunk);
+            payloads.push(fu_buf.split().freeze());
+        }
+    }
+    payloads
+}
+
+/// Reassembles NAL units from RTP payloads produced by [`packetize_h264`] (single NAL unit
+/// and FU-A packets only). Used by tests and the load generator to check what was sent.
+#[derive(Debug, Default)]
+pub struct H264Depacketizer {
+    fu: Option<Vec<u8>>,
+}
+
+impl H264Depacketizer {
+    /// Feeds one payload; returns a completed NAL unit (header byte included) if any.
+    /// A malformed or out-of-order fragment resets the FU-A state and returns an error.
+    pub fn push(&mut self, payload: &[u8]) -> Result<Option<Vec<u8>>, &'static str> {
+        let Some(&first) = payload.first() else {
+            return Err("empty payload");
+        };
+        match first & 0x1f {
+            1..=23 => Ok(Some(payload.to_vec())),
+            FU_A => {
+                let fu_header = *payload.get(1).ok_or("FU-A without FU header")?;
+                let start = fu_header & 0x80 != 0;
+                let end = fu_header & 0x40 != 0;
+                if start {
+                    let mut nal = Vec::with_capacity(payload.len() * 4);
+                    nal.push((first & 0xe0) | (fu_header & 0x1f));
+                    self.fu = Some(nal);
+                }
+                let nal = self.fu.as_mut().ok_or("FU-A continuation without start")?;
+                nal.extend_from_slice(&payload[2..]);
+                Ok(if end { self.fu.take() } else { None })
+            }
+            _ => Err("unsupported H.264 payload structure"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn access_unit(sizes: &[(u8, usize)]) -> Bytes {
+        let mut au = Vec::new();
+        for &(header, len) in sizes {
+            au.extend_from_slice(&h264::START_CODE);
+            au.push(header);
+            au.extend((1..len).map(|i| (i % 251) as u8 + 2));
+        }
+        Bytes::from(au)
+    }
+
+    #[test]
+    fn header_round_trips() {
+        let h = RtpHeader { payload_type: 96, marker: true, sequence_number: 65535, timestamp: 0xdead_beef, ssrc: 42 };
+        let mut buf = Vec::new();
+        h.write(&mut buf);
+        assert_eq!(buf.len(), RtpHeader::LEN);
+        assert_eq!(buf[1], 0x80 | 96);
+        assert_eq!(RtpHeader::parse(&buf), Some((h, 12)));
+        assert_eq!(RtpHeader::parse(&buf[..11]), None);
+    }
+
+    #[test]
+    fn small_nal_units_go_whole_and_large_ones_fragment() {
+        let au = access_unit(&[(0x67, 20), (0x68, 4), (0x65, 3000)]);
+        let payloads = packetize_h264(&au, 1200);
+        assert_eq!(payloads.len(), 2 + 3);
+        assert_eq!(payloads[0][0], 0x67);
+        assert_eq!(payloads[1][0], 0x68);
+        for p in &payloads[2..] {
+            assert!(p.len() <= 1200);
+            assert_eq!(p[0], 0x60 | 28, "FU indicator keeps NRI, type 28");
+        }
+        assert_eq!(payloads[2][1], 0x80 | 5);
+        assert_eq!(payloads[3][1], 5);
+        assert_eq!(payloads[4][1], 0x40 | 5);
+
+        let mut depack = H264Depacketizer::default();
+        let nals: Vec<Vec<u8>> = payloads.iter().filter_map(|p| depack.push(p).unwrap()).collect();
+        let original: Vec<&[u8]> = h264::nal_units(&au).collect();
+        assert_eq!(nals.len(), 3);
+        for (a, b) in nals.iter().zip(original) {
+            assert_eq!(a.as_slice(), b);
+        }
+    }
+
+    #[test]
+    fn depacketizer_rejects_orphan_fragments() {
+        let mut depack = H264Depacketizer::default();
+        assert!(depack.push(&[0x7c, 0x05, 1, 2]).is_err());
+        assert!(depack.push(&[]).is_err());
+        assert!(depack.push(&[0x78, 0]).is_err(), "STAP-A is not produced by our packetizer");
+    }
+}

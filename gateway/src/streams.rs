@@ -1,0 +1,352 @@
+//! The running streams: for each configured camera a [`StreamRuntime`] with its hub, pixel
+//! pipeline, health and the last state-store record, plus the supervisor task that pulls the
+//! camera while the stream is active and watched (on-demand pull with a linger period).
+//!
+//! State flows one way: API → [`StateStore`] → store events → [`StreamRuntime::apply`] →
+//! `watch` channels that feeds and the supervisor follow. Every replica does the same.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{Instrument, info, warn};
+
+use crate::config::{Config, IngestConfig, StreamConfig, Transport};
+use crate::hub::Hub;
+use crate::ingest::{self, Health, IngestContext, IngestState};
+use crate::media::Pixels;
+use crate::redact::redact_url;
+use crate::state::{StartParams, StateStore, StoreError, StreamRecord, now_ms};
+
+/// Kinds of viewers, for counts and metric labels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ViewerKind {
+    /// `GET /api/streams/{id}/feed`.
+    Sse,
+    /// `GET /api/streams/{id}/mjpeg`.
+    Mjpeg,
+}
+
+impl ViewerKind {
+    fn label(self) -> &'static str {
+        match self {
+            ViewerKind::Sse => "sse",
+            ViewerKind::Mjpeg => "mjpeg",
+        }
+    }
+}
+
+/// Viewer counts by kind, as shown by the API.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct ViewerCounts {
+    /// SSE viewers.
+    pub sse: usize,
+    /// MJPEG viewers.
+    pub mjpeg: usize,
+}
+
+/// One configured stream at run time.
+#[derive(Debug)]
+pub struct StreamRuntime {
+    /// The definition from config (URL with credentials: never serialize it as is).
+    pub config: StreamConfig,
+    /// Access unit fan-out.
+    pub hub: Arc<Hub>,
+    /// Decoder and JPEG encoders, on demand.
+    pub pixels: Arc<Pixels>,
+    health: watch::Sender<Health>,
+    record: watch::Sender<StreamRecord>,
+    consumers: watch::Sender<usize>,
+    sse: AtomicUsize,
+    mjpeg: AtomicUsize,
+}
+
+/// Holds one consumer place; dropping it releases the place (and may end on-demand pull).
+#[derive(Debug)]
+pub struct ConsumerGuard {
+    stream: Arc<StreamRuntime>,
+    kind: ViewerKind,
+}
+
+impl Drop for ConsumerGuard {
+    fn drop(&mut self) {
+        self.stream.counter(self.kind).fetch_sub(1, Ordering::Relaxed);
+        metrics::gauge!("sightline_viewers", "stream" => self.stream.config.id.clone(), "kind" => self.kind.label()).decrement(1.0);
+        self.stream.consumers.send_modify(|n| *n -= 1);
+    }
+}
+
+/// The API's view of a stream.
+#[derive(Debug, Serialize)]
+pub struct StreamView {
+    /// Stream id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Camera URL with the password replaced by `***`.
+    pub url: String,
+    /// RTP transport used towards the camera.
+    pub transport: Transport,
+    /// Whether the camera is pulled only while watched.
+    pub on_demand: bool,
+    /// Whether the stream is started.
+    pub active: bool,
+    /// Default feed fps.
+    pub fps: u32,
+    /// Default feed JPEG quality.
+    pub quality: u8,
+    /// State store generation of this record.
+    pub generation: u64,
+    /// Last start, ms since the Unix epoch.
+    pub started_at_ms: Option<u64>,
+    /// Last change, ms since the Unix epoch.
+    pub updated_at_ms: u64,
+    /// Replica that made the last change.
+    pub updated_by: String,
+    /// Ingest health and viewer counts.
+    pub health: HealthView,
+}
+
+/// Health plus viewer counts, also the payload of SSE `event: state`.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct HealthView {
+    /// Whether the stream is started.
+    pub active: bool,
+    /// Ingest health.
+    #[serde(flatten)]
+    pub health: Health,
+    /// Viewer counts.
+    pub viewers: ViewerCounts,
+}
+
+impl StreamRuntime {
+    fn new(config: StreamConfig, record: StreamRecord, queue_depth: usize) -> Arc<StreamRuntime> {
+        let hub = Arc::new(Hub::new(&config.id));
+        let state = if record.active { IngestState::Idle } else { IngestState::Stopped };
+        Arc::new(StreamRuntime {
+            pixels: Pixels::new(&config.id, hub.clone(), queue_depth),
+            hub,
+            health: watch::Sender::new(Health { state, ..Health::default() }),
+            record: watch::Sender::new(record),
+            consumers: watch::Sender::new(0),
+            sse: AtomicUsize::new(0),
+            mjpeg: AtomicUsize::new(0),
+            config,
+        })
+    }
+
+    fn counter(&self, kind: ViewerKind) -> &AtomicUsize {
+        match kind {
+            ViewerKind::Sse => &self.sse,
+            ViewerKind::Mjpeg => &self.mjpeg,
+        }
+    }
+
+    /// Registers a viewer; the camera is pulled while any is registered (on-demand).
+    pub fn consumer(self: &Arc<Self>, kind: ViewerKind) -> ConsumerGuard {
+        self.counter(kind).fetch_add(1, Ordering::Relaxed);
+        metrics::gauge!("sightline_viewers", "stream" => self.config.id.clone(), "kind" => kind.label()).increment(1.0);
+        self.consumers.send_modify(|n| *n += 1);
+        ConsumerGuard { stream: self.clone(), kind }
+    }
+
+    /// Follows the stream's state-store record.
+    pub fn watch_record(&self) -> watch::Receiver<StreamRecord> {
+        self.record.subscribe()
+    }
+
+    /// Follows the stream's health.
+    pub fn watch_health(&self) -> watch::Receiver<Health> {
+        self.health.subscribe()
+    }
+
+    /// The current record.
+    pub fn record(&self) -> StreamRecord {
+        self.record.borrow().clone()
+    }
+
+    /// Takes a record from the store if it is newer than the one held; returns whether it was.
+    pub fn apply(&self, record: StreamRecord) -> bool {
+        self.record.send_if_modified(|held| {
+            if record.generation > held.generation {
+                *held = record;
+                true
+            } else {
+                false
+            }
+        })
+    }
+
+    /// Health and viewer counts now.
+    pub fn health_view(&self) -> HealthView {
+        HealthView {
+            active: self.record.borrow().active,
+            health: self.health.borrow().clone(),
+            viewers: ViewerCounts { sse: self.sse.load(Ordering::Relaxed), mjpeg: self.mjpeg.load(Ordering::Relaxed) },
+        }
+    }
+
+    /// The API representation (credentials redacted).
+    pub fn view(&self) -> StreamView {
+        let r = self.record();
+        StreamView {
+            id: self.config.id.clone(),
+            name: self.config.display_name().to_owned(),
+            url: redact_url(&self.config.url),
+            transport: self.config.transport,
+            on_demand: self.config.on_demand,
+            active: r.active,
+            fps: r.fps,
+            quality: r.quality,
+            generation: r.generation,
+            started_at_ms: r.started_at_ms,
+            updated_at_ms: r.updated_at_ms,
+            updated_by: r.updated_by,
+            health: self.health_view(),
+        }
+    }
+
+    fn wants_pull(&self) -> bool {
+        self.record.borrow().active && (!self.config.on_demand || *self.consumers.borrow() > 0)
+    }
+
+    /// Starts and stops ingest as the stream's record and viewers change. Runs forever.
+    async fn supervise(self: Arc<Self>, ingest_config: IngestConfig) {
+        let mut record = self.record.subscribe();
+        let mut consumers = self.consumers.subscribe();
+        loop {
+            while !self.wants_pull() {
+                tokio::select! {
+                    _ = record.changed() => {}
+                    _ = consumers.changed() => {}
+                }
+            }
+            let task: JoinHandle<()> = tokio::spawn(ingest::run(IngestContext {
+                stream: self.config.clone(),
+                config: ingest_config.clone(),
+                hub: self.hub.clone(),
+                health: self.health.clone(),
+            }));
+            info!(stream = %self.config.id, "pulling camera");
+            loop {
+                let active = record.borrow_and_update().active;
+                let watched = *consumers.borrow_and_update() > 0;
+                if !active {
+                    break;
+                }
+                if self.config.on_demand && !watched {
+                    tokio::select! {
+                        () = tokio::time::sleep(self.config.linger) => break,
+                        _ = record.changed() => {}
+                        _ = consumers.changed() => {}
+                    }
+                } else {
+                    tokio::select! {
+                        _ = record.changed() => {}
+                        _ = consumers.changed() => {}
+                    }
+                }
+            }
+            task.abort();
+            let _ = task.await;
+            self.hub.clear_cache();
+            let active = self.record.borrow().active;
+            info!(stream = %self.config.id, active, "stopped pulling camera");
+            self.health.send_modify(|h| {
+                h.state = if active { IngestState::Idle } else { IngestState::Stopped };
+                h.fps = 0.0;
+                h.bitrate_bps = 0;
+            });
+        }
+    }
+}
+
+/// All streams of this gateway.
+#[derive(Debug)]
+pub struct Streams {
+    map: BTreeMap<String, Arc<StreamRuntime>>,
+    store: Arc<dyn StateStore>,
+    replica_id: String,
+}
+
+impl std::fmt::Debug for dyn StateStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StateStore")
+    }
+}
+
+impl Streams {
+    /// Registers every configured stream in the store (keeping existing records), then starts
+    /// the supervisors and the task that applies store events.
+    pub async fn start(config: &Config, store: Arc<dyn StateStore>, replica_id: String) -> Result<Arc<Streams>, StoreError> {
+        let mut map = BTreeMap::new();
+        for s in &config.streams {
+            let initial = StreamRecord {
+                id: s.id.clone(),
+                active: s.active,
+                fps: s.fps,
+                quality: s.quality,
+                started_at_ms: s.active.then(now_ms),
+                updated_at_ms: now_ms(),
+                updated_by: replica_id.clone(),
+                generation: 1,
+            };
+            let record = store.ensure(initial).await?;
+            map.insert(s.id.clone(), StreamRuntime::new(s.clone(), record, config.feeds.viewer_queue));
+        }
+        let streams = Arc::new(Streams { map, store, replica_id });
+        for rt in streams.map.values() {
+            let span = tracing::info_span!("stream", id = %rt.config.id);
+            tokio::spawn(rt.clone().supervise(config.ingest.clone()).instrument(span));
+        }
+        tokio::spawn(streams.clone().follow_store());
+        Ok(streams)
+    }
+
+    /// Applies store events to the runtimes; after a lag, re-reads every record.
+    async fn follow_store(self: Arc<Self>) {
+        let mut events = self.store.subscribe();
+        loop {
+            match events.recv().await {
+                Ok(event) => {
+                    if let Some(rt) = self.map.get(&event.record.id) {
+                        rt.apply(event.record);
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    for (id, rt) in &self.map {
+                        match self.store.get(id).await {
+                            Ok(r) => {
+                                rt.apply(r);
+                            }
+                            Err(e) => warn!(stream = %id, error = %e, "cannot re-read stream state"),
+                        }
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// One stream.
+    pub fn get(&self, id: &str) -> Option<&Arc<StreamRuntime>> {
+        self.map.get(id)
+    }
+
+    /// All streams in id order.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<StreamRuntime>> {
+        self.map.values()
+    }
+
+    /// Starts or stops a stream through the store and applies the result here at once.
+    pub async fn set_active(&self, id: &str, active: bool, params: StartParams) -> Result<Arc<StreamRuntime>, StoreError> {
+        let rt = self.map.get(id).ok_or_else(|| StoreError::UnknownStream(id.to_owned()))?;
+        let record = self.store.set_active(id, active, params, &self.replica_id).await?;
+        info!(stream = %id, active, generation = record.generation, "stream state changed");
+        rt.apply(record);
+        Ok(rt.clone())
+    }
+}

@@ -1,0 +1,223 @@
+#!/usr/bin/python3
+"""Minimal GStreamer RTSP test server for Sightline's integration tests.
+
+What it is for
+--------------
+Integration tests need a real, local RTSP camera: an H.264 stream (x264 Main
+or High profile, no B-frames, fixed GOP) served over RTSP with RTP over TCP
+(interleaved) and/or UDP, optionally protected by Basic/Digest auth.  This
+script serves an SMPTE test pattern (moving, with a time overlay) through
+gst-rtsp-server, bound to 127.0.0.1 only.
+
+Requirements (Debian/Ubuntu packages)
+-------------------------------------
+    python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp
+    gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+    gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly   (x264enc)
+
+It must be run with the system interpreter that has the `gi` bindings, i.e.
+`/usr/bin/python3` (a pyenv/venv python first on PATH usually lacks `gi`).
+
+How to run
+----------
+    /usr/bin/python3 scripts/gst_rtsp_server.py --port 8554
+    /usr/bin/python3 scripts/gst_rtsp_server.py --port 8554 --path /cam \\
+        --width 1280 --height 720 --fps 25 --gop 50 --bitrate 2000 \\
+        --profile main --transport both --user admin --password secret \\
+        --auth-method both
+
+Once the server is listening it prints exactly one line to stdout
+
+    READY rtsp://127.0.0.1:8554/cam
+
+(flushed), so a harness can spawn it and wait for that line.  The URL never
+contains credentials.  Check it with e.g.
+
+    ffprobe -v error -rtsp_transport tcp \\
+        -show_entries stream=codec_name,profile,width,height,has_b_frames \\
+        -of json rtsp://127.0.0.1:8554/cam
+
+SIGTERM / SIGINT quit the GLib main loop and the process exits with status 0.
+
+Notes
+-----
+* The media factory is shared: all clients see the same encoder instance.
+  The pipeline is only started when the first client connects, and a client
+  joining a running stream may wait up to one GOP (--gop / --fps seconds)
+  for the next keyframe.  SPS/PPS are sent with every IDR (config-interval=-1).
+* Do not use speed-preset=ultrafast: it disables CABAC, so x264 would
+  produce a (Constrained) Baseline stream instead of Main/High.
+* With --user/--password, anonymous requests get 401; only that user (Basic
+  or Digest, see --auth-method) is granted the role that may access and
+  construct the media.  With both schemes the 401 carries two
+  WWW-Authenticate headers (Basic and Digest).
+"""
+
+import argparse
+import signal
+import sys
+
+import gi
+
+gi.require_version("Gst", "1.0")
+gi.require_version("GstRtsp", "1.0")
+gi.require_version("GstRtspServer", "1.0")
+from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
+
+BIND_ADDRESS = "127.0.0.1"
+# Server-side RTP/RTCP UDP ports (for UDP transport) are taken from this range
+# on 127.0.0.1 (without an address pool gst-rtsp-server binds them on
+# 0.0.0.0 and ::).  Ports already in use are skipped, so several servers can
+# run in parallel.  The range sits below Linux' ephemeral port range.
+RTP_PORT_MIN, RTP_PORT_MAX = 20000, 29999
+ROLE = "sightline-test-user"
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(
+        description="Serve a synthetic H.264 RTSP stream for Sightline tests.")
+    p.add_argument("--port", type=int, required=True,
+                   help="RTSP TCP port (bound on 127.0.0.1 only)")
+    p.add_argument("--path", default="/cam", help="mount path (default /cam)")
+    p.add_argument("--width", type=int, default=1280)
+    p.add_argument("--height", type=int, default=720)
+    p.add_argument("--fps", type=int, default=25)
+    p.add_argument("--gop", type=int, default=50,
+                   help="keyframe interval in frames (default 50)")
+    p.add_argument("--bitrate", type=int, default=2000,
+                   help="x264 bitrate in kbit/s (default 2000)")
+    p.add_argument("--profile", choices=("main", "high"), default="main")
+    p.add_argument("--user", default=None)
+    p.add_argument("--password", default=None)
+    p.add_argument("--transport", choices=("tcp", "udp", "both"),
+                   default="both",
+                   help="allowed RTP lower transports (default both)")
+    p.add_argument("--auth-method", choices=("basic", "digest", "both"),
+                   default="both",
+                   help="RTSP auth schemes offered when --user is given "
+                        "(default both)")
+    args = p.parse_args(argv)
+    if (args.user is None) != (args.password is None):
+        p.error("--user and --password must be given together")
+    if not args.path.startswith("/"):
+        args.path = "/" + args.path
+    for name in ("port", "width", "height", "fps", "gop", "bitrate"):
+        if getattr(args, name) <= 0:
+            p.error("--%s must be positive" % name)
+    return args
+
+
+def build_launch(args):
+    return (
+        "( videotestsrc is-live=true pattern=smpte horizontal-speed=4 "
+        "! video/x-raw,width={w},height={h},framerate={fps}/1 "
+        "! timeoverlay "
+        "! x264enc tune=zerolatency speed-preset=superfast bitrate={br} "
+        "key-int-max={gop} bframes=0 option-string=scenecut=0 "
+        "! video/x-h264,profile={profile} "
+        "! rtph264pay name=pay0 pt=96 config-interval=-1 )"
+    ).format(w=args.width, h=args.height, fps=args.fps, br=args.bitrate,
+             gop=args.gop, profile=args.profile)
+
+
+def _set_supported_methods(auth, methods):
+    """RTSPAuth.set_supported_methods() with a Basic|Digest bitmask.
+
+    GstRTSPAuthMethod is introspected as an enum, so PyGObject rejects the
+    OR-ed value 3 ("invalid enum value").  Single methods go through GI; the
+    combination is set by calling the C function through ctypes.
+    """
+    if methods in ("basic", "digest"):
+        auth.set_supported_methods(
+            GstRtsp.RTSPAuthMethod.BASIC if methods == "basic"
+            else GstRtsp.RTSPAuthMethod.DIGEST)
+        return
+    import ctypes
+    capi = ctypes.pythonapi
+    capi.PyCapsule_GetPointer.restype = ctypes.c_void_p
+    capi.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+    ptr = capi.PyCapsule_GetPointer(auth.__gpointer__, None)
+    lib = ctypes.CDLL("libgstrtspserver-1.0.so.0")
+    lib.gst_rtsp_auth_set_supported_methods.argtypes = [ctypes.c_void_p,
+                                                        ctypes.c_int]
+    lib.gst_rtsp_auth_set_supported_methods.restype = None
+    lib.gst_rtsp_auth_set_supported_methods(
+        ptr, int(GstRtsp.RTSPAuthMethod.BASIC)
+        | int(GstRtsp.RTSPAuthMethod.DIGEST))
+
+
+def setup_auth(server, factory, user, password, methods):
+    auth = GstRtspServer.RTSPAuth()
+    _set_supported_methods(auth, methods)
+    auth.set_realm("Sightline")
+
+    token = GstRtspServer.RTSPToken()
+    token.set_string(GstRtspServer.RTSP_TOKEN_MEDIA_FACTORY_ROLE, ROLE)
+    if methods in ("basic", "both"):
+        auth.add_basic(GstRtspServer.RTSPAuth.make_basic(user, password),
+                       token)
+    if methods in ("digest", "both"):
+        auth.add_digest(user, password, token)
+    # No default token: anonymous clients get no role -> 401 Unauthorized.
+    server.set_auth(auth)
+
+    perms = Gst.Structure.new_from_string(
+        "%s, %s=(boolean)true, %s=(boolean)true" % (
+            ROLE,
+            GstRtspServer.RTSP_PERM_MEDIA_FACTORY_ACCESS,
+            GstRtspServer.RTSP_PERM_MEDIA_FACTORY_CONSTRUCT))
+    factory.add_role_from_structure(perms)
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    Gst.init(None)
+
+    server = GstRtspServer.RTSPServer()
+    server.set_address(BIND_ADDRESS)
+    server.set_service(str(args.port))
+
+    factory = GstRtspServer.RTSPMediaFactory()
+    factory.set_launch(build_launch(args))
+    factory.set_shared(True)
+    protocols = {
+        "tcp": GstRtsp.RTSPLowerTrans.TCP,
+        "udp": GstRtsp.RTSPLowerTrans.UDP,
+        "both": GstRtsp.RTSPLowerTrans.TCP | GstRtsp.RTSPLowerTrans.UDP,
+    }[args.transport]
+    factory.set_protocols(protocols)
+
+    pool = GstRtspServer.RTSPAddressPool()
+    pool.add_range(BIND_ADDRESS, BIND_ADDRESS, RTP_PORT_MIN, RTP_PORT_MAX, 0)
+    factory.set_address_pool(pool)
+
+    if args.user is not None:
+        setup_auth(server, factory, args.user, args.password,
+                   args.auth_method)
+
+    server.get_mount_points().add_factory(args.path, factory)
+
+    loop = GLib.MainLoop()
+
+    def on_signal(*_):
+        loop.quit()
+        return GLib.SOURCE_REMOVE
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, sig, on_signal)
+
+    # attach() creates, binds and listens on the socket; 0 means failure
+    # (e.g. port already in use).
+    if server.attach(None) == 0:
+        print("ERROR: cannot listen on %s:%d" % (BIND_ADDRESS, args.port),
+              file=sys.stderr, flush=True)
+        return 1
+
+    print("READY rtsp://%s:%d%s" % (BIND_ADDRESS, args.port, args.path),
+          flush=True)
+    loop.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+// Thin wrapper around the Sightline REST API.
+//
+// All paths are relative ("api/…") so they resolve against the page URL; the
+// UI keeps working if the gateway is mounted under a path prefix.
+
+const REQUEST_TIMEOUT_MS = 8000;
+
+/** Error raised for failed API calls; `detail` is the human-readable part. */
+export class ApiError extends Error {
+  constructor(status, code, detail) {
+    super(detail || code || `HTTP ${status}`);
+    this.name = 'ApiError';
+    this.status = status;
+    this.code = code;
+    this.detail = detail;
+  }
+}
+
+/** Short text for an error, preferring the API's `detail` field. */
+export function describeError(err) {
+  if (err instanceof ApiError) return err.detail || err.code || `HTTP ${err.status}`;
+  return err instanceof Error ? err.message : String(err);
+}
+
+function streamPath(id) {
+  return `api/streams/${encodeURIComponent(id)}`;
+}
+
+function timeoutSignal(ms) {
+  if (typeof AbortSignal.timeout === 'function') return AbortSignal.timeout(ms);
+  const ctrl = new AbortController();
+  setTimeout(() => ctrl.abort(), ms);
+  return ctrl.signal;
+}
+
+async function readJson(res) {
+  const text = await res.text();
+  if (!text) return null;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return null;
+  }
+}
+
+async function send(method, path, body) {
+  const init = {
+    method,
+    headers: { Accept: 'application/json' },
+    cache: 'no-store',
+    signal: timeoutSignal(REQUEST_TIMEOUT_MS),
+  };
+  if (body !== undefined) {
+    init.headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  let res;
+  try {
+    res = await fetch(path, init);
+  } catch (err) {
+    const timedOut = err?.name === 'TimeoutError' || err?.name === 'AbortError';
+    throw new ApiError(0, 'network', timedOut ? 'request timed out' : 'gateway unreachable');
+  }
+  const payload = await readJson(res);
+  if (!res.ok) {
+    const code = payload?.error ?? (res.statusText || 'error');
+    throw new ApiError(res.status, code, payload?.detail ?? `${code} (HTTP ${res.status})`);
+  }
+  if (payload === null || typeof payload !== 'object') {
+    throw new ApiError(res.status, 'bad_response', 'unexpected response from gateway');
+  }
+  return payload;
+}
+
+/** GET /api/streams -> Stream[] */
+export async function listStreams() {
+  const payload = await send('GET', 'api/streams');
+  if (!Array.isArray(payload.streams)) {
+    throw new ApiError(200, 'bad_response', 'response has no "streams" list');
+  }
+  return payload.streams;
+}
+
+/** GET /api/streams/{id} -> Stream */
+export function getStream(id) {
+  return send('GET', streamPath(id));
+}
+
+/** POST /api/streams/{id}/start with optional {fps, quality} -> Stream */
+export function startStream(id, params) {
+  return send('POST', `${streamPath(id)}/start`, params ?? {});
+}
+
+/** POST /api/streams/{id}/stop -> Stream */
+export function stopStream(id) {
+  return send('POST', `${streamPath(id)}/stop`);
+}
+
+function withQuery(path, { fps, quality } = {}) {
+  const query = new URLSearchParams();
+  if (fps != null) query.set('fps', String(fps));
+  if (quality != null) query.set('quality', String(quality));
+  const qs = query.toString();
+  return qs ? `${path}?${qs}` : path;
+}
+
+/** URL of the SSE frame feed for EventSource. */
+export function feedUrl(id, params) {
+  return withQuery(`${streamPath(id)}/feed`, params);
+}
+
+/** URL of the multipart MJPEG stream. */
+export function mjpegUrl(id, params) {
+  return withQuery(`${streamPath(id)}/mjpeg`, params);
+}

@@ -1,0 +1,104 @@
+// Sightline web UI entry point: polls the stream list and keeps one card per
+// stream. Cards own their live feeds; polling only refreshes their state.
+
+import { describeError, listStreams } from './api.js';
+import { StreamCard } from './stream-card.js';
+import { Viewer } from './viewer.js';
+import { setText } from './dom.js';
+
+const POLL_INTERVAL_MS = 2000;
+const TICK_INTERVAL_MS = 1000;
+
+const grid = document.getElementById('grid');
+const emptyNote = document.getElementById('empty');
+const connStatus = document.getElementById('conn-status');
+const banner = document.getElementById('banner');
+
+const cards = new Map();
+const viewer = new Viewer(document.body);
+let pollTimer = null;
+let polling = false;
+let loadedOnce = false;
+
+function setConnection(ok, message) {
+  connStatus.dataset.ok = String(ok);
+  setText(connStatus, ok ? 'connected' : 'offline');
+  banner.hidden = ok;
+  setText(banner, ok ? '' : message);
+}
+
+function createCard(stream) {
+  return new StreamCard(stream, {
+    onOpenViewer: (card) => viewer.open(card),
+    paused: document.hidden,
+  });
+}
+
+/** Place `el` at `index` in the grid without moving nodes needlessly. */
+function placeAt(el, index) {
+  const current = grid.children[index];
+  if (current !== el) grid.insertBefore(el, current ?? null);
+}
+
+function reconcile(streams, requestedAt) {
+  const seen = new Set();
+  streams.forEach((stream, index) => {
+    if (!stream || typeof stream.id !== 'string' || seen.has(stream.id)) return;
+    seen.add(stream.id);
+    let card = cards.get(stream.id);
+    if (card) card.update(stream, requestedAt);
+    else {
+      card = createCard(stream);
+      cards.set(stream.id, card);
+    }
+    placeAt(card.element, seen.size - 1);
+  });
+  for (const [id, card] of cards) {
+    if (!seen.has(id)) {
+      card.destroy();
+      cards.delete(id);
+    }
+  }
+  loadedOnce = true;
+  emptyNote.hidden = cards.size > 0;
+  setText(emptyNote, 'No streams configured.');
+}
+
+async function poll() {
+  if (polling) return;
+  polling = true;
+  const requestedAt = performance.now();
+  try {
+    reconcile(await listStreams(), requestedAt);
+    setConnection(true);
+  } catch (err) {
+    setConnection(false, `Cannot load streams: ${describeError(err)}`);
+    if (!loadedOnce) {
+      emptyNote.hidden = false;
+      setText(emptyNote, 'Waiting for the gateway…');
+    }
+  } finally {
+    polling = false;
+    schedulePoll();
+  }
+}
+
+function schedulePoll(delay = POLL_INTERVAL_MS) {
+  clearTimeout(pollTimer);
+  pollTimer = document.hidden ? null : setTimeout(poll, delay);
+}
+
+function onVisibilityChange() {
+  const hidden = document.hidden;
+  for (const card of cards.values()) card.setPaused(hidden);
+  if (hidden) clearTimeout(pollTimer);
+  else schedulePoll(0);
+}
+
+function tick() {
+  for (const card of cards.values()) card.tick();
+}
+
+document.addEventListener('visibilitychange', onVisibilityChange);
+setInterval(tick, TICK_INTERVAL_MS);
+poll();

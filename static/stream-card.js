@@ -1,0 +1,487 @@
+// One card per stream: header, live media area, health, controls.
+//
+// The media area (`.media`) is a positioned container: the <img> fills it and
+// overlays (HUD today; detection canvas / WebRTC <video> later) stack on top.
+
+import {
+  describeError, feedUrl, getStream, mjpegUrl, startStream, stopStream,
+} from './api.js';
+import {
+  formatBitrate, formatCount, formatFps, formatResolution, h, setText,
+} from './dom.js';
+import { SsePlayer } from './sse-player.js';
+
+const FPS_CHOICES = Array.from({ length: 30 }, (_, i) => i + 1);
+const QUALITY_CHOICES = [30, 40, 50, 60, 70, 75, 80, 85, 90, 95];
+const DEFAULT_FPS = 10;
+const DEFAULT_QUALITY = 75;
+const RETRY_MIN_MS = 1000;
+const RETRY_MAX_MS = 30000;
+const KNOWN_STATES = new Set(['playing', 'connecting', 'backoff', 'stopped', 'idle']);
+
+const isInt = (v, lo, hi) => Number.isInteger(v) && v >= lo && v <= hi;
+
+function initialParams(stream) {
+  return {
+    fps: isInt(stream.fps, 1, 30) ? stream.fps : DEFAULT_FPS,
+    quality: isInt(stream.quality, 1, 100) ? stream.quality : DEFAULT_QUALITY,
+  };
+}
+
+function buildSelect(label, choices, value, suffix, onChange) {
+  const values = choices.includes(value) ? choices : [...choices, value].sort((a, b) => a - b);
+  const select = h('select', { onchange: onChange, 'aria-label': label },
+    ...values.map((v) => h('option', { value: v, text: `${v}${suffix}` })));
+  select.value = String(value);
+  return select;
+}
+
+function healthItem(label) {
+  const value = h('span', { class: 'health-value', text: '—' });
+  const item = h('li', { class: 'health-item' }, h('span', { class: 'health-label', text: label }), value);
+  return { item, value };
+}
+
+export class StreamCard {
+  #id;
+  #stream;
+  #ui = {};
+  #params;
+  #player = null;
+  #paused = false;
+  #busy = false;
+  #destroyed = false;
+  #hasFrame = false;
+  #frameUrl = null;
+  #frameSeq = null;
+  #retryTimer = null;
+  #retryDelay = 0;
+  #lastLocalChange = -Infinity;
+  #viewListeners = new Set();
+  #onOpenViewer;
+
+  /**
+   * @param {object} stream Stream object from the API
+   * @param {{onOpenViewer: (card: StreamCard) => void, paused?: boolean}} opts
+   */
+  constructor(stream, { onOpenViewer, paused = false }) {
+    this.#id = stream.id;
+    this.#stream = stream;
+    this.#params = initialParams(stream);
+    this.#onOpenViewer = onOpenViewer;
+    this.#paused = paused;
+    this.#build();
+    this.#render();
+    this.#syncFeed();
+  }
+
+  get id() {
+    return this.#id;
+  }
+
+  get element() {
+    return this.#ui.root;
+  }
+
+  get name() {
+    return this.#stream.name || this.#id;
+  }
+
+  /**
+   * Apply a Stream object. `requestedAt` (performance.now() when the request
+   * was sent) lets stale poll answers that raced a local change be ignored.
+   */
+  update(stream, requestedAt) {
+    if (this.#destroyed) return;
+    if (requestedAt !== undefined && requestedAt < this.#lastLocalChange) return;
+    if (stream.generation !== this.#stream.generation) this.#retryDelay = 0;
+    this.#stream = stream;
+    this.#render();
+    this.#syncFeed();
+  }
+
+  /** Pause feeds while the page is hidden. */
+  setPaused(paused) {
+    if (this.#paused === paused) return;
+    this.#paused = paused;
+    this.#syncFeed();
+    this.#renderMedia();
+  }
+
+  /** Periodic refresh of time-based values (received fps decays to 0). */
+  tick() {
+    this.#renderHud();
+    this.#notifyViewers();
+  }
+
+  /** Subscribe to view snapshots (used by the full-screen viewer). */
+  addViewListener(fn) {
+    this.#viewListeners.add(fn);
+    fn(this.#snapshot());
+    return () => this.#viewListeners.delete(fn);
+  }
+
+  destroy() {
+    this.#destroyed = true;
+    this.#cancelRetry();
+    this.#closeFeed();
+    for (const fn of this.#viewListeners) fn(null);
+    this.#viewListeners.clear();
+    this.#ui.root.remove();
+  }
+
+  // ---- DOM -------------------------------------------------------------
+
+  #build() {
+    const ui = this.#ui;
+    ui.name = h('h2', { class: 'card-name' });
+    ui.idLabel = h('span', { class: 'card-id' });
+    ui.badge = h('span', { class: 'badge' });
+    ui.url = h('p', { class: 'card-url' });
+
+    ui.img = h('img', { class: 'media-img', alt: '', decoding: 'async', draggable: 'false' });
+    ui.placeholder = h('div', { class: 'media-placeholder' });
+    ui.hudFps = h('span', { class: 'hud-fps' });
+    ui.hudSeq = h('span', { class: 'hud-seq' });
+    ui.hud = h('div', { class: 'media-hud', 'aria-hidden': 'true' }, ui.hudFps, ui.hudSeq);
+    ui.media = h('div', {
+      class: 'media',
+      role: 'button',
+      tabindex: '0',
+      onclick: () => this.#onOpenViewer?.(this),
+      onkeydown: (ev) => this.#onMediaKey(ev),
+    }, ui.img, ui.placeholder, ui.hud);
+
+    ui.health = {
+      fps: healthItem('fps'),
+      bitrate: healthItem('bitrate'),
+      resolution: healthItem('res'),
+      reconnects: healthItem('reconnects'),
+      viewers: healthItem('viewers'),
+    };
+    const healthList = h('ul', { class: 'health' },
+      ...Object.values(ui.health).map((x) => x.item));
+    ui.lastError = h('p', { class: 'card-last-error', hidden: true });
+
+    ui.fpsSelect = buildSelect('Feed frame rate', FPS_CHOICES, this.#params.fps, ' fps',
+      () => this.#onParamsChange());
+    ui.qualitySelect = buildSelect('JPEG quality', QUALITY_CHOICES, this.#params.quality, ' q',
+      () => this.#onParamsChange());
+    ui.start = h('button', { type: 'button', class: 'btn btn-start', text: 'Start',
+      onclick: () => this.#runAction('start') });
+    ui.stop = h('button', { type: 'button', class: 'btn btn-stop', text: 'Stop',
+      onclick: () => this.#runAction('stop') });
+    ui.mjpeg = h('a', { class: 'mjpeg-link', target: '_blank', rel: 'noopener', text: 'MJPEG',
+      title: 'Open the MJPEG stream in a new tab' });
+    ui.error = h('p', { class: 'card-error', role: 'alert', hidden: true });
+
+    ui.root = h('article', { class: 'card' },
+      h('header', { class: 'card-head' },
+        h('div', { class: 'card-title' }, ui.name, ui.idLabel),
+        ui.badge),
+      ui.media,
+      h('div', { class: 'card-body' },
+        ui.url,
+        healthList,
+        ui.lastError,
+        h('div', { class: 'controls' },
+          h('div', { class: 'selects' },
+            h('label', { class: 'select-label' }, 'fps', ui.fpsSelect),
+            h('label', { class: 'select-label' }, 'quality', ui.qualitySelect)),
+          h('div', { class: 'buttons' }, ui.start, ui.stop, ui.mjpeg)),
+        ui.error));
+  }
+
+  #render() {
+    const s = this.#stream;
+    const health = s.health ?? {};
+    const state = KNOWN_STATES.has(health.state) ? health.state : (s.active ? 'connecting' : 'stopped');
+    const ui = this.#ui;
+
+    ui.root.dataset.state = state;
+    ui.root.classList.toggle('is-active', Boolean(s.active));
+    setText(ui.name, s.name || s.id);
+    setText(ui.idLabel, s.id);
+    setText(ui.badge, health.state || state);
+    ui.badge.className = `badge badge-${state}`;
+    setText(ui.url, s.url ?? '');
+    ui.url.title = s.url ?? '';
+
+    this.#renderHealth(health);
+    this.#renderButtons();
+    ui.mjpeg.href = mjpegUrl(this.#id, this.#params);
+    ui.img.alt = `Live view of ${s.name || s.id}`;
+    ui.media.setAttribute('aria-label', `Open ${s.name || s.id} full screen`);
+    this.#renderAspect(health);
+    this.#renderMedia();
+  }
+
+  #renderHealth(health) {
+    const hv = this.#ui.health;
+    setText(hv.fps.value, formatFps(health.fps));
+    setText(hv.bitrate.value, formatBitrate(health.bitrate_bps));
+    setText(hv.resolution.value, formatResolution(health.width, health.height));
+    setText(hv.reconnects.value, formatCount(health.reconnects));
+    const v = health.viewers ?? {};
+    setText(hv.viewers.value, `${formatCount(v.sse)} sse · ${formatCount(v.mjpeg)} mjpeg`);
+
+    const err = health.last_error;
+    this.#ui.lastError.hidden = !err;
+    setText(this.#ui.lastError, err ? `Last error: ${err}` : '');
+  }
+
+  #renderAspect(health) {
+    const { width, height } = health;
+    if (Number.isFinite(width) && Number.isFinite(height) && width > 0 && height > 0) {
+      const ratio = `${width} / ${height}`;
+      if (this.#ui.media.style.aspectRatio !== ratio) this.#ui.media.style.aspectRatio = ratio;
+    }
+  }
+
+  #renderButtons() {
+    const active = Boolean(this.#stream.active);
+    this.#ui.start.disabled = this.#busy || active;
+    this.#ui.stop.disabled = this.#busy || !active;
+    this.#ui.root.classList.toggle('is-busy', this.#busy);
+  }
+
+  #mediaMessage() {
+    if (!this.#stream.active) {
+      return this.#stream.health?.state === 'idle' ? 'Idle' : 'Stopped';
+    }
+    if (this.#paused) return 'Paused';
+    if (this.#hasFrame) return '';
+    if (this.#retryTimer) return 'Feed unavailable – retrying…';
+    if (this.#player?.status === 'reconnecting') return 'Reconnecting…';
+    return 'Connecting…';
+  }
+
+  #renderMedia() {
+    const message = this.#mediaMessage();
+    this.#ui.placeholder.hidden = message === '';
+    setText(this.#ui.placeholder, message);
+    this.#ui.img.hidden = !this.#hasFrame;
+    this.#renderHud();
+    this.#notifyViewers();
+  }
+
+  #hudText() {
+    if (!this.#player) return { fps: '', seq: '' };
+    const status = this.#player.status;
+    const note = status === 'reconnecting' ? ' · reconnecting' : '';
+    return {
+      fps: `${this.#player.receivedFps().toFixed(1)} fps rx${note}`,
+      seq: this.#frameSeq != null ? `#${this.#frameSeq}` : '',
+    };
+  }
+
+  #renderHud() {
+    const { fps, seq } = this.#hudText();
+    this.#ui.hud.hidden = !this.#player;
+    setText(this.#ui.hudFps, fps);
+    setText(this.#ui.hudSeq, seq);
+  }
+
+  #showError(message) {
+    this.#ui.error.hidden = !message;
+    setText(this.#ui.error, message ?? '');
+  }
+
+  #onMediaKey(ev) {
+    if (ev.key === 'Enter' || ev.key === ' ') {
+      ev.preventDefault();
+      this.#onOpenViewer?.(this);
+    }
+  }
+
+  // ---- viewers ---------------------------------------------------------
+
+  #snapshot() {
+    const hud = this.#hudText();
+    return {
+      id: this.#id,
+      name: this.name,
+      url: this.#hasFrame ? this.#frameUrl : null,
+      message: this.#mediaMessage(),
+      hud: [hud.fps, hud.seq].filter(Boolean).join('  '),
+    };
+  }
+
+  #notifyViewers() {
+    if (this.#viewListeners.size === 0) return;
+    const snap = this.#snapshot();
+    for (const fn of this.#viewListeners) fn(snap);
+  }
+
+  // ---- feed lifecycle --------------------------------------------------
+
+  #wantsFeed() {
+    return Boolean(this.#stream.active) && !this.#paused && !this.#destroyed;
+  }
+
+  #syncFeed() {
+    if (!this.#wantsFeed()) {
+      this.#cancelRetry();
+      if (this.#player) this.#closeFeed();
+      this.#clearFrame();
+      return;
+    }
+    if (!this.#player && !this.#retryTimer) this.#openFeed();
+  }
+
+  #openFeed() {
+    const player = new SsePlayer(feedUrl(this.#id, this.#params), {
+      onFrame: (frame) => this.#ifCurrent(player, () => this.#onFrame(frame)),
+      onState: (data) => this.#ifCurrent(player, () => this.#onState(data)),
+      onStopped: () => this.#ifCurrent(player, () => this.#onStopped()),
+      onFailed: () => this.#ifCurrent(player, () => this.#onFailed()),
+      onStatus: () => this.#ifCurrent(player, () => this.#renderMedia()),
+    });
+    this.#player = player;
+    player.open();
+    this.#renderMedia();
+  }
+
+  #ifCurrent(player, fn) {
+    if (this.#player === player) fn();
+  }
+
+  #closeFeed() {
+    const player = this.#player;
+    this.#player = null;
+    player?.close();
+    // The player revoked its frame URLs; the <img> keeps showing the decoded
+    // last frame, but the URL must not be handed out again.
+    this.#frameUrl = null;
+    this.#renderMedia();
+  }
+
+  /** Reopen with new parameters, keeping the last frame visible meanwhile. */
+  #reopenFeed() {
+    this.#cancelRetry();
+    this.#retryDelay = 0;
+    if (this.#player) this.#closeFeed();
+    this.#syncFeed();
+  }
+
+  #clearFrame() {
+    if (!this.#hasFrame && this.#frameSeq == null) return;
+    this.#hasFrame = false;
+    this.#frameUrl = null;
+    this.#frameSeq = null;
+    this.#ui.img.removeAttribute('src');
+    this.#renderMedia();
+  }
+
+  #onFrame({ url, seq }) {
+    this.#retryDelay = 0;
+    this.#frameUrl = url;
+    this.#frameSeq = seq;
+    this.#ui.img.src = url;
+    if (!this.#hasFrame) {
+      this.#hasFrame = true;
+      this.#renderMedia();
+    } else {
+      this.#renderHud();
+      this.#notifyViewers();
+    }
+  }
+
+  #onState(data) {
+    const { active, ...health } = data;
+    this.#markLocalChange();
+    this.#stream = {
+      ...this.#stream,
+      active: typeof active === 'boolean' ? active : this.#stream.active,
+      health: { ...(this.#stream.health ?? {}), ...health },
+    };
+    this.#render();
+    this.#syncFeed();
+  }
+
+  #onStopped() {
+    this.#markLocalChange();
+    this.#closeFeed();
+    this.#stream = {
+      ...this.#stream,
+      active: false,
+      health: { ...(this.#stream.health ?? {}), state: 'stopped' },
+    };
+    this.#render();
+    this.#syncFeed();
+  }
+
+  #onFailed() {
+    // The feed was refused (409 when stopped, or another error). Back off,
+    // and ask the API whether the stream is still active.
+    this.#closeFeed();
+    this.#scheduleRetry();
+    this.#refresh();
+  }
+
+  #scheduleRetry() {
+    this.#cancelRetry();
+    this.#retryDelay = Math.min(RETRY_MAX_MS, Math.max(RETRY_MIN_MS, this.#retryDelay * 2));
+    this.#retryTimer = setTimeout(() => {
+      this.#retryTimer = null;
+      this.#syncFeed();
+      this.#renderMedia();
+    }, this.#retryDelay);
+    this.#renderMedia();
+  }
+
+  #cancelRetry() {
+    if (!this.#retryTimer) return;
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = null;
+  }
+
+  async #refresh() {
+    const requestedAt = performance.now();
+    try {
+      this.update(await getStream(this.#id), requestedAt);
+    } catch {
+      // The 2 s poll will report connectivity problems.
+    }
+  }
+
+  #markLocalChange() {
+    this.#lastLocalChange = performance.now();
+  }
+
+  // ---- controls --------------------------------------------------------
+
+  #onParamsChange() {
+    this.#params = {
+      fps: Number(this.#ui.fpsSelect.value),
+      quality: Number(this.#ui.qualitySelect.value),
+    };
+    this.#ui.mjpeg.href = mjpegUrl(this.#id, this.#params);
+    this.#reopenFeed();
+  }
+
+  async #runAction(kind) {
+    if (this.#busy) return;
+    this.#busy = true;
+    this.#renderButtons();
+    this.#showError(null);
+    const label = kind === 'start' ? 'Start' : 'Stop';
+    setText(kind === 'start' ? this.#ui.start : this.#ui.stop, `${label}…`);
+    try {
+      const stream = kind === 'start'
+        ? await startStream(this.#id, this.#params)
+        : await stopStream(this.#id);
+      this.#markLocalChange();
+      this.#cancelRetry();
+      this.#retryDelay = 0;
+      this.update(stream);
+    } catch (err) {
+      this.#showError(`${label} failed: ${describeError(err)}`);
+    } finally {
+      this.#busy = false;
+      setText(this.#ui.start, 'Start');
+      setText(this.#ui.stop, 'Stop');
+      this.#renderButtons();
+    }
+  }
+}
