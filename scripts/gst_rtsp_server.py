@@ -120,6 +120,36 @@ def build_launch(args):
              gop=args.gop, profile=args.profile)
 
 
+def _block_seeking(pad, info):
+    """Pad probe making the (shared, live) media non-seekable.
+
+    videotestsrc is seekable even with is-live=true, so gst-rtsp-server
+    honours the "Range: npt=0-" that clients such as ffmpeg send with PLAY by
+    doing a flushing seek of the *shared* pipeline.  Every new client would
+    then reset the stream for everybody (RTP timestamps jump back, a new IDR
+    appears) and, racing with other clients' PLAY, can hit the fatal
+    `gst_rtsp_media_get_rates: assertion failed` in gst-rtsp-server 1.22.
+    Answering the SEEKING query ourselves (seekable=FALSE, the default of a
+    fresh query) makes the media behave like a real camera.
+    """
+    if info.type & Gst.PadProbeType.QUERY_UPSTREAM:
+        query = info.get_query()
+        if query is not None and query.type == Gst.QueryType.SEEKING:
+            return Gst.PadProbeReturn.HANDLED
+    elif info.type & Gst.PadProbeType.EVENT_UPSTREAM:
+        event = info.get_event()
+        if event is not None and event.type == Gst.EventType.SEEK:
+            return Gst.PadProbeReturn.DROP
+    return Gst.PadProbeReturn.OK
+
+
+def _on_media_configure(_factory, media):
+    pay = media.get_element().get_by_name("pay0")
+    pay.get_static_pad("src").add_probe(
+        Gst.PadProbeType.QUERY_UPSTREAM | Gst.PadProbeType.EVENT_UPSTREAM,
+        _block_seeking)
+
+
 def _set_supported_methods(auth, methods):
     """RTSPAuth.set_supported_methods() with a Basic|Digest bitmask.
 
@@ -180,6 +210,7 @@ def main(argv=None):
     factory = GstRtspServer.RTSPMediaFactory()
     factory.set_launch(build_launch(args))
     factory.set_shared(True)
+    factory.connect("media-configure", _on_media_configure)
     protocols = {
         "tcp": GstRtsp.RTSPLowerTrans.TCP,
         "udp": GstRtsp.RTSPLowerTrans.UDP,

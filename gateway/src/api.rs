@@ -154,7 +154,12 @@ async fn start_stream(
     let parsed: StartBody = if body.iter().all(u8::is_ascii_whitespace) {
         StartBody::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?
+        let value: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
+        if !value.is_object() {
+            return Err(ApiError::BadRequest("the body must be a JSON object like {\"fps\":15,\"quality\":75}".into()));
+        }
+        serde_json::from_value(value).map_err(|e| ApiError::BadRequest(format!("invalid start request: {e}")))?
     };
     let params = StartParams { fps: parsed.fps.map(check_fps).transpose()?, quality: parsed.quality.map(check_quality).transpose()? };
     let rt = state.streams.set_active(&id, true, params).await?;

@@ -125,6 +125,11 @@ pub struct HealthView {
 impl StreamRuntime {
     fn new(config: StreamConfig, record: StreamRecord, queue_depth: usize) -> Arc<StreamRuntime> {
         let hub = Arc::new(Hub::new(&config.id));
+        // Export zeros from the start so dashboards and alerts see every stream.
+        for kind in [ViewerKind::Sse, ViewerKind::Mjpeg] {
+            metrics::gauge!("sightline_viewers", "stream" => config.id.clone(), "kind" => kind.label()).set(0.0);
+        }
+        metrics::gauge!("sightline_decoders_active", "stream" => config.id.clone()).set(0.0);
         let state = if record.active { IngestState::Idle } else { IngestState::Stopped };
         Arc::new(StreamRuntime {
             pixels: Pixels::new(&config.id, hub.clone(), queue_depth),

@@ -1,0 +1,277 @@
+//! Test harness: real gateway processes, a real GStreamer RTSP server, an SSE client and
+//! JPEG inspection. Every test that uses it talks to real sockets on 127.0.0.1.
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use eventsource_stream::Eventsource;
+use futures::StreamExt;
+
+/// The workspace root (for `static/` and `scripts/`).
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A gateway process with its own config; killed on drop.
+pub struct Gateway {
+    child: Child,
+    pub base: String,
+    pub testcam_port: u16,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    /// Starts `gateway --config <file>` with `listen`, `static_dir` and the test camera
+    /// port filled in, then `extra` TOML appended (streams, overrides). With
+    /// `testcam_stream`, the default `testcam` stream is kept.
+    pub fn start(extra: &str) -> Gateway {
+        Self::start_with(extra, true)
+    }
+
+    pub fn start_with(extra: &str, testcam: bool) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let testcam_port = free_port();
+        let mut toml = format!(
+            "listen = \"127.0.0.1:{port}\"\nstatic_dir = \"{}\"\n[testcam]\nenabled = {testcam}\nlisten = \"127.0.0.1:{testcam_port}\"\n",
+            workspace().join("static").display()
+        );
+        if testcam {
+            toml.push_str(&format!("[[streams]]\nid = \"testcam\"\nurl = \"rtsp://127.0.0.1:{testcam_port}/testcam\"\n"));
+        }
+        toml.push_str(extra);
+        let config = dir.path().join("gateway.toml");
+        std::fs::write(&config, toml).unwrap();
+        let log = dir.path().join("gateway.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "info,sightline=debug")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let gw = Gateway { child, base: format!("http://127.0.0.1:{port}"), testcam_port, log, _dir: dir };
+        gw.wait_healthy();
+        gw
+    }
+
+    fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(self.base.trim_start_matches("http://")).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("gateway did not listen within 20 s; log:\n{}", self.log_text());
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// GStreamer's RTSP server (scripts/gst_rtsp_server.py) on a port; killed on drop.
+pub struct GstCamera {
+    child: Option<Child>,
+    pub port: u16,
+    args: Vec<String>,
+}
+
+impl GstCamera {
+    /// Starts the server at `rtsp://127.0.0.1:{port}/cam` with extra script arguments.
+    pub fn start(port: u16, args: &[&str]) -> GstCamera {
+        let mut cam = GstCamera { child: None, port, args: args.iter().map(|s| s.to_string()).collect() };
+        cam.restart();
+        cam
+    }
+
+    pub fn url(&self) -> String {
+        format!("rtsp://127.0.0.1:{}/cam", self.port)
+    }
+
+    /// (Re)starts the process and waits for its READY line.
+    pub fn restart(&mut self) {
+        self.stop();
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(workspace().join("scripts/gst_rtsp_server.py"))
+            .arg("--port")
+            .arg(self.port.to_string())
+            .args(&self.args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("run /usr/bin/python3 scripts/gst_rtsp_server.py (Debian python3-gi)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        assert!(line.starts_with("READY "), "GStreamer RTSP server did not start: {line:?}");
+        self.child = Some(child);
+    }
+
+    /// Kills the server (a camera losing power).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for GstCamera {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One SSE event.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub event: String,
+    pub id: String,
+    pub data: String,
+    pub at: Instant,
+}
+
+/// An open SSE feed.
+pub struct Feed {
+    events: std::pin::Pin<Box<dyn futures::Stream<Item = Result<eventsource_stream::Event, String>> + Send>>,
+    pub status: u16,
+}
+
+impl Feed {
+    /// Opens `url`; panics unless the answer is 200 `text/event-stream`.
+    pub async fn open(url: &str) -> Feed {
+        let resp = reqwest::get(url).await.unwrap();
+        let status = resp.status().as_u16();
+        assert_eq!(status, 200, "feed {url}: {}", resp.text().await.unwrap_or_default());
+        let ct = resp.headers().get("content-type").unwrap().to_str().unwrap().to_owned();
+        assert!(ct.starts_with("text/event-stream"), "{ct}");
+        let events = resp.bytes_stream().eventsource().map(|r| r.map_err(|e| e.to_string())).boxed();
+        Feed { events, status }
+    }
+
+    /// The next event within `timeout`; `None` when the server closed the feed.
+    pub async fn next(&mut self, timeout: Duration) -> Option<Event> {
+        match tokio::time::timeout(timeout, self.events.next()).await {
+            Err(_) => panic!("no SSE event within {timeout:?}"),
+            Ok(None) => None,
+            Ok(Some(Err(e))) => panic!("SSE stream error: {e}"),
+            Ok(Some(Ok(e))) => Some(Event { event: e.event, id: e.id, data: e.data, at: Instant::now() }),
+        }
+    }
+
+    /// The next `event: frame` within `timeout`, skipping others.
+    pub async fn next_frame(&mut self, timeout: Duration) -> Event {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let e = self.next(left).await.expect("feed closed while waiting for a frame");
+            if e.event == "frame" {
+                return e;
+            }
+        }
+    }
+
+    /// All frame events during `window`, after the first frame arrived.
+    pub async fn frames_for(&mut self, window: Duration) -> Vec<Event> {
+        let first = self.next_frame(Duration::from_secs(20)).await;
+        let end = first.at + window;
+        let mut frames = vec![first];
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return frames;
+            }
+            match tokio::time::timeout(left, self.events.next()).await {
+                Err(_) => return frames,
+                Ok(Some(Ok(e))) if e.event == "frame" => {
+                    frames.push(Event { event: e.event, id: e.id, data: e.data, at: Instant::now() })
+                }
+                Ok(Some(Ok(_))) => {}
+                Ok(other) => panic!("feed ended early: {other:?}"),
+            }
+        }
+    }
+}
+
+/// A decoded JPEG: size and luma (gray) plane.
+pub struct Picture {
+    pub width: usize,
+    pub height: usize,
+    pub gray: Vec<u8>,
+    pub jpeg_len: usize,
+}
+
+/// Decodes base64 JPEG data from an SSE frame event.
+pub fn decode_frame(data: &str) -> Picture {
+    use base64::Engine as _;
+    let jpeg = base64::engine::general_purpose::STANDARD.decode(data.trim()).expect("frame data is base64");
+    decode_jpeg(&jpeg)
+}
+
+/// Decodes JPEG bytes to gray; panics if they are not a valid JPEG.
+pub fn decode_jpeg(jpeg: &[u8]) -> Picture {
+    assert_eq!(&jpeg[..2], &[0xff, 0xd8], "JPEG SOI");
+    let img = turbojpeg::decompress(jpeg, turbojpeg::PixelFormat::GRAY).expect("valid JPEG");
+    let gray = img.pixels.chunks(img.pitch).flat_map(|row| &row[..img.width]).copied().collect();
+    Picture { width: img.width, height: img.height, gray, jpeg_len: jpeg.len() }
+}
+
+/// Frame number and capture time from the test camera's pixel clock, if present.
+pub fn pixel_clock(p: &Picture) -> Option<(u64, u32)> {
+    sightline::testcam::scene::read_pixel_clock(&p.gray, p.width, p.width, p.height)
+}
+
+/// POSTs to the API; returns status and JSON body.
+pub async fn post(url: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+    let client = reqwest::Client::new();
+    let mut req = client.post(url);
+    if let Some(b) = body {
+        req = req.header("content-type", "application/json").body(b.to_owned());
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+}
+
+/// GETs JSON from the API.
+pub async fn get_json(url: &str) -> (u16, serde_json::Value) {
+    let resp = reqwest::get(url).await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+}
+
+/// The value of a Prometheus sample whose line starts with `prefix` (name and labels).
+pub async fn metric(gw: &Gateway, prefix: &str) -> Option<f64> {
+    let text = reqwest::get(gw.url("/metrics")).await.unwrap().text().await.unwrap();
+    text.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
+}

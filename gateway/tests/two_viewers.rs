@@ -1,0 +1,55 @@
+//! Viewers at different fps and quality each get their rate and their quality, while the
+//! gateway decodes once and encodes once per quality (seen in /metrics).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_decoder_one_encode_per_quality() {
+    let gw = Gateway::start("");
+    let mut low = Feed::open(&gw.url("/api/streams/testcam/feed?fps=5&quality=30")).await;
+    let mut high = Feed::open(&gw.url("/api/streams/testcam/feed?fps=10&quality=90")).await;
+    let mut high2 = Feed::open(&gw.url("/api/streams/testcam/feed?fps=10&quality=90")).await;
+    low.next_frame(Duration::from_secs(20)).await;
+    high.next_frame(Duration::from_secs(20)).await;
+    high2.next_frame(Duration::from_secs(20)).await;
+
+    let enc = |q: &'static str| {
+        let gw = &gw;
+        async move { metric(gw, &format!("sightline_jpeg_encodes_total{{stream=\"testcam\",quality=\"{q}\"}}")).await.unwrap_or(0.0) }
+    };
+    let (e30, e90) = (enc("30").await, enc("90").await);
+    let (low_frames, high_frames, high2_frames) = tokio::join!(
+        low.frames_for(Duration::from_secs(4)),
+        high.frames_for(Duration::from_secs(4)),
+        high2.frames_for(Duration::from_secs(4)),
+    );
+    let (d30, d90) = (enc("30").await - e30, enc("90").await - e90);
+
+    assert!((18..=23).contains(&low_frames.len()), "fps=5 viewer got {} frames in 4 s", low_frames.len());
+    assert!((37..=43).contains(&high_frames.len()), "fps=10 viewer got {} frames in 4 s", high_frames.len());
+    assert!((37..=43).contains(&high2_frames.len()), "second fps=10 viewer got {}", high2_frames.len());
+    // Two viewers at quality 90 share one encode per frame: encodes ~ frames of one viewer.
+    assert!(d90 <= 46.0, "quality 90 encoded {d90} times for ~40 frames shared by two viewers");
+    assert!(d30 <= 26.0 && d30 >= 15.0, "quality 30 encoded {d30} times");
+
+    let size = |frames: &[Event]| frames.iter().map(|f| decode_frame(&f.data).jpeg_len).sum::<usize>() / frames.len();
+    let (small, big) = (size(&low_frames), size(&high_frames));
+    assert!(big * 10 > small * 13, "quality 90 JPEGs ({big} B) are clearly larger than quality 30 ({small} B)");
+    for f in low_frames.iter().chain(&high_frames) {
+        let p = decode_frame(&f.data);
+        assert_eq!((p.width, p.height), (1280, 720));
+    }
+
+    assert_eq!(metric(&gw, "sightline_decoders_active{stream=\"testcam\"}").await, Some(1.0));
+    assert_eq!(metric(&gw, "sightline_viewers{stream=\"testcam\",kind=\"sse\"}").await, Some(3.0));
+    let (_, s) = get_json(&gw.url("/api/streams/testcam")).await;
+    assert_eq!(s["health"]["viewers"]["sse"], 3);
+
+    drop((low, high, high2));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(metric(&gw, "sightline_decoders_active{stream=\"testcam\"}").await, Some(0.0), "decoder stops with the last viewer");
+}
