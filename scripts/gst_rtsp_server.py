@@ -42,9 +42,15 @@ SIGTERM / SIGINT quit the GLib main loop and the process exits with status 0.
 Notes
 -----
 * The media factory is shared: all clients see the same encoder instance.
-  The pipeline is only started when the first client connects, and a client
-  joining a running stream may wait up to one GOP (--gop / --fps seconds)
-  for the next keyframe.  SPS/PPS are sent with every IDR (config-interval=-1).
+  The pipeline is only started when the first client connects (first frame
+  after ~1 s) and is torn down when the last one leaves.  A client joining a
+  running stream waits up to one GOP (--gop / --fps seconds, 2 s by default)
+  for the next IDR, like with a real camera; joining does not disturb the
+  other clients (the media is made non-seekable, see _block_seeking).
+  SPS/PPS are sent with every IDR (config-interval=-1).
+* x264's scene-cut detection is disabled (option-string=scenecut=0) so that
+  IDRs come exactly every --gop frames; with it the moving test pattern
+  triggers extra IDRs (about every 28 frames at the defaults).
 * Do not use speed-preset=ultrafast: it disables CABAC, so x264 would
   produce a (Constrained) Baseline stream instead of Main/High.
 * With --user/--password, anonymous requests get 401; only that user (Basic

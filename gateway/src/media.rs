@@ -277,15 +277,18 @@ impl Pixels {
 
 /// What [`Codec::process`] produced for one access unit.
 #[derive(Debug)]
-struct Encoded {
-    width: u32,
-    height: u32,
+pub struct Encoded {
+    /// Picture width, px.
+    pub width: u32,
+    /// Picture height, px.
+    pub height: u32,
     /// One JPEG per requested quality, in request order.
-    jpegs: Vec<Bytes>,
+    pub jpegs: Vec<Bytes>,
 }
 
-/// Decoder and JPEG compressors of one stream; runs on the blocking pool.
-struct Codec {
+/// Decoder and JPEG compressors of one stream. Blocking (CPU-bound): the pipeline runs it on
+/// tokio's blocking pool. Feed it every access unit in order, starting at a keyframe.
+pub struct Codec {
     stream_id: String,
     decoder: Option<Decoder>,
     compressors: HashMap<u8, turbojpeg::Compressor>,
@@ -316,7 +319,8 @@ fn range_tables() -> &'static ([u8; 256], [u8; 256]) {
 }
 
 impl Codec {
-    fn new(stream_id: &str) -> Codec {
+    /// A codec for `stream_id` (used in logs and metric labels).
+    pub fn new(stream_id: &str) -> Codec {
         Codec {
             stream_id: stream_id.to_owned(),
             decoder: None,
@@ -329,7 +333,7 @@ impl Codec {
 
     /// Decodes `au`; if `qualities` is not empty and a picture came out, encodes it once per
     /// quality. Decode errors (corrupt H.264) are counted and logged, never fatal.
-    fn process(&mut self, au: &AccessUnit, qualities: &[u8]) -> Option<Encoded> {
+    pub fn process(&mut self, au: &AccessUnit, qualities: &[u8]) -> Option<Encoded> {
         if au.keyframe
             && let Some(sps) = h264::nal_units(&au.data).find(|n| h264::nal_type(n) == h264::NAL_SPS)
             && let Ok(info) = h264::parse_sps(sps)

@@ -74,7 +74,10 @@ async fn connection(mut sock: TcpStream, camera: &TestCamera) -> anyhow::Result<
                     next_rtp_timestamp: camera.next_rtp_timestamp(),
                 };
                 while let Some(o) = conn.handle(&inbuf, &media)? {
-                    let _ = inbuf.split_to(o.consumed);
+                    let request = inbuf.split_to(o.consumed);
+                    if o.response.is_some() {
+                        tracing::trace!(request = %String::from_utf8_lossy(&request), "RTSP request");
+                    }
                     if let Some(resp) = o.response {
                         sock.write_all(&resp).await?;
                     }
