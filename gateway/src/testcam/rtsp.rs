@@ -272,51 +272,65 @@ mod tests {
         (String::from_utf8(out.response.unwrap()).unwrap(), out.event)
     }
 
-    // Requests as retina 0.4 and ffmpeg send them (captured from real sessions).
-    const OPTIONS: &[u8] = include_bytes!("testdata/options.txt");
-    const DESCRIBE: &[u8] = include_bytes!("testdata/describe.txt");
-    const SETUP_TCP: &[u8] = include_bytes!("testdata/setup_tcp.txt");
-    const SETUP_UDP: &[u8] = include_bytes!("testdata/setup_udp.txt");
-    const PLAY: &[u8] = include_bytes!("testdata/play.txt");
+    // Requests captured from real clients (`RUST_LOG=sightline::testcam=trace`): retina 0.4
+    // as the gateway's ingest sends them, and ffprobe 5.1 (libavformat 59).
+    const FFMPEG_OPTIONS: &[u8] = include_bytes!("testdata/ffmpeg_options.txt");
+    const FFMPEG_SETUP_UDP: &[u8] = include_bytes!("testdata/ffmpeg_setup_udp.txt");
+    const FFMPEG_TEARDOWN: &[u8] = include_bytes!("testdata/ffmpeg_teardown.txt");
+    const RETINA_DESCRIBE: &[u8] = include_bytes!("testdata/retina_describe.txt");
+    const RETINA_SETUP: &[u8] = include_bytes!("testdata/retina_setup.txt");
+    const RETINA_PLAY: &[u8] = include_bytes!("testdata/retina_play.txt");
 
     #[test]
-    fn full_session_over_tcp() {
-        let mut c = RtspConnection::new("S1234".into(), 100);
-        let (r, e) = run(&mut c, OPTIONS);
+    fn retina_session_over_tcp() {
+        let mut c = RtspConnection::new("B15B09E75A17C942".into(), 100);
+        let (r, e) = run(&mut c, FFMPEG_OPTIONS);
         assert!(r.starts_with("RTSP/1.0 200 ") && r.contains("CSeq: 1\r\n") && r.contains("DESCRIBE"), "{r}");
         assert_eq!(e, None);
 
-        let (r, _) = run(&mut c, DESCRIBE);
+        let (r, _) = run(&mut c, RETINA_DESCRIBE);
         assert!(r.contains("Content-Type: application/sdp"), "{r}");
         assert!(r.contains("Content-Base: rtsp://127.0.0.1:8554/testcam/"), "{r}");
         assert!(r.contains("a=rtpmap:96 H264/90000") && r.contains("sprop-parameter-sets="), "{r}");
 
-        let (r, _) = run(&mut c, SETUP_TCP);
+        let (r, _) = run(&mut c, RETINA_SETUP);
+        assert!(r.contains("CSeq: 2\r\n"), "{r}");
         assert!(r.contains("Transport: RTP/AVP/TCP;unicast;interleaved=0-1"), "{r}");
-        assert!(r.contains("Session: S1234;timeout=60"), "{r}");
+        assert!(r.contains("Session: B15B09E75A17C942;timeout=60"), "{r}");
 
-        let (r, e) = run(&mut c, PLAY);
+        let (r, e) = run(&mut c, RETINA_PLAY);
         assert!(r.contains("RTP-Info: url=rtsp://127.0.0.1:8554/testcam/trackID=0;seq=100;rtptime=1234"), "{r}");
         assert_eq!(e, Some(Event::Play { channel: 0, sequence_number: 100 }));
-
-        let teardown = b"TEARDOWN rtsp://127.0.0.1:8554/testcam/ RTSP/1.0\r\nCSeq: 6\r\nSession: S1234\r\n\r\n";
-        assert_eq!(run(&mut c, teardown).1, Some(Event::Teardown));
+        let (r, e) = run(&mut c, RETINA_PLAY);
+        assert!(r.starts_with("RTSP/1.0 200 "), "a second PLAY is answered: {r}");
+        assert_eq!(e, None, "but does not start a second sender");
     }
 
     #[test]
     fn udp_is_refused_and_play_needs_setup() {
-        let mut c = RtspConnection::new("S1".into(), 0);
-        let (r, _) = run(&mut c, SETUP_UDP);
-        assert!(r.starts_with("RTSP/1.0 461 "), "{r}");
-        let (r, e) = run(&mut c, PLAY);
+        let mut c = RtspConnection::new("B15B09E75A17C942".into(), 0);
+        let (r, _) = run(&mut c, FFMPEG_SETUP_UDP);
+        assert!(r.starts_with("RTSP/1.0 461 "), "ffmpeg then retries over TCP: {r}");
+        let (r, e) = run(&mut c, RETINA_PLAY);
         assert!(r.starts_with("RTSP/1.0 455 "), "{r}");
         assert_eq!(e, None);
     }
 
     #[test]
+    fn teardown_of_another_session_is_454() {
+        let mut c = RtspConnection::new("S1".into(), 0);
+        run(&mut c, RETINA_SETUP);
+        let (r, e) = run(&mut c, FFMPEG_TEARDOWN);
+        assert!(r.starts_with("RTSP/1.0 454 "), "{r}");
+        assert_eq!(e, None);
+        let mut c = RtspConnection::new("B9576A8E81FB5747".into(), 0);
+        assert_eq!(run(&mut c, FFMPEG_TEARDOWN).1, Some(Event::Teardown));
+    }
+
+    #[test]
     fn wrong_session_is_454() {
         let mut c = RtspConnection::new("S1".into(), 0);
-        run(&mut c, SETUP_TCP);
+        run(&mut c, RETINA_SETUP);
         let r = run(&mut c, b"GET_PARAMETER rtsp://h/ RTSP/1.0\r\nCSeq: 9\r\nSession: nope\r\n\r\n").0;
         assert!(r.starts_with("RTSP/1.0 454 "), "{r}");
     }
@@ -324,7 +338,7 @@ mod tests {
     #[test]
     fn partial_garbage_and_oversized_input() {
         let mut c = RtspConnection::new("S1".into(), 0);
-        assert!(c.handle(&OPTIONS[..10], &media()).unwrap().is_none());
+        assert!(c.handle(&FFMPEG_OPTIONS[..10], &media()).unwrap().is_none());
         assert_eq!(c.handle(b"\x16\x03\x01 not rtsp\r\n\r\n", &media()).unwrap_err(), RtspError::Malformed);
         let mut big = b"OPTIONS * RTSP/1.0\r\nX: ".to_vec();
         big.resize(MAX_MESSAGE + 10, b'a');
