@@ -166,6 +166,8 @@ async fn session(ctx: &IngestContext) -> Result<(), IngestError> {
     let mut demuxed = playing.demuxed().map_err(err)?;
     info!(stream = %ctx.stream.id, url = %redact_url(&ctx.stream.url), "camera session playing");
 
+    // Parameters from the SDP's sprop-parameter-sets, if the camera sent them.
+    note_parameters(ctx, &demuxed, video);
     let mut rate = RateWindow::default();
     loop {
         let item = match tokio::time::timeout(stall, demuxed.next()).await {
@@ -175,15 +177,8 @@ async fn session(ctx: &IngestContext) -> Result<(), IngestError> {
             Ok(Some(Ok(item))) => item,
         };
         let CodecItem::VideoFrame(frame) = item else { continue };
-        if frame.has_new_parameters()
-            && let Some(ParametersRef::Video(p)) = demuxed.streams()[video].parameters()
-        {
-            let (w, h) = p.pixel_dimensions();
-            debug!(stream = %ctx.stream.id, w, h, codec = p.rfc6381_codec(), "new video parameters");
-            ctx.health.send_modify(|health| {
-                health.width = Some(w);
-                health.height = Some(h);
-            });
+        if frame.has_new_parameters() {
+            note_parameters(ctx, &demuxed, video);
         }
         let rtp_timestamp = frame.timestamp().timestamp() as u32;
         let keyframe = frame.is_random_access_point();
@@ -204,6 +199,18 @@ async fn session(ctx: &IngestContext) -> Result<(), IngestError> {
             }
             // Only state changes and once-a-second rate updates wake watchers.
             first || window.is_some()
+        });
+    }
+}
+
+/// Puts the stream's picture size (from its SPS) into the health.
+fn note_parameters(ctx: &IngestContext, demuxed: &retina::client::Demuxed, video: usize) {
+    if let Some(ParametersRef::Video(p)) = demuxed.streams()[video].parameters() {
+        let (w, h) = p.pixel_dimensions();
+        debug!(stream = %ctx.stream.id, w, h, codec = p.rfc6381_codec(), "video parameters");
+        ctx.health.send_modify(|health| {
+            health.width = Some(w);
+            health.height = Some(h);
         });
     }
 }

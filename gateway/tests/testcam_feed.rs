@@ -39,9 +39,21 @@ async fn sse_from_the_builtin_camera_is_valid_and_counts_up() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ffprobe_reads_the_test_camera() {
+async fn ffprobe_and_gstreamer_read_the_test_camera() {
     let gw = Gateway::start("");
     let url = format!("rtsp://127.0.0.1:{}/testcam", gw.testcam_port);
+    // The gateway's own pull is a client too: ffprobe and rtspsrc join a camera already playing.
+    let mut feed = Feed::open(&gw.url("/api/streams/testcam/feed?fps=5")).await;
+    feed.next_frame(Duration::from_secs(20)).await;
+
+    let gst = tokio::process::Command::new("gst-launch-1.0")
+        .args(["-q", "rtspsrc", &format!("location={url}"), "protocols=tcp", "!", "rtph264depay", "!", "h264parse", "!"])
+        .args(["avdec_h264", "!", "fakesink", "num-buffers=25"])
+        .kill_on_drop(true)
+        .output();
+    let gst = tokio::time::timeout(Duration::from_secs(20), gst).await.expect("rtspsrc decodes 25 frames in time").unwrap();
+    assert!(gst.status.success(), "gst-launch failed: {}", String::from_utf8_lossy(&gst.stderr));
+
     let out = tokio::process::Command::new("ffprobe")
         .args(["-v", "error", "-rtsp_transport", "tcp", "-show_entries", "stream=codec_name,width,height", "-of", "json", &url])
         .output()
@@ -52,6 +64,8 @@ async fn ffprobe_reads_the_test_camera() {
     let stream = &json["streams"][0];
     assert_eq!(stream["codec_name"], "h264");
     assert_eq!((stream["width"].as_u64(), stream["height"].as_u64()), (Some(1280), Some(720)));
+    // The gateway's feed went on while the other clients came and went.
+    feed.next_frame(Duration::from_secs(2)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -53,3 +53,26 @@ async fn one_decoder_one_encode_per_quality() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(metric(&gw, "sightline_decoders_active{stream=\"testcam\"}").await, Some(0.0), "decoder stops with the last viewer");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_viewer_loses_frames_and_nobody_else_does() {
+    use tokio::io::AsyncWriteExt;
+    let gw = Gateway::start("");
+    // A viewer that asks for 30 fps at quality 100 and then never reads: a tiny receive
+    // buffer makes the server's socket fill within a second or two.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = sock.connect(gw.base.trim_start_matches("http://").parse().unwrap()).await.unwrap();
+    stalled
+        .write_all(b"GET /api/streams/testcam/feed?fps=30&quality=100 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+
+    let mut healthy = Feed::open(&gw.url("/api/streams/testcam/feed?fps=10")).await;
+    let frames = healthy.frames_for(Duration::from_secs(5)).await;
+    assert!(frames.len() >= 46, "the healthy viewer got {} frames in 5 s at fps=10", frames.len());
+    let dropped = metric(&gw, "sightline_frames_dropped_total{stream=\"testcam\",reason=\"slow_viewer\"}").await.unwrap_or(0.0);
+    assert!(dropped > 10.0, "the stalled viewer's lost frames are counted: {dropped}");
+    assert_eq!(metric(&gw, "sightline_frames_dropped_total{stream=\"testcam\",reason=\"slow_consumer\"}").await, None, "the decoder never fell behind");
+    drop(stalled);
+}

@@ -32,8 +32,8 @@ pub struct Gateway {
 
 impl Gateway {
     /// Starts `gateway --config <file>` with `listen`, `static_dir` and the test camera
-    /// port filled in, then `extra` TOML appended (streams, overrides). With
-    /// `testcam_stream`, the default `testcam` stream is kept.
+    /// port filled in, then `extra` TOML appended (streams, overrides; `{testcam}` in it
+    /// stands for the test camera's URL). With `testcam`, the `testcam` stream is defined.
     pub fn start(extra: &str) -> Gateway {
         Self::start_with(extra, true)
     }
@@ -49,7 +49,7 @@ impl Gateway {
         if testcam {
             toml.push_str(&format!("[[streams]]\nid = \"testcam\"\nurl = \"rtsp://127.0.0.1:{testcam_port}/testcam\"\n"));
         }
-        toml.push_str(extra);
+        toml.push_str(&extra.replace("{testcam}", &format!("rtsp://127.0.0.1:{testcam_port}/testcam")));
         let config = dir.path().join("gateway.toml");
         std::fs::write(&config, toml).unwrap();
         let log = dir.path().join("gateway.log");
