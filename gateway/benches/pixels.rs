@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sightline::hub::AccessUnit;
+use sightline::hub::{AccessUnit, NewAccessUnit};
 use sightline::media::Codec;
 use sightline::testcam::{TestCamSettings, TestCamera};
 
@@ -34,14 +34,8 @@ fn record_clip() -> Vec<AccessUnit> {
                     data.extend_from_slice(&nal);
                 }
             }
-            clip.push(AccessUnit {
-                seq: clip.len() as u64 + 1,
-                rtp_timestamp: f.rtp_timestamp,
-                received: Instant::now(),
-                capture_ms: f.capture_ms,
-                keyframe: f.keyframe,
-                data: Bytes::from(data),
-            });
+            let unit = NewAccessUnit { rtp_timestamp: f.rtp_timestamp, capture_ms: f.capture_ms, keyframe: f.keyframe, data: Bytes::from(data) };
+            clip.push(AccessUnit::new(clip.len() as u64 + 1, unit));
         }
         clip
     })

@@ -10,9 +10,12 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
+use signaling::whep::{self, WhepError};
+use tower_http::cors::{Any, CorsLayer};
 use tower_http::services::ServeDir;
 use tower_http::trace::TraceLayer;
 
@@ -20,6 +23,7 @@ use crate::config::{FPS_RANGE, QUALITY_RANGE};
 use crate::feeds::{self, FeedFormat};
 use crate::state::{StartParams, StoreError};
 use crate::streams::{StreamRuntime, Streams};
+use crate::webrtc::{Patched, SessionError, Webrtc};
 
 /// Largest request body accepted, bytes: a start request is a few dozen bytes of JSON.
 pub const MAX_BODY: usize = 16 * 1024;
@@ -31,6 +35,8 @@ pub struct AppState {
     pub streams: Arc<Streams>,
     /// Feed settings.
     pub feeds: crate::config::FeedsConfig,
+    /// WHEP sessions; `None` when `webrtc.enabled = false`.
+    pub webrtc: Option<Arc<Webrtc>>,
 }
 
 /// Every error the API returns, mapped to a status in [`IntoResponse`].
@@ -48,9 +54,15 @@ pub enum ApiError {
     /// 413: the body is larger than [`MAX_BODY`].
     #[error("request body larger than {MAX_BODY} bytes")]
     PayloadTooLarge,
-    /// 503: the state store is unreachable.
+    /// 503: the state store is unreachable, or WebRTC is off.
     #[error("{0}")]
     Unavailable(String),
+    /// 503 with `Retry-After`: too many WebRTC sessions.
+    #[error("{0}")]
+    AtCapacity(String),
+    /// A WHEP protocol error, with its own status.
+    #[error(transparent)]
+    Whep(#[from] WhepError),
 }
 
 impl ApiError {
@@ -61,6 +73,35 @@ impl ApiError {
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "stream_stopped"),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::AtCapacity(_) => (StatusCode::SERVICE_UNAVAILABLE, "at_capacity"),
+            ApiError::Whep(e) => (StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST), whep_kind(e)),
+        }
+    }
+}
+
+fn whep_kind(e: &WhepError) -> &'static str {
+    match e {
+        WhepError::BadOffer(_) => "bad_offer",
+        WhepError::NoH264(_) => "no_h264",
+        WhepError::BadFragment(_) => "bad_fragment",
+        WhepError::TooLarge => "payload_too_large",
+        WhepError::UnsupportedMediaType(_) => "unsupported_media_type",
+        WhepError::PreconditionRequired => "precondition_required",
+        WhepError::PreconditionFailed => "precondition_failed",
+        WhepError::Unsupported(_) => "unsupported",
+    }
+}
+
+/// Seconds a client should wait before retrying a WHEP POST refused at capacity.
+const RETRY_AFTER_SECS: &str = "5";
+
+impl From<SessionError> for ApiError {
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::Whep(w) => ApiError::Whep(w),
+            SessionError::UnknownSession(_) => ApiError::NotFound(e.to_string()),
+            SessionError::AtCapacity(_) => ApiError::AtCapacity(e.to_string()),
+            SessionError::ShuttingDown => ApiError::Unavailable(e.to_string()),
         }
     }
 }
@@ -69,7 +110,11 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, kind) = self.status_and_kind();
         tracing::debug!(%status, error = %self, "request failed");
-        (status, axum::Json(json!({"error": kind, "detail": self.to_string()}))).into_response()
+        let mut resp = (status, axum::Json(json!({"error": kind, "detail": self.to_string()}))).into_response();
+        if matches!(self, ApiError::AtCapacity(_)) {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+        }
+        resp
     }
 }
 
@@ -103,13 +148,35 @@ pub fn app(state: AppState, static_dir: &std::path::Path) -> Router {
         .route("/api/streams/{id}/stop", post(stop_stream))
         .route("/api/streams/{id}/feed", get(sse_feed))
         .route("/api/streams/{id}/mjpeg", get(mjpeg_feed))
+        .route(
+            "/api/streams/{id}/whep",
+            post(whep_post).options(whep_options).layer(DefaultBodyLimit::max(whep::MAX_SDP_BYTES)),
+        )
+        .route(
+            "/api/streams/{id}/whep/{session}",
+            axum::routing::patch(whep_patch)
+                .delete(whep_delete)
+                .options(whep_options)
+                .layer(DefaultBodyLimit::max(whep::MAX_SDP_BYTES)),
+        )
         .route("/api/{*rest}", axum::routing::any(api_not_found))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state);
-    api.fallback_service(ServeDir::new(static_dir)).layer(TraceLayer::new_for_http())
+    api.fallback_service(ServeDir::new(static_dir)).layer(cors()).layer(TraceLayer::new_for_http())
+}
+
+/// CORS for players on other origins (draft-ietf-wish-whep §4.1 expects it): any origin,
+/// the WHEP methods, and the headers a WHEP client must read.
+fn cors() -> CorsLayer {
+    use axum::http::Method;
+    CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE, Method::OPTIONS])
+        .allow_headers([header::CONTENT_TYPE, header::IF_MATCH, header::AUTHORIZATION])
+        .expose_headers([header::LOCATION, header::ETAG, header::LINK, header::RETRY_AFTER, header::HeaderName::from_static("accept-patch")])
 }
 
 fn stream<'a>(state: &'a AppState, id: &str) -> Result<&'a Arc<StreamRuntime>, ApiError> {
@@ -200,6 +267,94 @@ async fn mjpeg_feed(State(state): State<AppState>, Path(id): Path<String>, query
     open_feed(&state, &id, query, FeedFormat::Mjpeg)
 }
 
+fn webrtc(state: &AppState) -> Result<&Arc<Webrtc>, ApiError> {
+    state.webrtc.as_ref().ok_or_else(|| ApiError::Unavailable("WebRTC is disabled (webrtc.enabled = false)".into()))
+}
+
+/// Checks the request's Content-Type against `want` (parameters like charset allowed).
+fn require_content_type(headers: &HeaderMap, want: &'static str) -> Result<(), ApiError> {
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case(want) { Ok(()) } else { Err(WhepError::UnsupportedMediaType(want).into()) }
+}
+
+fn body_text(body: Result<Bytes, BytesRejection>) -> Result<String, ApiError> {
+    let body = body.map_err(|r| if r.status() == StatusCode::PAYLOAD_TOO_LARGE { ApiError::Whep(WhepError::TooLarge) } else { r.into() })?;
+    String::from_utf8(body.to_vec()).map_err(|_| ApiError::BadRequest("the body is not UTF-8".into()))
+}
+
+/// `POST /api/streams/{id}/whep` (draft-ietf-wish-whep §4.2): SDP offer in, 201 with the
+/// answer, `Location` of the session resource, `ETag` and ICE-server `Link`s.
+async fn whep_post(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let webrtc = webrtc(&state)?;
+    let rt = stream(&state, &id)?;
+    require_content_type(&headers, whep::SDP_MEDIA_TYPE)?;
+    let offer = body_text(body)?;
+    if !rt.record().active {
+        return Err(ApiError::Conflict(format!("stream {id:?} is stopped; POST /api/streams/{id}/start first")));
+    }
+    let created = webrtc.create(rt, &offer).await?;
+    let location = format!("/api/streams/{id}/whep/{}", created.id);
+    let mut resp = (StatusCode::CREATED, created.answer).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(whep::SDP_MEDIA_TYPE));
+    h.insert(header::LOCATION, HeaderValue::from_str(&location).expect("ids are header-safe"));
+    h.insert(header::ETAG, HeaderValue::from_str(&created.etag.header_value()).expect("hex"));
+    h.insert("accept-patch", HeaderValue::from_static(whep::SDPFRAG_MEDIA_TYPE));
+    for link in webrtc.links() {
+        if let Ok(v) = HeaderValue::from_str(link) {
+            h.append(header::LINK, v);
+        }
+    }
+    Ok(resp)
+}
+
+/// `PATCH` on a session: trickle ICE (204) or ICE restart with `If-Match: *` (200).
+async fn whep_patch(
+    State(state): State<AppState>,
+    Path((id, session)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let webrtc = webrtc(&state)?;
+    stream(&state, &id)?;
+    require_content_type(&headers, whep::SDPFRAG_MEDIA_TYPE)?;
+    let fragment = body_text(body)?;
+    let if_match = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok());
+    match webrtc.patch(&id, &session, if_match, &fragment).await? {
+        Patched::Trickle => Ok(StatusCode::NO_CONTENT.into_response()),
+        Patched::IceRestart { etag, fragment } => {
+            let mut resp = (StatusCode::OK, fragment).into_response();
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(whep::SDPFRAG_MEDIA_TYPE));
+            resp.headers_mut().insert(header::ETAG, HeaderValue::from_str(&etag.header_value()).expect("hex"));
+            Ok(resp)
+        }
+    }
+}
+
+/// `DELETE` on a session: 200 and the session ends.
+async fn whep_delete(State(state): State<AppState>, Path((id, session)): Path<(String, String)>) -> Result<Response, ApiError> {
+    let webrtc = webrtc(&state)?;
+    stream(&state, &id)?;
+    webrtc.delete(&id, &session).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+/// `OPTIONS` (without CORS preflight headers): what the endpoint takes.
+async fn whep_options() -> Response {
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    let h = resp.headers_mut();
+    h.insert("accept-post", HeaderValue::from_static(whep::SDP_MEDIA_TYPE));
+    h.insert("accept-patch", HeaderValue::from_static(whep::SDPFRAG_MEDIA_TYPE));
+    h.insert(header::ALLOW, HeaderValue::from_static("OPTIONS, POST, PATCH, DELETE"));
+    resp
+}
+
 async fn api_not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::NotFound(format!("no API route {}", uri.path()))
 }
@@ -213,5 +368,6 @@ async fn healthz() -> impl IntoResponse {
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    axum::Json(json!({"status": "ready", "streams": state.streams.all().count()}))
+    let webrtc = state.webrtc.as_ref().map(|w| json!({"sessions": w.session_count(), "udp": w.announced_addrs()}));
+    axum::Json(json!({"status": "ready", "streams": state.streams.all().count(), "webrtc": webrtc}))
 }

@@ -4,7 +4,7 @@
 //! Every field has a default (documented on the field), so an empty file is a valid config
 //! that runs the built-in test camera.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -31,6 +31,8 @@ pub struct Config {
     pub ingest: IngestConfig,
     /// SSE/MJPEG feed limits.
     pub feeds: FeedsConfig,
+    /// WebRTC (WHEP) live view.
+    pub webrtc: WebrtcConfig,
     /// The cameras. Default: one stream `testcam` pulling the built-in test camera.
     pub streams: Vec<StreamConfig>,
 }
@@ -124,6 +126,65 @@ impl Default for FeedsConfig {
     }
 }
 
+/// `[webrtc]`: WHEP viewers (draft-ietf-wish-whep) over one UDP port per event loop.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebrtcConfig {
+    /// Serve WHEP. Default `true`.
+    pub enabled: bool,
+    /// Local IP the UDP sockets bind and announce as host candidates. Default: the HTTP
+    /// listen IP, or 127.0.0.1 when that is unspecified (0.0.0.0/::): set this to the LAN
+    /// address for viewers on other machines.
+    pub ip: Option<IpAddr>,
+    /// NAT 1:1: the public IP to announce instead of `ip` (at most one). Default none.
+    pub public_ips: Vec<IpAddr>,
+    /// First UDP port; event loop `i` uses `udp_port + i`. 0 picks free ports. Default 8189.
+    pub udp_port: u16,
+    /// Event loops (threads' worth of sessions, one UDP socket each). 0 = one per core.
+    pub loops: usize,
+    /// Most WHEP sessions at once; more get 503 with Retry-After. Default 500.
+    pub max_sessions: usize,
+    /// STUN/TURN servers offered to clients in `Link` headers. Default none.
+    pub ice_servers: Vec<IceServerConfig>,
+    /// How long a WHEP POST waits for the camera's first keyframe (to learn its H.264
+    /// profile) when the stream is not being pulled yet. Default `5s`.
+    #[serde(with = "humantime_serde")]
+    pub first_frame_timeout: std::time::Duration,
+    /// A session whose ICE/DTLS has not connected after this long is dropped. Default `15s`.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: std::time::Duration,
+}
+
+impl Default for WebrtcConfig {
+    fn default() -> Self {
+        WebrtcConfig {
+            enabled: true,
+            ip: None,
+            public_ips: Vec::new(),
+            udp_port: 8189,
+            loops: 0,
+            max_sessions: 500,
+            ice_servers: Vec::new(),
+            first_frame_timeout: std::time::Duration::from_secs(5),
+            connect_timeout: std::time::Duration::from_secs(15),
+        }
+    }
+}
+
+/// One `[[webrtc.ice_servers]]` entry.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IceServerConfig {
+    /// `stun:host:port` or `turn:host:port?transport=udp`.
+    pub url: String,
+    /// TURN user name.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// TURN password.
+    #[serde(default)]
+    pub credential: Option<String>,
+}
+
 /// RTP transport to request from a camera.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -214,6 +275,7 @@ impl Default for Config {
             testcam,
             ingest: IngestConfig::default(),
             feeds: FeedsConfig::default(),
+            webrtc: WebrtcConfig::default(),
             streams: vec![stream],
         }
     }
@@ -273,6 +335,15 @@ impl Config {
             if !QUALITY_RANGE.contains(&s.quality) {
                 return Err(format!("stream {}: quality {} outside {QUALITY_RANGE:?}", s.id, s.quality));
             }
+        }
+        if self.webrtc.public_ips.len() > 1 {
+            return Err("webrtc.public_ips: at most one public IP is supported".into());
+        }
+        if self.webrtc.max_sessions == 0 {
+            return Err("webrtc.max_sessions must be at least 1".into());
+        }
+        if let Some(bad) = self.webrtc.ice_servers.iter().find(|s| !["stun:", "turn:", "turns:"].iter().any(|p| s.url.starts_with(p))) {
+            return Err(format!("webrtc.ice_servers: {:?} must start with stun:, turn: or turns:", bad.url));
         }
         if self.ingest.backoff_min.is_zero() || self.ingest.backoff_min > self.ingest.backoff_max {
             return Err("ingest.backoff_min must be > 0 and <= ingest.backoff_max".into());

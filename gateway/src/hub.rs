@@ -7,11 +7,14 @@
 //! units are counted (`sightline_frames_dropped_total{reason="slow_consumer"}`).
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::watch;
+
+use crate::{h264, rtp};
 
 /// One H.264 access unit (all NAL units of one picture) as received from the camera.
 #[derive(Debug)]
@@ -30,6 +33,31 @@ pub struct AccessUnit {
     pub keyframe: bool,
     /// Annex B bytes (start code + NAL unit, repeated); SPS/PPS precede every keyframe.
     pub data: Bytes,
+    /// RTP payloads, made on first use and shared by every WebRTC viewer.
+    rtp: OnceLock<Arc<[Arc<[u8]>]>>,
+}
+
+impl AccessUnit {
+    /// A unit outside any hub (tests, benchmarks); hubs number their own.
+    pub fn new(seq: u64, unit: NewAccessUnit) -> AccessUnit {
+        AccessUnit {
+            seq,
+            rtp_timestamp: unit.rtp_timestamp,
+            received: Instant::now(),
+            capture_ms: unit.capture_ms,
+            keyframe: unit.keyframe,
+            data: unit.data,
+            rtp: OnceLock::new(),
+        }
+    }
+
+    /// The unit's RTP payloads (RFC 6184 packetization-mode 1, at most
+    /// [`rtp::DEFAULT_MAX_PAYLOAD`] bytes each), packetized once however many viewers send it.
+    pub fn rtp_payloads(&self) -> &Arc<[Arc<[u8]>]> {
+        self.rtp.get_or_init(|| {
+            rtp::packetize_h264(&self.data, rtp::DEFAULT_MAX_PAYLOAD).iter().map(|p| Arc::<[u8]>::from(&p[..])).collect()
+        })
+    }
 }
 
 /// Units a consumer may fall behind before it skips to the next keyframe: about 2.5 s at
@@ -44,6 +72,7 @@ const MAX_CACHED_GOP: usize = 300;
 struct Cache {
     gop: Vec<Arc<AccessUnit>>,
     next_seq: u64,
+    sps: Bytes,
 }
 
 /// Fan-out of one stream's access units. See the module docs.
@@ -52,6 +81,7 @@ pub struct Hub {
     stream_id: Arc<str>,
     cache: Mutex<Cache>,
     tx: broadcast::Sender<Arc<AccessUnit>>,
+    sps: watch::Sender<Option<h264::SpsInfo>>,
 }
 
 /// Fields of a unit before the hub numbers it.
@@ -72,25 +102,20 @@ impl Hub {
     pub fn new(stream_id: &str) -> Hub {
         Hub {
             stream_id: stream_id.into(),
-            cache: Mutex::new(Cache { gop: Vec::new(), next_seq: 1 }),
+            cache: Mutex::new(Cache { gop: Vec::new(), next_seq: 1, sps: Bytes::new() }),
             tx: broadcast::channel(FANOUT_DEPTH).0,
+            sps: watch::Sender::new(None),
         }
     }
 
     /// Numbers and sends one unit to every subscriber; never waits.
     pub fn publish(&self, unit: NewAccessUnit) -> Arc<AccessUnit> {
         let mut cache = self.cache.lock().expect("hub lock poisoned");
-        let au = Arc::new(AccessUnit {
-            seq: cache.next_seq,
-            rtp_timestamp: unit.rtp_timestamp,
-            received: Instant::now(),
-            capture_ms: unit.capture_ms,
-            keyframe: unit.keyframe,
-            data: unit.data,
-        });
+        let au = Arc::new(AccessUnit::new(cache.next_seq, unit));
         cache.next_seq += 1;
         if au.keyframe {
             cache.gop.clear();
+            self.note_sps(&mut cache, &au);
         }
         if (au.keyframe || !cache.gop.is_empty()) && cache.gop.len() < MAX_CACHED_GOP {
             cache.gop.push(au.clone());
@@ -101,6 +126,31 @@ impl Hub {
         // cached GOP or from the channel.
         let _ = self.tx.send(au.clone());
         au
+    }
+
+    /// Parses the keyframe's SPS when it differs from the last one seen.
+    fn note_sps(&self, cache: &mut Cache, au: &AccessUnit) {
+        let Some(sps) = h264::nal_units(&au.data).find(|n| h264::nal_type(n) == h264::NAL_SPS) else { return };
+        if sps == &cache.sps[..] {
+            return;
+        }
+        cache.sps = au.data.slice_ref(sps);
+        match h264::parse_sps(sps) {
+            Ok(info) => {
+                self.sps.send_replace(Some(info));
+            }
+            Err(e) => tracing::warn!(stream = %self.stream_id, error = %e, "camera sent an SPS we cannot parse"),
+        }
+    }
+
+    /// Follows the stream's SPS (picture size, profile): `None` until the first keyframe.
+    pub fn watch_sps(&self) -> watch::Receiver<Option<h264::SpsInfo>> {
+        self.sps.subscribe()
+    }
+
+    /// The units from the last keyframe to now (empty when no keyframe is cached).
+    pub fn cached_gop(&self) -> Vec<Arc<AccessUnit>> {
+        self.cache.lock().expect("hub lock poisoned").gop.clone()
     }
 
     /// Forgets the cached GOP (the camera session ended; its pictures are stale).
@@ -117,6 +167,13 @@ impl Hub {
             rx: self.tx.subscribe(),
             need_keyframe: cache.gop.is_empty(),
         }
+    }
+
+    /// A new consumer of live units only (no cached GOP); it gets every unit from now on,
+    /// keyframe or not, except after falling behind (then it skips to a keyframe).
+    pub fn subscribe_live(&self) -> Subscription {
+        let _cache = self.cache.lock().expect("hub lock poisoned");
+        Subscription { stream_id: self.stream_id.clone(), backlog: VecDeque::new(), rx: self.tx.subscribe(), need_keyframe: false }
     }
 
     /// Number of current subscribers.

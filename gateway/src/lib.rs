@@ -10,6 +10,7 @@
 //! - [`feeds`]: SSE and MJPEG response bodies.
 //! - [`state`]: the `StateStore` trait and the in-memory store.
 //! - [`streams`]: per-stream runtime, on-demand pull supervisor, store event follower.
+//! - [`webrtc`]: WHEP sessions on str0m event loops (one UDP socket per loop).
 //! - [`api`]: the axum router and its single error type.
 //! - [`h264`], [`rtp`]: Annex B/SPS helpers and RFC 6184 packetization.
 //! - [`metrics`], [`redact`]: the Prometheus recorder; credential redaction.
@@ -27,6 +28,7 @@ pub mod rtp;
 pub mod state;
 pub mod streams;
 pub mod testcam;
+pub mod webrtc;
 
 use std::sync::Arc;
 
@@ -58,7 +60,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .unwrap_or_else(|| format!("{}-{}", std::env::var("HOSTNAME").unwrap_or_else(|_| "gateway".into()), std::process::id()));
     let store = Arc::new(MemoryStore::default());
     let streams = streams::Streams::start(&config, store, replica_id).await?;
-    let state = api::AppState { streams, feeds: config.feeds.clone() };
+    let webrtc = if config.webrtc.enabled { Some(webrtc::Webrtc::start(&config.webrtc, config.listen).await?) } else { None };
+    let state = api::AppState { streams, feeds: config.feeds.clone(), webrtc };
     let router = api::app(state, &config.static_dir);
     let listener = TcpListener::bind(config.listen)
         .await

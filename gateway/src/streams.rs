@@ -28,6 +28,8 @@ pub enum ViewerKind {
     Sse,
     /// `GET /api/streams/{id}/mjpeg`.
     Mjpeg,
+    /// A WHEP session.
+    Webrtc,
 }
 
 impl ViewerKind {
@@ -35,6 +37,7 @@ impl ViewerKind {
         match self {
             ViewerKind::Sse => "sse",
             ViewerKind::Mjpeg => "mjpeg",
+            ViewerKind::Webrtc => "webrtc",
         }
     }
 }
@@ -46,6 +49,8 @@ pub struct ViewerCounts {
     pub sse: usize,
     /// MJPEG viewers.
     pub mjpeg: usize,
+    /// WebRTC (WHEP) viewers.
+    pub webrtc: usize,
 }
 
 /// One configured stream at run time.
@@ -62,6 +67,7 @@ pub struct StreamRuntime {
     consumers: watch::Sender<usize>,
     sse: AtomicUsize,
     mjpeg: AtomicUsize,
+    webrtc: AtomicUsize,
 }
 
 /// Holds one consumer place; dropping it releases the place (and may end on-demand pull).
@@ -126,7 +132,7 @@ impl StreamRuntime {
     fn new(config: StreamConfig, record: StreamRecord, queue_depth: usize) -> Arc<StreamRuntime> {
         let hub = Arc::new(Hub::new(&config.id));
         // Export zeros from the start so dashboards and alerts see every stream.
-        for kind in [ViewerKind::Sse, ViewerKind::Mjpeg] {
+        for kind in [ViewerKind::Sse, ViewerKind::Mjpeg, ViewerKind::Webrtc] {
             metrics::gauge!("sightline_viewers", "stream" => config.id.clone(), "kind" => kind.label()).set(0.0);
         }
         metrics::gauge!("sightline_decoders_active", "stream" => config.id.clone()).set(0.0);
@@ -139,6 +145,7 @@ impl StreamRuntime {
             consumers: watch::Sender::new(0),
             sse: AtomicUsize::new(0),
             mjpeg: AtomicUsize::new(0),
+            webrtc: AtomicUsize::new(0),
             config,
         })
     }
@@ -147,6 +154,7 @@ impl StreamRuntime {
         match kind {
             ViewerKind::Sse => &self.sse,
             ViewerKind::Mjpeg => &self.mjpeg,
+            ViewerKind::Webrtc => &self.webrtc,
         }
     }
 
@@ -190,7 +198,11 @@ impl StreamRuntime {
         HealthView {
             active: self.record.borrow().active,
             health: self.health.borrow().clone(),
-            viewers: ViewerCounts { sse: self.sse.load(Ordering::Relaxed), mjpeg: self.mjpeg.load(Ordering::Relaxed) },
+            viewers: ViewerCounts {
+                sse: self.sse.load(Ordering::Relaxed),
+                mjpeg: self.mjpeg.load(Ordering::Relaxed),
+                webrtc: self.webrtc.load(Ordering::Relaxed),
+            },
         }
     }
 

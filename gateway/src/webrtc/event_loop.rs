@@ -1,0 +1,470 @@
+//! One WebRTC event loop: a UDP socket, the sessions on it, and one tap per stream that
+//! feeds access units (shared `Arc`s, RTP payloads made once) to every session of that
+//! stream on this loop. All str0m peers here are driven from this one task, following
+//! str0m's contract: after every input or write, drain output until the next timeout.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use signaling::peer::{Datagram, PeerEvent, ViewerPeer};
+use signaling::whep::SessionId;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use super::timeline::Timeline;
+use super::{Command, Registry};
+use crate::hub::AccessUnit;
+use crate::streams::{ConsumerGuard, StreamRuntime};
+
+/// Largest UDP datagram read, bytes.
+const MAX_DATAGRAM: usize = 2048;
+/// A viewer disconnected (ICE consent lost) this long is dropped; shorter blips recover.
+const DISCONNECT_GRACE: Duration = Duration::from_secs(10);
+/// Keyframe requests answered (with a burst from the cached GOP) at most this often.
+const KEYFRAME_BURST_INTERVAL: Duration = Duration::from_millis(500);
+/// Messages queued from the stream taps before they wait; about 1 s of video at 25 fps.
+const MEDIA_QUEUE: usize = 32;
+
+/// A session handed to a loop by [`super::Webrtc::create`].
+#[derive(Debug)]
+pub struct NewSession {
+    /// Its id.
+    pub id: SessionId,
+    /// The stream it watches.
+    pub stream: Arc<StreamRuntime>,
+    /// The answered peer.
+    pub peer: ViewerPeer,
+    /// When the WHEP POST arrived (for time to first frame).
+    pub created_at: Instant,
+    /// Its viewer place (on-demand pull).
+    pub guard: ConsumerGuard,
+}
+
+#[derive(Debug)]
+struct Session {
+    stream: Arc<StreamRuntime>,
+    peer: ViewerPeer,
+    timeline: Timeline,
+    next_timeout: Option<Instant>,
+    created_at: Instant,
+    first_frame_sent: bool,
+    last_burst: Option<Instant>,
+    disconnected_since: Option<Instant>,
+    packets_lost: u64,
+    _guard: ConsumerGuard,
+}
+
+/// What a stream tap sends to its loop.
+#[derive(Debug)]
+enum TapMessage {
+    Unit(Arc<str>, Arc<AccessUnit>),
+    State(Arc<str>, String),
+    Stopped(Arc<str>),
+}
+
+#[derive(Debug)]
+struct Tap {
+    task: JoinHandle<()>,
+    sessions: usize,
+}
+
+/// The loop's state. Build with [`EventLoop::new`], then [`EventLoop::run`].
+#[derive(Debug)]
+pub struct EventLoop {
+    index: usize,
+    socket: UdpSocket,
+    announced: SocketAddr,
+    commands: mpsc::Receiver<Command>,
+    registry: Arc<Registry>,
+    count: Arc<AtomicUsize>,
+    connect_timeout: Duration,
+    sessions: HashMap<SessionId, Session>,
+    by_addr: HashMap<SocketAddr, SessionId>,
+    taps: HashMap<Arc<str>, Tap>,
+    media_tx: mpsc::Sender<TapMessage>,
+    media_rx: mpsc::Receiver<TapMessage>,
+    out: Vec<Datagram>,
+    events: Vec<PeerEvent>,
+}
+
+impl EventLoop {
+    /// A loop on `socket`, announcing `announced` as its host candidate.
+    pub(crate) fn new(
+        index: usize,
+        socket: UdpSocket,
+        announced: SocketAddr,
+        commands: mpsc::Receiver<Command>,
+        registry: Arc<Registry>,
+        count: Arc<AtomicUsize>,
+        connect_timeout: Duration,
+    ) -> EventLoop {
+        let (media_tx, media_rx) = mpsc::channel(MEDIA_QUEUE);
+        EventLoop {
+            index,
+            socket,
+            announced,
+            commands,
+            registry,
+            count,
+            connect_timeout,
+            sessions: HashMap::new(),
+            by_addr: HashMap::new(),
+            taps: HashMap::new(),
+            media_tx,
+            media_rx,
+            out: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    /// Runs until the command channel closes.
+    pub async fn run(mut self) {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            let next = self.sessions.values().filter_map(|s| s.next_timeout).min();
+            let sleep = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                received = self.socket.recv_from(&mut buf) => match received {
+                    Ok((n, source)) => self.on_datagram(source, &buf[..n]),
+                    Err(e) => debug!(loop_index = self.index, error = %e, "UDP receive failed"),
+                },
+                command = self.commands.recv() => match command {
+                    Some(c) => self.on_command(c),
+                    None => return,
+                },
+                Some(message) = self.media_rx.recv() => self.on_media(message),
+                () = sleep => self.on_timeouts(),
+                _ = housekeeping.tick() => self.sweep(),
+            }
+            self.flush().await;
+        }
+    }
+
+    /// Sends everything the peers produced.
+    async fn flush(&mut self) {
+        for d in self.out.drain(..) {
+            match self.socket.try_send_to(&d.contents, d.destination) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    let _ = self.socket.send_to(&d.contents, d.destination).await;
+                }
+                Err(e) => debug!(destination = %d.destination, error = %e, "UDP send failed"),
+            }
+        }
+    }
+
+    fn on_datagram(&mut self, source: SocketAddr, data: &[u8]) {
+        let now = Instant::now();
+        let announced = self.announced;
+        let cached = self.by_addr.get(&source).copied().filter(|id| {
+            self.sessions.get(id).is_some_and(|s| s.peer.accepts(now, source, announced, data))
+        });
+        let id = cached.or_else(|| {
+            self.sessions.iter().find(|(_, s)| s.peer.accepts(now, source, announced, data)).map(|(id, _)| *id)
+        });
+        let Some(id) = id else { return };
+        self.by_addr.insert(source, id);
+        if let Some(s) = self.sessions.get_mut(&id) {
+            s.peer.handle_datagram(now, source, announced, data);
+        }
+        self.drive(id);
+    }
+
+    fn on_timeouts(&mut self) {
+        let now = Instant::now();
+        let due: Vec<SessionId> =
+            self.sessions.iter().filter(|(_, s)| s.next_timeout.is_some_and(|t| t <= now)).map(|(id, _)| *id).collect();
+        for id in due {
+            if let Some(s) = self.sessions.get_mut(&id) {
+                s.peer.handle_timeout(now);
+            }
+            self.drive(id);
+        }
+    }
+
+    /// Drops sessions that never connected or stayed disconnected.
+    fn sweep(&mut self) {
+        let now = Instant::now();
+        let stale: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| {
+                (!s.peer.is_connected() && now - s.created_at > self.connect_timeout)
+                    || s.disconnected_since.is_some_and(|t| now - t > DISCONNECT_GRACE)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            info!(session = %id, "WHEP session timed out (no ICE)");
+            self.remove(id);
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Add(new) => self.add(*new),
+            Command::Remove(id, reply) => {
+                let existed = self.sessions.contains_key(&id);
+                if let Some(s) = self.sessions.get_mut(&id) {
+                    s.peer.close();
+                    self.drive(id);
+                }
+                self.remove(id);
+                let _ = reply.send(existed);
+            }
+            Command::Candidates(id, candidates) => {
+                if let Some(s) = self.sessions.get_mut(&id) {
+                    s.peer.add_remote_candidates(&candidates);
+                    self.drive(id);
+                }
+            }
+            Command::IceRestart(id, ufrag, pwd, reply) => {
+                let result = match self.sessions.get_mut(&id) {
+                    Some(s) => s.peer.ice_restart(&ufrag, &pwd),
+                    None => Err(signaling::whep::WhepError::Unsupported("session ended".into())),
+                };
+                let _ = reply.send(result);
+                self.by_addr.retain(|_, v| *v != id);
+                self.drive(id);
+            }
+        }
+    }
+
+    fn add(&mut self, new: NewSession) {
+        let key: Arc<str> = Arc::from(new.stream.config.id.as_str());
+        let tap = self.taps.entry(key.clone()).or_insert_with(|| Tap {
+            task: tokio::spawn(tap(key.clone(), new.stream.clone(), self.media_tx.clone())),
+            sessions: 0,
+        });
+        tap.sessions += 1;
+        self.sessions.insert(
+            new.id,
+            Session {
+                stream: new.stream,
+                peer: new.peer,
+                timeline: Timeline::new(),
+                next_timeout: Some(Instant::now()),
+                created_at: new.created_at,
+                first_frame_sent: false,
+                last_burst: None,
+                disconnected_since: None,
+                packets_lost: 0,
+                _guard: new.guard,
+            },
+        );
+        self.count.store(self.sessions.len(), Ordering::Relaxed);
+        self.drive(new.id);
+    }
+
+    fn remove(&mut self, id: SessionId) {
+        let Some(s) = self.sessions.remove(&id) else { return };
+        self.by_addr.retain(|_, v| *v != id);
+        self.registry.remove(&id);
+        self.count.store(self.sessions.len(), Ordering::Relaxed);
+        let key: &str = &s.stream.config.id;
+        if let Some(tap) = self.taps.get_mut(key) {
+            tap.sessions -= 1;
+            if tap.sessions == 0 {
+                tap.task.abort();
+                self.taps.remove(key);
+            }
+        }
+    }
+
+    fn on_media(&mut self, message: TapMessage) {
+        match message {
+            TapMessage::Unit(stream, au) => {
+                let ids = self.session_ids(&stream);
+                for id in ids {
+                    self.send_live(id, &au);
+                }
+            }
+            TapMessage::State(stream, json) => {
+                for id in self.session_ids(&stream) {
+                    if let Some(s) = self.sessions.get_mut(&id) {
+                        s.peer.send_text(&json);
+                    }
+                    self.drive(id);
+                }
+            }
+            TapMessage::Stopped(stream) => {
+                for id in self.session_ids(&stream) {
+                    if let Some(s) = self.sessions.get_mut(&id) {
+                        s.peer.send_text(r#"{"type":"stopped"}"#);
+                        s.peer.close();
+                    }
+                    self.drive(id);
+                    info!(stream = %stream, session = %id, "WHEP session closed: stream stopped");
+                    self.remove(id);
+                }
+            }
+        }
+    }
+
+    fn session_ids(&self, stream: &str) -> Vec<SessionId> {
+        self.sessions.iter().filter(|(_, s)| &*s.stream.config.id == stream).map(|(id, _)| *id).collect()
+    }
+
+    fn send_live(&mut self, id: SessionId, au: &AccessUnit) {
+        let Some(s) = self.sessions.get_mut(&id) else { return };
+        if !s.peer.is_connected() {
+            return;
+        }
+        if let Some(ts) = s.timeline.live(au) {
+            write_unit(s, au, ts);
+            self.drive(id);
+        }
+    }
+
+    /// Sends the cached GOP as a burst (fast start, or a keyframe request).
+    fn burst(&mut self, id: SessionId) {
+        let Some(s) = self.sessions.get_mut(&id) else { return };
+        let gop = s.stream.hub.cached_gop();
+        s.last_burst = Some(Instant::now());
+        for (au, ts) in s.timeline.burst(&gop) {
+            write_unit(s, &au, ts);
+        }
+    }
+
+    /// Drains a peer and handles its events until it is quiet.
+    fn drive(&mut self, id: SessionId) {
+        loop {
+            let Some(s) = self.sessions.get_mut(&id) else { return };
+            s.next_timeout = s.peer.poll(&mut self.out, &mut self.events);
+            if s.timeline.take_offset_change() {
+                let msg = json!({"type": "timing", "rtp_offset": s.timeline.offset()}).to_string();
+                s.peer.send_text(&msg);
+                continue;
+            }
+            if self.events.is_empty() {
+                if s.next_timeout.is_none() {
+                    self.remove(id);
+                }
+                return;
+            }
+            let events = std::mem::take(&mut self.events);
+            for e in events {
+                self.on_peer_event(id, e);
+            }
+        }
+    }
+
+    fn on_peer_event(&mut self, id: SessionId, event: PeerEvent) {
+        let Some(s) = self.sessions.get_mut(&id) else { return };
+        let stream = s.stream.config.id.clone();
+        match event {
+            PeerEvent::Connected => {
+                debug!(stream = %stream, session = %id, "WHEP session connected");
+                s.disconnected_since = None;
+                self.burst(id);
+            }
+            PeerEvent::IceConnected => s.disconnected_since = None,
+            PeerEvent::KeyframeRequest { full } => {
+                metrics::counter!("sightline_webrtc_keyframe_requests_total", "stream" => stream, "kind" => if full { "fir" } else { "pli" })
+                    .increment(1);
+                if s.last_burst.is_none_or(|t| t.elapsed() >= KEYFRAME_BURST_INTERVAL) {
+                    self.burst(id);
+                }
+            }
+            PeerEvent::ChannelOpen { label } => {
+                let hello = json!({
+                    "type": "hello",
+                    "session": id.to_string(),
+                    "stream": stream,
+                    "label": label,
+                    "payload_type": s.peer.payload_type(),
+                    "rtp_offset": s.timeline.offset(),
+                });
+                s.peer.send_text(&hello.to_string());
+                let state = json!({"type": "state", "health": s.stream.health_view()});
+                s.peer.send_text(&state.to_string());
+            }
+            PeerEvent::Stats { loss, rtt, jitter, packets_lost } => {
+                let labels = [("stream", stream)];
+                if let Some(l) = loss {
+                    metrics::histogram!("sightline_webrtc_loss_ratio", &labels).record(f64::from(l));
+                }
+                if let Some(r) = rtt {
+                    metrics::histogram!("sightline_webrtc_rtt_seconds", &labels).record(r.as_secs_f64());
+                }
+                if let Some(j) = jitter {
+                    metrics::histogram!("sightline_webrtc_jitter_seconds", &labels).record(f64::from(j) / 90_000.0);
+                }
+                if let Some(lost) = packets_lost {
+                    let new = lost.saturating_sub(s.packets_lost);
+                    s.packets_lost = lost;
+                    metrics::counter!("sightline_webrtc_packets_lost_total", &labels).increment(new);
+                }
+            }
+            PeerEvent::Disconnected => {
+                warn!(stream = %stream, session = %id, "WHEP viewer ICE disconnected; waiting for it to come back");
+                s.disconnected_since.get_or_insert_with(Instant::now);
+            }
+            PeerEvent::Closed => {
+                info!(stream = %stream, session = %id, "WHEP session closed by the viewer");
+                self.remove(id);
+            }
+        }
+    }
+}
+
+/// Queues one access unit's packets on a session, and times its first frame.
+fn write_unit(s: &mut Session, au: &AccessUnit, ts: u32) {
+    let payloads = au.rtp_payloads();
+    let last = payloads.len().saturating_sub(1);
+    for (i, payload) in payloads.iter().enumerate() {
+        s.peer.write_rtp(payload.clone(), ts, i == last, au.received);
+    }
+    metrics::counter!("sightline_webrtc_packets_sent_total", "stream" => s.stream.config.id.clone()).increment(payloads.len() as u64);
+    if !s.first_frame_sent {
+        s.first_frame_sent = true;
+        metrics::histogram!("sightline_webrtc_time_to_first_frame_seconds", "stream" => s.stream.config.id.clone())
+            .record(s.created_at.elapsed().as_secs_f64());
+    }
+}
+
+/// Follows one stream for one loop: live access units, state changes, and the stop.
+async fn tap(key: Arc<str>, stream: Arc<StreamRuntime>, tx: mpsc::Sender<TapMessage>) {
+    let mut units = stream.hub.subscribe_live();
+    let mut record = stream.watch_record();
+    let mut health = stream.watch_health();
+    record.mark_unchanged();
+    health.mark_unchanged();
+    loop {
+        let message = tokio::select! {
+            au = units.next() => match au {
+                Some(au) => TapMessage::Unit(key.clone(), au),
+                None => return,
+            },
+            changed = record.changed() => {
+                if changed.is_err() || !record.borrow_and_update().active {
+                    let _ = tx.send(TapMessage::Stopped(key.clone())).await;
+                    return;
+                }
+                continue;
+            }
+            changed = health.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                health.borrow_and_update();
+                TapMessage::State(key.clone(), json!({"type": "state", "health": stream.health_view()}).to_string())
+            }
+        };
+        if tx.send(message).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! One WHEP viewer's WebRTC peer: a `str0m` [`Rtc`] in RTP mode and ICE-lite that sends
+//! H.264 RTP payloads the gateway already has (RFC 6184), plus one data channel.
+//!
+//! Sans-IO like str0m itself: the owner feeds datagrams and timeouts in and, after every
+//! input or write, drains [`ViewerPeer::poll`] until it returns the next timeout (str0m's
+//! contract: no mutation between `poll_output` calls until `Output::Timeout`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::change::SdpOffer;
+use str0m::channel::ChannelId;
+use str0m::format::Codec;
+use str0m::media::{KeyframeRequestKind, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{RtpWrite, SeqNo};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+
+use crate::whep::WhepError;
+
+/// How often str0m reports RTCP-derived stats (receiver reports: loss, jitter, RTT).
+const STATS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// RTP payload types we configure for H.264 (the browser's numbers win in the answer).
+const H264_PT: u8 = 96;
+const H264_RTX_PT: u8 = 97;
+
+/// Peer settings.
+#[derive(Clone, Debug)]
+pub struct PeerConfig {
+    /// Local host candidates: the UDP socket's address as the browser must reach it.
+    pub candidates: Vec<SocketAddr>,
+    /// The camera's H.264 `profile-level-id` (RFC 6184 §8.1) as a 24-bit number, e.g.
+    /// `0x64001f`; the payload type of that profile is preferred.
+    pub profile_level_id: u32,
+}
+
+/// What happened to the peer, for the owner to act on.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PeerEvent {
+    /// ICE and DTLS are up: media may be sent.
+    Connected,
+    /// The viewer asked for a keyframe (RTCP PLI or FIR, RFC 4585 §6.3.1 / RFC 5104 §4.3.1).
+    KeyframeRequest {
+        /// True for FIR.
+        full: bool,
+    },
+    /// The viewer's data channel opened.
+    ChannelOpen {
+        /// Its label.
+        label: String,
+    },
+    /// A receiver report summary (RFC 3550 §6.4.2).
+    Stats {
+        /// Fraction of packets lost, 0..=1.
+        loss: Option<f32>,
+        /// Round-trip time.
+        rtt: Option<Duration>,
+        /// Interarrival jitter, 90 kHz units.
+        jitter: Option<u32>,
+        /// Cumulative packets lost.
+        packets_lost: Option<u64>,
+    },
+    /// ICE lost the viewer (consent freshness failed); it may come back.
+    Disconnected,
+    /// ICE (re)connected.
+    IceConnected,
+    /// The peer is closed for good; drop it.
+    Closed,
+}
+
+/// A datagram to send.
+#[derive(Debug)]
+pub struct Datagram {
+    /// Where to.
+    pub destination: SocketAddr,
+    /// Which local address (one of the candidates).
+    pub source: SocketAddr,
+    /// The bytes.
+    pub contents: Vec<u8>,
+}
+
+/// One viewer. See the module docs for the calling contract.
+pub struct ViewerPeer {
+    rtc: Rtc,
+    video: Mid,
+    pt: Pt,
+    next_seq: u64,
+    channel: Option<ChannelId>,
+    connected: bool,
+    offer: String,
+}
+
+impl std::fmt::Debug for ViewerPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ViewerPeer").field("video", &self.video).field("pt", &self.pt).field("connected", &self.connected).finish()
+    }
+}
+
+/// Finds the offer's H.264 video m-line (packetization-mode 1, RFC 6184 §6.3).
+fn video_mid(offer: &SdpOffer) -> Result<Mid, WhepError> {
+    let mut saw_video = false;
+    for line in &offer.media_lines {
+        let params = line.rtp_params();
+        let video = params.iter().any(|p| p.spec().codec.is_video());
+        saw_video |= video;
+        if video && params.iter().any(|p| p.spec().codec == Codec::H264 && p.spec().format.packetization_mode == Some(1)) {
+            return Ok(line.mid());
+        }
+    }
+    Err(WhepError::NoH264(if saw_video {
+        "the video m-line offers no H.264 with packetization-mode=1".into()
+    } else {
+        "the offer has no video m-line".into()
+    }))
+}
+
+impl ViewerPeer {
+    /// Answers a WHEP offer (draft-ietf-wish-whep §4.2): returns the peer and the SDP answer
+    /// with all local candidates (ICE-lite gathers nothing, so none trickle later).
+    ///
+    /// Errors: [`WhepError::BadOffer`] for SDP str0m cannot parse or accept,
+    /// [`WhepError::NoH264`] for an offer without H.264 video.
+    pub fn accept(offer_sdp: &str, config: &PeerConfig, now: Instant) -> Result<(ViewerPeer, String), WhepError> {
+        let offer = SdpOffer::from_sdp_string(offer_sdp).map_err(|e| WhepError::BadOffer(e.to_string()))?;
+        let video = video_mid(&offer)?;
+        let mut cfg = Rtc::builder()
+            .set_ice_lite(true)
+            .set_rtp_mode(true)
+            .clear_codecs()
+            // Opus stays so an offer with audio first keeps m-line 0 (where str0m puts the
+            // candidates) accepted; no audio is ever sent.
+            .enable_opus(true, false)
+            .set_stats_interval(Some(STATS_INTERVAL));
+        let codecs = cfg.codec_config();
+        codecs.add_h264(H264_PT.into(), Some(H264_RTX_PT.into()), true, config.profile_level_id);
+        // Other profiles as fallbacks (one entry per profile_idc: two entries of one profile
+        // would compete for the same browser payload type).
+        let camera_profile = config.profile_level_id >> 16;
+        for (i, plid) in [0x42e01f_u32, 0x4d001f, 0x64001f].into_iter().enumerate() {
+            if plid >> 16 != camera_profile {
+                let pt = 98 + 2 * i as u8;
+                codecs.add_h264(pt.into(), Some((pt + 1).into()), true, plid);
+            }
+        }
+        let mut rtc = cfg.build(now);
+        for addr in &config.candidates {
+            let c = Candidate::host(*addr, "udp").map_err(|e| WhepError::Unsupported(format!("bad local candidate {addr}: {e}")))?;
+            rtc.add_local_candidate(c);
+        }
+        let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| WhepError::BadOffer(e.to_string()))?;
+        let pt = Self::negotiated_pt(&rtc, video, config.profile_level_id)?;
+        let peer = ViewerPeer { rtc, video, pt, next_seq: 1, channel: None, connected: false, offer: offer_sdp.to_owned() };
+        Ok((peer, answer.to_sdp_string()))
+    }
+
+    /// The browser's payload type for H.264: the camera's profile if negotiated, else any
+    /// H.264 with packetization-mode 1.
+    fn negotiated_pt(rtc: &Rtc, mid: Mid, profile_level_id: u32) -> Result<Pt, WhepError> {
+        let media = rtc.media(mid).ok_or_else(|| WhepError::NoH264("video m-line missing after negotiation".into()))?;
+        if media.disabled() {
+            return Err(WhepError::NoH264("no offered H.264 format could be matched".into()));
+        }
+        let h264 = |pt: &Pt| {
+            rtc.codec_config().find(|p| p.pt() == *pt).and_then(|p| {
+                let spec = p.spec();
+                (spec.codec == Codec::H264 && spec.format.packetization_mode == Some(1)).then_some(spec.format.profile_level_id)
+            })
+        };
+        let pts = media.remote_pts();
+        pts.iter()
+            .find(|pt| h264(pt).flatten().is_some_and(|p| p >> 16 == profile_level_id >> 16))
+            .or_else(|| pts.iter().find(|pt| h264(pt).is_some()))
+            .copied()
+            .ok_or_else(|| WhepError::NoH264("no H.264 payload type with packetization-mode=1 negotiated".into()))
+    }
+
+    /// The negotiated H.264 payload type.
+    pub fn payload_type(&self) -> u8 {
+        *self.pt
+    }
+
+    /// Whether ICE and DTLS are up.
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    /// Whether this datagram belongs to this peer (for many peers on one socket).
+    pub fn accepts(&self, now: Instant, source: SocketAddr, destination: SocketAddr, data: &[u8]) -> bool {
+        match Receive::new(Protocol::Udp, source, destination, data) {
+            Ok(r) => self.rtc.accepts(&Input::Receive(now, r)),
+            Err(_) => false,
+        }
+    }
+
+    /// Feeds a received datagram. Garbage is ignored.
+    pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
+        if let Ok(r) = Receive::new(Protocol::Udp, source, destination, data) {
+            let _ = self.rtc.handle_input(Input::Receive(now, r));
+        }
+    }
+
+    /// Advances timers to `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let _ = self.rtc.handle_input(Input::Timeout(now));
+    }
+
+    /// Drains str0m's output: datagrams into `out`, events into `events`. Returns when the
+    /// peer next needs [`ViewerPeer::handle_timeout`], or `None` once it is closed.
+    pub fn poll(&mut self, out: &mut Vec<Datagram>, events: &mut Vec<PeerEvent>) -> Option<Instant> {
+        loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(at)) => return self.rtc.is_alive().then_some(at),
+                Ok(Output::Transmit(t)) => {
+                    out.push(Datagram { destination: t.destination, source: t.source, contents: t.contents.to_vec() })
+                }
+                Ok(Output::Event(e)) => self.on_event(e, events),
+                Err(e) => {
+                    tracing::debug!(error = %e, "peer failed");
+                    events.push(PeerEvent::Closed);
+                    return None;
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, e: Event, events: &mut Vec<PeerEvent>) {
+        match e {
+            Event::Connected => {
+                self.connected = true;
+                events.push(PeerEvent::Connected);
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => events.push(PeerEvent::Disconnected),
+            Event::IceConnectionStateChange(IceConnectionState::Connected | IceConnectionState::Completed) => {
+                events.push(PeerEvent::IceConnected)
+            }
+            Event::KeyframeRequest(r) if r.mid == self.video => {
+                events.push(PeerEvent::KeyframeRequest { full: r.kind == KeyframeRequestKind::Fir })
+            }
+            Event::ChannelOpen(id, label) => {
+                self.channel = Some(id);
+                events.push(PeerEvent::ChannelOpen { label });
+            }
+            Event::ChannelClose(id) if Some(id) == self.channel => self.channel = None,
+            Event::MediaEgressStats(s) if s.mid == self.video => events.push(PeerEvent::Stats {
+                loss: s.loss,
+                rtt: s.rtt,
+                jitter: s.remote.as_ref().map(|r| r.jitter),
+                packets_lost: s.remote.as_ref().map(|r| r.packets_lost),
+            }),
+            Event::Closed => events.push(PeerEvent::Closed),
+            _ => {}
+        }
+    }
+
+    /// Queues one RTP packet: `payload` is an RFC 6184 payload shared with other viewers,
+    /// `timestamp` the 90 kHz RTP timestamp written as is, `marker` set on the last packet of
+    /// an access unit. Sequence numbers are this peer's own, continuous for its lifetime.
+    /// Call [`ViewerPeer::poll`] afterwards. Ignored before the peer is connected.
+    pub fn write_rtp(&mut self, payload: Arc<[u8]>, timestamp: u32, marker: bool, wallclock: Instant) {
+        if !self.connected {
+            return;
+        }
+        let (pt, seq) = (self.pt, SeqNo::from(self.next_seq));
+        let mut api = self.rtc.direct_api();
+        let Some(tx) = api.stream_tx_by_mid(self.video, None) else { return };
+        tx.write_rtp(RtpWrite::new(pt, seq, timestamp, wallclock, payload).marker(marker).nackable(true));
+        self.next_seq += 1;
+    }
+
+    /// Sends a text message on the data channel. Returns false if no channel is open or its
+    /// buffer is full (the message is dropped). Call [`ViewerPeer::poll`] afterwards.
+    pub fn send_text(&mut self, text: &str) -> bool {
+        let Some(id) = self.channel else { return false };
+        self.rtc.channel(id).is_some_and(|mut c| c.write(false, text.as_bytes()).unwrap_or(false))
+    }
+
+    /// Whether a data channel is open.
+    pub fn has_channel(&self) -> bool {
+        self.channel.is_some()
+    }
+
+    /// Adds trickled remote candidates (`candidate:` lines, RFC 8840). With ICE-lite the
+    /// browser's address is learnt from its checks anyway; unparsable ones (mDNS) are skipped.
+    pub fn add_remote_candidates(&mut self, candidates: &[String]) {
+        for c in candidates {
+            if let Ok(c) = Candidate::from_sdp_string(c) {
+                self.rtc.add_remote_candidate(c);
+            }
+        }
+    }
+
+    /// ICE restart (draft-ietf-wish-whep §4.3.2): re-applies the original offer with the
+    /// client's new `ice-ufrag`/`ice-pwd`; returns the new local credentials `(ufrag, pwd)`.
+    /// DTLS and the media streams are kept.
+    pub fn ice_restart(&mut self, ufrag: &str, pwd: &str) -> Result<(String, String), WhepError> {
+        let mut sdp = String::with_capacity(self.offer.len());
+        for line in self.offer.lines() {
+            let line = line.trim_end_matches('\r');
+            if line.starts_with("a=ice-ufrag:") {
+                sdp.push_str(&format!("a=ice-ufrag:{ufrag}\r\n"));
+            } else if line.starts_with("a=ice-pwd:") {
+                sdp.push_str(&format!("a=ice-pwd:{pwd}\r\n"));
+            } else {
+                sdp.push_str(line);
+                sdp.push_str("\r\n");
+            }
+        }
+        let offer = SdpOffer::from_sdp_string(&sdp).map_err(|e| WhepError::BadFragment(e.to_string()))?;
+        self.rtc.sdp_api().accept_offer(offer).map_err(|e| WhepError::Unsupported(format!("ICE restart failed: {e}")))?;
+        self.offer = sdp;
+        let creds = self.rtc.direct_api().local_ice_credentials();
+        Ok((creds.ufrag, creds.pass))
+    }
+
+    /// Closes the peer (DTLS close_notify); keep polling until [`PeerEvent::Closed`] or drop it.
+    pub fn close(&mut self) {
+        let _ = self.rtc.close();
+    }
+}

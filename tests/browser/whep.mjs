@@ -1,0 +1,93 @@
+// Plays a stream over WHEP in headless Debian Chromium (playwright-core, no browser
+// download) with the browser's own RTCPeerConnection, and checks what a viewer gets.
+// Usage: node tests/browser/whep.mjs BASE_URL STREAM_ID [SECONDS]
+// Prints one JSON line with the measurements; exits non-zero if the page script failed.
+import { chromium } from 'playwright-core';
+
+const [base, stream, seconds = '5'] = process.argv.slice(2);
+if (!base || !stream) {
+  console.error('usage: node whep.mjs BASE_URL STREAM_ID [SECONDS]');
+  process.exit(2);
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    '--autoplay-policy=no-user-gesture-required'],
+});
+const hardStop = setTimeout(() => { console.error('FAIL: over 90 s'); process.exit(1); }, 90_000);
+try {
+  const page = await browser.newPage();
+  await page.goto(`${base}/healthz`);
+  const result = await page.evaluate(async ({ stream, seconds }) => {
+    const pc = new RTCPeerConnection();
+    pc.addTransceiver('video', { direction: 'recvonly' });
+    const dc = pc.createDataChannel('sightline');
+    const messages = [];
+    dc.onmessage = (e) => messages.push(JSON.parse(e.data));
+    const video = document.createElement('video');
+    video.muted = true;
+    video.autoplay = true;
+    video.playsInline = true;
+    document.body.append(video);
+    pc.ontrack = (e) => { video.srcObject = e.streams[0] || new MediaStream([e.track]); };
+    await pc.setLocalDescription(await pc.createOffer());
+    const t0 = performance.now();
+    const resp = await fetch(`/api/streams/${stream}/whep`, {
+      method: 'POST', headers: { 'Content-Type': 'application/sdp' }, body: pc.localDescription.sdp,
+    });
+    if (resp.status !== 201) return { error: `POST ${resp.status}: ${await resp.text()}` };
+    const location = resp.headers.get('Location');
+    const etag = resp.headers.get('ETag');
+    await pc.setRemoteDescription({ type: 'answer', sdp: await resp.text() });
+
+    // requestVideoFrameCallback: one call per displayed frame, with its RTP timestamp.
+    const frames = [];
+    let firstFrameMs = null;
+    const onFrame = (_now, meta) => {
+      if (firstFrameMs === null) firstFrameMs = performance.now() - t0;
+      frames.push({ rtp: meta.rtpTimestamp, w: meta.width, h: meta.height });
+      video.requestVideoFrameCallback(onFrame);
+    };
+    video.requestVideoFrameCallback(onFrame);
+    // Measure over `seconds` from the first displayed frame.
+    const deadline = Date.now() + 20_000;
+    while (firstFrameMs === null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    const startStats = await inbound(pc);
+    await new Promise((r) => setTimeout(r, seconds * 1000));
+    const stats = await inbound(pc);
+    const steps = {};
+    for (let i = 1; i < frames.length; i++) {
+      const d = (frames[i].rtp - frames[i - 1].rtp + 2 ** 32) % 2 ** 32;
+      steps[d] = (steps[d] || 0) + 1;
+    }
+    const del = await fetch(location, { method: 'DELETE' });
+    pc.close();
+    return {
+      location, etag, firstFrameMs,
+      framesDecoded: (stats?.framesDecoded ?? 0) - (startStats?.framesDecoded ?? 0),
+      width: stats?.frameWidth, height: stats?.frameHeight,
+      packetsLost: stats?.packetsLost, packetsReceived: stats?.packetsReceived,
+      rvfcFrames: frames.length, rtpSteps: steps,
+      lastRtpTimestamps: frames.slice(-5).map((f) => f.rtp),
+      messages: messages.map((m) => m.type), hello: messages.find((m) => m.type === 'hello'),
+      deleteStatus: del.status,
+    };
+
+    async function inbound(pc) {
+      const report = await pc.getStats();
+      let found = null;
+      report.forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video') found = s; });
+      return found;
+    }
+  }, { stream, seconds: Number(seconds) });
+  console.log(JSON.stringify(result));
+  if (result.error) process.exitCode = 1;
+} catch (e) {
+  console.error(`FAIL ${e.stack || e}`);
+  process.exitCode = 1;
+} finally {
+  clearTimeout(hardStop);
+  await browser.close();
+}
