@@ -150,13 +150,12 @@ pub fn app(state: AppState, static_dir: &std::path::Path) -> Router {
         .route("/api/streams/{id}/mjpeg", get(mjpeg_feed))
         .route(
             "/api/streams/{id}/whep",
-            post(whep_post).options(whep_options).layer(DefaultBodyLimit::max(whep::MAX_SDP_BYTES)),
+            post(whep_post).layer(DefaultBodyLimit::max(whep::MAX_SDP_BYTES)),
         )
         .route(
             "/api/streams/{id}/whep/{session}",
             axum::routing::patch(whep_patch)
                 .delete(whep_delete)
-                .options(whep_options)
                 .layer(DefaultBodyLimit::max(whep::MAX_SDP_BYTES)),
         )
         .route("/api/{*rest}", axum::routing::any(api_not_found))
@@ -165,7 +164,10 @@ pub fn app(state: AppState, static_dir: &std::path::Path) -> Router {
         .route("/readyz", get(readyz))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state);
-    api.fallback_service(ServeDir::new(static_dir)).layer(cors()).layer(TraceLayer::new_for_http())
+    api.fallback_service(ServeDir::new(static_dir))
+        .layer(cors())
+        .layer(axum::middleware::from_fn(whep_options))
+        .layer(TraceLayer::new_for_http())
 }
 
 /// CORS for players on other origins (draft-ietf-wish-whep §4.1 expects it): any origin,
@@ -345,13 +347,23 @@ async fn whep_delete(State(state): State<AppState>, Path((id, session)): Path<(S
     Ok(StatusCode::OK.into_response())
 }
 
-/// `OPTIONS` (without CORS preflight headers): what the endpoint takes.
-async fn whep_options() -> Response {
-    let mut resp = StatusCode::NO_CONTENT.into_response();
-    let h = resp.headers_mut();
-    h.insert("accept-post", HeaderValue::from_static(whep::SDP_MEDIA_TYPE));
-    h.insert("accept-patch", HeaderValue::from_static(whep::SDPFRAG_MEDIA_TYPE));
-    h.insert(header::ALLOW, HeaderValue::from_static("OPTIONS, POST, PATCH, DELETE"));
+/// `OPTIONS` on WHEP resources (draft-ietf-wish-whep §4.2): adds `Accept-Post` /
+/// `Accept-Patch` to the CORS layer's answer (which handles every OPTIONS), and answers a
+/// plain OPTIONS (no CORS preflight) with 204.
+async fn whep_options(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let path = req.uri().path();
+    let whep = req.method() == axum::http::Method::OPTIONS && (path.ends_with("/whep") || path.contains("/whep/"));
+    let preflight = req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let mut resp = next.run(req).await;
+    if whep {
+        if !preflight {
+            *resp.status_mut() = StatusCode::NO_CONTENT;
+        }
+        let h = resp.headers_mut();
+        h.insert("accept-post", HeaderValue::from_static(whep::SDP_MEDIA_TYPE));
+        h.insert("accept-patch", HeaderValue::from_static(whep::SDPFRAG_MEDIA_TYPE));
+        h.insert(header::ALLOW, HeaderValue::from_static("OPTIONS, POST, PATCH, DELETE"));
+    }
     resp
 }
 

@@ -319,3 +319,71 @@ impl ViewerPeer {
         let _ = self.rtc.close();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Offers captured from Debian Chromium 156 (`createOffer` on a recvonly transceiver).
+    const VIDEO_DC: &str = include_str!("../testdata/chromium156_recvonly_video_datachannel.sdp");
+    const AUDIO_VIDEO: &str = include_str!("../testdata/chromium156_recvonly_audio_video.sdp");
+
+    fn config(plid: u32) -> PeerConfig {
+        PeerConfig { candidates: vec!["127.0.0.1:8189".parse().unwrap()], profile_level_id: plid }
+    }
+
+    #[test]
+    fn answers_a_chromium_offer_with_ice_lite_and_our_candidate() {
+        let (peer, answer) = ViewerPeer::accept(VIDEO_DC, &config(0x42e01f), Instant::now()).unwrap();
+        assert!(answer.contains("a=ice-lite"), "{answer}");
+        assert!(answer.contains("127.0.0.1 8189 typ host"), "{answer}");
+        assert!(answer.contains("a=sendonly"), "{answer}");
+        assert!(answer.contains("m=application"), "data channel answered: {answer}");
+        let pt = peer.payload_type();
+        assert!(answer.contains(&format!("a=rtpmap:{pt} H264/90000")), "{answer}");
+        assert!(answer.contains("profile-level-id=42e01f"), "{answer}");
+        assert!(!peer.is_connected());
+    }
+
+    fn chosen_fmtp(peer: &ViewerPeer, answer: &str) -> String {
+        let pt = peer.payload_type();
+        answer.lines().find(|l| l.starts_with(&format!("a=fmtp:{pt} "))).expect("fmtp for the chosen PT").to_owned()
+    }
+
+    #[test]
+    fn prefers_the_cameras_profile() {
+        // A Main profile level 4.1 camera: Chromium offers Main (4d001f), so that PT is used.
+        let (peer, answer) = ViewerPeer::accept(VIDEO_DC, &config(0x4d0029), Instant::now()).unwrap();
+        let fmtp = chosen_fmtp(&peer, &answer);
+        assert!(fmtp.contains("profile-level-id=4d") && fmtp.contains("packetization-mode=1"), "{fmtp}");
+        // Debian's Chromium offers no High (64) profile: a High camera falls back to an
+        // H.264 packetization-mode 1 PT (Chromium's decoder takes any profile).
+        let (peer, answer) = ViewerPeer::accept(VIDEO_DC, &config(0x640028), Instant::now()).unwrap();
+        assert!(chosen_fmtp(&peer, &answer).contains("packetization-mode=1"));
+    }
+
+    #[test]
+    fn an_audio_first_offer_keeps_candidates_reachable() {
+        let (_, answer) = ViewerPeer::accept(AUDIO_VIDEO, &config(0x42e01f), Instant::now()).unwrap();
+        let first_m = answer.lines().find(|l| l.starts_with("m=")).unwrap();
+        assert!(first_m.starts_with("m=audio 9 "), "audio m-line accepted, not port 0: {first_m}");
+        assert!(answer.contains("typ host"), "{answer}");
+    }
+
+    #[test]
+    fn rejects_bad_offers() {
+        assert!(matches!(ViewerPeer::accept("hello", &config(0x42e01f), Instant::now()), Err(WhepError::BadOffer(_))));
+        let no_h264 = VIDEO_DC
+            .lines()
+            .filter(|l| !l.contains("H264") && !l.contains("profile-level-id"))
+            .collect::<Vec<_>>()
+            .join("\r\n");
+        // The payload type list still names the removed H.264 PTs; str0m ignores those.
+        match ViewerPeer::accept(&format!("{no_h264}\r\n"), &config(0x42e01f), Instant::now()) {
+            Err(WhepError::NoH264(_)) | Err(WhepError::BadOffer(_)) => {}
+            other => panic!("expected no_h264, got {other:?}"),
+        }
+        let audio_only = AUDIO_VIDEO.split("m=video").next().unwrap();
+        assert!(matches!(ViewerPeer::accept(audio_only, &config(0x42e01f), Instant::now()), Err(WhepError::NoH264(_))));
+    }
+}

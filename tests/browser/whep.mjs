@@ -1,7 +1,8 @@
 // Plays a stream over WHEP in headless Debian Chromium (playwright-core, no browser
 // download) with the browser's own RTCPeerConnection, and checks what a viewer gets.
 // Usage: node tests/browser/whep.mjs BASE_URL STREAM_ID [SECONDS]
-// Prints one JSON line with the measurements; exits non-zero if the page script failed.
+// Prints one JSON line with the measurements (lastSecondsFrames: frames displayed in the
+// last 3 s); exits non-zero if the page script failed.
 import { chromium } from 'playwright-core';
 
 const [base, stream, seconds = '5'] = process.argv.slice(2);
@@ -47,7 +48,7 @@ try {
     let firstFrameMs = null;
     const onFrame = (_now, meta) => {
       if (firstFrameMs === null) firstFrameMs = performance.now() - t0;
-      frames.push({ rtp: meta.rtpTimestamp, w: meta.width, h: meta.height });
+      frames.push({ rtp: meta.rtpTimestamp, at: performance.now() });
       video.requestVideoFrameCallback(onFrame);
     };
     video.requestVideoFrameCallback(onFrame);
@@ -70,6 +71,7 @@ try {
       width: stats?.frameWidth, height: stats?.frameHeight,
       packetsLost: stats?.packetsLost, packetsReceived: stats?.packetsReceived,
       rvfcFrames: frames.length, rtpSteps: steps,
+      lastSecondsFrames: frames.filter((f) => f.at > performance.now() - 3000).length,
       lastRtpTimestamps: frames.slice(-5).map((f) => f.rtp),
       messages: messages.map((m) => m.type), hello: messages.find((m) => m.type === 'hello'),
       deleteStatus: del.status,

@@ -42,8 +42,10 @@ impl Gateway {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let testcam_port = free_port();
+        // WebRTC on free UDP ports, one event loop, unless the test sets its own [webrtc].
+        let webrtc = if extra.contains("[webrtc]") { "" } else { "[webrtc]\nudp_port = 0\nloops = 1\n" };
         let mut toml = format!(
-            "listen = \"127.0.0.1:{port}\"\nstatic_dir = \"{}\"\n[testcam]\nenabled = {testcam}\nlisten = \"127.0.0.1:{testcam_port}\"\n",
+            "listen = \"127.0.0.1:{port}\"\nstatic_dir = \"{}\"\n{webrtc}[testcam]\nenabled = {testcam}\nlisten = \"127.0.0.1:{testcam_port}\"\n",
             workspace().join("static").display()
         );
         if testcam {
@@ -274,4 +276,23 @@ pub async fn get_json(url: &str) -> (u16, serde_json::Value) {
 pub async fn metric(gw: &Gateway, prefix: &str) -> Option<f64> {
     let text = reqwest::get(gw.url("/metrics")).await.unwrap().text().await.unwrap();
     text.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
+}
+
+/// Runs tests/browser/whep.mjs (Chromium playing a stream over WHEP) and returns its JSON.
+pub async fn browser_whep(gw: &Gateway, stream: &str, seconds: u32) -> serde_json::Value {
+    let out = tokio::process::Command::new("node")
+        .arg(workspace().join("tests/browser/whep.mjs"))
+        .args([&gw.base, stream, &seconds.to_string()])
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("node is installed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "whep.mjs failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("whep.mjs prints JSON")
+}
+
+/// A real SDP offer from Debian Chromium 156 (recvonly video + data channel).
+pub fn chromium_offer() -> String {
+    std::fs::read_to_string(workspace().join("signaling/testdata/chromium156_recvonly_video_datachannel.sdp")).unwrap()
 }

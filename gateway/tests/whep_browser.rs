@@ -1,0 +1,80 @@
+//! Chromium plays streams over WHEP: the built-in test camera and GStreamer's RTSP server,
+//! H.264 passed through, camera RTP timestamps kept, data channel messages, DELETE ends it;
+//! a camera restart is survived by the same PeerConnection.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn assert_played(r: &serde_json::Value, what: &str) {
+    assert!(r["framesDecoded"].as_u64().unwrap_or(0) >= 100, "{what}: >= 100 frames decoded in 5 s: {r}");
+    assert_eq!((r["width"].as_u64(), r["height"].as_u64()), (Some(1280), Some(720)), "{what}: {r}");
+    assert_eq!(r["packetsLost"], 0, "{what}: {r}");
+    // rVFC rtpTimestamp steps: 3600 (90 kHz at 25 fps) for nearly every displayed frame.
+    let steps = r["rtpSteps"].as_object().unwrap();
+    let total: u64 = steps.values().map(|v| v.as_u64().unwrap()).sum();
+    let exact = steps.get("3600").and_then(|v| v.as_u64()).unwrap_or(0);
+    assert!(exact * 10 >= total * 9, "{what}: 3600-tick steps {exact} of {total}: {r}");
+    let messages: Vec<&str> = r["messages"].as_array().unwrap().iter().filter_map(|m| m.as_str()).collect();
+    assert!(messages.contains(&"hello") && messages.contains(&"state"), "{what}: data channel messages {messages:?}");
+    assert_eq!(r["deleteStatus"], 200, "{what}");
+    assert!(r["firstFrameMs"].as_f64().unwrap() < 3000.0, "{what}: first frame {}", r["firstFrameMs"]);
+}
+
+async fn sessions(gw: &Gateway) -> u64 {
+    get_json(&gw.url("/readyz")).await.1["webrtc"]["sessions"].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_plays_the_test_camera_and_gstreamer() {
+    let cam = GstCamera::start(free_port(), &[]);
+    let gw = Gateway::start(&format!("[[streams]]\nid = \"gst\"\nurl = \"{}\"\n", cam.url()));
+    let r = browser_whep(&gw, "testcam", 5).await;
+    assert_played(&r, "test camera");
+    assert_eq!(r["hello"]["rtp_offset"], 0, "camera timestamps kept: {r}");
+    let r = browser_whep(&gw, "gst", 5).await;
+    assert_played(&r, "GStreamer x264 Main");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(sessions(&gw).await, 0, "DELETE ended every session");
+    let metrics = reqwest::get(gw.url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("sightline_webrtc_time_to_first_frame_seconds_count{stream=\"testcam\"} 1"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn camera_restart_keeps_the_peer_connection() {
+    let mut cam = GstCamera::start(free_port(), &[]);
+    let gw = Gateway::start_with(
+        &format!(
+            "[ingest]\nbackoff_min = \"200ms\"\nbackoff_max = \"1s\"\nstall_timeout = \"2s\"\n[[streams]]\nid = \"cam\"\nurl = \"{}\"\n",
+            cam.url()
+        ),
+        false,
+    );
+    let viewer = tokio::spawn({
+        let base = gw.base.clone();
+        async move {
+            let out = tokio::process::Command::new("node")
+                .arg(workspace().join("tests/browser/whep.mjs"))
+                .args([&base, "cam", "14"])
+                .output()
+                .await
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+            serde_json::from_str::<serde_json::Value>(stdout.lines().last().unwrap()).unwrap()
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    cam.stop();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cam.restart();
+    let r = viewer.await.unwrap();
+    // 14 s measured from the first frame; the camera was gone for ~3 s of it.
+    assert!(r["lastSecondsFrames"].as_u64().unwrap_or(0) >= 40, "video resumed in the same PeerConnection: {r}");
+    let messages: Vec<&str> = r["messages"].as_array().unwrap().iter().filter_map(|m| m.as_str()).collect();
+    assert!(messages.contains(&"timing"), "the new timestamp offset was announced: {messages:?}");
+    let (_, s) = get_json(&gw.url("/api/streams/cam")).await;
+    assert!(s["health"]["reconnects"].as_u64().unwrap() >= 1);
+}
