@@ -75,9 +75,7 @@ async fn connection(mut sock: TcpStream, camera: &TestCamera) -> anyhow::Result<
                 };
                 while let Some(o) = conn.handle(&inbuf, &media)? {
                     let request = inbuf.split_to(o.consumed);
-                    if o.response.is_some() {
-                        tracing::trace!(request = %String::from_utf8_lossy(&request), "RTSP request");
-                    }
+                    tracing::trace!(request = %String::from_utf8_lossy(&request[..request.len().min(600)]), replied = o.response.is_some(), "RTSP message");
                     if let Some(resp) = o.response {
                         sock.write_all(&resp).await?;
                     }
