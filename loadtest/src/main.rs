@@ -1,8 +1,9 @@
 //! `loadtest`: load generator for the Sightline camera gateway.
 //!
 //! `loadtest sse --url http://127.0.0.1:8080 --stream ID --viewers N --fps F --seconds S`
-//! opens N concurrent SSE feed viewers for S seconds and prints a summary: human-readable
-//! lines, then one JSON object as the last line of stdout.
+//! opens N concurrent SSE feed viewers for S seconds; `loadtest whep --url … --stream ID
+//! --viewers N --seconds S` opens N WebRTC viewers over WHEP. Both print a summary:
+//! human-readable lines, then one JSON object as the last line of stdout.
 //!
 //! Exit status: 0 when the run happened (even if viewers saw errors), 2 for bad arguments,
 //! 1 if the run could not be set up.
@@ -16,6 +17,7 @@ mod jpeg;
 mod report;
 mod sse;
 mod stats;
+mod whep;
 
 /// Load generator for Sightline.
 #[derive(Debug, Parser)]
@@ -31,6 +33,8 @@ struct Cli {
 enum Mode {
     /// N concurrent SSE viewers of `/api/streams/{ID}/feed`.
     Sse(sse::SseArgs),
+    /// N concurrent WebRTC viewers over WHEP (`/api/streams/{ID}/whep`), no decoding.
+    Whep(whep::WhepArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,18 +55,20 @@ fn main() -> ExitCode {
 fn validate(mode: &Mode) -> Result<(), String> {
     match mode {
         Mode::Sse(args) => args.validate(),
+        Mode::Whep(args) => args.validate(),
     }
 }
 
 /// Runs the chosen mode on a fresh runtime and prints its report.
 fn run(mode: &Mode) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let report = rt.block_on(async {
+    let printed = rt.block_on(async {
         match mode {
-            Mode::Sse(args) => sse::run(args).await,
+            Mode::Sse(args) => report::print(&sse::run(args).await?),
+            Mode::Whep(args) => whep::print(&whep::run(args).await?),
         }
-    })?;
+    });
     // Don't wait for aborted tasks or lingering connections on the way out.
     rt.shutdown_timeout(Duration::from_millis(100));
-    report::print(&report)
+    printed
 }

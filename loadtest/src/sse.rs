@@ -78,7 +78,7 @@ impl SseArgs {
 }
 
 /// Accepts an `http://` base URL (this build has no TLS).
-fn parse_base_url(s: &str) -> Result<Url, String> {
+pub(crate) fn parse_base_url(s: &str) -> Result<Url, String> {
     let url = Url::parse(s).map_err(|e| format!("invalid URL: {e}"))?;
     if url.scheme() != "http" || url.cannot_be_a_base() || url.host().is_none() {
         return Err("expected an http:// base URL such as http://127.0.0.1:8080".into());

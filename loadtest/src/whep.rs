@@ -1,0 +1,311 @@
+//! WHEP mode: N WebRTC viewers, each a `str0m` peer in RTP mode (no depacketizing, no
+//! decoding) with its own UDP socket, that POST an offer to
+//! `{BASE}/api/streams/{ID}/whep`, count what arrives until the deadline, then DELETE the
+//! session. Measures packets/s, loss (gaps in the extended RTP sequence numbers), time to the
+//! first keyframe packet and data-channel messages.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::{Client, StatusCode, Url};
+use serde::Serialize;
+use str0m::change::SdpAnswer;
+use str0m::media::{Direction, MediaKind};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+use tokio::time::{Instant as TokioInstant, sleep_until, timeout_at};
+
+use crate::stats::{median, percentile, round2, sorted};
+
+/// Largest datagram read, bytes.
+const MAX_DATAGRAM: usize = 2048;
+/// How long after the deadline the run waits for viewer tasks (DELETE included).
+const HARD_GRACE: Duration = Duration::from_secs(10);
+
+/// Arguments of `loadtest whep`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct WhepArgs {
+    /// Gateway base URL, e.g. http://127.0.0.1:8080.
+    #[arg(long, value_parser = crate::sse::parse_base_url)]
+    url: Url,
+    /// Stream id.
+    #[arg(long)]
+    stream: String,
+    /// Concurrent WebRTC viewers.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    viewers: u32,
+    /// Run duration in seconds.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    seconds: u64,
+    /// Delay between successive viewer starts, in ms.
+    #[arg(long, default_value_t = 5)]
+    ramp_ms: u64,
+    /// Local IP the viewers' UDP sockets bind (must reach the gateway's candidates).
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: IpAddr,
+}
+
+impl WhepArgs {
+    /// The ramp must end before the deadline.
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        let ramp_ms = self.ramp_ms.saturating_mul(u64::from(self.viewers - 1));
+        if ramp_ms >= self.seconds.saturating_mul(1000) {
+            return Err(format!("ramp of {ramp_ms} ms does not fit in --seconds {}", self.seconds));
+        }
+        Ok(())
+    }
+
+    fn endpoint(&self) -> Url {
+        let mut url = self.url.clone();
+        url.path_segments_mut().expect("base URL").pop_if_empty().extend(["api", "streams", &self.stream, "whep"]);
+        url
+    }
+}
+
+/// What one viewer saw.
+#[derive(Debug, Default)]
+struct ViewerStats {
+    connected: bool,
+    packets: u64,
+    first_seq: Option<u64>,
+    max_seq: u64,
+    first_packet: Option<Instant>,
+    last_packet: Option<Instant>,
+    ttfk: Option<Duration>,
+    messages: u64,
+    errors: Vec<String>,
+}
+
+impl ViewerStats {
+    fn lost(&self) -> u64 {
+        self.first_seq.map_or(0, |first| (self.max_seq - first + 1).saturating_sub(self.packets))
+    }
+
+    fn packets_per_s(&self) -> f64 {
+        match (self.first_packet, self.last_packet) {
+            (Some(a), Some(b)) if b > a => self.packets.saturating_sub(1) as f64 / (b - a).as_secs_f64(),
+            _ => 0.0,
+        }
+    }
+}
+
+/// The run's summary; printed as lines and as the final JSON line.
+#[derive(Debug, Serialize)]
+pub(crate) struct WhepReport {
+    mode: &'static str,
+    viewers: u32,
+    seconds: u64,
+    connected: usize,
+    viewers_with_media: usize,
+    packets_per_s_min: f64,
+    packets_per_s_median: f64,
+    packets_total: u64,
+    packets_lost: u64,
+    loss_ratio: f64,
+    ttfk_ms_p50: Option<f64>,
+    ttfk_ms_p95: Option<f64>,
+    ttfk_ms_max: Option<f64>,
+    datachannel_messages_min: u64,
+    errors: usize,
+    error_samples: Vec<String>,
+}
+
+/// Whether an RTP payload starts a keyframe: an SPS or IDR NAL unit, alone or as the first
+/// FU-A fragment (RFC 6184 §5.8).
+fn starts_keyframe(payload: &[u8]) -> bool {
+    match payload.first().map(|b| b & 0x1f) {
+        Some(5 | 7) => true,
+        Some(28) => payload.get(1).is_some_and(|fu| fu & 0x80 != 0 && fu & 0x1f == 5),
+        Some(24) => payload.get(3).is_some_and(|b| matches!(b & 0x1f, 5 | 7)), // STAP-A
+        _ => false,
+    }
+}
+
+/// Runs the WHEP load and summarizes it.
+pub(crate) async fn run(args: &WhepArgs) -> anyhow::Result<WhepReport> {
+    let client = Client::builder().pool_max_idle_per_host(args.viewers as usize).tcp_nodelay(true).build()?;
+    let endpoint = Arc::new(args.endpoint());
+    let start = TokioInstant::now();
+    let deadline = start + Duration::from_secs(args.seconds);
+    let ramp = Duration::from_millis(args.ramp_ms);
+    let handles: Vec<_> = (0..args.viewers)
+        .map(|i| tokio::spawn(viewer(client.clone(), endpoint.clone(), args.bind, start + ramp * i, deadline)))
+        .collect();
+    let mut stats = Vec::with_capacity(handles.len());
+    for mut h in handles {
+        match timeout_at(deadline + HARD_GRACE, &mut h).await {
+            Ok(Ok(s)) => stats.push(s),
+            Ok(Err(e)) => stats.push(ViewerStats { errors: vec![format!("viewer task failed: {e}")], ..Default::default() }),
+            Err(_) => {
+                h.abort();
+                stats.push(ViewerStats { errors: vec!["viewer did not finish by the hard timeout".into()], ..Default::default() });
+            }
+        }
+    }
+    Ok(summarize(args, &stats))
+}
+
+fn summarize(args: &WhepArgs, stats: &[ViewerStats]) -> WhepReport {
+    let pps = sorted(stats.iter().map(ViewerStats::packets_per_s).collect());
+    let ttfk = sorted(stats.iter().filter_map(|s| s.ttfk).map(|d| d.as_secs_f64() * 1000.0).collect());
+    let packets: u64 = stats.iter().map(|s| s.packets).sum();
+    let lost: u64 = stats.iter().map(ViewerStats::lost).sum();
+    let errors: Vec<String> = stats.iter().flat_map(|s| s.errors.iter().cloned()).collect();
+    WhepReport {
+        mode: "whep",
+        viewers: args.viewers,
+        seconds: args.seconds,
+        connected: stats.iter().filter(|s| s.connected).count(),
+        viewers_with_media: stats.iter().filter(|s| s.packets > 0).count(),
+        packets_per_s_min: round2(pps.first().copied().unwrap_or(0.0)),
+        packets_per_s_median: round2(median(&pps).unwrap_or(0.0)),
+        packets_total: packets,
+        packets_lost: lost,
+        loss_ratio: if packets + lost == 0 { 0.0 } else { lost as f64 / (packets + lost) as f64 },
+        ttfk_ms_p50: median(&ttfk).map(round2),
+        ttfk_ms_p95: percentile(&ttfk, 95.0).map(round2),
+        ttfk_ms_max: ttfk.last().copied().map(round2),
+        datachannel_messages_min: stats.iter().map(|s| s.messages).min().unwrap_or(0),
+        errors: errors.len(),
+        error_samples: errors.into_iter().take(5).collect(),
+    }
+}
+
+/// Prints the human-readable lines, then the JSON line.
+pub(crate) fn print(r: &WhepReport) -> anyhow::Result<()> {
+    println!("whep: {} viewers for {} s: {} connected, {} received media", r.viewers, r.seconds, r.connected, r.viewers_with_media);
+    println!("packets/s per viewer: min {} median {}; lost {} of {} ({:.4}%)", r.packets_per_s_min, r.packets_per_s_median, r.packets_lost, r.packets_total + r.packets_lost, r.loss_ratio * 100.0);
+    println!("time to first keyframe: p50 {:?} ms, p95 {:?} ms, max {:?} ms", r.ttfk_ms_p50, r.ttfk_ms_p95, r.ttfk_ms_max);
+    println!("data channel messages per viewer: min {}; errors {} {:?}", r.datachannel_messages_min, r.errors, r.error_samples);
+    println!("{}", serde_json::to_string(r)?);
+    Ok(())
+}
+
+/// One viewer: offer, answer, receive until the deadline, DELETE.
+async fn viewer(client: Client, endpoint: Arc<Url>, bind: IpAddr, start_at: TokioInstant, deadline: TokioInstant) -> ViewerStats {
+    sleep_until(start_at).await;
+    let mut stats = ViewerStats::default();
+    if let Err(e) = session(&client, &endpoint, bind, deadline, &mut stats).await {
+        stats.errors.push(e);
+    }
+    stats
+}
+
+async fn session(client: &Client, endpoint: &Url, bind: IpAddr, deadline: TokioInstant, stats: &mut ViewerStats) -> Result<(), String> {
+    let socket = UdpSocket::bind(SocketAddr::new(bind, 0)).await.map_err(|e| format!("bind: {e}"))?;
+    let local = socket.local_addr().map_err(|e| e.to_string())?;
+    let mut rtc = Rtc::builder().set_rtp_mode(true).clear_codecs().enable_h264(true).build(Instant::now());
+    rtc.add_local_candidate(Candidate::host(local, "udp").map_err(|e| e.to_string())?);
+    let mut api = rtc.sdp_api();
+    api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+    api.add_channel("sightline".into());
+    let (offer, pending) = api.apply().ok_or("nothing to offer")?;
+
+    let requested = Instant::now();
+    let resp = client
+        .post(endpoint.clone())
+        .header("content-type", "application/sdp")
+        .body(offer.to_sdp_string())
+        .send()
+        .await
+        .map_err(|e| format!("POST: {e}"))?;
+    if resp.status() != StatusCode::CREATED {
+        let status = resp.status();
+        return Err(format!("POST: HTTP {status}: {}", resp.text().await.unwrap_or_default().chars().take(200).collect::<String>()));
+    }
+    let location = resp.headers().get("location").and_then(|v| v.to_str().ok()).map(str::to_owned).ok_or("201 without Location")?;
+    let answer = resp.text().await.map_err(|e| e.to_string())?;
+    let answer = SdpAnswer::from_sdp_string(&answer).map_err(|e| format!("bad answer: {e}"))?;
+    rtc.sdp_api().accept_answer(pending, answer).map_err(|e| format!("answer rejected: {e}"))?;
+
+    let result = receive(&mut rtc, &socket, local, deadline, requested, stats).await;
+    let mut resource = endpoint.clone();
+    resource.set_path(&location);
+    if let Err(e) = client.delete(resource).send().await {
+        stats.errors.push(format!("DELETE: {e}"));
+    }
+    result
+}
+
+/// Drives the peer until the deadline, counting RTP packets and data-channel messages.
+async fn receive(
+    rtc: &mut Rtc,
+    socket: &UdpSocket,
+    local: SocketAddr,
+    deadline: TokioInstant,
+    requested: Instant,
+    stats: &mut ViewerStats,
+) -> Result<(), String> {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let timeout = loop {
+            match rtc.poll_output().map_err(|e| format!("peer: {e}"))? {
+                Output::Timeout(t) => break t,
+                Output::Transmit(t) => {
+                    let _ = socket.send_to(&t.contents, t.destination).await;
+                }
+                Output::Event(e) => on_event(e, requested, stats),
+            }
+        };
+        let wake = TokioInstant::from_std(timeout).min(deadline);
+        tokio::select! {
+            r = socket.recv_from(&mut buf) => {
+                let (n, source) = r.map_err(|e| format!("recv: {e}"))?;
+                if let Ok(rx) = Receive::new(Protocol::Udp, source, local, &buf[..n]) {
+                    let _ = rtc.handle_input(Input::Receive(Instant::now(), rx));
+                }
+            }
+            () = sleep_until(wake) => {
+                if TokioInstant::now() >= deadline {
+                    return Ok(());
+                }
+                let _ = rtc.handle_input(Input::Timeout(Instant::now()));
+            }
+        }
+    }
+}
+
+fn on_event(e: Event, requested: Instant, stats: &mut ViewerStats) {
+    match e {
+        Event::Connected => stats.connected = true,
+        Event::RtpPacket(p) => {
+            let now = Instant::now();
+            let seq = *p.seq_no;
+            stats.packets += 1;
+            stats.first_seq.get_or_insert(seq);
+            stats.max_seq = stats.max_seq.max(seq);
+            stats.first_packet.get_or_insert(now);
+            stats.last_packet = Some(now);
+            if stats.ttfk.is_none() && starts_keyframe(&p.payload) {
+                stats.ttfk = Some(now - requested);
+            }
+        }
+        Event::ChannelData(_) => stats.messages += 1,
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyframe_starts_are_recognised() {
+        assert!(starts_keyframe(&[0x67, 1, 2]), "SPS");
+        assert!(starts_keyframe(&[0x65, 1]), "IDR");
+        assert!(starts_keyframe(&[0x7c, 0x85, 1]), "FU-A start of an IDR");
+        assert!(!starts_keyframe(&[0x7c, 0x05, 1]), "FU-A middle");
+        assert!(!starts_keyframe(&[0x7c, 0x81, 1]), "FU-A start of a non-IDR slice");
+        assert!(!starts_keyframe(&[0x41, 1]), "non-IDR slice");
+        assert!(!starts_keyframe(&[]));
+    }
+
+    #[test]
+    fn loss_counts_gaps() {
+        let s = ViewerStats { packets: 8, first_seq: Some(100), max_seq: 109, ..Default::default() };
+        assert_eq!(s.lost(), 2);
+        assert_eq!(ViewerStats::default().lost(), 0);
+    }
+}
