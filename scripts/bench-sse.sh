@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --bin gateway --bin loadtest >&2
 seconds=${SECONDS_PER_RUN:-30}
-port=18080
+port=18380
 cam=18554
 target/release/gateway testcam --listen 127.0.0.1:$cam 2>/tmp/bench-testcam.log &
 camera=$!

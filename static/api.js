@@ -109,6 +109,11 @@ export function feedUrl(id, params) {
   return withQuery(`${streamPath(id)}/feed`, params);
 }
 
+/** WHEP endpoint of a stream (POST an SDP offer). */
+export function whepUrl(id) {
+  return `${streamPath(id)}/whep`;
+}
+
 /** URL of the multipart MJPEG stream. */
 export function mjpegUrl(id, params) {
   return withQuery(`${streamPath(id)}/mjpeg`, params);

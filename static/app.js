@@ -1,5 +1,9 @@
 // Sightline web UI entry point: polls the stream list and keeps one card per
 // stream. Cards own their live feeds; polling only refreshes their state.
+//
+// URL options: ?transport=webrtc|sse forces a live-view transport (default:
+// WebRTC with SSE fallback); ?debug=1 shows glass-to-glass latency read from
+// the test camera's pixel clock.
 
 import { describeError, listStreams } from './api.js';
 import { StreamCard } from './stream-card.js';
@@ -13,6 +17,10 @@ const grid = document.getElementById('grid');
 const emptyNote = document.getElementById('empty');
 const connStatus = document.getElementById('conn-status');
 const banner = document.getElementById('banner');
+
+const query = new URLSearchParams(window.location.search);
+const TRANSPORT = ['webrtc', 'sse'].includes(query.get('transport')) ? query.get('transport') : 'auto';
+const DEBUG = query.get('debug') === '1';
 
 const cards = new Map();
 const viewer = new Viewer(document.body);
@@ -31,6 +39,8 @@ function createCard(stream) {
   return new StreamCard(stream, {
     onOpenViewer: (card) => viewer.open(card),
     paused: document.hidden,
+    transport: TRANSPORT,
+    debug: DEBUG,
   });
 }
 
@@ -88,17 +98,23 @@ function schedulePoll(delay = POLL_INTERVAL_MS) {
   pollTimer = document.hidden ? null : setTimeout(poll, delay);
 }
 
-function onVisibilityChange() {
-  const hidden = document.hidden;
+function setPaused(hidden) {
   for (const card of cards.values()) card.setPaused(hidden);
   if (hidden) clearTimeout(pollTimer);
   else schedulePoll(0);
 }
+
+const onVisibilityChange = () => setPaused(document.hidden);
 
 function tick() {
   for (const card of cards.values()) card.tick();
 }
 
 document.addEventListener('visibilitychange', onVisibilityChange);
+// Leaving the page ends WebRTC sessions (DELETE with keepalive) and feeds.
+window.addEventListener('pagehide', () => setPaused(true));
+window.addEventListener('pageshow', (ev) => {
+  if (ev.persisted) setPaused(document.hidden);
+});
 setInterval(tick, TICK_INTERVAL_MS);
 poll();

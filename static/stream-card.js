@@ -1,15 +1,23 @@
 // One card per stream: header, live media area, health, controls.
 //
-// The media area (`.media`) is a positioned container: the <img> fills it and
-// overlays (HUD today; detection canvas / WebRTC <video> later) stack on top.
+// The media area (`.media`) is a positioned container: the WebRTC <video> and
+// the SSE <img> fill it and overlays (transport tag, HUD; detection canvas
+// later) stack on top.
+//
+// Live view prefers WebRTC (WHEP). If the WHEP POST fails or no frame is
+// rendered within 4 s of the answer, the card falls back to the SSE feed until
+// the stream is stopped and started again. `transport: 'sse' | 'webrtc'`
+// forces one transport.
 
 import {
-  describeError, feedUrl, getStream, mjpegUrl, startStream, stopStream,
+  ApiError, describeError, feedUrl, getStream, mjpegUrl, startStream, stopStream, whepUrl,
 } from './api.js';
 import {
   formatBitrate, formatCount, formatFps, formatResolution, h, setText,
 } from './dom.js';
+import { LatencyProbe } from './pixel-clock.js';
 import { SsePlayer } from './sse-player.js';
+import { WhepPlayer } from './whep-player.js';
 
 const FPS_CHOICES = Array.from({ length: 30 }, (_, i) => i + 1);
 const QUALITY_CHOICES = [30, 40, 50, 60, 70, 75, 80, 85, 90, 95];
@@ -36,6 +44,14 @@ function buildSelect(label, choices, value, suffix, onChange) {
   return select;
 }
 
+function formatWebrtcStats(s) {
+  if (!s) return '';
+  const parts = [formatResolution(s.width, s.height), `${formatFps(s.fps)} fps`];
+  if (Number.isFinite(s.jitterBufferMs)) parts.push(`jb ${Math.round(s.jitterBufferMs)} ms`);
+  parts.push(`lost ${formatCount(s.packetsLost)}`);
+  return parts.join(' · ');
+}
+
 function healthItem(label) {
   const value = h('span', { class: 'health-value', text: '—' });
   const item = h('li', { class: 'health-item' }, h('span', { class: 'health-label', text: label }), value);
@@ -59,17 +75,26 @@ export class StreamCard {
   #lastLocalChange = -Infinity;
   #viewListeners = new Set();
   #onOpenViewer;
+  #transportMode;
+  #transport = null; // 'webrtc' | 'sse': transport of the current/last player
+  #webrtcFallback = false;
+  #webrtcStats = null;
+  #latencyProbe = null;
+  #latency = null;
 
   /**
    * @param {object} stream Stream object from the API
-   * @param {{onOpenViewer: (card: StreamCard) => void, paused?: boolean}} opts
+   * @param {{onOpenViewer: (card: StreamCard) => void, paused?: boolean,
+   *          transport?: 'auto' | 'webrtc' | 'sse', debug?: boolean}} opts
    */
-  constructor(stream, { onOpenViewer, paused = false }) {
+  constructor(stream, { onOpenViewer, paused = false, transport = 'auto', debug = false }) {
     this.#id = stream.id;
     this.#stream = stream;
     this.#params = initialParams(stream);
     this.#onOpenViewer = onOpenViewer;
     this.#paused = paused;
+    this.#transportMode = transport;
+    if (debug) this.#latencyProbe = new LatencyProbe((ms) => this.#onLatency(ms));
     this.#build();
     this.#render();
     this.#syncFeed();
@@ -108,8 +133,12 @@ export class StreamCard {
     this.#renderMedia();
   }
 
-  /** Periodic refresh of time-based values (received fps decays to 0). */
+  /** Periodic refresh of time-based values (received fps, WebRTC stats). */
   tick() {
+    if (this.#transport === 'webrtc' && this.#player) {
+      this.#pollStats();
+      return;
+    }
     this.#renderHud();
     this.#notifyViewers();
   }
@@ -139,8 +168,16 @@ export class StreamCard {
     ui.badge = h('span', { class: 'badge' });
     ui.url = h('p', { class: 'card-url' });
 
-    ui.img = h('img', { class: 'media-img', alt: '', decoding: 'async', draggable: 'false' });
+    // The <video> stays rendered (never display:none) so frame callbacks fire;
+    // the placeholder covers it until it plays.
+    ui.video = h('video', { class: 'media-video', muted: true, autoplay: true, playsinline: true });
+    ui.video.muted = true;
+    ui.img = h('img', {
+      class: 'media-img', alt: '', decoding: 'async', draggable: 'false',
+      onload: () => this.#onImageLoad(),
+    });
     ui.placeholder = h('div', { class: 'media-placeholder' });
+    ui.tag = h('span', { class: 'media-tag', 'aria-hidden': 'true' });
     ui.hudFps = h('span', { class: 'hud-fps' });
     ui.hudSeq = h('span', { class: 'hud-seq' });
     ui.hud = h('div', { class: 'media-hud', 'aria-hidden': 'true' }, ui.hudFps, ui.hudSeq);
@@ -150,7 +187,7 @@ export class StreamCard {
       tabindex: '0',
       onclick: () => this.#onOpenViewer?.(this),
       onkeydown: (ev) => this.#onMediaKey(ev),
-    }, ui.img, ui.placeholder, ui.hud);
+    }, ui.video, ui.img, ui.placeholder, ui.tag, ui.hud);
 
     ui.health = {
       fps: healthItem('fps'),
@@ -163,9 +200,9 @@ export class StreamCard {
       ...Object.values(ui.health).map((x) => x.item));
     ui.lastError = h('p', { class: 'card-last-error', hidden: true });
 
-    ui.fpsSelect = buildSelect('Feed frame rate', FPS_CHOICES, this.#params.fps, ' fps',
+    ui.fpsSelect = buildSelect('SSE frame rate', FPS_CHOICES, this.#params.fps, ' fps',
       () => this.#onParamsChange());
-    ui.qualitySelect = buildSelect('JPEG quality', QUALITY_CHOICES, this.#params.quality, ' q',
+    ui.qualitySelect = buildSelect('SSE JPEG quality', QUALITY_CHOICES, this.#params.quality, ' q',
       () => this.#onParamsChange());
     ui.start = h('button', { type: 'button', class: 'btn btn-start', text: 'Start',
       onclick: () => this.#runAction('start') });
@@ -186,8 +223,10 @@ export class StreamCard {
         ui.lastError,
         h('div', { class: 'controls' },
           h('div', { class: 'selects' },
-            h('label', { class: 'select-label' }, 'fps', ui.fpsSelect),
-            h('label', { class: 'select-label' }, 'quality', ui.qualitySelect)),
+            h('label', { class: 'select-label', title: 'Applies to the SSE fallback' },
+              'SSE fps', ui.fpsSelect),
+            h('label', { class: 'select-label', title: 'Applies to the SSE fallback' },
+              'quality', ui.qualitySelect)),
           h('div', { class: 'buttons' }, ui.start, ui.stop, ui.mjpeg)),
         ui.error));
   }
@@ -211,6 +250,7 @@ export class StreamCard {
     this.#renderButtons();
     ui.mjpeg.href = mjpegUrl(this.#id, this.#params);
     ui.img.alt = `Live view of ${s.name || s.id}`;
+    ui.video.setAttribute('aria-label', `Live video of ${s.name || s.id}`);
     ui.media.setAttribute('aria-label', `Open ${s.name || s.id} full screen`);
     this.#renderAspect(health);
     this.#renderMedia();
@@ -223,7 +263,8 @@ export class StreamCard {
     setText(hv.resolution.value, formatResolution(health.width, health.height));
     setText(hv.reconnects.value, formatCount(health.reconnects));
     const v = health.viewers ?? {};
-    setText(hv.viewers.value, `${formatCount(v.sse)} sse · ${formatCount(v.mjpeg)} mjpeg`);
+    setText(hv.viewers.value,
+      `${formatCount(v.webrtc)} webrtc · ${formatCount(v.sse)} sse · ${formatCount(v.mjpeg)} mjpeg`);
 
     const err = health.last_error;
     this.#ui.lastError.hidden = !err;
@@ -256,28 +297,42 @@ export class StreamCard {
     return 'Connecting…';
   }
 
+  /** 'webrtc' | 'sse' while that transport shows a picture, else null. */
+  #showing() {
+    return this.#hasFrame ? this.#transport : null;
+  }
+
   #renderMedia() {
     const message = this.#mediaMessage();
     this.#ui.placeholder.hidden = message === '';
     setText(this.#ui.placeholder, message);
-    this.#ui.img.hidden = !this.#hasFrame;
+    this.#ui.img.hidden = this.#showing() !== 'sse';
     this.#renderHud();
     this.#notifyViewers();
   }
 
   #hudText() {
-    if (!this.#player) return { fps: '', seq: '' };
-    const status = this.#player.status;
-    const note = status === 'reconnecting' ? ' · reconnecting' : '';
+    const player = this.#player;
+    if (!player) return { tag: '', fps: '', seq: '' };
+    const latency = this.#latency != null ? `latency ${Math.round(this.#latency)} ms` : '';
+    if (this.#transport === 'webrtc') {
+      return { tag: 'WebRTC', fps: formatWebrtcStats(this.#webrtcStats), seq: latency };
+    }
+    const note = player.status === 'reconnecting' ? ' · reconnecting' : '';
+    const seq = this.#frameSeq != null ? `#${this.#frameSeq}` : '';
     return {
-      fps: `${this.#player.receivedFps().toFixed(1)} fps rx${note}`,
-      seq: this.#frameSeq != null ? `#${this.#frameSeq}` : '',
+      tag: 'SSE',
+      fps: `${player.receivedFps().toFixed(1)} fps rx${note}`,
+      seq: [latency, seq].filter(Boolean).join(' · '),
     };
   }
 
   #renderHud() {
-    const { fps, seq } = this.#hudText();
+    const { tag, fps, seq } = this.#hudText();
     this.#ui.hud.hidden = !this.#player;
+    setText(this.#ui.tag, tag);
+    this.#ui.tag.hidden = !tag;
+    this.#ui.tag.dataset.transport = this.#transport ?? '';
     setText(this.#ui.hudFps, fps);
     setText(this.#ui.hudSeq, seq);
   }
@@ -298,12 +353,14 @@ export class StreamCard {
 
   #snapshot() {
     const hud = this.#hudText();
+    const showing = this.#showing();
     return {
       id: this.#id,
       name: this.name,
-      url: this.#hasFrame ? this.#frameUrl : null,
+      url: showing === 'sse' ? this.#frameUrl : null,
+      stream: showing === 'webrtc' ? this.#player?.stream ?? null : null,
       message: this.#mediaMessage(),
-      hud: [hud.fps, hud.seq].filter(Boolean).join('  '),
+      hud: [hud.tag, hud.fps, hud.seq].filter(Boolean).join('  '),
     };
   }
 
@@ -321,6 +378,8 @@ export class StreamCard {
 
   #syncFeed() {
     if (!this.#wantsFeed()) {
+      // Stopped: the next start tries WebRTC again.
+      if (!this.#stream.active) this.#webrtcFallback = false;
       this.#cancelRetry();
       if (this.#player) this.#closeFeed();
       this.#clearFrame();
@@ -329,7 +388,29 @@ export class StreamCard {
     if (!this.#player && !this.#retryTimer) this.#openFeed();
   }
 
+  #prefersWebrtc() {
+    if (this.#transportMode !== 'auto') return this.#transportMode === 'webrtc';
+    return !this.#webrtcFallback && typeof RTCPeerConnection === 'function';
+  }
+
   #openFeed() {
+    if (this.#prefersWebrtc()) this.#openWebrtc();
+    else this.#openSse();
+  }
+
+  #openWebrtc() {
+    const player = new WhepPlayer(whepUrl(this.#id), {
+      onStatus: (status, err) => this.#ifCurrent(player, () => this.#onWebrtcStatus(status, err)),
+      onMessage: (msg) => this.#ifCurrent(player, () => this.#onWebrtcMessage(msg)),
+    });
+    this.#player = player;
+    this.#transport = 'webrtc';
+    this.#hasFrame = false;
+    player.start(this.#ui.video);
+    this.#renderMedia();
+  }
+
+  #openSse() {
     const player = new SsePlayer(feedUrl(this.#id, this.#params), {
       onFrame: (frame) => this.#ifCurrent(player, () => this.#onFrame(frame)),
       onState: (data) => this.#ifCurrent(player, () => this.#onState(data)),
@@ -337,7 +418,9 @@ export class StreamCard {
       onFailed: () => this.#ifCurrent(player, () => this.#onFailed()),
       onStatus: () => this.#ifCurrent(player, () => this.#renderMedia()),
     });
+    if (this.#transport !== 'sse') this.#hasFrame = false;
     this.#player = player;
+    this.#transport = 'sse';
     player.open();
     this.#renderMedia();
   }
@@ -349,7 +432,15 @@ export class StreamCard {
   #closeFeed() {
     const player = this.#player;
     this.#player = null;
-    player?.close();
+    this.#latency = null;
+    this.#latencyProbe?.unwatch();
+    if (player instanceof WhepPlayer) {
+      player.stop(); // DELETE; the <video> goes blank
+      this.#webrtcStats = null;
+      this.#hasFrame = false;
+    } else {
+      player?.close();
+    }
     // The player revoked its frame URLs; the <img> keeps showing the decoded
     // last frame, but the URL must not be handed out again.
     this.#frameUrl = null;
@@ -385,6 +476,71 @@ export class StreamCard {
       this.#renderHud();
       this.#notifyViewers();
     }
+  }
+
+  // ---- WebRTC ----------------------------------------------------------
+
+  #onWebrtcStatus(status, err) {
+    if (status === 'playing') {
+      this.#retryDelay = 0;
+      this.#hasFrame = true;
+      this.#latencyProbe?.watchVideo(this.#ui.video);
+      this.#renderMedia();
+      this.#pollStats();
+    } else if (status === 'failed') {
+      this.#onWebrtcFailed(err);
+    } else if (status === 'stopped') {
+      this.#onStopped(); // the server ended the session: stream stopped
+    } else {
+      this.#renderMedia();
+    }
+  }
+
+  #onWebrtcMessage(msg) {
+    // hello / timing need no action; unknown types (detections…) are ignored.
+    if (msg.type === 'state' && msg.health && typeof msg.health === 'object') {
+      this.#onState(msg.health);
+    }
+  }
+
+  #onWebrtcFailed(err) {
+    // Fall back to SSE only when WebRTC itself does not work here; a stopped
+    // stream (409), a missing one (404), an unreachable gateway or a session
+    // that played before are retried over WebRTC.
+    const played = this.#player?.played;
+    const retry = played || err instanceof TypeError
+      || (err instanceof ApiError && (err.status === 404 || err.status === 409));
+    this.#closeFeed();
+    if (this.#transportMode === 'auto' && !retry) {
+      this.#webrtcFallback = true; // SSE until the stream is started again
+      this.#syncFeed();
+      return;
+    }
+    this.#scheduleRetry();
+    this.#refresh();
+  }
+
+  async #pollStats() {
+    const player = this.#player;
+    if (!(player instanceof WhepPlayer)) return;
+    const stats = await player.stats().catch(() => null);
+    if (this.#player !== player) return;
+    this.#webrtcStats = stats;
+    this.#renderHud();
+    this.#notifyViewers();
+  }
+
+  // ---- debug: glass-to-glass latency from the test camera's pixel clock --
+
+  #onImageLoad() {
+    if (this.#latencyProbe && this.#transport === 'sse' && this.#player) {
+      this.#latencyProbe.sampleImage(this.#ui.img);
+    }
+  }
+
+  #onLatency(ms) {
+    this.#latency = ms;
+    this.#renderHud();
   }
 
   #onState(data) {
@@ -457,7 +613,7 @@ export class StreamCard {
       quality: Number(this.#ui.qualitySelect.value),
     };
     this.#ui.mjpeg.href = mjpegUrl(this.#id, this.#params);
-    this.#reopenFeed();
+    if (this.#transport === 'sse') this.#reopenFeed(); // WebRTC ignores them
   }
 
   async #runAction(kind) {

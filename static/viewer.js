@@ -1,6 +1,7 @@
-// Full-screen viewer: shows the frames of one card (same SSE feed, no second
-// connection). Closes with the close button, Escape, or a click on the
-// backdrop.
+// Full-screen viewer: shows the picture of one card without a second
+// connection: the card's WebRTC MediaStream in a <video> of its own, or the
+// card's SSE frames in an <img>. Closes with the close button, Escape, or a
+// click on the backdrop.
 
 import { h, setText } from './dom.js';
 
@@ -42,6 +43,7 @@ export class Viewer {
     this.#detach();
     this.#ui.root.hidden = true;
     this.#ui.img.removeAttribute('src');
+    this.#ui.video.srcObject = null;
     document.body.classList.remove('viewer-open');
     const target = this.#returnFocus;
     this.#returnFocus = null;
@@ -63,13 +65,16 @@ export class Viewer {
       text: '✕', onclick: () => this.close(),
     });
     ui.img = h('img', { class: 'viewer-img', alt: '', draggable: 'false' });
+    ui.video = h('video', { class: 'viewer-img viewer-video', muted: true, autoplay: true,
+      playsinline: true, hidden: true });
+    ui.video.muted = true;
     ui.message = h('div', { class: 'viewer-message', hidden: true });
     ui.stage = h('div', {
       class: 'viewer-stage',
       onclick: (ev) => {
         if (ev.target === ui.stage) this.close();
       },
-    }, ui.img, ui.message);
+    }, ui.video, ui.img, ui.message);
     ui.root = h('div', {
       class: 'viewer', role: 'dialog', 'aria-modal': 'true',
       'aria-labelledby': 'viewer-title', hidden: true,
@@ -86,13 +91,23 @@ export class Viewer {
     const ui = this.#ui;
     setText(ui.title, snap.name === snap.id ? snap.id : `${snap.name} (${snap.id})`);
     setText(ui.hud, snap.hud);
+    this.#renderVideo(snap.stream);
     if (snap.url) {
       if (ui.img.getAttribute('src') !== snap.url) ui.img.src = snap.url;
-    } else if (snap.message) {
+    } else if (snap.message || snap.stream) {
       ui.img.removeAttribute('src');
     }
     ui.img.hidden = !ui.img.getAttribute('src');
     ui.message.hidden = !snap.message;
     setText(ui.message, snap.message);
+  }
+
+  #renderVideo(stream) {
+    const video = this.#ui.video;
+    if (video.srcObject !== stream) {
+      video.srcObject = stream;
+      if (stream) video.play().catch(() => {});
+    }
+    video.hidden = !stream;
   }
 }

@@ -8,13 +8,28 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 /// Histogram buckets for per-frame work (decode, JPEG encode), seconds: 0.5 ms to 250 ms.
 const FRAME_WORK_BUCKETS: &[f64] = &[0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.125, 0.25];
 
+/// Buckets for the WebRTC send delay (access unit in -> its packets sent), seconds: 50 us to 50 ms.
+const SEND_DELAY_BUCKETS: &[f64] = &[0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05];
+/// Buckets for the time to first frame, seconds: 10 ms to 10 s.
+const FIRST_FRAME_BUCKETS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0];
+/// Buckets for RTT and jitter reported by viewers, seconds: 0.1 ms to 1 s.
+const NETWORK_BUCKETS: &[f64] = &[0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
+/// Buckets for the fraction of packets lost per receiver report.
+const LOSS_BUCKETS: &[f64] = &[0.0, 0.001, 0.01, 0.05, 0.1, 0.25, 1.0];
+
 /// Installs the global recorder once and returns its handle (for `GET /metrics`).
 pub fn handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
         let handle = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), FRAME_WORK_BUCKETS)
-            .expect("bucket list is not empty")
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full("sightline_webrtc_send_delay_seconds".into()), SEND_DELAY_BUCKETS))
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full("sightline_webrtc_fanout_seconds".into()), SEND_DELAY_BUCKETS))
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full("sightline_webrtc_time_to_first_frame_seconds".into()), FIRST_FRAME_BUCKETS))
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full("sightline_webrtc_rtt_seconds".into()), NETWORK_BUCKETS))
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full("sightline_webrtc_jitter_seconds".into()), NETWORK_BUCKETS))
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full("sightline_webrtc_loss_ratio".into()), LOSS_BUCKETS))
+            .expect("bucket lists are not empty")
             .install_recorder()
             .expect("the metrics recorder is installed once");
         describe();
@@ -35,4 +50,14 @@ fn describe() {
     describe_histogram!("sightline_decode_seconds", Unit::Seconds, "Decode time per access unit, including the range conversion of shown pictures");
     describe_counter!("sightline_jpeg_encodes_total", "JPEG encodes, by quality (one per frame per quality in use)");
     describe_histogram!("sightline_jpeg_encode_seconds", Unit::Seconds, "JPEG encode time per picture");
+    describe_gauge!("sightline_webrtc_sessions", "WHEP sessions");
+    describe_counter!("sightline_webrtc_packets_sent_total", "RTP packets queued to WebRTC viewers (before SRTP)");
+    describe_histogram!("sightline_webrtc_send_delay_seconds", Unit::Seconds, "Gateway-added latency: access unit received from the camera -> its first RTP packet sent (per event loop)");
+    describe_histogram!("sightline_webrtc_fanout_seconds", Unit::Seconds, "Access unit received from the camera -> its packets sent to every viewer of an event loop");
+    describe_histogram!("sightline_webrtc_time_to_first_frame_seconds", Unit::Seconds, "WHEP POST -> first keyframe sent to that viewer");
+    describe_histogram!("sightline_webrtc_rtt_seconds", Unit::Seconds, "Round-trip time from viewers' RTCP receiver reports");
+    describe_histogram!("sightline_webrtc_jitter_seconds", Unit::Seconds, "Interarrival jitter from viewers' RTCP receiver reports");
+    describe_histogram!("sightline_webrtc_loss_ratio", "Fraction of packets lost per viewer receiver report");
+    describe_counter!("sightline_webrtc_packets_lost_total", "Packets viewers reported lost (RTCP cumulative lost)");
+    describe_counter!("sightline_webrtc_keyframe_requests_total", "PLI/FIR from viewers, answered from the cached GOP");
 }

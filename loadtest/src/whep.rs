@@ -21,6 +21,10 @@ use crate::stats::{median, percentile, round2, sorted};
 
 /// Largest datagram read, bytes.
 const MAX_DATAGRAM: usize = 2048;
+/// Receive buffer asked for each viewer's socket, bytes: a keyframe burst to hundreds of
+/// viewers must not overflow a viewer whose task is waiting for a core (the kernel caps it
+/// at net.core.rmem_max).
+const RECV_BUFFER: usize = 4 * 1024 * 1024;
 /// How long after the deadline the run waits for viewer tasks (DELETE included).
 const HARD_GRACE: Duration = Duration::from_secs(10);
 
@@ -194,7 +198,7 @@ async fn viewer(client: Client, endpoint: Arc<Url>, bind: IpAddr, start_at: Toki
 }
 
 async fn session(client: &Client, endpoint: &Url, bind: IpAddr, deadline: TokioInstant, stats: &mut ViewerStats) -> Result<(), String> {
-    let socket = UdpSocket::bind(SocketAddr::new(bind, 0)).await.map_err(|e| format!("bind: {e}"))?;
+    let socket = bind_socket(SocketAddr::new(bind, 0)).map_err(|e| format!("bind: {e}"))?;
     let local = socket.local_addr().map_err(|e| e.to_string())?;
     let mut rtc = Rtc::builder().set_rtp_mode(true).clear_codecs().enable_h264(true).build(Instant::now());
     rtc.add_local_candidate(Candidate::host(local, "udp").map_err(|e| e.to_string())?);
@@ -227,6 +231,15 @@ async fn session(client: &Client, endpoint: &Url, bind: IpAddr, deadline: TokioI
         stats.errors.push(format!("DELETE: {e}"));
     }
     result
+}
+
+/// A non-blocking UDP socket with a large receive buffer (best effort).
+fn bind_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    let _ = socket.set_recv_buffer_size(RECV_BUFFER);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
 }
 
 /// Drives the peer until the deadline, counting RTP packets and data-channel messages.

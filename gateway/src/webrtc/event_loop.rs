@@ -136,6 +136,9 @@ impl EventLoop {
                 }
             };
             tokio::select! {
+                // Media first: a unit waiting behind RTCP and STUN is latency for every viewer.
+                biased;
+                Some(message) = self.media_rx.recv() => self.on_media(message).await,
                 received = self.socket.recv_from(&mut buf) => match received {
                     Ok((n, source)) => self.on_datagram(source, &buf[..n]),
                     Err(e) => debug!(loop_index = self.index, error = %e, "UDP receive failed"),
@@ -144,7 +147,6 @@ impl EventLoop {
                     Some(c) => self.on_command(c),
                     None => return,
                 },
-                Some(message) = self.media_rx.recv() => self.on_media(message),
                 () = sleep => self.on_timeouts(),
                 _ = housekeeping.tick() => self.sweep(),
             }
@@ -283,14 +285,9 @@ impl EventLoop {
         }
     }
 
-    fn on_media(&mut self, message: TapMessage) {
+    async fn on_media(&mut self, message: TapMessage) {
         match message {
-            TapMessage::Unit(stream, au) => {
-                let ids = self.session_ids(&stream);
-                for id in ids {
-                    self.send_live(id, &au);
-                }
-            }
+            TapMessage::Unit(stream, au) => self.fan_out(&stream, &au).await,
             TapMessage::State(stream, json) => {
                 for id in self.session_ids(&stream) {
                     if let Some(s) = self.sessions.get_mut(&id) {
@@ -313,6 +310,28 @@ impl EventLoop {
         }
     }
 
+    /// Sends one access unit to every session of its stream, flushing per session so the
+    /// first viewers' packets leave while later ones are encrypted.
+    async fn fan_out(&mut self, stream: &Arc<str>, au: &AccessUnit) {
+        let mut first = true;
+        for id in self.session_ids(stream) {
+            self.send_live(id, au);
+            if self.out.is_empty() {
+                continue;
+            }
+            self.flush().await;
+            if first {
+                first = false;
+                metrics::histogram!("sightline_webrtc_send_delay_seconds", "stream" => stream.to_string())
+                    .record(au.received.elapsed().as_secs_f64());
+            }
+        }
+        if !first {
+            metrics::histogram!("sightline_webrtc_fanout_seconds", "stream" => stream.to_string())
+                .record(au.received.elapsed().as_secs_f64());
+        }
+    }
+
     fn session_ids(&self, stream: &str) -> Vec<SessionId> {
         self.sessions.iter().filter(|(_, s)| &*s.stream.config.id == stream).map(|(id, _)| *id).collect()
     }
@@ -324,6 +343,9 @@ impl EventLoop {
         }
         if let Some(ts) = s.timeline.live(au) {
             write_unit(s, au, ts);
+            // str0m releases queued RTP on its next timeout; run it now so the packets leave
+            // with this unit instead of one loop turn later.
+            s.peer.handle_timeout(Instant::now());
             self.drive(id);
         }
     }

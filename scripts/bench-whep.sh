@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Gateway CPU per WebRTC viewer: one 1280x720 25 fps ~2 Mbit/s H.264 stream from GStreamer's
+# RTSP server (pattern=smpte, moving), N `loadtest whep` viewers on loopback.
+#   scripts/bench-whep.sh [VIEWERS...]      (default: 100 200 400; SECONDS_PER_RUN=30)
+# Per N prints: gateway CPU% (of one core) and RSS over the steady window, microseconds of
+# gateway CPU per RTP packet per viewer, the send-delay p99 (access unit in -> packets out)
+# and loadtest's JSON line. Release build; loopback only; bounded in time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --bin gateway --bin loadtest >&2
+seconds=${SECONDS_PER_RUN:-30}
+# Let the load generator's sockets have 4 MiB receive buffers (it asks for them), so a keyframe
+# burst to hundreds of viewers is not dropped by the receiving side's kernel queue.
+sysctl -qw net.core.rmem_max=4194304 2>/dev/null || echo "bench-whep: cannot raise net.core.rmem_max; loss may be the load generator's" >&2
+port=18280
+cam=18556
+/usr/bin/python3 scripts/gst_rtsp_server.py --port $cam --bitrate 2000 > /tmp/bench-gst.out 2>&1 &
+camera=$!
+trap 'kill $camera 2>/dev/null' EXIT
+sleep 1
+metric() { curl -s "http://127.0.0.1:$port/metrics" | awk -v m="$1" 'index($0, m) == 1 {print $NF; exit}'; }
+for viewers in ${@:-100 200 400}; do
+  SIGHTLINE_TESTCAM__ENABLED=false SIGHTLINE_WEBRTC__UDP_PORT=0 target/release/gateway --listen 127.0.0.1:$port \
+    --stream cam=rtsp://127.0.0.1:$cam/cam 2>/tmp/bench-gateway.log &
+  gw=$!
+  trap 'kill $gw $camera 2>/dev/null' EXIT
+  sleep 1
+  # Warm up: start the pull so the GOP cache is filled.
+  curl -sN "http://127.0.0.1:$port/api/streams/cam/feed?fps=1" -o /dev/null --max-time 4 || true
+  target/release/loadtest whep --url "http://127.0.0.1:$port" --stream cam --viewers "$viewers" \
+    --seconds "$seconds" --ramp-ms 10 > /tmp/bench-loadtest.out &
+  lt=$!
+  sleep $(( viewers / 100 + 6 ))   # ramp-up
+  ticks() { awk '{print $14 + $15}' "/proc/$gw/stat"; }
+  t0=$(ticks); s0=$(date +%s.%N); p0=$(metric 'sightline_webrtc_packets_sent_total{stream="cam"}')
+  sleep 10
+  t1=$(ticks); s1=$(date +%s.%N); p1=$(metric 'sightline_webrtc_packets_sent_total{stream="cam"}')
+  rss=$(awk '/VmRSS/{print $2}' "/proc/$gw/status")
+  delay_p99=$(curl -s "http://127.0.0.1:$port/metrics" | /usr/bin/python3 -c '
+import sys
+b = [(float(l.split("le=\"")[1].split("\"")[0].replace("+Inf", "inf")), float(l.split()[-1]))
+     for l in sys.stdin if l.startswith("sightline_webrtc_send_delay_seconds_bucket")]
+total = b[-1][1] if b else 0
+q = lambda p: next((f"{le*1000:g}ms" for le, c in b if total and c >= p * total), "n/a")
+print(f"p50<={q(0.5)} p90<={q(0.9)} p99<={q(0.99)}")')
+  wait $lt
+  hz=$(getconf CLK_TCK)
+  awk -v t0="$t0" -v t1="$t1" -v s0="$s0" -v s1="$s1" -v p0="$p0" -v p1="$p1" -v hz="$hz" -v n="$viewers" -v rss="$rss" -v d="$delay_p99" 'BEGIN {
+    cpu = (t1 - t0) / hz; wall = s1 - s0; pk = p1 - p0;
+    printf "viewers=%d gateway_cpu=%.1f%% rss=%dMiB packets_per_s=%.0f us_per_packet_per_viewer=%.2f send_delay %s\n",
+      n, cpu / wall * 100, rss / 1024, pk / wall, (pk > 0 ? cpu * 1e6 / pk : 0), d }'
+  tail -1 /tmp/bench-loadtest.out
+  kill $gw; wait $gw 2>/dev/null || true
+  trap 'kill $camera 2>/dev/null' EXIT
+done
