@@ -213,7 +213,7 @@ impl ViewerPeer {
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(at)) => return self.rtc.is_alive().then_some(at),
                 Ok(Output::Transmit(t)) => {
-                    out.push(Datagram { destination: t.destination, source: t.source, contents: t.contents.to_vec() })
+                    out.push(Datagram { destination: t.destination, source: t.source, contents: Vec::from(t.contents) })
                 }
                 Ok(Output::Event(e)) => self.on_event(e, events),
                 Err(e) => {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use signaling::peer::{Datagram, PeerEvent, ViewerPeer};
 use signaling::whep::SessionId;
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -91,6 +92,9 @@ pub struct EventLoop {
     media_rx: mpsc::Receiver<TapMessage>,
     out: Vec<Datagram>,
     events: Vec<PeerEvent>,
+    /// Batched sends (UDP GSO where the kernel has it, one syscall for many datagrams).
+    udp: quinn_udp::UdpSocketState,
+    batch: Vec<u8>,
 }
 
 impl EventLoop {
@@ -105,7 +109,11 @@ impl EventLoop {
         connect_timeout: Duration,
     ) -> EventLoop {
         let (media_tx, media_rx) = mpsc::channel(MEDIA_QUEUE);
+        let udp = quinn_udp::UdpSocketState::new((&socket).into()).expect("a bound UDP socket accepts quinn-udp's options");
+        debug!(loop_index = index, gso_segments = udp.max_gso_segments(), "UDP send batching");
         EventLoop {
+            udp,
+            batch: Vec::with_capacity(64 * 1500),
             index,
             socket,
             announced,
@@ -154,17 +162,46 @@ impl EventLoop {
         }
     }
 
-    /// Sends everything the peers produced.
+    /// Sends everything the peers produced. Runs of datagrams to one viewer (an access
+    /// unit's packets) go out as one GSO send: equal-size segments, the last may be shorter.
     async fn flush(&mut self) {
-        for d in self.out.drain(..) {
-            match self.socket.try_send_to(&d.contents, d.destination) {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    let _ = self.socket.send_to(&d.contents, d.destination).await;
-                }
-                Err(e) => debug!(destination = %d.destination, error = %e, "UDP send failed"),
+        let out = std::mem::take(&mut self.out);
+        let max_segments = self.udp.max_gso_segments().max(1);
+        let mut i = 0;
+        while i < out.len() {
+            let first = &out[i];
+            let size = first.contents.len();
+            let mut end = i + 1;
+            while end < out.len()
+                && end - i < max_segments
+                && out[end].destination == first.destination
+                && out[end - 1].contents.len() == size
+                && out[end].contents.len() <= size
+                && out[end].contents.len() > 0
+            {
+                end += 1;
             }
+            let contents: &[u8] = if end - i == 1 {
+                &first.contents
+            } else {
+                self.batch.clear();
+                for d in &out[i..end] {
+                    self.batch.extend_from_slice(&d.contents);
+                }
+                &self.batch
+            };
+            let transmit = quinn_udp::Transmit {
+                destination: first.destination,
+                ecn: None,
+                contents,
+                segment_size: (end - i > 1).then_some(size),
+                src_ip: None,
+            };
+            send(&self.socket, &self.udp, &transmit).await;
+            i = end;
         }
+        self.out = out;
+        self.out.clear();
     }
 
     fn on_datagram(&mut self, source: SocketAddr, data: &[u8]) {
@@ -437,6 +474,24 @@ impl EventLoop {
             PeerEvent::Closed => {
                 info!(stream = %stream, session = %id, "WHEP session closed by the viewer");
                 self.remove(id);
+            }
+        }
+    }
+}
+
+/// Sends one (possibly GSO-batched) transmit, waiting for the socket if its buffer is full.
+async fn send(socket: &UdpSocket, udp: &quinn_udp::UdpSocketState, transmit: &quinn_udp::Transmit<'_>) {
+    loop {
+        match socket.try_io(Interest::WRITABLE, || udp.try_send(socket.into(), transmit)) {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if socket.writable().await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                debug!(destination = %transmit.destination, error = %e, "UDP send failed");
+                return;
             }
         }
     }
