@@ -37,6 +37,10 @@ pub struct AppState {
     pub feeds: crate::config::FeedsConfig,
     /// WHEP sessions; `None` when `webrtc.enabled = false`.
     pub webrtc: Option<Arc<Webrtc>>,
+    /// The state store (for readiness).
+    pub store: Arc<dyn crate::state::StateStore>,
+    /// This replica's id, sent as `X-Sightline-Replica` on every response.
+    pub replica_id: String,
 }
 
 /// Every error the API returns, mapped to a status in [`IntoResponse`].
@@ -60,6 +64,9 @@ pub enum ApiError {
     /// 503 with `Retry-After`: too many WebRTC sessions.
     #[error("{0}")]
     AtCapacity(String),
+    /// 307 to the replica that owns a WHEP session (draft-ietf-wish-whep §4.3 allows it).
+    #[error("the WHEP session is owned by another replica: {0}")]
+    Redirect(String),
     /// A WHEP protocol error, with its own status.
     #[error(transparent)]
     Whep(#[from] WhepError),
@@ -74,6 +81,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::AtCapacity(_) => (StatusCode::SERVICE_UNAVAILABLE, "at_capacity"),
+            ApiError::Redirect(_) => (StatusCode::TEMPORARY_REDIRECT, "moved"),
             ApiError::Whep(e) => (StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST), whep_kind(e)),
         }
     }
@@ -111,8 +119,16 @@ impl IntoResponse for ApiError {
         let (status, kind) = self.status_and_kind();
         tracing::debug!(%status, error = %self, "request failed");
         let mut resp = (status, axum::Json(json!({"error": kind, "detail": self.to_string()}))).into_response();
-        if matches!(self, ApiError::AtCapacity(_)) {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+        match &self {
+            ApiError::AtCapacity(_) => {
+                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+            }
+            ApiError::Redirect(location) => {
+                if let Ok(v) = HeaderValue::from_str(location) {
+                    resp.headers_mut().insert(header::LOCATION, v);
+                }
+            }
+            _ => {}
         }
         resp
     }
@@ -163,6 +179,7 @@ pub fn app(state: AppState, static_dir: &std::path::Path) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), replica_header))
         .with_state(state);
     api.fallback_service(ServeDir::new(static_dir))
         .layer(cors())
@@ -269,6 +286,27 @@ async fn mjpeg_feed(State(state): State<AppState>, Path(id): Path<String>, query
     open_feed(&state, &id, query, FeedFormat::Mjpeg)
 }
 
+/// Tags every API response with the replica that answered (`X-Sightline-Replica`), for
+/// operators behind a load balancer.
+async fn replica_header(State(state): State<AppState>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let mut resp = next.run(req).await;
+    if let Ok(v) = HeaderValue::from_str(&state.replica_id) {
+        resp.headers_mut().insert("x-sightline-replica", v);
+    }
+    resp
+}
+
+/// If another replica owns the session, the 307 to send there (same path).
+async fn redirect_to_owner(webrtc: &Webrtc, session: &str, path: &str) -> Result<(), ApiError> {
+    if webrtc.has_session(session) {
+        return Ok(());
+    }
+    match webrtc.session_owner(session).await {
+        Some(base) => Err(ApiError::Redirect(format!("{}{path}", base.trim_end_matches('/')))),
+        None => Ok(()),
+    }
+}
+
 fn webrtc(state: &AppState) -> Result<&Arc<Webrtc>, ApiError> {
     state.webrtc.as_ref().ok_or_else(|| ApiError::Unavailable("WebRTC is disabled (webrtc.enabled = false)".into()))
 }
@@ -320,11 +358,13 @@ async fn whep_post(
 async fn whep_patch(
     State(state): State<AppState>,
     Path((id, session)): Path<(String, String)>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let webrtc = webrtc(&state)?;
     stream(&state, &id)?;
+    redirect_to_owner(webrtc, &session, uri.path()).await?;
     require_content_type(&headers, whep::SDPFRAG_MEDIA_TYPE)?;
     let fragment = body_text(body)?;
     let if_match = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok());
@@ -340,9 +380,14 @@ async fn whep_patch(
 }
 
 /// `DELETE` on a session: 200 and the session ends.
-async fn whep_delete(State(state): State<AppState>, Path((id, session)): Path<(String, String)>) -> Result<Response, ApiError> {
+async fn whep_delete(
+    State(state): State<AppState>,
+    Path((id, session)): Path<(String, String)>,
+    uri: axum::http::Uri,
+) -> Result<Response, ApiError> {
     let webrtc = webrtc(&state)?;
     stream(&state, &id)?;
+    redirect_to_owner(webrtc, &session, uri.path()).await?;
     webrtc.delete(&id, &session).await?;
     Ok(StatusCode::OK.into_response())
 }
@@ -381,5 +426,13 @@ async fn healthz() -> impl IntoResponse {
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let webrtc = state.webrtc.as_ref().map(|w| json!({"sessions": w.session_count(), "udp": w.announced_addrs()}));
-    axum::Json(json!({"status": "ready", "streams": state.streams.all().count(), "webrtc": webrtc}))
+    let ready = state.store.is_ready();
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = json!({
+        "status": if ready { "ready" } else { "state store unavailable" },
+        "replica": state.replica_id,
+        "streams": state.streams.all().count(),
+        "webrtc": webrtc,
+    });
+    (status, axum::Json(body))
 }

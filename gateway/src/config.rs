@@ -25,6 +25,11 @@ pub struct Config {
     pub static_dir: PathBuf,
     /// This replica's id in the state store (`updated_by`). Default: `<hostname>-<pid>`.
     pub replica_id: Option<String>,
+    /// This replica's base URL as other replicas and clients reach it (WHEP redirects).
+    /// Default: `http://<listen>`.
+    pub advertise_url: Option<String>,
+    /// Shared state.
+    pub state: StateConfig,
     /// The built-in test camera.
     pub testcam: TestCamConfig,
     /// Ingest (camera pull) behaviour shared by all streams.
@@ -82,6 +87,15 @@ impl TestCamConfig {
     pub fn url(&self) -> String {
         format!("rtsp://{}/testcam", self.listen)
     }
+}
+
+/// `[state]`: where start/stop state lives.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// `redis://[user:password@]host:port/db`: share state with other replicas through Redis.
+    /// Default none: in-memory state for one process.
+    pub redis_url: Option<String>,
 }
 
 /// `[ingest]`: reconnect and stall handling (DESIGN.md step 1).
@@ -272,6 +286,8 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             static_dir: PathBuf::from("static"),
             replica_id: None,
+            advertise_url: None,
+            state: StateConfig::default(),
             testcam,
             ingest: IngestConfig::default(),
             feeds: FeedsConfig::default(),

@@ -8,7 +8,7 @@
 //! - [`hub`]: per-stream fan-out of access units with the cached GOP.
 //! - [`media`]: on-demand decode and per-quality JPEG encode, per-viewer queues.
 //! - [`feeds`]: SSE and MJPEG response bodies.
-//! - [`state`]: the `StateStore` trait and the in-memory store.
+//! - [`state`]: the `StateStore` trait and the in-memory store; [`redis_store`]: the Redis one.
 //! - [`streams`]: per-stream runtime, on-demand pull supervisor, store event follower.
 //! - [`webrtc`]: WHEP sessions on str0m event loops (one UDP socket per loop).
 //! - [`api`]: the axum router and its single error type.
@@ -24,6 +24,7 @@ pub mod ingest;
 pub mod media;
 pub mod metrics;
 pub mod redact;
+pub mod redis_store;
 pub mod rtp;
 pub mod state;
 pub mod streams;
@@ -58,16 +59,29 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .replica_id
         .clone()
         .unwrap_or_else(|| format!("{}-{}", std::env::var("HOSTNAME").unwrap_or_else(|_| "gateway".into()), std::process::id()));
-    let store = Arc::new(MemoryStore::default());
-    let streams = streams::Streams::start(&config, store, replica_id).await?;
-    let webrtc = if config.webrtc.enabled { Some(webrtc::Webrtc::start(&config.webrtc, config.listen).await?) } else { None };
-    let state = api::AppState { streams, feeds: config.feeds.clone(), webrtc };
+    let advertise = config.advertise_url.clone().unwrap_or_else(|| format!("http://{}", config.listen));
+    let (store, redis): (Arc<dyn state::StateStore>, _) = match &config.state.redis_url {
+        Some(url) => {
+            let redis = redis_store::RedisStore::connect(url, &replica_id, &advertise).await?;
+            (redis.clone(), Some(redis))
+        }
+        None => (Arc::new(MemoryStore::default()), None),
+    };
+    let streams = streams::Streams::start(&config, store.clone(), replica_id.clone()).await?;
+    let webrtc = match config.webrtc.enabled {
+        true => Some(webrtc::Webrtc::start(&config.webrtc, config.listen, store.clone()).await?),
+        false => None,
+    };
+    let state = api::AppState { streams, feeds: config.feeds.clone(), webrtc, store, replica_id };
     let router = api::app(state, &config.static_dir);
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     info!(addr = %listener.local_addr()?, "HTTP listening; web UI at http://{}/", listener.local_addr()?);
     axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await?;
+    if let Some(redis) = redis {
+        redis.leave().await;
+    }
     info!("shut down");
     Ok(())
 }

@@ -25,6 +25,9 @@ struct Cli {
     /// Add a camera as ID=URL (rtsp://[user:pass@]host/path); repeatable; starts active.
     #[arg(long = "stream", value_name = "ID=URL")]
     streams: Vec<String>,
+    /// Share start/stop state with other replicas through Redis (redis://host:port).
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
     /// Log as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
@@ -78,6 +81,9 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     for s in &cli.streams {
         config.add_stream_arg(s).map_err(anyhow::Error::msg)?;
     }
+    if let Some(url) = &cli.redis {
+        config.state.redis_url = Some(url.clone());
+    }
     config.validate().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
     Ok(config)
 }
@@ -95,6 +101,7 @@ async fn main() -> std::process::ExitCode {
             for s in &mut c.streams {
                 s.url = sightline::redact::redact_url(&s.url);
             }
+            c.state.redis_url = c.state.redis_url.as_deref().map(sightline::redact::redact_url);
             println!("{}", toml_like(&c));
         }),
         Some(Command::Testcam { listen, width, height, fps, gop, bitrate_kbps }) => {

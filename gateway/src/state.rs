@@ -89,6 +89,26 @@ pub trait StateStore: Send + Sync + 'static {
     async fn set_active(&self, id: &str, active: bool, params: StartParams, by: &str) -> Result<StreamRecord, StoreError>;
     /// Receives every change from now on.
     fn subscribe(&self) -> broadcast::Receiver<StateEvent>;
+
+    /// Whether the store is reachable (for `/readyz`). The in-memory store always is.
+    fn is_ready(&self) -> bool {
+        true
+    }
+
+    /// Records that this replica owns a WHEP session (with a TTL: call again to refresh).
+    async fn claim_whep_session(&self, _session: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Forgets a WHEP session's owner.
+    async fn release_whep_session(&self, _session: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// The base URL of the replica that owns a WHEP session, when another replica does.
+    async fn whep_session_owner(&self, _session: &str) -> Result<Option<String>, StoreError> {
+        Ok(None)
+    }
 }
 
 /// Milliseconds since the Unix epoch.

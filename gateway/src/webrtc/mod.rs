@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::info;
 
 use crate::config::WebrtcConfig;
+use crate::state::StateStore;
 use crate::streams::{StreamRuntime, ViewerKind};
 
 /// Profile assumed when the camera's SPS is not known in time: Constrained Baseline 3.1,
@@ -102,15 +103,40 @@ struct Entry {
 }
 
 /// Registry shared by the HTTP side and the loops (which remove sessions that end).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Registry {
     sessions: Mutex<HashMap<SessionId, Entry>>,
+    /// Where session ownership is published for other replicas.
+    store: Arc<dyn StateStore>,
 }
+
+/// How often this replica re-announces the WHEP sessions it owns.
+const OWNERSHIP_REFRESH: Duration = Duration::from_secs(10);
 
 impl Registry {
     pub(crate) fn remove(&self, id: &SessionId) {
-        self.sessions.lock().expect("registry lock poisoned").remove(id);
+        let removed = self.sessions.lock().expect("registry lock poisoned").remove(id).is_some();
         metrics::gauge!("sightline_webrtc_sessions").set(self.len() as f64);
+        if removed {
+            let store = self.store.clone();
+            let id = id.to_string();
+            tokio::spawn(async move {
+                let _ = store.release_whep_session(&id).await;
+            });
+        }
+    }
+
+    /// Re-announces every session this replica owns (their ownership keys have a TTL).
+    async fn refresh_ownership(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(OWNERSHIP_REFRESH).await;
+            let ids: Vec<SessionId> = self.sessions.lock().expect("registry lock poisoned").keys().copied().collect();
+            for id in ids {
+                if let Err(e) = self.store.claim_whep_session(&id.to_string()).await {
+                    tracing::debug!(session = %id, error = %e, "cannot refresh WHEP session ownership");
+                }
+            }
+        }
     }
 
     fn len(&self) -> usize {
@@ -131,7 +157,8 @@ pub struct Webrtc {
     links: Vec<String>,
 }
 
-/// The IP the sockets bind: `webrtc.ip`, else the HTTP listen IP, else loopback.
+/// The IP the sockets bind: `webrtc.ip` (0.0.0.0 needs `public_ips` to announce), else the
+/// HTTP listen IP, else loopback.
 fn bind_ip(config: &WebrtcConfig, http_listen: SocketAddr) -> IpAddr {
     config.ip.unwrap_or_else(|| {
         let ip = http_listen.ip();
@@ -140,11 +167,13 @@ fn bind_ip(config: &WebrtcConfig, http_listen: SocketAddr) -> IpAddr {
 }
 
 impl Webrtc {
-    /// Binds one UDP socket per event loop and starts the loops.
-    pub async fn start(config: &WebrtcConfig, http_listen: SocketAddr) -> anyhow::Result<Arc<Webrtc>> {
+    /// Binds one UDP socket per event loop and starts the loops. Session ownership is
+    /// published in `store` (for WHEP redirects between replicas).
+    pub async fn start(config: &WebrtcConfig, http_listen: SocketAddr, store: Arc<dyn StateStore>) -> anyhow::Result<Arc<Webrtc>> {
         let ip = bind_ip(config, http_listen);
         let loops = if config.loops == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { config.loops };
-        let registry = Arc::new(Registry::default());
+        let registry = Arc::new(Registry { sessions: Mutex::default(), store });
+        tokio::spawn(registry.clone().refresh_ownership());
         let mut handles = Vec::with_capacity(loops);
         for i in 0..loops {
             let port = if config.udp_port == 0 { 0 } else { config.udp_port + i as u16 };
@@ -153,6 +182,9 @@ impl Webrtc {
                 .map_err(|e| anyhow::anyhow!("WebRTC cannot bind UDP {ip}:{port}: {e}"))?;
             let local = socket.local_addr()?;
             let announced = SocketAddr::new(config.public_ips.first().copied().unwrap_or(ip), local.port());
+            if announced.ip().is_unspecified() {
+                anyhow::bail!("webrtc.ip {ip} is unspecified: set webrtc.public_ips to the address browsers reach");
+            }
             let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
             let sessions = Arc::new(AtomicUsize::new(0));
             let el = event_loop::EventLoop::new(i, socket, announced, rx, registry.clone(), sessions.clone(), config.connect_timeout);
@@ -220,6 +252,9 @@ impl Webrtc {
             self.registry.remove(&id);
             return Err(SessionError::ShuttingDown);
         }
+        if let Err(e) = self.registry.store.claim_whep_session(&id.to_string()).await {
+            tracing::warn!(session = %id, error = %e, "WHEP session ownership not published; other replicas cannot redirect to it");
+        }
         info!(stream = %stream.config.id, session = %id, loop_index, "WHEP session created");
         Ok(Created { id, etag, answer })
     }
@@ -231,6 +266,17 @@ impl Webrtc {
             Ok(Ok(info)) => info.as_ref().and_then(|i| u32::from_str_radix(&i.profile_level_id(), 16).ok()).unwrap_or(FALLBACK_PROFILE_LEVEL_ID),
             _ => FALLBACK_PROFILE_LEVEL_ID,
         }
+    }
+
+    /// Whether this replica holds the session.
+    pub fn has_session(&self, id: &str) -> bool {
+        SessionId::parse(id).is_some_and(|sid| self.registry.get(&sid).is_some())
+    }
+
+    /// The base URL of another replica that owns the session, if the store knows one.
+    pub async fn session_owner(&self, id: &str) -> Option<String> {
+        SessionId::parse(id)?;
+        self.registry.store.whep_session_owner(id).await.ok().flatten()
     }
 
     fn entry(&self, stream: &str, id: &str) -> Result<(SessionId, Entry), SessionError> {

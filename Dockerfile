@@ -1,0 +1,29 @@
+# Sightline gateway image: multi-stage build, non-root runtime.
+#   docker build -t sightline .
+#   docker run -p 8080:8080 -p 8189-8190:8189-8190/udp sightline --listen 0.0.0.0:8080
+FROM rust:1-bookworm AS build
+RUN apt-get update && apt-get install -y --no-install-recommends cmake nasm pkg-config \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+RUN cargo build --release --bin gateway --bin loadtest
+
+FROM python:3.11-slim-bookworm AS onnxruntime
+# The ONNX Runtime shared library for infer-worker (issue #4), from the PyPI wheel.
+RUN pip install --no-cache-dir onnxruntime==1.31.1 \
+    && cp /usr/local/lib/python3.11/site-packages/onnxruntime/capi/libonnxruntime.so.* /usr/local/lib/
+
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --home /opt/sightline sightline
+COPY --from=build /src/target/release/gateway /src/target/release/loadtest /usr/local/bin/
+COPY --from=onnxruntime /usr/local/lib/libonnxruntime.so.* /usr/local/lib/
+COPY static /opt/sightline/static
+COPY config /opt/sightline/config
+WORKDIR /opt/sightline
+USER sightline
+EXPOSE 8080 8554 8189-8190/udp
+HEALTHCHECK --interval=10s --timeout=3s CMD curl -fsS http://127.0.0.1:8080/healthz || exit 1
+ENTRYPOINT ["gateway"]
+CMD ["--listen", "0.0.0.0:8080"]
