@@ -42,16 +42,18 @@ impl Gateway {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let testcam_port = free_port();
-        // WebRTC on free UDP ports, one event loop, unless the test sets its own [webrtc].
-        let webrtc = if extra.contains("[webrtc]") { "" } else { "[webrtc]\nudp_port = 0\nloops = 1\n" };
-        let mut toml = format!(
-            "listen = \"127.0.0.1:{port}\"\nstatic_dir = \"{}\"\n{webrtc}[testcam]\nenabled = {testcam}\nlisten = \"127.0.0.1:{testcam_port}\"\n",
-            workspace().join("static").display()
-        );
+        // Top-level keys, then the test's own TOML (which may start with top-level keys), then
+        // the harness's tables: WebRTC on free UDP ports with one event loop (unless the test
+        // sets its own [webrtc]) and the test camera.
+        let mut toml = format!("listen = \"127.0.0.1:{port}\"\nstatic_dir = \"{}\"\n", workspace().join("static").display());
+        toml.push_str(&extra.replace("{testcam}", &format!("rtsp://127.0.0.1:{testcam_port}/testcam")));
+        if !extra.contains("[webrtc]") {
+            toml.push_str("\n[webrtc]\nudp_port = 0\nloops = 1\n");
+        }
+        toml.push_str(&format!("\n[testcam]\nenabled = {testcam}\nlisten = \"127.0.0.1:{testcam_port}\"\n"));
         if testcam {
             toml.push_str(&format!("[[streams]]\nid = \"testcam\"\nurl = \"rtsp://127.0.0.1:{testcam_port}/testcam\"\n"));
         }
-        toml.push_str(&extra.replace("{testcam}", &format!("rtsp://127.0.0.1:{testcam_port}/testcam")));
         let config = dir.path().join("gateway.toml");
         std::fs::write(&config, toml).unwrap();
         let log = dir.path().join("gateway.log");
@@ -64,16 +66,19 @@ impl Gateway {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let gw = Gateway { child, base: format!("http://127.0.0.1:{port}"), testcam_port, log, _dir: dir };
+        let mut gw = Gateway { child, base: format!("http://127.0.0.1:{port}"), testcam_port, log, _dir: dir };
         gw.wait_healthy();
         gw
     }
 
-    fn wait_healthy(&self) {
+    fn wait_healthy(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if std::net::TcpStream::connect(self.base.trim_start_matches("http://")).is_ok() {
                 return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("gateway exited ({status}) before listening; log:\n{}", self.log_text());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -380,7 +385,8 @@ impl Nginx {
             .arg(&path)
             .arg("-p")
             .arg(dir.path())
-            .stderr(Stdio::inherit())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
             .spawn()
             .expect("nginx (Debian) is installed");
         let base = format!("http://127.0.0.1:{port}");
@@ -395,7 +401,8 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // SIGTERM: the master stops its workers too (SIGKILL would orphan them).
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let _ = self.child.wait();
     }
 }
