@@ -127,12 +127,16 @@ pub fn shapes_at(n: u64, width: usize, height: usize) -> Vec<Shape> {
     let (w, h) = (width as i64, height as i64);
     let n = n as i64;
     let unit = h.min(w) / 6; // 120 px at 720p
+    // Shapes stay clear of the frame counter (top band) and the pixel clock (bottom band).
+    let top = 11 * (h / 120).max(1);
+    let bottom = 3 * clock_geometry(width, height).0 as i64;
+    let track = (h - top - bottom - unit).max(0);
     let circle = Shape {
         kind: ShapeKind::Circle,
         w: unit,
         h: unit,
         x: bounce(n * w / 160, w - unit),
-        y: bounce(n * h / 150, h - unit),
+        y: top + bounce(n * h / 150, track),
         color: Yuv::from_rgb(230, 40, 40),
     };
     let square = Shape {
@@ -148,7 +152,7 @@ pub fn shapes_at(n: u64, width: usize, height: usize) -> Vec<Shape> {
         w: unit * 2,
         h: unit,
         x: w * 3 / 5,
-        y: bounce(n * h / 100 + h / 3, h - unit),
+        y: top + bounce(n * h / 100 + h / 3, track),
         color: Yuv::from_rgb(250, 210, 40),
     };
     vec![circle, square, bar]
@@ -327,7 +331,7 @@ mod tests {
         assert_ne!(a[0], b[0]);
         for n in 0..2000 {
             for s in shapes_at(n, 1280, 720) {
-                assert!(s.x >= 0 && s.y >= 0 && s.x + s.w <= 1280 && s.y + s.h <= 720, "{s:?} at {n}");
+                assert!(s.x >= 0 && s.y >= 66 && s.x + s.w <= 1280 && s.y + s.h <= 720 - 48, "{s:?} at {n}: clear of counter and clock");
             }
         }
     }

@@ -1,0 +1,177 @@
+//! ONNX Runtime through `ort` (load-dynamic): finding the shared library, and a
+//! [`Detector`] = one model session plus its output layout, class names and input size.
+
+use std::path::{Path, PathBuf};
+
+use ort::session::Session;
+use ort::value::TensorRef;
+
+use crate::image::{I420, i420_to_rgb, rgb_to_input};
+use crate::letterbox::Letterbox;
+use crate::names;
+use crate::yolo::{self, Detection, Layout};
+
+/// Errors loading or running a model; each message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// No ONNX Runtime library found.
+    #[error("ONNX Runtime library not found: set ORT_DYLIB_PATH, detect.onnxruntime, or `pip install onnxruntime` ({0})")]
+    NoLibrary(String),
+    /// The library or model failed to load.
+    #[error("cannot load {what}: {detail}")]
+    Load {
+        /// What failed.
+        what: String,
+        /// Why.
+        detail: String,
+    },
+    /// The model is not a recognised YOLO detector.
+    #[error("unsupported model: {0}")]
+    Model(String),
+    /// Inference failed.
+    #[error("inference failed: {0}")]
+    Run(String),
+}
+
+/// Finds `libonnxruntime`: `explicit`, else `ORT_DYLIB_PATH`, else the `onnxruntime` Python
+/// package's `capi/` folder (asking `python3`).
+pub fn find_library(explicit: Option<&Path>) -> Result<PathBuf, RuntimeError> {
+    if let Some(p) = explicit {
+        return p.exists().then(|| p.to_path_buf()).ok_or_else(|| RuntimeError::NoLibrary(format!("{} does not exist", p.display())));
+    }
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
+        let p = PathBuf::from(p);
+        return p.exists().then_some(p.clone()).ok_or_else(|| RuntimeError::NoLibrary(format!("ORT_DYLIB_PATH={} does not exist", p.display())));
+    }
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import onnxruntime, os; print(os.path.join(os.path.dirname(onnxruntime.__file__), 'capi'))"])
+        .output()
+        .map_err(|e| RuntimeError::NoLibrary(format!("python3: {e}")))?;
+    if !out.status.success() {
+        return Err(RuntimeError::NoLibrary("python3 cannot import onnxruntime".into()));
+    }
+    let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let lib = std::fs::read_dir(&dir)
+        .map_err(|e| RuntimeError::NoLibrary(format!("{}: {e}", dir.display())))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libonnxruntime.so.")));
+    lib.ok_or_else(|| RuntimeError::NoLibrary(format!("no libonnxruntime.so.* in {}", dir.display())))
+}
+
+/// Detection settings.
+#[derive(Clone, Debug)]
+pub struct DetectorConfig {
+    /// Minimum score kept, 0..=1.
+    pub confidence: f32,
+    /// NMS IoU threshold (class-aware).
+    pub iou: f32,
+    /// Intra-op threads for ONNX Runtime.
+    pub threads: usize,
+    /// Class names overriding the model's metadata.
+    pub labels: Option<Vec<String>>,
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        DetectorConfig { confidence: 0.5, iou: 0.45, threads: 1, labels: None }
+    }
+}
+
+/// A loaded model. Not thread-safe: one per worker.
+pub struct Detector {
+    session: Session,
+    /// The environment must outlive the session.
+    _env: ort::environment::Environment,
+    layout: Layout,
+    input_name: String,
+    /// Model input side, px.
+    pub input_size: u32,
+    /// Class names, index = class id.
+    pub names: Vec<String>,
+    config: DetectorConfig,
+}
+
+impl std::fmt::Debug for Detector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Detector").field("layout", &self.layout).field("input_size", &self.input_size).field("names", &self.names).finish()
+    }
+}
+
+fn load_err(what: impl Into<String>) -> impl FnOnce(ort::Error) -> RuntimeError {
+    let what = what.into();
+    move |e| RuntimeError::Load { what, detail: e.to_string() }
+}
+
+impl Detector {
+    /// Loads ONNX Runtime from `library` and the model; recognises its layout from the
+    /// output shape (a dynamic anchor count is taken from a probe run).
+    pub fn load(library: &Path, model: &Path, config: DetectorConfig) -> Result<Detector, RuntimeError> {
+        let env = ort::init_from(library)
+            .map_err(|e| RuntimeError::Load { what: library.display().to_string(), detail: e.to_string() })?
+            .with_name("sightline-infer")
+            .build()
+            .map_err(load_err("ONNX Runtime environment"))?;
+        let mut session = Session::builder(&env)
+            .map_err(load_err("session builder"))?
+            .with_intra_threads(config.threads)
+            .map_err(|e| RuntimeError::Load { what: "session options".into(), detail: e.to_string() })?
+            .commit_from_file(model)
+            .map_err(load_err(model.display().to_string()))?;
+        let input = session.inputs().first().ok_or_else(|| RuntimeError::Model("no input".into()))?;
+        let input_name = input.name().to_owned();
+        let input_size = input
+            .dtype()
+            .tensor_shape()
+            .and_then(|s| s.get(2).copied())
+            .filter(|&s| s > 0)
+            .map_or(640, |s| s as u32);
+        let names = match &config.labels {
+            Some(l) => l.clone(),
+            None => session
+                .metadata()
+                .ok()
+                .and_then(|m| m.custom("names"))
+                .and_then(|n| names::parse_ultralytics(&n))
+                .unwrap_or_default(),
+        };
+        let probe = vec![0.5f32; (3 * input_size * input_size) as usize];
+        let shape = {
+            let tensor = TensorRef::from_array_view(([1usize, 3, input_size as usize, input_size as usize], &*probe))
+                .map_err(|e| RuntimeError::Run(e.to_string()))?;
+            let outputs = session.run(ort::inputs![input_name.as_str() => tensor]).map_err(|e| RuntimeError::Run(e.to_string()))?;
+            let (shape, _) = outputs[0].try_extract_tensor::<f32>().map_err(|e| RuntimeError::Model(e.to_string()))?;
+            shape.to_vec()
+        };
+        let layout = yolo::layout(&shape, (!names.is_empty()).then_some(names.len())).map_err(|e| RuntimeError::Model(e.to_string()))?;
+        Ok(Detector { session, _env: env, layout, input_name, input_size, names, config })
+    }
+
+    /// The recognised output layout.
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// Runs the model on a letterboxed input tensor; boxes in input pixels after NMS.
+    pub fn infer(&mut self, input: &[f32]) -> Result<Vec<Detection>, RuntimeError> {
+        let side = self.input_size as usize;
+        let tensor = TensorRef::from_array_view(([1usize, 3, side, side], input)).map_err(|e| RuntimeError::Run(e.to_string()))?;
+        let outputs = self.session.run(ort::inputs![self.input_name.as_str() => tensor]).map_err(|e| RuntimeError::Run(e.to_string()))?;
+        let (shape, data) = outputs[0].try_extract_tensor::<f32>().map_err(|e| RuntimeError::Run(e.to_string()))?;
+        let dets = yolo::decode(self.layout, shape, data, self.config.confidence);
+        Ok(if self.layout == Layout::EndToEnd { dets } else { yolo::nms(dets, self.config.iou) })
+    }
+
+    /// Detects on packed RGB; boxes in source pixels.
+    pub fn detect_rgb(&mut self, rgb: &[u8], width: u32, height: u32) -> Result<Vec<Detection>, RuntimeError> {
+        let lb = Letterbox::new(width, height, self.input_size);
+        let input = rgb_to_input(rgb, width, height, &lb).map_err(|e| RuntimeError::Run(e.to_string()))?;
+        Ok(self.infer(&input)?.iter().map(|d| lb.to_source(d)).collect())
+    }
+
+    /// Detects on an I420 picture; boxes in source pixels.
+    pub fn detect_i420(&mut self, picture: &I420<'_>) -> Result<Vec<Detection>, RuntimeError> {
+        let rgb = i420_to_rgb(picture).map_err(|e| RuntimeError::Run(e.to_string()))?;
+        self.detect_rgb(&rgb, picture.width, picture.height)
+    }
+}
