@@ -34,6 +34,9 @@ struct Feed {
     stream: Arc<StreamRuntime>,
     frames: JpegSubscription,
     record: watch::Receiver<StreamRecord>,
+    /// `started_at_ms` when the feed opened: a stop and restart merged into one change
+    /// still ends the feed.
+    started_at: Option<u64>,
     health: watch::Receiver<Health>,
     keepalive: tokio::time::Interval,
     first: bool,
@@ -63,7 +66,11 @@ impl Feed {
             tokio::select! {
                 biased;
                 changed = self.record.changed() => {
-                    if changed.is_err() || !self.record.borrow_and_update().active {
+                    let ended = changed.is_err() || {
+                        let r = self.record.borrow_and_update();
+                        !r.active || r.started_at_ms != self.started_at
+                    };
+                    if ended {
                         self.done = true;
                         return match self.format {
                             FeedFormat::Sse => Some(Bytes::from_static(b"event: stopped\ndata: {\"reason\":\"stopped\"}\n\n")),
@@ -109,7 +116,13 @@ pub fn response(
         FeedFormat::Mjpeg => crate::streams::ViewerKind::Mjpeg,
     });
     let mut record = stream.watch_record();
-    record.mark_unchanged();
+    // Seen now, so a stop that landed while the request was set up still ends the feed.
+    let started_at = record.borrow().started_at_ms;
+    if !record.borrow().active {
+        record.mark_changed();
+    } else {
+        record.mark_unchanged();
+    }
     let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
     keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let feed = Feed {
@@ -117,6 +130,7 @@ pub fn response(
         frames: stream.pixels.subscribe(fps, quality),
         stream: stream.clone(),
         record,
+        started_at,
         health: stream.watch_health(),
         keepalive,
         first: true,

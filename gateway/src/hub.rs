@@ -153,6 +153,11 @@ impl Hub {
         self.cache.lock().expect("hub lock poisoned").gop.clone()
     }
 
+    /// Number of units in the cached GOP.
+    pub fn cached_gop_len(&self) -> usize {
+        self.cache.lock().expect("hub lock poisoned").gop.len()
+    }
+
     /// Forgets the cached GOP (the camera session ended; its pictures are stale).
     pub fn clear_cache(&self) {
         self.cache.lock().expect("hub lock poisoned").gop.clear();

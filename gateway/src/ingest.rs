@@ -127,7 +127,7 @@ fn split_credentials(raw: &str) -> Result<(url::Url, Option<retina::client::Cred
     let creds = if url.username().is_empty() {
         None
     } else {
-        let decode = |s: &str| url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default();
+        let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
         Some(retina::client::Credentials { username: decode(url.username()), password: decode(url.password().unwrap_or("")) })
     };
     let _ = url.set_username("");
@@ -254,6 +254,9 @@ mod tests {
         assert_eq!(url.as_str(), "rtsp://10.1.1.1:554/live");
         let creds = creds.unwrap();
         assert_eq!((creds.username.as_str(), creds.password.as_str()), ("admin", "p@ss"));
+        let (_, creds) = split_credentials("rtsp://a+b:pa+ss&x@cam/live").unwrap();
+        let creds = creds.unwrap();
+        assert_eq!((creds.username.as_str(), creds.password.as_str()), ("a+b", "pa+ss&x"), "+ and & are literal in userinfo");
         let (_, none) = split_credentials("rtsp://cam/live").unwrap();
         assert!(none.is_none());
         let e = split_credentials("rtsp://u:secret@[bad/x").unwrap_err().to_string();

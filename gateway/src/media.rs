@@ -88,7 +88,7 @@ pub struct Decimator {
     due: Option<i64>,
 }
 
-/// A timestamp step larger than this (or backwards) is a camera restart: start over.
+/// A timestamp step larger than this, either way, is a camera restart: start over.
 const MAX_TS_STEP: i64 = 10 * VIDEO_CLOCK_HZ as i64;
 
 impl Decimator {
@@ -101,8 +101,11 @@ impl Decimator {
     pub fn take(&mut self, ts: u32) -> bool {
         if let Some(last) = self.last_ts {
             let step = i64::from(ts.wrapping_sub(last) as i32);
-            if step <= 0 || step > MAX_TS_STEP {
+            if !(-MAX_TS_STEP..=MAX_TS_STEP).contains(&step) {
                 self.due = None;
+            } else if step <= 0 {
+                // B-frame reordering: no time passed.
+                return false;
             } else {
                 self.position += step;
                 self.source_interval = if self.source_interval == 0 { step } else { (self.source_interval * 3 + step) / 4 };
@@ -240,6 +243,11 @@ impl Pixels {
         let mut by_quality: Vec<(u8, Vec<u64>)> = Vec::new();
         for viewer in &mut v.list {
             if !viewer.decimator.take(au.rtp_timestamp) {
+                continue;
+            }
+            if viewer.tx.capacity() == 0 {
+                // A stalled viewer: don't encode for it (the frame is lost for it anyway).
+                metrics::counter!("sightline_frames_dropped_total", "stream" => self.stream_id.clone(), "reason" => "slow_viewer").increment(1);
                 continue;
             }
             match by_quality.iter_mut().find(|(q, _)| *q == viewer.quality) {

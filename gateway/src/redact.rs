@@ -12,10 +12,16 @@ pub fn redact_url(url: &str) -> String {
     let rest = &url[auth_start..];
     let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let authority = &rest[..authority_len];
-    let Some(at) = authority.rfind('@') else {
-        return url.to_owned();
+    let at = match authority.rfind('@') {
+        Some(at) => at,
+        // An unencoded '/', '?' or '#' inside the password ends the authority early: mask up
+        // to the last '@' before any later '/' rather than risk showing the password.
+        None => match rest.rfind('@') {
+            Some(at) if rest[..at].contains(':') => at,
+            _ => return url.to_owned(),
+        },
     };
-    let userinfo = &authority[..at];
+    let userinfo = &rest[..at];
     let user = userinfo.split(':').next().unwrap_or("");
     let masked = if userinfo.contains(':') { format!("{user}:***") } else { user.to_owned() };
     format!("{}{}{}", &url[..auth_start], masked, &rest[at..])
@@ -41,6 +47,8 @@ mod tests {
         assert_eq!(redact_url("rtsp://cam/s?a=b@c"), "rtsp://cam/s?a=b@c");
         assert_eq!(redact_url("rtsp://u:p@ss@w0rd@cam/x"), "rtsp://u:***@cam/x");
         assert_eq!(redact_url("not a url"), "not a url");
+        assert_eq!(redact_url("rtsp://admin:pa#ss@cam/x"), "rtsp://admin:***@cam/x", "unencoded # in the password");
+        assert_eq!(redact_url("rtsp://admin:12/34@cam/x"), "rtsp://admin:***@cam/x", "unencoded / in the password");
         assert_eq!(scrub("bad url rtsp://u:pw@h", Some("pw")), "bad url rtsp://u:***@h");
     }
 }

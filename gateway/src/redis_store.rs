@@ -40,6 +40,13 @@ const HEARTBEAT: Duration = Duration::from_secs(3);
 pub const WHEP_OWNER_TTL: Duration = Duration::from_secs(30);
 /// Events buffered per local subscriber.
 const EVENT_BUFFER: usize = 1024;
+/// A subscription that delivered nothing (not even this replica's own keepalive, published
+/// every [`HEARTBEAT`]) for this long is dead: reconnect.
+const SUBSCRIPTION_SILENCE: Duration = Duration::from_secs(10);
+
+fn keepalive_channel(rid: &str) -> String {
+    format!("sightline:keepalive:{rid}")
+}
 
 fn stream_key(id: &str) -> String {
     format!("sightline:stream:{id}")
@@ -80,13 +87,18 @@ for i = 1, #h, 2 do record[h[i]] = h[i + 1] end
 redis.call('PUBLISH', ARGV[7], cjson.encode({stream = ARGV[6], action = action, generation = generation, by = ARGV[5], record = record}))
 return h";
 
-/// Write-back after a Redis restart: ARGV = generation, then field/value pairs. Replaces the
-/// hash only if it is missing or older.
+/// Write-back after a Redis restart: ARGV = generation, stream id, channel, then field/value
+/// pairs. Replaces the hash only if it is missing or older, and publishes the restored record
+/// so replicas that started meanwhile (from config defaults) catch up.
 const RESTORE: &str = r"
 local held = tonumber(redis.call('HGET', KEYS[1], 'generation') or '-1')
 if held < tonumber(ARGV[1]) then
   redis.call('DEL', KEYS[1])
-  redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+  redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+  local h = redis.call('HGETALL', KEYS[1])
+  local record = {}
+  for i = 1, #h, 2 do record[h[i]] = h[i + 1] end
+  redis.call('PUBLISH', ARGV[3], cjson.encode({stream = ARGV[2], action = 'update', generation = tonumber(ARGV[1]), by = record['updated_by'], record = record}))
   return 1
 end
 return 0";
@@ -151,7 +163,10 @@ pub struct RedisStore {
     events: broadcast::Sender<StateEvent>,
     /// The newest record seen per stream: served nowhere, written back after a Redis restart.
     records: RwLock<HashMap<String, StreamRecord>>,
+    /// The last command reached Redis.
     ready: AtomicBool,
+    /// The event subscription is up (and re-synced).
+    subscribed: AtomicBool,
     ensure: redis::Script,
     set_active: redis::Script,
     restore: redis::Script,
@@ -189,6 +204,7 @@ impl RedisStore {
             events: broadcast::channel(EVENT_BUFFER).0,
             records: RwLock::default(),
             ready: AtomicBool::new(true),
+            subscribed: AtomicBool::new(false),
             ensure: redis::Script::new(ENSURE),
             set_active: redis::Script::new(SET_ACTIVE),
             restore: redis::Script::new(RESTORE),
@@ -236,24 +252,29 @@ impl RedisStore {
     async fn follow_events(self: Arc<Self>) {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match self.client.get_async_pubsub().await {
-                Ok(mut pubsub) => match pubsub.subscribe(EVENTS_CHANNEL).await {
-                    Ok(()) => {
-                        backoff = Duration::from_millis(100);
-                        self.resync().await;
-                        let mut messages = pubsub.on_message();
-                        while let Some(msg) = messages.next().await {
+            let keepalive = keepalive_channel(&self.replica_id);
+            let connect = async {
+                let mut pubsub = self.client.get_async_pubsub().await?;
+                pubsub.subscribe(&[EVENTS_CHANNEL, keepalive.as_str()]).await?;
+                Ok::<_, redis::RedisError>(pubsub)
+            };
+            match tokio::time::timeout(COMMAND_TIMEOUT * 2, connect).await {
+                Ok(Ok(mut pubsub)) => {
+                    backoff = Duration::from_millis(100);
+                    self.resync().await;
+                    self.subscribed.store(true, Ordering::Relaxed);
+                    let mut messages = pubsub.on_message();
+                    // Silence longer than a few keepalives means a dead connection.
+                    while let Ok(Some(msg)) = tokio::time::timeout(SUBSCRIPTION_SILENCE, messages.next()).await {
+                        if msg.get_channel_name() == EVENTS_CHANNEL {
                             self.on_message(msg.get_payload_bytes());
                         }
-                        warn!("Redis event subscription lost; replicas keep the last state they had");
-                        self.ready.store(false, Ordering::Relaxed);
                     }
-                    Err(e) => warn!(error = %e, "cannot subscribe to Redis events"),
-                },
-                Err(e) => {
-                    self.ready.store(false, Ordering::Relaxed);
-                    tracing::debug!(error = %e, "Redis unreachable");
+                    warn!("Redis event subscription lost; replicas keep the last state they had");
+                    self.subscribed.store(false, Ordering::Relaxed);
                 }
+                Ok(Err(e)) => tracing::debug!(error = %e, "cannot subscribe to Redis events"),
+                Err(_) => tracing::debug!("Redis subscription timed out"),
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -284,7 +305,7 @@ impl RedisStore {
         let mut ok = true;
         for r in &known {
             let mut call = self.restore.key(stream_key(&r.id));
-            call.arg(r.generation);
+            call.arg(r.generation).arg(&r.id).arg(EVENTS_CHANNEL);
             for (f, v) in fields(r) {
                 call.arg(f).arg(v);
             }
@@ -317,6 +338,7 @@ impl RedisStore {
             let ttl = HEARTBEAT.as_secs() * 3;
             match self.run(conn.set_ex::<_, _, ()>(&key, &body, ttl)).await {
                 Ok(()) => {
+                    let _ = self.run(conn.publish::<_, _, ()>(keepalive_channel(&self.replica_id), "1")).await;
                     if !self.ready.load(Ordering::Relaxed) {
                         self.resync().await;
                     }
@@ -369,10 +391,17 @@ impl StateStore for RedisStore {
             .arg(id)
             .arg(EVENTS_CHANNEL);
         let mut conn = self.conn();
-        let h: HashMap<String, String> = self.run(call.invoke_async(&mut conn)).await.map_err(|e| match e {
-            StoreError::UnknownStream(_) => StoreError::UnknownStream(id.to_owned()),
-            other => other,
-        })?;
+        let h: HashMap<String, String> = match self.run(call.invoke_async(&mut conn)).await {
+            Ok(h) => h,
+            // Known here but missing in Redis: it restarted empty and the write-back has not
+            // run yet. Not a 404: run it and ask the client to retry.
+            Err(StoreError::UnknownStream(_)) if self.records.read().expect("records lock poisoned").contains_key(id) => {
+                self.resync().await;
+                return Err(StoreError::Unavailable(format!("state of {id:?} was missing in Redis and is being restored; retry")));
+            }
+            Err(StoreError::UnknownStream(_)) => return Err(StoreError::UnknownStream(id.to_owned())),
+            Err(e) => return Err(e),
+        };
         let record = parse_record(id, &h)?;
         self.remember(&record);
         Ok(record)
@@ -383,7 +412,7 @@ impl StateStore for RedisStore {
     }
 
     fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.ready.load(Ordering::Relaxed) && self.subscribed.load(Ordering::Relaxed)
     }
 
     async fn claim_whep_session(&self, session: &str) -> Result<(), StoreError> {

@@ -28,9 +28,16 @@ const MAX_DATAGRAM: usize = 2048;
 /// A viewer disconnected (ICE consent lost) this long is dropped; shorter blips recover.
 const DISCONNECT_GRACE: Duration = Duration::from_secs(10);
 /// Keyframe requests answered (with a burst from the cached GOP) at most this often.
-const KEYFRAME_BURST_INTERVAL: Duration = Duration::from_millis(500);
+const KEYFRAME_BURST_INTERVAL: Duration = Duration::from_secs(1);
 /// Messages queued from the stream taps before they wait; about 1 s of video at 25 fps.
 const MEDIA_QUEUE: usize = 32;
+/// Largest payload of one UDP send (a GSO batch counts as one), bytes: 65 535 - IP/UDP headers.
+const MAX_GSO_BYTES: usize = 65_507;
+/// Media messages handled in a row before the loop also serves datagrams, commands and timers.
+const MEDIA_STREAK: u32 = 8;
+/// A keyframe request is answered with a burst only while the cached GOP is at most this many
+/// access units (3 s at 25 fps); with longer GOPs the viewer waits for the next keyframe.
+const MAX_BURST_UNITS: usize = 75;
 
 /// A session handed to a loop by [`super::Webrtc::create`].
 #[derive(Debug)]
@@ -135,6 +142,7 @@ impl EventLoop {
     pub async fn run(mut self) {
         let mut buf = vec![0u8; MAX_DATAGRAM];
         let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
+        let mut media_streak = 0u32;
         loop {
             let next = self.sessions.values().filter_map(|s| s.next_timeout).min();
             let sleep = async {
@@ -144,9 +152,15 @@ impl EventLoop {
                 }
             };
             tokio::select! {
-                // Media first: a unit waiting behind RTCP and STUN is latency for every viewer.
+                // Media first: a unit waiting behind RTCP and STUN is latency for every viewer;
+                // but never only media, or ICE/DTLS/commands starve when the loop is behind.
                 biased;
-                Some(message) = self.media_rx.recv() => self.on_media(message).await,
+                Some(message) = self.media_rx.recv(), if media_streak < MEDIA_STREAK => {
+                    media_streak += 1;
+                    self.on_media(message).await;
+                    self.flush().await;
+                    continue;
+                }
                 received = self.socket.recv_from(&mut buf) => match received {
                     Ok((n, source)) => self.on_datagram(source, &buf[..n]),
                     Err(e) => debug!(loop_index = self.index, error = %e, "UDP receive failed"),
@@ -157,7 +171,10 @@ impl EventLoop {
                 },
                 () = sleep => self.on_timeouts(),
                 _ = housekeeping.tick() => self.sweep(),
+                // After a media streak with nothing else ready: back to media at once.
+                () = std::future::ready(()), if media_streak >= MEDIA_STREAK => {}
             }
+            media_streak = 0;
             self.flush().await;
         }
     }
@@ -171,16 +188,7 @@ impl EventLoop {
         while i < out.len() {
             let first = &out[i];
             let size = first.contents.len();
-            let mut end = i + 1;
-            while end < out.len()
-                && end - i < max_segments
-                && out[end].destination == first.destination
-                && out[end - 1].contents.len() == size
-                && out[end].contents.len() <= size
-                && out[end].contents.len() > 0
-            {
-                end += 1;
-            }
+            let end = gso_run_end(&out, i, max_segments);
             let contents: &[u8] = if end - i == 1 {
                 &first.contents
             } else {
@@ -197,7 +205,13 @@ impl EventLoop {
                 segment_size: (end - i > 1).then_some(size),
                 src_ip: None,
             };
-            send(&self.socket, &self.udp, &transmit).await;
+            if !send(&self.socket, &self.udp, &transmit).await && end - i > 1 {
+                // The batch was refused (EMSGSIZE or no GSO after all): one by one.
+                for d in &out[i..end] {
+                    let single = quinn_udp::Transmit { destination: d.destination, ecn: None, contents: &d.contents, segment_size: None, src_ip: None };
+                    send(&self.socket, &self.udp, &single).await;
+                }
+            }
             i = end;
         }
         self.out = out;
@@ -434,7 +448,12 @@ impl EventLoop {
                 metrics::counter!("sightline_webrtc_keyframe_requests_total", "stream" => stream, "kind" => if full { "fir" } else { "pli" })
                     .increment(1);
                 if s.last_burst.is_none_or(|t| t.elapsed() >= KEYFRAME_BURST_INTERVAL) {
-                    self.burst(id);
+                    if s.stream.hub.cached_gop_len() <= MAX_BURST_UNITS {
+                        self.burst(id);
+                    } else {
+                        s.timeline.wait_for_keyframe();
+                        s.last_burst = Some(Instant::now());
+                    }
                 }
             }
             PeerEvent::ChannelOpen { label } => {
@@ -479,19 +498,40 @@ impl EventLoop {
     }
 }
 
+/// The end (exclusive) of the run of datagrams starting at `start` that can go out as one GSO
+/// send: same destination, equal sizes except a shorter last one, at most `max_segments`
+/// and at most [`MAX_GSO_BYTES`] in all (the kernel sees one UDP datagram).
+fn gso_run_end(out: &[Datagram], start: usize, max_segments: usize) -> usize {
+    let first = &out[start];
+    let size = first.contents.len();
+    let segments = max_segments.min(MAX_GSO_BYTES / size.max(1)).max(1);
+    let mut end = start + 1;
+    while end < out.len()
+        && end - start < segments
+        && out[end].destination == first.destination
+        && out[end - 1].contents.len() == size
+        && out[end].contents.len() <= size
+        && !out[end].contents.is_empty()
+    {
+        end += 1;
+    }
+    end
+}
+
 /// Sends one (possibly GSO-batched) transmit, waiting for the socket if its buffer is full.
-async fn send(socket: &UdpSocket, udp: &quinn_udp::UdpSocketState, transmit: &quinn_udp::Transmit<'_>) {
+/// Returns false if the kernel refused it.
+async fn send(socket: &UdpSocket, udp: &quinn_udp::UdpSocketState, transmit: &quinn_udp::Transmit<'_>) -> bool {
     loop {
         match socket.try_io(Interest::WRITABLE, || udp.try_send(socket.into(), transmit)) {
-            Ok(()) => return,
+            Ok(()) => return true,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 if socket.writable().await.is_err() {
-                    return;
+                    return false;
                 }
             }
             Err(e) => {
                 debug!(destination = %transmit.destination, error = %e, "UDP send failed");
-                return;
+                return false;
             }
         }
     }
@@ -517,8 +557,16 @@ async fn tap(key: Arc<str>, stream: Arc<StreamRuntime>, tx: mpsc::Sender<TapMess
     let mut units = stream.hub.subscribe_live();
     let mut record = stream.watch_record();
     let mut health = stream.watch_health();
-    record.mark_unchanged();
     health.mark_unchanged();
+    // The stream may have stopped while the session was being set up.
+    let (active, started_at) = {
+        let r = record.borrow_and_update();
+        (r.active, r.started_at_ms)
+    };
+    if !active {
+        let _ = tx.send(TapMessage::Stopped(key.clone())).await;
+        return;
+    }
     loop {
         let message = tokio::select! {
             au = units.next() => match au {
@@ -526,7 +574,12 @@ async fn tap(key: Arc<str>, stream: Arc<StreamRuntime>, tx: mpsc::Sender<TapMess
                 None => return,
             },
             changed = record.changed() => {
-                if changed.is_err() || !record.borrow_and_update().active {
+                // A stop, or a stop and a new start merged into one change.
+                let ended = changed.is_err() || {
+                    let r = record.borrow_and_update();
+                    !r.active || r.started_at_ms != started_at
+                };
+                if ended {
                     let _ = tx.send(TapMessage::Stopped(key.clone())).await;
                     return;
                 }
@@ -543,5 +596,31 @@ async fn tap(key: Arc<str>, stream: Arc<StreamRuntime>, tx: mpsc::Sender<TapMess
         if tx.send(message).await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dgram(to: u16, len: usize) -> Datagram {
+        let addr = |p| SocketAddr::from(([127, 0, 0, 1], p));
+        Datagram { destination: addr(to), source: addr(1), contents: vec![0; len] }
+    }
+
+    #[test]
+    fn gso_runs_group_one_viewers_packets_within_the_size_limit() {
+        // A 60-packet keyframe of 1240-byte packets, then a short last one, then another viewer.
+        let mut out: Vec<Datagram> = (0..60).map(|_| dgram(10, 1240)).collect();
+        out.push(dgram(10, 300));
+        out.push(dgram(11, 1240));
+        let first = gso_run_end(&out, 0, 64);
+        assert_eq!(first, 52, "65 507 / 1240 = 52 segments per send, not 64");
+        assert!(first * 1240 <= MAX_GSO_BYTES);
+        assert_eq!(gso_run_end(&out, first, 64), 61, "the rest plus the short last packet");
+        assert_eq!(gso_run_end(&out, 61, 64), 62, "another destination starts a new run");
+        assert_eq!(gso_run_end(&out, 0, 1), 1, "no GSO: one by one");
+        let mixed = vec![dgram(10, 500), dgram(10, 800)];
+        assert_eq!(gso_run_end(&mixed, 0, 64), 1, "a longer packet cannot follow");
     }
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use crate::hub::AccessUnit;
 use crate::rtp::VIDEO_CLOCK_HZ;
 
-/// A timestamp step larger than this (10 s), or backwards, is a new camera session.
+/// A timestamp step larger than this (10 s), either way, is a new camera session.
 const MAX_STEP: i64 = 10 * VIDEO_CLOCK_HZ as i64;
 /// Shortest frame interval assumed, 90 kHz ticks (90 fps): a burst squeezed into less than
 /// this after the last frame sent cannot collide with the next live frame.
@@ -85,6 +85,12 @@ impl Timeline {
         planned
     }
 
+    /// Sends nothing more until the next keyframe (a keyframe request that is not answered
+    /// with a burst).
+    pub fn wait_for_keyframe(&mut self) {
+        self.waiting_for_keyframe = true;
+    }
+
     /// Plans a live unit: `Some(timestamp)` to send it, `None` to skip it (already sent in a
     /// burst, or a delta frame while waiting for a keyframe).
     pub fn live(&mut self, au: &AccessUnit) -> Option<u32> {
@@ -92,8 +98,9 @@ impl Timeline {
             return None;
         }
         if let (Some(last_in), Some(last_out)) = (self.last_in, self.last_out) {
+            // Backwards by less than MAX_STEP is B-frame reordering, not a new camera session.
             let step = i64::from(au.rtp_timestamp.wrapping_sub(last_in) as i32);
-            if step <= 0 || step > MAX_STEP {
+            if !(-MAX_STEP..=MAX_STEP).contains(&step) || (step == 0 && au.keyframe) {
                 self.set_offset(last_out.wrapping_add(RESTART_STEP).wrapping_sub(au.rtp_timestamp));
             }
         }
@@ -175,6 +182,16 @@ mod tests {
         assert_eq!(out, 53_600 + RESTART_STEP);
         assert!(t.take_offset_change());
         assert_eq!(t.live(&au(4, 3_000_003_600, false)), Some(out + 3600));
+    }
+
+    #[test]
+    fn b_frame_reordering_is_not_a_camera_restart() {
+        let mut t = Timeline::new();
+        assert_eq!(t.live(&au(1, 10_000, true)), Some(10_000));
+        assert_eq!(t.live(&au(2, 20_800, false)), Some(20_800), "P frame three frames ahead");
+        assert_eq!(t.live(&au(3, 13_600, false)), Some(13_600), "B frame: earlier timestamp, kept");
+        assert_eq!(t.live(&au(4, 17_200, false)), Some(17_200));
+        assert!(!t.take_offset_change());
     }
 
     #[test]
