@@ -1,8 +1,8 @@
 //! `infer-worker`: runs a YOLO model through ONNX Runtime.
 //!
 //! `infer-worker detect --model M.onnx --image frame.jpg` prints the detections of one JPEG
-//! as JSON (boxes in source pixels). The gateway-connected worker mode comes with the
-//! gateway side of detection.
+//! as JSON (boxes in source pixels); `infer-worker serve --socket S --model M.onnx` connects
+//! to the gateway and answers the frames it sends (see the library's `wire` module).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,6 +20,27 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Connect to the gateway's worker socket and detect on the frames it sends.
+    Serve {
+        /// The gateway's Unix socket.
+        #[arg(long)]
+        socket: PathBuf,
+        /// The ONNX model.
+        #[arg(long)]
+        model: PathBuf,
+        /// libonnxruntime.so path (default: ORT_DYLIB_PATH, else the onnxruntime Python package).
+        #[arg(long)]
+        onnxruntime: Option<PathBuf>,
+        /// Minimum score.
+        #[arg(long, default_value_t = 0.5)]
+        confidence: f32,
+        /// NMS IoU threshold.
+        #[arg(long, default_value_t = 0.45)]
+        iou: f32,
+        /// ONNX Runtime intra-op threads.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+    },
     /// Detect objects in one JPEG and print JSON.
     Detect {
         /// The ONNX model (YOLOv8/11, YOLOv5 or end-to-end export).
@@ -68,9 +89,19 @@ fn detect(model: PathBuf, image: PathBuf, onnxruntime: Option<PathBuf>, confiden
     Ok(())
 }
 
+fn serve(socket: PathBuf, model: PathBuf, onnxruntime: Option<PathBuf>, confidence: f32, iou: f32, threads: usize) -> anyhow::Result<()> {
+    let library = find_library(onnxruntime.as_deref())?;
+    let config = DetectorConfig { confidence, iou, threads, labels: None };
+    let detector = Detector::load(&library, &model, config)?;
+    let name = model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    infer::serve::serve(&socket, detector, &name)?;
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve { socket, model, onnxruntime, confidence, iou, threads } => serve(socket, model, onnxruntime, confidence, iou, threads),
         Command::Detect { model, image, onnxruntime, confidence, iou, labels } => detect(model, image, onnxruntime, confidence, iou, labels),
     };
     match result {

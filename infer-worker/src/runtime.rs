@@ -78,6 +78,19 @@ impl Default for DetectorConfig {
     }
 }
 
+/// Detections with the time each step took.
+#[derive(Clone, Debug)]
+pub struct Timed {
+    /// Boxes in source pixels.
+    pub detections: Vec<Detection>,
+    /// Colour conversion and letterbox, ms.
+    pub pre_ms: f32,
+    /// The model run, ms.
+    pub infer_ms: f32,
+    /// Decoding and NMS, ms.
+    pub post_ms: f32,
+}
+
 /// A loaded model. Not thread-safe: one per worker.
 pub struct Detector {
     session: Session,
@@ -171,7 +184,25 @@ impl Detector {
 
     /// Detects on an I420 picture; boxes in source pixels.
     pub fn detect_i420(&mut self, picture: &I420<'_>) -> Result<Vec<Detection>, RuntimeError> {
+        Ok(self.detect_i420_timed(picture)?.detections)
+    }
+
+    /// [`Detector::detect_i420`] with the time of each step.
+    pub fn detect_i420_timed(&mut self, picture: &I420<'_>) -> Result<Timed, RuntimeError> {
+        let started = std::time::Instant::now();
         let rgb = i420_to_rgb(picture).map_err(|e| RuntimeError::Run(e.to_string()))?;
-        self.detect_rgb(&rgb, picture.width, picture.height)
+        let lb = Letterbox::new(picture.width, picture.height, self.input_size);
+        let input = rgb_to_input(&rgb, picture.width, picture.height, &lb).map_err(|e| RuntimeError::Run(e.to_string()))?;
+        let pre = started.elapsed();
+        let side = self.input_size as usize;
+        let tensor = TensorRef::from_array_view(([1usize, 3, side, side], &*input)).map_err(|e| RuntimeError::Run(e.to_string()))?;
+        let outputs = self.session.run(ort::inputs![self.input_name.as_str() => tensor]).map_err(|e| RuntimeError::Run(e.to_string()))?;
+        let inferred = started.elapsed();
+        let (shape, data) = outputs[0].try_extract_tensor::<f32>().map_err(|e| RuntimeError::Run(e.to_string()))?;
+        let dets = yolo::decode(self.layout, shape, data, self.config.confidence);
+        let dets = if self.layout == Layout::EndToEnd { dets } else { yolo::nms(dets, self.config.iou) };
+        let detections = dets.iter().map(|d| lb.to_source(d)).collect();
+        let ms = |d: std::time::Duration| d.as_secs_f32() * 1000.0;
+        Ok(Timed { detections, pre_ms: ms(pre), infer_ms: ms(inferred - pre), post_ms: ms(started.elapsed() - inferred) })
     }
 }

@@ -1,0 +1,297 @@
+//! The gateway <-> worker wire format, sans-IO.
+//!
+//! A Unix stream socket carries frames: `u32` big-endian length of what follows, `u8`
+//! protocol version ([`VERSION`]), `u8` message kind, then a JSON body. Pictures never travel
+//! on the socket: the gateway sends one memfd (shared memory) with the [`Message::Ring`]
+//! message (SCM_RIGHTS, see [`crate::fdpass`]) and each [`Message::Frame`] names the slot
+//! holding the I420 picture.
+//!
+//! [`decode`] takes a buffer and returns a message and the bytes it used, `Ok(None)` when
+//! more bytes are needed, or an error for garbage (the caller closes that connection).
+
+use serde::{Deserialize, Serialize};
+
+/// Protocol version carried in every frame.
+pub const VERSION: u8 = 1;
+/// Largest frame body accepted, bytes: messages are small JSON; pictures go through memfd.
+pub const MAX_FRAME: usize = 64 * 1024;
+/// Bytes of the frame header: length (4), version (1), kind (1).
+const HEADER: usize = 6;
+
+/// Worker -> gateway, first message: what the worker runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Model file name.
+    pub model: String,
+    /// Model input side, px.
+    pub input_size: u32,
+    /// Class names (index = class id).
+    pub names: Vec<String>,
+    /// Execution provider in use (`cpu`, `cuda`, …).
+    pub provider: String,
+    /// Worker process id.
+    pub pid: u32,
+}
+
+/// Gateway -> worker: the shared-memory ring (its memfd travels with this message).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ring {
+    /// Number of slots.
+    pub slots: u32,
+    /// Bytes per slot.
+    pub slot_bytes: u64,
+}
+
+/// Gateway -> worker: run the model on the picture in `slot`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Frame {
+    /// Stream id.
+    pub stream: String,
+    /// Frame sequence number (the hub's).
+    pub seq: u64,
+    /// RTP timestamp, 90 kHz.
+    pub rtp_timestamp: u32,
+    /// Capture time, ms since the Unix epoch.
+    pub capture_ms: u64,
+    /// Picture width, px.
+    pub width: u32,
+    /// Picture height, px.
+    pub height: u32,
+    /// Luma stride, bytes.
+    pub y_stride: u32,
+    /// Chroma stride, bytes.
+    pub uv_stride: u32,
+    /// Full-range YUV (else limited, 16..235).
+    pub full_range: bool,
+    /// Ring slot holding Y, then U, then V.
+    pub slot: u32,
+}
+
+impl Frame {
+    /// Bytes the picture occupies in its slot.
+    pub fn picture_bytes(&self) -> u64 {
+        let rows = u64::from(self.height);
+        u64::from(self.y_stride) * rows + 2 * u64::from(self.uv_stride) * rows.div_ceil(2)
+    }
+}
+
+/// One detected box in source pixels.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WireBox {
+    /// Left edge, px.
+    pub x: f32,
+    /// Top edge, px.
+    pub y: f32,
+    /// Width, px.
+    pub w: f32,
+    /// Height, px.
+    pub h: f32,
+    /// Class index.
+    pub class_id: u32,
+    /// Confidence 0..=1.
+    pub score: f32,
+}
+
+/// Worker -> gateway: the answer for one frame.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Detections {
+    /// Stream id of the frame.
+    pub stream: String,
+    /// Its sequence number.
+    pub seq: u64,
+    /// Boxes after NMS, source pixels.
+    pub boxes: Vec<WireBox>,
+    /// Pre-processing (colour conversion, letterbox), ms.
+    pub pre_ms: f32,
+    /// Inference, ms.
+    pub infer_ms: f32,
+    /// Post-processing (decode, NMS), ms.
+    pub post_ms: f32,
+}
+
+/// Worker -> gateway: a frame could not be processed (the worker lives on).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// The frame, if the error belongs to one.
+    pub seq: Option<u64>,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// Every message. The kind byte on the wire is [`Message::kind`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Message {
+    /// Kind 1.
+    Hello(Hello),
+    /// Kind 2.
+    Ring(Ring),
+    /// Kind 3.
+    Frame(Frame),
+    /// Kind 4.
+    Detections(Detections),
+    /// Kind 5.
+    Failure(Failure),
+}
+
+impl Message {
+    /// The kind byte.
+    pub fn kind(&self) -> u8 {
+        match self {
+            Message::Hello(_) => 1,
+            Message::Ring(_) => 2,
+            Message::Frame(_) => 3,
+            Message::Detections(_) => 4,
+            Message::Failure(_) => 5,
+        }
+    }
+}
+
+/// Garbage on the socket.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WireError {
+    /// A frame longer than [`MAX_FRAME`].
+    #[error("frame of {0} bytes is over the {MAX_FRAME}-byte limit")]
+    TooLarge(usize),
+    /// A frame too short to hold version and kind.
+    #[error("frame of {0} bytes is too short")]
+    TooShort(usize),
+    /// Another protocol version.
+    #[error("protocol version {0}, expected {VERSION}")]
+    Version(u8),
+    /// An unknown message kind.
+    #[error("unknown message kind {0}")]
+    Kind(u8),
+    /// A body that is not the message's JSON.
+    #[error("bad body for kind {kind}: {detail}")]
+    Body {
+        /// The kind.
+        kind: u8,
+        /// serde's message.
+        detail: String,
+    },
+}
+
+/// Encodes one message as a frame.
+pub fn encode(msg: &Message) -> Vec<u8> {
+    let body = match msg {
+        Message::Hello(m) => serde_json::to_vec(m),
+        Message::Ring(m) => serde_json::to_vec(m),
+        Message::Frame(m) => serde_json::to_vec(m),
+        Message::Detections(m) => serde_json::to_vec(m),
+        Message::Failure(m) => serde_json::to_vec(m),
+    }
+    .expect("wire messages serialize");
+    let mut out = Vec::with_capacity(HEADER + body.len());
+    out.extend_from_slice(&((body.len() + 2) as u32).to_be_bytes());
+    out.push(VERSION);
+    out.push(msg.kind());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Decodes the first frame in `buf`: `Ok(Some((message, consumed)))`, `Ok(None)` if the
+/// frame is incomplete, or the error that makes the stream unusable.
+pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, WireError> {
+    let Some(len) = buf.get(..4) else { return Ok(None) };
+    let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+    if len > MAX_FRAME {
+        return Err(WireError::TooLarge(len));
+    }
+    if len < 2 {
+        return Err(WireError::TooShort(len));
+    }
+    let Some(frame) = buf.get(4..4 + len) else { return Ok(None) };
+    if frame[0] != VERSION {
+        return Err(WireError::Version(frame[0]));
+    }
+    let kind = frame[1];
+    let body = &frame[2..];
+    let bad = |e: serde_json::Error| WireError::Body { kind, detail: e.to_string() };
+    let msg = match kind {
+        1 => Message::Hello(serde_json::from_slice(body).map_err(bad)?),
+        2 => Message::Ring(serde_json::from_slice(body).map_err(bad)?),
+        3 => Message::Frame(serde_json::from_slice(body).map_err(bad)?),
+        4 => Message::Detections(serde_json::from_slice(body).map_err(bad)?),
+        5 => Message::Failure(serde_json::from_slice(body).map_err(bad)?),
+        other => return Err(WireError::Kind(other)),
+    };
+    Ok(Some((msg, 4 + len)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame() -> Frame {
+        Frame {
+            stream: "cam".into(),
+            seq: 7,
+            rtp_timestamp: 3600,
+            capture_ms: 1,
+            width: 1280,
+            height: 720,
+            y_stride: 1280,
+            uv_stride: 640,
+            full_range: false,
+            slot: 1,
+        }
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        let msgs = [
+            Message::Hello(Hello { model: "m.onnx".into(), input_size: 640, names: vec!["a".into()], provider: "cpu".into(), pid: 9 }),
+            Message::Ring(Ring { slots: 2, slot_bytes: 1 << 20 }),
+            Message::Frame(frame()),
+            Message::Detections(Detections {
+                stream: "cam".into(),
+                seq: 7,
+                boxes: vec![WireBox { x: 1.0, y: 2.0, w: 3.0, h: 4.0, class_id: 2, score: 0.5 }],
+                pre_ms: 1.0,
+                infer_ms: 2.0,
+                post_ms: 0.5,
+            }),
+            Message::Failure(Failure { seq: None, message: "x".into() }),
+        ];
+        let mut stream = Vec::new();
+        for m in &msgs {
+            stream.extend(encode(m));
+        }
+        let mut at = 0;
+        for m in &msgs {
+            let (got, used) = decode(&stream[at..]).unwrap().unwrap();
+            assert_eq!(&got, m);
+            at += used;
+        }
+        assert_eq!(at, stream.len());
+        assert_eq!(frame().picture_bytes(), 1280 * 720 * 3 / 2);
+    }
+
+    #[test]
+    fn partial_frames_wait_for_more() {
+        let bytes = encode(&Message::Frame(frame()));
+        for cut in 0..bytes.len() {
+            assert_eq!(decode(&bytes[..cut]), Ok(None), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert_eq!(decode(&[0xff, 0xff, 0xff, 0xff, 1, 1]), Err(WireError::TooLarge(0xffff_ffff)));
+        assert_eq!(decode(&[0, 0, 0, 1, 1]), Err(WireError::TooShort(1)));
+        assert_eq!(decode(&[0, 0, 0, 2, 9, 1]), Err(WireError::Version(9)));
+        assert_eq!(decode(&[0, 0, 0, 2, 1, 77]), Err(WireError::Kind(77)));
+        assert!(matches!(decode(b"\0\0\0\x05\x01\x03{x}"), Err(WireError::Body { kind: 3, .. })));
+        // A deterministic pseudo-random byte soup never panics.
+        let mut x: u32 = 12345;
+        for _ in 0..2000 {
+            let soup: Vec<u8> = (0..64)
+                .map(|_| {
+                    x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                    (x >> 16) as u8
+                })
+                .collect();
+            let _ = decode(&soup);
+        }
+    }
+}
