@@ -18,6 +18,38 @@ struct Cli {
     command: Command,
 }
 
+/// The model and how to run it (both subcommands).
+#[derive(Debug, clap::Args)]
+struct ModelArgs {
+    /// The ONNX model (YOLOv8/11, YOLOv5 or end-to-end export).
+    #[arg(long)]
+    model: PathBuf,
+    /// libonnxruntime.so path (default: ORT_DYLIB_PATH, else the onnxruntime Python package).
+    #[arg(long)]
+    onnxruntime: Option<PathBuf>,
+    /// Minimum score.
+    #[arg(long, default_value_t = 0.5)]
+    confidence: f32,
+    /// NMS IoU threshold.
+    #[arg(long, default_value_t = 0.45)]
+    iou: f32,
+    /// ONNX Runtime intra-op threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// A labels file (one class name per line) instead of the model's names.
+    #[arg(long)]
+    labels: Option<PathBuf>,
+}
+
+impl ModelArgs {
+    fn load(&self) -> anyhow::Result<Detector> {
+        let library = find_library(self.onnxruntime.as_deref())?;
+        let labels = self.labels.as_ref().map(|p| std::fs::read_to_string(p).map(|t| infer::names::parse_labels(&t))).transpose()?;
+        let config = DetectorConfig { confidence: self.confidence, iou: self.iou, threads: self.threads, labels };
+        Ok(Detector::load(&library, &self.model, config)?)
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Connect to the gateway's worker socket and detect on the frames it sends.
@@ -25,50 +57,21 @@ enum Command {
         /// The gateway's Unix socket.
         #[arg(long)]
         socket: PathBuf,
-        /// The ONNX model.
-        #[arg(long)]
-        model: PathBuf,
-        /// libonnxruntime.so path (default: ORT_DYLIB_PATH, else the onnxruntime Python package).
-        #[arg(long)]
-        onnxruntime: Option<PathBuf>,
-        /// Minimum score.
-        #[arg(long, default_value_t = 0.5)]
-        confidence: f32,
-        /// NMS IoU threshold.
-        #[arg(long, default_value_t = 0.45)]
-        iou: f32,
-        /// ONNX Runtime intra-op threads.
-        #[arg(long, default_value_t = 1)]
-        threads: usize,
+        #[command(flatten)]
+        model: ModelArgs,
     },
     /// Detect objects in one JPEG and print JSON.
     Detect {
-        /// The ONNX model (YOLOv8/11, YOLOv5 or end-to-end export).
-        #[arg(long)]
-        model: PathBuf,
         /// A JPEG picture.
         #[arg(long)]
         image: PathBuf,
-        /// libonnxruntime.so path (default: ORT_DYLIB_PATH, else the onnxruntime Python package).
-        #[arg(long)]
-        onnxruntime: Option<PathBuf>,
-        /// Minimum score.
-        #[arg(long, default_value_t = 0.5)]
-        confidence: f32,
-        /// NMS IoU threshold.
-        #[arg(long, default_value_t = 0.45)]
-        iou: f32,
-        /// A labels file (one class name per line) instead of the model's names.
-        #[arg(long)]
-        labels: Option<PathBuf>,
+        #[command(flatten)]
+        model: ModelArgs,
     },
 }
 
-fn detect(model: PathBuf, image: PathBuf, onnxruntime: Option<PathBuf>, confidence: f32, iou: f32, labels: Option<PathBuf>) -> anyhow::Result<()> {
-    let library = find_library(onnxruntime.as_deref())?;
-    let labels = labels.map(|p| std::fs::read_to_string(&p).map(|t| infer::names::parse_labels(&t))).transpose()?;
-    let config = DetectorConfig { confidence, iou, labels, ..DetectorConfig::default() };
-    let mut detector = Detector::load(&library, &model, config)?;
+fn detect(model: &ModelArgs, image: PathBuf) -> anyhow::Result<()> {
+    let mut detector = model.load()?;
     let jpeg = std::fs::read(&image)?;
     let img = turbojpeg::decompress(&jpeg, turbojpeg::PixelFormat::RGB)?;
     let rgb: Vec<u8> = img.pixels.chunks(img.pitch).flat_map(|row| &row[..img.width * 3]).copied().collect();
@@ -89,11 +92,9 @@ fn detect(model: PathBuf, image: PathBuf, onnxruntime: Option<PathBuf>, confiden
     Ok(())
 }
 
-fn serve(socket: PathBuf, model: PathBuf, onnxruntime: Option<PathBuf>, confidence: f32, iou: f32, threads: usize) -> anyhow::Result<()> {
-    let library = find_library(onnxruntime.as_deref())?;
-    let config = DetectorConfig { confidence, iou, threads, labels: None };
-    let detector = Detector::load(&library, &model, config)?;
-    let name = model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+fn serve(socket: PathBuf, model: &ModelArgs) -> anyhow::Result<()> {
+    let detector = model.load()?;
+    let name = model.model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     infer::serve::serve(&socket, detector, &name)?;
     Ok(())
 }
@@ -101,8 +102,8 @@ fn serve(socket: PathBuf, model: PathBuf, onnxruntime: Option<PathBuf>, confiden
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve { socket, model, onnxruntime, confidence, iou, threads } => serve(socket, model, onnxruntime, confidence, iou, threads),
-        Command::Detect { model, image, onnxruntime, confidence, iou, labels } => detect(model, image, onnxruntime, confidence, iou, labels),
+        Command::Serve { socket, model } => serve(socket, &model),
+        Command::Detect { image, model } => detect(&model, image),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -165,21 +165,22 @@ impl Detector {
         self.layout
     }
 
-    /// Runs the model on a letterboxed input tensor; boxes in input pixels after NMS.
-    pub fn infer(&mut self, input: &[f32]) -> Result<Vec<Detection>, RuntimeError> {
+    /// Runs the model on a letterboxed input tensor; returns the boxes in input pixels after
+    /// NMS, and how long the model run itself took.
+    pub fn infer(&mut self, input: &[f32]) -> Result<(Vec<Detection>, std::time::Duration), RuntimeError> {
         let side = self.input_size as usize;
         let tensor = TensorRef::from_array_view(([1usize, 3, side, side], input)).map_err(|e| RuntimeError::Run(e.to_string()))?;
+        let started = std::time::Instant::now();
         let outputs = self.session.run(ort::inputs![self.input_name.as_str() => tensor]).map_err(|e| RuntimeError::Run(e.to_string()))?;
+        let run = started.elapsed();
         let (shape, data) = outputs[0].try_extract_tensor::<f32>().map_err(|e| RuntimeError::Run(e.to_string()))?;
         let dets = yolo::decode(self.layout, shape, data, self.config.confidence);
-        Ok(if self.layout == Layout::EndToEnd { dets } else { yolo::nms(dets, self.config.iou) })
+        Ok((if self.layout == Layout::EndToEnd { dets } else { yolo::nms(dets, self.config.iou) }, run))
     }
 
     /// Detects on packed RGB; boxes in source pixels.
     pub fn detect_rgb(&mut self, rgb: &[u8], width: u32, height: u32) -> Result<Vec<Detection>, RuntimeError> {
-        let lb = Letterbox::new(width, height, self.input_size);
-        let input = rgb_to_input(rgb, width, height, &lb).map_err(|e| RuntimeError::Run(e.to_string()))?;
-        Ok(self.infer(&input)?.iter().map(|d| lb.to_source(d)).collect())
+        Ok(self.detect_rgb_timed(rgb, width, height, std::time::Instant::now())?.detections)
     }
 
     /// Detects on an I420 picture; boxes in source pixels.
@@ -191,18 +192,17 @@ impl Detector {
     pub fn detect_i420_timed(&mut self, picture: &I420<'_>) -> Result<Timed, RuntimeError> {
         let started = std::time::Instant::now();
         let rgb = i420_to_rgb(picture).map_err(|e| RuntimeError::Run(e.to_string()))?;
-        let lb = Letterbox::new(picture.width, picture.height, self.input_size);
-        let input = rgb_to_input(&rgb, picture.width, picture.height, &lb).map_err(|e| RuntimeError::Run(e.to_string()))?;
+        self.detect_rgb_timed(&rgb, picture.width, picture.height, started)
+    }
+
+    /// Letterbox, run, map back; `started` is when pre-processing began.
+    fn detect_rgb_timed(&mut self, rgb: &[u8], width: u32, height: u32, started: std::time::Instant) -> Result<Timed, RuntimeError> {
+        let lb = Letterbox::new(width, height, self.input_size);
+        let input = rgb_to_input(rgb, width, height, &lb).map_err(|e| RuntimeError::Run(e.to_string()))?;
         let pre = started.elapsed();
-        let side = self.input_size as usize;
-        let tensor = TensorRef::from_array_view(([1usize, 3, side, side], &*input)).map_err(|e| RuntimeError::Run(e.to_string()))?;
-        let outputs = self.session.run(ort::inputs![self.input_name.as_str() => tensor]).map_err(|e| RuntimeError::Run(e.to_string()))?;
-        let inferred = started.elapsed();
-        let (shape, data) = outputs[0].try_extract_tensor::<f32>().map_err(|e| RuntimeError::Run(e.to_string()))?;
-        let dets = yolo::decode(self.layout, shape, data, self.config.confidence);
-        let dets = if self.layout == Layout::EndToEnd { dets } else { yolo::nms(dets, self.config.iou) };
+        let (dets, run) = self.infer(&input)?;
         let detections = dets.iter().map(|d| lb.to_source(d)).collect();
         let ms = |d: std::time::Duration| d.as_secs_f32() * 1000.0;
-        Ok(Timed { detections, pre_ms: ms(pre), infer_ms: ms(inferred - pre), post_ms: ms(started.elapsed() - inferred) })
+        Ok(Timed { detections, pre_ms: ms(pre), infer_ms: ms(run), post_ms: ms(started.elapsed().saturating_sub(pre + run)) })
     }
 }
