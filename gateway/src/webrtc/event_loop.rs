@@ -114,11 +114,11 @@ impl EventLoop {
         registry: Arc<Registry>,
         count: Arc<AtomicUsize>,
         connect_timeout: Duration,
-    ) -> EventLoop {
+    ) -> std::io::Result<EventLoop> {
         let (media_tx, media_rx) = mpsc::channel(MEDIA_QUEUE);
-        let udp = quinn_udp::UdpSocketState::new((&socket).into()).expect("a bound UDP socket accepts quinn-udp's options");
+        let udp = quinn_udp::UdpSocketState::new((&socket).into())?;
         debug!(loop_index = index, gso_segments = udp.max_gso_segments(), "UDP send batching");
-        EventLoop {
+        Ok(EventLoop {
             udp,
             batch: Vec::with_capacity(64 * 1500),
             index,
@@ -135,7 +135,7 @@ impl EventLoop {
             media_rx,
             out: Vec::new(),
             events: Vec::new(),
-        }
+        })
     }
 
     /// Runs until the command channel closes.

@@ -187,7 +187,8 @@ impl Webrtc {
             }
             let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
             let sessions = Arc::new(AtomicUsize::new(0));
-            let el = event_loop::EventLoop::new(i, socket, announced, rx, registry.clone(), sessions.clone(), config.connect_timeout);
+            let el = event_loop::EventLoop::new(i, socket, announced, rx, registry.clone(), sessions.clone(), config.connect_timeout)
+                .map_err(|e| anyhow::anyhow!("WebRTC UDP socket {local}: {e}"))?;
             tokio::spawn(el.run());
             info!(loop_index = i, %local, %announced, "WebRTC event loop listening");
             handles.push(LoopHandle { commands: tx, announced, sessions });
