@@ -38,6 +38,8 @@ pub struct Config {
     pub feeds: FeedsConfig,
     /// WebRTC (WHEP) live view.
     pub webrtc: WebrtcConfig,
+    /// Object detection in `infer-worker` processes.
+    pub detect: DetectConfig,
     /// The cameras. Default: one stream `testcam` pulling the built-in test camera.
     pub streams: Vec<StreamConfig>,
 }
@@ -185,6 +187,75 @@ impl Default for WebrtcConfig {
     }
 }
 
+/// `[detect]`: YOLO object detection in separate `infer-worker` processes (DESIGN.md step 6).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectConfig {
+    /// Run detection on streams that have `detect = true` while they are pulled. Default `true`.
+    pub enabled: bool,
+    /// The ONNX model (YOLOv8/11, YOLOv5 or an end-to-end export). Default
+    /// `models/testcam-shapes.onnx`, which finds the test camera's shapes.
+    pub model: PathBuf,
+    /// A labels file (one class name per line) overriding the model's `names`. Default none.
+    pub labels: Option<PathBuf>,
+    /// `libonnxruntime.so` to load. Default: `ORT_DYLIB_PATH`, else the `onnxruntime` Python
+    /// package's copy.
+    pub onnxruntime: Option<PathBuf>,
+    /// Execution provider: `cpu`, `cuda`, `tensorrt` or `openvino`. Default `cpu`.
+    pub provider: String,
+    /// Worker processes to spawn. Default 0 = cores - 1, at least 1.
+    pub workers: usize,
+    /// ONNX Runtime intra-op threads per worker. Default 1.
+    pub threads: usize,
+    /// Most frames per second inferred per stream (1..=30). Default 10.
+    pub fps: u32,
+    /// Minimum box score, 0..1. Default 0.5.
+    pub confidence: f32,
+    /// Class-aware NMS IoU threshold, 0..1. Default 0.45.
+    pub iou: f32,
+    /// The `infer-worker` binary. Default: next to the gateway binary.
+    pub worker_bin: Option<PathBuf>,
+    /// The Unix socket workers connect to (external workers may too). Default: a fresh path
+    /// in the temporary directory.
+    pub socket: Option<PathBuf>,
+    /// A worker that does not answer a frame or a heartbeat this long is killed. Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        DetectConfig {
+            enabled: true,
+            model: PathBuf::from("models/testcam-shapes.onnx"),
+            labels: None,
+            onnxruntime: None,
+            provider: "cpu".into(),
+            workers: 0,
+            threads: 1,
+            fps: 10,
+            confidence: 0.5,
+            iou: 0.45,
+            worker_bin: None,
+            socket: None,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl DetectConfig {
+    /// Workers to spawn: `workers`, or cores - 1 (at least 1) when 0.
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()).saturating_sub(1).max(1),
+            n => n,
+        }
+    }
+}
+
+/// Execution providers `detect.provider` may name.
+pub const PROVIDERS: [&str; 4] = ["cpu", "cuda", "tensorrt", "openvino"];
+
 /// One `[[webrtc.ice_servers]]` entry.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -240,6 +311,9 @@ pub struct StreamConfig {
     /// Default feed JPEG quality (1..=100). Default 75.
     #[serde(default = "default_quality")]
     pub quality: u8,
+    /// Run object detection on this stream (when `[detect]` is enabled). Default `true`.
+    #[serde(default = "yes")]
+    pub detect: bool,
 }
 
 fn yes() -> bool {
@@ -268,6 +342,7 @@ impl StreamConfig {
             active: true,
             fps: default_fps(),
             quality: default_quality(),
+            detect: true,
         }
     }
 
@@ -292,6 +367,7 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             feeds: FeedsConfig::default(),
             webrtc: WebrtcConfig::default(),
+            detect: DetectConfig::default(),
             streams: vec![stream],
         }
     }
@@ -360,6 +436,19 @@ impl Config {
         }
         if let Some(bad) = self.webrtc.ice_servers.iter().find(|s| !["stun:", "turn:", "turns:"].iter().any(|p| s.url.starts_with(p))) {
             return Err(format!("webrtc.ice_servers: {:?} must start with stun:, turn: or turns:", bad.url));
+        }
+        let d = &self.detect;
+        if !PROVIDERS.contains(&d.provider.as_str()) {
+            return Err(format!("detect.provider {:?} must be one of {PROVIDERS:?}", d.provider));
+        }
+        if !FPS_RANGE.contains(&d.fps) {
+            return Err(format!("detect.fps {} outside {FPS_RANGE:?}", d.fps));
+        }
+        if !(0.0..=1.0).contains(&d.confidence) || !(0.0..=1.0).contains(&d.iou) {
+            return Err("detect.confidence and detect.iou must be within 0..1".into());
+        }
+        if d.threads == 0 || d.timeout.is_zero() {
+            return Err("detect.threads and detect.timeout must be above 0".into());
         }
         if self.ingest.backoff_min.is_zero() || self.ingest.backoff_min > self.ingest.backoff_max {
             return Err("ingest.backoff_min must be > 0 and <= ingest.backoff_max".into());

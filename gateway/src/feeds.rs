@@ -2,6 +2,9 @@
 //! bytes per frame ([`JpegFrame::sse_event`], [`JpegFrame::mjpeg_part`]), so an added viewer
 //! costs a queue and a socket write, not an encode.
 //!
+//! SSE feeds of a stream with detection also carry `event: detections` (JSON, see
+//! [`crate::detect::DetectionMessage`]); its `seq` matches the `id:` of the frame it belongs to.
+//!
 //! A feed ends when its stream is stopped: SSE sends `event: stopped` first. Both end within
 //! one scheduling round of the store event (well under the 200 ms the contract allows).
 
@@ -13,7 +16,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use bytes::Bytes;
 use futures::Stream;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use crate::ingest::Health;
 use crate::media::{JpegFrame, JpegSubscription, MJPEG_BOUNDARY};
@@ -38,6 +41,7 @@ struct Feed {
     /// still ends the feed.
     started_at: Option<u64>,
     health: watch::Receiver<Health>,
+    detections: Option<broadcast::Receiver<Arc<str>>>,
     keepalive: tokio::time::Interval,
     first: bool,
     done: bool,
@@ -85,6 +89,11 @@ impl Feed {
                         FeedFormat::Mjpeg => frame.mjpeg_part(),
                     });
                 }
+                detection = next_detection(&mut self.detections), if self.detections.is_some() => match detection {
+                    Ok(json) => return Some(Bytes::from(format!("event: detections\ndata: {json}\n\n"))),
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => self.detections = None,
+                },
                 changed = self.health.changed(), if self.format == FeedFormat::Sse => {
                     if changed.is_ok() {
                         return Some(self.state_event());
@@ -95,6 +104,14 @@ impl Feed {
                 }
             }
         }
+    }
+}
+
+/// The next detection message, or never when there is no receiver.
+pub(crate) async fn next_detection(rx: &mut Option<broadcast::Receiver<Arc<str>>>) -> Result<Arc<str>, broadcast::error::RecvError> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -132,6 +149,7 @@ pub fn response(
         record,
         started_at,
         health: stream.watch_health(),
+        detections: if format == FeedFormat::Sse { stream.detections() } else { None },
         keepalive,
         first: true,
         done: false,

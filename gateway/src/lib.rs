@@ -7,7 +7,8 @@
 //! - [`ingest`]: the retina RTSP client loop with reconnect/backoff and health.
 //! - [`hub`]: per-stream fan-out of access units with the cached GOP.
 //! - [`media`]: on-demand decode and per-quality JPEG encode, per-viewer queues.
-//! - [`feeds`]: SSE and MJPEG response bodies.
+//! - [`feeds`]: SSE and MJPEG response bodies (with `event: detections`).
+//! - [`detect`]: newest-frame slots, `infer-worker` connections and their supervision.
 //! - [`state`]: the `StateStore` trait and the in-memory store; [`redis_store`]: the Redis one.
 //! - [`streams`]: per-stream runtime, on-demand pull supervisor, store event follower.
 //! - [`webrtc`]: WHEP sessions on str0m event loops (one UDP socket per loop).
@@ -17,6 +18,7 @@
 
 pub mod api;
 pub mod config;
+pub mod detect;
 pub mod feeds;
 pub mod h264;
 pub mod hub;
@@ -67,7 +69,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         None => (Arc::new(MemoryStore::default()), None),
     };
-    let streams = streams::Streams::start(&config, store.clone(), replica_id.clone()).await?;
+    // Detection is optional: if its socket cannot be set up, video still runs.
+    let detect = match config.detect.enabled {
+        true => match detect::Detect::start(&config.detect) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                tracing::error!(error = %e, "detection disabled");
+                None
+            }
+        },
+        false => None,
+    };
+    let state_detect = detect.clone();
+    let streams = streams::Streams::start(&config, store.clone(), replica_id.clone(), detect).await?;
     let webrtc = match config.webrtc.enabled {
         true => Some(webrtc::Webrtc::start(&config.webrtc, config.listen, store.clone()).await?),
         false => None,
@@ -81,6 +95,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await?;
     if let Some(redis) = redis {
         redis.leave().await;
+    }
+    if let Some(d) = &state_detect {
+        d.remove_socket();
     }
     info!("shut down");
     Ok(())

@@ -19,6 +19,7 @@ use openh264::formats::YUVSource;
 use tokio::sync::{Notify, mpsc};
 use tracing::{debug, warn};
 
+use crate::detect::{Detect, Picture};
 use crate::h264;
 use crate::hub::{AccessUnit, Hub};
 use crate::rtp::VIDEO_CLOCK_HZ;
@@ -139,6 +140,8 @@ struct Viewers {
     next_id: u64,
     list: Vec<Viewer>,
     worker_running: bool,
+    /// Detection for this stream: frames at `detect.fps` go to its newest-frame slot.
+    detect: Option<(Decimator, Arc<Detect>)>,
 }
 
 /// The pixel pipeline of one stream. See the module docs.
@@ -183,11 +186,38 @@ impl Pixels {
         v.next_id += 1;
         let id = v.next_id;
         v.list.push(Viewer { id, quality, decimator: Decimator::new(fps), tx });
+        self.ensure_worker(&mut v);
+        JpegSubscription { frames: rx, pixels: self.clone(), id }
+    }
+
+    fn ensure_worker(self: &Arc<Self>, v: &mut Viewers) {
         if !v.worker_running {
             v.worker_running = true;
             tokio::spawn(self.clone().worker());
         }
-        JpegSubscription { frames: rx, pixels: self.clone(), id }
+    }
+
+    /// Turns detection on (decoding then runs even without JPEG viewers) or off.
+    pub fn set_detect(self: &Arc<Self>, detect: Option<Arc<Detect>>) {
+        let mut v = self.viewers.lock().expect("pixels lock poisoned");
+        match detect {
+            Some(d) => {
+                v.detect = Some((Decimator::new(d.config().fps), d));
+                self.ensure_worker(&mut v);
+            }
+            None => {
+                if let Some((_, d)) = v.detect.take() {
+                    d.scheduler().clear(&self.stream_id);
+                }
+                drop(v);
+                self.changed.notify_one();
+            }
+        }
+    }
+
+    /// Whether frames are decoded for detection now.
+    pub fn detecting(&self) -> bool {
+        self.viewers.lock().expect("pixels lock poisoned").detect.is_some()
     }
 
     /// Number of JPEG viewers.
@@ -209,18 +239,19 @@ impl Pixels {
             };
             let Some(au) = au else {
                 let mut v = self.viewers.lock().expect("pixels lock poisoned");
-                if v.list.is_empty() {
+                if v.list.is_empty() && v.detect.is_none() {
                     v.worker_running = false;
                     break;
                 }
                 continue;
             };
-            let wanted = if sub.in_backlog() { Vec::new() } else { self.pick(&au) };
+            let (wanted, detect) = if sub.in_backlog() { (Vec::new(), None) } else { self.pick(&au) };
             let mut c = codec.take().expect("codec is returned after every frame");
             let job_au = au.clone();
             let qualities: Vec<u8> = wanted.iter().map(|(q, _)| *q).collect();
+            let want_picture = detect.is_some();
             let result = tokio::task::spawn_blocking(move || {
-                let out = c.process(&job_au, &qualities);
+                let out = c.process(&job_au, &qualities, want_picture);
                 (c, out)
             })
             .await;
@@ -231,15 +262,32 @@ impl Pixels {
                 continue;
             };
             codec = Some(c);
+            if let (Some(detect), Some(e)) = (detect, &encoded)
+                && let Some(planes) = e.picture.clone()
+            {
+                detect.scheduler().offer(Picture {
+                    stream: self.stream_id.as_str().into(),
+                    seq: au.seq,
+                    rtp_timestamp: au.rtp_timestamp,
+                    capture_ms: au.capture_ms,
+                    width: e.width,
+                    height: e.height,
+                    full_range: e.full_range,
+                    planes,
+                    offered: Instant::now(),
+                });
+            }
             self.deliver(&au, wanted, encoded);
         }
         metrics::gauge!("sightline_decoders_active", &labels).decrement(1.0);
         debug!(stream = %self.stream_id, "decoder stopped");
     }
 
-    /// Which qualities this frame must be encoded at, with the viewer ids that take each.
-    fn pick(&self, au: &AccessUnit) -> Vec<(u8, Vec<u64>)> {
+    /// Which qualities this frame must be encoded at, with the viewer ids that take each,
+    /// and the detection service if this frame is due for detection.
+    fn pick(&self, au: &AccessUnit) -> (Vec<(u8, Vec<u64>)>, Option<Arc<Detect>>) {
         let mut v = self.viewers.lock().expect("pixels lock poisoned");
+        let detect = v.detect.as_mut().and_then(|(decimator, d)| decimator.take(au.rtp_timestamp).then(|| d.clone()));
         let mut by_quality: Vec<(u8, Vec<u64>)> = Vec::new();
         for viewer in &mut v.list {
             if !viewer.decimator.take(au.rtp_timestamp) {
@@ -255,11 +303,14 @@ impl Pixels {
                 None => by_quality.push((viewer.quality, vec![viewer.id])),
             }
         }
-        by_quality
+        (by_quality, detect)
     }
 
     fn deliver(&self, au: &AccessUnit, wanted: Vec<(u8, Vec<u64>)>, encoded: Option<Encoded>) {
         let Some(encoded) = encoded else { return };
+        if wanted.is_empty() {
+            return;
+        }
         let v = self.viewers.lock().expect("pixels lock poisoned");
         for ((quality, ids), jpeg) in wanted.into_iter().zip(encoded.jpegs) {
             let frame = Arc::new(JpegFrame {
@@ -292,6 +343,10 @@ pub struct Encoded {
     pub height: u32,
     /// One JPEG per requested quality, in request order.
     pub jpegs: Vec<Bytes>,
+    /// The decoded picture as packed I420 (Y, U, V at stride = width), if asked for.
+    pub picture: Option<Vec<u8>>,
+    /// Whether `picture` is full-range YUV (else limited range, as decoded).
+    pub full_range: bool,
 }
 
 /// Decoder and JPEG compressors of one stream. Blocking (CPU-bound): the pipeline runs it on
@@ -339,9 +394,12 @@ impl Codec {
         }
     }
 
-    /// Decodes `au`; if `qualities` is not empty and a picture came out, encodes it once per
-    /// quality. Decode errors (corrupt H.264) are counted and logged, never fatal.
-    pub fn process(&mut self, au: &AccessUnit, qualities: &[u8]) -> Option<Encoded> {
+    /// Decodes `au`; if a picture came out, encodes it once per quality in `qualities` and,
+    /// with `picture`, returns its planes too (for detection). `None` when no picture came
+    /// out or nothing was asked for. Decode errors (corrupt H.264) are counted and logged,
+    /// never fatal.
+    pub fn process(&mut self, au: &AccessUnit, qualities: &[u8], picture: bool) -> Option<Encoded> {
+        let want_picture = picture;
         if au.keyframe
             && let Some(sps) = h264::nal_units(&au.data).find(|n| h264::nal_type(n) == h264::NAL_SPS)
             && let Ok(info) = h264::parse_sps(sps)
@@ -373,12 +431,22 @@ impl Codec {
             }
         };
         metrics::counter!("sightline_decoded_frames_total", &labels).increment(1);
-        if qualities.is_empty() {
-            metrics::histogram!("sightline_decode_seconds", &labels).record(started.elapsed().as_secs_f64());
-            return None;
-        }
         let (w, h) = picture.dimensions();
         let (ys, us, vs) = picture.strides();
+        let packed = want_picture.then(|| {
+            let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+            let mut out = Vec::with_capacity(w * h + 2 * cw * ch);
+            for (plane, stride, width, rows) in [(picture.y(), ys, w, h), (picture.u(), us, cw, ch), (picture.v(), vs, cw, ch)] {
+                for row in plane.chunks(stride).take(rows) {
+                    out.extend_from_slice(&row[..width]);
+                }
+            }
+            out
+        });
+        if qualities.is_empty() {
+            metrics::histogram!("sightline_decode_seconds", &labels).record(started.elapsed().as_secs_f64());
+            return packed.map(|p| Encoded { width: w as u32, height: h as u32, jpegs: Vec::new(), picture: Some(p), full_range: self.full_range });
+        }
         let (luma_t, chroma_t) = range_tables();
         let full = self.full_range;
         let copy = |dst: &mut Vec<u8>, src: &[u8], stride: usize, width: usize, rows: usize, table: &[u8; 256]| {
@@ -432,7 +500,7 @@ impl Codec {
             metrics::histogram!("sightline_jpeg_encode_seconds", "stream" => self.stream_id.clone()).record(started.elapsed().as_secs_f64());
             metrics::counter!("sightline_jpeg_encodes_total", "stream" => self.stream_id.clone(), "quality" => q).increment(1);
         }
-        Some(Encoded { width: w as u32, height: h as u32, jpegs })
+        Some(Encoded { width: w as u32, height: h as u32, jpegs, picture: packed, full_range: self.full_range })
     }
 }
 

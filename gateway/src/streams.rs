@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use tracing::{Instrument, info, warn};
 
 use crate::config::{Config, IngestConfig, StreamConfig, Transport};
+use crate::detect::{Detect, DetectionView};
 use crate::hub::Hub;
 use crate::ingest::{self, Health, IngestContext, IngestState};
 use crate::media::Pixels;
@@ -62,6 +63,8 @@ pub struct StreamRuntime {
     pub hub: Arc<Hub>,
     /// Decoder and JPEG encoders, on demand.
     pub pixels: Arc<Pixels>,
+    /// Detection, when on for this stream.
+    detect: Option<Arc<Detect>>,
     health: watch::Sender<Health>,
     record: watch::Sender<StreamRecord>,
     consumers: watch::Sender<usize>,
@@ -114,6 +117,8 @@ pub struct StreamView {
     pub updated_by: String,
     /// Ingest health and viewer counts.
     pub health: HealthView,
+    /// Object detection status.
+    pub detection: DetectionView,
 }
 
 /// Health plus viewer counts, also the payload of SSE `event: state`.
@@ -129,7 +134,7 @@ pub struct HealthView {
 }
 
 impl StreamRuntime {
-    fn new(config: StreamConfig, record: StreamRecord, queue_depth: usize) -> Arc<StreamRuntime> {
+    fn new(config: StreamConfig, record: StreamRecord, queue_depth: usize, detect: Option<Arc<Detect>>) -> Arc<StreamRuntime> {
         let hub = Arc::new(Hub::new(&config.id));
         // Export zeros from the start so dashboards and alerts see every stream.
         for kind in [ViewerKind::Sse, ViewerKind::Mjpeg, ViewerKind::Webrtc] {
@@ -140,6 +145,7 @@ impl StreamRuntime {
         Arc::new(StreamRuntime {
             pixels: Pixels::new(&config.id, hub.clone(), queue_depth),
             hub,
+            detect: detect.filter(|_| config.detect),
             health: watch::Sender::new(Health { state, ..Health::default() }),
             record: watch::Sender::new(record),
             consumers: watch::Sender::new(0),
@@ -223,7 +229,13 @@ impl StreamRuntime {
             updated_at_ms: r.updated_at_ms,
             updated_by: r.updated_by,
             health: self.health_view(),
+            detection: self.detect.as_ref().map_or_else(DetectionView::off, |d| d.view()),
         }
+    }
+
+    /// Detection messages (JSON) of this stream, if detection is on for it.
+    pub fn detections(&self) -> Option<tokio::sync::broadcast::Receiver<Arc<str>>> {
+        self.detect.as_ref().map(|d| d.subscribe(&self.config.id))
     }
 
     fn wants_pull(&self) -> bool {
@@ -248,6 +260,10 @@ impl StreamRuntime {
                 health: self.health.clone(),
             }));
             info!(stream = %self.config.id, "pulling camera");
+            // Detection runs while the camera is pulled.
+            if self.detect.is_some() {
+                self.pixels.set_detect(self.detect.clone());
+            }
             loop {
                 let active = record.borrow_and_update().active;
                 let watched = *consumers.borrow_and_update() > 0;
@@ -269,6 +285,7 @@ impl StreamRuntime {
             }
             task.abort();
             let _ = task.await;
+            self.pixels.set_detect(None);
             self.hub.clear_cache();
             let active = self.record.borrow().active;
             info!(stream = %self.config.id, active, "stopped pulling camera");
@@ -298,7 +315,12 @@ impl std::fmt::Debug for dyn StateStore {
 impl Streams {
     /// Registers every configured stream in the store (keeping existing records), then starts
     /// the supervisors and the task that applies store events.
-    pub async fn start(config: &Config, store: Arc<dyn StateStore>, replica_id: String) -> Result<Arc<Streams>, StoreError> {
+    pub async fn start(
+        config: &Config,
+        store: Arc<dyn StateStore>,
+        replica_id: String,
+        detect: Option<Arc<Detect>>,
+    ) -> Result<Arc<Streams>, StoreError> {
         let mut map = BTreeMap::new();
         for s in &config.streams {
             let initial = StreamRecord {
@@ -312,7 +334,7 @@ impl Streams {
                 generation: 1,
             };
             let record = store.ensure(initial).await?;
-            map.insert(s.id.clone(), StreamRuntime::new(s.clone(), record, config.feeds.viewer_queue));
+            map.insert(s.id.clone(), StreamRuntime::new(s.clone(), record, config.feeds.viewer_queue, detect.clone()));
         }
         let streams = Arc::new(Streams { map, store, replica_id });
         for rt in streams.map.values() {

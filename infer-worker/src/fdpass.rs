@@ -18,13 +18,20 @@ pub fn create_ring(name: &str, bytes: u64) -> std::io::Result<File> {
     Ok(file)
 }
 
-/// Sends `data` with one file descriptor attached (blocking socket).
-pub fn send_with_fd(socket: impl AsFd, data: &[u8], fd: impl AsFd) -> std::io::Result<()> {
+/// One `sendmsg` of `data` with one file descriptor attached; returns the bytes sent (the
+/// descriptor travels with the first of them). For non-blocking sockets: may return
+/// `WouldBlock` or a short count, and the caller writes the rest as plain data.
+pub fn send_fd_once(socket: impl AsFd, data: &[u8], fd: impl AsFd) -> std::io::Result<usize> {
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut control = SendAncillaryBuffer::new(&mut space);
     let fds = [fd.as_fd()];
     control.push(SendAncillaryMessage::ScmRights(&fds));
-    let mut sent = rustix::net::sendmsg(&socket, &[IoSlice::new(data)], &mut control, SendFlags::NOSIGNAL)?;
+    Ok(rustix::net::sendmsg(&socket, &[IoSlice::new(data)], &mut control, SendFlags::NOSIGNAL)?)
+}
+
+/// Sends `data` with one file descriptor attached (blocking socket).
+pub fn send_with_fd(socket: impl AsFd, data: &[u8], fd: impl AsFd) -> std::io::Result<()> {
+    let mut sent = send_fd_once(&socket, data, fd)?;
     // The descriptor went with the first bytes; the rest is plain data.
     while sent < data.len() {
         sent += rustix::net::send(&socket, &data[sent..], SendFlags::NOSIGNAL)?;

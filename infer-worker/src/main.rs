@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use infer::runtime::{Detector, DetectorConfig, find_library};
+use infer::runtime::{Detector, DetectorConfig, Provider, find_library};
 
 /// Sightline detection worker (YOLO on ONNX Runtime).
 #[derive(Debug, Parser)]
@@ -39,13 +39,16 @@ struct ModelArgs {
     /// A labels file (one class name per line) instead of the model's names.
     #[arg(long)]
     labels: Option<PathBuf>,
+    /// ONNX Runtime execution provider (must be in the loaded library).
+    #[arg(long, value_enum, default_value_t = Provider::Cpu)]
+    provider: Provider,
 }
 
 impl ModelArgs {
     fn load(&self) -> anyhow::Result<Detector> {
         let library = find_library(self.onnxruntime.as_deref())?;
         let labels = self.labels.as_ref().map(|p| std::fs::read_to_string(p).map(|t| infer::names::parse_labels(&t))).transpose()?;
-        let config = DetectorConfig { confidence: self.confidence, iou: self.iou, threads: self.threads, labels };
+        let config = DetectorConfig { confidence: self.confidence, iou: self.iou, threads: self.threads, labels, provider: self.provider };
         Ok(Detector::load(&library, &self.model, config)?)
     }
 }
@@ -95,7 +98,7 @@ fn detect(model: &ModelArgs, image: PathBuf) -> anyhow::Result<()> {
 fn serve(socket: PathBuf, model: &ModelArgs) -> anyhow::Result<()> {
     let detector = model.load()?;
     let name = model.model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    infer::serve::serve(&socket, detector, &name)?;
+    infer::serve::serve(&socket, detector, &name, model.provider.name())?;
     Ok(())
 }
 

@@ -70,11 +70,59 @@ pub struct DetectorConfig {
     pub threads: usize,
     /// Class names overriding the model's metadata.
     pub labels: Option<Vec<String>>,
+    /// Where the model runs.
+    pub provider: Provider,
 }
 
 impl Default for DetectorConfig {
     fn default() -> Self {
-        DetectorConfig { confidence: 0.5, iou: 0.45, threads: 1, labels: None }
+        DetectorConfig { confidence: 0.5, iou: 0.45, threads: 1, labels: None, provider: Provider::Cpu }
+    }
+}
+
+/// ONNX Runtime execution provider. Anything but `Cpu` must be compiled into the loaded
+/// library (the PyPI `onnxruntime` wheel has only CPU; `onnxruntime-gpu` has CUDA and
+/// TensorRT); asking for one it lacks is a load error, not a silent CPU fallback.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Provider {
+    /// The default CPU provider.
+    Cpu,
+    /// NVIDIA CUDA.
+    Cuda,
+    /// NVIDIA TensorRT.
+    Tensorrt,
+    /// Intel OpenVINO.
+    Openvino,
+}
+
+impl Provider {
+    /// The name used in config and the worker's `Hello`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Provider::Cpu => "cpu",
+            Provider::Cuda => "cuda",
+            Provider::Tensorrt => "tensorrt",
+            Provider::Openvino => "openvino",
+        }
+    }
+
+    /// The provider's registration, or `None` for the CPU default.
+    fn dispatch(self) -> Result<Option<ort::ep::ExecutionProviderDispatch>, RuntimeError> {
+        use ort::ep::ExecutionProvider;
+        let (available, dispatch) = match self {
+            Provider::Cpu => return Ok(None),
+            Provider::Cuda => (ort::ep::CUDA::is_available(), ort::ep::CUDA::default().build()),
+            Provider::Tensorrt => (ort::ep::TensorRT::is_available(), ort::ep::TensorRT::default().build()),
+            Provider::Openvino => (ort::ep::OpenVINO::is_available(), ort::ep::OpenVINO::default().build()),
+        };
+        match available {
+            Ok(true) => Ok(Some(dispatch.error_on_failure())),
+            Ok(false) => Err(RuntimeError::Load {
+                what: format!("execution provider {}", self.name()),
+                detail: "not compiled into this ONNX Runtime library (for cuda/tensorrt install onnxruntime-gpu)".into(),
+            }),
+            Err(e) => Err(RuntimeError::Load { what: format!("execution provider {}", self.name()), detail: e.to_string() }),
+        }
     }
 }
 
@@ -125,10 +173,16 @@ impl Detector {
             .with_name("sightline-infer")
             .build()
             .map_err(load_err("ONNX Runtime environment"))?;
-        let mut session = Session::builder(&env)
+        let mut builder = Session::builder(&env)
             .map_err(load_err("session builder"))?
             .with_intra_threads(config.threads)
-            .map_err(|e| RuntimeError::Load { what: "session options".into(), detail: e.to_string() })?
+            .map_err(|e| RuntimeError::Load { what: "session options".into(), detail: e.to_string() })?;
+        if let Some(ep) = config.provider.dispatch()? {
+            builder = builder
+                .with_execution_providers([ep])
+                .map_err(|e| RuntimeError::Load { what: format!("execution provider {}", config.provider.name()), detail: e.to_string() })?;
+        }
+        let mut session = builder
             .commit_from_file(model)
             .map_err(load_err(model.display().to_string()))?;
         let input = session.inputs().first().ok_or_else(|| RuntimeError::Model("no input".into()))?;

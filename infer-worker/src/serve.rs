@@ -34,13 +34,14 @@ struct Worker {
 }
 
 /// Connects to `socket` and serves until the gateway closes the connection.
-pub fn serve(socket: &Path, detector: Detector, model_name: &str) -> Result<(), ServeError> {
+/// `provider` is announced in the [`Hello`].
+pub fn serve(socket: &Path, detector: Detector, model_name: &str, provider: &str) -> Result<(), ServeError> {
     let stream = UnixStream::connect(socket)?;
     let hello = Hello {
         model: model_name.to_owned(),
         input_size: detector.input_size,
         names: detector.names.clone(),
-        provider: "cpu".into(),
+        provider: provider.to_owned(),
         pid: std::process::id(),
     };
     (&stream).write_all_bytes(&wire::encode(&Message::Hello(hello)))?;
@@ -88,6 +89,7 @@ impl Worker {
                 Ok(d) => Message::Detections(d),
                 Err(e) => fail(Some(frame.seq), &e),
             }),
+            Message::Ping(beat) => Some(Message::Pong(beat)),
             other => Some(fail(None, &format!("unexpected message kind {} from the gateway", other.kind()))),
         }
     }

@@ -118,6 +118,14 @@ pub struct Failure {
     pub message: String,
 }
 
+/// Either way: a heartbeat. The gateway sends `Ping` to an idle worker; the worker answers
+/// `Pong` with the same nonce (a worker busy inferring answers after its frame).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Echoed back unchanged.
+    pub nonce: u64,
+}
+
 /// Every message. The kind byte on the wire is [`Message::kind`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum Message {
@@ -131,6 +139,10 @@ pub enum Message {
     Detections(Detections),
     /// Kind 5.
     Failure(Failure),
+    /// Kind 6, gateway -> worker.
+    Ping(Heartbeat),
+    /// Kind 7, worker -> gateway.
+    Pong(Heartbeat),
 }
 
 impl Message {
@@ -142,6 +154,8 @@ impl Message {
             Message::Frame(_) => 3,
             Message::Detections(_) => 4,
             Message::Failure(_) => 5,
+            Message::Ping(_) => 6,
+            Message::Pong(_) => 7,
         }
     }
 }
@@ -179,6 +193,7 @@ pub fn encode(msg: &Message) -> Vec<u8> {
         Message::Frame(m) => serde_json::to_vec(m),
         Message::Detections(m) => serde_json::to_vec(m),
         Message::Failure(m) => serde_json::to_vec(m),
+        Message::Ping(m) | Message::Pong(m) => serde_json::to_vec(m),
     }
     .expect("wire messages serialize");
     let mut out = Vec::with_capacity(HEADER + body.len());
@@ -213,6 +228,8 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, WireError> {
         3 => Message::Frame(serde_json::from_slice(body).map_err(bad)?),
         4 => Message::Detections(serde_json::from_slice(body).map_err(bad)?),
         5 => Message::Failure(serde_json::from_slice(body).map_err(bad)?),
+        6 => Message::Ping(serde_json::from_slice(body).map_err(bad)?),
+        7 => Message::Pong(serde_json::from_slice(body).map_err(bad)?),
         other => return Err(WireError::Kind(other)),
     };
     Ok(Some((msg, 4 + len)))
@@ -252,6 +269,8 @@ mod tests {
                 post_ms: 0.5,
             }),
             Message::Failure(Failure { seq: None, message: "x".into() }),
+            Message::Ping(Heartbeat { nonce: 3 }),
+            Message::Pong(Heartbeat { nonce: 3 }),
         ];
         let mut stream = Vec::new();
         for m in &msgs {

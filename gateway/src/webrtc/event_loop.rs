@@ -558,6 +558,7 @@ async fn tap(key: Arc<str>, stream: Arc<StreamRuntime>, tx: mpsc::Sender<TapMess
     let mut record = stream.watch_record();
     let mut health = stream.watch_health();
     health.mark_unchanged();
+    let mut detections = stream.detections();
     // The stream may have stopped while the session was being set up.
     let (active, started_at) = {
         let r = record.borrow_and_update();
@@ -585,6 +586,14 @@ async fn tap(key: Arc<str>, stream: Arc<StreamRuntime>, tx: mpsc::Sender<TapMess
                 }
                 continue;
             }
+            detection = crate::feeds::next_detection(&mut detections), if detections.is_some() => match detection {
+                Ok(json) => TapMessage::State(key.clone(), json.to_string()),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    detections = None;
+                    continue;
+                }
+            },
             changed = health.changed() => {
                 if changed.is_err() {
                     return;

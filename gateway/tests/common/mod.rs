@@ -33,7 +33,7 @@ pub struct Gateway {
 impl Gateway {
     /// Starts `gateway --config <file>` with `listen`, `static_dir` and the test camera
     /// port filled in, then `extra` TOML appended (streams, overrides; `{testcam}` in it
-    /// stands for the test camera's URL). With `testcam`, the `testcam` stream is defined.
+    /// stands for the test camera's URL, `{workspace}` for the repository root). With `testcam`, the `testcam` stream is defined.
     pub fn start(extra: &str) -> Gateway {
         Self::start_with(extra, true)
     }
@@ -46,9 +46,17 @@ impl Gateway {
         // the harness's tables: WebRTC on free UDP ports with one event loop (unless the test
         // sets its own [webrtc]) and the test camera.
         let mut toml = format!("listen = \"127.0.0.1:{port}\"\nstatic_dir = \"{}\"\n", workspace().join("static").display());
-        toml.push_str(&extra.replace("{testcam}", &format!("rtsp://127.0.0.1:{testcam_port}/testcam")));
+        toml.push_str(
+            &extra
+                .replace("{testcam}", &format!("rtsp://127.0.0.1:{testcam_port}/testcam"))
+                .replace("{workspace}", &workspace().display().to_string()),
+        );
         if !extra.contains("[webrtc]") {
             toml.push_str("\n[webrtc]\nudp_port = 0\nloops = 1\n");
+        }
+        // Detection only where a test asks for it (it spawns worker processes).
+        if !extra.contains("[detect]") {
+            toml.push_str("\n[detect]\nenabled = false\n");
         }
         toml.push_str(&format!("\n[testcam]\nenabled = {testcam}\nlisten = \"127.0.0.1:{testcam_port}\"\n"));
         if testcam {

@@ -1,0 +1,294 @@
+//! One connected worker: `Hello` first, then the gateway sends the shared-memory ring
+//! (a memfd with SCM_RIGHTS) and one [`Frame`] at a time, each answered by
+//! [`Detections`] or a [`Failure`]. An idle worker gets a `Ping` every
+//! [`HEARTBEAT`]; a worker that answers neither a frame nor a ping within `detect.timeout`
+//! is killed (if this gateway spawned it) and its connection closed.
+//!
+//! Garbage from a worker (bad length, version, kind or JSON) closes that connection with a
+//! logged error; the gateway and the other workers go on, and the supervisor restarts a
+//! spawned worker that exits.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use infer::wire::{self, Detections, Frame, Heartbeat, Message, Ring};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::net::UnixStream;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::{Detect, DetectionMessage, NormalizedBox, Picture};
+use crate::state::now_ms;
+
+/// How long a connecting worker has to send `Hello`.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Idle time after which the gateway pings a worker.
+pub const HEARTBEAT: Duration = Duration::from_secs(2);
+/// Slots per ring: one frame in flight, one being written next.
+const RING_SLOTS: u32 = 2;
+/// The first ring fits 1920x1080 I420; larger pictures get a new, larger ring.
+const FIRST_SLOT_BYTES: u64 = 1920 * 1080 * 3 / 2;
+
+/// Why a connection ended.
+#[derive(Debug, thiserror::Error)]
+enum Ended {
+    #[error("worker closed the connection")]
+    Closed,
+    #[error("garbage from the worker: {0}")]
+    Garbage(String),
+    #[error("socket error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+struct RingFile {
+    file: File,
+    ring: Ring,
+    next: u32,
+}
+
+struct Conn<'a> {
+    detect: &'a Detect,
+    id: u64,
+    pid: u32,
+    names: Vec<String>,
+    write: OwnedWriteHalf,
+    incoming: mpsc::Receiver<Result<Message, String>>,
+    ring: Option<RingFile>,
+    nonce: u64,
+}
+
+/// Serves one worker connection until it ends.
+pub(crate) async fn serve(detect: Arc<Detect>, stream: UnixStream, id: u64) {
+    let (read, write) = stream.into_split();
+    let (tx, mut incoming) = mpsc::channel(8);
+    let reader = tokio::spawn(read_messages(read, tx));
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, incoming.recv()).await {
+        Ok(Some(Ok(Message::Hello(hello)))) => hello,
+        Ok(Some(Ok(other))) => {
+            warn!(worker = id, kind = other.kind(), "worker's first message is not Hello; closing");
+            reader.abort();
+            return;
+        }
+        Ok(Some(Err(e))) => {
+            warn!(worker = id, error = %e, "garbage from a connecting worker; closing");
+            reader.abort();
+            return;
+        }
+        Ok(None) => return,
+        Err(_) => {
+            warn!(worker = id, "worker sent no Hello within {HELLO_TIMEOUT:?}; closing");
+            reader.abort();
+            return;
+        }
+    };
+    info!(worker = id, pid = hello.pid, model = %hello.model, input_size = hello.input_size, classes = hello.names.len(), provider = %hello.provider, "detection worker connected");
+    detect.worker_connected(id, hello.pid, &hello.model, &hello.provider);
+    let mut conn = Conn { detect: &detect, id, pid: hello.pid, names: hello.names, write, incoming, ring: None, nonce: 0 };
+    let ended = conn.run().await;
+    reader.abort();
+    detect.worker_gone(id);
+    match ended {
+        Ended::Closed => info!(worker = id, pid = conn.pid, "detection worker disconnected"),
+        Ended::Timeout(_) => {
+            warn!(worker = id, pid = conn.pid, error = %ended, "detection worker hung; killing it");
+            detect.kill_child(conn.pid);
+        }
+        other => warn!(worker = id, pid = conn.pid, error = %other, "detection worker connection closed"),
+    }
+}
+
+/// Decodes the worker's messages (sans-IO [`wire::decode`]) into `tx`; a decode error is
+/// sent as `Err` and ends reading.
+async fn read_messages(mut read: OwnedReadHalf, tx: mpsc::Sender<Result<Message, String>>) {
+    let mut buf = Vec::with_capacity(4096);
+    loop {
+        loop {
+            match wire::decode(&buf) {
+                Ok(Some((msg, used))) => {
+                    buf.drain(..used);
+                    if tx.send(Ok(msg)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = tx.send(Err(e.to_string())).await;
+                    return;
+                }
+            }
+        }
+        match read.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+impl Conn<'_> {
+    async fn run(&mut self) -> Ended {
+        loop {
+            let picture = tokio::select! {
+                biased;
+                msg = self.incoming.recv() => match msg {
+                    None => return Ended::Closed,
+                    Some(Err(e)) => return Ended::Garbage(e),
+                    Some(Ok(Message::Pong(_))) => continue,
+                    Some(Ok(Message::Failure(f))) => {
+                        warn!(worker = self.id, pid = self.pid, error = %f.message, "worker reported a failure");
+                        continue;
+                    }
+                    Some(Ok(other)) => return Ended::Garbage(format!("unexpected message kind {} while idle", other.kind())),
+                },
+                picture = self.detect.scheduler().next() => picture,
+                () = tokio::time::sleep(HEARTBEAT) => {
+                    if let Err(e) = self.heartbeat().await {
+                        return e;
+                    }
+                    continue;
+                }
+            };
+            if let Err(e) = self.frame(picture).await {
+                return e;
+            }
+        }
+    }
+
+    async fn heartbeat(&mut self) -> Result<(), Ended> {
+        self.nonce += 1;
+        let nonce = self.nonce;
+        self.write.write_all(&wire::encode(&Message::Ping(Heartbeat { nonce }))).await?;
+        self.answer(|m| matches!(m, Message::Pong(h) if h.nonce == nonce)).await.map(|_| ())
+    }
+
+    /// Waits up to `detect.timeout` for a message `wanted` accepts; pongs and stale answers
+    /// in between are skipped.
+    async fn answer(&mut self, wanted: impl Fn(&Message) -> bool) -> Result<Message, Ended> {
+        let timeout = self.detect.config().timeout;
+        let wait = async {
+            loop {
+                match self.incoming.recv().await {
+                    None => return Err(Ended::Closed),
+                    Some(Err(e)) => return Err(Ended::Garbage(e)),
+                    Some(Ok(m)) if wanted(&m) => return Ok(m),
+                    Some(Ok(Message::Pong(_) | Message::Detections(_))) => {}
+                    Some(Ok(Message::Failure(f))) if f.seq.is_none() => {
+                        warn!(worker = self.id, pid = self.pid, error = %f.message, "worker reported a failure");
+                    }
+                    Some(Ok(other)) => return Err(Ended::Garbage(format!("unexpected message kind {}", other.kind()))),
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.unwrap_or(Err(Ended::Timeout(timeout)))
+    }
+
+    /// Hands one picture over and publishes the answer.
+    async fn frame(&mut self, picture: Picture) -> Result<(), Ended> {
+        let started = Instant::now();
+        let labels = [("stream", picture.stream.to_string())];
+        metrics::histogram!("sightline_detect_slot_wait_seconds", &labels).record(picture.offered.elapsed().as_secs_f64());
+        let bytes = picture.planes.len() as u64;
+        if self.ring.as_ref().is_none_or(|r| r.ring.slot_bytes < bytes) {
+            self.new_ring(bytes.max(FIRST_SLOT_BYTES)).await?;
+        }
+        let ring = self.ring.as_mut().expect("ring was just made");
+        let slot = ring.next;
+        ring.next = (ring.next + 1) % ring.ring.slots;
+        ring.file.write_all_at(&picture.planes, u64::from(slot) * ring.ring.slot_bytes)?;
+        let header = Frame {
+            stream: picture.stream.to_string(),
+            seq: picture.seq,
+            rtp_timestamp: picture.rtp_timestamp,
+            capture_ms: picture.capture_ms,
+            width: picture.width,
+            height: picture.height,
+            y_stride: picture.width,
+            uv_stride: picture.width.div_ceil(2),
+            full_range: picture.full_range,
+            slot,
+        };
+        self.write.write_all(&wire::encode(&Message::Frame(header))).await?;
+        metrics::histogram!("sightline_detect_handoff_seconds").record(started.elapsed().as_secs_f64());
+        let seq = picture.seq;
+        let answer = self
+            .answer(|m| match m {
+                Message::Detections(d) => d.seq == seq && *d.stream == *picture.stream,
+                Message::Failure(f) => f.seq == Some(seq),
+                _ => false,
+            })
+            .await?;
+        match answer {
+            Message::Detections(d) => self.publish(&picture, d),
+            Message::Failure(f) => {
+                metrics::counter!("sightline_detect_failures_total", &labels).increment(1);
+                warn!(stream = %picture.stream, seq, worker = self.id, error = %f.message, "worker could not process a frame");
+            }
+            _ => unreachable!("answer() returns only what the filter accepts"),
+        }
+        Ok(())
+    }
+
+    async fn new_ring(&mut self, slot_bytes: u64) -> Result<(), Ended> {
+        let slot_bytes = slot_bytes.next_multiple_of(4096);
+        let ring = Ring { slots: RING_SLOTS, slot_bytes };
+        let file = infer::fdpass::create_ring("sightline-frames", slot_bytes * u64::from(RING_SLOTS))?;
+        let data = wire::encode(&Message::Ring(ring));
+        let sock: &UnixStream = self.write.as_ref();
+        let sent = loop {
+            sock.writable().await?;
+            match sock.try_io(Interest::WRITABLE, || infer::fdpass::send_fd_once(sock, &data, &file)) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        self.write.write_all(&data[sent..]).await?;
+        debug!(worker = self.id, slot_bytes, "frame ring sent");
+        self.ring = Some(RingFile { file, ring, next: 0 });
+        Ok(())
+    }
+
+    fn publish(&self, picture: &Picture, d: Detections) {
+        let (w, h) = (picture.width as f32, picture.height as f32);
+        let boxes: Vec<NormalizedBox> = d
+            .boxes
+            .iter()
+            .filter(|b| b.x.is_finite() && b.y.is_finite() && b.w.is_finite() && b.h.is_finite() && b.score.is_finite())
+            .map(|b| {
+                let x0 = (b.x / w).clamp(0.0, 1.0);
+                let y0 = (b.y / h).clamp(0.0, 1.0);
+                NormalizedBox {
+                    x: x0,
+                    y: y0,
+                    w: ((b.x + b.w) / w).clamp(0.0, 1.0) - x0,
+                    h: ((b.y + b.h) / h).clamp(0.0, 1.0) - y0,
+                    class_id: b.class_id,
+                    label: self.names.get(b.class_id as usize).cloned().unwrap_or_else(|| b.class_id.to_string()),
+                    score: b.score.clamp(0.0, 1.0),
+                }
+            })
+            .collect();
+        let latency_ms = now_ms().saturating_sub(picture.capture_ms) as f32;
+        let labels = [("stream", picture.stream.to_string())];
+        metrics::counter!("sightline_detect_frames_total", &labels).increment(1);
+        metrics::counter!("sightline_detect_boxes_total", &labels).increment(boxes.len() as u64);
+        metrics::histogram!("sightline_detect_inference_seconds", &labels).record(f64::from(d.infer_ms) / 1000.0);
+        metrics::histogram!("sightline_detect_frame_to_box_seconds", &labels).record(f64::from(latency_ms) / 1000.0);
+        self.detect.publish(&DetectionMessage {
+            kind: "detections",
+            stream: picture.stream.to_string(),
+            seq: picture.seq,
+            rtp_timestamp: picture.rtp_timestamp,
+            capture_ms: picture.capture_ms,
+            width: picture.width,
+            height: picture.height,
+            boxes,
+            infer_ms: d.infer_ms,
+            latency_ms,
+        });
+    }
+}

@@ -1,0 +1,118 @@
+//! Spawns one `infer-worker serve` process per worker place and restarts it when it exits,
+//! with backoff (250 ms doubling to 30 s; back to 250 ms after a worker ran 10 s). A worker
+//! that exits before its handshake (no ONNX Runtime library, no model, bad provider) makes
+//! detection "unavailable" with its last stderr line as the reason, logged once; video is
+//! not affected. Workers are killed when the gateway exits (`kill_on_drop`), and a worker
+//! whose gateway vanished sees its socket close and exits.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+use tracing::{info, warn};
+
+use super::Detect;
+
+const BACKOFF_MIN: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A worker that ran this long resets the backoff.
+const HEALTHY_RUN: Duration = Duration::from_secs(10);
+
+/// The worker binary: `detect.worker_bin`, else `infer-worker` next to this executable.
+pub fn worker_binary(detect: &Detect) -> PathBuf {
+    if let Some(bin) = &detect.config().worker_bin {
+        return bin.clone();
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("infer-worker")))
+        .unwrap_or_else(|| PathBuf::from("infer-worker"))
+}
+
+fn command(detect: &Detect) -> Command {
+    let c = detect.config();
+    let mut cmd = Command::new(worker_binary(detect));
+    cmd.arg("serve")
+        .arg("--socket")
+        .arg(detect.socket_path())
+        .arg("--model")
+        .arg(&c.model)
+        .arg("--confidence")
+        .arg(c.confidence.to_string())
+        .arg("--iou")
+        .arg(c.iou.to_string())
+        .arg("--threads")
+        .arg(c.threads.to_string())
+        .arg("--provider")
+        .arg(&c.provider);
+    if let Some(lib) = &c.onnxruntime {
+        cmd.arg("--onnxruntime").arg(lib);
+    }
+    if let Some(labels) = &c.labels {
+        cmd.arg("--labels").arg(labels);
+    }
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
+    cmd
+}
+
+/// Keeps worker place `index` filled. Runs forever.
+pub(crate) async fn supervise(detect: Arc<Detect>, index: usize) {
+    let mut backoff = BACKOFF_MIN;
+    let mut first = true;
+    loop {
+        if !first {
+            metrics::counter!("sightline_detect_worker_restarts_total").increment(1);
+        }
+        first = false;
+        let started = Instant::now();
+        let mut child = match command(&detect).spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                detect.startup_failed(format!("cannot run {}: {e}", worker_binary(&detect).display()));
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+        };
+        let pid = child.id().unwrap_or(0);
+        detect.status.lock().expect("status lock poisoned").children.insert(pid);
+        // Forward the worker's stderr to the log and keep its last line (the reason it exited).
+        let stderr = child.stderr.take();
+        let lines = tokio::spawn(async move {
+            let mut last = None;
+            if let Some(stderr) = stderr {
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    warn!(worker = index, pid, "infer-worker: {line}");
+                    last = Some(line);
+                }
+            }
+            last
+        });
+        let status = child.wait().await;
+        let last_line = lines.await.ok().flatten();
+        let greeted = {
+            let mut s = detect.status.lock().expect("status lock poisoned");
+            s.children.remove(&pid);
+            s.greeted.remove(&pid)
+        };
+        let ran = started.elapsed();
+        let exit = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+        if greeted {
+            info!(worker = index, pid, %exit, ran_s = ran.as_secs_f32(), "detection worker exited; restarting");
+        } else {
+            let reason = last_line.unwrap_or_else(|| format!("infer-worker exited ({exit}) before connecting"));
+            detect.startup_failed(reason.trim_start_matches("infer-worker: ").to_owned());
+        }
+        if ran >= HEALTHY_RUN {
+            backoff = BACKOFF_MIN;
+        }
+        tokio::time::sleep(backoff).await;
+        if ran < HEALTHY_RUN {
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+}

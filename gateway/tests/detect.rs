@@ -1,0 +1,342 @@
+//! Detection through the gateway, with real `infer-worker` processes on real ONNX Runtime
+//! (the PyPI wheel) and the generated test model: boxes land on the test camera's shapes,
+//! a `kill -9`ed worker is replaced within 2 s while video goes on, a missing ONNX Runtime
+//! library leaves video untouched, and garbage on the worker socket closes only that
+//! connection. A hand-written worker in this file checks the gateway's side of the protocol.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+use infer::wire::{self, Detections, Hello, Message, WireBox};
+use serde_json::Value;
+use sightline::testcam::scene::{read_pixel_clock, shapes_at};
+
+fn detect_config() -> String {
+    "[detect]\nmodel = \"{workspace}/models/testcam-shapes.onnx\"\nworkers = 1\nfps = 10\n".to_owned()
+}
+
+/// IoU of two `[x, y, w, h]` boxes.
+fn iou(a: [f64; 4], b: [f64; 4]) -> f64 {
+    let ix = (a[0] + a[2]).min(b[0] + b[2]) - a[0].max(b[0]);
+    let iy = (a[1] + a[3]).min(b[1] + b[3]) - a[1].max(b[1]);
+    if ix <= 0.0 || iy <= 0.0 {
+        return 0.0;
+    }
+    let inter = ix * iy;
+    inter / (a[2] * a[3] + b[2] * b[3] - inter)
+}
+
+/// Waits until the stream's detection status is `state`; returns the detection object.
+async fn wait_detection_state(gw: &Gateway, state: &str, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let (_, body) = get_json(&gw.url("/api/streams/testcam")).await;
+        if body["detection"]["state"] == state {
+            return body["detection"].clone();
+        }
+        assert!(Instant::now() < deadline, "detection never became {state}: {body}\nlog:\n{}", gw.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn boxes_land_on_the_shapes_of_their_frame() {
+    let gw = Gateway::start(&detect_config());
+    // Every camera frame (25 fps) so each detection's frame is among the SSE frames.
+    let mut feed = Feed::open(&gw.url("/api/streams/testcam/feed?fps=25")).await;
+    let mut frames: HashMap<String, String> = HashMap::new();
+    let mut checked = 0;
+    let mut last_ts: Option<u64> = None;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while checked < 12 {
+        assert!(Instant::now() < deadline, "only {checked} detections matched a frame; log:\n{}", gw.log_text());
+        let e = feed.next(Duration::from_secs(20)).await.expect("feed open");
+        match e.event.as_str() {
+            "frame" => {
+                frames.insert(e.id.clone(), e.data);
+                if frames.len() > 200 {
+                    frames.clear();
+                }
+            }
+            "detections" => {
+                let d: Value = serde_json::from_str(&e.data).unwrap();
+                assert_eq!(d["type"], "detections");
+                assert_eq!(d["stream"], "testcam");
+                assert_eq!((d["width"].as_u64(), d["height"].as_u64()), (Some(1280), Some(720)));
+                assert!(d["infer_ms"].as_f64().unwrap() > 0.0 && d["latency_ms"].as_f64().unwrap() >= 0.0, "{d}");
+                assert!(d["capture_ms"].as_u64().unwrap() > 1_600_000_000_000);
+                let ts = d["rtp_timestamp"].as_u64().unwrap();
+                if let Some(prev) = last_ts {
+                    let step = (ts as u32).wrapping_sub(prev as u32);
+                    assert_eq!(step % 3600, 0, "detections carry their frame's 90 kHz RTP timestamp (25 fps): {prev} -> {ts}");
+                }
+                last_ts = Some(ts);
+                let Some(data) = frames.get(&d["seq"].to_string()) else { continue };
+                let picture = decode_frame(data);
+                let (_, n) = read_pixel_clock(&picture.gray, picture.width, picture.width, picture.height).expect("pixel clock");
+                let shapes = shapes_at(u64::from(n), 1280, 720);
+                let truths: Vec<[f64; 4]> = shapes.iter().map(|s| [s.x as f64, s.y as f64, s.w as f64, s.h as f64]).collect();
+                let boxes = d["boxes"].as_array().unwrap();
+                for (i, shape) in shapes.iter().enumerate() {
+                    // A shape partly under a later-drawn one is not fully visible.
+                    if truths[i + 1..].iter().any(|later| iou(*later, truths[i]) > 0.0) {
+                        continue;
+                    }
+                    let best = boxes
+                        .iter()
+                        .filter(|b| b["label"] == shape.kind.label())
+                        .map(|b| {
+                            let f = |k: &str| b[k].as_f64().unwrap();
+                            assert!((0.0..=1.0).contains(&f("x")) && f("w") > 0.0 && f("x") + f("w") <= 1.0 + 1e-6, "normalised: {b}");
+                            iou([f("x") * 1280.0, f("y") * 720.0, f("w") * 1280.0, f("h") * 720.0], truths[i])
+                        })
+                        .fold(0.0f64, f64::max);
+                    assert!(best >= 0.5, "frame {n} (seq {}): {} at {:?}: best IoU {best:.2} in {d}", d["seq"], shape.kind.label(), truths[i]);
+                }
+                checked += 1;
+            }
+            _ => {}
+        }
+    }
+    let detection = wait_detection_state(&gw, "running", Duration::from_secs(1)).await;
+    assert_eq!(detection["model"], "testcam-shapes.onnx");
+    assert_eq!(detection["provider"], "cpu");
+    assert_eq!(detection["workers"], 1);
+    assert!(metric(&gw, "sightline_detect_frames_total{stream=\"testcam\"}").await.unwrap() >= 12.0);
+    assert!(metric(&gw, "sightline_detect_inference_seconds_count{stream=\"testcam\"}").await.unwrap() >= 12.0);
+    assert!(metric(&gw, "sightline_detect_frame_to_box_seconds_count{stream=\"testcam\"}").await.unwrap() >= 12.0);
+}
+
+/// The pid of the worker the gateway logged as connected last.
+fn connected_worker_pid(gw: &Gateway, after: usize) -> Option<u32> {
+    let log = gw.log_text();
+    log.lines()
+        .filter(|l| l.contains("detection worker connected"))
+        .nth(after)
+        .and_then(|l| l.split("pid=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+}
+
+#[tokio::test]
+async fn a_killed_worker_is_replaced_within_two_seconds_and_video_goes_on() {
+    let gw = Gateway::start(&detect_config());
+    let mut feed = Feed::open(&gw.url("/api/streams/testcam/feed?fps=10")).await;
+    // Detections flowing.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while feed.next(Duration::from_secs(20)).await.unwrap().event != "detections" {
+        assert!(Instant::now() < deadline, "no detections; log:\n{}", gw.log_text());
+    }
+    let pid = connected_worker_pid(&gw, 0).expect("the log names the worker's pid");
+    let killed_ms = sightline::state::now_ms();
+    let killed = Instant::now();
+    assert!(std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success());
+
+    let mut frames = 0;
+    let mut resumed = None;
+    while killed.elapsed() < Duration::from_secs(4) {
+        let e = feed.next(Duration::from_secs(5)).await.expect("feed open");
+        match e.event.as_str() {
+            "frame" => frames += 1,
+            "detections" if resumed.is_none() => {
+                let d: Value = serde_json::from_str(&e.data).unwrap();
+                // Only a frame captured after the kill proves a new worker answered.
+                if d["capture_ms"].as_u64().unwrap() > killed_ms {
+                    resumed = Some(killed.elapsed());
+                }
+            }
+            _ => {}
+        }
+    }
+    let resumed = resumed.unwrap_or_else(|| panic!("detections did not resume; log:\n{}", gw.log_text()));
+    eprintln!("detections resumed {resumed:?} after kill -9; {frames} SSE frames in 4 s");
+    assert!(resumed < Duration::from_secs(2), "detections resumed after {resumed:?}");
+    assert!(frames >= 34, "SSE kept its 10 fps while the worker was replaced: {frames} frames in 4 s");
+    assert!(connected_worker_pid(&gw, 1).is_some_and(|p| p != pid), "a new worker process connected");
+    assert!(metric(&gw, "sightline_detect_worker_restarts_total").await.unwrap() >= 1.0);
+}
+
+#[tokio::test]
+async fn a_missing_onnx_runtime_library_leaves_video_alone() {
+    let config = format!("{}onnxruntime = \"/nonexistent/libonnxruntime.so.1.31.1\"\n", detect_config());
+    let gw = Gateway::start(&config);
+    let mut feed = Feed::open(&gw.url("/api/streams/testcam/feed?fps=10")).await;
+    let detection = wait_detection_state(&gw, "unavailable", Duration::from_secs(20)).await;
+    let reason = detection["reason"].as_str().unwrap();
+    assert!(reason.contains("ONNX Runtime library not found") && reason.contains("/nonexistent/"), "{reason}");
+    let frames = feed.frames_for(Duration::from_secs(3)).await;
+    assert!(frames.len() >= 25, "video goes on: {} frames in 3 s", frames.len());
+    // Retried with backoff meanwhile, but logged once.
+    let log = gw.log_text();
+    assert_eq!(log.matches("detection unavailable").count(), 1, "{log}");
+    assert!(metric(&gw, "sightline_detect_worker_restarts_total").await.unwrap() >= 2.0);
+}
+
+/// A worker written by hand: speaks the wire format over a blocking socket.
+struct FakeWorker {
+    sock: UnixStream,
+    buf: Vec<u8>,
+    ring: Option<std::fs::File>,
+}
+
+impl FakeWorker {
+    fn connect(path: &std::path::Path) -> FakeWorker {
+        let sock = UnixStream::connect(path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        FakeWorker { sock, buf: Vec::new(), ring: None }
+    }
+
+    fn send(&mut self, msg: &Message) {
+        self.sock.write_all(&wire::encode(msg)).unwrap();
+    }
+
+    fn recv(&mut self) -> Message {
+        loop {
+            if let Some((msg, used)) = wire::decode(&self.buf).unwrap() {
+                self.buf.drain(..used);
+                return msg;
+            }
+            let mut chunk = [0u8; 4096];
+            let (n, fd) = infer::fdpass::recv_with_fd(&self.sock, &mut chunk).unwrap();
+            assert!(n > 0, "gateway closed the connection");
+            if let Some(fd) = fd {
+                self.ring = Some(std::fs::File::from(fd));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Whether the gateway closes the connection within `within`.
+    fn closed_within(&mut self, within: Duration) -> bool {
+        self.sock.set_read_timeout(Some(within)).unwrap();
+        let mut chunk = [0u8; 4096];
+        loop {
+            match self.sock.read(&mut chunk) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_gateway_side_of_the_protocol_and_garbage_from_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("workers.sock");
+    // No spawnable worker: only the hand-written ones below serve.
+    let config = format!(
+        "[detect]\nsocket = \"{}\"\nworker_bin = \"/nonexistent/infer-worker\"\nworkers = 1\nfps = 10\n",
+        socket.display()
+    );
+    let gw = Gateway::start(&config);
+    let detection = wait_detection_state(&gw, "unavailable", Duration::from_secs(10)).await;
+    assert!(detection["reason"].as_str().unwrap().contains("/nonexistent/infer-worker"), "{detection}");
+
+    // Garbage before, instead of and after a Hello: each closes only that connection.
+    let garbage: [&[u8]; 4] = [
+        b"\xff\xff\xff\xffnot the protocol",
+        &[0, 0, 0, 2, 9, 1],
+        &[0, 0, 0, 4, 1, 1, b'{', b'x'],
+        b"\x00\x00\x00\x05\x01\x01{}}}",
+    ];
+    for bytes in garbage {
+        let s = socket.clone();
+        let closed = tokio::task::spawn_blocking(move || {
+            let mut w = FakeWorker::connect(&s);
+            w.sock.write_all(bytes).unwrap();
+            w.closed_within(Duration::from_secs(15))
+        })
+        .await
+        .unwrap();
+        assert!(closed, "the gateway closes a connection that sent {bytes:?}");
+    }
+    // A truncated Hello, then the worker vanishes.
+    let s = socket.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut w = FakeWorker::connect(&s);
+        let hello = wire::encode(&Message::Hello(Hello { model: "x".into(), input_size: 640, names: vec![], provider: "cpu".into(), pid: 1 }));
+        w.sock.write_all(&hello[..hello.len() / 2]).unwrap();
+    })
+    .await
+    .unwrap();
+
+    // A well-behaved worker: gets the ring and frames, answers with one box.
+    let mut feed = Feed::open(&gw.url("/api/streams/testcam/feed?fps=25")).await;
+    let s = socket.clone();
+    let worker = tokio::task::spawn_blocking(move || {
+        let mut w = FakeWorker::connect(&s);
+        w.send(&Message::Hello(Hello {
+            model: "fake.onnx".into(),
+            input_size: 320,
+            names: vec!["thing".into()],
+            provider: "cpu".into(),
+            pid: std::process::id(),
+        }));
+        let Message::Ring(ring) = w.recv() else { panic!("the ring comes first") };
+        assert!(ring.slots >= 1 && ring.slot_bytes >= 1280 * 720 * 3 / 2, "{ring:?}");
+        let mut answered = Vec::new();
+        while answered.len() < 5 {
+            match w.recv() {
+                Message::Frame(f) => {
+                    assert_eq!((f.width, f.height, f.y_stride, f.uv_stride, f.stream.as_str()), (1280, 720, 1280, 640, "testcam"));
+                    let mut y = vec![0u8; (f.y_stride * f.height) as usize];
+                    w.ring.as_ref().expect("memfd arrived").read_exact_at(&mut y, u64::from(f.slot) * ring.slot_bytes).unwrap();
+                    let (_, n) = read_pixel_clock(&y, 1280, 1280, 720).expect("the slot holds the decoded picture");
+                    let boxes = vec![WireBox { x: 128.0, y: 72.0, w: 256.0, h: 144.0, class_id: 0, score: 0.75 }];
+                    w.send(&Message::Detections(Detections { stream: f.stream, seq: f.seq, boxes, pre_ms: 0.1, infer_ms: 1.5, post_ms: 0.1 }));
+                    answered.push((f.seq, n));
+                }
+                Message::Ping(beat) => w.send(&Message::Pong(beat)),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        // Then garbage mid-session.
+        w.sock.write_all(b"\x00\x00\x00\x03\x07\x04!").unwrap();
+        assert!(w.closed_within(Duration::from_secs(15)), "closed after garbage");
+        answered
+    });
+    let mut seen = 0;
+    let mut frames_by_seq: HashMap<String, u32> = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen < 5 {
+        assert!(Instant::now() < deadline, "only {seen} detections; log:\n{}", gw.log_text());
+        let e = feed.next(Duration::from_secs(20)).await.unwrap();
+        if e.event == "frame" {
+            let p = decode_frame(&e.data);
+            if let Some((_, n)) = read_pixel_clock(&p.gray, p.width, p.width, p.height) {
+                frames_by_seq.insert(e.id.clone(), n);
+            }
+        }
+        if e.event != "detections" {
+            continue;
+        }
+        let d: Value = serde_json::from_str(&e.data).unwrap();
+        let b = &d["boxes"][0];
+        let close = |k: &str, v: f64| (b[k].as_f64().unwrap() - v).abs() < 1e-4;
+        assert!(close("x", 0.1) && close("y", 0.1) && close("w", 0.2) && close("h", 0.2), "normalised box: {d}");
+        assert_eq!((b["label"].as_str(), b["class_id"].as_u64()), (Some("thing"), Some(0)));
+        assert_eq!(d["infer_ms"], 1.5);
+        seen += 1;
+    }
+    let answered = worker.await.unwrap();
+    // The picture in the slot was the frame the header named (same camera frame number as
+    // the SSE frame with that seq).
+    let matched = answered.iter().filter(|(seq, n)| frames_by_seq.get(&seq.to_string()) == Some(n)).count();
+    assert!(matched >= 1, "answered {answered:?}, SSE frames {frames_by_seq:?}");
+    // The gateway lives on: health, video.
+    let (status, _) = get_json(&gw.url("/healthz")).await;
+    assert_eq!(status, 200);
+    let frames = feed.frames_for(Duration::from_secs(1)).await;
+    assert!(frames.len() >= 15, "{}", frames.len());
+    let log = gw.log_text();
+    assert!(log.contains("garbage from"), "garbage is logged: {log}");
+    assert!(!log.contains("panicked"), "{log}");
+}
