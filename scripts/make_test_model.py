@@ -7,7 +7,8 @@ really finds the shapes the built-in test camera draws, without any training:
 - a 1x1 convolution + sigmoid turns colour into one mask per class (red circle, green
   square, yellow bar; see gateway/src/testcam/scene.rs);
 - average pooling (160 px windows, stride 16) of mask, x*mask, y*mask, x^2*mask, y^2*mask
-  gives each window's mass, centroid and spread; a solid shape of width w has an x variance
+  gives each window's mass, centroid and spread (done as 16x16 blocks, then 10x10 blocks of
+  those: the same windows, ~60x less work than one 160x160 pool); a solid shape of width w has an x variance
   of w^2/12, so w = sqrt(12 var);
 - score = (mass / the shape's full area, capped at 1)^4: the window holding the whole shape
   scores ~1 and wins NMS; windows that cut it score far lower;
@@ -62,7 +63,8 @@ def build():
     mxx = node("Mul", [mx, "xs"], "mxx")
     myy = node("Mul", [my, "ys"], "myy")
     stack = node("Concat", [mask, mx, my, mxx, myy], "stack", axis=1)  # [1, 15, 640, 640]
-    pooled = node("AveragePool", [stack], "pooled", kernel_shape=[KERNEL, KERNEL], strides=[STRIDE, STRIDE])
+    blocks = node("AveragePool", [stack], "blocks", kernel_shape=[STRIDE, STRIDE], strides=[STRIDE, STRIDE])  # 40x40
+    pooled = node("AveragePool", [blocks], "pooled", kernel_shape=[KERNEL // STRIDE] * 2, strides=[1, 1])  # 31x31
     inits.append(numpy_helper.from_array(np.array([3, 3, 3, 3, 3], dtype=np.int64), "split5"))
     nodes.append(helper.make_node("Split", ["pooled", "split5"], ["m", "sx", "sy", "sxx", "syy"], axis=1))
 

@@ -3,6 +3,7 @@
 // Events from the gateway:
 //   frame   – id: sequence number, data: base64 JPEG
 //   state   – JSON health object plus "active"
+//   detections – JSON detection message (boxes for the frame with id = seq)
 //   stopped – JSON {"reason": …}; the server then ends the response
 //
 // Frames are decoded into Blobs and exposed as object URLs. A few recent URLs
@@ -51,7 +52,7 @@ export class SsePlayer {
   /**
    * @param {string} url feed URL
    * @param {{onFrame?: Function, onState?: Function, onStopped?: Function,
-   *          onFailed?: Function, onStatus?: Function}} handlers
+   *          onFailed?: Function, onStatus?: Function, onDetections?: Function}} handlers
    */
   constructor(url, handlers = {}) {
     this.#url = url;
@@ -76,6 +77,10 @@ export class SsePlayer {
     source.addEventListener('open', () => this.#guard(source, () => this.#setStatus('open')));
     source.addEventListener('frame', (ev) => this.#guard(source, () => this.#onFrame(ev)));
     source.addEventListener('state', (ev) => this.#guard(source, () => this.#onState(ev)));
+    source.addEventListener('detections', (ev) => this.#guard(source, () => {
+      const msg = parseJson(ev.data);
+      if (msg && typeof msg === 'object') this.#handlers.onDetections?.(msg);
+    }));
     source.addEventListener('stopped', (ev) => this.#guard(source, () => this.#onStopped(ev)));
     source.addEventListener('error', () => this.#guard(source, () => this.#onError(source)));
   }

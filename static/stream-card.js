@@ -1,8 +1,8 @@
 // One card per stream: header, live media area, health, controls.
 //
 // The media area (`.media`) is a positioned container: the WebRTC <video> and
-// the SSE <img> fill it and overlays (transport tag, HUD; detection canvas
-// later) stack on top.
+// the SSE <img> fill it and overlays (detection canvas, transport tag, HUD)
+// stack on top.
 //
 // Live view prefers WebRTC (WHEP). If the WHEP POST fails or no frame is
 // rendered within 4 s of the answer, the card falls back to the SSE feed until
@@ -15,6 +15,7 @@ import {
 import {
   formatBitrate, formatCount, formatFps, formatResolution, h, setText,
 } from './dom.js';
+import { DetectionOverlay } from './detection-overlay.js';
 import { LatencyProbe } from './pixel-clock.js';
 import { SsePlayer } from './sse-player.js';
 import { WhepPlayer } from './whep-player.js';
@@ -25,6 +26,7 @@ const DEFAULT_FPS = 10;
 const DEFAULT_QUALITY = 75;
 const RETRY_MIN_MS = 1000;
 const RETRY_MAX_MS = 30000;
+const MAX_SYNC_DELAY_MS = 500;
 const KNOWN_STATES = new Set(['playing', 'connecting', 'backoff', 'stopped', 'idle']);
 
 const isInt = (v, lo, hi) => Number.isInteger(v) && v >= lo && v <= hi;
@@ -81,6 +83,8 @@ export class StreamCard {
   #webrtcStats = null;
   #latencyProbe = null;
   #latency = null;
+  #overlay = null;
+  #syncDelay = 0;
 
   /**
    * @param {object} stream Stream object from the API
@@ -176,6 +180,8 @@ export class StreamCard {
       class: 'media-img', alt: '', decoding: 'async', draggable: 'false',
       onload: () => this.#onImageLoad(),
     });
+    ui.overlay = h('canvas', { class: 'media-overlay', 'aria-hidden': 'true' });
+    this.#overlay = new DetectionOverlay(ui.overlay, { onLate: (ms) => this.#onDetectionsLate(ms) });
     ui.placeholder = h('div', { class: 'media-placeholder' });
     ui.tag = h('span', { class: 'media-tag', 'aria-hidden': 'true' });
     ui.hudFps = h('span', { class: 'hud-fps' });
@@ -187,7 +193,7 @@ export class StreamCard {
       tabindex: '0',
       onclick: () => this.#onOpenViewer?.(this),
       onkeydown: (ev) => this.#onMediaKey(ev),
-    }, ui.video, ui.img, ui.placeholder, ui.tag, ui.hud);
+    }, ui.video, ui.img, ui.overlay, ui.placeholder, ui.tag, ui.hud);
 
     ui.health = {
       fps: healthItem('fps'),
@@ -195,6 +201,7 @@ export class StreamCard {
       resolution: healthItem('res'),
       reconnects: healthItem('reconnects'),
       viewers: healthItem('viewers'),
+      detection: healthItem('detect'),
     };
     const healthList = h('ul', { class: 'health' },
       ...Object.values(ui.health).map((x) => x.item));
@@ -265,6 +272,13 @@ export class StreamCard {
     const v = health.viewers ?? {};
     setText(hv.viewers.value,
       `${formatCount(v.webrtc)} webrtc · ${formatCount(v.sse)} sse · ${formatCount(v.mjpeg)} mjpeg`);
+
+    const d = this.#stream.detection ?? { state: 'off' };
+    const workers = d.state === 'running' ? ` · ${formatCount(d.workers)} worker${d.workers === 1 ? '' : 's'}` : '';
+    setText(hv.detection.value, `${d.state}${workers}`);
+    hv.detection.item.title = d.reason ? `Detection unavailable: ${d.reason}`
+      : (d.model ? `${d.model} on ${d.provider}, up to ${d.fps} fps` : '');
+    hv.detection.item.dataset.state = d.state;
 
     const err = health.last_error;
     this.#ui.lastError.hidden = !err;
@@ -406,6 +420,8 @@ export class StreamCard {
     this.#player = player;
     this.#transport = 'webrtc';
     this.#hasFrame = false;
+    this.#overlay.watchVideo(this.#ui.video);
+    this.#syncDelay = 0;
     player.start(this.#ui.video);
     this.#renderMedia();
   }
@@ -417,7 +433,9 @@ export class StreamCard {
       onStopped: () => this.#ifCurrent(player, () => this.#onStopped()),
       onFailed: () => this.#ifCurrent(player, () => this.#onFailed()),
       onStatus: () => this.#ifCurrent(player, () => this.#renderMedia()),
+      onDetections: (msg) => this.#ifCurrent(player, () => this.#overlay.push(msg)),
     });
+    this.#overlay.watchImage(this.#ui.img);
     if (this.#transport !== 'sse') this.#hasFrame = false;
     this.#player = player;
     this.#transport = 'sse';
@@ -434,6 +452,7 @@ export class StreamCard {
     this.#player = null;
     this.#latency = null;
     this.#latencyProbe?.unwatch();
+    this.#overlay.stop();
     if (player instanceof WhepPlayer) {
       player.stop(); // DELETE; the <video> goes blank
       this.#webrtcStats = null;
@@ -497,10 +516,26 @@ export class StreamCard {
   }
 
   #onWebrtcMessage(msg) {
-    // hello / timing need no action; unknown types (detections…) are ignored.
     if (msg.type === 'state' && msg.health && typeof msg.health === 'object') {
       this.#onState(msg.health);
+    } else if (msg.type === 'hello' || msg.type === 'timing') {
+      this.#overlay.setRtpOffset(msg.rtp_offset);
+    } else if (msg.type === 'detections') {
+      this.#overlay.push(msg);
     }
+  }
+
+  /**
+   * Detection boxes arrive after their frame was shown: delay WebRTC playout by that much
+   * (plus 20 ms), only ever raising it within a session and never beyond 500 ms.
+   */
+  #onDetectionsLate(ms) {
+    const player = this.#player;
+    if (!(player instanceof WhepPlayer)) return;
+    const want = Math.min(MAX_SYNC_DELAY_MS, Math.ceil(ms + 20));
+    if (want <= this.#syncDelay) return;
+    this.#syncDelay = want;
+    player.setPlayoutDelay(want);
   }
 
   #onWebrtcFailed(err) {
@@ -533,6 +568,7 @@ export class StreamCard {
   // ---- debug: glass-to-glass latency from the test camera's pixel clock --
 
   #onImageLoad() {
+    if (this.#transport === 'sse' && this.#player) this.#overlay.showFrame(this.#frameSeq);
     if (this.#latencyProbe && this.#transport === 'sse' && this.#player) {
       this.#latencyProbe.sampleImage(this.#ui.img);
     }

@@ -167,6 +167,23 @@ export class WhepPlayer {
     };
   }
 
+  /**
+   * Ask the browser to hold video this many ms before display
+   * (RTCRtpReceiver.jitterBufferTarget, WebRTC Extensions §6), so detection boxes that
+   * arrive after their frame can still be drawn on it. Ignored where unsupported.
+   */
+  setPlayoutDelay(ms) {
+    for (const receiver of this.#pc?.getReceivers() ?? []) {
+      if (receiver.track?.kind === 'video' && 'jitterBufferTarget' in receiver) {
+        try {
+          receiver.jitterBufferTarget = ms;
+        } catch {
+          // out of range: keep the browser's choice
+        }
+      }
+    }
+  }
+
   #guard(pc, fn) {
     if (this.#pc === pc) fn();
   }

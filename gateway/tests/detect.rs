@@ -340,3 +340,30 @@ async fn the_gateway_side_of_the_protocol_and_garbage_from_workers() {
     assert!(log.contains("garbage from"), "garbage is logged: {log}");
     assert!(!log.contains("panicked"), "{log}");
 }
+
+#[tokio::test]
+async fn chromium_gets_detections_for_the_frames_it_displays_and_the_ui_draws_them() {
+    let gw = Gateway::start(&detect_config());
+    // The browser's own RTCPeerConnection: detection messages on the data channel name
+    // frames by the RTP timestamp that requestVideoFrameCallback reports for them.
+    let r = browser_whep(&gw, "testcam", 6).await;
+    let detections = r["detections"].as_u64().unwrap();
+    let matched = r["detectionsOnDisplayedFrames"].as_u64().unwrap();
+    assert!(detections >= 20, "about 10 detections/s over 6 s: {r}");
+    assert!(matched * 10 >= detections * 8, "{matched} of {detections} detections name a displayed frame: {r}");
+    assert_eq!(r["packetsLost"], 0, "{r}");
+
+    // The web UI draws them, over WebRTC and over SSE.
+    let shots = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new("node")
+        .arg(workspace().join("tests/browser/overlay.mjs"))
+        .arg(&gw.base)
+        .arg(shots.path())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("node is installed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "overlay.mjs failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    eprintln!("{stdout}");
+}

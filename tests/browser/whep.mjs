@@ -2,7 +2,9 @@
 // download) with the browser's own RTCPeerConnection, and checks what a viewer gets.
 // Usage: node tests/browser/whep.mjs BASE_URL STREAM_ID [SECONDS]
 // Prints one JSON line with the measurements (lastSecondsFrames: frames displayed in the
-// last 3 s); exits non-zero if the page script failed.
+// last 3 s; detections: detection messages on the data channel, detectionsOnDisplayedFrames:
+// those whose rtp_timestamp equals the camera timestamp (rVFC rtpTimestamp minus the
+// session's rtp_offset) of a displayed frame); exits non-zero if the page script failed.
 import { chromium } from 'playwright-core';
 
 const [base, stream, seconds = '5'] = process.argv.slice(2);
@@ -26,7 +28,14 @@ try {
     pc.addTransceiver('video', { direction: 'recvonly' });
     const dc = pc.createDataChannel('sightline');
     const messages = [];
-    dc.onmessage = (e) => messages.push(JSON.parse(e.data));
+    const detections = [];
+    let offset = 0;
+    dc.onmessage = (e) => {
+      const m = JSON.parse(e.data);
+      if (m.type === 'hello' || m.type === 'timing') offset = m.rtp_offset >>> 0;
+      if (m.type === 'detections') detections.push(m.rtp_timestamp);
+      else messages.push(m);
+    };
     const video = document.createElement('video');
     video.muted = true;
     video.autoplay = true;
@@ -48,7 +57,7 @@ try {
     let firstFrameMs = null;
     const onFrame = (_now, meta) => {
       if (firstFrameMs === null) firstFrameMs = performance.now() - t0;
-      frames.push({ rtp: meta.rtpTimestamp, at: performance.now() });
+      frames.push({ rtp: meta.rtpTimestamp, camera: (meta.rtpTimestamp - offset) >>> 0, at: performance.now() });
       video.requestVideoFrameCallback(onFrame);
     };
     video.requestVideoFrameCallback(onFrame);
@@ -63,6 +72,7 @@ try {
       const d = (frames[i].rtp - frames[i - 1].rtp + 2 ** 32) % 2 ** 32;
       steps[d] = (steps[d] || 0) + 1;
     }
+    const displayed = new Set(frames.map((f) => f.camera));
     const del = await fetch(location, { method: 'DELETE' });
     pc.close();
     return {
@@ -74,6 +84,8 @@ try {
       lastSecondsFrames: frames.filter((f) => f.at > performance.now() - 3000).length,
       lastRtpTimestamps: frames.slice(-5).map((f) => f.rtp),
       messages: messages.map((m) => m.type), hello: messages.find((m) => m.type === 'hello'),
+      detections: detections.length,
+      detectionsOnDisplayedFrames: detections.filter((ts) => displayed.has(ts)).length,
       deleteStatus: del.status,
     };
 

@@ -1,0 +1,251 @@
+// Detection boxes drawn on a <canvas> over the live picture, on the frame they
+// were computed for.
+//
+// Detection messages (data channel type "detections", SSE `event: detections`):
+//   {stream, seq, rtp_timestamp, capture_ms, width, height,
+//    boxes: [{x, y, w, h (0..1 of the frame), class_id, label, score}],
+//    infer_ms, latency_ms}
+//
+// Matching a message to a frame:
+//   WebRTC – requestVideoFrameCallback reports each displayed frame's RTP
+//            timestamp (90 kHz). The gateway keeps the camera's timestamps
+//            plus a per-session offset (announced as `rtp_offset` in the
+//            data channel's hello/timing messages), so the frame's camera
+//            timestamp is rtpTimestamp - offset (mod 2^32).
+//   SSE    – frames carry their sequence number as the event id; messages
+//            carry the same `seq`.
+// Boxes are drawn when their frame is on screen: at once if the message
+// arrives while that frame is displayed, or when the frame is displayed if
+// the message came first ("exact"). A message at most one frame interval
+// late (its frame was just replaced) is drawn on the next frame ("late");
+// older ones are dropped ("stale"). Between detected frames (detection runs
+// at a lower rate than video) the last boxes are held while they are at most
+// one detection interval plus one frame interval old, then cleared: boxes
+// never linger on a moved scene.
+//
+// Layout: the canvas covers the media box; the picture is letterboxed inside
+// it (object-fit: contain), so boxes are mapped into the picture's rectangle.
+// The canvas keeps counters for tests and debugging in data-* attributes:
+// data-exact (boxes drawn on their own frame), data-late, data-stale,
+// data-held, data-cleared, data-boxes (boxes drawn now).
+
+const KEEP_MESSAGES = 32;
+
+/** Signed difference a - b of two 32-bit RTP timestamps. */
+const rtpDiff = (a, b) => (a - b) | 0;
+
+function classColour(classId) {
+  const hue = (Number(classId) * 137.508) % 360;
+  return `hsl(${hue.toFixed(0)} 90% 55%)`;
+}
+
+export class DetectionOverlay {
+  #canvas;
+  #ctx;
+  #messages = [];
+  #mode = null; // 'rtp' (WebRTC <video>) | 'seq' (SSE <img>)
+  #source = null;
+  #offset = 0;
+  #frameKey = null;
+  #frameStep = 0;
+  #messageStep = 0;
+  #lastMessageKey = null;
+  #drawn = null; // message on screen
+  #drawnKey = null;
+  #rvfcVideo = null;
+  #rvfcHandle = null;
+  #counts = { exact: 0, late: 0, stale: 0, held: 0, cleared: 0 };
+
+  #onLate;
+
+  /**
+   * @param {HTMLCanvasElement} canvas
+   * @param {{onLate?: (ms: number) => void}} handlers onLate: a WebRTC message came
+   *   this many ms after its frame was replaced (the player can delay playout to match)
+   */
+  constructor(canvas, { onLate } = {}) {
+    this.#canvas = canvas;
+    this.#onLate = onLate;
+    this.#ctx = canvas.getContext('2d');
+    if (typeof ResizeObserver === 'function') new ResizeObserver(() => this.redraw()).observe(canvas);
+  }
+
+  /** Follow a WebRTC <video>: frames are named by RTP timestamp. */
+  watchVideo(video) {
+    this.stop();
+    this.#mode = 'rtp';
+    this.#source = video;
+    if (typeof video.requestVideoFrameCallback !== 'function') return;
+    this.#rvfcVideo = video;
+    const onFrame = (_now, meta) => {
+      if (this.#rvfcVideo !== video) return;
+      if (typeof meta.rtpTimestamp === 'number') {
+        this.#onFrame((meta.rtpTimestamp - this.#offset) >>> 0);
+      }
+      this.#rvfcHandle = video.requestVideoFrameCallback(onFrame);
+    };
+    this.#rvfcHandle = video.requestVideoFrameCallback(onFrame);
+  }
+
+  /** Follow an SSE <img>: call showFrame(seq) for each frame shown. */
+  watchImage(img) {
+    this.stop();
+    this.#mode = 'seq';
+    this.#source = img;
+  }
+
+  /** SSE: the frame with this sequence number is now displayed. */
+  showFrame(seq) {
+    if (this.#mode !== 'seq') return;
+    const key = Number(seq);
+    if (Number.isFinite(key)) this.#onFrame(key);
+  }
+
+  /** The session's RTP timestamp offset (data channel hello/timing `rtp_offset`). */
+  setRtpOffset(offset) {
+    if (Number.isInteger(offset)) this.#offset = offset >>> 0;
+  }
+
+  /** A detection message arrived. */
+  push(msg) {
+    if (!msg || !Array.isArray(msg.boxes) || !this.#mode) return;
+    const key = this.#keyOf(msg);
+    if (key === null) return;
+    if (this.#lastMessageKey !== null) {
+      const step = this.#diff(key, this.#lastMessageKey);
+      if (step > 0) this.#messageStep = step;
+    }
+    this.#lastMessageKey = key;
+    this.#messages.push(msg);
+    if (this.#messages.length > KEEP_MESSAGES) this.#messages.shift();
+    if (key === this.#frameKey) {
+      this.#draw(msg, key, 'exact');
+    } else if (this.#frameKey !== null) {
+      const late = this.#diff(this.#frameKey, key);
+      if (late > 0 && late <= this.#frameStep) this.#draw(msg, key, 'late');
+      else if (late > 0) this.#count('stale');
+      if (late > 0 && this.#mode === 'rtp') this.#onLate?.(late / 90);
+    }
+  }
+
+  /** Stop following; clear the canvas. */
+  stop() {
+    if (this.#rvfcVideo && this.#rvfcHandle !== null) {
+      this.#rvfcVideo.cancelVideoFrameCallback?.(this.#rvfcHandle);
+    }
+    this.#rvfcVideo = null;
+    this.#rvfcHandle = null;
+    this.#mode = null;
+    this.#source = null;
+    this.#messages = [];
+    this.#frameKey = null;
+    this.#lastMessageKey = null;
+    this.#offset = 0;
+    this.#clear();
+  }
+
+  /** Redraw after a layout change (resize, full screen). */
+  redraw() {
+    if (this.#drawn) this.#paint(this.#drawn);
+  }
+
+  #keyOf(msg) {
+    if (this.#mode === 'rtp') return Number.isInteger(msg.rtp_timestamp) ? msg.rtp_timestamp >>> 0 : null;
+    return Number.isFinite(msg.seq) ? msg.seq : null;
+  }
+
+  #diff(a, b) {
+    return this.#mode === 'rtp' ? rtpDiff(a, b) : a - b;
+  }
+
+  #onFrame(key) {
+    if (this.#frameKey !== null) {
+      const step = this.#diff(key, this.#frameKey);
+      if (step > 0) this.#frameStep = step;
+    }
+    this.#frameKey = key;
+    const exact = this.#messages.find((m) => this.#keyOf(m) === key);
+    if (exact) {
+      this.#draw(exact, key, 'exact');
+      return;
+    }
+    if (this.#drawn) {
+      const age = this.#diff(key, this.#drawnKey);
+      const hold = Math.max(this.#messageStep, this.#frameStep) + this.#frameStep;
+      if (age >= 0 && age <= hold) {
+        this.#count('held');
+        return;
+      }
+      this.#count('cleared');
+      this.#clear();
+    }
+  }
+
+  #count(what) {
+    this.#counts[what] += 1;
+    this.#canvas.dataset[what] = String(this.#counts[what]);
+  }
+
+  #draw(msg, key, how) {
+    this.#drawn = msg;
+    this.#drawnKey = key;
+    this.#count(how);
+    this.#paint(msg);
+  }
+
+  #clear() {
+    this.#drawn = null;
+    this.#drawnKey = null;
+    const c = this.#canvas;
+    this.#ctx?.clearRect(0, 0, c.width, c.height);
+    c.dataset.boxes = '0';
+  }
+
+  /** The picture's rectangle inside the canvas (object-fit: contain), in canvas px. */
+  #contentRect(msg) {
+    const c = this.#canvas;
+    const src = this.#source;
+    const vw = src?.videoWidth || src?.naturalWidth || msg.width || 16;
+    const vh = src?.videoHeight || src?.naturalHeight || msg.height || 9;
+    const scale = Math.min(c.width / vw, c.height / vh);
+    const w = vw * scale;
+    const h = vh * scale;
+    return { x: (c.width - w) / 2, y: (c.height - h) / 2, w, h };
+  }
+
+  #paint(msg) {
+    const c = this.#canvas;
+    const ctx = this.#ctx;
+    if (!ctx) return;
+    const dpr = window.devicePixelRatio || 1;
+    const cw = Math.round(c.clientWidth * dpr);
+    const ch = Math.round(c.clientHeight * dpr);
+    if (c.width !== cw || c.height !== ch) {
+      c.width = cw;
+      c.height = ch;
+    }
+    ctx.clearRect(0, 0, c.width, c.height);
+    const r = this.#contentRect(msg);
+    const font = Math.max(11, Math.round(12 * dpr));
+    ctx.font = `600 ${font}px system-ui, sans-serif`;
+    ctx.lineWidth = Math.max(2, Math.round(2 * dpr));
+    ctx.textBaseline = 'top';
+    for (const b of msg.boxes) {
+      const x = r.x + b.x * r.w;
+      const y = r.y + b.y * r.h;
+      const w = b.w * r.w;
+      const h = b.h * r.h;
+      const colour = classColour(b.class_id);
+      ctx.strokeStyle = colour;
+      ctx.strokeRect(x, y, w, h);
+      const text = `${b.label ?? b.class_id} ${Math.round((b.score ?? 0) * 100)}%`;
+      const tw = ctx.measureText(text).width + 8;
+      const ty = y - font - 6 >= r.y ? y - font - 6 : y;
+      ctx.fillStyle = colour;
+      ctx.fillRect(x, ty, tw, font + 6);
+      ctx.fillStyle = '#000';
+      ctx.fillText(text, x + 4, ty + 3);
+    }
+    c.dataset.boxes = String(msg.boxes.length);
+  }
+}

@@ -1,0 +1,70 @@
+// The web UI's detection overlay in headless Debian Chromium (playwright-core): with
+// detection on, the test camera's card draws boxes on a canvas over the WebRTC <video>
+// (matched to frames by RTP timestamp) and over the SSE <img> (matched by sequence
+// number), inside the letterboxed picture.
+// Usage: node tests/browser/overlay.mjs BASE_URL [SCREENSHOT_DIR]
+// Prints one line per check and exits non-zero on the first failure.
+import { chromium } from 'playwright-core';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+
+const [base, shots] = process.argv.slice(2);
+assert.ok(base, 'usage: node overlay.mjs BASE_URL [SCREENSHOT_DIR]');
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    '--autoplay-policy=no-user-gesture-required'],
+});
+const hardStop = setTimeout(() => { console.error('FAIL: over 80 s'); process.exit(1); }, 80_000);
+
+/** Boxes drawn on their own frame, and coloured pixels inside the picture's rectangle only. */
+async function expectBoxes(page, what) {
+  const card = page.locator('article.card', { hasText: 'testcam' });
+  await card.waitFor({ timeout: 10_000 });
+  const canvas = await card.locator('canvas.media-overlay').elementHandle();
+  await page.waitForFunction((el) => Number(el.dataset.exact || 0) >= 5 && Number(el.dataset.boxes || 0) > 0,
+    canvas, { timeout: 30_000 });
+  const r = await canvas.evaluate((el) => {
+    // A portrait phone letterboxes the 16:9 picture: nothing may be drawn above or below it.
+    const ctx = el.getContext('2d');
+    const { width, height } = el;
+    const data = ctx.getImageData(0, 0, width, height).data;
+    const pictureH = width * 9 / 16;
+    const top = (height - pictureH) / 2;
+    let inside = 0;
+    let outside = 0;
+    for (let y = 0; y < height; y += 1) {
+      for (let x = 0; x < width; x += 2) {
+        if (data[(y * width + x) * 4 + 3] === 0) continue;
+        if (y >= top - 1 && y <= top + pictureH + 1) inside += 1; else outside += 1;
+      }
+    }
+    return { exact: Number(el.dataset.exact), held: Number(el.dataset.held || 0), inside, outside, width, height };
+  });
+  assert.ok(r.inside > 50, `${what}: box pixels drawn ${JSON.stringify(r)}`);
+  assert.equal(r.outside, 0, `${what}: nothing drawn in the letterbox bars ${JSON.stringify(r)}`);
+  console.log(`ok ${what}: ${JSON.stringify(r)}`);
+}
+
+try {
+  const errors = [];
+  for (const [query, what] of [['', 'webrtc'], ['?transport=sse', 'sse']]) {
+    const page = await browser.newPage({ viewport: { width: 390, height: 844 } });
+    page.on('pageerror', (e) => errors.push(String(e)));
+    await page.goto(`${base}/${query}`);
+    // Make the media box taller than 16:9 so the picture is letterboxed.
+    await page.addStyleTag({ content: '.media { aspect-ratio: 3 / 4 !important; }' });
+    await expectBoxes(page, what);
+    if (shots) await page.screenshot({ path: join(shots, `overlay-${what}.png`), fullPage: true });
+    await page.close();
+  }
+  assert.deepEqual(errors, [], 'no page errors');
+} catch (e) {
+  console.error(`FAIL ${e.stack || e}`);
+  process.exitCode = 1;
+} finally {
+  clearTimeout(hardStop);
+  await browser.close();
+}
