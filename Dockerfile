@@ -6,10 +6,10 @@ RUN apt-get update && apt-get install -y --no-install-recommends cmake nasm pkg-
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-RUN cargo build --release --bin gateway --bin loadtest
+RUN cargo build --release --bin gateway --bin infer-worker --bin loadtest
 
 FROM python:3.11-slim-bookworm AS onnxruntime
-# The ONNX Runtime shared library for infer-worker (issue #4), from the PyPI wheel.
+# The ONNX Runtime shared library for infer-worker, from the PyPI wheel.
 RUN pip install --no-cache-dir onnxruntime==1.31.1 \
     && cp /usr/local/lib/python3.11/site-packages/onnxruntime/capi/libonnxruntime.so.* /usr/local/lib/
 
@@ -17,10 +17,13 @@ FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --home /opt/sightline sightline
-COPY --from=build /src/target/release/gateway /src/target/release/loadtest /usr/local/bin/
+# infer-worker next to gateway: the gateway spawns it from its own directory.
+COPY --from=build /src/target/release/gateway /src/target/release/infer-worker /src/target/release/loadtest /usr/local/bin/
 COPY --from=onnxruntime /usr/local/lib/libonnxruntime.so.* /usr/local/lib/
+ENV ORT_DYLIB_PATH=/usr/local/lib/libonnxruntime.so.1.31.1
 COPY static /opt/sightline/static
 COPY config /opt/sightline/config
+COPY models /opt/sightline/models
 WORKDIR /opt/sightline
 USER sightline
 EXPOSE 8080 8554 8189-8190/udp

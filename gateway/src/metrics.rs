@@ -17,6 +17,11 @@ const NETWORK_BUCKETS: &[f64] = &[0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.0
 /// Buckets for the fraction of packets lost per receiver report.
 const LOSS_BUCKETS: &[f64] = &[0.0, 0.001, 0.01, 0.05, 0.1, 0.25, 1.0];
 
+/// Buckets for detection (inference, frame -> boxes out), seconds: 1 ms to 2 s.
+const DETECT_BUCKETS: &[f64] = &[0.001, 0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.0];
+/// Buckets for the gateway's hand-off of a picture to a worker, seconds: 20 us to 20 ms.
+const HANDOFF_BUCKETS: &[f64] = &[0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.02];
+
 /// Installs the global recorder once and returns its handle (for `GET /metrics`).
 pub fn handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -29,6 +34,10 @@ pub fn handle() -> &'static PrometheusHandle {
             .and_then(|b| b.set_buckets_for_metric(Matcher::Full("sightline_webrtc_rtt_seconds".into()), NETWORK_BUCKETS))
             .and_then(|b| b.set_buckets_for_metric(Matcher::Full("sightline_webrtc_jitter_seconds".into()), NETWORK_BUCKETS))
             .and_then(|b| b.set_buckets_for_metric(Matcher::Full("sightline_webrtc_loss_ratio".into()), LOSS_BUCKETS))
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Prefix("sightline_detect_inference".into()), DETECT_BUCKETS))
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Prefix("sightline_detect_frame_to_box".into()), DETECT_BUCKETS))
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Prefix("sightline_detect_slot_wait".into()), DETECT_BUCKETS))
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Prefix("sightline_detect_handoff".into()), HANDOFF_BUCKETS))
             .expect("bucket lists are not empty")
             .install_recorder()
             .expect("the metrics recorder is installed once");
@@ -60,4 +69,14 @@ fn describe() {
     describe_histogram!("sightline_webrtc_loss_ratio", "Fraction of packets lost per viewer receiver report");
     describe_counter!("sightline_webrtc_packets_lost_total", "Packets viewers reported lost (RTCP cumulative lost)");
     describe_counter!("sightline_webrtc_keyframe_requests_total", "PLI/FIR from viewers, answered from the cached GOP");
+    describe_gauge!("sightline_detect_workers", "Detection workers connected");
+    describe_counter!("sightline_detect_worker_restarts_total", "Spawned detection workers that exited and were started again");
+    describe_counter!("sightline_detect_frames_total", "Frames inferred, by stream (detections/s = rate of this)");
+    describe_counter!("sightline_detect_boxes_total", "Boxes sent to viewers, by stream");
+    describe_counter!("sightline_detect_frames_skipped_total", "Decoded frames replaced in their stream's slot before a worker was free");
+    describe_counter!("sightline_detect_failures_total", "Frames a worker reported it could not process");
+    describe_histogram!("sightline_detect_inference_seconds", Unit::Seconds, "Model run time per frame, as the worker measured it");
+    describe_histogram!("sightline_detect_frame_to_box_seconds", Unit::Seconds, "Capture -> detection message out");
+    describe_histogram!("sightline_detect_slot_wait_seconds", Unit::Seconds, "Time a picture waited in its slot for a free worker");
+    describe_histogram!("sightline_detect_handoff_seconds", "Gateway time to hand a picture to a worker (copy into the ring, send the header)");
 }

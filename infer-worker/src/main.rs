@@ -2,7 +2,9 @@
 //!
 //! `infer-worker detect --model M.onnx --image frame.jpg` prints the detections of one JPEG
 //! as JSON (boxes in source pixels); `infer-worker serve --socket S --model M.onnx` connects
-//! to the gateway and answers the frames it sends (see the library's `wire` module).
+//! to the gateway and answers the frames it sends (see the library's `wire` module);
+//! `infer-worker bench --model M.onnx` measures bare throughput (the baseline the gateway's
+//! end-to-end detections/s are compared with, `scripts/bench-detect.sh`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -63,6 +65,21 @@ enum Command {
         #[command(flatten)]
         model: ModelArgs,
     },
+    /// Bare throughput: run the whole per-frame path (I420 -> letterbox -> model -> NMS) on
+    /// one synthetic picture in a loop, as a worker would, and print JSON (frames/s, ms).
+    Bench {
+        /// Seconds to run.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Picture width, px.
+        #[arg(long, default_value_t = 1280)]
+        width: u32,
+        /// Picture height, px.
+        #[arg(long, default_value_t = 720)]
+        height: u32,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
     /// Detect objects in one JPEG and print JSON.
     Detect {
         /// A JPEG picture.
@@ -95,6 +112,35 @@ fn detect(model: &ModelArgs, image: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn bench(model: &ModelArgs, seconds: f64, width: u32, height: u32) -> anyhow::Result<()> {
+    let mut detector = model.load()?;
+    let (cw, ch) = (width.div_ceil(2) as usize, height.div_ceil(2) as usize);
+    // Mid-grey with a diagonal gradient, limited range: content does not change the work.
+    let y: Vec<u8> = (0..(width * height) as usize).map(|i| 16 + (i % 200) as u8).collect();
+    let (u, v) = (vec![128u8; cw * ch], vec![128u8; cw * ch]);
+    let picture = infer::image::I420 { width, height, y: &y, u: &u, v: &v, strides: (width, cw as u32), full_range: false };
+    detector.detect_i420(&picture)?; // warm-up
+    let started = std::time::Instant::now();
+    let (mut frames, mut pre, mut run, mut post) = (0u64, 0f64, 0f64, 0f64);
+    while started.elapsed().as_secs_f64() < seconds {
+        let t = detector.detect_i420_timed(&picture)?;
+        frames += 1;
+        pre += f64::from(t.pre_ms);
+        run += f64::from(t.infer_ms);
+        post += f64::from(t.post_ms);
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let n = frames.max(1) as f64;
+    println!(
+        "{}",
+        serde_json::json!({
+            "frames": frames, "frames_per_s": frames as f64 / wall, "threads": model.threads,
+            "pre_ms": pre / n, "infer_ms": run / n, "post_ms": post / n, "width": width, "height": height,
+        })
+    );
+    Ok(())
+}
+
 fn serve(socket: PathBuf, model: &ModelArgs) -> anyhow::Result<()> {
     let detector = model.load()?;
     let name = model.model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -107,6 +153,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { socket, model } => serve(socket, &model),
         Command::Detect { image, model } => detect(&model, image),
+        Command::Bench { seconds, width, height, model } => bench(&model, seconds, width, height),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
