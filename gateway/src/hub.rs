@@ -75,11 +75,16 @@ struct Cache {
     sps: Bytes,
 }
 
+/// Units remembered for [`Hub::unit_near`]: about 2 s at 30 fps.
+const RECENT_UNITS: usize = 64;
+
 /// Fan-out of one stream's access units. See the module docs.
 #[derive(Debug)]
 pub struct Hub {
     stream_id: Arc<str>,
     cache: Mutex<Cache>,
+    /// (capture_ms, seq, rtp_timestamp) of the last [`RECENT_UNITS`] units.
+    recent: Mutex<std::collections::VecDeque<(u64, u64, u32)>>,
     tx: broadcast::Sender<Arc<AccessUnit>>,
     sps: watch::Sender<Option<h264::SpsInfo>>,
 }
@@ -103,6 +108,7 @@ impl Hub {
         Hub {
             stream_id: stream_id.into(),
             cache: Mutex::new(Cache { gop: Vec::new(), next_seq: 1, sps: Bytes::new() }),
+            recent: Mutex::default(),
             tx: broadcast::channel(FANOUT_DEPTH).0,
             sps: watch::Sender::new(None),
         }
@@ -113,6 +119,13 @@ impl Hub {
         let mut cache = self.cache.lock().expect("hub lock poisoned");
         let au = Arc::new(AccessUnit::new(cache.next_seq, unit));
         cache.next_seq += 1;
+        {
+            let mut recent = self.recent.lock().expect("hub lock poisoned");
+            if recent.len() == RECENT_UNITS {
+                recent.pop_front();
+            }
+            recent.push_back((au.capture_ms, au.seq, au.rtp_timestamp));
+        }
         if au.keyframe {
             cache.gop.clear();
             self.note_sps(&mut cache, &au);
@@ -126,6 +139,19 @@ impl Hub {
         // cached GOP or from the channel.
         let _ = self.tx.send(au.clone());
         au
+    }
+
+    /// The recent unit captured closest to `capture_ms` (ms since the Unix epoch), if one is
+    /// within `tolerance_ms`: its `(seq, rtp_timestamp)`. Names this replica's copy of a frame
+    /// that another replica (with its own RTSP session, numbering and timestamps) describes.
+    pub fn unit_near(&self, capture_ms: u64, tolerance_ms: u64) -> Option<(u64, u32)> {
+        let recent = self.recent.lock().expect("hub lock poisoned");
+        recent
+            .iter()
+            .map(|&(at, seq, ts)| (at.abs_diff(capture_ms), seq, ts))
+            .filter(|&(d, _, _)| d <= tolerance_ms)
+            .min_by_key(|&(d, _, _)| d)
+            .map(|(_, seq, ts)| (seq, ts))
     }
 
     /// Parses the keyframe's SPS when it differs from the last one seen.

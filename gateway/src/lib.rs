@@ -71,7 +71,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     // Detection is optional: if its socket cannot be set up, video still runs.
     let detect = match config.detect.enabled {
-        true => match detect::Detect::start(&config.detect) {
+        true => match detect::Detect::start(&config.detect, store.clone()) {
             Ok(d) => Some(d),
             Err(e) => {
                 tracing::error!(error = %e, "detection disabled");

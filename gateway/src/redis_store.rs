@@ -7,6 +7,10 @@
 //!   record}` from inside the same Lua script, so events follow writes in generation order.
 //! - `sightline:replica:{rid}`: heartbeat string with a TTL: `{http, started_at_ms, viewers}`.
 //! - `sightline:whep:{session}`: the replica that owns a WHEP session, with a TTL.
+//! - `sightline:lease:detect:{id}`: the replica that runs detection for the stream (PX lease,
+//!   renewed by its holder, taken with SET NX by another when it lapses).
+//! - `sightline:detections:{id}`: pub/sub; the lease holder's detection messages, each sent
+//!   as `{replica id}\n{json}` so the sender skips its own.
 //!
 //! Failure handling: while Redis is unreachable, writes fail with
 //! [`StoreError::Unavailable`] (the API answers 503, never a silent local-only change) and
@@ -56,9 +60,28 @@ fn replica_key(rid: &str) -> String {
     format!("sightline:replica:{rid}")
 }
 
+fn lease_key(stream: &str) -> String {
+    format!("sightline:lease:detect:{stream}")
+}
+
+/// Pattern of the detection relay channels.
+const DETECTIONS_PATTERN: &str = "sightline:detections:*";
+
 fn whep_key(session: &str) -> String {
     format!("sightline:whep:{session}")
 }
+
+/// Takes or renews a lease: ARGV = replica id, ttl ms. Returns 1 when the caller holds it.
+const LEASE: &str = r"
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
+if not holder then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
+return 0";
+
+/// Deletes a lease only if the caller holds it: ARGV = replica id.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0";
 
 /// Creates the hash from ARGV (field, value, …) unless it exists; returns it.
 const ENSURE: &str = r"
@@ -170,6 +193,10 @@ pub struct RedisStore {
     ensure: redis::Script,
     set_active: redis::Script,
     restore: redis::Script,
+    lease: redis::Script,
+    release: redis::Script,
+    /// Other replicas' detection messages.
+    detections: broadcast::Sender<(String, Arc<str>)>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -208,6 +235,9 @@ impl RedisStore {
             ensure: redis::Script::new(ENSURE),
             set_active: redis::Script::new(SET_ACTIVE),
             restore: redis::Script::new(RESTORE),
+            lease: redis::Script::new(LEASE),
+            release: redis::Script::new(RELEASE),
+            detections: broadcast::channel(EVENT_BUFFER).0,
         });
         tokio::spawn(store.clone().follow_events());
         tokio::spawn(store.clone().heartbeat());
@@ -256,6 +286,7 @@ impl RedisStore {
             let connect = async {
                 let mut pubsub = self.client.get_async_pubsub().await?;
                 pubsub.subscribe(&[EVENTS_CHANNEL, keepalive.as_str()]).await?;
+                pubsub.psubscribe(DETECTIONS_PATTERN).await?;
                 Ok::<_, redis::RedisError>(pubsub)
             };
             match tokio::time::timeout(COMMAND_TIMEOUT * 2, connect).await {
@@ -266,8 +297,11 @@ impl RedisStore {
                     let mut messages = pubsub.on_message();
                     // Silence longer than a few keepalives means a dead connection.
                     while let Ok(Some(msg)) = tokio::time::timeout(SUBSCRIPTION_SILENCE, messages.next()).await {
-                        if msg.get_channel_name() == EVENTS_CHANNEL {
+                        let channel = msg.get_channel_name();
+                        if channel == EVENTS_CHANNEL {
                             self.on_message(msg.get_payload_bytes());
+                        } else if let Some(stream) = channel.strip_prefix("sightline:detections:") {
+                            self.on_detections(stream, msg.get_payload_bytes());
                         }
                     }
                     warn!("Redis event subscription lost; replicas keep the last state they had");
@@ -295,6 +329,18 @@ impl RedisStore {
                 let _ = self.events.send(StateEvent { action: event.action, record });
             }
             Err(e) => warn!(stream = %event.stream, error = %e, "ignoring an event with a bad record"),
+        }
+    }
+
+    /// A relayed detection message: `{replica id}\n{json}`; this replica's own are skipped.
+    fn on_detections(&self, stream: &str, payload: &[u8]) {
+        let Ok(text) = std::str::from_utf8(payload) else { return };
+        let Some((from, json)) = text.split_once('\n') else {
+            warn!(stream, "ignoring a malformed message on sightline:detections");
+            return;
+        };
+        if from != self.replica_id {
+            let _ = self.detections.send((stream.to_owned(), json.into()));
         }
     }
 
@@ -433,6 +479,36 @@ impl StateStore for RedisStore {
         }
         let info: Option<String> = self.run(conn.get(replica_key(&rid))).await?;
         Ok(info.and_then(|i| serde_json::from_str::<ReplicaInfo>(&i).ok()).map(|i| i.http))
+    }
+
+    async fn acquire_detect_lease(&self, stream: &str, ttl: Duration) -> Result<bool, StoreError> {
+        Ok(self.lease_call(&self.lease, stream, Some(ttl)).await? == 1)
+    }
+
+    async fn release_detect_lease(&self, stream: &str) -> Result<(), StoreError> {
+        self.lease_call(&self.release, stream, None).await.map(|_| ())
+    }
+
+    async fn publish_detections(&self, stream: &str, json: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let payload = format!("{}\n{json}", self.replica_id);
+        self.run(conn.publish::<_, _, ()>(format!("sightline:detections:{stream}"), payload)).await
+    }
+
+    fn subscribe_detections(&self) -> Option<broadcast::Receiver<(String, Arc<str>)>> {
+        Some(self.detections.subscribe())
+    }
+}
+
+impl RedisStore {
+    async fn lease_call(&self, script: &redis::Script, stream: &str, ttl: Option<Duration>) -> Result<i64, StoreError> {
+        let mut call = script.key(lease_key(stream));
+        call.arg(&self.replica_id);
+        if let Some(ttl) = ttl {
+            call.arg(ttl.as_millis() as u64);
+        }
+        let mut conn = self.conn();
+        self.run(call.invoke_async::<i64>(&mut conn)).await
     }
 }
 

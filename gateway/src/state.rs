@@ -109,6 +109,29 @@ pub trait StateStore: Send + Sync + 'static {
     async fn whep_session_owner(&self, _session: &str) -> Result<Option<String>, StoreError> {
         Ok(None)
     }
+
+    /// Takes or renews the detection lease of `stream` (`sightline:lease:detect:{id}`) for
+    /// `ttl`; `true` when this replica holds it (and should run detection). A single-process
+    /// store always grants it.
+    async fn acquire_detect_lease(&self, _stream: &str, _ttl: std::time::Duration) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    /// Gives the lease back if this replica holds it.
+    async fn release_detect_lease(&self, _stream: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Sends a detection message (JSON) to the other replicas (`sightline:detections:{id}`).
+    async fn publish_detections(&self, _stream: &str, _json: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Detection messages other replicas published, as `(stream, json)`; `None` for a
+    /// single-process store.
+    fn subscribe_detections(&self) -> Option<broadcast::Receiver<(String, std::sync::Arc<str>)>> {
+        None
+    }
 }
 
 /// Milliseconds since the Unix epoch.

@@ -7,7 +7,8 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::watch;
@@ -65,6 +66,8 @@ pub struct StreamRuntime {
     pub pixels: Arc<Pixels>,
     /// Detection, when on for this stream.
     detect: Option<Arc<Detect>>,
+    /// This replica holds the stream's detection lease and runs detection itself.
+    detects_here: AtomicBool,
     health: watch::Sender<Health>,
     record: watch::Sender<StreamRecord>,
     consumers: watch::Sender<usize>,
@@ -146,6 +149,7 @@ impl StreamRuntime {
             pixels: Pixels::new(&config.id, hub.clone(), queue_depth),
             hub,
             detect: detect.filter(|_| config.detect),
+            detects_here: AtomicBool::new(false),
             health: watch::Sender::new(Health { state, ..Health::default() }),
             record: watch::Sender::new(record),
             consumers: watch::Sender::new(0),
@@ -229,7 +233,10 @@ impl StreamRuntime {
             updated_at_ms: r.updated_at_ms,
             updated_by: r.updated_by,
             health: self.health_view(),
-            detection: self.detect.as_ref().map_or_else(DetectionView::off, |d| d.view()),
+            detection: self.detect.as_ref().map_or_else(DetectionView::off, |d| DetectionView {
+                runs_here: self.detects_here.load(Ordering::Relaxed),
+                ..d.view()
+            }),
         }
     }
 
@@ -242,8 +249,29 @@ impl StreamRuntime {
         self.record.borrow().active && (!self.config.on_demand || *self.consumers.borrow() > 0)
     }
 
+    /// Holds (takes, renews) the stream's detection lease while the camera is pulled and
+    /// runs detection while it holds it; replicas without it get the holder's messages
+    /// through the store. Runs until aborted. If the store cannot be reached, detection runs
+    /// here (duplicate work beats no boxes).
+    async fn lead_detection(self: Arc<Self>, store: Arc<dyn StateStore>) {
+        loop {
+            let held = match store.acquire_detect_lease(&self.config.id, DETECT_LEASE_TTL).await {
+                Ok(held) => held,
+                Err(e) => {
+                    tracing::debug!(stream = %self.config.id, error = %e, "detection lease unknown; detecting here");
+                    true
+                }
+            };
+            if held != self.detects_here.swap(held, Ordering::Relaxed) {
+                info!(stream = %self.config.id, here = held, "detection lease {}", if held { "taken" } else { "held by another replica" });
+                self.pixels.set_detect(if held { self.detect.clone() } else { None });
+            }
+            tokio::time::sleep(DETECT_LEASE_RENEW).await;
+        }
+    }
+
     /// Starts and stops ingest as the stream's record and viewers change. Runs forever.
-    async fn supervise(self: Arc<Self>, ingest_config: IngestConfig) {
+    async fn supervise(self: Arc<Self>, ingest_config: IngestConfig, store: Arc<dyn StateStore>) {
         let mut record = self.record.subscribe();
         let mut consumers = self.consumers.subscribe();
         loop {
@@ -260,10 +288,8 @@ impl StreamRuntime {
                 health: self.health.clone(),
             }));
             info!(stream = %self.config.id, "pulling camera");
-            // Detection runs while the camera is pulled.
-            if self.detect.is_some() {
-                self.pixels.set_detect(self.detect.clone());
-            }
+            // Detection runs while the camera is pulled, on the replica holding the lease.
+            let lead = self.detect.is_some().then(|| tokio::spawn(self.clone().lead_detection(store.clone())));
             loop {
                 let active = record.borrow_and_update().active;
                 let watched = *consumers.borrow_and_update() > 0;
@@ -285,7 +311,15 @@ impl StreamRuntime {
             }
             task.abort();
             let _ = task.await;
-            self.pixels.set_detect(None);
+            if let Some(lead) = lead {
+                lead.abort();
+                let _ = lead.await;
+                self.pixels.set_detect(None);
+                if self.detects_here.swap(false, Ordering::Relaxed) {
+                    let (store, id) = (store.clone(), self.config.id.clone());
+                    tokio::spawn(async move { store.release_detect_lease(&id).await });
+                }
+            }
             self.hub.clear_cache();
             let active = self.record.borrow().active;
             info!(stream = %self.config.id, active, "stopped pulling camera");
@@ -297,6 +331,14 @@ impl StreamRuntime {
         }
     }
 }
+
+/// Lifetime of the detection lease; its holder renews it every [`DETECT_LEASE_RENEW`].
+const DETECT_LEASE_TTL: Duration = Duration::from_secs(6);
+/// How often the lease is renewed, or tried by replicas that do not hold it.
+const DETECT_LEASE_RENEW: Duration = Duration::from_secs(2);
+/// Largest capture-time difference between two replicas' copies of one frame, ms (under
+/// half a frame interval at 30 fps).
+const RELAY_MATCH_MS: u64 = 15;
 
 /// All streams of this gateway.
 #[derive(Debug)]
@@ -339,10 +381,45 @@ impl Streams {
         let streams = Arc::new(Streams { map, store, replica_id });
         for rt in streams.map.values() {
             let span = tracing::info_span!("stream", id = %rt.config.id);
-            tokio::spawn(rt.clone().supervise(config.ingest.clone()).instrument(span));
+            tokio::spawn(rt.clone().supervise(config.ingest.clone(), streams.store.clone()).instrument(span));
+        }
+        if let Some(relayed) = streams.store.subscribe_detections() {
+            tokio::spawn(streams.clone().relay_in(relayed));
         }
         tokio::spawn(streams.clone().follow_store());
         Ok(streams)
+    }
+
+    /// Delivers detection messages from the replica holding a stream's lease to this
+    /// replica's viewers, renamed to this replica's copy of the frame: its own RTSP session
+    /// numbers (`seq`) and timestamps (`rtp_timestamp`) differ, so the frame is found by
+    /// capture time (within [`RELAY_MATCH_MS`]); unmatched messages are dropped and counted.
+    async fn relay_in(self: Arc<Self>, mut relayed: tokio::sync::broadcast::Receiver<(String, Arc<str>)>) {
+        loop {
+            let (stream, json) = match relayed.recv().await {
+                Ok(m) => m,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            let Some(rt) = self.map.get(&stream) else { continue };
+            let Some(detect) = &rt.detect else { continue };
+            if rt.detects_here.load(Ordering::Relaxed) {
+                continue;
+            }
+            let Ok(mut msg) = serde_json::from_str::<serde_json::Value>(&json) else {
+                warn!(stream, "ignoring a malformed relayed detection message");
+                continue;
+            };
+            let Some(capture_ms) = msg["capture_ms"].as_u64() else { continue };
+            let Some((seq, rtp_timestamp)) = rt.hub.unit_near(capture_ms, RELAY_MATCH_MS) else {
+                metrics::counter!("sightline_detect_relay_unmatched_total", "stream" => stream.clone()).increment(1);
+                continue;
+            };
+            msg["seq"] = seq.into();
+            msg["rtp_timestamp"] = rtp_timestamp.into();
+            metrics::counter!("sightline_detect_relayed_total", "stream" => stream.clone()).increment(1);
+            detect.publish_local(&stream, msg.to_string().into());
+        }
     }
 
     /// Applies store events to the runtimes; after a lag, re-reads every record.

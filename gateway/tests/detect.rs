@@ -15,21 +15,10 @@ use std::time::{Duration, Instant};
 use common::*;
 use infer::wire::{self, Detections, Hello, Message, WireBox};
 use serde_json::Value;
-use sightline::testcam::scene::{read_pixel_clock, shapes_at};
+use sightline::testcam::scene::read_pixel_clock;
 
 fn detect_config() -> String {
     "[detect]\nmodel = \"{workspace}/models/testcam-shapes.onnx\"\nworkers = 1\nfps = 10\n".to_owned()
-}
-
-/// IoU of two `[x, y, w, h]` boxes.
-fn iou(a: [f64; 4], b: [f64; 4]) -> f64 {
-    let ix = (a[0] + a[2]).min(b[0] + b[2]) - a[0].max(b[0]);
-    let iy = (a[1] + a[3]).min(b[1] + b[3]) - a[1].max(b[1]);
-    if ix <= 0.0 || iy <= 0.0 {
-        return 0.0;
-    }
-    let inter = ix * iy;
-    inter / (a[2] * a[3] + b[2] * b[3] - inter)
 }
 
 /// Waits until the stream's detection status is `state`; returns the detection object.
@@ -78,27 +67,7 @@ async fn boxes_land_on_the_shapes_of_their_frame() {
                 }
                 last_ts = Some(ts);
                 let Some(data) = frames.get(&d["seq"].to_string()) else { continue };
-                let picture = decode_frame(data);
-                let (_, n) = read_pixel_clock(&picture.gray, picture.width, picture.width, picture.height).expect("pixel clock");
-                let shapes = shapes_at(u64::from(n), 1280, 720);
-                let truths: Vec<[f64; 4]> = shapes.iter().map(|s| [s.x as f64, s.y as f64, s.w as f64, s.h as f64]).collect();
-                let boxes = d["boxes"].as_array().unwrap();
-                for (i, shape) in shapes.iter().enumerate() {
-                    // A shape partly under a later-drawn one is not fully visible.
-                    if truths[i + 1..].iter().any(|later| iou(*later, truths[i]) > 0.0) {
-                        continue;
-                    }
-                    let best = boxes
-                        .iter()
-                        .filter(|b| b["label"] == shape.kind.label())
-                        .map(|b| {
-                            let f = |k: &str| b[k].as_f64().unwrap();
-                            assert!((0.0..=1.0).contains(&f("x")) && f("w") > 0.0 && f("x") + f("w") <= 1.0 + 1e-6, "normalised: {b}");
-                            iou([f("x") * 1280.0, f("y") * 720.0, f("w") * 1280.0, f("h") * 720.0], truths[i])
-                        })
-                        .fold(0.0f64, f64::max);
-                    assert!(best >= 0.5, "frame {n} (seq {}): {} at {:?}: best IoU {best:.2} in {d}", d["seq"], shape.kind.label(), truths[i]);
-                }
+                assert_boxes_on_shapes(&d, data);
                 checked += 1;
             }
             _ => {}

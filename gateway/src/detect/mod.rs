@@ -21,10 +21,11 @@ use std::time::Instant;
 
 use serde::Serialize;
 use tokio::net::UnixListener;
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::{Notify, broadcast, mpsc};
 use tracing::{error, info, warn};
 
 use crate::config::DetectConfig;
+use crate::state::StateStore;
 
 /// Detection messages queued per subscriber before it skips to the newest.
 const OUTPUT_QUEUE: usize = 16;
@@ -125,12 +126,15 @@ pub struct DetectionView {
     pub provider: Option<String>,
     /// Frames per second cap.
     pub fps: u32,
+    /// Whether this replica runs detection for the stream (holds its lease); otherwise the
+    /// boxes come from the replica that does.
+    pub runs_here: bool,
 }
 
 impl DetectionView {
     /// The view for a stream without detection.
     pub fn off() -> DetectionView {
-        DetectionView { state: "off", reason: None, workers: 0, model: None, provider: None, fps: 0 }
+        DetectionView { state: "off", reason: None, workers: 0, model: None, provider: None, fps: 0, runs_here: false }
     }
 }
 
@@ -229,12 +233,15 @@ pub struct Detect {
     scheduler: Scheduler,
     outputs: Mutex<HashMap<String, broadcast::Sender<Arc<str>>>>,
     status: Mutex<Status>,
+    /// With a shared store: this replica's messages go to the other replicas through it.
+    relay: Option<mpsc::Sender<(String, Arc<str>)>>,
 }
 
 impl Detect {
     /// Binds the worker socket, starts accepting workers and spawns `config.worker_count()`
-    /// supervised worker processes.
-    pub fn start(config: &DetectConfig) -> anyhow::Result<Arc<Detect>> {
+    /// supervised worker processes. With a store shared by replicas, the messages this
+    /// replica produces are also published to the others (`sightline:detections:{id}`).
+    pub fn start(config: &DetectConfig, store: Arc<dyn StateStore>) -> anyhow::Result<Arc<Detect>> {
         let socket = match &config.socket {
             Some(path) => path.clone(),
             None => private_socket_path()?,
@@ -251,6 +258,11 @@ impl Detect {
             scheduler: Scheduler::default(),
             outputs: Mutex::default(),
             status: Mutex::default(),
+            relay: store.subscribe_detections().is_some().then(|| {
+                let (tx, rx) = mpsc::channel(RELAY_QUEUE);
+                tokio::spawn(relay_out(store, rx));
+                tx
+            }),
         });
         metrics::gauge!("sightline_detect_workers").set(0.0);
         metrics::counter!("sightline_detect_worker_restarts_total").absolute(0);
@@ -302,7 +314,8 @@ impl Detect {
             .subscribe()
     }
 
-    /// Sends a detection message to the stream's subscribers.
+    /// Sends a detection message this replica produced to the stream's subscribers, and to
+    /// the other replicas when the store is shared.
     pub fn publish(&self, message: &DetectionMessage) {
         let json: Arc<str> = match serde_json::to_string(message) {
             Ok(s) => s.into(),
@@ -311,7 +324,17 @@ impl Detect {
                 return;
             }
         };
-        if let Some(tx) = self.outputs.lock().expect("outputs lock poisoned").get(&message.stream) {
+        if let Some(relay) = &self.relay
+            && relay.try_send((message.stream.clone(), json.clone())).is_err()
+        {
+            metrics::counter!("sightline_detect_relay_dropped_total", "stream" => message.stream.clone()).increment(1);
+        }
+        self.publish_local(&message.stream, json);
+    }
+
+    /// Sends a detection message (JSON) to this replica's subscribers of `stream` only.
+    pub fn publish_local(&self, stream: &str, json: Arc<str>) {
+        if let Some(tx) = self.outputs.lock().expect("outputs lock poisoned").get(stream) {
             let _ = tx.send(json);
         }
     }
@@ -332,6 +355,7 @@ impl Detect {
             model: any.map(|w| w.model.clone()),
             provider: any.map(|w| w.provider.clone()),
             fps: self.config.fps,
+            runs_here: false,
         }
     }
 
@@ -379,6 +403,18 @@ impl Detect {
             && let Some(dir) = self.socket.parent()
         {
             let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// Messages queued for the relay before they are dropped (Redis slow or down).
+const RELAY_QUEUE: usize = 256;
+
+/// Publishes this replica's detection messages through the store, in order.
+async fn relay_out(store: Arc<dyn StateStore>, mut rx: mpsc::Receiver<(String, Arc<str>)>) {
+    while let Some((stream, json)) = rx.recv().await {
+        if let Err(e) = store.publish_detections(&stream, &json).await {
+            tracing::debug!(stream, error = %e, "cannot relay detections");
         }
     }
 }

@@ -414,3 +414,42 @@ impl Drop for Nginx {
         let _ = self.child.wait();
     }
 }
+
+/// IoU of two `[x, y, w, h]` boxes.
+pub fn iou(a: [f64; 4], b: [f64; 4]) -> f64 {
+    let ix = (a[0] + a[2]).min(b[0] + b[2]) - a[0].max(b[0]);
+    let iy = (a[1] + a[3]).min(b[1] + b[3]) - a[1].max(b[1]);
+    if ix <= 0.0 || iy <= 0.0 {
+        return 0.0;
+    }
+    let inter = ix * iy;
+    inter / (a[2] * a[3] + b[2] * b[3] - inter)
+}
+
+/// Checks a detection message (JSON) against the test camera frame it names (`frame_data`:
+/// the SSE frame with the message's `seq`): every fully visible shape the camera drew has a
+/// box of its class with IoU >= 0.5, and boxes are normalised to 0..1.
+pub fn assert_boxes_on_shapes(d: &serde_json::Value, frame_data: &str) {
+    let picture = decode_frame(frame_data);
+    let (_, n) = pixel_clock(&picture).expect("pixel clock");
+    let (w, h) = (picture.width, picture.height);
+    let shapes = sightline::testcam::scene::shapes_at(u64::from(n), w, h);
+    let truths: Vec<[f64; 4]> = shapes.iter().map(|s| [s.x as f64, s.y as f64, s.w as f64, s.h as f64]).collect();
+    let boxes = d["boxes"].as_array().expect("boxes");
+    for (i, shape) in shapes.iter().enumerate() {
+        // A shape partly under a later-drawn one is not fully visible.
+        if truths[i + 1..].iter().any(|later| iou(*later, truths[i]) > 0.0) {
+            continue;
+        }
+        let best = boxes
+            .iter()
+            .filter(|b| b["label"] == shape.kind.label())
+            .map(|b| {
+                let f = |k: &str| b[k].as_f64().unwrap();
+                assert!((0.0..=1.0).contains(&f("x")) && f("w") > 0.0 && f("x") + f("w") <= 1.0 + 1e-6, "normalised: {b}");
+                iou([f("x") * w as f64, f("y") * h as f64, f("w") * w as f64, f("h") * h as f64], truths[i])
+            })
+            .fold(0.0f64, f64::max);
+        assert!(best >= 0.5, "frame {n} (seq {}): {} at {:?}: best IoU {best:.2} in {d}", d["seq"], shape.kind.label(), truths[i]);
+    }
+}
