@@ -1,6 +1,6 @@
 //! Detection through the gateway, with real `infer-worker` processes on real ONNX Runtime
 //! (the PyPI wheel) and the generated test model: boxes land on the test camera's shapes,
-//! a `kill -9`ed worker is replaced within 2 s while video goes on, a missing ONNX Runtime
+//! a `kill -9`ed worker is replaced within 2 s while SSE and WebRTC go on (0 packets lost), a missing ONNX Runtime
 //! library leaves video untouched, and garbage on the worker socket closes only that
 //! connection. A hand-written worker in this file checks the gateway's side of the protocol.
 
@@ -102,6 +102,16 @@ async fn a_killed_worker_is_replaced_within_two_seconds_and_video_goes_on() {
     while feed.next(Duration::from_secs(20)).await.unwrap().event != "detections" {
         assert!(Instant::now() < deadline, "no detections; log:\n{}", gw.log_text());
     }
+    // WebRTC viewers throughout the kill.
+    let loadtest = std::path::Path::new(env!("CARGO_BIN_EXE_gateway")).with_file_name("loadtest");
+    assert!(loadtest.exists(), "{} missing: build the workspace first (scripts/test does)", loadtest.display());
+    let webrtc = tokio::process::Command::new(&loadtest)
+        .args(["whep", "--url", &gw.base, "--stream", "testcam", "--viewers", "5", "--seconds", "7"])
+        .kill_on_drop(true)
+        .output();
+    let webrtc = tokio::spawn(webrtc);
+    // Keep reading while the viewers connect, so no backlog counts as frames after the kill.
+    feed.frames_for(Duration::from_secs(2)).await;
     let pid = connected_worker_pid(&gw, 0).expect("the log names the worker's pid");
     let killed_ms = sightline::state::now_ms();
     let killed = Instant::now();
@@ -129,6 +139,11 @@ async fn a_killed_worker_is_replaced_within_two_seconds_and_video_goes_on() {
     assert!(frames >= 34, "SSE kept its 10 fps while the worker was replaced: {frames} frames in 4 s");
     assert!(connected_worker_pid(&gw, 1).is_some_and(|p| p != pid), "a new worker process connected");
     assert!(metric(&gw, "sightline_detect_worker_restarts_total").await.unwrap() >= 1.0);
+    let out = webrtc.await.unwrap().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let r: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|_| panic!("loadtest: {stdout}"));
+    assert_eq!((r["viewers_with_media"].as_u64(), r["packets_lost"].as_u64()), (Some(5), Some(0)), "WebRTC untouched by the kill: {r}");
+    assert!(r["datachannel_messages_min"].as_u64().unwrap() >= 20, "detections reach the data channel too: {r}");
 }
 
 #[tokio::test]
