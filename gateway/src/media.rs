@@ -82,7 +82,9 @@ impl JpegFrame {
 /// Picks frames for a viewer at `fps` out of a camera's frames by RTP timestamp.
 ///
 /// The timeline is cut into a fixed grid of `90 000 / fps`-tick slots (from RTP timestamp 0)
-/// and the first frame of each slot is taken. The grid does not depend on when a consumer
+/// and the first frame of each slot is taken (after the very first frame, which is taken at
+/// once wherever it falls, a slot whose first frame is under half an interval later is
+/// skipped, so the rate never spikes). The grid does not depend on when a consumer
 /// started, so every consumer at the same rate takes the same frames (one JPEG encode serves
 /// viewers that joined at different times; SSE frames and detections at the same rate name
 /// the same frames), and a rate that divides another takes a subset of its frames.
@@ -93,6 +95,8 @@ pub struct Decimator {
     taken: Option<u32>,
     /// The last frame seen (reordering check).
     seen: Option<u32>,
+    /// The slot of the last frame seen.
+    slot: Option<u32>,
 }
 
 /// A timestamp step larger than this, either way, is a camera restart: start over.
@@ -106,7 +110,7 @@ fn ts_step(a: u32, b: u32) -> i64 {
 impl Decimator {
     /// A decimator for `fps` frames per second (1 or more).
     pub fn new(fps: u32) -> Decimator {
-        Decimator { interval: VIDEO_CLOCK_HZ / fps.max(1), taken: None, seen: None }
+        Decimator { interval: VIDEO_CLOCK_HZ / fps.max(1), taken: None, seen: None, slot: None }
     }
 
     /// Whether the frame with RTP timestamp `ts` should be taken.
@@ -119,9 +123,14 @@ impl Decimator {
             }
         }
         self.seen = Some(ts);
+        let slot = ts / self.interval;
+        if self.slot == Some(slot) {
+            return false;
+        }
+        self.slot = Some(slot);
         let take = match self.taken {
             None => true,
-            Some(prev) => ts / self.interval != prev / self.interval || ts_step(ts, prev).abs() >= i64::from(self.interval),
+            Some(prev) => ts_step(ts, prev).abs() >= i64::from(self.interval / 2),
         };
         if take {
             self.taken = Some(ts);
