@@ -267,15 +267,15 @@ impl Pixels {
                 (c, out)
             })
             .await;
-            let Ok((c, encoded)) = result else {
+            let Ok((c, mut encoded)) = result else {
                 warn!(stream = %self.stream_id, "decoder panicked; restarting it");
                 codec = Some(Codec::new(&self.stream_id));
                 sub = self.hub.subscribe();
                 continue;
             };
             codec = Some(c);
-            if let (Some(detect), Some(e)) = (detect, &encoded)
-                && let Some(planes) = e.picture.clone()
+            if let (Some(detect), Some(e)) = (detect, &mut encoded)
+                && let Some(planes) = e.picture.take()
             {
                 detect.scheduler().offer(Picture {
                     stream: self.stream_id.as_str().into(),
@@ -407,11 +407,10 @@ impl Codec {
     }
 
     /// Decodes `au`; if a picture came out, encodes it once per quality in `qualities` and,
-    /// with `picture`, returns its planes too (for detection). `None` when no picture came
+    /// with `want_picture`, returns its planes too (for detection). `None` when no picture came
     /// out or nothing was asked for. Decode errors (corrupt H.264) are counted and logged,
     /// never fatal.
-    pub fn process(&mut self, au: &AccessUnit, qualities: &[u8], picture: bool) -> Option<Encoded> {
-        let want_picture = picture;
+    pub fn process(&mut self, au: &AccessUnit, qualities: &[u8], want_picture: bool) -> Option<Encoded> {
         if au.keyframe
             && let Some(sps) = h264::nal_units(&au.data).find(|n| h264::nal_type(n) == h264::NAL_SPS)
             && let Ok(info) = h264::parse_sps(sps)
