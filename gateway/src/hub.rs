@@ -73,6 +73,8 @@ struct Cache {
     gop: Vec<Arc<AccessUnit>>,
     next_seq: u64,
     sps: Bytes,
+    /// (capture_ms, seq, rtp_timestamp) of the last [`RECENT_UNITS`] units.
+    recent: std::collections::VecDeque<(u64, u64, u32)>,
 }
 
 /// Units remembered for [`Hub::unit_near`]: about 2 s at 30 fps.
@@ -83,8 +85,6 @@ const RECENT_UNITS: usize = 64;
 pub struct Hub {
     stream_id: Arc<str>,
     cache: Mutex<Cache>,
-    /// (capture_ms, seq, rtp_timestamp) of the last [`RECENT_UNITS`] units.
-    recent: Mutex<std::collections::VecDeque<(u64, u64, u32)>>,
     tx: broadcast::Sender<Arc<AccessUnit>>,
     sps: watch::Sender<Option<h264::SpsInfo>>,
 }
@@ -107,8 +107,7 @@ impl Hub {
     pub fn new(stream_id: &str) -> Hub {
         Hub {
             stream_id: stream_id.into(),
-            cache: Mutex::new(Cache { gop: Vec::new(), next_seq: 1, sps: Bytes::new() }),
-            recent: Mutex::default(),
+            cache: Mutex::new(Cache { gop: Vec::new(), next_seq: 1, sps: Bytes::new(), recent: Default::default() }),
             tx: broadcast::channel(FANOUT_DEPTH).0,
             sps: watch::Sender::new(None),
         }
@@ -119,13 +118,10 @@ impl Hub {
         let mut cache = self.cache.lock().expect("hub lock poisoned");
         let au = Arc::new(AccessUnit::new(cache.next_seq, unit));
         cache.next_seq += 1;
-        {
-            let mut recent = self.recent.lock().expect("hub lock poisoned");
-            if recent.len() == RECENT_UNITS {
-                recent.pop_front();
-            }
-            recent.push_back((au.capture_ms, au.seq, au.rtp_timestamp));
+        if cache.recent.len() == RECENT_UNITS {
+            cache.recent.pop_front();
         }
+        cache.recent.push_back((au.capture_ms, au.seq, au.rtp_timestamp));
         if au.keyframe {
             cache.gop.clear();
             self.note_sps(&mut cache, &au);
@@ -145,8 +141,9 @@ impl Hub {
     /// within `tolerance_ms`: its `(seq, rtp_timestamp)`. Names this replica's copy of a frame
     /// that another replica (with its own RTSP session, numbering and timestamps) describes.
     pub fn unit_near(&self, capture_ms: u64, tolerance_ms: u64) -> Option<(u64, u32)> {
-        let recent = self.recent.lock().expect("hub lock poisoned");
-        recent
+        let cache = self.cache.lock().expect("hub lock poisoned");
+        cache
+            .recent
             .iter()
             .map(|&(at, seq, ts)| (at.abs_diff(capture_ms), seq, ts))
             .filter(|&(d, _, _)| d <= tolerance_ms)
