@@ -68,23 +68,24 @@ pub(crate) async fn serve(detect: Arc<Detect>, stream: UnixStream, id: u64) {
     let (tx, mut incoming) = mpsc::channel(8);
     let reader = tokio::spawn(read_messages(read, tx));
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, incoming.recv()).await {
-        Ok(Some(Ok(Message::Hello(hello)))) => hello,
+        Ok(Some(Ok(Message::Hello(hello)))) => Some(hello),
         Ok(Some(Ok(other))) => {
             warn!(worker = id, kind = other.kind(), "worker's first message is not Hello; closing");
-            reader.abort();
-            return;
+            None
         }
         Ok(Some(Err(e))) => {
             warn!(worker = id, error = %e, "garbage from a connecting worker; closing");
-            reader.abort();
-            return;
+            None
         }
-        Ok(None) => return,
+        Ok(None) => None,
         Err(_) => {
             warn!(worker = id, "worker sent no Hello within {HELLO_TIMEOUT:?}; closing");
-            reader.abort();
-            return;
+            None
         }
+    };
+    let Some(hello) = hello else {
+        reader.abort();
+        return;
     };
     info!(worker = id, pid = hello.pid, model = %hello.model, input_size = hello.input_size, classes = hello.names.len(), provider = %hello.provider, "detection worker connected");
     detect.worker_connected(id, hello.pid, &hello.model, &hello.provider);
