@@ -4,19 +4,14 @@
 // number), inside the letterboxed picture.
 // Usage: node tests/browser/overlay.mjs BASE_URL [SCREENSHOT_DIR]
 // Prints one line per check and exits non-zero on the first failure.
-import { chromium } from 'playwright-core';
+import { launchChromium } from './chromium.mjs';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 
 const [base, shots] = process.argv.slice(2);
 assert.ok(base, 'usage: node overlay.mjs BASE_URL [SCREENSHOT_DIR]');
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--autoplay-policy=no-user-gesture-required'],
-});
+const browser = await launchChromium();
 const hardStop = setTimeout(() => { console.error('FAIL: over 80 s'); process.exit(1); }, 80_000);
 
 /** Boxes drawn on their own frame, and coloured pixels inside the picture's rectangle only. */

@@ -5,20 +5,14 @@
 // glass-to-glass latency read from the test camera's pixel clock.
 // Usage: node tests/browser/ui.mjs BASE_URL [SCREENSHOT_DIR]
 // Prints one line per check and exits non-zero on the first failure.
-import { chromium } from 'playwright-core';
+import { launchChromium } from './chromium.mjs';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 
 const [base, shots] = process.argv.slice(2);
 assert.ok(base, 'usage: node ui.mjs BASE_URL [SCREENSHOT_DIR]');
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--autoplay-policy=no-user-gesture-required'],
-  // playwright starts Chromium with a fresh temporary profile of its own.
-});
+const browser = await launchChromium();
 const fail = async (msg) => {
   console.error(`FAIL ${msg}`);
   await browser.close();

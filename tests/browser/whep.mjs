@@ -5,7 +5,7 @@
 // last 3 s; detections: detection messages on the data channel, detectionsOnDisplayedFrames:
 // those whose rtp_timestamp equals the camera timestamp (rVFC rtpTimestamp minus the
 // session's rtp_offset) of a displayed frame); exits non-zero if the page script failed.
-import { chromium } from 'playwright-core';
+import { launchChromium } from './chromium.mjs';
 
 const [base, stream, seconds = '5'] = process.argv.slice(2);
 if (!base || !stream) {
@@ -13,12 +13,7 @@ if (!base || !stream) {
   process.exit(2);
 }
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--autoplay-policy=no-user-gesture-required'],
-});
+const browser = await launchChromium();
 const hardStop = setTimeout(() => { console.error('FAIL: over 90 s'); process.exit(1); }, 90_000);
 try {
   const page = await browser.newPage();
