@@ -166,14 +166,19 @@ impl Scheduler {
         self.ready.notify_one();
     }
 
-    /// Takes the newest picture of the stream served longest ago, if any is waiting.
+    /// Takes the newest picture of the stream served longest ago, if any is waiting (and
+    /// wakes another idle worker if more are waiting).
     pub fn try_take(&self) -> Option<Picture> {
         let mut guard = self.slots.lock().expect("scheduler lock poisoned");
         let (slots, counter) = &mut *guard;
         let slot = slots.values_mut().filter(|s| s.pending.is_some()).min_by_key(|s| s.last_dispatch)?;
         *counter += 1;
         slot.last_dispatch = *counter;
-        slot.pending.take()
+        let picture = slot.pending.take();
+        if slots.values().any(|s| s.pending.is_some()) {
+            self.ready.notify_one();
+        }
+        picture
     }
 
     /// Waits for a picture (see [`Scheduler::try_take`]).
@@ -183,18 +188,10 @@ impl Scheduler {
             tokio::pin!(notified);
             notified.as_mut().enable();
             if let Some(p) = self.try_take() {
-                // Another picture may be waiting for another idle worker.
-                if self.has_pending() {
-                    self.ready.notify_one();
-                }
                 return p;
             }
             notified.await;
         }
-    }
-
-    fn has_pending(&self) -> bool {
-        self.slots.lock().expect("scheduler lock poisoned").0.values().any(|s| s.pending.is_some())
     }
 
     /// Drops a stream's waiting picture (its decoding stopped).
