@@ -164,15 +164,35 @@ fn load_err(what: impl Into<String>) -> impl FnOnce(ort::Error) -> RuntimeError 
     move |e| RuntimeError::Load { what, detail: e.to_string() }
 }
 
+/// The process's ONNX Runtime environment: `ort` allows one per process, ever, so it is made
+/// once (loading `library`) and shared by every [`Detector`]; asking for another library later
+/// is an error.
+fn environment(library: &Path) -> Result<ort::environment::Environment, RuntimeError> {
+    static ENV: std::sync::Mutex<Option<(PathBuf, ort::environment::Environment)>> = std::sync::Mutex::new(None);
+    let mut held = ENV.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((loaded, env)) = &*held {
+        if loaded != library {
+            return Err(RuntimeError::Load {
+                what: library.display().to_string(),
+                detail: format!("this process already uses the ONNX Runtime library {}", loaded.display()),
+            });
+        }
+        return Ok(env.clone());
+    }
+    let env = ort::init_from(library)
+        .map_err(|e| RuntimeError::Load { what: library.display().to_string(), detail: e.to_string() })?
+        .with_name("sightline-infer")
+        .build()
+        .map_err(load_err("ONNX Runtime environment"))?;
+    *held = Some((library.to_path_buf(), env.clone()));
+    Ok(env)
+}
+
 impl Detector {
     /// Loads ONNX Runtime from `library` and the model; recognises its layout from the
     /// output shape (a dynamic anchor count is taken from a probe run).
     pub fn load(library: &Path, model: &Path, config: DetectorConfig) -> Result<Detector, RuntimeError> {
-        let env = ort::init_from(library)
-            .map_err(|e| RuntimeError::Load { what: library.display().to_string(), detail: e.to_string() })?
-            .with_name("sightline-infer")
-            .build()
-            .map_err(load_err("ONNX Runtime environment"))?;
+        let env = environment(library)?;
         let mut builder = Session::builder(&env)
             .map_err(load_err("session builder"))?
             .with_intra_threads(config.threads)
