@@ -317,10 +317,17 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
+    /// Starts on a free port; if another process took the port between choosing and
+    /// binding it (redis-server exits), tries another.
     pub fn start() -> RedisServer {
-        let mut r = RedisServer { child: None, port: free_port() };
-        r.restart();
-        r
+        let mut r = RedisServer { child: None, port: 0 };
+        for _ in 0..5 {
+            r.port = free_port();
+            if r.try_restart() {
+                return r;
+            }
+        }
+        panic!("redis-server did not start on 5 free ports");
     }
 
     pub fn url(&self) -> String {
@@ -329,6 +336,12 @@ impl RedisServer {
 
     /// (Re)starts an empty server on the same port and waits until it answers.
     pub fn restart(&mut self) {
+        assert!(self.try_restart(), "redis-server did not start on port {}", self.port);
+    }
+
+    /// Like [`RedisServer::restart`]; `false` if the server exited (port taken) or did not
+    /// answer within 10 s.
+    fn try_restart(&mut self) -> bool {
         self.kill();
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
@@ -338,9 +351,14 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.cli(&["PING"]).trim() != "PONG" {
-            assert!(Instant::now() < deadline, "redis-server did not start");
+            let exited = self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            if exited || Instant::now() > deadline {
+                self.kill();
+                return false;
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
+        true
     }
 
     /// Kills the server (SIGKILL: no shutdown save).
