@@ -15,18 +15,18 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
 use signaling::whep::{self, WhepError};
+use tokio::sync::watch;
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::services::ServeDir;
 use tower_http::trace::TraceLayer;
 
+use crate::auth::{Auth, Caller, Denied};
 use crate::config::{FPS_RANGE, QUALITY_RANGE};
+use crate::limits::{ControlRate, LimitsConfig, ViewerLimit};
 use crate::feeds::{self, FeedFormat};
 use crate::state::{StartParams, StoreError};
 use crate::streams::{StreamRuntime, Streams};
 use crate::webrtc::{Patched, SessionError, Webrtc};
-
-/// Largest request body accepted, bytes: a start request is a few dozen bytes of JSON.
-pub const MAX_BODY: usize = 16 * 1024;
 
 /// Shared state of the HTTP handlers.
 #[derive(Clone, Debug)]
@@ -41,6 +41,14 @@ pub struct AppState {
     pub store: Arc<dyn crate::state::StateStore>,
     /// This replica's id, sent as `X-Sightline-Replica` on every response.
     pub replica_id: String,
+    /// Who may call what.
+    pub auth: Arc<Auth>,
+    /// Request limits.
+    pub limits: Arc<LimitsConfig>,
+    /// Per-client rate of control requests.
+    pub control_rate: Arc<ControlRate>,
+    /// Turns true when the gateway begins to shut down (`/readyz` fails from then on).
+    pub shutdown: watch::Receiver<bool>,
 }
 
 /// Every error the API returns, mapped to a status in [`IntoResponse`].
@@ -55,9 +63,24 @@ pub enum ApiError {
     /// 409: the stream is stopped.
     #[error("{0}")]
     Conflict(String),
-    /// 413: the body is larger than [`MAX_BODY`].
-    #[error("request body larger than {MAX_BODY} bytes")]
+    /// 401 with `WWW-Authenticate: Bearer` (RFC 6750 §3): no valid token.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: the token does not cover this request.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 408: the request took longer than `limits.request_timeout`.
+    #[error("the request took longer than {0:?} (limits.request_timeout)")]
+    Timeout(std::time::Duration),
+    /// 413: the body is larger than `limits.max_body_bytes`.
+    #[error("request body too large (limits.max_body_bytes)")]
     PayloadTooLarge,
+    /// 429 with `Retry-After`: too many control requests from this client.
+    #[error("too many control requests from this client; retry in {0} s (limits.control_rate)")]
+    TooManyRequests(u64),
+    /// 431: too many or too large header fields.
+    #[error("{0}")]
+    HeadersTooLarge(String),
     /// 503: the state store is unreachable, or WebRTC is off.
     #[error("{0}")]
     Unavailable(String),
@@ -78,7 +101,12 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "stream_stopped"),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "timeout"),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::HeadersTooLarge(_) => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::AtCapacity(_) => (StatusCode::SERVICE_UNAVAILABLE, "at_capacity"),
             ApiError::Redirect(_) => (StatusCode::TEMPORARY_REDIRECT, "moved"),
@@ -108,7 +136,11 @@ impl From<SessionError> for ApiError {
         match e {
             SessionError::Whep(w) => ApiError::Whep(w),
             SessionError::UnknownSession(_) => ApiError::NotFound(e.to_string()),
-            SessionError::AtCapacity(_) => ApiError::AtCapacity(e.to_string()),
+            SessionError::AtCapacity(_) => {
+                crate::limits::hit("webrtc_sessions");
+                ApiError::AtCapacity(e.to_string())
+            }
+            SessionError::Viewers(_) => ApiError::AtCapacity(e.to_string()),
             SessionError::ShuttingDown => ApiError::Unavailable(e.to_string()),
         }
     }
@@ -123,6 +155,19 @@ impl IntoResponse for ApiError {
             ApiError::AtCapacity(_) => {
                 resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
             }
+            ApiError::TooManyRequests(secs) => {
+                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*secs));
+            }
+            ApiError::Unauthorized(detail) => {
+                // RFC 6750 §3: `invalid_token` when a token was presented but is not valid.
+                let value = if detail.starts_with("invalid token") {
+                    "Bearer realm=\"sightline\", error=\"invalid_token\""
+                } else {
+                    "Bearer realm=\"sightline\""
+                };
+                resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(value));
+            }
+            ApiError::PayloadTooLarge | ApiError::Whep(WhepError::TooLarge) => crate::limits::hit("body"),
             ApiError::Redirect(location) => {
                 if let Ok(v) = HeaderValue::from_str(location) {
                     resp.headers_mut().insert(header::LOCATION, v);
@@ -143,6 +188,21 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<Denied> for ApiError {
+    fn from(d: Denied) -> Self {
+        match d {
+            Denied::Unauthenticated(m) => ApiError::Unauthorized(m),
+            Denied::Forbidden(m) => ApiError::Forbidden(m),
+        }
+    }
+}
+
+impl From<ViewerLimit> for ApiError {
+    fn from(l: ViewerLimit) -> Self {
+        ApiError::AtCapacity(l.to_string())
+    }
+}
+
 impl From<BytesRejection> for ApiError {
     fn from(r: BytesRejection) -> Self {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE { ApiError::PayloadTooLarge } else { ApiError::BadRequest(r.body_text()) }
@@ -156,7 +216,12 @@ impl From<QueryRejection> for ApiError {
 }
 
 /// The router: API routes, then the web UI from `static_dir` for everything else.
+///
+/// Every request passes [`guard`] (header limits, `limits.request_timeout` on the response
+/// head: streaming bodies are not cut). Auth is checked per handler ([`Caller`],
+/// [`Controller`]); `/healthz`, `/readyz`, `/api/openapi.json` and the UI files are public.
 pub fn app(state: AppState, static_dir: &std::path::Path) -> Router {
+    let max_body = state.limits.max_body_bytes;
     let api = Router::new()
         .route("/api/streams", get(list_streams))
         .route("/api/streams/{id}", get(get_stream))
@@ -174,17 +239,58 @@ pub fn app(state: AppState, static_dir: &std::path::Path) -> Router {
                 .delete(whep_delete)
                 .layer(DefaultBodyLimit::max(whep::MAX_SDP_BYTES)),
         )
+        .route("/api/tokens", post(mint_token))
         .route("/api/{*rest}", axum::routing::any(api_not_found))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn_with_state(state.clone(), replica_header))
-        .with_state(state);
+        .with_state(state.clone());
     api.fallback_service(ServeDir::new(static_dir))
+        .layer(axum::middleware::from_fn_with_state(state, guard))
         .layer(cors())
         .layer(axum::middleware::from_fn(whep_options))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::extract::Request| {
+            // The path only: a query string may carry a viewer token.
+            tracing::debug_span!("request", method = %req.method(), path = %req.uri().path())
+        }))
+}
+
+/// Header limits (431) and the request timeout (408) for every request.
+async fn guard(State(state): State<AppState>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let limits = &state.limits;
+    if let Err(detail) = crate::limits::check_headers(req.headers(), limits.max_header_bytes, limits.max_headers) {
+        return ApiError::HeadersTooLarge(detail).into_response();
+    }
+    match tokio::time::timeout(limits.request_timeout, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => {
+            crate::limits::hit("timeout");
+            ApiError::Timeout(limits.request_timeout).into_response()
+        }
+    }
+}
+
+/// A caller allowed on control endpoints (start, stop, tokens): within the per-client
+/// control rate (checked first, so token guessing is rate limited too) and holding a
+/// control token.
+#[derive(Debug)]
+struct Controller;
+
+impl axum::extract::FromRequestParts<AppState> for Controller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &AppState) -> Result<Self, ApiError> {
+        let peer = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+        if let Some(client) = state.control_rate.client(peer, &parts.headers)
+            && let Err(wait) = state.control_rate.check(client)
+        {
+            return Err(ApiError::TooManyRequests(wait.as_secs().max(1)));
+        }
+        state.auth.caller(&parts.headers, parts.uri.query()).require_control()?;
+        Ok(Controller)
+    }
 }
 
 /// CORS for players on other origins (draft-ietf-wish-whep §4.1 expects it): any origin,
@@ -198,16 +304,26 @@ fn cors() -> CorsLayer {
         .expose_headers([header::LOCATION, header::ETAG, header::LINK, header::RETRY_AFTER, header::HeaderName::from_static("accept-patch")])
 }
 
+/// New viewers are refused once shutdown began (they reconnect to another replica).
+fn refuse_when_stopping(state: &AppState) -> Result<(), ApiError> {
+    match *state.shutdown.borrow() {
+        true => Err(ApiError::AtCapacity("this replica is shutting down".into())),
+        false => Ok(()),
+    }
+}
+
 fn stream<'a>(state: &'a AppState, id: &str) -> Result<&'a Arc<StreamRuntime>, ApiError> {
     state.streams.get(id).ok_or_else(|| ApiError::NotFound(format!("no stream {id:?}")))
 }
 
-async fn list_streams(State(state): State<AppState>) -> impl IntoResponse {
-    let streams: Vec<_> = state.streams.all().map(|s| s.view()).collect();
-    axum::Json(json!({ "streams": streams }))
+async fn list_streams(State(state): State<AppState>, caller: Caller) -> Result<impl IntoResponse, ApiError> {
+    caller.require_any()?;
+    let streams: Vec<_> = state.streams.all().filter(|s| caller.may_view(&s.config.id)).map(|s| s.view()).collect();
+    Ok(axum::Json(json!({ "streams": streams })))
 }
 
-async fn get_stream(State(state): State<AppState>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+async fn get_stream(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    caller.require_view(&id)?;
     Ok(axum::Json(stream(&state, &id)?.view()))
 }
 
@@ -232,6 +348,7 @@ struct StartBody {
 
 async fn start_stream(
     State(state): State<AppState>,
+    _: Controller,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -252,7 +369,7 @@ async fn start_stream(
     Ok(axum::Json(rt.view()))
 }
 
-async fn stop_stream(State(state): State<AppState>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+async fn stop_stream(State(state): State<AppState>, _: Controller, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
     stream(&state, &id)?;
     let rt = state.streams.set_active(&id, false, StartParams::default()).await?;
     Ok(axum::Json(rt.view()))
@@ -264,9 +381,14 @@ async fn stop_stream(State(state): State<AppState>, Path(id): Path<String>) -> R
 struct FeedQuery {
     fps: Option<u32>,
     quality: Option<u32>,
+    /// A viewer token (read by [`Caller`]).
+    #[allow(dead_code)]
+    token: Option<String>,
 }
 
-fn open_feed(state: &AppState, id: &str, query: Result<Query<FeedQuery>, QueryRejection>, format: FeedFormat) -> Result<Response, ApiError> {
+fn open_feed(state: &AppState, caller: &Caller, id: &str, query: Result<Query<FeedQuery>, QueryRejection>, format: FeedFormat) -> Result<Response, ApiError> {
+    caller.require_view(id)?;
+    refuse_when_stopping(state)?;
     let rt = stream(state, id)?;
     let Query(q) = query?;
     let record = rt.record();
@@ -275,15 +397,15 @@ fn open_feed(state: &AppState, id: &str, query: Result<Query<FeedQuery>, QueryRe
     if !record.active {
         return Err(ApiError::Conflict(format!("stream {id:?} is stopped; POST /api/streams/{id}/start first")));
     }
-    Ok(feeds::response(format, rt, fps, quality, state.feeds.keepalive))
+    Ok(feeds::response(format, rt, fps, quality, state.feeds.keepalive)?)
 }
 
-async fn sse_feed(State(state): State<AppState>, Path(id): Path<String>, query: Result<Query<FeedQuery>, QueryRejection>) -> Result<Response, ApiError> {
-    open_feed(&state, &id, query, FeedFormat::Sse)
+async fn sse_feed(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, query: Result<Query<FeedQuery>, QueryRejection>) -> Result<Response, ApiError> {
+    open_feed(&state, &caller, &id, query, FeedFormat::Sse)
 }
 
-async fn mjpeg_feed(State(state): State<AppState>, Path(id): Path<String>, query: Result<Query<FeedQuery>, QueryRejection>) -> Result<Response, ApiError> {
-    open_feed(&state, &id, query, FeedFormat::Mjpeg)
+async fn mjpeg_feed(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, query: Result<Query<FeedQuery>, QueryRejection>) -> Result<Response, ApiError> {
+    open_feed(&state, &caller, &id, query, FeedFormat::Mjpeg)
 }
 
 /// Tags every API response with the replica that answered (`X-Sightline-Replica`), for
@@ -327,10 +449,13 @@ fn body_text(body: Result<Bytes, BytesRejection>) -> Result<String, ApiError> {
 /// answer, `Location` of the session resource, `ETag` and ICE-server `Link`s.
 async fn whep_post(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    caller.require_view(&id)?;
+    refuse_when_stopping(&state)?;
     let webrtc = webrtc(&state)?;
     let rt = stream(&state, &id)?;
     require_content_type(&headers, whep::SDP_MEDIA_TYPE)?;
@@ -354,7 +479,9 @@ async fn whep_post(
     Ok(resp)
 }
 
-/// `PATCH` on a session: trickle ICE (204) or ICE restart with `If-Match: *` (200).
+/// `PATCH` on a session: trickle ICE (204) or ICE restart with `If-Match: *` (200). The
+/// session URL (128 random bits) is the capability: no token is needed, so a player whose
+/// short-lived token expired can still trickle, restart ICE and hang up.
 async fn whep_patch(
     State(state): State<AppState>,
     Path((id, session)): Path<(String, String)>,
@@ -416,8 +543,37 @@ async fn api_not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::NotFound(format!("no API route {}", uri.path()))
 }
 
-async fn metrics() -> impl IntoResponse {
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::handle().render())
+async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<impl IntoResponse, ApiError> {
+    if !state.auth.public_metrics() {
+        caller.require_control()?;
+    }
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::handle().render()))
+}
+
+/// `POST /api/tokens` body: `{"streams": ["cam1"], "ttl_s": 600, "subject": "alice"}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenRequest {
+    /// Stream ids the token may watch (`"*"` for all).
+    streams: Vec<String>,
+    /// Lifetime, seconds (default 600, at most `auth.max_token_ttl`).
+    ttl_s: Option<u64>,
+    /// Who the token is for (logged). Default `viewer`.
+    subject: Option<String>,
+}
+
+/// Mints a viewer token (control token required): `{"token", "expires_at", "streams"}`.
+async fn mint_token(State(state): State<AppState>, _: Controller, body: Result<Bytes, BytesRejection>) -> Result<impl IntoResponse, ApiError> {
+    let body = body?;
+    let req: TokenRequest = serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("invalid token request: {e}")))?;
+    let ttl = std::time::Duration::from_secs(req.ttl_s.unwrap_or(600));
+    let subject = req.subject.as_deref().unwrap_or("viewer");
+    let (token, expires_at) = state.auth.mint(subject, &req.streams, ttl).map_err(|e| match e {
+        crate::auth::MintError::NoSecret => ApiError::Unavailable(e.to_string()),
+        _ => ApiError::BadRequest(e.to_string()),
+    })?;
+    tracing::info!(subject, streams = ?req.streams, ttl_s = ttl.as_secs(), "viewer token minted");
+    Ok(axum::Json(json!({"token": token, "expires_at": expires_at, "streams": req.streams})))
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -426,10 +582,11 @@ async fn healthz() -> impl IntoResponse {
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let webrtc = state.webrtc.as_ref().map(|w| json!({"sessions": w.session_count(), "udp": w.announced_addrs()}));
-    let ready = state.store.is_ready();
+    let stopping = *state.shutdown.borrow();
+    let ready = !stopping && state.store.is_ready();
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = json!({
-        "status": if ready { "ready" } else { "state store unavailable" },
+        "status": if stopping { "shutting down" } else if ready { "ready" } else { "state store unavailable" },
         "replica": state.replica_id,
         "streams": state.streams.all().count(),
         "webrtc": webrtc,

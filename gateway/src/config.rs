@@ -12,6 +12,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+pub use crate::auth::AuthConfig;
+pub use crate::limits::LimitsConfig;
 use crate::redact::redact_url;
 use crate::testcam::TestCamSettings;
 
@@ -28,6 +30,10 @@ pub struct Config {
     /// This replica's base URL as other replicas and clients reach it (WHEP redirects).
     /// Default: `http://<listen>`.
     pub advertise_url: Option<String>,
+    /// After SIGTERM, keep accepting requests this long (`/readyz` answers 503, feeds and
+    /// WHEP are refused) so load balancers see the replica leave; 0 to 3 s. Default `1s`.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
     /// Shared state.
     pub state: StateConfig,
     /// The built-in test camera.
@@ -40,6 +46,10 @@ pub struct Config {
     pub webrtc: WebrtcConfig,
     /// Object detection in `infer-worker` processes.
     pub detect: DetectConfig,
+    /// Control and viewer tokens.
+    pub auth: AuthConfig,
+    /// Request, viewer and connection limits.
+    pub limits: LimitsConfig,
     /// The cameras. Default: one stream `testcam` pulling the built-in test camera.
     pub streams: Vec<StreamConfig>,
 }
@@ -362,12 +372,15 @@ impl Default for Config {
             static_dir: PathBuf::from("static"),
             replica_id: None,
             advertise_url: None,
+            shutdown_grace: Duration::from_secs(1),
             state: StateConfig::default(),
             testcam,
             ingest: IngestConfig::default(),
             feeds: FeedsConfig::default(),
             webrtc: WebrtcConfig::default(),
             detect: DetectConfig::default(),
+            auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
             streams: vec![stream],
         }
     }
@@ -388,7 +401,7 @@ impl Config {
     /// with `__`, e.g. `SIGHTLINE_TESTCAM__ENABLED=false`). With no `file`,
     /// `config/sightline.toml` is used if it exists.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
-        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        let mut figment = Self::defaults();
         let default_file = Path::new("config/sightline.toml");
         match file {
             Some(path) if !path.exists() => anyhow::bail!("config file {} does not exist", path.display()),
@@ -396,9 +409,21 @@ impl Config {
             None if default_file.exists() => figment = figment.merge(Toml::file_exact(default_file)),
             None => {}
         }
-        figment = figment.merge(Env::prefixed("SIGHTLINE_").split("__"));
-        let config: Config = figment.extract().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
-        Ok(config)
+        Self::extract(figment.merge(Env::prefixed("SIGHTLINE_").split("__")))
+    }
+
+    /// Parses TOML `text` over the defaults, as [`Config::load`] does a file but without the
+    /// environment. Not validated: call [`Config::validate`].
+    pub fn from_toml_str(text: &str) -> anyhow::Result<Config> {
+        Self::extract(Self::defaults().merge(Toml::string(text)))
+    }
+
+    fn defaults() -> Figment {
+        Figment::from(Serialized::defaults(Config::default()))
+    }
+
+    fn extract(figment: Figment) -> anyhow::Result<Config> {
+        figment.extract().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
     }
 
     /// Checks every field; the message names the offending stream or key.
@@ -453,6 +478,14 @@ impl Config {
         if self.ingest.backoff_min.is_zero() || self.ingest.backoff_min > self.ingest.backoff_max {
             return Err("ingest.backoff_min must be > 0 and <= ingest.backoff_max".into());
         }
+        if self.shutdown_grace > Duration::from_secs(3) {
+            return Err("shutdown_grace must be at most 3s (the gateway exits within 10 s of SIGTERM)".into());
+        }
+        self.auth.validate(self.listen)?;
+        self.limits.validate()?;
+        if self.limits.request_timeout <= self.webrtc.first_frame_timeout {
+            return Err("limits.request_timeout must be longer than webrtc.first_frame_timeout (a WHEP POST waits that long)".into());
+        }
         Ok(())
     }
 
@@ -483,15 +516,20 @@ mod tests {
     #[test]
     fn shipped_config_files_are_valid() {
         for file in ["../config/sightline.toml", "../config/cameras.example.toml"] {
-            let text = std::fs::read_to_string(file).unwrap();
-            let c: Config = Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(&text)).extract().unwrap();
+            let mut c = Config::from_toml_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+            if !c.listen.ip().is_loopback() {
+                // The example listens on all interfaces: it is valid only with the tokens its
+                // comments say to set from the environment.
+                assert!(c.validate().unwrap_err().contains("auth.control_tokens"), "{file}: auth must be required");
+                c.auth.control_tokens = vec!["0123456789abcdef0123456789abcdef".into()];
+            }
             c.validate().unwrap_or_else(|e| panic!("{file}: {e}"));
         }
     }
 
     #[test]
     fn unknown_keys_and_bad_values_are_rejected() {
-        let bad = Figment::from(Serialized::defaults(Config::default())).merge(Toml::string("listn = \"x\"")).extract::<Config>();
+        let bad = Config::from_toml_str("listn = \"x\"");
         assert!(bad.unwrap_err().to_string().contains("listn"));
         let mut c = Config::default();
         c.streams[0].fps = 0;

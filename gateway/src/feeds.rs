@@ -5,7 +5,9 @@
 //! SSE feeds of a stream with detection also carry `event: detections` (JSON, see
 //! [`crate::detect::DetectionMessage`]); its `seq` matches the `id:` of the frame it belongs to.
 //!
-//! A feed ends when its stream is stopped: SSE sends `event: stopped` first. Both end within
+//! A feed ends when its stream is stopped or the gateway shuts down: SSE sends
+//! `event: stopped` first, `data: {"reason":"stopped"|"shutdown"}` (after `shutdown`,
+//! reconnecting reaches another replica). Both end within
 //! one scheduling round of the store event (well under the 200 ms the contract allows).
 
 use std::sync::Arc;
@@ -41,6 +43,7 @@ struct Feed {
     /// still ends the feed.
     started_at: Option<u64>,
     health: watch::Receiver<Health>,
+    shutdown: watch::Receiver<bool>,
     detections: Option<broadcast::Receiver<Arc<str>>>,
     keepalive: tokio::time::Interval,
     first: bool,
@@ -69,6 +72,13 @@ impl Feed {
         loop {
             tokio::select! {
                 biased;
+                () = crate::streams::shutting_down(&mut self.shutdown) => {
+                    self.done = true;
+                    return match self.format {
+                        FeedFormat::Sse => Some(Bytes::from_static(b"event: stopped\ndata: {\"reason\":\"shutdown\"}\n\n")),
+                        FeedFormat::Mjpeg => None,
+                    };
+                }
                 changed = self.record.changed() => {
                     let ended = changed.is_err() || {
                         let r = self.record.borrow_and_update();
@@ -127,11 +137,11 @@ pub fn response(
     fps: u32,
     quality: u8,
     keepalive: Duration,
-) -> Response {
-    let guard = stream.consumer(match format {
+) -> Result<Response, crate::limits::ViewerLimit> {
+    let guard = stream.try_consumer(match format {
         FeedFormat::Sse => crate::streams::ViewerKind::Sse,
         FeedFormat::Mjpeg => crate::streams::ViewerKind::Mjpeg,
-    });
+    })?;
     let mut record = stream.watch_record();
     // Seen now, so a stop that landed while the request was set up still ends the feed.
     let started_at = record.borrow().started_at_ms;
@@ -149,6 +159,7 @@ pub fn response(
         record,
         started_at,
         health: stream.watch_health(),
+        shutdown: stream.watch_shutdown(),
         detections: if format == FeedFormat::Sse { stream.detections() } else { None },
         keepalive,
         first: true,
@@ -166,5 +177,5 @@ pub fn response(
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store"));
     // Tells nginx (and similar proxies) not to buffer the stream.
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    resp
+    Ok(resp)
 }

@@ -12,40 +12,66 @@
 //! - [`state`]: the `StateStore` trait and the in-memory store; [`redis_store`]: the Redis one.
 //! - [`streams`]: per-stream runtime, on-demand pull supervisor, store event follower.
 //! - [`webrtc`]: WHEP sessions on str0m event loops (one UDP socket per loop).
-//! - [`api`]: the axum router and its single error type.
+//! - [`api`]: the axum router and its single error type; [`auth`]: control and viewer
+//!   tokens; [`limits`]: request, viewer, connection and rate limits; [`server`]: the
+//!   accept loop (connection cap, graceful drain).
 //! - [`h264`], [`rtp`]: Annex B/SPS helpers and RFC 6184 packetization.
 //! - [`metrics`], [`redact`]: the Prometheus recorder; credential redaction.
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod detect;
 pub mod feeds;
 pub mod h264;
 pub mod hub;
 pub mod ingest;
+pub mod limits;
 pub mod media;
 pub mod metrics;
 pub mod redact;
 pub mod redis_store;
 pub mod rtp;
+pub mod server;
 pub mod state;
 pub mod streams;
 pub mod testcam;
 pub mod webrtc;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tracing::info;
+use tokio::sync::watch;
+use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::state::MemoryStore;
 
+/// How long open HTTP connections may take to finish after shutdown began.
+const DRAIN: Duration = Duration::from_secs(3);
+/// Shutdown steps after the drain (detection workers, leases, Redis) get this long.
+const CLEANUP: Duration = Duration::from_secs(4);
+
 /// Runs the gateway until SIGINT/SIGTERM: the test camera (if enabled), the streams and the
 /// HTTP server on `config.listen`.
+///
+/// Shutdown (well within 10 s): `/readyz` answers 503 at once; SSE feeds get
+/// `event: stopped` with `"reason":"shutdown"` and end, WHEP sessions get the same on their
+/// data channel and close; new feeds and WHEP sessions are refused (503); after
+/// `shutdown_grace` no new connections are accepted and open ones get [`DRAIN`];
+/// streams stop pulling (detection leases released), workers are killed, this replica's
+/// Redis heartbeat is removed.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     config.validate().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
     crate::metrics::handle();
+    limits::export_zeros();
+    let auth = Arc::new(auth::Auth::new(&config.auth, config.listen));
+    if auth.enabled() {
+        info!(listen = %config.listen, mode = ?config.auth.mode, control_tokens = config.auth.control_tokens.len(), viewer_tokens = config.auth.jwt_secret.is_some(), "authentication ON: start/stop need a control token, viewing needs a token");
+    } else {
+        warn!(listen = %config.listen, mode = ?config.auth.mode, "authentication OFF: anyone who reaches {} can watch and start/stop streams", config.listen);
+    }
     // Kept alive for the whole run: dropping it stops the encoder thread.
     let _camera = if config.testcam.enabled {
         let camera = Arc::new(testcam::TestCamera::start(config.testcam.settings())?);
@@ -81,25 +107,62 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         false => None,
     };
     let state_detect = detect.clone();
-    let streams = streams::Streams::start(&config, store.clone(), replica_id.clone(), detect).await?;
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let streams = streams::Streams::start(&config, store.clone(), replica_id.clone(), detect, shutdown.clone()).await?;
     let webrtc = match config.webrtc.enabled {
         true => Some(webrtc::Webrtc::start(&config.webrtc, config.listen, store.clone()).await?),
         false => None,
     };
-    let state = api::AppState { streams, feeds: config.feeds.clone(), webrtc, store, replica_id };
+    let control_rate = limits::ControlRate::new(&config.limits);
+    let state = api::AppState {
+        streams: streams.clone(),
+        feeds: config.feeds.clone(),
+        webrtc,
+        store,
+        replica_id,
+        auth,
+        limits: Arc::new(config.limits.clone()),
+        control_rate: control_rate.clone(),
+        shutdown: shutdown.clone(),
+    };
     let router = api::app(state, &config.static_dir);
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     info!(addr = %listener.local_addr()?, "HTTP listening; web UI at http://{}/", listener.local_addr()?);
-    axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await?;
-    if let Some(redis) = redis {
-        redis.leave().await;
+    // Idle clients leave the rate limiter's map now and then.
+    let shrink = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            control_rate.shrink();
+        }
+    });
+    let (close_tx, close) = watch::channel(false);
+    let server = tokio::spawn(server::serve(listener, router, config.limits.clone(), close, DRAIN));
+    shutdown_signal().await;
+    let began = std::time::Instant::now();
+    info!(grace_ms = config.shutdown_grace.as_millis() as u64, "shutting down: /readyz fails from now on, feeds and WHEP sessions end");
+    shutdown_tx.send_replace(true);
+    shrink.abort();
+    tokio::time::sleep(config.shutdown_grace).await;
+    close_tx.send_replace(true);
+    let _ = server.await;
+    let cleanup = async {
+        streams.stopped().await;
+        if let Some(d) = &state_detect {
+            d.shutdown().await;
+        }
+        if let Some(redis) = &redis {
+            redis.leave().await;
+        }
+    };
+    if tokio::time::timeout(CLEANUP, cleanup).await.is_err() {
+        warn!("shutdown steps did not finish in {CLEANUP:?}; exiting anyway");
+        if let Some(d) = &state_detect {
+            d.remove_socket();
+        }
     }
-    if let Some(d) = &state_detect {
-        d.remove_socket();
-    }
-    info!("shut down");
+    info!(took_ms = began.elapsed().as_millis() as u64, "shut down");
     Ok(())
 }
 

@@ -60,6 +60,21 @@ enum Command {
     },
     /// Load and validate the configuration, print it (credentials redacted) and exit.
     CheckConfig,
+    /// Print a viewer token (JWT, HS256 with auth.jwt_secret) for the given streams.
+    ///
+    /// Send it as `Authorization: Bearer` (WHEP), `?token=` or the `sightline_token` cookie
+    /// (SSE, MJPEG).
+    Token {
+        /// Stream id the token may watch; repeatable; `*` for every stream.
+        #[arg(long = "stream", value_name = "ID", required = true)]
+        streams: Vec<String>,
+        /// Lifetime, e.g. 10m, 1h (at most auth.max_token_ttl).
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+        /// Who the token is for (the `sub` claim, logged by the gateway).
+        #[arg(long, default_value = "viewer")]
+        subject: String,
+    },
 }
 
 fn init_logging(json: bool) {
@@ -102,7 +117,17 @@ async fn main() -> std::process::ExitCode {
                 s.url = sightline::redact::redact_url(&s.url);
             }
             c.state.redis_url = c.state.redis_url.as_deref().map(sightline::redact::redact_url);
+            for t in &mut c.auth.control_tokens {
+                *t = "***".into();
+            }
+            c.auth.jwt_secret = c.auth.jwt_secret.as_ref().map(|_| "***".into());
             println!("{}", toml_like(&c));
+        }),
+        Some(Command::Token { streams, ttl, subject }) => load_config(&cli).and_then(|c| {
+            let auth = sightline::auth::Auth::new(&c.auth, c.listen);
+            let (token, _) = auth.mint(subject, streams, *ttl)?;
+            println!("{token}");
+            Ok(())
         }),
         Some(Command::Testcam { listen, width, height, fps, gop, bitrate_kbps }) => {
             let settings = TestCamSettings { width: *width, height: *height, fps: *fps, gop: *gop, bitrate_kbps: *bitrate_kbps };

@@ -197,6 +197,8 @@ pub struct RedisStore {
     release: redis::Script,
     /// Other replicas' detection messages.
     detections: broadcast::Sender<(String, Arc<str>)>,
+    /// The heartbeat task, stopped by [`RedisStore::leave`].
+    heartbeat: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -238,9 +240,10 @@ impl RedisStore {
             lease: redis::Script::new(LEASE),
             release: redis::Script::new(RELEASE),
             detections: broadcast::channel(EVENT_BUFFER).0,
+            heartbeat: std::sync::Mutex::default(),
         });
         tokio::spawn(store.clone().follow_events());
-        tokio::spawn(store.clone().heartbeat());
+        *store.heartbeat.lock().expect("heartbeat lock poisoned") = Some(tokio::spawn(store.clone().heartbeat()));
         info!(url = %redact_url(url), replica = replica_id, "state in Redis");
         Ok(store)
     }
@@ -396,7 +399,13 @@ impl RedisStore {
     }
 
     /// Removes this replica's heartbeat (graceful shutdown).
+    /// The heartbeat task is stopped first, so it cannot write the key back.
     pub async fn leave(&self) {
+        let task = self.heartbeat.lock().expect("heartbeat lock poisoned").take();
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
+        }
         let mut conn = self.conn();
         let _ = self.run(conn.del::<_, ()>(replica_key(&self.replica_id))).await;
     }

@@ -19,6 +19,7 @@ use crate::config::{Config, IngestConfig, StreamConfig, Transport};
 use crate::detect::{Detect, DetectionView};
 use crate::hub::Hub;
 use crate::ingest::{self, Health, IngestContext, IngestState};
+use crate::limits::{ViewerBudget, ViewerLimit};
 use crate::media::Pixels;
 use crate::redact::redact_url;
 use crate::state::{StartParams, StateStore, StoreError, StreamRecord, now_ms};
@@ -71,6 +72,10 @@ pub struct StreamRuntime {
     health: watch::Sender<Health>,
     record: watch::Sender<StreamRecord>,
     consumers: watch::Sender<usize>,
+    /// Gateway-wide viewer places and the per-stream maximum.
+    budget: Arc<ViewerBudget>,
+    /// Turns true when the gateway shuts down: feeds and WHEP sessions end.
+    shutdown: watch::Receiver<bool>,
     sse: AtomicUsize,
     mjpeg: AtomicUsize,
     webrtc: AtomicUsize,
@@ -88,6 +93,7 @@ impl Drop for ConsumerGuard {
         self.stream.counter(self.kind).fetch_sub(1, Ordering::Relaxed);
         metrics::gauge!("sightline_viewers", "stream" => self.stream.config.id.clone(), "kind" => self.kind.label()).decrement(1.0);
         self.stream.consumers.send_modify(|n| *n -= 1);
+        self.stream.budget.release();
     }
 }
 
@@ -137,7 +143,14 @@ pub struct HealthView {
 }
 
 impl StreamRuntime {
-    fn new(config: StreamConfig, record: StreamRecord, queue_depth: usize, detect: Option<Arc<Detect>>) -> Arc<StreamRuntime> {
+    fn new(
+        config: StreamConfig,
+        record: StreamRecord,
+        queue_depth: usize,
+        detect: Option<Arc<Detect>>,
+        budget: Arc<ViewerBudget>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Arc<StreamRuntime> {
         let hub = Arc::new(Hub::new(&config.id));
         // Export zeros from the start so dashboards and alerts see every stream.
         for kind in [ViewerKind::Sse, ViewerKind::Mjpeg, ViewerKind::Webrtc] {
@@ -153,6 +166,8 @@ impl StreamRuntime {
             health: watch::Sender::new(Health { state, ..Health::default() }),
             record: watch::Sender::new(record),
             consumers: watch::Sender::new(0),
+            budget,
+            shutdown,
             sse: AtomicUsize::new(0),
             mjpeg: AtomicUsize::new(0),
             webrtc: AtomicUsize::new(0),
@@ -168,17 +183,29 @@ impl StreamRuntime {
         }
     }
 
-    /// Registers a viewer; the camera is pulled while any is registered (on-demand).
-    pub fn consumer(self: &Arc<Self>, kind: ViewerKind) -> ConsumerGuard {
+    /// Registers a viewer, within `limits.max_viewers_per_stream` and `limits.max_viewers`;
+    /// the camera is pulled while any is registered (on-demand).
+    pub fn try_consumer(self: &Arc<Self>, kind: ViewerKind) -> Result<ConsumerGuard, ViewerLimit> {
+        self.budget.take()?;
+        let max = self.budget.max_per_stream();
+        if !self.consumers.send_if_modified(|n| *n < max && { *n += 1; true }) {
+            self.budget.release();
+            crate::limits::hit("viewers_per_stream");
+            return Err(ViewerLimit::PerStream(max));
+        }
         self.counter(kind).fetch_add(1, Ordering::Relaxed);
         metrics::gauge!("sightline_viewers", "stream" => self.config.id.clone(), "kind" => kind.label()).increment(1.0);
-        self.consumers.send_modify(|n| *n += 1);
-        ConsumerGuard { stream: self.clone(), kind }
+        Ok(ConsumerGuard { stream: self.clone(), kind })
     }
 
     /// Follows the stream's state-store record.
     pub fn watch_record(&self) -> watch::Receiver<StreamRecord> {
         self.record.subscribe()
+    }
+
+    /// Turns true when the gateway shuts down.
+    pub fn watch_shutdown(&self) -> watch::Receiver<bool> {
+        self.shutdown.clone()
     }
 
     /// Follows the stream's health.
@@ -270,16 +297,26 @@ impl StreamRuntime {
         }
     }
 
-    /// Starts and stops ingest as the stream's record and viewers change. Runs forever.
+    /// Starts and stops ingest as the stream's record and viewers change. Runs until the
+    /// gateway shuts down.
     async fn supervise(self: Arc<Self>, ingest_config: IngestConfig, store: Arc<dyn StateStore>) {
         let mut record = self.record.subscribe();
         let mut consumers = self.consumers.subscribe();
+        let mut shutdown = self.shutdown.clone();
+        let stopping = |s: &watch::Receiver<bool>| *s.borrow();
         loop {
             while !self.wants_pull() {
+                if stopping(&shutdown) {
+                    return;
+                }
                 tokio::select! {
                     _ = record.changed() => {}
                     _ = consumers.changed() => {}
+                    _ = shutdown.changed() => {}
                 }
+            }
+            if stopping(&shutdown) {
+                return;
             }
             let task: JoinHandle<()> = tokio::spawn(ingest::run(IngestContext {
                 stream: self.config.clone(),
@@ -293,7 +330,7 @@ impl StreamRuntime {
             loop {
                 let active = record.borrow_and_update().active;
                 let watched = *consumers.borrow_and_update() > 0;
-                if !active {
+                if !active || stopping(&shutdown) {
                     break;
                 }
                 if self.config.on_demand && !watched {
@@ -301,11 +338,13 @@ impl StreamRuntime {
                         () = tokio::time::sleep(self.config.linger) => break,
                         _ = record.changed() => {}
                         _ = consumers.changed() => {}
+                        _ = shutdown.changed() => {}
                     }
                 } else {
                     tokio::select! {
                         _ = record.changed() => {}
                         _ = consumers.changed() => {}
+                        _ = shutdown.changed() => {}
                     }
                 }
             }
@@ -316,8 +355,13 @@ impl StreamRuntime {
                 let _ = lead.await;
                 self.pixels.set_detect(None);
                 if self.detects_here.swap(false, Ordering::Relaxed) {
-                    let (store, id) = (store.clone(), self.config.id.clone());
-                    tokio::spawn(async move { store.release_detect_lease(&id).await });
+                    if stopping(&shutdown) {
+                        // Hand the lease over now, so another replica takes detection at once.
+                        let _ = store.release_detect_lease(&self.config.id).await;
+                    } else {
+                        let (store, id) = (store.clone(), self.config.id.clone());
+                        tokio::spawn(async move { store.release_detect_lease(&id).await });
+                    }
                 }
             }
             self.hub.clear_cache();
@@ -328,7 +372,17 @@ impl StreamRuntime {
                 h.fps = 0.0;
                 h.bitrate_bps = 0;
             });
+            if stopping(&shutdown) {
+                return;
+            }
         }
+    }
+}
+
+/// Resolves when `rx` turns true (the gateway shuts down); never if its sender is gone.
+pub async fn shutting_down(rx: &mut watch::Receiver<bool>) {
+    if rx.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -346,6 +400,8 @@ pub struct Streams {
     map: BTreeMap<String, Arc<StreamRuntime>>,
     store: Arc<dyn StateStore>,
     replica_id: String,
+    /// The per-stream supervisors; they end when the gateway shuts down.
+    supervisors: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for dyn StateStore {
@@ -355,6 +411,15 @@ impl std::fmt::Debug for dyn StateStore {
 }
 
 impl Streams {
+    /// Waits for every stream to stop pulling after shutdown began (detection leases are
+    /// released by then).
+    pub async fn stopped(&self) {
+        let tasks = std::mem::take(&mut *self.supervisors.lock().expect("supervisors lock poisoned"));
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+
     /// Registers every configured stream in the store (keeping existing records), then starts
     /// the supervisors and the task that applies store events.
     pub async fn start(
@@ -362,7 +427,9 @@ impl Streams {
         store: Arc<dyn StateStore>,
         replica_id: String,
         detect: Option<Arc<Detect>>,
+        shutdown: watch::Receiver<bool>,
     ) -> Result<Arc<Streams>, StoreError> {
+        let budget = ViewerBudget::new(&config.limits);
         let mut map = BTreeMap::new();
         for s in &config.streams {
             let initial = StreamRecord {
@@ -376,13 +443,19 @@ impl Streams {
                 generation: 1,
             };
             let record = store.ensure(initial).await?;
-            map.insert(s.id.clone(), StreamRuntime::new(s.clone(), record, config.feeds.viewer_queue, detect.clone()));
+            let rt = StreamRuntime::new(s.clone(), record, config.feeds.viewer_queue, detect.clone(), budget.clone(), shutdown.clone());
+            map.insert(s.id.clone(), rt);
         }
-        let streams = Arc::new(Streams { map, store, replica_id });
-        for rt in streams.map.values() {
-            let span = tracing::info_span!("stream", id = %rt.config.id);
-            tokio::spawn(rt.clone().supervise(config.ingest.clone(), streams.store.clone()).instrument(span));
-        }
+        let streams = Arc::new(Streams { map, store, replica_id, supervisors: std::sync::Mutex::default() });
+        let supervisors = streams
+            .map
+            .values()
+            .map(|rt| {
+                let span = tracing::info_span!("stream", id = %rt.config.id);
+                tokio::spawn(rt.clone().supervise(config.ingest.clone(), streams.store.clone()).instrument(span))
+            })
+            .collect();
+        *streams.supervisors.lock().expect("supervisors lock poisoned") = supervisors;
         if let Some(relayed) = streams.store.subscribe_detections() {
             tokio::spawn(streams.clone().relay_in(relayed));
         }

@@ -89,7 +89,14 @@ async fn start_anywhere_watch_anywhere_stop_everywhere() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_means_503_and_restart_restores_state() {
     let mut k = cluster();
-    post(&k.b.url("/api/streams/cam/start"), Some(r#"{"fps":12}"#)).await;
+    let (status, body) = post(&k.b.url("/api/streams/cam/start"), Some(r#"{"fps":12}"#)).await;
+    assert_eq!(status, 200, "{body}");
+    // C applies B's start from the Redis event (milliseconds, more on a loaded machine).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while get_json(&k.c.url("/api/streams/cam")).await.1["active"] != true {
+        assert!(Instant::now() < deadline, "C never saw the start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mut feed = Feed::open(&k.c.url("/api/streams/cam/feed?fps=5")).await;
     feed.next_frame(Duration::from_secs(20)).await;
 

@@ -232,6 +232,10 @@ pub struct Detect {
     status: Mutex<Status>,
     /// With a shared store: this replica's messages go to the other replicas through it.
     relay: Option<mpsc::Sender<(String, Arc<str>)>>,
+    /// Turns true on shutdown: supervisors kill their worker and stop restarting.
+    stopping: tokio::sync::watch::Sender<bool>,
+    /// The supervisors, awaited by [`Detect::shutdown`].
+    supervisors: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Detect {
@@ -260,14 +264,27 @@ impl Detect {
                 tokio::spawn(relay_out(store, rx));
                 tx
             }),
+            stopping: tokio::sync::watch::Sender::new(false),
+            supervisors: Mutex::default(),
         });
         metrics::gauge!("sightline_detect_workers").set(0.0);
         metrics::counter!("sightline_detect_worker_restarts_total").absolute(0);
         tokio::spawn(detect.clone().accept(listener));
-        for index in 0..config.worker_count() {
-            tokio::spawn(supervisor::supervise(detect.clone(), index));
-        }
+        let supervisors = (0..config.worker_count()).map(|index| tokio::spawn(supervisor::supervise(detect.clone(), index))).collect();
+        *detect.supervisors.lock().expect("supervisors lock poisoned") = supervisors;
         Ok(detect)
+    }
+
+    /// Stops the workers this gateway spawned (they are killed: a worker holds no state)
+    /// and removes the socket.
+    pub async fn shutdown(&self) {
+        self.stopping.send_replace(true);
+        let tasks = std::mem::take(&mut *self.supervisors.lock().expect("supervisors lock poisoned"));
+        for task in tasks {
+            let _ = task.await;
+        }
+        self.remove_socket();
+        info!("detection workers stopped");
     }
 
     /// The socket workers connect to.

@@ -58,11 +58,15 @@ fn command(detect: &Detect) -> Command {
     cmd
 }
 
-/// Keeps worker place `index` filled. Runs forever.
+/// Keeps worker place `index` filled until [`Detect::shutdown`].
 pub(crate) async fn supervise(detect: Arc<Detect>, index: usize) {
     let mut backoff = BACKOFF_MIN;
     let mut first = true;
+    let mut stopping = detect.stopping.subscribe();
     loop {
+        if *stopping.borrow() {
+            return;
+        }
         if !first {
             metrics::counter!("sightline_detect_worker_restarts_total").increment(1);
         }
@@ -92,7 +96,13 @@ pub(crate) async fn supervise(detect: Arc<Detect>, index: usize) {
             }
             last
         });
-        let status = child.wait().await;
+        let status = tokio::select! {
+            status = child.wait() => status,
+            () = crate::streams::shutting_down(&mut stopping) => {
+                let _ = child.start_kill();
+                child.wait().await
+            }
+        };
         let last_line = lines.await.ok().flatten();
         let greeted = {
             let mut s = detect.status.lock().expect("status lock poisoned");
@@ -101,6 +111,10 @@ pub(crate) async fn supervise(detect: Arc<Detect>, index: usize) {
         };
         let ran = started.elapsed();
         let exit = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+        if *stopping.borrow() {
+            info!(worker = index, pid, "detection worker stopped");
+            return;
+        }
         if greeted {
             info!(worker = index, pid, %exit, ran_s = ran.as_secs_f32(), "detection worker exited; restarting");
         } else {
@@ -110,7 +124,10 @@ pub(crate) async fn supervise(detect: Arc<Detect>, index: usize) {
         if ran >= HEALTHY_RUN {
             backoff = BACKOFF_MIN;
         }
-        tokio::time::sleep(backoff).await;
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = crate::streams::shutting_down(&mut stopping) => return,
+        }
         if ran < HEALTHY_RUN {
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }

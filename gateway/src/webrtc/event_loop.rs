@@ -73,7 +73,7 @@ struct Session {
 enum TapMessage {
     Unit(Arc<str>, Arc<AccessUnit>),
     State(Arc<str>, String),
-    Stopped(Arc<str>),
+    Stopped(Arc<str>, StopReason),
 }
 
 #[derive(Debug)]
@@ -347,14 +347,18 @@ impl EventLoop {
                     self.drive(id);
                 }
             }
-            TapMessage::Stopped(stream) => {
+            TapMessage::Stopped(stream, reason) => {
+                let text = match reason {
+                    StopReason::Stopped => r#"{"type":"stopped","reason":"stopped"}"#,
+                    StopReason::Shutdown => r#"{"type":"stopped","reason":"shutdown"}"#,
+                };
                 for id in self.session_ids(&stream) {
                     if let Some(s) = self.sessions.get_mut(&id) {
-                        s.peer.send_text(r#"{"type":"stopped"}"#);
+                        s.peer.send_text(text);
                         s.peer.close();
                     }
                     self.drive(id);
-                    info!(stream = %stream, session = %id, "WHEP session closed: stream stopped");
+                    info!(stream = %stream, session = %id, ?reason, "WHEP session closed");
                     self.remove(id);
                 }
             }
@@ -552,6 +556,15 @@ fn write_unit(s: &mut Session, au: &AccessUnit, ts: u32) {
     }
 }
 
+/// Why the sessions of a stream end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StopReason {
+    /// The stream was stopped.
+    Stopped,
+    /// The gateway is shutting down (the player may reconnect to another replica).
+    Shutdown,
+}
+
 /// Follows one stream for one loop: live access units, state changes, and the stop.
 async fn tap(key: Arc<str>, stream: Arc<StreamRuntime>, tx: mpsc::Sender<TapMessage>) {
     let mut units = stream.hub.subscribe_live();
@@ -565,11 +578,16 @@ async fn tap(key: Arc<str>, stream: Arc<StreamRuntime>, tx: mpsc::Sender<TapMess
         (r.active, r.started_at_ms)
     };
     if !active {
-        let _ = tx.send(TapMessage::Stopped(key.clone())).await;
+        let _ = tx.send(TapMessage::Stopped(key.clone(), StopReason::Stopped)).await;
         return;
     }
+    let mut shutdown = stream.watch_shutdown();
     loop {
         let message = tokio::select! {
+            () = crate::streams::shutting_down(&mut shutdown) => {
+                let _ = tx.send(TapMessage::Stopped(key.clone(), StopReason::Shutdown)).await;
+                return;
+            }
             au = units.next() => match au {
                 Some(au) => TapMessage::Unit(key.clone(), au),
                 None => return,
@@ -581,7 +599,7 @@ async fn tap(key: Arc<str>, stream: Arc<StreamRuntime>, tx: mpsc::Sender<TapMess
                     !r.active || r.started_at_ms != started_at
                 };
                 if ended {
-                    let _ = tx.send(TapMessage::Stopped(key.clone())).await;
+                    let _ = tx.send(TapMessage::Stopped(key.clone(), StopReason::Stopped)).await;
                     return;
                 }
                 continue;

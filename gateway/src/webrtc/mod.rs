@@ -44,6 +44,9 @@ pub enum SessionError {
     /// Too many sessions (503 with Retry-After).
     #[error("at capacity: {0} WebRTC sessions")]
     AtCapacity(usize),
+    /// A viewer limit (`limits.max_viewers*`) is reached (503 with Retry-After).
+    #[error(transparent)]
+    Viewers(#[from] crate::limits::ViewerLimit),
     /// The event loop is gone (shutting down) (503).
     #[error("WebRTC is shutting down")]
     ShuttingDown,
@@ -230,7 +233,7 @@ impl Webrtc {
         }
         let created_at = Instant::now();
         // Counts as a viewer from now on: an on-demand stream starts pulling.
-        let guard = stream.consumer(ViewerKind::Webrtc);
+        let guard = stream.try_consumer(ViewerKind::Webrtc)?;
         let profile_level_id = self.camera_profile(stream).await;
         let (loop_index, handle) = self
             .loops

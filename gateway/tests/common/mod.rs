@@ -58,6 +58,10 @@ impl Gateway {
         if !extra.contains("[detect]") {
             toml.push_str("\n[detect]\nenabled = false\n");
         }
+        // Tests start and stop streams faster than a person would.
+        if !extra.contains("[limits]") {
+            toml.push_str("\n[limits]\ncontrol_rate = 1000\ncontrol_burst = 1000\n");
+        }
         toml.push_str(&format!("\n[testcam]\nenabled = {testcam}\nlisten = \"127.0.0.1:{testcam_port}\"\n"));
         if testcam {
             toml.push_str(&format!("[[streams]]\nid = \"testcam\"\nurl = \"rtsp://127.0.0.1:{testcam_port}/testcam\"\n"));
@@ -95,6 +99,36 @@ impl Gateway {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// The config file the gateway runs with (for `gateway token --config`).
+    pub fn config_path(&self) -> PathBuf {
+        self._dir.path().join("gateway.toml")
+    }
+
+    /// Runs the gateway binary with `args` after `--config <this gateway's file>`; returns
+    /// exit success, stdout and stderr.
+    pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_gateway")).arg("--config").arg(self.config_path()).args(args).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits up to `within` for the exit; returns its status and how long
+    /// it took. Panics (with the log) if the gateway is still running.
+    pub fn terminate(&mut self, within: Duration) -> (std::process::ExitStatus, Duration) {
+        let started = Instant::now();
+        Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().unwrap();
+        while started.elapsed() < within {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status, started.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("gateway still running {within:?} after SIGTERM; log:\n{}", self.log_text());
     }
 
     pub fn log_text(&self) -> String {
