@@ -121,7 +121,16 @@ impl Gateway {
     /// it took. Panics (with the log) if the gateway is still running.
     pub fn terminate(&mut self, within: Duration) -> (std::process::ExitStatus, Duration) {
         let started = Instant::now();
+        self.send_sigterm();
+        self.wait_exit(started, within)
+    }
+
+    pub fn send_sigterm(&self) {
         Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().unwrap();
+    }
+
+    /// Waits until `within` after `started` for the exit; panics (with the log) if it has not.
+    pub fn wait_exit(&mut self, started: Instant, within: Duration) -> (std::process::ExitStatus, Duration) {
         while started.elapsed() < within {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return (status, started.elapsed());
