@@ -13,7 +13,6 @@ use axum::response::{IntoResponse, Response};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use serde_json::json;
 use signaling::whep::{self, WhepError};
 use tokio::sync::watch;
 use tower_http::cors::{Any, CorsLayer};
@@ -49,6 +48,64 @@ pub struct AppState {
     pub control_rate: Arc<ControlRate>,
     /// Turns true when the gateway begins to shut down (`/readyz` fails from then on).
     pub shutdown: watch::Receiver<bool>,
+}
+
+/// The JSON body of every error answer.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Machine-readable kind: `not_found`, `bad_request`, `unauthorized`, `forbidden`,
+    /// `stream_stopped`, `payload_too_large`, `rate_limited`, `headers_too_large`, `timeout`,
+    /// `unavailable`, `at_capacity`, `moved`, or a WHEP kind (`bad_offer`, `no_h264`, …).
+    pub error: String,
+    /// What went wrong, for people.
+    pub detail: String,
+}
+
+/// `GET /api/streams`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct StreamList {
+    /// The streams the caller may see.
+    pub streams: Vec<crate::streams::StreamView>,
+}
+
+/// `GET /healthz`: the process is up.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Liveness {
+    /// Always `ok`.
+    pub status: String,
+}
+
+/// `GET /readyz`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    /// `ready`, `state store unavailable` or `shutting down`.
+    pub status: String,
+    /// This replica's id.
+    pub replica: String,
+    /// Configured streams.
+    pub streams: usize,
+    /// WHEP sessions and announced UDP addresses; absent when WebRTC is off.
+    pub webrtc: Option<WebrtcReadiness>,
+}
+
+/// WebRTC part of [`Readiness`].
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct WebrtcReadiness {
+    /// Open WHEP sessions on this replica.
+    pub sessions: usize,
+    /// UDP addresses announced as ICE host candidates.
+    pub udp: Vec<String>,
+}
+
+/// `POST /api/tokens` answer.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct TokenResponse {
+    /// The viewer token (JWT, HS256).
+    pub token: String,
+    /// Expiry, seconds since the Unix epoch.
+    pub expires_at: u64,
+    /// Streams it covers.
+    pub streams: Vec<String>,
 }
 
 /// Every error the API returns, mapped to a status in [`IntoResponse`].
@@ -150,7 +207,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, kind) = self.status_and_kind();
         tracing::debug!(%status, error = %self, "request failed");
-        let mut resp = (status, axum::Json(json!({"error": kind, "detail": self.to_string()}))).into_response();
+        let mut resp = (status, axum::Json(ErrorBody { error: kind.into(), detail: self.to_string() })).into_response();
         match &self {
             ApiError::AtCapacity(_) => {
                 resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
@@ -240,6 +297,7 @@ pub fn app(state: AppState, static_dir: &std::path::Path) -> Router {
                 .layer(DefaultBodyLimit::max(whep::MAX_SDP_BYTES)),
         )
         .route("/api/tokens", post(mint_token))
+        .route("/api/openapi.json", get(crate::openapi::serve))
         .route("/api/{*rest}", axum::routing::any(api_not_found))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
@@ -272,9 +330,10 @@ async fn guard(State(state): State<AppState>, req: axum::extract::Request, next:
     }
 }
 
-/// A caller allowed on control endpoints (start, stop, tokens): within the per-client
-/// control rate (checked first, so token guessing is rate limited too) and holding a
-/// control token.
+/// A caller allowed on control endpoints (start, stop, tokens): holding a control token
+/// (checked first: 401/403 tell a client what is wrong before 429 tells it to slow down) and
+/// within the per-client control rate. Tokens are ≥ 16 characters, so guessing one is not a
+/// matter of request rate.
 #[derive(Debug)]
 struct Controller;
 
@@ -282,13 +341,13 @@ impl axum::extract::FromRequestParts<AppState> for Controller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &AppState) -> Result<Self, ApiError> {
+        state.auth.caller(&parts.headers, parts.uri.query()).require_control()?;
         let peer = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
         if let Some(client) = state.control_rate.client(peer, &parts.headers)
             && let Err(wait) = state.control_rate.check(client)
         {
             return Err(ApiError::TooManyRequests(wait.as_secs().max(1)));
         }
-        state.auth.caller(&parts.headers, parts.uri.query()).require_control()?;
         Ok(Controller)
     }
 }
@@ -316,12 +375,20 @@ fn stream<'a>(state: &'a AppState, id: &str) -> Result<&'a Arc<StreamRuntime>, A
     state.streams.get(id).ok_or_else(|| ApiError::NotFound(format!("no stream {id:?}")))
 }
 
-async fn list_streams(State(state): State<AppState>, caller: Caller) -> Result<impl IntoResponse, ApiError> {
+/// Lists the streams the caller may see (a viewer token: its streams).
+#[utoipa::path(get, path = "/api/streams", tag = "streams", security(("bearer" = []), ("token" = []), ("cookie" = [])),
+    responses((status = 200, description = "The streams", body = StreamList), crate::openapi::Denied, crate::openapi::Guard))]
+async fn list_streams(State(state): State<AppState>, caller: Caller) -> Result<axum::Json<StreamList>, ApiError> {
     caller.require_any()?;
     let streams: Vec<_> = state.streams.all().filter(|s| caller.may_view(&s.config.id)).map(|s| s.view()).collect();
-    Ok(axum::Json(json!({ "streams": streams })))
+    Ok(axum::Json(StreamList { streams }))
 }
 
+/// One stream: state, health, viewers, detection.
+#[utoipa::path(get, path = "/api/streams/{id}", tag = "streams", params(("id" = String, Path, description = "Stream id")),
+    security(("bearer" = []), ("token" = []), ("cookie" = [])),
+    responses((status = 200, description = "The stream", body = crate::streams::StreamView),
+        (status = 404, description = "No such stream", body = ErrorBody), crate::openapi::Denied, crate::openapi::Guard))]
 async fn get_stream(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
     caller.require_view(&id)?;
     Ok(axum::Json(stream(&state, &id)?.view()))
@@ -339,13 +406,22 @@ fn check_quality(q: u32) -> Result<u8, ApiError> {
 }
 
 /// `POST /api/streams/{id}/start` body: optional `{"fps": 1..=30, "quality": 1..=100}`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct StartBody {
+pub(crate) struct StartBody {
+    /// Default feed frames per second, 1..=30.
+    #[schema(minimum = 1, maximum = 30)]
     fps: Option<u32>,
+    /// Default feed JPEG quality, 1..=100.
+    #[schema(minimum = 1, maximum = 100)]
     quality: Option<u32>,
 }
 
+/// Starts a stream (on every replica), optionally with new feed defaults. Control token.
+#[utoipa::path(post, path = "/api/streams/{id}/start", tag = "control", params(("id" = String, Path, description = "Stream id")),
+    request_body(content = Option<StartBody>, content_type = "application/json", description = "Optional new defaults"),
+    security(("bearer" = [])),
+    responses((status = 200, description = "The stream, started", body = crate::streams::StreamView), crate::openapi::Control, crate::openapi::Guard))]
 async fn start_stream(
     State(state): State<AppState>,
     _: Controller,
@@ -359,27 +435,39 @@ async fn start_stream(
     } else {
         let value: serde_json::Value =
             serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
-        if !value.is_object() {
+        if value.is_null() {
+            StartBody::default()
+        } else if !value.is_object() {
             return Err(ApiError::BadRequest("the body must be a JSON object like {\"fps\":15,\"quality\":75}".into()));
+        } else {
+            serde_json::from_value(value).map_err(|e| ApiError::BadRequest(format!("invalid start request: {e}")))?
         }
-        serde_json::from_value(value).map_err(|e| ApiError::BadRequest(format!("invalid start request: {e}")))?
     };
     let params = StartParams { fps: parsed.fps.map(check_fps).transpose()?, quality: parsed.quality.map(check_quality).transpose()? };
     let rt = state.streams.set_active(&id, true, params).await?;
     Ok(axum::Json(rt.view()))
 }
 
+/// Stops a stream (on every replica): its feeds end with `event: stopped`. Control token.
+#[utoipa::path(post, path = "/api/streams/{id}/stop", tag = "control", params(("id" = String, Path, description = "Stream id")),
+    security(("bearer" = [])),
+    responses((status = 200, description = "The stream, stopped", body = crate::streams::StreamView), crate::openapi::Control, crate::openapi::Guard))]
 async fn stop_stream(State(state): State<AppState>, _: Controller, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
     stream(&state, &id)?;
     let rt = state.streams.set_active(&id, false, StartParams::default()).await?;
     Ok(axum::Json(rt.view()))
 }
 
-/// `?fps=&quality=` of the feeds; absent values take the stream's defaults.
-#[derive(Debug, Deserialize)]
+/// `?fps=&quality=&token=` of the feeds; absent values take the stream's defaults.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct FeedQuery {
+#[into_params(parameter_in = Query)]
+pub(crate) struct FeedQuery {
+    /// Frames per second, 1..=30.
+    #[param(minimum = 1, maximum = 30)]
     fps: Option<u32>,
+    /// JPEG quality, 1..=100.
+    #[param(minimum = 1, maximum = 100)]
     quality: Option<u32>,
     /// A viewer token (read by [`Caller`]).
     #[allow(dead_code)]
@@ -400,10 +488,20 @@ fn open_feed(state: &AppState, caller: &Caller, id: &str, query: Result<Query<Fe
     Ok(feeds::response(format, rt, fps, quality, state.feeds.keepalive)?)
 }
 
+/// SSE feed: `event: frame` (base64 JPEG, `id:` = seq), `state`, `detections`, `stopped`.
+#[utoipa::path(get, path = "/api/streams/{id}/feed", tag = "feeds", params(("id" = String, Path, description = "Stream id"), FeedQuery),
+    security(("bearer" = []), ("token" = []), ("cookie" = [])),
+    responses((status = 200, description = "Server-sent events until the stream stops", content_type = "text/event-stream", body = String),
+        crate::openapi::Feed, crate::openapi::Denied, crate::openapi::Guard))]
 async fn sse_feed(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, query: Result<Query<FeedQuery>, QueryRejection>) -> Result<Response, ApiError> {
     open_feed(&state, &caller, &id, query, FeedFormat::Sse)
 }
 
+/// MJPEG feed (`multipart/x-mixed-replace`), for `<img src>`.
+#[utoipa::path(get, path = "/api/streams/{id}/mjpeg", tag = "feeds", params(("id" = String, Path, description = "Stream id"), FeedQuery),
+    security(("bearer" = []), ("token" = []), ("cookie" = [])),
+    responses((status = 200, description = "JPEG parts until the stream stops", content_type = "multipart/x-mixed-replace", body = String),
+        crate::openapi::Feed, crate::openapi::Denied, crate::openapi::Guard))]
 async fn mjpeg_feed(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, query: Result<Query<FeedQuery>, QueryRejection>) -> Result<Response, ApiError> {
     open_feed(&state, &caller, &id, query, FeedFormat::Mjpeg)
 }
@@ -447,6 +545,12 @@ fn body_text(body: Result<Bytes, BytesRejection>) -> Result<String, ApiError> {
 
 /// `POST /api/streams/{id}/whep` (draft-ietf-wish-whep §4.2): SDP offer in, 201 with the
 /// answer, `Location` of the session resource, `ETag` and ICE-server `Link`s.
+#[utoipa::path(post, path = "/api/streams/{id}/whep", tag = "whep", params(("id" = String, Path, description = "Stream id")),
+    request_body(content = String, content_type = "application/sdp", description = "SDP offer (RFC 8866), at most 64 KiB"),
+    security(("bearer" = [])),
+    responses((status = 201, description = "SDP answer; `Location` of the session, `ETag`", content_type = "application/sdp", body = String,
+            headers(("location" = String, description = "Session resource"), ("etag" = String, description = "ICE session tag"))),
+        crate::openapi::WhepPost, crate::openapi::Denied, crate::openapi::Guard))]
 async fn whep_post(
     State(state): State<AppState>,
     caller: Caller,
@@ -482,6 +586,13 @@ async fn whep_post(
 /// `PATCH` on a session: trickle ICE (204) or ICE restart with `If-Match: *` (200). The
 /// session URL (128 random bits) is the capability: no token is needed, so a player whose
 /// short-lived token expired can still trickle, restart ICE and hang up.
+#[utoipa::path(patch, path = "/api/streams/{id}/whep/{session}", tag = "whep",
+    params(("id" = String, Path, description = "Stream id"), ("session" = String, Path, description = "WHEP session id"),
+        ("if-match" = Option<String>, Header, description = "The session's ETag, or * for an ICE restart")),
+    request_body(content = String, content_type = "application/trickle-ice-sdpfrag", description = "Trickle ICE fragment (RFC 8840)"),
+    responses((status = 204, description = "Candidates added"),
+        (status = 200, description = "ICE restart: our new credentials", content_type = "application/trickle-ice-sdpfrag", body = String),
+        crate::openapi::WhepSession, crate::openapi::Guard))]
 async fn whep_patch(
     State(state): State<AppState>,
     Path((id, session)): Path<(String, String)>,
@@ -507,6 +618,11 @@ async fn whep_patch(
 }
 
 /// `DELETE` on a session: 200 and the session ends.
+#[utoipa::path(delete, path = "/api/streams/{id}/whep/{session}", tag = "whep",
+    params(("id" = String, Path, description = "Stream id"), ("session" = String, Path, description = "WHEP session id")),
+    responses((status = 200, description = "Session ended"), (status = 404, description = "No such session", body = ErrorBody),
+        (status = 307, description = "Another replica owns the session"), (status = 503, description = "WebRTC off", body = ErrorBody),
+        crate::openapi::Guard))]
 async fn whep_delete(
     State(state): State<AppState>,
     Path((id, session)): Path<(String, String)>,
@@ -524,17 +640,23 @@ async fn whep_delete(
 /// plain OPTIONS (no CORS preflight) with 204.
 async fn whep_options(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let path = req.uri().path();
-    let whep = req.method() == axum::http::Method::OPTIONS && (path.ends_with("/whep") || path.contains("/whep/"));
+    let options = req.method() == axum::http::Method::OPTIONS;
+    // The endpoint takes POST; a session resource PATCH and DELETE.
+    let (endpoint, session) = (options && path.ends_with("/whep"), options && path.contains("/whep/"));
     let preflight = req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
     let mut resp = next.run(req).await;
-    if whep {
+    if endpoint || session {
         if !preflight {
             *resp.status_mut() = StatusCode::NO_CONTENT;
         }
         let h = resp.headers_mut();
-        h.insert("accept-post", HeaderValue::from_static(whep::SDP_MEDIA_TYPE));
-        h.insert("accept-patch", HeaderValue::from_static(whep::SDPFRAG_MEDIA_TYPE));
-        h.insert(header::ALLOW, HeaderValue::from_static("OPTIONS, POST, PATCH, DELETE"));
+        if endpoint {
+            h.insert("accept-post", HeaderValue::from_static(whep::SDP_MEDIA_TYPE));
+            h.insert(header::ALLOW, HeaderValue::from_static("OPTIONS, POST"));
+        } else {
+            h.insert("accept-patch", HeaderValue::from_static(whep::SDPFRAG_MEDIA_TYPE));
+            h.insert(header::ALLOW, HeaderValue::from_static("OPTIONS, PATCH, DELETE"));
+        }
     }
     resp
 }
@@ -543,6 +665,9 @@ async fn api_not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::NotFound(format!("no API route {}", uri.path()))
 }
 
+/// Prometheus metrics (text format 0.0.4). A control token unless `auth.public_metrics`.
+#[utoipa::path(get, path = "/metrics", tag = "operations", security((), ("bearer" = [])),
+    responses((status = 200, description = "Metrics", content_type = "text/plain", body = String), crate::openapi::Denied, crate::openapi::Guard))]
 async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<impl IntoResponse, ApiError> {
     if !state.auth.public_metrics() {
         caller.require_control()?;
@@ -551,19 +676,30 @@ async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<impl I
 }
 
 /// `POST /api/tokens` body: `{"streams": ["cam1"], "ttl_s": 600, "subject": "alice"}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TokenRequest {
+pub(crate) struct TokenRequest {
     /// Stream ids the token may watch (`"*"` for all).
+    #[schema(min_items = 1, value_type = Vec<StreamIdSchema>)]
     streams: Vec<String>,
-    /// Lifetime, seconds (default 600, at most `auth.max_token_ttl`).
+    /// Lifetime, seconds (default 600, at most `auth.max_token_ttl`, 86400 by default).
+    #[schema(minimum = 1, maximum = 86400)]
     ttl_s: Option<u64>,
     /// Who the token is for (logged). Default `viewer`.
     subject: Option<String>,
 }
 
+/// A stream id in a token request: 1-64 of `A-Z a-z 0-9 _ -`, or `*` for all streams.
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, pattern = r"^([A-Za-z0-9_-]{1,64}|\*)$")]
+#[allow(dead_code, reason = "describes the JSON for the OpenAPI document")]
+pub(crate) struct StreamIdSchema(String);
+
 /// Mints a viewer token (control token required): `{"token", "expires_at", "streams"}`.
-async fn mint_token(State(state): State<AppState>, _: Controller, body: Result<Bytes, BytesRejection>) -> Result<impl IntoResponse, ApiError> {
+#[utoipa::path(post, path = "/api/tokens", tag = "control", request_body(content = TokenRequest, content_type = "application/json"),
+    security(("bearer" = [])),
+    responses((status = 200, description = "A viewer token", body = TokenResponse), crate::openapi::Control, crate::openapi::Guard))]
+async fn mint_token(State(state): State<AppState>, _: Controller, body: Result<Bytes, BytesRejection>) -> Result<axum::Json<TokenResponse>, ApiError> {
     let body = body?;
     let req: TokenRequest = serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("invalid token request: {e}")))?;
     let ttl = std::time::Duration::from_secs(req.ttl_s.unwrap_or(600));
@@ -573,23 +709,31 @@ async fn mint_token(State(state): State<AppState>, _: Controller, body: Result<B
         _ => ApiError::BadRequest(e.to_string()),
     })?;
     tracing::info!(subject, streams = ?req.streams, ttl_s = ttl.as_secs(), "viewer token minted");
-    Ok(axum::Json(json!({"token": token, "expires_at": expires_at, "streams": req.streams})))
+    Ok(axum::Json(TokenResponse { token, expires_at, streams: req.streams }))
 }
 
-async fn healthz() -> impl IntoResponse {
-    axum::Json(json!({"status": "ok"}))
+/// Liveness: 200 while the process runs.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Up", body = Liveness), crate::openapi::Guard))]
+async fn healthz() -> axum::Json<Liveness> {
+    axum::Json(Liveness { status: "ok".into() })
 }
 
-async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let webrtc = state.webrtc.as_ref().map(|w| json!({"sessions": w.session_count(), "udp": w.announced_addrs()}));
+/// Readiness: 503 when the state store is unreachable or the gateway is shutting down.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "Ready", body = Readiness), (status = 503, description = "Not ready", body = Readiness), crate::openapi::Guard))]
+async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Readiness>) {
+    let webrtc = state.webrtc.as_ref().map(|w| WebrtcReadiness {
+        sessions: w.session_count(),
+        udp: w.announced_addrs().iter().map(ToString::to_string).collect(),
+    });
     let stopping = *state.shutdown.borrow();
     let ready = !stopping && state.store.is_ready();
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let body = json!({
-        "status": if stopping { "shutting down" } else if ready { "ready" } else { "state store unavailable" },
-        "replica": state.replica_id,
-        "streams": state.streams.all().count(),
-        "webrtc": webrtc,
-    });
+    let body = Readiness {
+        status: if stopping { "shutting down" } else if ready { "ready" } else { "state store unavailable" }.into(),
+        replica: state.replica_id.clone(),
+        streams: state.streams.all().count(),
+        webrtc,
+    };
     (status, axum::Json(body))
 }

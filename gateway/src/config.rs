@@ -281,7 +281,7 @@ pub struct IceServerConfig {
 }
 
 /// RTP transport to request from a camera.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
     /// RTP interleaved on the RTSP TCP connection (RFC 2326 §10.12). The default: works

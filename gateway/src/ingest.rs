@@ -20,7 +20,7 @@ use crate::redact::{redact_url, scrub};
 use crate::state::now_ms;
 
 /// Where a stream's camera connection is.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum IngestState {
     /// Active but nobody watches (on-demand pull): no camera connection.
@@ -37,7 +37,7 @@ pub enum IngestState {
 }
 
 /// Per-stream ingest health, as shown by the API.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Health {
     /// Connection state.
     pub state: IngestState,

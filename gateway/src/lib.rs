@@ -29,6 +29,7 @@ pub mod ingest;
 pub mod limits;
 pub mod media;
 pub mod metrics;
+pub mod openapi;
 pub mod redact;
 pub mod redis_store;
 pub mod rtp;

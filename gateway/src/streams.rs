@@ -46,7 +46,7 @@ impl ViewerKind {
 }
 
 /// Viewer counts by kind, as shown by the API.
-#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ViewerCounts {
     /// SSE viewers.
     pub sse: usize,
@@ -98,7 +98,7 @@ impl Drop for ConsumerGuard {
 }
 
 /// The API's view of a stream.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct StreamView {
     /// Stream id.
     pub id: String,
@@ -131,7 +131,7 @@ pub struct StreamView {
 }
 
 /// Health plus viewer counts, also the payload of SSE `event: state`.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct HealthView {
     /// Whether the stream is started.
     pub active: bool,

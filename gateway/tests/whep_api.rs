@@ -86,6 +86,11 @@ async fn bad_whep_requests_get_clear_errors() {
     let o = client.request(reqwest::Method::OPTIONS, gw.url("/api/streams/testcam/whep")).send().await.unwrap();
     assert_eq!(o.status(), 204);
     assert_eq!(o.headers()["accept-post"], "application/sdp");
+    // Each resource advertises exactly its own methods (schemathesis caught the shared list).
+    assert_eq!(o.headers()["allow"], "OPTIONS, POST");
+    let o = client.request(reqwest::Method::OPTIONS, gw.url(&location)).send().await.unwrap();
+    assert_eq!((o.status().as_u16(), o.headers()["allow"].to_str().unwrap()), (204, "OPTIONS, PATCH, DELETE"));
+    assert_eq!(o.headers()["accept-patch"], "application/trickle-ice-sdpfrag");
     let pre = client
         .request(reqwest::Method::OPTIONS, gw.url("/api/streams/testcam/whep"))
         .header("origin", "https://player.example")

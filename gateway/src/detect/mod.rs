@@ -109,7 +109,7 @@ pub struct DetectionMessage {
 }
 
 /// Detection status of a stream, as the API shows it.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct DetectionView {
     /// `off` (not configured for this stream), `starting`, `running` or `unavailable`.
     pub state: &'static str,
