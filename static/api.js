@@ -4,6 +4,40 @@
 // UI keeps working if the gateway is mounted under a path prefix.
 
 const REQUEST_TIMEOUT_MS = 8000;
+const TOKEN_KEY = 'sightline_token';
+
+/**
+ * The token the user gave (a control token or a viewer JWT), or null. Kept in
+ * sessionStorage, and in the `sightline_token` cookie so EventSource and
+ * <img> (MJPEG), which cannot set headers, send it too.
+ */
+export function getToken() {
+  try {
+    return sessionStorage.getItem(TOKEN_KEY);
+  } catch {
+    return null;
+  }
+}
+
+/** Store (or with null, forget) the token; see getToken(). */
+export function setToken(token) {
+  const secure = window.location.protocol === 'https:' ? '; Secure' : '';
+  try {
+    if (token) sessionStorage.setItem(TOKEN_KEY, token);
+    else sessionStorage.removeItem(TOKEN_KEY);
+  } catch {
+    // Storage disabled: the cookie still carries it for this session.
+  }
+  document.cookie = token
+    ? `${TOKEN_KEY}=${encodeURIComponent(token)}; Path=/; SameSite=Strict${secure}`
+    : `${TOKEN_KEY}=; Path=/; Max-Age=0; SameSite=Strict${secure}`;
+}
+
+/** `Authorization: Bearer` for fetch() calls (WHEP and the REST API), if a token is set. */
+export function authHeaders() {
+  const token = getToken();
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
 
 /** Error raised for failed API calls; `detail` is the human-readable part. */
 export class ApiError extends Error {
@@ -46,7 +80,7 @@ async function readJson(res) {
 async function send(method, path, body) {
   const init = {
     method,
-    headers: { Accept: 'application/json' },
+    headers: { Accept: 'application/json', ...authHeaders() },
     cache: 'no-store',
     signal: timeoutSignal(REQUEST_TIMEOUT_MS),
   };
@@ -62,6 +96,10 @@ async function send(method, path, body) {
     throw new ApiError(0, 'network', timedOut ? 'request timed out' : 'gateway unreachable');
   }
   const payload = await readJson(res);
+  if (res.status === 401) {
+    // No token, or one that expired: the app asks the user for one.
+    window.dispatchEvent(new CustomEvent('sightline-unauthorized', { detail: payload?.detail ?? '' }));
+  }
   if (!res.ok) {
     const code = payload?.error ?? (res.statusText || 'error');
     throw new ApiError(res.status, code, payload?.detail ?? `${code} (HTTP ${res.status})`);

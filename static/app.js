@@ -5,7 +5,7 @@
 // WebRTC with SSE fallback); ?debug=1 shows glass-to-glass latency read from
 // the test camera's pixel clock.
 
-import { describeError, listStreams } from './api.js';
+import { describeError, listStreams, setToken } from './api.js';
 import { StreamCard } from './stream-card.js';
 import { Viewer } from './viewer.js';
 import { setText } from './dom.js';
@@ -73,6 +73,31 @@ function reconcile(streams, requestedAt) {
   emptyNote.hidden = cards.size > 0;
   setText(emptyNote, 'No streams configured.');
 }
+
+const tokenDialog = document.getElementById('token-dialog');
+const tokenInput = document.getElementById('token-input');
+const tokenReason = document.getElementById('token-reason');
+
+// The API answered 401 (api.js tells us): forget the token, ask for one (one dialog at a
+// time), then poll again at once.
+window.addEventListener('sightline-unauthorized', (ev) => {
+  setToken(null);
+  if (tokenDialog.open) return;
+  setText(tokenReason, ev.detail || 'Authentication is on for this gateway.');
+  tokenInput.value = '';
+  tokenDialog.showModal();
+});
+
+tokenDialog.addEventListener('close', () => {
+  const token = tokenInput.value.trim();
+  if (token) {
+    setToken(token);
+    // Live views opened without a token restart with it.
+    for (const card of cards.values()) card.setPaused(true);
+    for (const card of cards.values()) card.setPaused(document.hidden);
+    schedulePoll(0);
+  }
+});
 
 async function poll() {
   if (polling) return;

@@ -11,7 +11,7 @@
 //                within `frameTimeoutMs` of the answer, or the connection died
 //   stopped    – the server sent {"type":"stopped"}, or stop() was called
 
-import { ApiError } from './api.js';
+import { ApiError, authHeaders } from './api.js';
 
 const POST_TIMEOUT_MS = 10000; // the gateway may wait 5 s for a keyframe
 const FRAME_TIMEOUT_MS = 4000;
@@ -98,7 +98,7 @@ export class WhepPlayer {
       await pc.setLocalDescription(await pc.createOffer());
       const res = await fetch(this.#url, {
         method: 'POST',
-        headers: { 'Content-Type': 'application/sdp', Accept: 'application/sdp' },
+        headers: { 'Content-Type': 'application/sdp', Accept: 'application/sdp', ...authHeaders() },
         body: pc.localDescription.sdp,
         cache: 'no-store',
         signal: AbortSignal.timeout(POST_TIMEOUT_MS),

@@ -237,3 +237,22 @@ async fn static_files_cannot_escape_the_static_dir() {
     let (status, _) = raw_get(&gw.url(""), "/index.html");
     assert!(status.contains("200"), "{status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_ui_asks_for_a_token_and_plays_with_it() {
+    let gw = Gateway::start(&auth_toml());
+    let (ok, token, err) = gw.cli(&["token", "--stream", "testcam", "--ttl", "5m"]);
+    assert!(ok, "{err}");
+    let out = tokio::process::Command::new("node")
+        .arg(workspace().join("tests/browser/auth.mjs"))
+        .arg(&gw.base)
+        .arg(token.trim())
+        .output()
+        .await
+        .expect("node is installed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "browser test failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("ok SSE plays with the viewer token"), "{stdout}");
+    assert_eq!(get_json(&gw.url(&format!("/api/streams/testcam?token={}", token.trim()))).await.1["active"], true, "Stop was refused");
+}
