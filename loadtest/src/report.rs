@@ -31,6 +31,10 @@ pub(crate) struct ViewerStats {
     pub(crate) dimensions: BTreeSet<Dimensions>,
     /// `stopped` events received.
     pub(crate) stopped_events: u64,
+    /// When the last frame arrived.
+    pub(crate) last_frame_at: Option<Instant>,
+    /// Longest time between two frames (a camera restart shows up here).
+    pub(crate) max_gap: Duration,
     /// Errors, with when they happened.
     pub(crate) errors: Vec<(Instant, String)>,
 }
@@ -102,7 +106,14 @@ pub(crate) struct Report {
     pub(crate) stopped_events: u64,
     /// Viewers that never received a frame.
     pub(crate) viewers_without_frames: usize,
+    /// Longest time between two frames of any viewer, ms.
+    pub(crate) max_gap_ms: f64,
+    /// Viewers whose last frame is older than [`STALE`] at the end (they did not recover).
+    pub(crate) viewers_stale_at_end: usize,
 }
+
+/// A viewer with no frame or packet in its last this-long is stale: it did not recover.
+pub(crate) const STALE: Duration = Duration::from_secs(3);
 
 /// Aggregates per-viewer stats; `end` is the measuring deadline.
 pub(crate) fn summarize(info: &RunInfo, viewers: &[ViewerStats], end: Instant) -> Report {
@@ -131,6 +142,8 @@ pub(crate) fn summarize(info: &RunInfo, viewers: &[ViewerStats], end: Instant) -
         error_samples: errors.iter().take(ERROR_SAMPLES).map(|(_, m)| m.clone()).collect(),
         stopped_events: viewers.iter().map(|v| v.stopped_events).sum(),
         viewers_without_frames: viewers.iter().filter(|v| v.frames == 0).count(),
+        max_gap_ms: round2(viewers.iter().map(|v| v.max_gap.as_secs_f64() * 1000.0).fold(0.0, f64::max)),
+        viewers_stale_at_end: viewers.iter().filter(|v| v.last_frame_at.is_none_or(|t| end.saturating_duration_since(t) > STALE)).count(),
     }
 }
 
@@ -152,6 +165,7 @@ pub(crate) fn human_lines(r: &Report) -> Vec<String> {
             "stopped events {}, viewers without frames {}, errors {}",
             r.stopped_events, r.viewers_without_frames, r.errors
         ),
+        format!("longest gap between frames {:.0} ms; viewers stale at the end {}", r.max_gap_ms, r.viewers_stale_at_end),
     ];
     lines.extend(r.error_samples.iter().map(|e| format!("  error: {e}")));
     lines

@@ -207,6 +207,10 @@ fn on_frame(stats: &mut ViewerStats, event: &Event, started: Instant, last_id: &
         stats.ttff = Some(now - started);
     }
     stats.frames += 1;
+    if let Some(last) = stats.last_frame_at {
+        stats.max_gap = stats.max_gap.max(now - last);
+    }
+    stats.last_frame_at = Some(now);
     if !id_increases(&event.id, last_id) {
         stats.non_monotonic_ids += 1;
     }

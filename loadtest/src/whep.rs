@@ -77,6 +77,8 @@ struct ViewerStats {
     max_seq: u64,
     first_packet: Option<Instant>,
     last_packet: Option<Instant>,
+    /// Longest time between two packets (a camera restart shows up here).
+    max_gap: Duration,
     ttfk: Option<Duration>,
     messages: u64,
     errors: Vec<String>,
@@ -112,6 +114,8 @@ pub(crate) struct WhepReport {
     ttfk_ms_p95: Option<f64>,
     ttfk_ms_max: Option<f64>,
     datachannel_messages_min: u64,
+    max_gap_ms: f64,
+    viewers_stale_at_end: usize,
     errors: usize,
     error_samples: Vec<String>,
 }
@@ -148,10 +152,10 @@ pub(crate) async fn run(args: &WhepArgs) -> anyhow::Result<WhepReport> {
             }
         }
     }
-    Ok(summarize(args, &stats))
+    Ok(summarize(args, &stats, deadline.into_std()))
 }
 
-fn summarize(args: &WhepArgs, stats: &[ViewerStats]) -> WhepReport {
+fn summarize(args: &WhepArgs, stats: &[ViewerStats], end: Instant) -> WhepReport {
     let pps = sorted(stats.iter().map(ViewerStats::packets_per_s).collect());
     let ttfk = sorted(stats.iter().filter_map(|s| s.ttfk).map(|d| d.as_secs_f64() * 1000.0).collect());
     let packets: u64 = stats.iter().map(|s| s.packets).sum();
@@ -172,6 +176,11 @@ fn summarize(args: &WhepArgs, stats: &[ViewerStats]) -> WhepReport {
         ttfk_ms_p95: percentile(&ttfk, 95.0).map(round2),
         ttfk_ms_max: ttfk.last().copied().map(round2),
         datachannel_messages_min: stats.iter().map(|s| s.messages).min().unwrap_or(0),
+        max_gap_ms: round2(stats.iter().map(|s| s.max_gap.as_secs_f64() * 1000.0).fold(0.0, f64::max)),
+        viewers_stale_at_end: stats
+            .iter()
+            .filter(|s| s.last_packet.is_none_or(|t| end.saturating_duration_since(t) > crate::report::STALE))
+            .count(),
         errors: errors.len(),
         error_samples: errors.into_iter().take(5).collect(),
     }
@@ -183,6 +192,7 @@ pub(crate) fn print(r: &WhepReport) -> anyhow::Result<()> {
     println!("packets/s per viewer: min {} median {}; lost {} of {} ({:.4}%)", r.packets_per_s_min, r.packets_per_s_median, r.packets_lost, r.packets_total + r.packets_lost, r.loss_ratio * 100.0);
     println!("time to first keyframe: p50 {:?} ms, p95 {:?} ms, max {:?} ms", r.ttfk_ms_p50, r.ttfk_ms_p95, r.ttfk_ms_max);
     println!("data channel messages per viewer: min {}; errors {} {:?}", r.datachannel_messages_min, r.errors, r.error_samples);
+    println!("longest gap between packets {:.0} ms; viewers stale at the end {}", r.max_gap_ms, r.viewers_stale_at_end);
     println!("{}", serde_json::to_string(r)?);
     Ok(())
 }
@@ -290,6 +300,9 @@ fn on_event(e: Event, requested: Instant, stats: &mut ViewerStats) {
             stats.first_seq.get_or_insert(seq);
             stats.max_seq = stats.max_seq.max(seq);
             stats.first_packet.get_or_insert(now);
+            if let Some(last) = stats.last_packet {
+                stats.max_gap = stats.max_gap.max(now - last);
+            }
             stats.last_packet = Some(now);
             if stats.ttfk.is_none() && starts_keyframe(&p.payload) {
                 stats.ttfk = Some(now - requested);
