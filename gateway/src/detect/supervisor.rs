@@ -1,5 +1,7 @@
 //! Spawns one `infer-worker serve` process per worker place and restarts it when it exits,
-//! with backoff (250 ms doubling to 30 s; back to 250 ms after a worker ran 10 s). A worker
+//! with backoff (250 ms doubling to 30 s; back to 250 ms after a worker that completed its
+//! handshake ran 2 s: one that served frames and then died is restarted at once, a crash
+//! loop at start-up or on the first frame backs off). A worker
 //! that exits before its handshake (no ONNX Runtime library, no model, bad provider) makes
 //! detection "unavailable" with its last stderr line as the reason, logged once; video is
 //! not affected. Workers are killed when the gateway exits (`kill_on_drop`), and a worker
@@ -18,8 +20,9 @@ use super::Detect;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// A worker that ran this long resets the backoff.
-const HEALTHY_RUN: Duration = Duration::from_secs(10);
+/// A worker that completed its handshake and ran this long resets the backoff. (It was
+/// 10 s: killed every 10 s, the restart delay then grew to 2 s and more — chaos run.)
+const HEALTHY_RUN: Duration = Duration::from_secs(2);
 
 /// The worker binary: `detect.worker_bin`, else `infer-worker` next to this executable.
 pub fn worker_binary(detect: &Detect) -> PathBuf {
@@ -121,14 +124,15 @@ pub(crate) async fn supervise(detect: Arc<Detect>, index: usize) {
             let reason = last_line.unwrap_or_else(|| format!("infer-worker exited ({exit}) before connecting"));
             detect.startup_failed(reason.trim_start_matches("infer-worker: ").to_owned());
         }
-        if ran >= HEALTHY_RUN {
+        let healthy = greeted && ran >= HEALTHY_RUN;
+        if healthy {
             backoff = BACKOFF_MIN;
         }
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
             () = crate::streams::shutting_down(&mut stopping) => return,
         }
-        if ran < HEALTHY_RUN {
+        if !healthy {
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     }
