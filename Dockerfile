@@ -1,6 +1,9 @@
 # Sightline gateway image: multi-stage build, non-root runtime.
 #   docker build -t sightline .
-#   docker run -p 8080:8080 -p 8189-8190:8189-8190/udp sightline --listen 0.0.0.0:8080
+#   docker run -p 8080:8080 -p 8189-8190:8189-8190/udp \
+#     -e SIGHTLINE_AUTH__CONTROL_TOKENS='["<openssl rand -hex 32>"]' -e SIGHTLINE_AUTH__JWT_SECRET=<openssl rand -hex 32> \
+#     sightline --listen 0.0.0.0:8080
+# (listening beyond loopback turns auth on: the gateway does not start without the secrets)
 FROM rust:1-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends cmake nasm pkg-config \
     && rm -rf /var/lib/apt/lists/*
