@@ -306,7 +306,7 @@ pub fn app(state: AppState, static_dir: &std::path::Path) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), replica_header))
         .with_state(state.clone());
     api.fallback_service(ServeDir::new(static_dir))
-        .layer(axum::middleware::from_fn_with_state(state, guard))
+        .layer(axum::middleware::from_fn_with_state(state.limits.clone(), guard))
         .layer(cors())
         .layer(axum::middleware::from_fn(whep_options))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::extract::Request| {
@@ -316,8 +316,7 @@ pub fn app(state: AppState, static_dir: &std::path::Path) -> Router {
 }
 
 /// Header limits (431) and the request timeout (408) for every request.
-async fn guard(State(state): State<AppState>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let limits = &state.limits;
+async fn guard(State(limits): State<Arc<LimitsConfig>>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     if let Err(detail) = crate::limits::check_headers(req.headers(), limits.max_header_bytes, limits.max_headers) {
         return ApiError::HeadersTooLarge(detail).into_response();
     }
@@ -736,4 +735,51 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Readin
         webrtc,
     };
     (status, axum::Json(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use futures::StreamExt as _;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    fn guarded(router: Router) -> Router {
+        let limits = Arc::new(LimitsConfig { request_timeout: Duration::from_millis(100), ..LimitsConfig::default() });
+        router.layer(axum::middleware::from_fn_with_state(limits, guard))
+    }
+
+    #[tokio::test]
+    async fn slow_requests_get_408_but_streaming_bodies_are_not_cut() {
+        let app = guarded(
+            Router::new()
+                .route("/slow", get(|| async { tokio::time::sleep(Duration::from_secs(5)).await }))
+                .route(
+                    "/stream",
+                    get(|| async {
+                        // The head is ready at once; the body takes 300 ms, beyond the timeout.
+                        let chunks = futures::stream::iter(0..3u32).then(|i| async move {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            Ok::<_, std::convert::Infallible>(Bytes::from(format!("chunk {i}\n")))
+                        });
+                        Body::from_stream(chunks)
+                    }),
+                ),
+        );
+        let resp = app.clone().oneshot(Request::get("/slow").body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::REQUEST_TIMEOUT);
+        let body = axum::body::to_bytes(resp.into_body(), 1024).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"], "timeout");
+        assert!(v["detail"].as_str().unwrap().contains("limits.request_timeout"));
+
+        let resp = app.oneshot(Request::get("/stream").body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(resp.into_body(), 1024).await.unwrap();
+        assert_eq!(body, "chunk 0\nchunk 1\nchunk 2\n");
+    }
 }
