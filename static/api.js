@@ -19,18 +19,47 @@ export function getToken() {
   }
 }
 
+function setFeedCookie(token) {
+  const secure = window.location.protocol === 'https:' ? '; Secure' : '';
+  document.cookie = token
+    ? `${TOKEN_KEY}=${encodeURIComponent(token)}; Path=/; SameSite=Strict${secure}`
+    : `${TOKEN_KEY}=; Path=/; Max-Age=0; SameSite=Strict${secure}`;
+}
+
+/** A viewer token is a JWT (three base64url parts); anything else is a control token. */
+function isViewerToken(token) {
+  return /^[\w-]+\.[\w-]+\.[\w-]*$/.test(token);
+}
+
 /** Store (or with null, forget) the token; see getToken(). */
 export function setToken(token) {
-  const secure = window.location.protocol === 'https:' ? '; Secure' : '';
   try {
     if (token) sessionStorage.setItem(TOKEN_KEY, token);
     else sessionStorage.removeItem(TOKEN_KEY);
   } catch {
-    // Storage disabled: the cookie still carries it for this session.
+    // Storage disabled: the cookie still carries a viewer token for this session.
   }
-  document.cookie = token
-    ? `${TOKEN_KEY}=${encodeURIComponent(token)}; Path=/; SameSite=Strict${secure}`
-    : `${TOKEN_KEY}=; Path=/; Max-Age=0; SameSite=Strict${secure}`;
+  setFeedCookie(token && isViewerToken(token) ? token : null);
+}
+
+/**
+ * Use `token` from now on. A control token is never put in a cookie (the gateway refuses
+ * it there): the feeds get a viewer token for every stream minted with it (POST /api/tokens,
+ * 8 h or the gateway's maximum), if the gateway has viewer tokens configured.
+ */
+export async function useToken(token) {
+  setToken(token);
+  if (isViewerToken(token)) return;
+  for (const ttl of [8 * 3600, 3600, 600]) {
+    try {
+      const minted = await send('POST', 'api/tokens', { streams: ['*'], ttl_s: ttl, subject: 'web-ui' });
+      setFeedCookie(minted.token);
+      return;
+    } catch (err) {
+      // 400: above auth.max_token_ttl, try shorter; anything else: no viewer tokens here.
+      if (!(err instanceof ApiError && err.status === 400)) return;
+    }
+  }
 }
 
 /** `Authorization: Bearer` for fetch() calls (WHEP and the REST API), if a token is set. */

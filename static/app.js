@@ -5,7 +5,7 @@
 // WebRTC with SSE fallback); ?debug=1 shows glass-to-glass latency read from
 // the test camera's pixel clock.
 
-import { describeError, listStreams, setToken } from './api.js';
+import { describeError, listStreams, setToken, useToken } from './api.js';
 import { StreamCard } from './stream-card.js';
 import { Viewer } from './viewer.js';
 import { setText } from './dom.js';
@@ -88,10 +88,10 @@ window.addEventListener('sightline-unauthorized', (ev) => {
   tokenDialog.showModal();
 });
 
-tokenDialog.addEventListener('close', () => {
+tokenDialog.addEventListener('close', async () => {
   const token = tokenInput.value.trim();
   if (token) {
-    setToken(token);
+    await useToken(token);
     // Live views opened without a token restart with it.
     for (const card of cards.values()) card.setPaused(true);
     for (const card of cards.values()) card.setPaused(document.hidden);

@@ -216,9 +216,12 @@ impl IntoResponse for ApiError {
                 resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*secs));
             }
             ApiError::Unauthorized(detail) => {
-                // RFC 6750 §3: `invalid_token` when a token was presented but is not valid.
+                // RFC 6750 §3.1: `invalid_token` when a token was presented but is not valid,
+                // `invalid_request` when the header is not a bearer token at all.
                 let value = if detail.starts_with("invalid token") {
                     "Bearer realm=\"sightline\", error=\"invalid_token\""
+                } else if detail.starts_with("malformed request") {
+                    "Bearer realm=\"sightline\", error=\"invalid_request\""
                 } else {
                     "Bearer realm=\"sightline\""
                 };
@@ -484,7 +487,7 @@ fn open_feed(state: &AppState, caller: &Caller, id: &str, query: Result<Query<Fe
     if !record.active {
         return Err(ApiError::Conflict(format!("stream {id:?} is stopped; POST /api/streams/{id}/start first")));
     }
-    Ok(feeds::response(format, rt, fps, quality, state.feeds.keepalive)?)
+    Ok(feeds::response(format, rt, fps, quality, state.feeds.keepalive, caller.expires())?)
 }
 
 /// SSE feed: `event: frame` (base64 JPEG, `id:` = seq), `state`, `detections`, `stopped`.
@@ -566,7 +569,7 @@ async fn whep_post(
     if !rt.record().active {
         return Err(ApiError::Conflict(format!("stream {id:?} is stopped; POST /api/streams/{id}/start first")));
     }
-    let created = webrtc.create(rt, &offer).await?;
+    let created = webrtc.create(rt, &offer, caller.expires()).await?;
     let location = format!("/api/streams/{id}/whep/{}", created.id);
     let mut resp = (StatusCode::CREATED, created.answer).into_response();
     let h = resp.headers_mut();

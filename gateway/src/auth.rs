@@ -30,6 +30,8 @@ pub const TOKEN_QUERY: &str = "token";
 pub const MIN_SECRET_BYTES: usize = 32;
 /// `iss` of the viewer tokens this gateway mints and accepts.
 const ISSUER: &str = "sightline";
+/// Why an `Authorization` header that is not `Bearer <token>` is refused.
+const BAD_SCHEME: &str = "Authorization must be `Bearer <token>`";
 /// Scope entry granting every stream.
 pub const ALL_STREAMS: &str = "*";
 
@@ -172,6 +174,7 @@ pub enum Denied {
 impl Caller {
     fn unauthenticated(&self) -> Denied {
         match self {
+            Caller::Invalid(reason) if reason == BAD_SCHEME => Denied::Unauthenticated(format!("malformed request: {reason}")),
             Caller::Invalid(reason) => Denied::Unauthenticated(format!("invalid token: {reason}")),
             _ => Denied::Unauthenticated("a token is required (Authorization: Bearer, ?token= or the sightline_token cookie)".into()),
         }
@@ -201,6 +204,16 @@ impl Caller {
         match self {
             Caller::Anonymous | Caller::Invalid(_) => Err(self.unauthenticated()),
             _ => Ok(()),
+        }
+    }
+
+    /// When the caller's access ends: a viewer token's `exp` as an [`std::time::Instant`]
+    /// (feeds and WHEP sessions opened with it end then); `None` for control tokens and open
+    /// access.
+    pub fn expires(&self) -> Option<std::time::Instant> {
+        match self {
+            Caller::Viewer(c) => Some(std::time::Instant::now() + Duration::from_secs(c.exp.saturating_sub(now_secs()))),
+            _ => None,
         }
     }
 
@@ -330,7 +343,7 @@ impl Auth {
             let token = text.strip_prefix("Bearer ").or_else(|| text.strip_prefix("bearer ")).map(str::trim);
             return match token {
                 Some(t) if !t.is_empty() => self.check_token(t, true),
-                _ => Caller::Invalid("Authorization must be `Bearer <token>`".into()),
+                _ => Caller::Invalid(BAD_SCHEME.into()),
             };
         }
         if let Some(t) = query.and_then(query_token) {

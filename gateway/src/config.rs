@@ -386,6 +386,22 @@ impl Default for Config {
     }
 }
 
+/// Figment's messages, except that a bad value under `[auth]` is not repeated (a secret
+/// given in the wrong shape, e.g. a token without the list brackets, would end up in the log).
+fn redacted_errors(errors: figment::Error) -> String {
+    use figment::error::Kind;
+    let messages: Vec<String> = errors
+        .into_iter()
+        .map(|e| match (&e.kind, e.path.first().map(String::as_str)) {
+            (Kind::InvalidType(_, expected) | Kind::InvalidValue(_, expected), Some("auth")) => {
+                format!("invalid value for key \"{}\": expected {expected} (value not shown)", e.path.join("."))
+            }
+            _ => e.to_string(),
+        })
+        .collect();
+    messages.join("; ")
+}
+
 /// Frames per second a feed may ask for.
 pub const FPS_RANGE: std::ops::RangeInclusive<u32> = 1..=30;
 /// JPEG qualities a feed may ask for.
@@ -423,7 +439,7 @@ impl Config {
     }
 
     fn extract(figment: Figment) -> anyhow::Result<Config> {
-        figment.extract().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
+        figment.extract().map_err(|e: figment::Error| anyhow::anyhow!("invalid configuration: {}", redacted_errors(e)))
     }
 
     /// Checks every field; the message names the offending stream or key.
@@ -525,6 +541,13 @@ mod tests {
             }
             c.validate().unwrap_or_else(|e| panic!("{file}: {e}"));
         }
+    }
+
+    #[test]
+    fn a_secret_in_the_wrong_shape_is_not_repeated() {
+        let err = Config::from_toml_str("[auth]\ncontrol_tokens = \"3f9a-secret-token-value\"\njwt_secret = 12345678901234567\n").unwrap_err().to_string();
+        assert!(err.contains("auth.control_tokens") && err.contains("value not shown"), "{err}");
+        assert!(!err.contains("3f9a-secret") && !err.contains("12345678901234567"), "{err}");
     }
 
     #[test]

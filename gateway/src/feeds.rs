@@ -6,8 +6,9 @@
 //! [`crate::detect::DetectionMessage`]); its `seq` matches the `id:` of the frame it belongs to.
 //!
 //! A feed ends when its stream is stopped or the gateway shuts down: SSE sends
-//! `event: stopped` first, `data: {"reason":"stopped"|"shutdown"}` (after `shutdown`,
-//! reconnecting reaches another replica). Both end within
+//! `event: stopped` first, `data: {"reason":"stopped"|"shutdown"|"token_expired"}` (after
+//! `shutdown`, reconnecting reaches another replica; a feed opened with a viewer token ends
+//! when the token expires). Both end within
 //! one scheduling round of the store event (well under the 200 ms the contract allows).
 
 use std::sync::Arc;
@@ -44,6 +45,8 @@ struct Feed {
     started_at: Option<u64>,
     health: watch::Receiver<Health>,
     shutdown: watch::Receiver<bool>,
+    /// The viewer token's expiry: the feed ends then.
+    expires: Option<tokio::time::Instant>,
     detections: Option<broadcast::Receiver<Arc<str>>>,
     keepalive: tokio::time::Interval,
     first: bool,
@@ -76,6 +79,13 @@ impl Feed {
                     self.done = true;
                     return match self.format {
                         FeedFormat::Sse => Some(Bytes::from_static(b"event: stopped\ndata: {\"reason\":\"shutdown\"}\n\n")),
+                        FeedFormat::Mjpeg => None,
+                    };
+                }
+                () = sleep_until_some(self.expires) => {
+                    self.done = true;
+                    return match self.format {
+                        FeedFormat::Sse => Some(Bytes::from_static(b"event: stopped\ndata: {\"reason\":\"token_expired\"}\n\n")),
                         FeedFormat::Mjpeg => None,
                     };
                 }
@@ -117,6 +127,14 @@ impl Feed {
     }
 }
 
+/// Sleeps until `at`, or forever when there is none.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The next detection message, or never when there is no receiver.
 pub(crate) async fn next_detection(rx: &mut Option<broadcast::Receiver<Arc<str>>>) -> Result<Arc<str>, broadcast::error::RecvError> {
     match rx {
@@ -137,6 +155,7 @@ pub fn response(
     fps: u32,
     quality: u8,
     keepalive: Duration,
+    expires: Option<std::time::Instant>,
 ) -> Result<Response, crate::limits::ViewerLimit> {
     let guard = stream.try_consumer(match format {
         FeedFormat::Sse => crate::streams::ViewerKind::Sse,
@@ -160,6 +179,7 @@ pub fn response(
         started_at,
         health: stream.watch_health(),
         shutdown: stream.watch_shutdown(),
+        expires: expires.map(tokio::time::Instant::from_std),
         detections: if format == FeedFormat::Sse { stream.detections() } else { None },
         keepalive,
         first: true,

@@ -51,8 +51,9 @@ use crate::state::MemoryStore;
 
 /// How long open HTTP connections may take to finish after shutdown began.
 const DRAIN: Duration = Duration::from_secs(3);
-/// Shutdown steps after the drain (detection workers, leases, Redis) get this long.
-const CLEANUP: Duration = Duration::from_secs(4);
+/// The whole shutdown, from the signal to the exit, stays within this (SIGKILL usually
+/// follows SIGTERM after 10 s); the steps after the drain get what is left (at least 3 s).
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(9);
 
 /// Runs the gateway until SIGINT/SIGTERM: the test camera (if enabled), the streams and the
 /// HTTP server on `config.listen`.
@@ -148,17 +149,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tokio::time::sleep(config.shutdown_grace).await;
     close_tx.send_replace(true);
     let _ = server.await;
+    // Independent steps, side by side: a slow one (Redis unreachable) does not hold up the
+    // others.
     let cleanup = async {
-        streams.stopped().await;
-        if let Some(d) = &state_detect {
-            d.shutdown().await;
-        }
-        if let Some(redis) = &redis {
-            redis.leave().await;
-        }
+        tokio::join!(
+            streams.stopped(),
+            async {
+                if let Some(d) = &state_detect {
+                    d.shutdown().await;
+                }
+            },
+            async {
+                if let Some(redis) = &redis {
+                    redis.leave().await;
+                }
+            },
+        )
     };
-    if tokio::time::timeout(CLEANUP, cleanup).await.is_err() {
-        warn!("shutdown steps did not finish in {CLEANUP:?}; exiting anyway");
+    let left = SHUTDOWN_DEADLINE.saturating_sub(began.elapsed());
+    if tokio::time::timeout(left, cleanup).await.is_err() {
+        warn!(left_ms = left.as_millis() as u64, "shutdown steps did not finish in time; exiting anyway");
         if let Some(d) = &state_detect {
             d.remove_socket();
         }

@@ -134,13 +134,14 @@ impl ViewerBudget {
 
     /// Takes one place in the total; release it with [`ViewerBudget::release`].
     pub fn take(&self) -> Result<(), ViewerLimit> {
-        let before = self.total.fetch_add(1, Ordering::AcqRel);
-        if before >= self.max_total {
-            self.total.fetch_sub(1, Ordering::AcqRel);
-            hit("viewers");
-            return Err(ViewerLimit::Total(self.max_total));
+        // Only ever incremented below the maximum: a refused attempt never holds a place.
+        match self.total.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max_total).then_some(n + 1)) {
+            Ok(_) => Ok(()),
+            Err(_) => {
+                hit("viewers");
+                Err(ViewerLimit::Total(self.max_total))
+            }
         }
-        Ok(())
     }
 
     /// Gives back a place taken with [`ViewerBudget::take`].

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -19,8 +20,32 @@ use tracing::{debug, info, warn};
 
 use crate::limits::{self, LimitsConfig};
 
-/// What a connection beyond `limits.max_connections` is told before it is closed.
-const AT_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 5\r\nconnection: close\r\ncontent-length: 81\r\n\r\n{\"error\":\"at_capacity\",\"detail\":\"too many connections (limits.max_connections)\"}";
+/// The body a connection beyond `limits.max_connections` is told before it is closed.
+const AT_CAPACITY_BODY: &str = r#"{"error":"at_capacity","detail":"too many connections (limits.max_connections)"}"#;
+
+/// Answers a connection beyond the cap with a 503 and closes it: the request is read (up to
+/// 1 s, 64 KiB) so closing does not reset the connection before the client reads the answer.
+async fn refuse(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncReadExt;
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 5\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{AT_CAPACITY_BODY}",
+        AT_CAPACITY_BODY.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(answer.as_bytes()).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        let mut total = 0;
+        while total < 64 * 1024 {
+            match stream.read(&mut sink).await? {
+                0 => break,
+                n => total += n,
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+}
 
 /// Serves `router` on `listener` until `shutdown` turns true, then stops accepting and waits
 /// up to `drain` for open connections to finish (streaming responses end on their own when
@@ -34,7 +59,13 @@ pub async fn serve(listener: TcpListener, router: Router, limits: LimitsConfig, 
         // hyper's own ceiling is a backstop: the router answers 431 with JSON below these.
         .max_buf_size((limits.max_header_bytes * 2).max(16 * 1024) + 8192)
         .max_headers(limits.max_headers * 2);
-    builder.http2().timer(TokioTimer::new()).max_header_list_size(u32::try_from(limits.max_header_bytes * 2).unwrap_or(u32::MAX));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes * 2).unwrap_or(u32::MAX))
+        // A silent HTTP/2 peer is pinged and dropped if it does not answer.
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(10));
     let builder = Arc::new(builder);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
@@ -54,23 +85,41 @@ pub async fn serve(listener: TcpListener, router: Router, limits: LimitsConfig, 
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             limits::hit("connections");
-            tokio::spawn(async move {
-                let mut stream = stream;
-                let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(AT_CAPACITY)).await;
-            });
+            tokio::spawn(refuse(stream));
             continue;
         };
         let _ = stream.set_nodelay(true);
+        // Set by the first request: a connection that sends none within header_read_timeout
+        // (idle, or stuck before hyper's own HTTP/1 head timer starts, e.g. in the HTTP/2
+        // preface) is closed.
+        let requested = Arc::new(AtomicBool::new(false));
+        let seen = requested.clone();
         let service = router.clone().map_request(move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+            seen.store(true, Ordering::Relaxed);
             req.extensions_mut().insert(ConnectInfo(peer));
             req
         });
         let service = hyper_util::service::TowerToHyperService::new(service);
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
         let conn = graceful.watch(conn);
+        let first_request = limits.header_read_timeout;
         tokio::spawn(async move {
             metrics::gauge!("sightline_http_connections").increment(1.0);
-            if let Err(e) = conn.await {
+            let mut conn = std::pin::pin!(conn);
+            let result = tokio::select! {
+                result = conn.as_mut() => Some(result),
+                () = tokio::time::sleep(first_request) => None,
+            };
+            let result = match result {
+                Some(result) => Some(result),
+                None if requested.load(Ordering::Relaxed) => Some(conn.await),
+                None => {
+                    limits::hit("header_timeout");
+                    debug!(%peer, "HTTP connection closed: no request within limits.header_read_timeout");
+                    None
+                }
+            };
+            if let Some(Err(e)) = result {
                 connection_error(peer, &*e);
             }
             metrics::gauge!("sightline_http_connections").decrement(1.0);

@@ -150,6 +150,11 @@ async fn tokens_gate_control_and_viewing() {
     let (s, _, b) = call(Method::GET, &gw.url("/api/streams/other"), Some(&parts.join(".")), None).await;
     assert_error(s, &b, 401, "unauthorized", "tampered token");
 
+    // Not a bearer token at all: 401 invalid_request (RFC 6750 §3.1).
+    let resp = client.get(gw.url("/api/streams")).header("authorization", "Basic dXNlcjpwYXNz").send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(resp.headers()["www-authenticate"].to_str().unwrap().contains("invalid_request"));
+
     // POST /api/tokens mints one (control token), with checked input.
     let (s, _, b) = call(Method::POST, &gw.url("/api/tokens"), Some(CONTROL), Some(("application/json", r#"{"streams":["other"],"ttl_s":60}"#.into()))).await;
     assert_eq!(s, 200, "{b}");
@@ -247,12 +252,41 @@ async fn web_ui_asks_for_a_token_and_plays_with_it() {
         .arg(workspace().join("tests/browser/auth.mjs"))
         .arg(&gw.base)
         .arg(token.trim())
+        .arg(CONTROL)
         .output()
         .await
         .expect("node is installed");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "browser test failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("ok SSE plays with the viewer token"), "{stdout}");
+    assert!(stdout.contains("ok with a control token, SSE plays on a minted viewer token"), "{stdout}");
     assert_eq!(get_json(&gw.url(&format!("/api/streams/testcam?token={}", token.trim()))).await.1["active"], true, "Stop was refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feeds_and_sessions_end_when_their_token_expires() {
+    let gw = Gateway::start(&auth_toml());
+    let (s, _, b) = call(reqwest::Method::POST, &gw.url("/api/tokens"), Some(CONTROL), Some(("application/json", r#"{"streams":["testcam"],"ttl_s":3}"#.into()))).await;
+    assert_eq!(s, 200, "{b}");
+    let token = serde_json::from_str::<serde_json::Value>(&b).unwrap()["token"].as_str().unwrap().to_owned();
+    let opened = std::time::Instant::now();
+    let mut feed = Feed::open(&gw.url(&format!("/api/streams/testcam/feed?fps=5&token={token}"))).await;
+    let (s, _, _) = call(reqwest::Method::POST, &gw.url("/api/streams/testcam/whep"), Some(&token), Some(("application/sdp", chromium_offer()))).await;
+    assert_eq!(s, 201);
+    let stopped = loop {
+        match feed.next(Duration::from_secs(8)).await {
+            Some(e) if e.event == "stopped" => break e,
+            Some(_) => {}
+            None => panic!("feed closed without event: stopped"),
+        }
+    };
+    assert!(stopped.data.contains("token_expired"), "{}", stopped.data);
+    let after = opened.elapsed();
+    assert!(after > Duration::from_secs(1) && after < Duration::from_secs(5), "ended after {after:?}");
+    // The WHEP session too (the loop checks every second).
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while get_json(&gw.url("/readyz")).await.1["webrtc"]["sessions"] != 0 {
+        assert!(std::time::Instant::now() < deadline, "WHEP session outlived its token");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -79,7 +79,10 @@ pub(crate) async fn supervise(detect: Arc<Detect>, index: usize) {
             Ok(child) => child,
             Err(e) => {
                 detect.startup_failed(format!("cannot run {}: {e}", worker_binary(&detect).display()));
-                tokio::time::sleep(backoff).await;
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = crate::streams::shutting_down(&mut stopping) => return,
+                }
                 backoff = (backoff * 2).min(BACKOFF_MAX);
                 continue;
             }

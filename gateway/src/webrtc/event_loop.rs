@@ -52,6 +52,8 @@ pub struct NewSession {
     pub created_at: Instant,
     /// Its viewer place (on-demand pull).
     pub guard: ConsumerGuard,
+    /// When the viewer token it was opened with expires.
+    pub expires: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -65,6 +67,7 @@ struct Session {
     last_burst: Option<Instant>,
     disconnected_since: Option<Instant>,
     packets_lost: u64,
+    expires: Option<Instant>,
     _guard: ConsumerGuard,
 }
 
@@ -247,7 +250,7 @@ impl EventLoop {
         }
     }
 
-    /// Drops sessions that never connected or stayed disconnected.
+    /// Drops sessions that never connected, stayed disconnected, or whose token expired.
     fn sweep(&mut self) {
         let now = Instant::now();
         let stale: Vec<SessionId> = self
@@ -261,6 +264,18 @@ impl EventLoop {
             .collect();
         for id in stale {
             info!(session = %id, "WHEP session timed out (no ICE)");
+            self.remove(id);
+        }
+        // Sessions opened with a viewer token end when it expires (checked every second).
+        let expired: Vec<SessionId> =
+            self.sessions.iter().filter(|(_, s)| s.expires.is_some_and(|t| t <= now)).map(|(id, _)| *id).collect();
+        for id in expired {
+            if let Some(s) = self.sessions.get_mut(&id) {
+                s.peer.send_text(r#"{"type":"stopped","reason":"token_expired"}"#);
+                s.peer.close();
+            }
+            self.drive(id);
+            info!(session = %id, "WHEP session closed: its viewer token expired");
             self.remove(id);
         }
     }
@@ -314,6 +329,7 @@ impl EventLoop {
                 last_burst: None,
                 disconnected_since: None,
                 packets_lost: 0,
+                expires: new.expires,
                 _guard: new.guard,
             },
         );

@@ -227,7 +227,9 @@ impl Webrtc {
 
     /// Answers a WHEP offer for an active stream (the caller checked stream and state).
     /// Waits up to `first_frame_timeout` for the camera's SPS to pick the H.264 profile.
-    pub async fn create(&self, stream: &Arc<StreamRuntime>, offer: &str) -> Result<Created, SessionError> {
+    /// A session opened with a viewer token ends at `expires` (data channel
+    /// `{"type":"stopped","reason":"token_expired"}`).
+    pub async fn create(&self, stream: &Arc<StreamRuntime>, offer: &str, expires: Option<Instant>) -> Result<Created, SessionError> {
         if self.session_count() >= self.config.max_sessions {
             return Err(SessionError::AtCapacity(self.config.max_sessions));
         }
@@ -251,7 +253,7 @@ impl Webrtc {
             .expect("registry lock poisoned")
             .insert(id, Entry { stream: stream.config.id.clone(), loop_index, etag });
         metrics::gauge!("sightline_webrtc_sessions").set(self.session_count() as f64);
-        let new = event_loop::NewSession { id, stream: stream.clone(), peer, created_at, guard };
+        let new = event_loop::NewSession { id, stream: stream.clone(), peer, created_at, guard, expires };
         if handle.commands.send(Command::Add(Box::new(new))).await.is_err() {
             self.registry.remove(&id);
             return Err(SessionError::ShuttingDown);
