@@ -226,13 +226,24 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, WireError> {
         1 => Message::Hello(serde_json::from_slice(body).map_err(bad)?),
         2 => Message::Ring(serde_json::from_slice(body).map_err(bad)?),
         3 => Message::Frame(serde_json::from_slice(body).map_err(bad)?),
-        4 => Message::Detections(serde_json::from_slice(body).map_err(bad)?),
+        4 => Message::Detections(finite(serde_json::from_slice(body).map_err(bad)?)?),
         5 => Message::Failure(serde_json::from_slice(body).map_err(bad)?),
         6 => Message::Ping(serde_json::from_slice(body).map_err(bad)?),
         7 => Message::Pong(serde_json::from_slice(body).map_err(bad)?),
         other => return Err(WireError::Kind(other)),
     };
     Ok(Some((msg, 4 + len)))
+}
+
+/// Refuses detections with a number beyond `f32`'s range: serde reads `1e39` as infinity,
+/// which [`encode`] would write as `null`, a frame no decoder accepts.
+fn finite(d: Detections) -> Result<Detections, WireError> {
+    let boxes = d.boxes.iter().flat_map(|b| [b.x, b.y, b.w, b.h, b.score]);
+    if boxes.chain([d.pre_ms, d.infer_ms, d.post_ms]).all(f32::is_finite) {
+        Ok(d)
+    } else {
+        Err(WireError::Body { kind: 4, detail: "a number beyond the f32 range".into() })
+    }
 }
 
 #[cfg(test)]
@@ -292,6 +303,22 @@ mod tests {
         for cut in 0..bytes.len() {
             assert_eq!(decode(&bytes[..cut]), Ok(None), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn numbers_beyond_f32_are_refused() {
+        // The wire_decode fuzz target's round trip: `1e39` decoded as an infinite f32, which
+        // encoded as `null`, which no longer decoded.
+        let frame = |x: &str| {
+            let body = format!(r#"{{"stream":"t","seq":7,"boxes":[{{"x":{x},"y":0,"w":1,"h":1,"class_id":0,"score":0.5}}],"pre_ms":1,"infer_ms":1,"post_ms":1}}"#);
+            let mut frame = ((body.len() + 2) as u32).to_be_bytes().to_vec();
+            frame.extend([VERSION, 4]);
+            frame.extend(body.as_bytes());
+            frame
+        };
+        assert!(matches!(decode(&frame("1e39")), Err(WireError::Body { kind: 4, .. })));
+        let (msg, _) = decode(&frame("3e38")).unwrap().unwrap();
+        assert_eq!(decode(&encode(&msg)).unwrap().unwrap().0, msg);
     }
 
     #[test]
