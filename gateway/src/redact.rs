@@ -2,9 +2,23 @@
 //! as they are.
 
 /// Replaces the password of `scheme://user:password@host…` with `***`, keeping the user name.
-/// Works on strings that fail to parse as URLs too (the userinfo is cut at the last `@`
+///
+/// A URL with a password as the `url` crate (and so the RTSP client) reads it comes back as
+/// that crate writes it, password masked: the crate also takes `http:/u:pw@h`, tabs inside
+/// `://` and the like, which look like no URL to a text search. Anything else is cut as
+/// text, so strings that fail to parse are masked too (the userinfo ends at the last `@`
 /// before the first `/` after `://`).
 pub fn redact_url(url: &str) -> String {
+    if let Ok(mut parsed) = url::Url::parse(url)
+        && parsed.password().is_some()
+        && parsed.set_password(Some("***")).is_ok()
+    {
+        return parsed.into();
+    }
+    redact_text(url)
+}
+
+fn redact_text(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return url.to_owned();
     };
@@ -50,5 +64,13 @@ mod tests {
         assert_eq!(redact_url("rtsp://admin:pa#ss@cam/x"), "rtsp://admin:***@cam/x", "unencoded # in the password");
         assert_eq!(redact_url("rtsp://admin:12/34@cam/x"), "rtsp://admin:***@cam/x", "unencoded / in the password");
         assert_eq!(scrub("bad url rtsp://u:pw@h", Some("pw")), "bad url rtsp://u:***@h");
+    }
+
+    #[test]
+    fn masks_what_the_url_parser_reads_as_a_password() {
+        // Found by fuzz/redact_url: the `url` crate reads these as `http://u:set@h/` and
+        // `rtsp://u:pw@h`; a search for `://` found nothing to mask.
+        assert_eq!(redact_url("http:/!u:set@h/"), "http://!u:***@h/");
+        assert_eq!(redact_url("rtsp:/\t/u:pw@h"), "rtsp://u:***@h");
     }
 }
