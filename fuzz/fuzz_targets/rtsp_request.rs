@@ -1,0 +1,57 @@
+//! Fuzzes the test camera's RTSP server connection (`sightline::testcam::rtsp`): arbitrary
+//! bytes, as a client could send them, arrive in chunks and are handled as the tokio shell
+//! (`testcam/server.rs`) handles them: call `handle` while it returns a message, drop the
+//! bytes it consumed, read more on `Ok(None)`, close on `Err`.
+//!
+//! Checks: no panic; every message consumes at least one byte and no more than it was given
+//! (the shell loops on `handle`, so a zero-byte message would spin forever); a connection
+//! waiting for more input holds at most `MAX_MESSAGE` bytes; every response is one complete
+//! RTSP response that echoes the request's CSeq.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use rtsp_types::{Message, headers};
+use sightline::testcam::rtsp::{MAX_MESSAGE, MediaInfo, RtspConnection};
+
+fuzz_target!(|data: &[u8]| {
+    // First byte: the read size, 1..=256 bytes, as TCP may split a request anywhere.
+    let Some((&chunk, data)) = data.split_first() else { return };
+    let chunk = usize::from(chunk) + 1;
+    let media = MediaInfo {
+        fmtp: "packetization-mode=1;profile-level-id=42c01f;sprop-parameter-sets=Z0LAH9oBQBbsBEAAAAMAQAAADKPGDKg=,aM4PyA==".into(),
+        fps: 25,
+        next_rtp_timestamp: 1234,
+    };
+    let mut conn = RtspConnection::new("B15B09E75A17C942".into(), 100);
+    let mut buf = Vec::new();
+    for read in data.chunks(chunk) {
+        buf.extend_from_slice(read);
+        loop {
+            match conn.handle(&buf, &media) {
+                Ok(Some(out)) => {
+                    assert!(out.consumed > 0 && out.consumed <= buf.len(), "consumed {} of {}", out.consumed, buf.len());
+                    if let Some(resp) = out.response {
+                        check_response(&buf[..out.consumed], &resp);
+                    }
+                    buf.drain(..out.consumed);
+                }
+                Ok(None) => {
+                    assert!(buf.len() <= MAX_MESSAGE, "waiting with {} bytes buffered", buf.len());
+                    break;
+                }
+                Err(_) => return,
+            }
+        }
+    }
+});
+
+/// `resp` is one whole response to `req`, with the request's CSeq if it had one.
+fn check_response(req: &[u8], resp: &[u8]) {
+    let (msg, used) = Message::<Vec<u8>>::parse(resp).expect("the response parses");
+    assert_eq!(used, resp.len(), "one response, nothing after it");
+    let Message::Response(resp) = msg else { panic!("not a response") };
+    let Ok((Message::Request(req), _)) = Message::<Vec<u8>>::parse(req) else { panic!("answered a non-request") };
+    // Compared trimmed: a request with two CSeq headers, the second empty, has "2, ".
+    let cseq = |h: Option<&rtsp_types::HeaderValue>| h.map(|v| v.as_str().trim().to_owned());
+    assert_eq!(cseq(resp.header(&headers::CSEQ)), cseq(req.header(&headers::CSEQ)));
+}
