@@ -387,7 +387,8 @@ impl Default for Config {
 }
 
 /// Figment's messages, except that a bad value under `[auth]` is not repeated (a secret
-/// given in the wrong shape, e.g. a token without the list brackets, would end up in the log).
+/// given in the wrong shape, e.g. a token without the list brackets, would end up in the log)
+/// and a syntax error does not quote its line.
 fn redacted_errors(errors: figment::Error) -> String {
     use figment::error::Kind;
     let messages: Vec<String> = errors
@@ -396,10 +397,19 @@ fn redacted_errors(errors: figment::Error) -> String {
             (Kind::InvalidType(_, expected) | Kind::InvalidValue(_, expected), Some("auth")) => {
                 format!("invalid value for key \"{}\": expected {expected} (value not shown)", e.path.join("."))
             }
-            _ => e.to_string(),
+            // A TOML syntax error quotes its source line, which may hold a secret or a camera
+            // password: keep the position, drop the excerpt (lines with a `|` gutter).
+            _ => e.to_string().lines().filter(|l| !is_source_excerpt(l)).collect::<Vec<_>>().join(" "),
         })
         .collect();
     messages.join("; ")
+}
+
+/// `  |`, `2 | text`, `  |   ^`: the source excerpt lines of a toml parse error.
+fn is_source_excerpt(line: &str) -> bool {
+    let t = line.trim_start();
+    let digits = t.trim_start_matches(|c: char| c.is_ascii_digit());
+    digits.trim_start().starts_with('|')
 }
 
 /// Frames per second a feed may ask for.
@@ -548,6 +558,10 @@ mod tests {
         let err = Config::from_toml_str("[auth]\ncontrol_tokens = \"3f9a-secret-token-value\"\njwt_secret = 12345678901234567\n").unwrap_err().to_string();
         assert!(err.contains("auth.control_tokens") && err.contains("value not shown"), "{err}");
         assert!(!err.contains("3f9a-secret") && !err.contains("12345678901234567"), "{err}");
+        let err = Config::from_toml_str("[auth]\njwt_secret = \"unterminated-secret-value\nmode = \"on\"\n").unwrap_err().to_string();
+        assert!(err.contains("line 2") && !err.contains("unterminated-secret"), "{err}");
+        let err = Config::from_toml_str("[[streams]]\nid = \"a\"\nurl = rtsp://admin:hunter2@cam/x\n").unwrap_err().to_string();
+        assert!(err.contains("line 3") && !err.contains("hunter2"), "{err}");
     }
 
     #[test]
