@@ -133,6 +133,17 @@ class Run:
             time.sleep(0.1)
         return g
 
+    def testcam_gateway(self, extra):
+        """A gateway running its built-in test camera as stream `testcam`, then `extra` TOML."""
+        cam_port = free_port()
+        return self.gateway("gw", f"""
+[testcam]
+listen = "127.0.0.1:{cam_port}"
+[[streams]]
+id = "testcam"
+url = "rtsp://127.0.0.1:{cam_port}/testcam"
+{extra}""")
+
     def camera(self, port):
         cam = Proc("camera", ["/usr/bin/python3", os.path.join(ROOT, "scripts/gst_rtsp_server.py"), "--port", str(port)], self.dir)
         self.procs.append(cam)
@@ -272,14 +283,7 @@ def worker_pids(socket_path):
 
 def scenario_worker(a, run):
     sock = os.path.join(run.dir, "workers.sock")
-    # The test camera's port goes into the stream URL, so pick it first.
-    cam_port = free_port()
-    gw = run.gateway("gw", f"""
-[testcam]
-listen = "127.0.0.1:{cam_port}"
-[[streams]]
-id = "testcam"
-url = "rtsp://127.0.0.1:{cam_port}/testcam"
+    gw = run.testcam_gateway(f"""
 [webrtc]
 udp_port = 0
 loops = 1
@@ -436,13 +440,7 @@ def rss_kib(pid):
 
 
 def scenario_soak(a, run):
-    cam_port = free_port()
-    gw = run.gateway("gw", f"""
-[testcam]
-listen = "127.0.0.1:{cam_port}"
-[[streams]]
-id = "testcam"
-url = "rtsp://127.0.0.1:{cam_port}/testcam"
+    gw = run.testcam_gateway(f"""
 [webrtc]
 udp_port = 0
 [detect]

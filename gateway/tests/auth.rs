@@ -248,17 +248,7 @@ async fn web_ui_asks_for_a_token_and_plays_with_it() {
     let gw = Gateway::start(&auth_toml());
     let (ok, token, err) = gw.cli(&["token", "--stream", "testcam", "--ttl", "5m"]);
     assert!(ok, "{err}");
-    let out = tokio::process::Command::new("node")
-        .arg(workspace().join("tests/browser/auth.mjs"))
-        .arg(&gw.base)
-        .arg(token.trim())
-        .arg(CONTROL)
-        .output()
-        .await
-        .expect("node is installed");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "browser test failed:\n{stdout}\n{stderr}");
+    let stdout = browser_script("auth.mjs", &[&gw.base, token.trim(), CONTROL]).await;
     assert!(stdout.contains("ok with a control token, SSE plays on a minted viewer token"), "{stdout}");
     assert_eq!(get_json(&gw.url(&format!("/api/streams/testcam?token={}", token.trim()))).await.1["active"], true, "Stop was refused");
 }

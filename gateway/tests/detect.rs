@@ -339,15 +339,6 @@ async fn chromium_gets_detections_for_the_frames_it_displays_and_the_ui_draws_th
 
     // The web UI draws them, over WebRTC and over SSE.
     let shots = tempfile::tempdir().unwrap();
-    let out = tokio::process::Command::new("node")
-        .arg(workspace().join("tests/browser/overlay.mjs"))
-        .arg(&gw.base)
-        .arg(shots.path())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("node is installed");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "overlay.mjs failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = browser_script("overlay.mjs", &[&gw.base, shots.path().to_str().unwrap()]).await;
     eprintln!("{stdout}");
 }

@@ -6,19 +6,13 @@
 // never goes in a cookie) and SSE plays too.
 // Usage: node tests/browser/auth.mjs BASE_URL VIEWER_TOKEN CONTROL_TOKEN
 // Prints one line per check and exits non-zero on the first failure.
-import { launchChromium } from './chromium.mjs';
+import { startBrowserTest } from './chromium.mjs';
 import assert from 'node:assert/strict';
 
 const [base, viewerToken, controlToken] = process.argv.slice(2);
 assert.ok(base && viewerToken && controlToken, 'usage: node auth.mjs BASE_URL VIEWER_TOKEN CONTROL_TOKEN');
 
-const browser = await launchChromium();
-const fail = async (msg) => {
-  console.error(`FAIL ${msg}`);
-  await browser.close();
-  process.exit(1);
-};
-const timeout = setTimeout(() => fail('browser test took over 60 s'), 60_000);
+const { browser, fail, done } = await startBrowserTest();
 const errors = [];
 
 async function signIn(query, token = viewerToken) {
@@ -64,5 +58,4 @@ try {
 } catch (err) {
   await fail(err?.stack ?? String(err));
 }
-clearTimeout(timeout);
-await browser.close();
+await done();

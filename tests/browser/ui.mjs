@@ -5,20 +5,14 @@
 // glass-to-glass latency read from the test camera's pixel clock.
 // Usage: node tests/browser/ui.mjs BASE_URL [SCREENSHOT_DIR]
 // Prints one line per check and exits non-zero on the first failure.
-import { launchChromium } from './chromium.mjs';
+import { startBrowserTest } from './chromium.mjs';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 
 const [base, shots] = process.argv.slice(2);
 assert.ok(base, 'usage: node ui.mjs BASE_URL [SCREENSHOT_DIR]');
 
-const browser = await launchChromium();
-const fail = async (msg) => {
-  console.error(`FAIL ${msg}`);
-  await browser.close();
-  process.exit(1);
-};
-const timeout = setTimeout(() => fail('browser test took over 60 s'), 60_000);
+const { browser, fail, done } = await startBrowserTest();
 
 const api = async (path, method = 'GET') => (await fetch(`${base}${path}`, { method })).json();
 const viewers = async () => (await api('/api/streams/testcam')).health.viewers;
@@ -160,5 +154,4 @@ try {
 } catch (e) {
   await fail(e.stack || String(e));
 }
-clearTimeout(timeout);
-await browser.close();
+await done();

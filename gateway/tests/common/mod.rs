@@ -334,17 +334,24 @@ pub async fn metric(gw: &Gateway, prefix: &str) -> Option<f64> {
     text.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
 }
 
-/// Runs tests/browser/whep.mjs (Chromium playing a stream over WHEP) and returns its JSON.
-pub async fn browser_whep(gw: &Gateway, stream: &str, seconds: u32) -> serde_json::Value {
+/// Runs `node tests/browser/{script} {args…}` (headless Chromium); panics with its output
+/// unless it succeeds; returns its stdout.
+pub async fn browser_script(script: &str, args: &[&str]) -> String {
     let out = tokio::process::Command::new("node")
-        .arg(workspace().join("tests/browser/whep.mjs"))
-        .args([&gw.base, stream, &seconds.to_string()])
+        .arg(workspace().join("tests/browser").join(script))
+        .args(args)
         .kill_on_drop(true)
         .output()
         .await
         .expect("node is installed");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "whep.mjs failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{script} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+/// Runs tests/browser/whep.mjs (Chromium playing a stream over WHEP) and returns its JSON.
+pub async fn browser_whep(gw: &Gateway, stream: &str, seconds: u32) -> serde_json::Value {
+    let stdout = browser_script("whep.mjs", &[&gw.base, stream, &seconds.to_string()]).await;
     serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("whep.mjs prints JSON")
 }
 
