@@ -4,15 +4,14 @@
 // number), inside the letterboxed picture.
 // Usage: node tests/browser/overlay.mjs BASE_URL [SCREENSHOT_DIR]
 // Prints one line per check and exits non-zero on the first failure.
-import { launchChromium } from './chromium.mjs';
+import { startBrowserTest } from './chromium.mjs';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 
 const [base, shots] = process.argv.slice(2);
 assert.ok(base, 'usage: node overlay.mjs BASE_URL [SCREENSHOT_DIR]');
 
-const browser = await launchChromium();
-const hardStop = setTimeout(() => { console.error('FAIL: over 80 s'); process.exit(1); }, 80_000);
+const { browser, fail, done } = await startBrowserTest(80_000);
 
 /** Boxes drawn on their own frame, and coloured pixels inside the picture's rectangle only. */
 async function expectBoxes(page, what) {
@@ -57,9 +56,6 @@ try {
   }
   assert.deepEqual(errors, [], 'no page errors');
 } catch (e) {
-  console.error(`FAIL ${e.stack || e}`);
-  process.exitCode = 1;
-} finally {
-  clearTimeout(hardStop);
-  await browser.close();
+  await fail(e.stack || String(e));
 }
+await done();

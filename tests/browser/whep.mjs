@@ -5,7 +5,7 @@
 // last 3 s; detections: detection messages on the data channel, detectionsOnDisplayedFrames:
 // those whose rtp_timestamp equals the camera timestamp (rVFC rtpTimestamp minus the
 // session's rtp_offset) of a displayed frame); exits non-zero if the page script failed.
-import { launchChromium } from './chromium.mjs';
+import { startBrowserTest } from './chromium.mjs';
 
 const [base, stream, seconds = '5'] = process.argv.slice(2);
 if (!base || !stream) {
@@ -13,8 +13,7 @@ if (!base || !stream) {
   process.exit(2);
 }
 
-const browser = await launchChromium();
-const hardStop = setTimeout(() => { console.error('FAIL: over 90 s'); process.exit(1); }, 90_000);
+const { browser, fail, done } = await startBrowserTest(90_000);
 try {
   const page = await browser.newPage();
   await page.goto(`${base}/healthz`);
@@ -94,9 +93,6 @@ try {
   console.log(JSON.stringify(result));
   if (result.error) process.exitCode = 1;
 } catch (e) {
-  console.error(`FAIL ${e.stack || e}`);
-  process.exitCode = 1;
-} finally {
-  clearTimeout(hardStop);
-  await browser.close();
+  await fail(e.stack || String(e));
 }
+await done();
