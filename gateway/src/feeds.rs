@@ -60,6 +60,15 @@ impl Feed {
         Bytes::from(format!("event: state\ndata: {json}\n\n"))
     }
 
+    /// Ends the feed: SSE writes `sse_stopped` (its `event: stopped`) last, MJPEG just ends.
+    fn end(&mut self, sse_stopped: &'static [u8]) -> Option<Bytes> {
+        self.done = true;
+        match self.format {
+            FeedFormat::Sse => Some(Bytes::from_static(sse_stopped)),
+            FeedFormat::Mjpeg => None,
+        }
+    }
+
     /// The next chunk to write, or `None` when the feed is over.
     async fn next_chunk(&mut self) -> Option<Bytes> {
         if self.done {
@@ -76,18 +85,10 @@ impl Feed {
             tokio::select! {
                 biased;
                 () = crate::streams::shutting_down(&mut self.shutdown) => {
-                    self.done = true;
-                    return match self.format {
-                        FeedFormat::Sse => Some(Bytes::from_static(b"event: stopped\ndata: {\"reason\":\"shutdown\"}\n\n")),
-                        FeedFormat::Mjpeg => None,
-                    };
+                    return self.end(b"event: stopped\ndata: {\"reason\":\"shutdown\"}\n\n");
                 }
                 () = sleep_until_some(self.expires) => {
-                    self.done = true;
-                    return match self.format {
-                        FeedFormat::Sse => Some(Bytes::from_static(b"event: stopped\ndata: {\"reason\":\"token_expired\"}\n\n")),
-                        FeedFormat::Mjpeg => None,
-                    };
+                    return self.end(b"event: stopped\ndata: {\"reason\":\"token_expired\"}\n\n");
                 }
                 changed = self.record.changed() => {
                     let ended = changed.is_err() || {
@@ -95,11 +96,7 @@ impl Feed {
                         !r.active || r.started_at_ms != self.started_at
                     };
                     if ended {
-                        self.done = true;
-                        return match self.format {
-                            FeedFormat::Sse => Some(Bytes::from_static(b"event: stopped\ndata: {\"reason\":\"stopped\"}\n\n")),
-                            FeedFormat::Mjpeg => None,
-                        };
+                        return self.end(b"event: stopped\ndata: {\"reason\":\"stopped\"}\n\n");
                     }
                 }
                 frame = self.frames.frames.recv() => {

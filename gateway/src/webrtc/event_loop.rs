@@ -270,13 +270,8 @@ impl EventLoop {
         let expired: Vec<SessionId> =
             self.sessions.iter().filter(|(_, s)| s.expires.is_some_and(|t| t <= now)).map(|(id, _)| *id).collect();
         for id in expired {
-            if let Some(s) = self.sessions.get_mut(&id) {
-                s.peer.send_text(r#"{"type":"stopped","reason":"token_expired"}"#);
-                s.peer.close();
-            }
-            self.drive(id);
             info!(session = %id, "WHEP session closed: its viewer token expired");
-            self.remove(id);
+            self.close(id, Some(StopReason::TokenExpired));
         }
     }
 
@@ -285,11 +280,7 @@ impl EventLoop {
             Command::Add(new) => self.add(*new),
             Command::Remove(id, reply) => {
                 let existed = self.sessions.contains_key(&id);
-                if let Some(s) = self.sessions.get_mut(&id) {
-                    s.peer.close();
-                    self.drive(id);
-                }
-                self.remove(id);
+                self.close(id, None);
                 let _ = reply.send(existed);
             }
             Command::Candidates(id, candidates) => {
@@ -337,6 +328,19 @@ impl EventLoop {
         self.drive(new.id);
     }
 
+    /// Ends a session: tells the viewer why on the data channel (if `reason`), closes the
+    /// peer (DTLS close, data channel close), sends what that produced, and forgets it.
+    fn close(&mut self, id: SessionId, reason: Option<StopReason>) {
+        if let Some(s) = self.sessions.get_mut(&id) {
+            if let Some(reason) = reason {
+                s.peer.send_text(reason.notice());
+            }
+            s.peer.close();
+            self.drive(id);
+        }
+        self.remove(id);
+    }
+
     fn remove(&mut self, id: SessionId) {
         let Some(s) = self.sessions.remove(&id) else { return };
         self.by_addr.retain(|_, v| *v != id);
@@ -364,18 +368,9 @@ impl EventLoop {
                 }
             }
             TapMessage::Stopped(stream, reason) => {
-                let text = match reason {
-                    StopReason::Stopped => r#"{"type":"stopped","reason":"stopped"}"#,
-                    StopReason::Shutdown => r#"{"type":"stopped","reason":"shutdown"}"#,
-                };
                 for id in self.session_ids(&stream) {
-                    if let Some(s) = self.sessions.get_mut(&id) {
-                        s.peer.send_text(text);
-                        s.peer.close();
-                    }
-                    self.drive(id);
                     info!(stream = %stream, session = %id, ?reason, "WHEP session closed");
-                    self.remove(id);
+                    self.close(id, Some(reason));
                 }
             }
         }
@@ -579,6 +574,19 @@ pub(crate) enum StopReason {
     Stopped,
     /// The gateway is shutting down (the player may reconnect to another replica).
     Shutdown,
+    /// The viewer token the session was opened with expired.
+    TokenExpired,
+}
+
+impl StopReason {
+    /// The data-channel message that tells the player.
+    fn notice(self) -> &'static str {
+        match self {
+            StopReason::Stopped => r#"{"type":"stopped","reason":"stopped"}"#,
+            StopReason::Shutdown => r#"{"type":"stopped","reason":"shutdown"}"#,
+            StopReason::TokenExpired => r#"{"type":"stopped","reason":"token_expired"}"#,
+        }
+    }
 }
 
 /// Follows one stream for one loop: live access units, state changes, and the stop.
