@@ -182,7 +182,9 @@ impl Modify for Security {
 )]
 pub struct ApiDoc;
 
-/// `GET /api/openapi.json`.
+/// `GET /api/openapi.json`: the document, built and serialized once.
 pub(crate) async fn serve() -> impl IntoResponse {
-    axum::Json(ApiDoc::openapi())
+    static JSON: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let json = JSON.get_or_init(|| ApiDoc::openapi().to_json().expect("the OpenAPI document serializes"));
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], json.as_str())
 }
