@@ -34,7 +34,8 @@ fn record_clip() -> Vec<AccessUnit> {
                     data.extend_from_slice(&nal);
                 }
             }
-            let unit = NewAccessUnit { rtp_timestamp: f.rtp_timestamp, capture_ms: f.capture_ms, keyframe: f.keyframe, data: Bytes::from(data) };
+            let unit =
+                NewAccessUnit { rtp_timestamp: f.rtp_timestamp, capture_ms: f.capture_ms, keyframe: f.keyframe, data: Bytes::from(data) };
             clip.push(AccessUnit::new(clip.len() as u64 + 1, unit));
         }
         clip

@@ -9,8 +9,8 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use signaling::whep::{self, WhepError};
@@ -21,8 +21,8 @@ use tower_http::trace::TraceLayer;
 
 use crate::auth::{Auth, Caller, Denied};
 use crate::config::{FPS_RANGE, QUALITY_RANGE};
-use crate::limits::{ControlRate, LimitsConfig, ViewerLimit};
 use crate::feeds::{self, FeedFormat};
+use crate::limits::{ControlRate, LimitsConfig, ViewerLimit};
 use crate::state::{StartParams, StoreError};
 use crate::streams::{StreamRuntime, Streams};
 use crate::webrtc::{Patched, SessionError, Webrtc};
@@ -289,15 +289,10 @@ pub fn app(state: AppState, static_dir: &std::path::Path) -> Router {
         .route("/api/streams/{id}/stop", post(stop_stream))
         .route("/api/streams/{id}/feed", get(sse_feed))
         .route("/api/streams/{id}/mjpeg", get(mjpeg_feed))
-        .route(
-            "/api/streams/{id}/whep",
-            post(whep_post).layer(DefaultBodyLimit::max(whep::MAX_SDP_BYTES)),
-        )
+        .route("/api/streams/{id}/whep", post(whep_post).layer(DefaultBodyLimit::max(whep::MAX_SDP_BYTES)))
         .route(
             "/api/streams/{id}/whep/{session}",
-            axum::routing::patch(whep_patch)
-                .delete(whep_delete)
-                .layer(DefaultBodyLimit::max(whep::MAX_SDP_BYTES)),
+            axum::routing::patch(whep_patch).delete(whep_delete).layer(DefaultBodyLimit::max(whep::MAX_SDP_BYTES)),
         )
         .route("/api/tokens", post(mint_token))
         .route("/api/openapi.json", get(crate::openapi::serve))
@@ -362,7 +357,13 @@ fn cors() -> CorsLayer {
         .allow_origin(Any)
         .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE, Method::OPTIONS])
         .allow_headers([header::CONTENT_TYPE, header::IF_MATCH, header::AUTHORIZATION])
-        .expose_headers([header::LOCATION, header::ETAG, header::LINK, header::RETRY_AFTER, header::HeaderName::from_static("accept-patch")])
+        .expose_headers([
+            header::LOCATION,
+            header::ETAG,
+            header::LINK,
+            header::RETRY_AFTER,
+            header::HeaderName::from_static("accept-patch"),
+        ])
 }
 
 /// New viewers are refused once shutdown began (they reconnect to another replica).
@@ -476,7 +477,13 @@ pub(crate) struct FeedQuery {
     token: Option<String>,
 }
 
-fn open_feed(state: &AppState, caller: &Caller, id: &str, query: Result<Query<FeedQuery>, QueryRejection>, format: FeedFormat) -> Result<Response, ApiError> {
+fn open_feed(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    query: Result<Query<FeedQuery>, QueryRejection>,
+    format: FeedFormat,
+) -> Result<Response, ApiError> {
     caller.require_view(id)?;
     refuse_when_stopping(state)?;
     let rt = stream(state, id)?;
@@ -495,7 +502,12 @@ fn open_feed(state: &AppState, caller: &Caller, id: &str, query: Result<Query<Fe
     security(("bearer" = []), ("token" = []), ("cookie" = [])),
     responses((status = 200, description = "Server-sent events until the stream stops", content_type = "text/event-stream", body = String),
         crate::openapi::Feed, crate::openapi::Denied, crate::openapi::Guard))]
-async fn sse_feed(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, query: Result<Query<FeedQuery>, QueryRejection>) -> Result<Response, ApiError> {
+async fn sse_feed(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    query: Result<Query<FeedQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
     open_feed(&state, &caller, &id, query, FeedFormat::Sse)
 }
 
@@ -504,7 +516,12 @@ async fn sse_feed(State(state): State<AppState>, caller: Caller, Path(id): Path<
     security(("bearer" = []), ("token" = []), ("cookie" = [])),
     responses((status = 200, description = "JPEG parts until the stream stops", content_type = "multipart/x-mixed-replace", body = String),
         crate::openapi::Feed, crate::openapi::Denied, crate::openapi::Guard))]
-async fn mjpeg_feed(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, query: Result<Query<FeedQuery>, QueryRejection>) -> Result<Response, ApiError> {
+async fn mjpeg_feed(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    query: Result<Query<FeedQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
     open_feed(&state, &caller, &id, query, FeedFormat::Mjpeg)
 }
 
@@ -541,7 +558,8 @@ fn require_content_type(headers: &HeaderMap, want: &'static str) -> Result<(), A
 }
 
 fn body_text(body: Result<Bytes, BytesRejection>) -> Result<String, ApiError> {
-    let body = body.map_err(|r| if r.status() == StatusCode::PAYLOAD_TOO_LARGE { ApiError::Whep(WhepError::TooLarge) } else { r.into() })?;
+    let body =
+        body.map_err(|r| if r.status() == StatusCode::PAYLOAD_TOO_LARGE { ApiError::Whep(WhepError::TooLarge) } else { r.into() })?;
     String::from_utf8(body.to_vec()).map_err(|_| ApiError::BadRequest("the body is not UTF-8".into()))
 }
 
@@ -701,7 +719,11 @@ pub(crate) struct StreamIdSchema(String);
 #[utoipa::path(post, path = "/api/tokens", tag = "control", request_body(content = TokenRequest, content_type = "application/json"),
     security(("bearer" = [])),
     responses((status = 200, description = "A viewer token", body = TokenResponse), crate::openapi::Control, crate::openapi::Guard))]
-async fn mint_token(State(state): State<AppState>, _: Controller, body: Result<Bytes, BytesRejection>) -> Result<axum::Json<TokenResponse>, ApiError> {
+async fn mint_token(
+    State(state): State<AppState>,
+    _: Controller,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<axum::Json<TokenResponse>, ApiError> {
     let body = body?;
     let req: TokenRequest = serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("invalid token request: {e}")))?;
     let ttl = std::time::Duration::from_secs(req.ttl_s.unwrap_or(600));
@@ -724,15 +746,22 @@ async fn healthz() -> axum::Json<Liveness> {
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, description = "Ready", body = Readiness), (status = 503, description = "Not ready", body = Readiness), crate::openapi::Guard))]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Readiness>) {
-    let webrtc = state.webrtc.as_ref().map(|w| WebrtcReadiness {
-        sessions: w.session_count(),
-        udp: w.announced_addrs().iter().map(ToString::to_string).collect(),
-    });
+    let webrtc = state
+        .webrtc
+        .as_ref()
+        .map(|w| WebrtcReadiness { sessions: w.session_count(), udp: w.announced_addrs().iter().map(ToString::to_string).collect() });
     let stopping = *state.shutdown.borrow();
     let ready = !stopping && state.store.is_ready();
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = Readiness {
-        status: if stopping { "shutting down" } else if ready { "ready" } else { "state store unavailable" }.into(),
+        status: if stopping {
+            "shutting down"
+        } else if ready {
+            "ready"
+        } else {
+            "state store unavailable"
+        }
+        .into(),
         replica: state.replica_id.clone(),
         streams: state.streams.all().count(),
         webrtc,
@@ -758,21 +787,17 @@ mod tests {
 
     #[tokio::test]
     async fn slow_requests_get_408_but_streaming_bodies_are_not_cut() {
-        let app = guarded(
-            Router::new()
-                .route("/slow", get(|| async { tokio::time::sleep(Duration::from_secs(5)).await }))
-                .route(
-                    "/stream",
-                    get(|| async {
-                        // The head is ready at once; the body takes 300 ms, beyond the timeout.
-                        let chunks = futures::stream::iter(0..3u32).then(|i| async move {
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            Ok::<_, std::convert::Infallible>(Bytes::from(format!("chunk {i}\n")))
-                        });
-                        Body::from_stream(chunks)
-                    }),
-                ),
-        );
+        let app = guarded(Router::new().route("/slow", get(|| async { tokio::time::sleep(Duration::from_secs(5)).await })).route(
+            "/stream",
+            get(|| async {
+                // The head is ready at once; the body takes 300 ms, beyond the timeout.
+                let chunks = futures::stream::iter(0..3u32).then(|i| async move {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    Ok::<_, std::convert::Infallible>(Bytes::from(format!("chunk {i}\n")))
+                });
+                Body::from_stream(chunks)
+            }),
+        ));
         let resp = app.clone().oneshot(Request::get("/slow").body(Body::empty()).unwrap()).await.unwrap();
         assert_eq!(resp.status(), StatusCode::REQUEST_TIMEOUT);
         let body = axum::body::to_bytes(resp.into_body(), 1024).await.unwrap();

@@ -69,7 +69,13 @@ pub struct AuthConfig {
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        AuthConfig { mode: AuthMode::Auto, control_tokens: Vec::new(), jwt_secret: None, max_token_ttl: Duration::from_secs(24 * 3600), public_metrics: false }
+        AuthConfig {
+            mode: AuthMode::Auto,
+            control_tokens: Vec::new(),
+            jwt_secret: None,
+            max_token_ttl: Duration::from_secs(24 * 3600),
+            public_metrics: false,
+        }
     }
 }
 
@@ -255,10 +261,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 impl Auth {
     /// The settings for a gateway listening on `listen` (call [`AuthConfig::validate`] first).
     pub fn new(config: &AuthConfig, listen: std::net::SocketAddr) -> Auth {
-        let keys = config
-            .jwt_secret
-            .as_deref()
-            .map(|s| (EncodingKey::from_secret(s.as_bytes()), DecodingKey::from_secret(s.as_bytes())));
+        let keys = config.jwt_secret.as_deref().map(|s| (EncodingKey::from_secret(s.as_bytes()), DecodingKey::from_secret(s.as_bytes())));
         Auth {
             enabled: config.enabled_for(listen),
             control_tokens: config.control_tokens.clone(),
@@ -390,7 +393,12 @@ mod tests {
     const CONTROL: &str = "control-token-0123456789";
 
     fn auth() -> Auth {
-        let config = AuthConfig { mode: AuthMode::On, control_tokens: vec![CONTROL.into()], jwt_secret: Some(SECRET.into()), ..AuthConfig::default() };
+        let config = AuthConfig {
+            mode: AuthMode::On,
+            control_tokens: vec![CONTROL.into()],
+            jwt_secret: Some(SECRET.into()),
+            ..AuthConfig::default()
+        };
         Auth::new(&config, "127.0.0.1:8080".parse().unwrap())
     }
 
@@ -442,7 +450,9 @@ mod tests {
         let expired = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap();
         assert_eq!(a.check_token(&expired, false), Caller::Invalid("expired".into()));
         let claims = ViewerClaims { exp: now_secs() + 60, ..claims };
-        let forged = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"another-secret-another-secret-xx")).unwrap();
+        let forged =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"another-secret-another-secret-xx"))
+                .unwrap();
         assert_eq!(a.check_token(&forged, false), Caller::Invalid("bad signature".into()));
         let unsigned = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.", forged.split('.').nth(1).unwrap());
         assert!(matches!(a.check_token(&unsigned, false), Caller::Invalid(_)));

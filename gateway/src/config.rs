@@ -555,7 +555,9 @@ mod tests {
 
     #[test]
     fn a_secret_in_the_wrong_shape_is_not_repeated() {
-        let err = Config::from_toml_str("[auth]\ncontrol_tokens = \"3f9a-secret-token-value\"\njwt_secret = 12345678901234567\n").unwrap_err().to_string();
+        let err = Config::from_toml_str("[auth]\ncontrol_tokens = \"3f9a-secret-token-value\"\njwt_secret = 12345678901234567\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("auth.control_tokens") && err.contains("value not shown"), "{err}");
         assert!(!err.contains("3f9a-secret") && !err.contains("12345678901234567"), "{err}");
         let err = Config::from_toml_str("[auth]\njwt_secret = \"unterminated-secret-value\nmode = \"on\"\n").unwrap_err().to_string();

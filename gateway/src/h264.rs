@@ -106,16 +106,10 @@ pub fn parse_sps(nal: &[u8]) -> Result<SpsInfo, String> {
     if nal_type(nal) != NAL_SPS {
         return Err(format!("NAL unit type {} is not an SPS", nal_type(nal)));
     }
-    let sps = h264_reader::nal::sps::SeqParameterSet::from_bits(
-        RefNal::new(nal, &[], true).rbsp_bits(),
-    )
-    .map_err(|e| format!("bad SPS: {e:?}"))?;
+    let sps = h264_reader::nal::sps::SeqParameterSet::from_bits(RefNal::new(nal, &[], true).rbsp_bits())
+        .map_err(|e| format!("bad SPS: {e:?}"))?;
     let (width, height) = sps.pixel_dimensions().map_err(|e| format!("bad SPS dimensions: {e:?}"))?;
-    let full_range = sps
-        .vui_parameters
-        .as_ref()
-        .and_then(|v| v.video_signal_type.as_ref())
-        .is_some_and(|t| t.video_full_range_flag);
+    let full_range = sps.vui_parameters.as_ref().and_then(|v| v.video_signal_type.as_ref()).is_some_and(|t| t.video_full_range_flag);
     Ok(SpsInfo {
         width,
         height,
@@ -150,8 +144,8 @@ mod tests {
         // SPS from GStreamer's x264enc (1280x720, High, level 3.1), captured from the
         // sprop-parameter-sets of scripts/gst_rtsp_server.py --profile high.
         let sps = [
-            0x67, 0x64, 0x00, 0x1f, 0xac, 0xb4, 0x02, 0x80, 0x2d, 0xd8, 0x0b, 0x50, 0x10, 0x10, 0x14,
-            0x00, 0x00, 0x03, 0x00, 0x04, 0x00, 0x00, 0x03, 0x00, 0xca, 0x3c, 0x60, 0xca, 0x80,
+            0x67, 0x64, 0x00, 0x1f, 0xac, 0xb4, 0x02, 0x80, 0x2d, 0xd8, 0x0b, 0x50, 0x10, 0x10, 0x14, 0x00, 0x00, 0x03, 0x00, 0x04, 0x00,
+            0x00, 0x03, 0x00, 0xca, 0x3c, 0x60, 0xca, 0x80,
         ];
         let info = parse_sps(&sps).expect("valid SPS");
         assert_eq!((info.width, info.height), (1280, 720));

@@ -54,9 +54,8 @@ impl AccessUnit {
     /// The unit's RTP payloads (RFC 6184 packetization-mode 1, at most
     /// [`rtp::DEFAULT_MAX_PAYLOAD`] bytes each), packetized once however many viewers send it.
     pub fn rtp_payloads(&self) -> &Arc<[Arc<[u8]>]> {
-        self.rtp.get_or_init(|| {
-            rtp::packetize_h264(&self.data, rtp::DEFAULT_MAX_PAYLOAD).iter().map(|p| Arc::<[u8]>::from(&p[..])).collect()
-        })
+        self.rtp
+            .get_or_init(|| rtp::packetize_h264(&self.data, rtp::DEFAULT_MAX_PAYLOAD).iter().map(|p| Arc::<[u8]>::from(&p[..])).collect())
     }
 }
 

@@ -144,10 +144,8 @@ async fn session(ctx: &IngestContext) -> Result<(), IngestError> {
     let timed = |what: &'static str| move |_| IngestError::Rtsp(format!("{what} timed out after {stall:?}"));
 
     let options = SessionOptions::default().creds(creds).user_agent("Sightline".into());
-    let mut described = tokio::time::timeout(stall, retina::client::Session::describe(url, options))
-        .await
-        .map_err(timed("DESCRIBE"))?
-        .map_err(err)?;
+    let mut described =
+        tokio::time::timeout(stall, retina::client::Session::describe(url, options)).await.map_err(timed("DESCRIBE"))?.map_err(err)?;
     let video = described
         .streams()
         .iter()
@@ -159,10 +157,7 @@ async fn session(ctx: &IngestContext) -> Result<(), IngestError> {
     };
     let setup = SetupOptions::default().transport(transport).frame_format(FrameFormat::SIMPLE);
     tokio::time::timeout(stall, described.setup(video, setup)).await.map_err(timed("SETUP"))?.map_err(err)?;
-    let playing = tokio::time::timeout(stall, described.play(PlayOptions::default()))
-        .await
-        .map_err(timed("PLAY"))?
-        .map_err(err)?;
+    let playing = tokio::time::timeout(stall, described.play(PlayOptions::default())).await.map_err(timed("PLAY"))?.map_err(err)?;
     let mut demuxed = playing.demuxed().map_err(err)?;
     info!(stream = %ctx.stream.id, url = %redact_url(&ctx.stream.url), "camera session playing");
 

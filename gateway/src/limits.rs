@@ -162,7 +162,10 @@ impl ControlRate {
     pub fn new(config: &LimitsConfig) -> Arc<ControlRate> {
         let rate = NonZeroU32::new(config.control_rate).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(config.control_burst).unwrap_or(NonZeroU32::MIN);
-        Arc::new(ControlRate { limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)), trust_forwarded_for: config.trust_forwarded_for })
+        Arc::new(ControlRate {
+            limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
+            trust_forwarded_for: config.trust_forwarded_for,
+        })
     }
 
     /// The client a request counts against: the TCP peer, or the last `X-Forwarded-For`

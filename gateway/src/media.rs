@@ -307,7 +307,8 @@ impl Pixels {
             }
             if viewer.tx.capacity() == 0 {
                 // A stalled viewer: don't encode for it (the frame is lost for it anyway).
-                metrics::counter!("sightline_frames_dropped_total", "stream" => self.stream_id.clone(), "reason" => "slow_viewer").increment(1);
+                metrics::counter!("sightline_frames_dropped_total", "stream" => self.stream_id.clone(), "reason" => "slow_viewer")
+                    .increment(1);
                 continue;
             }
             match by_quality.iter_mut().find(|(q, _)| *q == viewer.quality) {
@@ -456,7 +457,13 @@ impl Codec {
         });
         if qualities.is_empty() {
             metrics::histogram!("sightline_decode_seconds", &labels).record(started.elapsed().as_secs_f64());
-            return packed.map(|p| Encoded { width: w as u32, height: h as u32, jpegs: Vec::new(), picture: Some(p), full_range: self.full_range });
+            return packed.map(|p| Encoded {
+                width: w as u32,
+                height: h as u32,
+                jpegs: Vec::new(),
+                picture: Some(p),
+                full_range: self.full_range,
+            });
         }
         let (luma_t, chroma_t) = range_tables();
         let full = self.full_range;
@@ -508,7 +515,8 @@ impl Codec {
                 }
             }
             let q = quality.to_string();
-            metrics::histogram!("sightline_jpeg_encode_seconds", "stream" => self.stream_id.clone()).record(started.elapsed().as_secs_f64());
+            metrics::histogram!("sightline_jpeg_encode_seconds", "stream" => self.stream_id.clone())
+                .record(started.elapsed().as_secs_f64());
             metrics::counter!("sightline_jpeg_encodes_total", "stream" => self.stream_id.clone(), "quality" => q).increment(1);
         }
         Some(Encoded { width: w as u32, height: h as u32, jpegs, picture: packed, full_range: self.full_range })

@@ -30,7 +30,9 @@ pub fn handle() -> &'static PrometheusHandle {
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), FRAME_WORK_BUCKETS)
             .and_then(|b| b.set_buckets_for_metric(Matcher::Full("sightline_webrtc_send_delay_seconds".into()), SEND_DELAY_BUCKETS))
             .and_then(|b| b.set_buckets_for_metric(Matcher::Full("sightline_webrtc_fanout_seconds".into()), SEND_DELAY_BUCKETS))
-            .and_then(|b| b.set_buckets_for_metric(Matcher::Full("sightline_webrtc_time_to_first_frame_seconds".into()), FIRST_FRAME_BUCKETS))
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full("sightline_webrtc_time_to_first_frame_seconds".into()), FIRST_FRAME_BUCKETS)
+            })
             .and_then(|b| b.set_buckets_for_metric(Matcher::Full("sightline_webrtc_rtt_seconds".into()), NETWORK_BUCKETS))
             .and_then(|b| b.set_buckets_for_metric(Matcher::Full("sightline_webrtc_jitter_seconds".into()), NETWORK_BUCKETS))
             .and_then(|b| b.set_buckets_for_metric(Matcher::Full("sightline_webrtc_loss_ratio".into()), LOSS_BUCKETS))
@@ -52,17 +54,32 @@ fn describe() {
     describe_counter!("sightline_ingest_bytes_total", Unit::Bytes, "H.264 bytes received from the camera");
     describe_counter!("sightline_ingest_reconnects_total", "Camera sessions that ended and were retried");
     describe_gauge!("sightline_viewers", "Open viewers by kind (sse, mjpeg)");
-    describe_counter!("sightline_frames_dropped_total", "Frames a consumer did not get, by reason (slow_consumer: skipped to the next keyframe; slow_viewer: viewer queue full)");
+    describe_counter!(
+        "sightline_frames_dropped_total",
+        "Frames a consumer did not get, by reason (slow_consumer: skipped to the next keyframe; slow_viewer: viewer queue full)"
+    );
     describe_gauge!("sightline_decoders_active", "H.264 decoders running (one per stream with JPEG viewers)");
     describe_counter!("sightline_decoded_frames_total", "Pictures decoded");
     describe_counter!("sightline_decode_errors_total", "Access units the decoder rejected (corrupt H.264)");
-    describe_histogram!("sightline_decode_seconds", Unit::Seconds, "Decode time per access unit, including the range conversion of shown pictures");
+    describe_histogram!(
+        "sightline_decode_seconds",
+        Unit::Seconds,
+        "Decode time per access unit, including the range conversion of shown pictures"
+    );
     describe_counter!("sightline_jpeg_encodes_total", "JPEG encodes, by quality (one per frame per quality in use)");
     describe_histogram!("sightline_jpeg_encode_seconds", Unit::Seconds, "JPEG encode time per picture");
     describe_gauge!("sightline_webrtc_sessions", "WHEP sessions");
     describe_counter!("sightline_webrtc_packets_sent_total", "RTP packets queued to WebRTC viewers (before SRTP)");
-    describe_histogram!("sightline_webrtc_send_delay_seconds", Unit::Seconds, "Gateway-added latency: access unit received from the camera -> its first RTP packet sent (per event loop)");
-    describe_histogram!("sightline_webrtc_fanout_seconds", Unit::Seconds, "Access unit received from the camera -> its packets sent to every viewer of an event loop");
+    describe_histogram!(
+        "sightline_webrtc_send_delay_seconds",
+        Unit::Seconds,
+        "Gateway-added latency: access unit received from the camera -> its first RTP packet sent (per event loop)"
+    );
+    describe_histogram!(
+        "sightline_webrtc_fanout_seconds",
+        Unit::Seconds,
+        "Access unit received from the camera -> its packets sent to every viewer of an event loop"
+    );
     describe_histogram!("sightline_webrtc_time_to_first_frame_seconds", Unit::Seconds, "WHEP POST -> first keyframe sent to that viewer");
     describe_histogram!("sightline_webrtc_rtt_seconds", Unit::Seconds, "Round-trip time from viewers' RTCP receiver reports");
     describe_histogram!("sightline_webrtc_jitter_seconds", Unit::Seconds, "Interarrival jitter from viewers' RTCP receiver reports");
@@ -78,5 +95,8 @@ fn describe() {
     describe_histogram!("sightline_detect_inference_seconds", Unit::Seconds, "Model run time per frame, as the worker measured it");
     describe_histogram!("sightline_detect_frame_to_box_seconds", Unit::Seconds, "Capture -> detection message out");
     describe_histogram!("sightline_detect_slot_wait_seconds", Unit::Seconds, "Time a picture waited in its slot for a free worker");
-    describe_histogram!("sightline_detect_handoff_seconds", "Gateway time to hand a picture to a worker (copy into the ring, send the header)");
+    describe_histogram!(
+        "sightline_detect_handoff_seconds",
+        "Gateway time to hand a picture to a worker (copy into the ring, send the header)"
+    );
 }

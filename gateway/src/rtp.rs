@@ -81,10 +81,8 @@ impl RtpHeader {
 pub fn packetize_h264(access_unit: &Bytes, max_payload: usize) -> Vec<Bytes> {
     assert!(max_payload > 2, "max_payload must leave room for the FU-A headers");
     let mut payloads = Vec::new();
-    let fu_bytes: usize = h264::nal_units(access_unit)
-        .filter(|n| n.len() > max_payload)
-        .map(|n| n.len() + 2 * n.len().div_ceil(max_payload - 2))
-        .sum();
+    let fu_bytes: usize =
+        h264::nal_units(access_unit).filter(|n| n.len() > max_payload).map(|n| n.len() + 2 * n.len().div_ceil(max_payload - 2)).sum();
     let mut fu_buf = BytesMut::with_capacity(fu_bytes);
     for nal in h264::nal_units(access_unit) {
         if h264::nal_type(nal) == h264::NAL_AUD {

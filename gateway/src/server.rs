@@ -135,8 +135,8 @@ pub async fn serve(listener: TcpListener, router: Router, limits: LimitsConfig, 
 
 fn connection_error(peer: SocketAddr, e: &(dyn std::error::Error + 'static)) {
     // A request head that did not arrive in time (hyper reports it as a timeout).
-    let timed_out = std::iter::successors(Some(e), |e| e.source())
-        .any(|e| e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout));
+    let timed_out =
+        std::iter::successors(Some(e), |e| e.source()).any(|e| e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout));
     if timed_out {
         limits::hit("header_timeout");
         debug!(%peer, "HTTP connection closed: request head not received within limits.header_read_timeout");

@@ -206,7 +206,16 @@ mod tests {
     use super::*;
 
     fn record(id: &str) -> StreamRecord {
-        StreamRecord { id: id.into(), active: false, fps: 10, quality: 75, started_at_ms: None, updated_at_ms: 0, updated_by: "r1".into(), generation: 0 }
+        StreamRecord {
+            id: id.into(),
+            active: false,
+            fps: 10,
+            quality: 75,
+            started_at_ms: None,
+            updated_at_ms: 0,
+            updated_by: "r1".into(),
+            generation: 0,
+        }
     }
 
     #[tokio::test]

@@ -188,7 +188,12 @@ impl StreamRuntime {
     pub fn try_consumer(self: &Arc<Self>, kind: ViewerKind) -> Result<ConsumerGuard, ViewerLimit> {
         self.budget.take()?;
         let max = self.budget.max_per_stream();
-        if !self.consumers.send_if_modified(|n| *n < max && { *n += 1; true }) {
+        if !self.consumers.send_if_modified(|n| {
+            *n < max && {
+                *n += 1;
+                true
+            }
+        }) {
             self.budget.release();
             crate::limits::hit("viewers_per_stream");
             return Err(ViewerLimit::PerStream(max));
@@ -260,10 +265,10 @@ impl StreamRuntime {
             updated_at_ms: r.updated_at_ms,
             updated_by: r.updated_by,
             health: self.health_view(),
-            detection: self.detect.as_ref().map_or_else(DetectionView::off, |d| DetectionView {
-                runs_here: self.detects_here.load(Ordering::Relaxed),
-                ..d.view()
-            }),
+            detection: self
+                .detect
+                .as_ref()
+                .map_or_else(DetectionView::off, |d| DetectionView { runs_here: self.detects_here.load(Ordering::Relaxed), ..d.view() }),
         }
     }
 

@@ -19,7 +19,12 @@ fn auth_toml() -> String {
     )
 }
 
-async fn call(method: reqwest::Method, url: &str, bearer: Option<&str>, body: Option<(&str, String)>) -> (u16, reqwest::header::HeaderMap, String) {
+async fn call(
+    method: reqwest::Method,
+    url: &str,
+    bearer: Option<&str>,
+    body: Option<(&str, String)>,
+) -> (u16, reqwest::header::HeaderMap, String) {
     let client = reqwest::Client::new();
     let mut req = client.request(method, url);
     if let Some(t) = bearer {
@@ -115,7 +120,8 @@ async fn tokens_gate_control_and_viewing() {
     assert_eq!(resp.status(), 200, "MJPEG with the token cookie");
     assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("multipart/x-mixed-replace"));
     drop(resp);
-    let (s, h, b) = call(Method::POST, &gw.url("/api/streams/testcam/whep"), Some(&viewer), Some(("application/sdp", chromium_offer()))).await;
+    let (s, h, b) =
+        call(Method::POST, &gw.url("/api/streams/testcam/whep"), Some(&viewer), Some(("application/sdp", chromium_offer()))).await;
     assert_eq!(s, 201, "WHEP with a viewer bearer token: {b}");
     // The session URL is the capability for PATCH/DELETE (draft-ietf-wish-whep §4.3).
     let location = h["location"].to_str().unwrap().to_owned();
@@ -130,7 +136,8 @@ async fn tokens_gate_control_and_viewing() {
     assert_eq!(ids, ["testcam"]);
     let (s, _, b) = call(Method::GET, &gw.url(&format!("/api/streams/other/feed?token={viewer}")), None, None).await;
     assert_error(s, &b, 403, "forbidden", "viewer token on another stream");
-    let (s, _, b) = call(Method::POST, &gw.url("/api/streams/other/whep"), Some(&viewer), Some(("application/sdp", chromium_offer()))).await;
+    let (s, _, b) =
+        call(Method::POST, &gw.url("/api/streams/other/whep"), Some(&viewer), Some(("application/sdp", chromium_offer()))).await;
     assert_error(s, &b, 403, "forbidden", "WHEP on another stream");
     for path in ["/api/streams/testcam/stop", "/api/streams/testcam/start", "/api/tokens"] {
         let (s, _, b) = call(Method::POST, &gw.url(path), Some(&viewer), None).await;
@@ -156,7 +163,9 @@ async fn tokens_gate_control_and_viewing() {
     assert!(resp.headers()["www-authenticate"].to_str().unwrap().contains("invalid_request"));
 
     // POST /api/tokens mints one (control token), with checked input.
-    let (s, _, b) = call(Method::POST, &gw.url("/api/tokens"), Some(CONTROL), Some(("application/json", r#"{"streams":["other"],"ttl_s":60}"#.into()))).await;
+    let (s, _, b) =
+        call(Method::POST, &gw.url("/api/tokens"), Some(CONTROL), Some(("application/json", r#"{"streams":["other"],"ttl_s":60}"#.into())))
+            .await;
     assert_eq!(s, 200, "{b}");
     let minted: serde_json::Value = serde_json::from_str(&b).unwrap();
     let other_token = minted["token"].as_str().unwrap();
@@ -178,7 +187,11 @@ async fn tokens_gate_control_and_viewing() {
 fn auth_is_required_when_listening_beyond_loopback() {
     let gw_dir = tempfile::tempdir().unwrap();
     let config = gw_dir.path().join("c.toml");
-    std::fs::write(&config, "listen = \"0.0.0.0:18099\"\n[testcam]\nenabled = false\n[[streams]]\nid = \"a\"\nurl = \"rtsp://127.0.0.1:9/x\"\n").unwrap();
+    std::fs::write(
+        &config,
+        "listen = \"0.0.0.0:18099\"\n[testcam]\nenabled = false\n[[streams]]\nid = \"a\"\nurl = \"rtsp://127.0.0.1:9/x\"\n",
+    )
+    .unwrap();
     let run = |extra_env: &[(&str, &str)]| {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"));
         cmd.arg("--config").arg(&config).arg("check-config");
@@ -256,12 +269,19 @@ async fn web_ui_asks_for_a_token_and_plays_with_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn feeds_and_sessions_end_when_their_token_expires() {
     let gw = Gateway::start(&auth_toml());
-    let (s, _, b) = call(reqwest::Method::POST, &gw.url("/api/tokens"), Some(CONTROL), Some(("application/json", r#"{"streams":["testcam"],"ttl_s":3}"#.into()))).await;
+    let (s, _, b) = call(
+        reqwest::Method::POST,
+        &gw.url("/api/tokens"),
+        Some(CONTROL),
+        Some(("application/json", r#"{"streams":["testcam"],"ttl_s":3}"#.into())),
+    )
+    .await;
     assert_eq!(s, 200, "{b}");
     let token = serde_json::from_str::<serde_json::Value>(&b).unwrap()["token"].as_str().unwrap().to_owned();
     let opened = std::time::Instant::now();
     let mut feed = Feed::open(&gw.url(&format!("/api/streams/testcam/feed?fps=5&token={token}"))).await;
-    let (s, _, _) = call(reqwest::Method::POST, &gw.url("/api/streams/testcam/whep"), Some(&token), Some(("application/sdp", chromium_offer()))).await;
+    let (s, _, _) =
+        call(reqwest::Method::POST, &gw.url("/api/streams/testcam/whep"), Some(&token), Some(("application/sdp", chromium_offer()))).await;
     assert_eq!(s, 201);
     let stopped = loop {
         match feed.next(Duration::from_secs(8)).await {

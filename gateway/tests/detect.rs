@@ -216,21 +216,15 @@ async fn the_gateway_side_of_the_protocol_and_garbage_from_workers() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("workers.sock");
     // No spawnable worker: only the hand-written ones below serve.
-    let config = format!(
-        "[detect]\nsocket = \"{}\"\nworker_bin = \"/nonexistent/infer-worker\"\nworkers = 1\nfps = 10\n",
-        socket.display()
-    );
+    let config =
+        format!("[detect]\nsocket = \"{}\"\nworker_bin = \"/nonexistent/infer-worker\"\nworkers = 1\nfps = 10\n", socket.display());
     let gw = Gateway::start(&config);
     let detection = wait_detection_state(&gw, "unavailable", Duration::from_secs(10)).await;
     assert!(detection["reason"].as_str().unwrap().contains("/nonexistent/infer-worker"), "{detection}");
 
     // Garbage before, instead of and after a Hello: each closes only that connection.
-    let garbage: [&[u8]; 4] = [
-        b"\xff\xff\xff\xffnot the protocol",
-        &[0, 0, 0, 2, 9, 1],
-        &[0, 0, 0, 4, 1, 1, b'{', b'x'],
-        b"\x00\x00\x00\x05\x01\x01{}}}",
-    ];
+    let garbage: [&[u8]; 4] =
+        [b"\xff\xff\xff\xffnot the protocol", &[0, 0, 0, 2, 9, 1], &[0, 0, 0, 4, 1, 1, b'{', b'x'], b"\x00\x00\x00\x05\x01\x01{}}}"];
     for bytes in garbage {
         let s = socket.clone();
         let closed = tokio::task::spawn_blocking(move || {
@@ -246,7 +240,8 @@ async fn the_gateway_side_of_the_protocol_and_garbage_from_workers() {
     let s = socket.clone();
     tokio::task::spawn_blocking(move || {
         let mut w = FakeWorker::connect(&s);
-        let hello = wire::encode(&Message::Hello(Hello { model: "x".into(), input_size: 640, names: vec![], provider: "cpu".into(), pid: 1 }));
+        let hello =
+            wire::encode(&Message::Hello(Hello { model: "x".into(), input_size: 640, names: vec![], provider: "cpu".into(), pid: 1 }));
         w.sock.write_all(&hello[..hello.len() / 2]).unwrap();
     })
     .await
@@ -275,7 +270,14 @@ async fn the_gateway_side_of_the_protocol_and_garbage_from_workers() {
                     w.ring.as_ref().expect("memfd arrived").read_exact_at(&mut y, u64::from(f.slot) * ring.slot_bytes).unwrap();
                     let (_, n) = read_pixel_clock(&y, 1280, 1280, 720).expect("the slot holds the decoded picture");
                     let boxes = vec![WireBox { x: 128.0, y: 72.0, w: 256.0, h: 144.0, class_id: 0, score: 0.75 }];
-                    w.send(&Message::Detections(Detections { stream: f.stream, seq: f.seq, boxes, pre_ms: 0.1, infer_ms: 1.5, post_ms: 0.1 }));
+                    w.send(&Message::Detections(Detections {
+                        stream: f.stream,
+                        seq: f.seq,
+                        boxes,
+                        pre_ms: 0.1,
+                        infer_ms: 1.5,
+                        post_ms: 0.1,
+                    }));
                     answered.push((f.seq, n));
                 }
                 Message::Ping(beat) => w.send(&Message::Pong(beat)),

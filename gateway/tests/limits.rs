@@ -38,7 +38,13 @@ async fn limits_refuse_with_clear_answers_and_count() {
     assert_eq!(retry.as_deref(), Some("5"));
     let (s, _, _) = status_of(reqwest::get(gw.url("/api/streams/testcam/mjpeg")).await.unwrap()).await;
     assert_eq!(s, 503);
-    let resp = client.post(gw.url("/api/streams/testcam/whep")).header("content-type", "application/sdp").body(chromium_offer()).send().await.unwrap();
+    let resp = client
+        .post(gw.url("/api/streams/testcam/whep"))
+        .header("content-type", "application/sdp")
+        .body(chromium_offer())
+        .send()
+        .await
+        .unwrap();
     let (s, retry, body) = status_of(resp).await;
     assert_eq!((s, retry.as_deref()), (503, Some("5")), "WHEP at the per-stream limit: {body}");
 
@@ -72,7 +78,13 @@ async fn limits_refuse_with_clear_answers_and_count() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
     // Body: 413 with JSON (the control rate refills at 1/s).
-    let resp = client.post(gw.url("/api/streams/testcam/start")).header("content-type", "application/json").body(format!("{{\"fps\":10,\"x\":\"{}\"}}", "a".repeat(400))).send().await.unwrap();
+    let resp = client
+        .post(gw.url("/api/streams/testcam/start"))
+        .header("content-type", "application/json")
+        .body(format!("{{\"fps\":10,\"x\":\"{}\"}}", "a".repeat(400)))
+        .send()
+        .await
+        .unwrap();
     let (s, _, body) = status_of(resp).await;
     assert_eq!((s, body["error"].as_str()), (413, Some("payload_too_large")), "{body}");
 

@@ -55,7 +55,11 @@ async fn ffprobe_and_gstreamer_read_the_test_camera() {
         .output();
     let gst = tokio::time::timeout(Duration::from_secs(20), gst).await.expect("rtspsrc decodes 25 frames in time").unwrap();
     let gst_out = String::from_utf8_lossy(&gst.stdout);
-    assert!(gst_out.contains("Got EOS from element \"pipeline0\""), "rtspsrc did not decode 25 frames:\n{gst_out}\n{}", String::from_utf8_lossy(&gst.stderr));
+    assert!(
+        gst_out.contains("Got EOS from element \"pipeline0\""),
+        "rtspsrc did not decode 25 frames:\n{gst_out}\n{}",
+        String::from_utf8_lossy(&gst.stderr)
+    );
 
     let out = tokio::process::Command::new("ffprobe")
         .args(["-v", "error", "-rtsp_transport", "tcp", "-show_entries", "stream=codec_name,width,height", "-of", "json", &url])
@@ -90,13 +94,7 @@ async fn mjpeg_feed_serves_multipart_jpegs() {
     // Each part: boundary, headers with Content-Length, blank line, JPEG.
     let text = String::from_utf8_lossy(&body);
     let part = text.split(&boundary).nth(1).unwrap();
-    let len: usize = part
-        .lines()
-        .find_map(|l| l.strip_prefix("Content-Length: "))
-        .expect("Content-Length header")
-        .trim()
-        .parse()
-        .unwrap();
+    let len: usize = part.lines().find_map(|l| l.strip_prefix("Content-Length: ")).expect("Content-Length header").trim().parse().unwrap();
     let start = find(&body, b"\r\n\r\n").unwrap() + 4;
     let pic = decode_jpeg(&body[start..start + len]);
     assert_eq!((pic.width, pic.height), (1280, 720));

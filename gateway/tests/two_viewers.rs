@@ -63,16 +63,17 @@ async fn a_stalled_viewer_loses_frames_and_nobody_else_does() {
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.set_recv_buffer_size(4096).unwrap();
     let mut stalled = sock.connect(gw.base.trim_start_matches("http://").parse().unwrap()).await.unwrap();
-    stalled
-        .write_all(b"GET /api/streams/testcam/feed?fps=30&quality=100 HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    stalled.write_all(b"GET /api/streams/testcam/feed?fps=30&quality=100 HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
 
     let mut healthy = Feed::open(&gw.url("/api/streams/testcam/feed?fps=10")).await;
     let frames = healthy.frames_for(Duration::from_secs(5)).await;
     assert!(frames.len() >= 46, "the healthy viewer got {} frames in 5 s at fps=10", frames.len());
     let dropped = metric(&gw, "sightline_frames_dropped_total{stream=\"testcam\",reason=\"slow_viewer\"}").await.unwrap_or(0.0);
     assert!(dropped > 10.0, "the stalled viewer's lost frames are counted: {dropped}");
-    assert_eq!(metric(&gw, "sightline_frames_dropped_total{stream=\"testcam\",reason=\"slow_consumer\"}").await, None, "the decoder never fell behind");
+    assert_eq!(
+        metric(&gw, "sightline_frames_dropped_total{stream=\"testcam\",reason=\"slow_consumer\"}").await,
+        None,
+        "the decoder never fell behind"
+    );
     drop(stalled);
 }

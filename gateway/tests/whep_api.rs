@@ -6,13 +6,7 @@ mod common;
 use common::*;
 
 async fn whep_post(gw: &Gateway, stream: &str, ct: &str, body: String) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(gw.url(&format!("/api/streams/{stream}/whep")))
-        .header("content-type", ct)
-        .body(body)
-        .send()
-        .await
-        .unwrap()
+    reqwest::Client::new().post(gw.url(&format!("/api/streams/{stream}/whep"))).header("content-type", ct).body(body).send().await.unwrap()
 }
 
 async fn expect_json_error(resp: reqwest::Response, status: u16, kind: &str, what: &str) {
@@ -59,7 +53,14 @@ async fn bad_whep_requests_get_clear_errors() {
     expect_json_error(patch(Some("\"0000000000000000\""), candidate).await.unwrap(), 412, "precondition_failed", "stale ETag").await;
     assert_eq!(patch(Some(&etag), candidate).await.unwrap().status(), 204, "trickle with the current ETag");
     expect_json_error(patch(Some(&etag), "garbage line").await.unwrap(), 400, "bad_fragment", "malformed fragment").await;
-    let ct = client.patch(gw.url(&location)).header("content-type", "text/plain").header("if-match", &etag).body(candidate).send().await.unwrap();
+    let ct = client
+        .patch(gw.url(&location))
+        .header("content-type", "text/plain")
+        .header("if-match", &etag)
+        .body(candidate)
+        .send()
+        .await
+        .unwrap();
     expect_json_error(ct, 415, "unsupported_media_type", "PATCH content type").await;
 
     // ICE restart: If-Match: * with new credentials -> 200, new ETag, new credentials back.
@@ -120,9 +121,7 @@ async fn bad_whep_requests_get_clear_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_capacity_is_503_with_retry_after() {
-    let gw = Gateway::start(
-        "[webrtc]\nudp_port = 0\nmax_sessions = 1\n[[webrtc.ice_servers]]\nurl = \"stun:stun.example.net:3478\"\n",
-    );
+    let gw = Gateway::start("[webrtc]\nudp_port = 0\nmax_sessions = 1\n[[webrtc.ice_servers]]\nurl = \"stun:stun.example.net:3478\"\n");
     let first = whep_post(&gw, "testcam", "application/sdp", chromium_offer()).await;
     assert_eq!(first.status(), 201);
     let link = first.headers()["link"].to_str().unwrap().to_owned();

@@ -41,7 +41,10 @@ pub fn find_library(explicit: Option<&Path>) -> Result<PathBuf, RuntimeError> {
     }
     if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
         let p = PathBuf::from(p);
-        return p.exists().then_some(p.clone()).ok_or_else(|| RuntimeError::NoLibrary(format!("ORT_DYLIB_PATH={} does not exist", p.display())));
+        return p
+            .exists()
+            .then_some(p.clone())
+            .ok_or_else(|| RuntimeError::NoLibrary(format!("ORT_DYLIB_PATH={} does not exist", p.display())));
     }
     let out = std::process::Command::new("python3")
         .args(["-c", "import onnxruntime, os; print(os.path.join(os.path.dirname(onnxruntime.__file__), 'capi'))"])
@@ -198,29 +201,18 @@ impl Detector {
             .with_intra_threads(config.threads)
             .map_err(|e| RuntimeError::Load { what: "session options".into(), detail: e.to_string() })?;
         if let Some(ep) = config.provider.dispatch()? {
-            builder = builder
-                .with_execution_providers([ep])
-                .map_err(|e| RuntimeError::Load { what: format!("execution provider {}", config.provider.name()), detail: e.to_string() })?;
+            builder = builder.with_execution_providers([ep]).map_err(|e| RuntimeError::Load {
+                what: format!("execution provider {}", config.provider.name()),
+                detail: e.to_string(),
+            })?;
         }
-        let mut session = builder
-            .commit_from_file(model)
-            .map_err(load_err(model.display().to_string()))?;
+        let mut session = builder.commit_from_file(model).map_err(load_err(model.display().to_string()))?;
         let input = session.inputs().first().ok_or_else(|| RuntimeError::Model("no input".into()))?;
         let input_name = input.name().to_owned();
-        let input_size = input
-            .dtype()
-            .tensor_shape()
-            .and_then(|s| s.get(2).copied())
-            .filter(|&s| s > 0)
-            .map_or(640, |s| s as u32);
+        let input_size = input.dtype().tensor_shape().and_then(|s| s.get(2).copied()).filter(|&s| s > 0).map_or(640, |s| s as u32);
         let names = match &config.labels {
             Some(l) => l.clone(),
-            None => session
-                .metadata()
-                .ok()
-                .and_then(|m| m.custom("names"))
-                .and_then(|n| names::parse_ultralytics(&n))
-                .unwrap_or_default(),
+            None => session.metadata().ok().and_then(|m| m.custom("names")).and_then(|n| names::parse_ultralytics(&n)).unwrap_or_default(),
         };
         let probe = vec![0.5f32; (3 * input_size * input_size) as usize];
         let shape = {

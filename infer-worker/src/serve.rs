@@ -105,7 +105,8 @@ impl Worker {
         }
         let started = Instant::now();
         let mut picture = vec![0u8; bytes as usize];
-        file.read_exact_at(&mut picture, u64::from(frame.slot) * ring.slot_bytes).map_err(|e| format!("reading slot {}: {e}", frame.slot))?;
+        file.read_exact_at(&mut picture, u64::from(frame.slot) * ring.slot_bytes)
+            .map_err(|e| format!("reading slot {}: {e}", frame.slot))?;
         let y_len = (frame.y_stride * frame.height) as usize;
         let c_len = (frame.uv_stride * frame.height.div_ceil(2)) as usize;
         let (y, rest) = picture.split_at(y_len);

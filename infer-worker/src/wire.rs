@@ -310,7 +310,9 @@ mod tests {
         // The wire_decode fuzz target's round trip: `1e39` decoded as an infinite f32, which
         // encoded as `null`, which no longer decoded.
         let frame = |x: &str| {
-            let body = format!(r#"{{"stream":"t","seq":7,"boxes":[{{"x":{x},"y":0,"w":1,"h":1,"class_id":0,"score":0.5}}],"pre_ms":1,"infer_ms":1,"post_ms":1}}"#);
+            let body = format!(
+                r#"{{"stream":"t","seq":7,"boxes":[{{"x":{x},"y":0,"w":1,"h":1,"class_id":0,"score":0.5}}],"pre_ms":1,"infer_ms":1,"post_ms":1}}"#
+            );
             let mut frame = ((body.len() + 2) as u32).to_be_bytes().to_vec();
             frame.extend([VERSION, 4]);
             frame.extend(body.as_bytes());

@@ -87,7 +87,8 @@ pub fn decode(layout: Layout, shape: &[i64], data: &[f32], conf: f32) -> Vec<Det
     if data.len() < a * b {
         return Vec::new();
     }
-    let from_center = |cx: f32, cy: f32, w: f32, h: f32, class_id, score| Detection { x: cx - w / 2.0, y: cy - h / 2.0, w, h, class_id, score };
+    let from_center =
+        |cx: f32, cy: f32, w: f32, h: f32, class_id, score| Detection { x: cx - w / 2.0, y: cy - h / 2.0, w, h, class_id, score };
     let best = |scores: &mut dyn Iterator<Item = f32>| {
         scores.enumerate().fold((0, f32::MIN), |(bi, bs), (i, s)| if s > bs { (i, s) } else { (bi, bs) })
     };
@@ -113,7 +114,14 @@ pub fn decode(layout: Layout, shape: &[i64], data: &[f32], conf: f32) -> Vec<Det
         Layout::EndToEnd => {
             for row in data.chunks_exact(b).take(a) {
                 if row[4] >= conf && row[5] >= 0.0 {
-                    out.push(Detection { x: row[0], y: row[1], w: row[2] - row[0], h: row[3] - row[1], class_id: row[5] as usize, score: row[4] });
+                    out.push(Detection {
+                        x: row[0],
+                        y: row[1],
+                        w: row[2] - row[0],
+                        h: row[3] - row[1],
+                        class_id: row[5] as usize,
+                        score: row[4],
+                    });
                 }
             }
         }

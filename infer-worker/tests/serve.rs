@@ -121,7 +121,18 @@ fn worker_detects_frames_from_the_ring() {
     }
 
     // A frame that does not fit its slot is refused for that frame; the worker lives on.
-    let bad = Frame { stream: "cam".into(), seq: 9, rtp_timestamp: 0, capture_ms: 0, width: 4000, height: 4000, y_stride: 4000, uv_stride: 2000, full_range: false, slot: 0 };
+    let bad = Frame {
+        stream: "cam".into(),
+        seq: 9,
+        rtp_timestamp: 0,
+        capture_ms: 0,
+        width: 4000,
+        height: 4000,
+        y_stride: 4000,
+        uv_stride: 2000,
+        full_range: false,
+        slot: 0,
+    };
     gw.stream.write_all(&wire::encode(&Message::Frame(bad))).unwrap();
     let Message::Failure(f) = gw.recv() else { panic!("Failure for an oversized frame") };
     assert_eq!(f.seq, Some(9));

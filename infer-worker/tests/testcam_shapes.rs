@@ -50,11 +50,7 @@ fn boxes_land_on_the_drawn_shapes() {
                 continue;
             }
             let label = shape.kind.label();
-            let best = found
-                .iter()
-                .filter(|d| det.names[d.class_id] == label)
-                .map(|d| iou(d, &truth))
-                .fold(0.0f32, f32::max);
+            let best = found.iter().filter(|d| det.names[d.class_id] == label).map(|d| iou(d, &truth)).fold(0.0f32, f32::max);
             assert!(best >= 0.5, "frame {n}: {label} at {truth:?}: best IoU {best:.2} among {found:?}");
         }
         assert!(found.len() <= 4, "frame {n}: at most one stray box: {found:?}");
@@ -79,7 +75,11 @@ fn committed_model_matches_its_generator() {
         .status()
         .expect("python3 with onnx (pip install onnx)");
     assert!(status.success());
-    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(workspace().join("models/testcam-shapes.onnx")).unwrap(), "regenerate with scripts/make_test_model.py");
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        std::fs::read(workspace().join("models/testcam-shapes.onnx")).unwrap(),
+        "regenerate with scripts/make_test_model.py"
+    );
 }
 
 fn tempfile_path(name: &str) -> PathBuf {

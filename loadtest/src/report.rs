@@ -161,10 +161,7 @@ pub(crate) fn human_lines(r: &Report) -> Vec<String> {
         format!("frames total {}, {:.1} KiB/s total", r.frames_total, r.bytes_per_s_total / 1024.0),
         format!("time to first frame: p50 {}, max {}", ms(r.ttff_ms_p50), ms(r.ttff_ms_max)),
         format!("invalid jpegs {}, non-monotonic ids {}, dimensions {dims}", r.invalid_jpegs, r.non_monotonic_ids),
-        format!(
-            "stopped events {}, viewers without frames {}, errors {}",
-            r.stopped_events, r.viewers_without_frames, r.errors
-        ),
+        format!("stopped events {}, viewers without frames {}, errors {}", r.stopped_events, r.viewers_without_frames, r.errors),
         format!("longest gap between frames {:.0} ms; viewers stale at the end {}", r.max_gap_ms, r.viewers_stale_at_end),
     ];
     lines.extend(r.error_samples.iter().map(|e| format!("  error: {e}")));

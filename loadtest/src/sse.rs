@@ -65,10 +65,12 @@ impl SseArgs {
     /// The feed URL with the stream id as one path segment and the query parameters.
     fn feed_url(&self) -> Url {
         let mut url = self.url.clone();
-        url.path_segments_mut()
-            .expect("parse_base_url only accepts base URLs")
-            .pop_if_empty()
-            .extend(["api", "streams", &self.stream, "feed"]);
+        url.path_segments_mut().expect("parse_base_url only accepts base URLs").pop_if_empty().extend([
+            "api",
+            "streams",
+            &self.stream,
+            "feed",
+        ]);
         url.query_pairs_mut().append_pair("fps", &self.fps.to_string());
         if let Some(q) = self.quality {
             url.query_pairs_mut().append_pair("quality", &q.to_string());
@@ -92,18 +94,14 @@ pub(crate) fn parse_base_url(s: &str) -> Result<Url, String> {
 /// Runs the SSE load: connects the viewers with the ramp, stops them at the deadline and
 /// summarizes what they saw.
 pub(crate) async fn run(args: &SseArgs) -> anyhow::Result<Report> {
-    let client = Client::builder()
-        .pool_max_idle_per_host(args.viewers as usize)
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        .build()?;
+    let client =
+        Client::builder().pool_max_idle_per_host(args.viewers as usize).connect_timeout(CONNECT_TIMEOUT).tcp_nodelay(true).build()?;
     let url = Arc::new(args.feed_url());
     let start = TokioInstant::now();
     let deadline = start + Duration::from_secs(args.seconds);
     let ramp = Duration::from_millis(args.ramp_ms);
-    let handles: Vec<_> = (0..args.viewers)
-        .map(|i| tokio::spawn(viewer(client.clone(), url.clone(), start + ramp * i, deadline)))
-        .collect();
+    let handles: Vec<_> =
+        (0..args.viewers).map(|i| tokio::spawn(viewer(client.clone(), url.clone(), start + ramp * i, deadline))).collect();
     let stats = collect(handles, deadline + HARD_GRACE).await;
     let info = RunInfo { mode: "sse", viewers: args.viewers, seconds: args.seconds, fps_requested: args.fps };
     Ok(summarize(&info, &stats, deadline.into_std()))
@@ -360,13 +358,17 @@ mod tests {
 
     /// The bytes a mock connection writes; an empty chunk means "pause 20 ms".
     fn mock_chunks(mock: Mock) -> Vec<Vec<u8>> {
-        const SSE_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\nretry: 2000\n\nevent: state\ndata: {}\n\n";
+        const SSE_HEAD: &[u8] =
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\nretry: 2000\n\nevent: state\ndata: {}\n\n";
         let b64 = base64::engine::general_purpose::STANDARD.encode(jpeg::fake_jpeg(0xC0, 16, 8));
         let frame = |id: u64, data: &str| format!("event: frame\nid: {id}\ndata: {data}\n\n").into_bytes();
         match mock {
             Mock::Conflict => {
                 let body = r#"{"error":"stream is stopped"}"#;
-                vec![format!("HTTP/1.1 409 Conflict\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len()).into_bytes()]
+                vec![
+                    format!("HTTP/1.1 409 Conflict\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len())
+                        .into_bytes(),
+                ]
             }
             Mock::Feed { frames } => {
                 let mut out = vec![SSE_HEAD.to_vec()];

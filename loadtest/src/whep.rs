@@ -138,9 +138,8 @@ pub(crate) async fn run(args: &WhepArgs) -> anyhow::Result<WhepReport> {
     let start = TokioInstant::now();
     let deadline = start + Duration::from_secs(args.seconds);
     let ramp = Duration::from_millis(args.ramp_ms);
-    let handles: Vec<_> = (0..args.viewers)
-        .map(|i| tokio::spawn(viewer(client.clone(), endpoint.clone(), args.bind, start + ramp * i, deadline)))
-        .collect();
+    let handles: Vec<_> =
+        (0..args.viewers).map(|i| tokio::spawn(viewer(client.clone(), endpoint.clone(), args.bind, start + ramp * i, deadline))).collect();
     let mut stats = Vec::with_capacity(handles.len());
     for mut h in handles {
         match timeout_at(deadline + HARD_GRACE, &mut h).await {
@@ -189,7 +188,14 @@ fn summarize(args: &WhepArgs, stats: &[ViewerStats], end: Instant) -> WhepReport
 /// Prints the human-readable lines, then the JSON line.
 pub(crate) fn print(r: &WhepReport) -> anyhow::Result<()> {
     println!("whep: {} viewers for {} s: {} connected, {} received media", r.viewers, r.seconds, r.connected, r.viewers_with_media);
-    println!("packets/s per viewer: min {} median {}; lost {} of {} ({:.4}%)", r.packets_per_s_min, r.packets_per_s_median, r.packets_lost, r.packets_total + r.packets_lost, r.loss_ratio * 100.0);
+    println!(
+        "packets/s per viewer: min {} median {}; lost {} of {} ({:.4}%)",
+        r.packets_per_s_min,
+        r.packets_per_s_median,
+        r.packets_lost,
+        r.packets_total + r.packets_lost,
+        r.loss_ratio * 100.0
+    );
     println!("time to first keyframe: p50 {:?} ms, p95 {:?} ms, max {:?} ms", r.ttfk_ms_p50, r.ttfk_ms_p95, r.ttfk_ms_max);
     println!("data channel messages per viewer: min {}; errors {} {:?}", r.datachannel_messages_min, r.errors, r.error_samples);
     println!("longest gap between packets {:.0} ms; viewers stale at the end {}", r.max_gap_ms, r.viewers_stale_at_end);

@@ -373,11 +373,7 @@ mod tests {
     #[test]
     fn rejects_bad_offers() {
         assert!(matches!(ViewerPeer::accept("hello", &config(0x42e01f), Instant::now()), Err(WhepError::BadOffer(_))));
-        let no_h264 = VIDEO_DC
-            .lines()
-            .filter(|l| !l.contains("H264") && !l.contains("profile-level-id"))
-            .collect::<Vec<_>>()
-            .join("\r\n");
+        let no_h264 = VIDEO_DC.lines().filter(|l| !l.contains("H264") && !l.contains("profile-level-id")).collect::<Vec<_>>().join("\r\n");
         // The payload type list still names the removed H.264 PTs; str0m ignores those.
         match ViewerPeer::accept(&format!("{no_h264}\r\n"), &config(0x42e01f), Instant::now()) {
             Err(WhepError::NoH264(_)) | Err(WhepError::BadOffer(_)) => {}

@@ -251,7 +251,8 @@ impl Detect {
         if socket.exists() {
             std::fs::remove_file(&socket).map_err(|e| anyhow::anyhow!("cannot replace worker socket {}: {e}", socket.display()))?;
         }
-        let listener = UnixListener::bind(&socket).map_err(|e| anyhow::anyhow!("cannot listen on worker socket {}: {e}", socket.display()))?;
+        let listener =
+            UnixListener::bind(&socket).map_err(|e| anyhow::anyhow!("cannot listen on worker socket {}: {e}", socket.display()))?;
         info!(socket = %socket.display(), workers = config.worker_count(), model = %config.model.display(), "detection workers' socket listening");
         let detect = Arc::new(Detect {
             config: config.clone(),

@@ -152,9 +152,7 @@ impl TestCamera {
             pps,
         });
         let thread_shared = shared.clone();
-        std::thread::Builder::new()
-            .name("testcam-encoder".into())
-            .spawn(move || encoder_loop(&thread_shared, &renderer, encoder))?;
+        std::thread::Builder::new().name("testcam-encoder".into()).spawn(move || encoder_loop(&thread_shared, &renderer, encoder))?;
         Ok(TestCamera { shared })
     }
 

@@ -121,11 +121,9 @@ impl RtspConnection {
     fn respond(&mut self, req: &Request<Vec<u8>>, media: &MediaInfo) -> (Resp, Option<Event>) {
         let cseq = req.header(&headers::CSEQ).map(|v| v.as_str().to_owned());
         let (builder, body, event) = match req.method() {
-            Method::Options => (
-                ok().header(headers::PUBLIC, "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER"),
-                Vec::new(),
-                None,
-            ),
+            Method::Options => {
+                (ok().header(headers::PUBLIC, "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER"), Vec::new(), None)
+            }
             Method::Describe => self.describe(req, media),
             Method::Setup => self.setup(req),
             Method::Play => self.play(req, media),
@@ -184,11 +182,7 @@ impl RtspConnection {
             fmtp = media.fmtp,
             fps = media.fps,
         );
-        (
-            ok().header(headers::CONTENT_TYPE, "application/sdp").header(headers::CONTENT_BASE, base),
-            sdp.into_bytes(),
-            None,
-        )
+        (ok().header(headers::CONTENT_TYPE, "application/sdp").header(headers::CONTENT_BASE, base), sdp.into_bytes(), None)
     }
 
     fn setup(&mut self, req: &Request<Vec<u8>>) -> (rtsp_types::ResponseBuilder, Vec<u8>, Option<Event>) {
@@ -214,17 +208,8 @@ impl RtspConnection {
             return (status(StatusCode::MethodNotValidInThisState), Vec::new(), None);
         }
         self.state = State::Ready { channel };
-        let transport = format!(
-            "RTP/AVP/TCP;unicast;interleaved={}-{}",
-            channel,
-            channel.wrapping_add(1)
-        );
-        (
-            ok().header(headers::TRANSPORT, transport)
-                .header(headers::SESSION, format!("{};timeout=60", self.session_id)),
-            Vec::new(),
-            None,
-        )
+        let transport = format!("RTP/AVP/TCP;unicast;interleaved={}-{}", channel, channel.wrapping_add(1));
+        (ok().header(headers::TRANSPORT, transport).header(headers::SESSION, format!("{};timeout=60", self.session_id)), Vec::new(), None)
     }
 
     fn play(&mut self, req: &Request<Vec<u8>>, media: &MediaInfo) -> (rtsp_types::ResponseBuilder, Vec<u8>, Option<Event>) {
@@ -235,12 +220,7 @@ impl RtspConnection {
         let was_playing = matches!(self.state, State::Playing { .. });
         let url = req.request_uri().map(|u| u.as_str().to_owned()).unwrap_or_default();
         let seq = self.next_sequence_number;
-        let rtp_info = format!(
-            "url={}/trackID=0;seq={};rtptime={}",
-            url.trim_end_matches('/'),
-            seq,
-            media.next_rtp_timestamp
-        );
+        let rtp_info = format!("url={}/trackID=0;seq={};rtptime={}", url.trim_end_matches('/'), seq, media.next_rtp_timestamp);
         let (b, _, e) = self.in_session(req, |c| {
             c.state = State::Playing { channel };
             let event = (!was_playing).then_some(Event::Play { channel, sequence_number: seq });
@@ -263,7 +243,11 @@ mod tests {
     use super::*;
 
     fn media() -> MediaInfo {
-        MediaInfo { fmtp: "packetization-mode=1;profile-level-id=42c01f;sprop-parameter-sets=Z0LAH9oBQBbsBEAAAAMAQAAADKPGDKg=,aM4PyA==".into(), fps: 25, next_rtp_timestamp: 1234 }
+        MediaInfo {
+            fmtp: "packetization-mode=1;profile-level-id=42c01f;sprop-parameter-sets=Z0LAH9oBQBbsBEAAAAMAQAAADKPGDKg=,aM4PyA==".into(),
+            fps: 25,
+            next_rtp_timestamp: 1234,
+        }
     }
 
     fn run(conn: &mut RtspConnection, input: &[u8]) -> (String, Option<Event>) {

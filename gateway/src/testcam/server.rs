@@ -24,11 +24,14 @@ pub async fn serve(listener: TcpListener, camera: Arc<TestCamera>) {
             Ok((sock, peer)) => {
                 let camera = camera.clone();
                 let span = tracing::info_span!("testcam_conn", %peer);
-                tokio::spawn(async move {
-                    if let Err(e) = connection(sock, &camera).await {
-                        debug!(error = %e, "test camera connection ended");
+                tokio::spawn(
+                    async move {
+                        if let Err(e) = connection(sock, &camera).await {
+                            debug!(error = %e, "test camera connection ended");
+                        }
                     }
-                }.instrument(span));
+                    .instrument(span),
+                );
             }
             Err(e) => {
                 warn!(error = %e, "test camera accept failed");

@@ -211,7 +211,13 @@ impl EventLoop {
             if !send(&self.socket, &self.udp, &transmit).await && end - i > 1 {
                 // The batch was refused (EMSGSIZE or no GSO after all): one by one.
                 for d in &out[i..end] {
-                    let single = quinn_udp::Transmit { destination: d.destination, ecn: None, contents: &d.contents, segment_size: None, src_ip: None };
+                    let single = quinn_udp::Transmit {
+                        destination: d.destination,
+                        ecn: None,
+                        contents: &d.contents,
+                        segment_size: None,
+                        src_ip: None,
+                    };
                     send(&self.socket, &self.udp, &single).await;
                 }
             }
@@ -224,12 +230,12 @@ impl EventLoop {
     fn on_datagram(&mut self, source: SocketAddr, data: &[u8]) {
         let now = Instant::now();
         let announced = self.announced;
-        let cached = self.by_addr.get(&source).copied().filter(|id| {
-            self.sessions.get(id).is_some_and(|s| s.peer.accepts(now, source, announced, data))
-        });
-        let id = cached.or_else(|| {
-            self.sessions.iter().find(|(_, s)| s.peer.accepts(now, source, announced, data)).map(|(id, _)| *id)
-        });
+        let cached = self
+            .by_addr
+            .get(&source)
+            .copied()
+            .filter(|id| self.sessions.get(id).is_some_and(|s| s.peer.accepts(now, source, announced, data)));
+        let id = cached.or_else(|| self.sessions.iter().find(|(_, s)| s.peer.accepts(now, source, announced, data)).map(|(id, _)| *id));
         let Some(id) = id else { return };
         self.by_addr.insert(source, id);
         if let Some(s) = self.sessions.get_mut(&id) {
@@ -303,10 +309,10 @@ impl EventLoop {
 
     fn add(&mut self, new: NewSession) {
         let key: Arc<str> = Arc::from(new.stream.config.id.as_str());
-        let tap = self.taps.entry(key.clone()).or_insert_with(|| Tap {
-            task: tokio::spawn(tap(key.clone(), new.stream.clone(), self.media_tx.clone())),
-            sessions: 0,
-        });
+        let tap = self
+            .taps
+            .entry(key.clone())
+            .or_insert_with(|| Tap { task: tokio::spawn(tap(key.clone(), new.stream.clone(), self.media_tx.clone())), sessions: 0 });
         tap.sessions += 1;
         self.sessions.insert(
             new.id,

@@ -180,9 +180,8 @@ impl Webrtc {
         let mut handles = Vec::with_capacity(loops);
         for i in 0..loops {
             let port = if config.udp_port == 0 { 0 } else { config.udp_port + i as u16 };
-            let socket = tokio::net::UdpSocket::bind((ip, port))
-                .await
-                .map_err(|e| anyhow::anyhow!("WebRTC cannot bind UDP {ip}:{port}: {e}"))?;
+            let socket =
+                tokio::net::UdpSocket::bind((ip, port)).await.map_err(|e| anyhow::anyhow!("WebRTC cannot bind UDP {ip}:{port}: {e}"))?;
             let local = socket.local_addr()?;
             let announced = SocketAddr::new(config.public_ips.first().copied().unwrap_or(ip), local.port());
             if announced.ip().is_unspecified() {
@@ -237,12 +236,8 @@ impl Webrtc {
         // Counts as a viewer from now on: an on-demand stream starts pulling.
         let guard = stream.try_consumer(ViewerKind::Webrtc)?;
         let profile_level_id = self.camera_profile(stream).await;
-        let (loop_index, handle) = self
-            .loops
-            .iter()
-            .enumerate()
-            .min_by_key(|(_, l)| l.sessions.load(Ordering::Relaxed))
-            .expect("at least one event loop");
+        let (loop_index, handle) =
+            self.loops.iter().enumerate().min_by_key(|(_, l)| l.sessions.load(Ordering::Relaxed)).expect("at least one event loop");
         let config = PeerConfig { candidates: vec![handle.announced], profile_level_id };
         let (peer, answer) = ViewerPeer::accept(offer, &config, Instant::now())?;
         let id = SessionId::from_random(rand::random());
@@ -269,7 +264,9 @@ impl Webrtc {
         let mut sps = stream.hub.watch_sps();
         let wait = sps.wait_for(Option::is_some);
         match tokio::time::timeout(self.config.first_frame_timeout, wait).await {
-            Ok(Ok(info)) => info.as_ref().and_then(|i| u32::from_str_radix(&i.profile_level_id(), 16).ok()).unwrap_or(FALLBACK_PROFILE_LEVEL_ID),
+            Ok(Ok(info)) => {
+                info.as_ref().and_then(|i| u32::from_str_radix(&i.profile_level_id(), 16).ok()).unwrap_or(FALLBACK_PROFILE_LEVEL_ID)
+            }
             _ => FALLBACK_PROFILE_LEVEL_ID,
         }
     }

@@ -269,9 +269,7 @@ impl Feed {
             }
             match tokio::time::timeout(left, self.events.next()).await {
                 Err(_) => return frames,
-                Ok(Some(Ok(e))) if e.event == "frame" => {
-                    frames.push(Event { event: e.event, id: e.id, data: e.data, at: Instant::now() })
-                }
+                Ok(Some(Ok(e))) if e.event == "frame" => frames.push(Event { event: e.event, id: e.id, data: e.data, at: Instant::now() }),
                 Ok(Some(Ok(_))) => {}
                 Ok(other) => panic!("feed ended early: {other:?}"),
             }
