@@ -1,4 +1,4 @@
-//! Fuzzes credential redaction (`sightline::redact::redact_url`), which runs on every camera
+//! Fuzzes credential redaction (`sightline::config::redact::redact_url`), which runs on every camera
 //! URL that could be logged or returned (config errors, `--stream` arguments, the API).
 //!
 //! Checks: no panic; whenever the text is a URL with a password as the `url` crate (and so
@@ -8,7 +8,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sightline::redact::redact_url;
+use sightline::config::redact::redact_url;
 
 fuzz_target!(|text: &str| {
     let out = redact_url(text);

@@ -1,6 +1,6 @@
-//! Fuzzes the test camera's RTSP server connection (`sightline::testcam::rtsp`): arbitrary
+//! Fuzzes the test camera's RTSP server connection (`testcam::rtsp`): arbitrary
 //! bytes, as a client could send them, arrive in chunks and are handled as the tokio shell
-//! (`testcam/server.rs`) handles them: call `handle` while it returns a message, drop the
+//! (`testcam/src/server.rs`) handles them: call `handle` while it returns a message, drop the
 //! bytes it consumed, read more on `Ok(None)`, close on `Err`.
 //!
 //! Checks: no panic; every message consumes at least one byte and no more than it was given
@@ -10,8 +10,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use media::{RtpTimestamp, SeqNo};
 use rtsp_types::{Message, headers};
-use sightline::testcam::rtsp::{MAX_MESSAGE, MediaInfo, RtspConnection};
+use testcam::rtsp::{MAX_MESSAGE, MediaInfo, RtspConnection};
 
 fuzz_target!(|data: &[u8]| {
     // First byte: the read size, 1..=256 bytes, as TCP may split a request anywhere.
@@ -20,9 +21,9 @@ fuzz_target!(|data: &[u8]| {
     let media = MediaInfo {
         fmtp: "packetization-mode=1;profile-level-id=42c01f;sprop-parameter-sets=Z0LAH9oBQBbsBEAAAAMAQAAADKPGDKg=,aM4PyA==".into(),
         fps: 25,
-        next_rtp_timestamp: 1234,
+        next_rtp_timestamp: RtpTimestamp::new(1234),
     };
-    let mut conn = RtspConnection::new("B15B09E75A17C942".into(), 100);
+    let mut conn = RtspConnection::new("B15B09E75A17C942".into(), SeqNo(100));
     let mut buf = Vec::new();
     for read in data.chunks(chunk) {
         buf.extend_from_slice(read);

@@ -8,9 +8,9 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sightline::hub::{AccessUnit, NewAccessUnit};
-use sightline::media::Codec;
-use sightline::testcam::{TestCamSettings, TestCamera};
+use sightline::core::frame::{AccessUnit, NewAccessUnit};
+use sightline::pipeline::codec::Codec;
+use testcam::{TestCamSettings, TestCamera};
 
 const FRAMES: usize = 250;
 
@@ -27,10 +27,10 @@ fn record_clip() -> Vec<AccessUnit> {
                 continue;
             }
             let mut data = Vec::new();
-            let mut depack = sightline::rtp::H264Depacketizer::default();
+            let mut depack = media::rtp::H264Depacketizer::default();
             for p in &f.payloads {
                 if let Some(nal) = depack.push(p).expect("own payloads") {
-                    data.extend_from_slice(&sightline::h264::START_CODE);
+                    data.extend_from_slice(&media::h264::START_CODE);
                     data.extend_from_slice(&nal);
                 }
             }

@@ -1,205 +1,76 @@
-//! Sightline gateway: pulls H.264 from RTSP cameras and serves it to browsers as SSE (base64
-//! JPEG) and MJPEG feeds, with REST start/stop, a web UI and Prometheus metrics.
+//! Sightline gateway: pulls H.264 from RTSP cameras and serves it to browsers over WebRTC
+//! (WHEP, packets passed through) and as SSE (base64 JPEG) and MJPEG feeds, with object
+//! detection in worker processes, REST start/stop, a web UI and Prometheus metrics.
 //!
 //! # Layout
-//! - [`config`]: TOML/env/CLI configuration, validated at load.
-//! - [`testcam`]: the built-in RTSP test camera (sans-IO RTSP, openh264 encoder, pixel clock).
-//! - [`ingest`]: the retina RTSP client loop with reconnect/backoff and health.
-//! - [`hub`]: per-stream fan-out of access units with the cached GOP.
-//! - [`media`]: on-demand decode and per-quality JPEG encode, per-viewer queues.
-//! - [`feeds`]: SSE and MJPEG response bodies (with `event: detections`).
-//! - [`detect`]: newest-frame slots, `infer-worker` connections and their supervision.
-//! - [`state`]: the `StateStore` trait and the in-memory store; [`redis_store`]: the Redis one.
-//! - [`streams`]: per-stream runtime, on-demand pull supervisor, store event follower.
-//! - [`webrtc`]: WHEP sessions on str0m event loops (one UDP socket per loop).
-//! - [`api`]: the axum router and its single error type; [`auth`]: control and viewer
-//!   tokens; [`limits`]: request, viewer, connection and rate limits; [`server`]: the
-//!   accept loop (connection cap, graceful drain).
-//! - [`h264`], [`rtp`]: Annex B/SPS helpers and RFC 6184 packetization.
-//! - [`metrics`], [`redact`]: the Prometheus recorder; credential redaction.
+//!
+//! Modules by role; each depends only on those listed below it (`out` modules never on each
+//! other), and only [`app`] sees all of them:
+//!
+//! ```text
+//! app          wiring: run(), the shutdown order
+//! http         router, handlers (+ OpenAPI), extractors, errors as answers, limits, server
+//! out/sse, out/mjpeg, out/webrtc
+//!              one transport each: SSE events, multipart JPEG, WHEP sessions on str0m loops
+//! detect       worker processes, scheduler, connections, lease, cross-replica relay
+//! pipeline     decode, JPEG encode, decimation; knows no consumer
+//! stream       hub (fan-out + GOP cache), ingest, on-demand pull, runtime, registry, viewers
+//! source       the camera-source trait; RTSP through retina
+//! state        stream state store and cluster store: memory | Redis
+//! auth         control tokens and viewer JWTs (no HTTP types)
+//! config       plain serde data for every section, redaction
+//! core         stream ids, frame identity, typed detections, clock, shutdown, errors, tasks
+//! metrics      the Prometheus recorder (a leaf any module may count with)
+//! ```
+//!
+//! Below the gateway, leaf crates: `media` (H.264, RTP, RTCP, newtypes), `wire` (the worker
+//! protocol), `signaling` (WHEP rules, the str0m peer), `testcam` (the built-in camera).
+//!
+//! # One access unit, camera to browser
+//!
+//! 1. [`source::rtsp::RtspSource`]'s `session` plays the camera with retina and turns each
+//!    `VideoFrame` into a `NewAccessUnit`, stamping its capture time from the camera's RTCP
+//!    sender reports (`media::rtcp::CaptureClock`).
+//! 2. [`stream::ingest::run`]'s sink (`HubSink::unit`) parses a changed SPS outside any lock
+//!    and calls [`stream::hub::Hub::publish`], which numbers the unit (`seq`), caches the GOP
+//!    and broadcasts the `Arc<AccessUnit>`.
+//! 3. WebRTC: each event loop's tap (`out::webrtc::tap::run`) receives it; the loop's
+//!    `EventLoop::fan_out` packetizes it once for every viewer on every loop
+//!    (`rtp_payloads`, through [`core::frame::AccessUnit::derived`]), plans each viewer's RTP
+//!    timestamp (`Timeline::live`) and queues the packets on its str0m peer
+//!    (`ViewerPeer::write_rtp`); `EventLoop::flush` sends them, GSO-batched.
+//! 4. JPEG feeds: the stream's [`pipeline::Pixels`] decoder task (`Pixels::decode`) runs
+//!    [`pipeline::codec::Codec::process`] on the blocking pool: openh264 decode, range
+//!    expansion, one turbojpeg encode per quality; `Pixels::deliver` queues the
+//!    `JpegFrame` to each viewer, and `out::sse` / `out::mjpeg` wrap it once per frame
+//!    (`JpegFrame::derived`) into the bytes every viewer of that transport writes.
+//!
+//! # One decoded picture, to a worker and back
+//!
+//! 1. While this replica holds the stream's detection lease (`detect::lease::follow`), the
+//!    decoder also offers packed I420 `Picture`s at `detect.fps` to the scheduler
+//!    (`Scheduler::offer`, a slot per stream holding only the newest).
+//! 2. An idle worker's connection task (`detect::connection`, `Conn::frame`) takes the
+//!    newest picture (`Scheduler::next`), writes it into the worker's memfd ring and sends a
+//!    `wire::Frame` naming the slot.
+//! 3. `infer-worker` letterboxes, runs the model, applies NMS and answers `wire::Detections`
+//!    in source pixels; `Conn::publish` normalises them into a [`core::detections::Detections`]
+//!    and `Detect::publish` hands the `Arc` to the stream's `DetectionFanout` (and, with Redis,
+//!    to the other replicas through `detect::relay`, which rename it to their own frame).
+//! 4. Viewers get it as SSE `event: detections` and on the WebRTC data channel, its JSON
+//!    serialized once ([`core::detections::Detections::json`]).
 
-pub mod api;
+pub(crate) mod app;
 pub mod auth;
 pub mod config;
-pub mod detect;
-pub mod feeds;
-pub mod h264;
-pub mod hub;
-pub mod ingest;
-pub mod limits;
-pub mod media;
-pub mod metrics;
-pub mod openapi;
-pub mod redact;
-pub mod redis_store;
-pub mod rtp;
-pub mod server;
+pub mod core;
+pub(crate) mod detect;
+pub(crate) mod http;
+pub(crate) mod metrics;
+pub(crate) mod out;
+pub mod pipeline;
+pub(crate) mod source;
 pub mod state;
-pub mod streams;
-pub mod testcam;
-pub mod webrtc;
+pub(crate) mod stream;
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tracing::{info, warn};
-
-use crate::config::Config;
-use crate::state::MemoryStore;
-
-/// How long open HTTP connections may take to finish after shutdown began.
-const DRAIN: Duration = Duration::from_secs(3);
-/// The whole shutdown, from the signal to the exit, stays within this (SIGKILL usually
-/// follows SIGTERM after 10 s); the steps after the drain get what is left (at least 3 s).
-const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(9);
-
-/// Runs the gateway until SIGINT/SIGTERM: the test camera (if enabled), the streams and the
-/// HTTP server on `config.listen`.
-///
-/// Shutdown (well within 10 s): `/readyz` answers 503 at once; SSE feeds get
-/// `event: stopped` with `"reason":"shutdown"` and end, WHEP sessions get the same on their
-/// data channel and close; new feeds and WHEP sessions are refused (503); after
-/// `shutdown_grace` no new connections are accepted and open ones get [`DRAIN`];
-/// streams stop pulling (detection leases released), workers are killed, this replica's
-/// Redis heartbeat is removed.
-pub async fn run(config: Config) -> anyhow::Result<()> {
-    config.validate().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
-    crate::metrics::handle();
-    limits::export_zeros();
-    let auth = Arc::new(auth::Auth::new(&config.auth, config.listen));
-    if auth.enabled() {
-        info!(listen = %config.listen, mode = ?config.auth.mode, control_tokens = config.auth.control_tokens.len(), viewer_tokens = config.auth.jwt_secret.is_some(), "authentication ON: start/stop need a control token, viewing needs a token");
-    } else {
-        warn!(listen = %config.listen, mode = ?config.auth.mode, "authentication OFF: anyone who reaches {} can watch and start/stop streams", config.listen);
-    }
-    // Kept alive for the whole run: dropping it stops the encoder thread.
-    let _camera = if config.testcam.enabled {
-        let camera = Arc::new(testcam::TestCamera::start(config.testcam.settings())?);
-        let addr = testcam::server::spawn(config.testcam.listen, camera.clone())
-            .await
-            .map_err(|e| anyhow::anyhow!("test camera cannot listen on {}: {e}", config.testcam.listen))?;
-        info!(%addr, "built-in test camera at rtsp://{addr}/testcam");
-        Some(camera)
-    } else {
-        None
-    };
-    let replica_id = config
-        .replica_id
-        .clone()
-        .unwrap_or_else(|| format!("{}-{}", std::env::var("HOSTNAME").unwrap_or_else(|_| "gateway".into()), std::process::id()));
-    let advertise = config.advertise_url.clone().unwrap_or_else(|| format!("http://{}", config.listen));
-    let (store, redis): (Arc<dyn state::StateStore>, _) = match &config.state.redis_url {
-        Some(url) => {
-            let redis = redis_store::RedisStore::connect(url, &replica_id, &advertise).await?;
-            (redis.clone(), Some(redis))
-        }
-        None => (Arc::new(MemoryStore::default()), None),
-    };
-    // Detection is optional: if its socket cannot be set up, video still runs.
-    let detect = match config.detect.enabled {
-        true => match detect::Detect::start(&config.detect, store.clone()) {
-            Ok(d) => Some(d),
-            Err(e) => {
-                tracing::error!(error = %e, "detection disabled");
-                None
-            }
-        },
-        false => None,
-    };
-    let state_detect = detect.clone();
-    let (shutdown_tx, shutdown) = watch::channel(false);
-    let streams = streams::Streams::start(&config, store.clone(), replica_id.clone(), detect, shutdown.clone()).await?;
-    let webrtc = match config.webrtc.enabled {
-        true => Some(webrtc::Webrtc::start(&config.webrtc, config.listen, store.clone()).await?),
-        false => None,
-    };
-    let control_rate = limits::ControlRate::new(&config.limits);
-    let state = api::AppState {
-        streams: streams.clone(),
-        feeds: config.feeds.clone(),
-        webrtc,
-        store,
-        replica_id,
-        auth,
-        limits: Arc::new(config.limits.clone()),
-        control_rate: control_rate.clone(),
-        shutdown: shutdown.clone(),
-    };
-    let router = api::app(state, &config.static_dir);
-    let listener = TcpListener::bind(config.listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
-    info!(addr = %listener.local_addr()?, "HTTP listening; web UI at http://{}/", listener.local_addr()?);
-    // Histogram samples wait in the recorder until drained: without a scrape they would pile
-    // up for ever (the 30-minute soak showed +0.4 MiB/min with 200 viewers). The Prometheus
-    // exporter leaves this upkeep to us.
-    let upkeep = tokio::spawn(async {
-        loop {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            crate::metrics::handle().run_upkeep();
-        }
-    });
-    // Idle clients leave the rate limiter's map now and then.
-    let shrink = tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_secs(60)).await;
-            control_rate.shrink();
-        }
-    });
-    let (close_tx, close) = watch::channel(false);
-    let server = tokio::spawn(server::serve(listener, router, config.limits.clone(), close, DRAIN));
-    shutdown_signal().await;
-    let began = std::time::Instant::now();
-    info!(grace_ms = config.shutdown_grace.as_millis() as u64, "shutting down: /readyz fails from now on, feeds and WHEP sessions end");
-    shutdown_tx.send_replace(true);
-    shrink.abort();
-    upkeep.abort();
-    tokio::time::sleep(config.shutdown_grace).await;
-    close_tx.send_replace(true);
-    let _ = server.await;
-    // Independent steps, side by side: a slow one (Redis unreachable) does not hold up the
-    // others.
-    let cleanup = async {
-        tokio::join!(
-            streams.stopped(),
-            async {
-                if let Some(d) = &state_detect {
-                    d.shutdown().await;
-                }
-            },
-            async {
-                if let Some(redis) = &redis {
-                    redis.leave().await;
-                }
-            },
-        )
-    };
-    let left = SHUTDOWN_DEADLINE.saturating_sub(began.elapsed());
-    if tokio::time::timeout(left, cleanup).await.is_err() {
-        warn!(left_ms = left.as_millis() as u64, "shutdown steps did not finish in time; exiting anyway");
-        if let Some(d) = &state_detect {
-            d.remove_socket();
-        }
-    }
-    info!(took_ms = began.elapsed().as_millis() as u64, "shut down");
-    Ok(())
-}
-
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
-}
+pub use app::{run, shutdown_signal};

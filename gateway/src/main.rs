@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use sightline::config::Config;
-use sightline::testcam::{TestCamSettings, TestCamera};
+use sightline::config::redact::redact_url;
+use testcam::{TestCamSettings, TestCamera};
 
 /// Sightline: RTSP cameras to browsers (SSE/MJPEG feeds, REST start/stop, web UI, metrics).
 ///
@@ -114,9 +115,9 @@ async fn main() -> std::process::ExitCode {
         },
         Some(Command::CheckConfig) => load_config(&cli).map(|mut c| {
             for s in &mut c.streams {
-                s.url = sightline::redact::redact_url(&s.url);
+                s.url = redact_url(&s.url);
             }
-            c.state.redis_url = c.state.redis_url.as_deref().map(sightline::redact::redact_url);
+            c.state.redis_url = c.state.redis_url.as_deref().map(redact_url);
             for t in &mut c.auth.control_tokens {
                 *t = "***".into();
             }
@@ -150,7 +151,7 @@ fn toml_like(c: &Config) -> String {
 
 async fn run_testcam(listen: SocketAddr, settings: TestCamSettings) -> anyhow::Result<()> {
     let camera = Arc::new(TestCamera::start(settings)?);
-    let addr = sightline::testcam::server::spawn(listen, camera).await?;
+    let addr = testcam::server::spawn(listen, camera).await?;
     tracing::info!("test camera at rtsp://{addr}/testcam");
     sightline::shutdown_signal().await;
     Ok(())

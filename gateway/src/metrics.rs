@@ -1,5 +1,6 @@
 //! Prometheus metrics: the global recorder and the descriptions of every metric the gateway
-//! emits. Metric names carry their unit (`_seconds`, `_bytes`, `_total`).
+//! emits. Metric names carry their unit (`_seconds`, `_bytes`, `_total`). A leaf: any module
+//! may count a limit refusal here ([`limit_hit`]).
 
 use std::sync::OnceLock;
 
@@ -22,8 +23,28 @@ const DETECT_BUCKETS: &[f64] = &[0.001, 0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0
 /// Buckets for the gateway's hand-off of a picture to a worker, seconds: 20 us to 20 ms.
 const HANDOFF_BUCKETS: &[f64] = &[0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.02];
 
+/// Counts a refusal: `sightline_limit_hits_total{limit}`.
+pub(crate) fn limit_hit(limit: &'static str) {
+    metrics::counter!("sightline_limit_hits_total", "limit" => limit).increment(1);
+}
+
+/// Names of the limits in `sightline_limit_hits_total`, exported as zeros at start.
+const LIMIT_NAMES: [&str; 9] =
+    ["body", "headers", "timeout", "header_timeout", "connections", "viewers_per_stream", "viewers", "control_rate", "webrtc_sessions"];
+
+/// Exports every limit and task-restart counter at zero, so dashboards and alerts see them
+/// before the first hit.
+pub(crate) fn export_zeros() {
+    for name in LIMIT_NAMES {
+        metrics::counter!("sightline_limit_hits_total", "limit" => name).absolute(0);
+    }
+    for task in crate::core::task::TASKS {
+        metrics::counter!("sightline_task_restarts_total", "task" => task).absolute(0);
+    }
+}
+
 /// Installs the global recorder once and returns its handle (for `GET /metrics`).
-pub fn handle() -> &'static PrometheusHandle {
+pub(crate) fn handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
         let handle = PrometheusBuilder::new()
@@ -99,4 +120,11 @@ fn describe() {
         "sightline_detect_handoff_seconds",
         "Gateway time to hand a picture to a worker (copy into the ring, send the header)"
     );
+    describe_counter!("sightline_limit_hits_total", "Requests, connections and viewers refused by a limit, by limit");
+    describe_counter!(
+        "sightline_task_restarts_total",
+        "Tasks (ingest, decoder, WebRTC event loop, stream supervisor) restarted after a panic, by task"
+    );
+    describe_counter!("sightline_detect_relayed_total", "Detection messages from the replica holding the stream's lease delivered here");
+    describe_counter!("sightline_detect_relay_unmatched_total", "Relayed detection messages dropped: no frame here captured within 15 ms");
 }

@@ -13,9 +13,9 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use common::*;
-use infer::wire::{self, Detections, Hello, Message, WireBox};
 use serde_json::Value;
-use sightline::testcam::scene::read_pixel_clock;
+use testcam::scene::read_pixel_clock;
+use wire::{Detections, Hello, Message, WireBox};
 
 fn detect_config() -> String {
     "[detect]\nmodel = \"{workspace}/models/testcam-shapes.onnx\"\nworkers = 1\nfps = 10\n".to_owned()
@@ -113,7 +113,7 @@ async fn a_killed_worker_is_replaced_within_two_seconds_and_video_goes_on() {
     // Keep reading while the viewers connect, so no backlog counts as frames after the kill.
     feed.frames_for(Duration::from_secs(2)).await;
     let pid = connected_worker_pid(&gw, 0).expect("the log names the worker's pid");
-    let killed_ms = sightline::state::now_ms();
+    let killed_ms = sightline::core::clock::now_ms();
     let killed = Instant::now();
     assert!(std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success());
 
@@ -187,7 +187,7 @@ impl FakeWorker {
                 return msg;
             }
             let mut chunk = [0u8; 4096];
-            let (n, fd) = infer::fdpass::recv_with_fd(&self.sock, &mut chunk).unwrap();
+            let (n, fd) = wire::fdpass::recv_with_fd(&self.sock, &mut chunk).unwrap();
             assert!(n > 0, "gateway closed the connection");
             if let Some(fd) = fd {
                 self.ring = Some(std::fs::File::from(fd));
@@ -265,20 +265,23 @@ async fn the_gateway_side_of_the_protocol_and_garbage_from_workers() {
         while answered.len() < 5 {
             match w.recv() {
                 Message::Frame(f) => {
-                    assert_eq!((f.width, f.height, f.y_stride, f.uv_stride, f.stream.as_str()), (1280, 720, 1280, 640, "testcam"));
-                    let mut y = vec![0u8; (f.y_stride * f.height) as usize];
+                    assert_eq!(
+                        (f.meta.width, f.meta.height, f.y_stride, f.uv_stride, f.meta.stream.as_str()),
+                        (1280, 720, 1280, 640, "testcam")
+                    );
+                    let mut y = vec![0u8; (f.y_stride * f.meta.height) as usize];
                     w.ring.as_ref().expect("memfd arrived").read_exact_at(&mut y, u64::from(f.slot) * ring.slot_bytes).unwrap();
                     let (_, n) = read_pixel_clock(&y, 1280, 1280, 720).expect("the slot holds the decoded picture");
                     let boxes = vec![WireBox { x: 128.0, y: 72.0, w: 256.0, h: 144.0, class_id: 0, score: 0.75 }];
                     w.send(&Message::Detections(Detections {
-                        stream: f.stream,
-                        seq: f.seq,
+                        stream: f.meta.stream,
+                        seq: f.meta.seq,
                         boxes,
                         pre_ms: 0.1,
                         infer_ms: 1.5,
                         post_ms: 0.1,
                     }));
-                    answered.push((f.seq, n));
+                    answered.push((f.meta.seq, n));
                 }
                 Message::Ping(beat) => w.send(&Message::Pong(beat)),
                 other => panic!("unexpected {other:?}"),

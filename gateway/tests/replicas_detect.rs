@@ -84,7 +84,7 @@ async fn detection_runs_once_and_reaches_every_replica() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(redis.cli(&["GET", "sightline:lease:detect:cam"]).trim(), if holder == "A" { "B" } else { "A" });
-    let moved_ms = sightline::state::now_ms();
+    let moved_ms = sightline::core::clock::now_ms();
     detections_on_own_frames(&mut other_feed, 5, moved_ms, "after failover").await;
     assert!(inferred(other).await >= 1.0, "now the other replica infers");
 }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::RedisServer;
-use sightline::redis_store::RedisStore;
-use sightline::state::{Action, MemoryStore, StartParams, StateStore, StoreError, StreamRecord};
+use sightline::core::Error;
+use sightline::state::{Action, ClusterStore, MemoryStore, RedisStore, StartParams, StateStore, StreamRecord};
 
 fn record(id: &str, active: bool) -> StreamRecord {
     StreamRecord {
@@ -51,8 +51,8 @@ async fn behaviour(store: Arc<dyn StateStore>, other: Arc<dyn StateStore>) {
     assert_eq!((e.action, e.record.generation, e.record.updated_by.as_str()), (Action::Stop, 4, "r1"));
 
     assert_eq!(other.get("a").await.unwrap(), stopped);
-    assert!(matches!(store.get("nope").await, Err(StoreError::UnknownStream(_))));
-    assert!(matches!(store.set_active("nope", true, StartParams::default(), "r1").await, Err(StoreError::UnknownStream(_))));
+    assert!(matches!(store.get("nope").await, Err(Error::UnknownStream { .. })));
+    assert!(matches!(store.set_active("nope", true, StartParams::default(), "r1").await, Err(Error::UnknownStream { .. })));
 }
 
 #[tokio::test]
@@ -93,7 +93,7 @@ async fn redis_down_then_back_empty_keeps_the_newest_state() {
 
     redis.kill();
     let err = a.set_active("cam", false, StartParams::default(), "r1").await.unwrap_err();
-    assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+    assert!(matches!(err, Error::StoreUnavailable { .. }), "{err}");
     assert!(!a.is_ready());
 
     redis.restart(); // empty

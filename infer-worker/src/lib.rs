@@ -6,15 +6,11 @@
 //! - [`image`]: I420/RGB to the letterboxed NCHW input tensor.
 //! - [`names`]: class names from Ultralytics metadata or a labels file.
 //! - [`runtime`]: finding libonnxruntime and the [`runtime::Detector`].
-//! - [`wire`]: the gateway <-> worker messages (length-prefixed, versioned, sans-IO).
-//! - [`fdpass`]: the shared-memory frame ring and SCM_RIGHTS.
-//! - [`serve`]: the worker loop the gateway talks to.
+//! - [`serve`]: the worker loop the gateway talks to, over the `wire` crate's protocol.
 
-pub mod fdpass;
 pub mod image;
 pub mod letterbox;
 pub mod names;
 pub mod runtime;
 pub mod serve;
-pub mod wire;
 pub mod yolo;

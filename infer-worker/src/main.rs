@@ -2,7 +2,7 @@
 //!
 //! `infer-worker detect --model M.onnx --image frame.jpg` prints the detections of one JPEG
 //! as JSON (boxes in source pixels); `infer-worker serve --socket S --model M.onnx` connects
-//! to the gateway and answers the frames it sends (see the library's `wire` module);
+//! to the gateway and answers the frames it sends (the `sightline-wire` crate's protocol);
 //! `infer-worker bench --model M.onnx` measures bare throughput (the baseline the gateway's
 //! end-to-end detections/s are compared with, `scripts/bench-detect.sh`).
 

@@ -10,10 +10,10 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Instant;
 
-use crate::fdpass::recv_with_fd;
 use crate::image::I420;
 use crate::runtime::Detector;
-use crate::wire::{self, Detections, Failure, Frame, Hello, Message, Ring, WireBox};
+use wire::fdpass::recv_with_fd;
+use wire::{Detections, Failure, Frame, Hello, Message, Ring, WireBox};
 
 /// Why serving stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +87,7 @@ impl Worker {
             },
             Message::Frame(frame) => Some(match self.detect(&frame) {
                 Ok(d) => Message::Detections(d),
-                Err(e) => fail(Some(frame.seq), &e),
+                Err(e) => fail(Some(frame.meta.seq), &e),
             }),
             Message::Ping(beat) => Some(Message::Pong(beat)),
             other => Some(fail(None, &format!("unexpected message kind {} from the gateway", other.kind()))),
@@ -96,24 +96,25 @@ impl Worker {
 
     fn detect(&mut self, frame: &Frame) -> Result<Detections, String> {
         let (file, ring) = self.ring.as_ref().ok_or("Frame before Ring")?;
+        let meta = &frame.meta;
         let bytes = frame.picture_bytes();
-        if frame.slot >= ring.slots || bytes > ring.slot_bytes || frame.width == 0 || frame.height == 0 {
-            return Err(format!("frame {}x{} in slot {} does not fit the ring {ring:?}", frame.width, frame.height, frame.slot));
+        if frame.slot >= ring.slots || bytes > ring.slot_bytes || meta.width == 0 || meta.height == 0 {
+            return Err(format!("frame {}x{} in slot {} does not fit the ring {ring:?}", meta.width, meta.height, frame.slot));
         }
-        if frame.y_stride < frame.width || frame.uv_stride < frame.width.div_ceil(2) {
-            return Err(format!("strides {}/{} too small for width {}", frame.y_stride, frame.uv_stride, frame.width));
+        if frame.y_stride < meta.width || frame.uv_stride < meta.width.div_ceil(2) {
+            return Err(format!("strides {}/{} too small for width {}", frame.y_stride, frame.uv_stride, meta.width));
         }
         let started = Instant::now();
         let mut picture = vec![0u8; bytes as usize];
         file.read_exact_at(&mut picture, u64::from(frame.slot) * ring.slot_bytes)
             .map_err(|e| format!("reading slot {}: {e}", frame.slot))?;
-        let y_len = (frame.y_stride * frame.height) as usize;
-        let c_len = (frame.uv_stride * frame.height.div_ceil(2)) as usize;
+        let y_len = (frame.y_stride * meta.height) as usize;
+        let c_len = (frame.uv_stride * meta.height.div_ceil(2)) as usize;
         let (y, rest) = picture.split_at(y_len);
         let (u, v) = rest.split_at(c_len);
         let i420 = I420 {
-            width: frame.width,
-            height: frame.height,
+            width: meta.width,
+            height: meta.height,
             y,
             u,
             v,
@@ -128,8 +129,8 @@ impl Worker {
             .collect();
         let read_ms = started.elapsed().as_secs_f32() * 1000.0 - timed.pre_ms - timed.infer_ms - timed.post_ms;
         Ok(Detections {
-            stream: frame.stream.clone(),
-            seq: frame.seq,
+            stream: meta.stream.clone(),
+            seq: meta.seq,
             boxes,
             pre_ms: timed.pre_ms + read_ms.max(0.0),
             infer_ms: timed.infer_ms,

@@ -9,10 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use infer::fdpass::{create_ring, send_with_fd};
-use infer::wire::{self, Frame, Message, Ring};
 use infer::yolo::{Detection, iou};
-use sightline::testcam::scene::{SceneRenderer, shapes_at};
+use media::{FrameMeta, RtpTimestamp};
+use testcam::scene::{SceneRenderer, shapes_at};
+use wire::fdpass::{create_ring, send_with_fd};
+use wire::{Frame, Message, Ring};
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
@@ -84,12 +85,14 @@ fn worker_detects_frames_from_the_ring() {
         picture.extend_from_slice(&frame.v);
         ring.write_all_at(&picture, u64::from(slot) * slot_bytes).unwrap();
         let msg = Frame {
-            stream: "cam".into(),
-            seq: n,
-            rtp_timestamp: (n * 3600) as u32,
-            capture_ms: 0,
-            width: w,
-            height: h,
+            meta: FrameMeta {
+                stream: "cam".into(),
+                seq: n,
+                rtp_timestamp: RtpTimestamp::new((n * 3600) as u32),
+                capture_ms: 0,
+                width: w,
+                height: h,
+            },
             y_stride: w,
             uv_stride: w / 2,
             full_range: false,
@@ -122,12 +125,7 @@ fn worker_detects_frames_from_the_ring() {
 
     // A frame that does not fit its slot is refused for that frame; the worker lives on.
     let bad = Frame {
-        stream: "cam".into(),
-        seq: 9,
-        rtp_timestamp: 0,
-        capture_ms: 0,
-        width: 4000,
-        height: 4000,
+        meta: FrameMeta { stream: "cam".into(), seq: 9, rtp_timestamp: RtpTimestamp::new(0), capture_ms: 0, width: 4000, height: 4000 },
         y_stride: 4000,
         uv_stride: 2000,
         full_range: false,

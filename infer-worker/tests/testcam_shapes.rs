@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use infer::image::I420;
 use infer::runtime::{Detector, DetectorConfig, RuntimeError, find_library};
 use infer::yolo::{Detection, Layout, iou};
-use sightline::testcam::scene::{SceneRenderer, shapes_at};
+use testcam::scene::{SceneRenderer, shapes_at};
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()

@@ -6,6 +6,8 @@
 
 use h264_reader::nal::{Nal, RefNal};
 
+use crate::Error;
+
 /// `nal_unit_type` of a non-IDR coded slice (H.264 Table 7-1).
 pub const NAL_SLICE: u8 = 1;
 /// `nal_unit_type` of an IDR coded slice: a keyframe.
@@ -102,13 +104,16 @@ impl SpsInfo {
 }
 
 /// Parses an SPS NAL unit (header byte included, emulation prevention bytes still in).
-pub fn parse_sps(nal: &[u8]) -> Result<SpsInfo, String> {
+///
+/// Errors: [`Error::NotSps`] for another NAL unit type, [`Error::BadSps`] for one that does not
+/// parse (H.264 §7.3.2.1.1) or whose cropping leaves no picture.
+pub fn parse_sps(nal: &[u8]) -> Result<SpsInfo, Error> {
     if nal_type(nal) != NAL_SPS {
-        return Err(format!("NAL unit type {} is not an SPS", nal_type(nal)));
+        return Err(Error::NotSps(nal_type(nal)));
     }
     let sps = h264_reader::nal::sps::SeqParameterSet::from_bits(RefNal::new(nal, &[], true).rbsp_bits())
-        .map_err(|e| format!("bad SPS: {e:?}"))?;
-    let (width, height) = sps.pixel_dimensions().map_err(|e| format!("bad SPS dimensions: {e:?}"))?;
+        .map_err(|e| Error::BadSps(format!("{e:?}")))?;
+    let (width, height) = sps.pixel_dimensions().map_err(|e| Error::BadSps(format!("dimensions: {e:?}")))?;
     let full_range = sps.vui_parameters.as_ref().and_then(|v| v.video_signal_type.as_ref()).is_some_and(|t| t.video_full_range_flag);
     Ok(SpsInfo {
         width,

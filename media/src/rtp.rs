@@ -6,10 +6,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::h264;
-
-/// RTP clock rate for video, RFC 6184 §8.2.1: 90 kHz.
-pub const VIDEO_CLOCK_HZ: u32 = 90_000;
+use crate::{Error, Pt, RtpTimestamp, SeqNo, Ssrc, h264};
 
 /// Default largest RTP payload in bytes: keeps a packet (with IP/UDP/RTP/SRTP headers) under a
 /// 1280-byte path MTU, the size WebRTC stacks assume.
@@ -21,16 +18,16 @@ const FU_A: u8 = 28;
 /// The fixed RTP header fields (RFC 3550 §5.1) without CSRCs or extensions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RtpHeader {
-    /// Payload type (7 bits).
-    pub payload_type: u8,
+    /// Payload type.
+    pub payload_type: Pt,
     /// Marker bit: for H.264, set on the last packet of an access unit (RFC 6184 §5.1).
     pub marker: bool,
     /// Sequence number.
-    pub sequence_number: u16,
+    pub sequence_number: SeqNo,
     /// Timestamp in the payload's clock (90 kHz for video).
-    pub timestamp: u32,
+    pub timestamp: RtpTimestamp,
     /// Synchronization source.
-    pub ssrc: u32,
+    pub ssrc: Ssrc,
 }
 
 impl RtpHeader {
@@ -40,10 +37,10 @@ impl RtpHeader {
     /// Appends the 12-byte header (version 2, no padding, extension or CSRCs) to `out`.
     pub fn write(&self, out: &mut impl BufMut) {
         out.put_u8(0x80);
-        out.put_u8((u8::from(self.marker) << 7) | (self.payload_type & 0x7f));
-        out.put_u16(self.sequence_number);
-        out.put_u32(self.timestamp);
-        out.put_u32(self.ssrc);
+        out.put_u8((u8::from(self.marker) << 7) | self.payload_type.get());
+        out.put_u16(self.sequence_number.0);
+        out.put_u32(self.timestamp.get());
+        out.put_u32(self.ssrc.0);
     }
 
     /// Parses the fixed header of an RTP packet; returns the header and the payload offset.
@@ -62,11 +59,11 @@ impl RtpHeader {
             return None;
         }
         let header = RtpHeader {
-            payload_type: packet[1] & 0x7f,
+            payload_type: Pt::new(packet[1]),
             marker: packet[1] & 0x80 != 0,
-            sequence_number: u16::from_be_bytes([packet[2], packet[3]]),
-            timestamp: u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]),
-            ssrc: u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]]),
+            sequence_number: SeqNo(u16::from_be_bytes([packet[2], packet[3]])),
+            timestamp: RtpTimestamp::new(u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]])),
+            ssrc: Ssrc(u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]])),
         };
         Some((header, offset))
     }
@@ -77,7 +74,9 @@ impl RtpHeader {
 /// caller sets the marker bit on the last payload's packet.
 ///
 /// Whole NAL units are zero-copy slices of `access_unit`; FU-A fragments share one new buffer.
-/// Access unit delimiters are dropped (they carry nothing a receiver needs).
+/// Access unit delimiters are dropped (they carry nothing a receiver needs), and so are NAL
+/// units of type 0 or 24..=31 (unspecified in H.264 Table 7-1): RFC 6184 §5.2 gives those
+/// numbers to aggregation and fragmentation packets, so a receiver would misread them.
 pub fn packetize_h264(access_unit: &Bytes, max_payload: usize) -> Vec<Bytes> {
     assert!(max_payload > 2, "max_payload must leave room for the FU-A headers");
     let mut payloads = Vec::new();
@@ -85,7 +84,7 @@ pub fn packetize_h264(access_unit: &Bytes, max_payload: usize) -> Vec<Bytes> {
         h264::nal_units(access_unit).filter(|n| n.len() > max_payload).map(|n| n.len() + 2 * n.len().div_ceil(max_payload - 2)).sum();
     let mut fu_buf = BytesMut::with_capacity(fu_bytes);
     for nal in h264::nal_units(access_unit) {
-        if h264::nal_type(nal) == h264::NAL_AUD {
+        if !packetizable(h264::nal_type(nal)) {
             continue;
         }
         if nal.len() <= max_payload {
@@ -114,6 +113,11 @@ pub fn packetize_h264(access_unit: &Bytes, max_payload: usize) -> Vec<Bytes> {
     payloads
 }
 
+/// Whether a NAL unit of this type goes to receivers (see [`packetize_h264`]).
+pub fn packetizable(nal_type: u8) -> bool {
+    matches!(nal_type, 1..=23) && nal_type != h264::NAL_AUD
+}
+
 /// Reassembles NAL units from RTP payloads produced by [`packetize_h264`] (single NAL unit
 /// and FU-A packets only). Used by tests and the load generator to check what was sent.
 #[derive(Debug, Default)]
@@ -124,14 +128,14 @@ pub struct H264Depacketizer {
 impl H264Depacketizer {
     /// Feeds one payload; returns a completed NAL unit (header byte included) if any.
     /// A malformed or out-of-order fragment resets the FU-A state and returns an error.
-    pub fn push(&mut self, payload: &[u8]) -> Result<Option<Vec<u8>>, &'static str> {
+    pub fn push(&mut self, payload: &[u8]) -> Result<Option<Vec<u8>>, Error> {
         let Some(&first) = payload.first() else {
-            return Err("empty payload");
+            return Err(Error::EmptyPayload);
         };
         match first & 0x1f {
             1..=23 => Ok(Some(payload.to_vec())),
             FU_A => {
-                let fu_header = *payload.get(1).ok_or("FU-A without FU header")?;
+                let fu_header = *payload.get(1).ok_or(Error::FuWithoutHeader)?;
                 let start = fu_header & 0x80 != 0;
                 let end = fu_header & 0x40 != 0;
                 if start {
@@ -139,11 +143,11 @@ impl H264Depacketizer {
                     nal.push((first & 0xe0) | (fu_header & 0x1f));
                     self.fu = Some(nal);
                 }
-                let nal = self.fu.as_mut().ok_or("FU-A continuation without start")?;
+                let nal = self.fu.as_mut().ok_or(Error::FuWithoutStart)?;
                 nal.extend_from_slice(&payload[2..]);
                 Ok(if end { self.fu.take() } else { None })
             }
-            _ => Err("unsupported H.264 payload structure"),
+            other => Err(Error::UnsupportedPayload(other)),
         }
     }
 }
@@ -164,7 +168,13 @@ mod tests {
 
     #[test]
     fn header_round_trips() {
-        let h = RtpHeader { payload_type: 96, marker: true, sequence_number: 65535, timestamp: 0xdead_beef, ssrc: 42 };
+        let h = RtpHeader {
+            payload_type: Pt::new(96),
+            marker: true,
+            sequence_number: SeqNo(65535),
+            timestamp: RtpTimestamp::new(0xdead_beef),
+            ssrc: Ssrc(42),
+        };
         let mut buf = Vec::new();
         h.write(&mut buf);
         assert_eq!(buf.len(), RtpHeader::LEN);
@@ -195,6 +205,15 @@ mod tests {
         for (a, b) in nals.iter().zip(original) {
             assert_eq!(a.as_slice(), b);
         }
+    }
+
+    #[test]
+    fn unspecified_nal_types_are_not_sent() {
+        // Type 24 would read as STAP-A, type 0 is unspecified; the AUD (9) carries nothing.
+        let au = access_unit(&[(0x18, 10), (0x00, 10), (0x09, 2), (0x65, 10)]);
+        let payloads = packetize_h264(&au, 1200);
+        assert_eq!(payloads.len(), 1);
+        assert_eq!(payloads[0][0], 0x65);
     }
 
     #[test]

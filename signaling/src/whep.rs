@@ -5,6 +5,7 @@
 //! codes with [`WhepError::status`].
 
 use std::fmt;
+use std::net::SocketAddr;
 
 /// Media type of an SDP offer/answer (RFC 4566 §8.1).
 pub const SDP_MEDIA_TYPE: &str = "application/sdp";
@@ -75,6 +76,53 @@ pub fn check_if_match(if_match: Option<&str>, current: ETag) -> Result<Precondit
     let want = current.header_value();
     let matches = value.split(',').map(|t| t.trim().trim_start_matches("W/")).any(|t| t == want);
     if matches { Ok(Precondition::Matches) } else { Err(WhepError::PreconditionFailed) }
+}
+
+/// What a PATCH on a session asks for, once its `If-Match` and body are checked
+/// ([`patch_request`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PatchRequest {
+    /// Trickled remote candidates for the current ICE session (`candidate:` lines); answered
+    /// 204 (draft-ietf-wish-whep §4.3.1).
+    Trickle(Vec<String>),
+    /// An ICE restart with the client's new credentials; answered 200 with ours
+    /// ([`ice_restart_answer`], draft-ietf-wish-whep §4.3.2).
+    IceRestart {
+        /// The client's new `ice-ufrag`.
+        ufrag: String,
+        /// The client's new `ice-pwd`.
+        pwd: String,
+    },
+}
+
+/// Checks a PATCH on a session whose ICE ETag is `current`: `If-Match` (see
+/// [`check_if_match`]) and the fragment must agree: new credentials only with `If-Match: *`
+/// (422 otherwise), and an ICE restart needs both `a=ice-ufrag` and `a=ice-pwd` (400).
+pub fn patch_request(if_match: Option<&str>, current: ETag, body: &str) -> Result<PatchRequest, WhepError> {
+    let precondition = check_if_match(if_match, current)?;
+    let fragment = parse_sdpfrag(body)?;
+    match precondition {
+        Precondition::Matches if fragment.ice_ufrag.is_some() => {
+            Err(WhepError::Unsupported("new ICE credentials need If-Match: * (an ICE restart)".into()))
+        }
+        Precondition::Matches => Ok(PatchRequest::Trickle(fragment.candidates)),
+        Precondition::IceRestart => match (fragment.ice_ufrag, fragment.ice_pwd) {
+            (Some(ufrag), Some(pwd)) => Ok(PatchRequest::IceRestart { ufrag, pwd }),
+            _ => Err(WhepError::BadFragment("an ICE restart needs a=ice-ufrag and a=ice-pwd".into())),
+        },
+    }
+}
+
+/// The 200 body of an ICE restart (`application/trickle-ice-sdpfrag`, RFC 8840 §9): our
+/// ICE-lite flag, new credentials, and our host candidates (all of them: ICE-lite gathers
+/// nothing later), then `a=end-of-candidates`.
+pub fn ice_restart_answer(ufrag: &str, pwd: &str, candidates: &[SocketAddr]) -> String {
+    let mut out = format!("a=ice-lite\r\na=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\n");
+    for (i, addr) in candidates.iter().enumerate() {
+        out.push_str(&format!("a=candidate:{} 1 udp 2130706431 {} {} typ host\r\n", i + 1, addr.ip(), addr.port()));
+    }
+    out.push_str("a=end-of-candidates\r\n");
+    out
 }
 
 /// A parsed `application/trickle-ice-sdpfrag` body (RFC 8840 §9, RFC 8839 §5).
@@ -256,6 +304,29 @@ mod tests {
         assert!(matches!(parse_sdpfrag("AB=c"), Err(WhepError::BadFragment(_))));
         assert_eq!(parse_sdpfrag(&"a=x\r\n".repeat(20_000)), Err(WhepError::TooLarge));
         assert_eq!(parse_sdpfrag("").unwrap(), SdpFragment::default());
+    }
+
+    #[test]
+    fn patches_are_trickles_or_ice_restarts() {
+        let tag = ETag::from_random(0xabc);
+        let current = tag.header_value();
+        let cand = "a=candidate:1 1 udp 2122260223 192.0.2.1 61764 typ host\r\n";
+        assert_eq!(patch_request(Some(&current), tag, cand), Ok(PatchRequest::Trickle(vec![cand[2..cand.len() - 2].to_owned()])));
+        let restart = "a=ice-ufrag:u2\r\na=ice-pwd:p2p2p2p2p2p2p2p2p2p2p2\r\n";
+        assert!(matches!(patch_request(Some(&current), tag, restart), Err(WhepError::Unsupported(_))), "new credentials need If-Match: *");
+        assert_eq!(
+            patch_request(Some("*"), tag, restart),
+            Ok(PatchRequest::IceRestart { ufrag: "u2".into(), pwd: "p2p2p2p2p2p2p2p2p2p2p2".into() })
+        );
+        assert!(matches!(patch_request(Some("*"), tag, cand), Err(WhepError::BadFragment(_))));
+        assert_eq!(patch_request(None, tag, cand), Err(WhepError::PreconditionRequired));
+        let answer = ice_restart_answer("lu", "lp", &["192.0.2.9:8189".parse().unwrap()]);
+        assert_eq!(
+            answer,
+            "a=ice-lite\r\na=ice-ufrag:lu\r\na=ice-pwd:lp\r\na=candidate:1 1 udp 2130706431 192.0.2.9 8189 typ host\r\na=end-of-candidates\r\n"
+        );
+        let parsed = parse_sdpfrag(&answer).unwrap();
+        assert_eq!((parsed.ice_ufrag.as_deref(), parsed.candidates.len(), parsed.end_of_candidates), (Some("lu"), 1, true));
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The built-in test camera: an RTSP server (RFC 2326) serving a synthetic H.264 stream, so a
-//! newcomer sees video with no hardware and tests have a camera that knows what it drew.
+//! newcomer sees video with no hardware and tests have a camera that knows what it drew. Like
+//! a real camera it sends RTCP sender reports (RFC 3550 §6.4.1) pairing RTP timestamps with
+//! its capture clock, the same clock its pixel clock shows.
 //!
 //! # Layout
 //! - [`scene`]: draws each picture (moving shapes, frame counter, pixel clock) in I420.
@@ -23,7 +25,7 @@ use openh264::formats::YUVSlices;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-use crate::{h264, rtp};
+use media::{RtpTimestamp, h264, rtp};
 
 /// Test camera picture and encoder settings.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -71,7 +73,7 @@ pub struct EncodedFrame {
     /// Frame number since the camera started (also drawn into the picture).
     pub frame_no: u64,
     /// RTP timestamp (90 kHz) of this frame.
-    pub rtp_timestamp: u32,
+    pub rtp_timestamp: RtpTimestamp,
     /// Capture wall-clock time, ms since the Unix epoch (also in the pixel clock).
     pub capture_ms: u64,
     /// Whether this is an IDR picture (SPS/PPS included in front).
@@ -175,8 +177,8 @@ impl TestCamera {
     }
 
     /// RTP timestamp the next frame will carry (for the PLAY response's `RTP-Info`).
-    pub fn next_rtp_timestamp(&self) -> u32 {
-        self.shared.next_rtp_timestamp.load(Ordering::Relaxed) as u32
+    pub fn next_rtp_timestamp(&self) -> RtpTimestamp {
+        RtpTimestamp::new(self.shared.next_rtp_timestamp.load(Ordering::Relaxed) as u32)
     }
 
     /// The `a=fmtp` parameters of the H.264 media (RFC 6184 §8.1).
@@ -198,7 +200,7 @@ fn encoder_loop(shared: &Shared, renderer: &scene::SceneRenderer, mut encoder: E
     let s = &shared.settings;
     let period = Duration::from_secs_f64(1.0 / f64::from(s.fps));
     let ts_base = shared.next_rtp_timestamp.load(Ordering::Relaxed);
-    let ts_of = |n: u64| ts_base.wrapping_add(n * u64::from(rtp::VIDEO_CLOCK_HZ) / u64::from(s.fps)) & 0xffff_ffff;
+    let ts_of = |n: u64| ts_base.wrapping_add(n * u64::from(RtpTimestamp::CLOCK_HZ) / u64::from(s.fps)) & 0xffff_ffff;
     let start = Instant::now();
     let mut n: u64 = 0;
     while !shared.stop.load(Ordering::Relaxed) {
@@ -221,7 +223,7 @@ fn encoder_loop(shared: &Shared, renderer: &scene::SceneRenderer, mut encoder: E
                     let au = Bytes::from(au);
                     let frame = EncodedFrame {
                         frame_no: n,
-                        rtp_timestamp: ts_of(n) as u32,
+                        rtp_timestamp: RtpTimestamp::new(ts_of(n) as u32),
                         capture_ms,
                         keyframe: h264::contains_idr(&au),
                         payloads: rtp::packetize_h264(&au, rtp::DEFAULT_MAX_PAYLOAD),

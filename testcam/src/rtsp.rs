@@ -6,6 +6,7 @@
 //! SETUP (RTP over TCP interleaved, RFC 2326 §10.12), PLAY, PAUSE, TEARDOWN and GET_PARAMETER
 //! (keep-alive). UDP transport is refused with 461 so clients fall back to TCP.
 
+use media::{Pt, RtpTimestamp, SeqNo};
 use rtsp_types::headers::{self, RtpLowerTransport, Transports};
 use rtsp_types::{Message, Method, ParseError, Request, Response, StatusCode, Version};
 
@@ -18,7 +19,7 @@ pub enum Event {
         /// Interleaved channel id for RTP.
         channel: u8,
         /// Sequence number of the first RTP packet.
-        sequence_number: u16,
+        sequence_number: SeqNo,
     },
     /// Stop sending (PAUSE).
     Pause,
@@ -45,7 +46,7 @@ pub struct MediaInfo {
     /// Frame rate for `a=framerate`.
     pub fps: u32,
     /// RTP timestamp the next frame will carry (for `RTP-Info: rtptime`).
-    pub next_rtp_timestamp: u32,
+    pub next_rtp_timestamp: RtpTimestamp,
 }
 
 /// Errors that end the connection.
@@ -63,7 +64,7 @@ pub enum RtspError {
 pub const MAX_MESSAGE: usize = 16 * 1024;
 
 /// RTP payload type advertised for H.264 (dynamic range, RFC 3551 §6).
-pub const PAYLOAD_TYPE: u8 = 96;
+pub const PAYLOAD_TYPE: Pt = Pt::new(96);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -77,7 +78,7 @@ enum State {
 pub struct RtspConnection {
     session_id: String,
     state: State,
-    next_sequence_number: u16,
+    next_sequence_number: SeqNo,
 }
 
 type Resp = Response<Vec<u8>>;
@@ -85,7 +86,7 @@ type Resp = Response<Vec<u8>>;
 impl RtspConnection {
     /// A new connection; `session_id` names its RTSP session, `first_sequence_number` is the
     /// first RTP sequence number it will announce (random per RFC 3550 §5.1).
-    pub fn new(session_id: String, first_sequence_number: u16) -> RtspConnection {
+    pub fn new(session_id: String, first_sequence_number: SeqNo) -> RtspConnection {
         RtspConnection { session_id, state: State::Init, next_sequence_number: first_sequence_number }
     }
 
@@ -246,7 +247,7 @@ mod tests {
         MediaInfo {
             fmtp: "packetization-mode=1;profile-level-id=42c01f;sprop-parameter-sets=Z0LAH9oBQBbsBEAAAAMAQAAADKPGDKg=,aM4PyA==".into(),
             fps: 25,
-            next_rtp_timestamp: 1234,
+            next_rtp_timestamp: RtpTimestamp::new(1234),
         }
     }
 
@@ -267,7 +268,7 @@ mod tests {
 
     #[test]
     fn retina_session_over_tcp() {
-        let mut c = RtspConnection::new("B15B09E75A17C942".into(), 100);
+        let mut c = RtspConnection::new("B15B09E75A17C942".into(), SeqNo(100));
         let (r, e) = run(&mut c, FFMPEG_OPTIONS);
         assert!(r.starts_with("RTSP/1.0 200 ") && r.contains("CSeq: 1\r\n") && r.contains("DESCRIBE"), "{r}");
         assert_eq!(e, None);
@@ -284,7 +285,7 @@ mod tests {
 
         let (r, e) = run(&mut c, RETINA_PLAY);
         assert!(r.contains("RTP-Info: url=rtsp://127.0.0.1:8554/testcam/trackID=0;seq=100;rtptime=1234"), "{r}");
-        assert_eq!(e, Some(Event::Play { channel: 0, sequence_number: 100 }));
+        assert_eq!(e, Some(Event::Play { channel: 0, sequence_number: SeqNo(100) }));
         let (r, e) = run(&mut c, RETINA_PLAY);
         assert!(r.starts_with("RTSP/1.0 200 "), "a second PLAY is answered: {r}");
         assert_eq!(e, None, "but does not start a second sender");
@@ -292,7 +293,7 @@ mod tests {
 
     #[test]
     fn udp_is_refused_and_play_needs_setup() {
-        let mut c = RtspConnection::new("B15B09E75A17C942".into(), 0);
+        let mut c = RtspConnection::new("B15B09E75A17C942".into(), SeqNo(0));
         let (r, _) = run(&mut c, FFMPEG_SETUP_UDP);
         assert!(r.starts_with("RTSP/1.0 461 "), "ffmpeg then retries over TCP: {r}");
         let (r, e) = run(&mut c, RETINA_PLAY);
@@ -302,18 +303,18 @@ mod tests {
 
     #[test]
     fn teardown_of_another_session_is_454() {
-        let mut c = RtspConnection::new("S1".into(), 0);
+        let mut c = RtspConnection::new("S1".into(), SeqNo(0));
         run(&mut c, RETINA_SETUP);
         let (r, e) = run(&mut c, FFMPEG_TEARDOWN);
         assert!(r.starts_with("RTSP/1.0 454 "), "{r}");
         assert_eq!(e, None);
-        let mut c = RtspConnection::new("B9576A8E81FB5747".into(), 0);
+        let mut c = RtspConnection::new("B9576A8E81FB5747".into(), SeqNo(0));
         assert_eq!(run(&mut c, FFMPEG_TEARDOWN).1, Some(Event::Teardown));
     }
 
     #[test]
     fn wrong_session_is_454() {
-        let mut c = RtspConnection::new("S1".into(), 0);
+        let mut c = RtspConnection::new("S1".into(), SeqNo(0));
         run(&mut c, RETINA_SETUP);
         let r = run(&mut c, b"GET_PARAMETER rtsp://h/ RTSP/1.0\r\nCSeq: 9\r\nSession: nope\r\n\r\n").0;
         assert!(r.starts_with("RTSP/1.0 454 "), "{r}");
@@ -321,7 +322,7 @@ mod tests {
 
     #[test]
     fn partial_garbage_and_oversized_input() {
-        let mut c = RtspConnection::new("S1".into(), 0);
+        let mut c = RtspConnection::new("S1".into(), SeqNo(0));
         assert!(c.handle(&FFMPEG_OPTIONS[..10], &media()).unwrap().is_none());
         assert_eq!(c.handle(b"\x16\x03\x01 not rtsp\r\n\r\n", &media()).unwrap_err(), RtspError::Malformed);
         let mut big = b"OPTIONS * RTSP/1.0\r\nX: ".to_vec();
@@ -331,7 +332,7 @@ mod tests {
 
     #[test]
     fn interleaved_rtcp_from_the_client_is_consumed() {
-        let mut c = RtspConnection::new("S1".into(), 0);
+        let mut c = RtspConnection::new("S1".into(), SeqNo(0));
         let rr = [b'$', 1, 0, 8, 0x81, 201, 0, 1, 0, 0, 0, 1];
         let out = c.handle(&rr, &media()).unwrap().unwrap();
         assert_eq!(out.consumed, rr.len());

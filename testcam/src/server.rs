@@ -1,6 +1,7 @@
 //! The test camera's tokio shell: accepts RTSP connections and drives one
 //! [`RtspConnection`] per connection, sending RTP interleaved on the same TCP connection
-//! (RFC 2326 §10.12: `$`, channel, 16-bit length, packet).
+//! (RFC 2326 §10.12: `$`, channel, 16-bit length, packet), and an RTCP sender report on the
+//! next channel at the first frame and every [`SENDER_REPORT_INTERVAL`] after it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,9 +12,17 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast::error::RecvError;
 use tracing::{Instrument, debug, info, warn};
 
-use super::rtsp::{Event, MediaInfo, PAYLOAD_TYPE, RtspConnection};
-use super::{EncodedFrame, TestCamera};
-use crate::rtp::RtpHeader;
+use media::rtcp::{SenderReport, ntp_from_unix_ms};
+use media::rtp::RtpHeader;
+use media::{SeqNo, Ssrc};
+
+use crate::rtsp::{Event, MediaInfo, PAYLOAD_TYPE, RtspConnection};
+use crate::{EncodedFrame, TestCamera};
+
+/// How often a playing client gets a sender report: RFC 3550 §6.2's 5 s minimum is for
+/// sessions sharing bandwidth; one report a second costs 32 bytes/s and lets a client map
+/// timestamps to capture times within a second of playing.
+const SENDER_REPORT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Serves RTSP on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, camera: Arc<TestCamera>) {
@@ -51,17 +60,21 @@ pub async fn spawn(addr: SocketAddr, camera: Arc<TestCamera>) -> std::io::Result
 
 struct Sender {
     channel: u8,
-    sequence_number: u16,
-    ssrc: u32,
+    sequence_number: SeqNo,
+    ssrc: Ssrc,
     frames: tokio::sync::broadcast::Receiver<Arc<EncodedFrame>>,
     /// Waiting for a keyframe: at start and after falling behind.
     need_keyframe: bool,
+    /// RTP packets and payload octets sent, for sender reports.
+    packets: u32,
+    octets: u32,
+    last_report: Option<std::time::Instant>,
 }
 
 async fn connection(mut sock: TcpStream, camera: &TestCamera) -> anyhow::Result<()> {
     sock.set_nodelay(true)?;
     let session_id = format!("{:016X}", rand::random::<u64>());
-    let mut conn = RtspConnection::new(session_id, rand::random());
+    let mut conn = RtspConnection::new(session_id, SeqNo(rand::random()));
     let mut inbuf = BytesMut::with_capacity(4096);
     let mut out = BytesMut::with_capacity(64 * 1024);
     let mut sender: Option<Sender> = None;
@@ -87,9 +100,12 @@ async fn connection(mut sock: TcpStream, camera: &TestCamera) -> anyhow::Result<
                             sender = Some(Sender {
                                 channel,
                                 sequence_number,
-                                ssrc: rand::random(),
+                                ssrc: Ssrc(rand::random()),
                                 frames: camera.subscribe(),
                                 need_keyframe: true,
+                                packets: 0,
+                                octets: 0,
+                                last_report: None,
                             });
                         }
                         Some(Event::Pause | Event::Teardown) => sender = None,
@@ -129,7 +145,8 @@ async fn recv(sender: &mut Option<Sender>) -> Result<Arc<EncodedFrame>, RecvErro
     }
 }
 
-/// Appends the frame's RTP packets, interleaved, to `out`; returns the number of packets.
+/// Appends the frame's RTP packets, interleaved, to `out`, then a sender report for this
+/// frame if one is due; returns the number of RTP packets.
 fn write_interleaved(out: &mut BytesMut, s: &mut Sender, frame: &EncodedFrame) -> u16 {
     let last = frame.payloads.len().saturating_sub(1);
     for (i, payload) in frame.payloads.iter().enumerate() {
@@ -140,12 +157,31 @@ fn write_interleaved(out: &mut BytesMut, s: &mut Sender, frame: &EncodedFrame) -
             timestamp: frame.rtp_timestamp,
             ssrc: s.ssrc,
         };
-        s.sequence_number = s.sequence_number.wrapping_add(1);
+        s.sequence_number = s.sequence_number.next();
         out.put_u8(b'$');
         out.put_u8(s.channel);
         out.put_u16((RtpHeader::LEN + payload.len()) as u16);
         header.write(out);
         out.put_slice(payload);
+        s.packets = s.packets.wrapping_add(1);
+        s.octets = s.octets.wrapping_add(payload.len() as u32);
+    }
+    // After the frame's packets, so the client knows the SSRC before the first report
+    // (retina drops RTCP from an unknown SSRC).
+    if s.last_report.is_none_or(|t| t.elapsed() >= SENDER_REPORT_INTERVAL) {
+        s.last_report = Some(std::time::Instant::now());
+        let report = SenderReport {
+            ssrc: s.ssrc,
+            ntp: ntp_from_unix_ms(frame.capture_ms),
+            rtp_timestamp: frame.rtp_timestamp,
+            packets: s.packets,
+            octets: s.octets,
+        };
+        let bytes = report.to_bytes();
+        out.put_u8(b'$');
+        out.put_u8(s.channel.wrapping_add(1));
+        out.put_u16(bytes.len() as u16);
+        out.put_slice(&bytes);
     }
     frame.payloads.len() as u16
 }

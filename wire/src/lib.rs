@@ -1,4 +1,5 @@
-//! The gateway <-> worker wire format, sans-IO.
+//! The gateway <-> detection worker protocol, sans-IO, and the frame ring that carries the
+//! pictures ([`fdpass`]).
 //!
 //! A Unix stream socket carries frames: `u32` big-endian length of what follows, `u8`
 //! protocol version ([`VERSION`]), `u8` message kind, then a JSON body. Pictures never travel
@@ -9,6 +10,9 @@
 //! [`decode`] takes a buffer and returns a message and the bytes it used, `Ok(None)` when
 //! more bytes are needed, or an error for garbage (the caller closes that connection).
 
+pub mod fdpass;
+
+use media::FrameMeta;
 use serde::{Deserialize, Serialize};
 
 /// Protocol version carried in every frame.
@@ -42,21 +46,14 @@ pub struct Ring {
     pub slot_bytes: u64,
 }
 
-/// Gateway -> worker: run the model on the picture in `slot`.
+/// Gateway -> worker: run the model on the picture in `slot`. On the wire the frame's
+/// identity is flat: `stream`, `seq`, `rtp_timestamp`, `capture_ms`, `width`, `height`, then
+/// the fields below.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Frame {
-    /// Stream id.
-    pub stream: String,
-    /// Frame sequence number (the hub's).
-    pub seq: u64,
-    /// RTP timestamp, 90 kHz.
-    pub rtp_timestamp: u32,
-    /// Capture time, ms since the Unix epoch.
-    pub capture_ms: u64,
-    /// Picture width, px.
-    pub width: u32,
-    /// Picture height, px.
-    pub height: u32,
+    /// Which picture (its size is the picture's size in px).
+    #[serde(flatten)]
+    pub meta: FrameMeta,
     /// Luma stride, bytes.
     pub y_stride: u32,
     /// Chroma stride, bytes.
@@ -70,7 +67,7 @@ pub struct Frame {
 impl Frame {
     /// Bytes the picture occupies in its slot.
     pub fn picture_bytes(&self) -> u64 {
-        let rows = u64::from(self.height);
+        let rows = u64::from(self.meta.height);
         u64::from(self.y_stride) * rows + 2 * u64::from(self.uv_stride) * rows.div_ceil(2)
     }
 }
@@ -96,7 +93,7 @@ pub struct WireBox {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Detections {
     /// Stream id of the frame.
-    pub stream: String,
+    pub stream: media::StreamId,
     /// Its sequence number.
     pub seq: u64,
     /// Boxes after NMS, source pixels.
@@ -252,12 +249,14 @@ mod tests {
 
     fn frame() -> Frame {
         Frame {
-            stream: "cam".into(),
-            seq: 7,
-            rtp_timestamp: 3600,
-            capture_ms: 1,
-            width: 1280,
-            height: 720,
+            meta: FrameMeta {
+                stream: "cam".into(),
+                seq: 7,
+                rtp_timestamp: media::RtpTimestamp::new(3600),
+                capture_ms: 1,
+                width: 1280,
+                height: 720,
+            },
             y_stride: 1280,
             uv_stride: 640,
             full_range: false,
@@ -295,6 +294,14 @@ mod tests {
         }
         assert_eq!(at, stream.len());
         assert_eq!(frame().picture_bytes(), 1280 * 720 * 3 / 2);
+    }
+
+    #[test]
+    fn frame_identity_is_flat_on_the_wire() {
+        let bytes = encode(&Message::Frame(frame()));
+        let body: serde_json::Value = serde_json::from_slice(&bytes[HEADER..]).unwrap();
+        assert_eq!((body["stream"].as_str(), body["seq"].as_u64(), body["rtp_timestamp"].as_u64()), (Some("cam"), Some(7), Some(3600)));
+        assert_eq!((body["width"].as_u64(), body["y_stride"].as_u64(), body["slot"].as_u64()), (Some(1280), Some(1280), Some(1)));
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! command line, in that order of precedence (later wins), then validated.
 //!
 //! Every field has a default (documented on the field), so an empty file is a valid config
-//! that runs the built-in test camera.
+//! that runs the built-in test camera. Plain serde data: this module depends on no other
+//! module of the crate; the sections of other roles live in [`auth`] and [`limits`], and
+//! [`redact`] masks the credentials camera and Redis URLs carry.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -12,10 +14,14 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
-pub use crate::auth::AuthConfig;
-pub use crate::limits::LimitsConfig;
-use crate::redact::redact_url;
-use crate::testcam::TestCamSettings;
+pub mod auth;
+pub mod limits;
+pub mod redact;
+
+pub use auth::{AuthConfig, AuthMode};
+pub use limits::LimitsConfig;
+use redact::redact_url;
+use testcam::TestCamSettings;
 
 /// The whole gateway configuration.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -13,20 +13,22 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use infer::wire::{self, Detections, Frame, Heartbeat, Message, Ring};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
+use wire::{Frame, Heartbeat, Message, Ring};
 
-use super::{Detect, DetectionMessage, NormalizedBox, Picture};
-use crate::state::now_ms;
+use super::service::Detect;
+use crate::core::clock::now_ms;
+use crate::core::detections::{Detections, NormalizedBox};
+use crate::core::frame::Picture;
 
 /// How long a connecting worker has to send `Hello`.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Idle time after which the gateway pings a worker.
-pub const HEARTBEAT: Duration = Duration::from_secs(2);
+pub(crate) const HEARTBEAT: Duration = Duration::from_secs(2);
 /// Slots per ring: one frame in flight, one being written next.
 const RING_SLOTS: u32 = 2;
 /// The first ring fits 1920x1080 I420; larger pictures get a new, larger ring.
@@ -190,7 +192,7 @@ impl Conn<'_> {
     /// Hands one picture over and publishes the answer.
     async fn frame(&mut self, picture: Picture) -> Result<(), Ended> {
         let started = Instant::now();
-        let labels = [("stream", picture.stream.to_string())];
+        let labels = [("stream", picture.meta.stream.to_string())];
         metrics::histogram!("sightline_detect_slot_wait_seconds", &labels).record(picture.offered.elapsed().as_secs_f64());
         let bytes = picture.planes.len() as u64;
         if self.ring.as_ref().is_none_or(|r| r.ring.slot_bytes < bytes) {
@@ -201,23 +203,18 @@ impl Conn<'_> {
         ring.next = (ring.next + 1) % ring.ring.slots;
         ring.file.write_all_at(&picture.planes, u64::from(slot) * ring.ring.slot_bytes)?;
         let header = Frame {
-            stream: picture.stream.to_string(),
-            seq: picture.seq,
-            rtp_timestamp: picture.rtp_timestamp,
-            capture_ms: picture.capture_ms,
-            width: picture.width,
-            height: picture.height,
-            y_stride: picture.width,
-            uv_stride: picture.width.div_ceil(2),
+            meta: picture.meta.clone(),
+            y_stride: picture.meta.width,
+            uv_stride: picture.meta.width.div_ceil(2),
             full_range: picture.full_range,
             slot,
         };
         self.write.write_all(&wire::encode(&Message::Frame(header))).await?;
         metrics::histogram!("sightline_detect_handoff_seconds").record(started.elapsed().as_secs_f64());
-        let seq = picture.seq;
+        let seq = picture.meta.seq;
         let answer = self
             .answer(|m| match m {
-                Message::Detections(d) => d.seq == seq && *d.stream == *picture.stream,
+                Message::Detections(d) => d.seq == seq && d.stream == picture.meta.stream,
                 Message::Failure(f) => f.seq == Some(seq),
                 _ => false,
             })
@@ -226,7 +223,7 @@ impl Conn<'_> {
             Message::Detections(d) => self.publish(&picture, d),
             Message::Failure(f) => {
                 metrics::counter!("sightline_detect_failures_total", &labels).increment(1);
-                warn!(stream = %picture.stream, seq, worker = self.id, error = %f.message, "worker could not process a frame");
+                warn!(stream = %picture.meta.stream, seq, worker = self.id, error = %f.message, "worker could not process a frame");
             }
             _ => unreachable!("answer() returns only what the filter accepts"),
         }
@@ -236,12 +233,12 @@ impl Conn<'_> {
     async fn new_ring(&mut self, slot_bytes: u64) -> Result<(), Ended> {
         let slot_bytes = slot_bytes.next_multiple_of(4096);
         let ring = Ring { slots: RING_SLOTS, slot_bytes };
-        let file = infer::fdpass::create_ring("sightline-frames", slot_bytes * u64::from(RING_SLOTS))?;
+        let file = wire::fdpass::create_ring("sightline-frames", slot_bytes * u64::from(RING_SLOTS))?;
         let data = wire::encode(&Message::Ring(ring));
         let sock: &UnixStream = self.write.as_ref();
         let sent = loop {
             sock.writable().await?;
-            match sock.try_io(Interest::WRITABLE, || infer::fdpass::send_fd_once(sock, &data, &file)) {
+            match sock.try_io(Interest::WRITABLE, || wire::fdpass::send_fd_once(sock, &data, &file)) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e.into()),
@@ -253,8 +250,8 @@ impl Conn<'_> {
         Ok(())
     }
 
-    fn publish(&self, picture: &Picture, d: Detections) {
-        let (w, h) = (picture.width as f32, picture.height as f32);
+    fn publish(&self, picture: &Picture, d: wire::Detections) {
+        let (w, h) = (picture.meta.width as f32, picture.meta.height as f32);
         let boxes: Vec<NormalizedBox> = d
             .boxes
             .iter()
@@ -273,23 +270,12 @@ impl Conn<'_> {
                 }
             })
             .collect();
-        let latency_ms = now_ms().saturating_sub(picture.capture_ms) as f32;
-        let labels = [("stream", picture.stream.to_string())];
+        let latency_ms = now_ms().saturating_sub(picture.meta.capture_ms) as f32;
+        let labels = [("stream", picture.meta.stream.to_string())];
         metrics::counter!("sightline_detect_frames_total", &labels).increment(1);
         metrics::counter!("sightline_detect_boxes_total", &labels).increment(boxes.len() as u64);
         metrics::histogram!("sightline_detect_inference_seconds", &labels).record(f64::from(d.infer_ms) / 1000.0);
         metrics::histogram!("sightline_detect_frame_to_box_seconds", &labels).record(f64::from(latency_ms) / 1000.0);
-        self.detect.publish(&DetectionMessage {
-            kind: "detections",
-            stream: picture.stream.to_string(),
-            seq: picture.seq,
-            rtp_timestamp: picture.rtp_timestamp,
-            capture_ms: picture.capture_ms,
-            width: picture.width,
-            height: picture.height,
-            boxes,
-            infer_ms: d.infer_ms,
-            latency_ms,
-        });
+        self.detect.publish(Detections::new(picture.meta.clone(), boxes, d.infer_ms, latency_ms));
     }
 }

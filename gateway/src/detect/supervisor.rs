@@ -16,7 +16,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use tracing::{info, warn};
 
-use super::Detect;
+use super::service::Detect;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -25,7 +25,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 const HEALTHY_RUN: Duration = Duration::from_secs(2);
 
 /// The worker binary: `detect.worker_bin`, else `infer-worker` next to this executable.
-pub fn worker_binary(detect: &Detect) -> PathBuf {
+pub(crate) fn worker_binary(detect: &Detect) -> PathBuf {
     if let Some(bin) = &detect.config().worker_bin {
         return bin.clone();
     }
@@ -65,9 +65,9 @@ fn command(detect: &Detect) -> Command {
 pub(crate) async fn supervise(detect: Arc<Detect>, index: usize) {
     let mut backoff = BACKOFF_MIN;
     let mut first = true;
-    let mut stopping = detect.stopping.subscribe();
+    let mut stopping = detect.stopping();
     loop {
-        if *stopping.borrow() {
+        if stopping.is_set() {
             return;
         }
         if !first {
@@ -81,14 +81,14 @@ pub(crate) async fn supervise(detect: Arc<Detect>, index: usize) {
                 detect.startup_failed(format!("cannot run {}: {e}", worker_binary(&detect).display()));
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
-                    () = crate::streams::shutting_down(&mut stopping) => return,
+                    () = stopping.wait() => return,
                 }
                 backoff = (backoff * 2).min(BACKOFF_MAX);
                 continue;
             }
         };
         let pid = child.id().unwrap_or(0);
-        detect.status.lock().expect("status lock poisoned").children.insert(pid);
+        detect.status.lock().children.insert(pid);
         // Forward the worker's stderr to the log and keep its last line (the reason it exited).
         let stderr = child.stderr.take();
         let lines = tokio::spawn(async move {
@@ -104,20 +104,20 @@ pub(crate) async fn supervise(detect: Arc<Detect>, index: usize) {
         });
         let status = tokio::select! {
             status = child.wait() => status,
-            () = crate::streams::shutting_down(&mut stopping) => {
+            () = stopping.wait() => {
                 let _ = child.start_kill();
                 child.wait().await
             }
         };
         let last_line = lines.await.ok().flatten();
         let greeted = {
-            let mut s = detect.status.lock().expect("status lock poisoned");
+            let mut s = detect.status.lock();
             s.children.remove(&pid);
             s.greeted.remove(&pid)
         };
         let ran = started.elapsed();
         let exit = status.map_or_else(|e| e.to_string(), |s| s.to_string());
-        if *stopping.borrow() {
+        if stopping.is_set() {
             info!(worker = index, pid, "detection worker stopped");
             return;
         }
@@ -133,7 +133,7 @@ pub(crate) async fn supervise(detect: Arc<Detect>, index: usize) {
         }
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
-            () = crate::streams::shutting_down(&mut stopping) => return,
+            () = stopping.wait() => return,
         }
         if !healthy {
             backoff = (backoff * 2).min(BACKOFF_MAX);

@@ -14,11 +14,13 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
-use crate::limits::{self, LimitsConfig};
+use crate::config::LimitsConfig;
+use crate::core::shutdown::Shutdown;
+use crate::metrics::limit_hit;
 
 /// The body a connection beyond `limits.max_connections` is told before it is closed.
 const AT_CAPACITY_BODY: &str = r#"{"error":"at_capacity","detail":"too many connections (limits.max_connections)"}"#;
@@ -50,7 +52,7 @@ async fn refuse(mut stream: tokio::net::TcpStream) {
 /// Serves `router` on `listener` until `shutdown` turns true, then stops accepting and waits
 /// up to `drain` for open connections to finish (streaming responses end on their own when
 /// the gateway shuts down).
-pub async fn serve(listener: TcpListener, router: Router, limits: LimitsConfig, mut shutdown: watch::Receiver<bool>, drain: Duration) {
+pub(crate) async fn serve(listener: TcpListener, router: Router, limits: LimitsConfig, mut shutdown: Shutdown, drain: Duration) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -81,10 +83,10 @@ pub async fn serve(listener: TcpListener, router: Router, limits: LimitsConfig, 
                     continue;
                 }
             },
-            () = crate::streams::shutting_down(&mut shutdown) => break,
+            () = shutdown.wait() => break,
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            limits::hit("connections");
+            limit_hit("connections");
             tokio::spawn(refuse(stream));
             continue;
         };
@@ -114,7 +116,7 @@ pub async fn serve(listener: TcpListener, router: Router, limits: LimitsConfig, 
                 Some(result) => Some(result),
                 None if requested.load(Ordering::Relaxed) => Some(conn.await),
                 None => {
-                    limits::hit("header_timeout");
+                    limit_hit("header_timeout");
                     debug!(%peer, "HTTP connection closed: no request within limits.header_read_timeout");
                     None
                 }
@@ -138,7 +140,7 @@ fn connection_error(peer: SocketAddr, e: &(dyn std::error::Error + 'static)) {
     let timed_out =
         std::iter::successors(Some(e), |e| e.source()).any(|e| e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout));
     if timed_out {
-        limits::hit("header_timeout");
+        limit_hit("header_timeout");
         debug!(%peer, "HTTP connection closed: request head not received within limits.header_read_timeout");
     } else {
         debug!(%peer, error = %e, "HTTP connection ended with an error");

@@ -13,14 +13,14 @@
 //!   as `{replica id}\n{json}` so the sender skips its own.
 //!
 //! Failure handling: while Redis is unreachable, writes fail with
-//! [`StoreError::Unavailable`] (the API answers 503, never a silent local-only change) and
+//! [`Error::StoreUnavailable`] (the API answers 503, never a silent local-only change) and
 //! [`StateStore::is_ready`] is false; replicas keep serving from the last records they hold.
 //! On reconnect the subscriber re-reads every record, and writes back any record Redis lacks
 //! or holds at a lower generation (Redis restarted empty: the newest state survives).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -31,17 +31,21 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use tracing::{info, warn};
 
-use crate::redact::redact_url;
-use crate::state::{Action, StartParams, StateEvent, StateStore, StoreError, StreamRecord, now_ms};
+use parking_lot::{Mutex, RwLock};
+
+use super::store::{Action, ClusterStore, StartParams, StateEvent, StateStore, StreamRecord};
+use crate::config::redact::redact_url;
+use crate::core::Error;
+use crate::core::clock::now_ms;
 
 /// Pub/sub channel of state events.
-pub const EVENTS_CHANNEL: &str = "sightline:events";
+const EVENTS_CHANNEL: &str = "sightline:events";
 /// How long a command may take before the store counts Redis as down.
 const COMMAND_TIMEOUT: Duration = Duration::from_millis(1000);
 /// Heartbeat period; the key lives three periods.
 const HEARTBEAT: Duration = Duration::from_secs(3);
 /// Lifetime of a WHEP ownership key; owners refresh it every [`HEARTBEAT`].
-pub const WHEP_OWNER_TTL: Duration = Duration::from_secs(30);
+const WHEP_OWNER_TTL: Duration = Duration::from_secs(30);
 /// Events buffered per local subscriber.
 const EVENT_BUFFER: usize = 1024;
 /// A subscription that delivered nothing (not even this replica's own keepalive, published
@@ -143,8 +147,8 @@ fn fields(r: &StreamRecord) -> Vec<(String, String)> {
 }
 
 /// Parses a hash (from HGETALL, or an event's `record`) into a record.
-fn parse_record(id: &str, h: &HashMap<String, String>) -> Result<StreamRecord, StoreError> {
-    let bad = |field: &str| StoreError::Unavailable(format!("sightline:stream:{id} has a bad or missing {field}"));
+fn parse_record(id: &str, h: &HashMap<String, String>) -> Result<StreamRecord, Error> {
+    let bad = |field: &str| Error::StoreUnavailable { cause: format!("sightline:stream:{id} has a bad or missing {field}") };
     let num = |field: &str| h.get(field).and_then(|v| v.parse::<u64>().ok()).ok_or_else(|| bad(field));
     Ok(StreamRecord {
         id: id.to_owned(),
@@ -198,7 +202,7 @@ pub struct RedisStore {
     /// Other replicas' detection messages.
     detections: broadcast::Sender<(String, Arc<str>)>,
     /// The heartbeat task, stopped by [`RedisStore::leave`].
-    heartbeat: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    heartbeat: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -207,8 +211,8 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(format!("Redis: {e}"))
+fn unavailable(e: impl std::fmt::Display) -> Error {
+    Error::StoreUnavailable { cause: format!("Redis: {e}") }
 }
 
 impl RedisStore {
@@ -240,10 +244,10 @@ impl RedisStore {
             lease: redis::Script::new(LEASE),
             release: redis::Script::new(RELEASE),
             detections: broadcast::channel(EVENT_BUFFER).0,
-            heartbeat: std::sync::Mutex::default(),
+            heartbeat: Mutex::default(),
         });
         tokio::spawn(store.clone().follow_events());
-        *store.heartbeat.lock().expect("heartbeat lock poisoned") = Some(tokio::spawn(store.clone().heartbeat()));
+        *store.heartbeat.lock() = Some(tokio::spawn(store.clone().heartbeat()));
         info!(url = %redact_url(url), replica = replica_id, "state in Redis");
         Ok(store)
     }
@@ -253,10 +257,10 @@ impl RedisStore {
     }
 
     /// Runs a command; a failure marks the store not ready.
-    async fn run<T>(&self, fut: impl Future<Output = redis::RedisResult<T>>) -> Result<T, StoreError> {
+    async fn run<T>(&self, fut: impl Future<Output = redis::RedisResult<T>>) -> Result<T, Error> {
         match tokio::time::timeout(COMMAND_TIMEOUT, fut).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) if e.to_string().contains("NOSTREAM") => Err(StoreError::UnknownStream(String::new())),
+            Ok(Err(e)) if e.to_string().contains("NOSTREAM") => Err(Error::UnknownStream { stream: String::new() }),
             Ok(Err(e)) => {
                 self.ready.store(false, Ordering::Relaxed);
                 Err(unavailable(e))
@@ -270,7 +274,7 @@ impl RedisStore {
 
     /// Remembers the newest record per stream; returns whether `r` was newer.
     fn remember(&self, r: &StreamRecord) -> bool {
-        let mut records = self.records.write().expect("records lock poisoned");
+        let mut records = self.records.write();
         match records.get(&r.id) {
             Some(held) if held.generation >= r.generation => false,
             _ => {
@@ -350,7 +354,7 @@ impl RedisStore {
     /// After (re)connecting: write back records Redis lacks or holds older (it restarted
     /// empty, or lost writes), then re-read all and deliver what changed meanwhile.
     async fn resync(&self) {
-        let known: Vec<StreamRecord> = self.records.read().expect("records lock poisoned").values().cloned().collect();
+        let known: Vec<StreamRecord> = self.records.read().values().cloned().collect();
         let mut ok = true;
         for r in &known {
             let mut call = self.restore.key(stream_key(&r.id));
@@ -401,7 +405,7 @@ impl RedisStore {
     /// Removes this replica's heartbeat (graceful shutdown).
     /// The heartbeat task is stopped first, so it cannot write the key back.
     pub async fn leave(&self) {
-        let task = self.heartbeat.lock().expect("heartbeat lock poisoned").take();
+        let task = self.heartbeat.lock().take();
         if let Some(task) = task {
             task.abort();
             let _ = task.await;
@@ -413,7 +417,7 @@ impl RedisStore {
 
 #[async_trait]
 impl StateStore for RedisStore {
-    async fn ensure(&self, initial: StreamRecord) -> Result<StreamRecord, StoreError> {
+    async fn ensure(&self, initial: StreamRecord) -> Result<StreamRecord, Error> {
         let mut call = self.ensure.key(stream_key(&initial.id));
         for (f, v) in fields(&initial) {
             call.arg(f).arg(v);
@@ -425,18 +429,18 @@ impl StateStore for RedisStore {
         Ok(record)
     }
 
-    async fn get(&self, id: &str) -> Result<StreamRecord, StoreError> {
+    async fn get(&self, id: &str) -> Result<StreamRecord, Error> {
         let mut conn = self.conn();
         let h: HashMap<String, String> = self.run(conn.hgetall(stream_key(id))).await?;
         if h.is_empty() {
-            return Err(StoreError::UnknownStream(id.to_owned()));
+            return Err(Error::UnknownStream { stream: id.to_owned() });
         }
         let record = parse_record(id, &h)?;
         self.remember(&record);
         Ok(record)
     }
 
-    async fn set_active(&self, id: &str, active: bool, params: StartParams, by: &str) -> Result<StreamRecord, StoreError> {
+    async fn set_active(&self, id: &str, active: bool, params: StartParams, by: &str) -> Result<StreamRecord, Error> {
         let mut call = self.set_active.key(stream_key(id));
         call.arg(active.to_string())
             .arg(params.fps.map(|f| f.to_string()).unwrap_or_default())
@@ -450,11 +454,13 @@ impl StateStore for RedisStore {
             Ok(h) => h,
             // Known here but missing in Redis: it restarted empty and the write-back has not
             // run yet. Not a 404: run it and ask the client to retry.
-            Err(StoreError::UnknownStream(_)) if self.records.read().expect("records lock poisoned").contains_key(id) => {
+            Err(Error::UnknownStream { .. }) if self.records.read().contains_key(id) => {
                 self.resync().await;
-                return Err(StoreError::Unavailable(format!("state of {id:?} was missing in Redis and is being restored; retry")));
+                return Err(Error::StoreUnavailable {
+                    cause: format!("state of {id:?} was missing in Redis and is being restored; retry"),
+                });
             }
-            Err(StoreError::UnknownStream(_)) => return Err(StoreError::UnknownStream(id.to_owned())),
+            Err(Error::UnknownStream { .. }) => return Err(Error::UnknownStream { stream: id.to_owned() }),
             Err(e) => return Err(e),
         };
         let record = parse_record(id, &h)?;
@@ -469,18 +475,21 @@ impl StateStore for RedisStore {
     fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed) && self.subscribed.load(Ordering::Relaxed)
     }
+}
 
-    async fn claim_whep_session(&self, session: &str) -> Result<(), StoreError> {
+#[async_trait]
+impl ClusterStore for RedisStore {
+    async fn claim_whep_session(&self, session: &str) -> Result<(), Error> {
         let mut conn = self.conn();
         self.run(conn.set_ex::<_, _, ()>(whep_key(session), &self.replica_id, WHEP_OWNER_TTL.as_secs())).await
     }
 
-    async fn release_whep_session(&self, session: &str) -> Result<(), StoreError> {
+    async fn release_whep_session(&self, session: &str) -> Result<(), Error> {
         let mut conn = self.conn();
         self.run(conn.del::<_, ()>(whep_key(session))).await
     }
 
-    async fn whep_session_owner(&self, session: &str) -> Result<Option<String>, StoreError> {
+    async fn whep_session_owner(&self, session: &str) -> Result<Option<String>, Error> {
         let mut conn = self.conn();
         let Some(rid): Option<String> = self.run(conn.get(whep_key(session))).await? else { return Ok(None) };
         if rid == self.replica_id {
@@ -490,15 +499,15 @@ impl StateStore for RedisStore {
         Ok(info.and_then(|i| serde_json::from_str::<ReplicaInfo>(&i).ok()).map(|i| i.http))
     }
 
-    async fn acquire_detect_lease(&self, stream: &str, ttl: Duration) -> Result<bool, StoreError> {
+    async fn acquire_detect_lease(&self, stream: &str, ttl: Duration) -> Result<bool, Error> {
         Ok(self.lease_call(&self.lease, stream, Some(ttl)).await? == 1)
     }
 
-    async fn release_detect_lease(&self, stream: &str) -> Result<(), StoreError> {
+    async fn release_detect_lease(&self, stream: &str) -> Result<(), Error> {
         self.lease_call(&self.release, stream, None).await.map(|_| ())
     }
 
-    async fn publish_detections(&self, stream: &str, json: &str) -> Result<(), StoreError> {
+    async fn publish_detections(&self, stream: &str, json: &str) -> Result<(), Error> {
         let mut conn = self.conn();
         let payload = format!("{}\n{json}", self.replica_id);
         self.run(conn.publish::<_, _, ()>(format!("sightline:detections:{stream}"), payload)).await
@@ -510,7 +519,7 @@ impl StateStore for RedisStore {
 }
 
 impl RedisStore {
-    async fn lease_call(&self, script: &redis::Script, stream: &str, ttl: Option<Duration>) -> Result<i64, StoreError> {
+    async fn lease_call(&self, script: &redis::Script, stream: &str, ttl: Option<Duration>) -> Result<i64, Error> {
         let mut call = script.key(lease_key(stream));
         call.arg(&self.replica_id);
         if let Some(ttl) = ttl {

@@ -302,7 +302,7 @@ pub fn decode_jpeg(jpeg: &[u8]) -> Picture {
 
 /// Frame number and capture time from the test camera's pixel clock, if present.
 pub fn pixel_clock(p: &Picture) -> Option<(u64, u32)> {
-    sightline::testcam::scene::read_pixel_clock(&p.gray, p.width, p.width, p.height)
+    testcam::scene::read_pixel_clock(&p.gray, p.width, p.width, p.height)
 }
 
 /// POSTs to the API; returns status and JSON body.
@@ -499,7 +499,7 @@ pub fn assert_boxes_on_shapes(d: &serde_json::Value, frame_data: &str) {
     let picture = decode_frame(frame_data);
     let (_, n) = pixel_clock(&picture).expect("pixel clock");
     let (w, h) = (picture.width, picture.height);
-    let shapes = sightline::testcam::scene::shapes_at(u64::from(n), w, h);
+    let shapes = testcam::scene::shapes_at(u64::from(n), w, h);
     let truths: Vec<[f64; 4]> = shapes.iter().map(|s| [s.x as f64, s.y as f64, s.w as f64, s.h as f64]).collect();
     let boxes = d["boxes"].as_array().expect("boxes");
     for (i, shape) in shapes.iter().enumerate() {

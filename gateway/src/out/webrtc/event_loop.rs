@@ -2,26 +2,39 @@
 //! feeds access units (shared `Arc`s, RTP payloads made once) to every session of that
 //! stream on this loop. All str0m peers here are driven from this one task, following
 //! str0m's contract: after every input or write, drain output until the next timeout.
+//!
+//! A panic inside the loop (a bug met on one viewer's packets) is caught: the loop's
+//! sessions are dropped (their players reconnect), the panic is counted in
+//! `sightline_task_restarts_total{task="webrtc_loop"}`, and the loop serves on with the same
+//! UDP socket and command channel.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
+use media::RtpTimestamp;
+use media::rtp::{DEFAULT_MAX_PAYLOAD, packetize_h264};
 use serde_json::json;
 use signaling::peer::{Datagram, PeerEvent, ViewerPeer};
 use signaling::whep::SessionId;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, info, warn};
 
+use super::registry::Registry;
+use super::tap::{self, TapMessage};
 use super::timeline::Timeline;
-use super::{Command, Registry};
-use crate::hub::AccessUnit;
-use crate::streams::{ConsumerGuard, StreamRuntime};
+use crate::core::StreamId;
+use crate::core::detections::Detections;
+use crate::core::frame::AccessUnit;
+use crate::core::shutdown::StopReason;
+use crate::core::task::{AbortOnDrop, note_panic};
+use crate::stream::{ConsumerGuard, StreamRuntime};
 
 /// Largest UDP datagram read, bytes.
 const MAX_DATAGRAM: usize = 2048;
@@ -41,19 +54,42 @@ const MAX_BURST_UNITS: usize = 75;
 
 /// A session handed to a loop by [`super::Webrtc::create`].
 #[derive(Debug)]
-pub struct NewSession {
+pub(crate) struct NewSession {
     /// Its id.
-    pub id: SessionId,
+    pub(crate) id: SessionId,
     /// The stream it watches.
-    pub stream: Arc<StreamRuntime>,
+    pub(crate) stream: Arc<StreamRuntime>,
     /// The answered peer.
-    pub peer: ViewerPeer,
+    pub(crate) peer: ViewerPeer,
     /// When the WHEP POST arrived (for time to first frame).
-    pub created_at: Instant,
+    pub(crate) created_at: Instant,
     /// Its viewer place (on-demand pull).
-    pub guard: ConsumerGuard,
+    pub(crate) guard: ConsumerGuard,
     /// When the viewer token it was opened with expires.
-    pub expires: Option<Instant>,
+    pub(crate) expires: Option<Instant>,
+    /// The stream's detection messages (used by the stream's first session on this loop).
+    pub(crate) detections: Option<broadcast::Receiver<Arc<Detections>>>,
+}
+
+/// A command for an event loop.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Take over a new session.
+    Add(Box<NewSession>),
+    /// End a session; replies whether it existed.
+    Remove(SessionId, tokio::sync::oneshot::Sender<bool>),
+    /// Trickled remote candidates.
+    Candidates(SessionId, Vec<String>),
+    /// ICE restart with the client's new credentials; replies with ours.
+    IceRestart(SessionId, String, String, tokio::sync::oneshot::Sender<Result<(String, String), signaling::whep::WhepError>>),
+}
+
+/// An access unit's RTP payloads (RFC 6184, packetization-mode 1, at most
+/// [`DEFAULT_MAX_PAYLOAD`] bytes each), made once per unit for every viewer on every loop.
+struct RtpPayloads(Vec<Arc<[u8]>>);
+
+fn rtp_payloads(au: &AccessUnit) -> Arc<RtpPayloads> {
+    au.derived(|au| RtpPayloads(packetize_h264(&au.data, DEFAULT_MAX_PAYLOAD).iter().map(|p| Arc::<[u8]>::from(&p[..])).collect()))
 }
 
 #[derive(Debug)]
@@ -71,23 +107,16 @@ struct Session {
     _guard: ConsumerGuard,
 }
 
-/// What a stream tap sends to its loop.
-#[derive(Debug)]
-enum TapMessage {
-    Unit(Arc<str>, Arc<AccessUnit>),
-    State(Arc<str>, String),
-    Stopped(Arc<str>, StopReason),
-}
-
 #[derive(Debug)]
 struct Tap {
-    task: JoinHandle<()>,
+    /// The tap's task, aborted when the tap is dropped (its stream's last session left).
+    _task: AbortOnDrop,
     sessions: usize,
 }
 
 /// The loop's state. Build with [`EventLoop::new`], then [`EventLoop::run`].
 #[derive(Debug)]
-pub struct EventLoop {
+pub(crate) struct EventLoop {
     index: usize,
     socket: UdpSocket,
     announced: SocketAddr,
@@ -97,7 +126,7 @@ pub struct EventLoop {
     connect_timeout: Duration,
     sessions: HashMap<SessionId, Session>,
     by_addr: HashMap<SocketAddr, SessionId>,
-    taps: HashMap<Arc<str>, Tap>,
+    taps: HashMap<StreamId, Tap>,
     media_tx: mpsc::Sender<TapMessage>,
     media_rx: mpsc::Receiver<TapMessage>,
     out: Vec<Datagram>,
@@ -141,8 +170,33 @@ impl EventLoop {
         })
     }
 
-    /// Runs until the command channel closes.
-    pub async fn run(mut self) {
+    /// Runs until the command channel closes, surviving panics (see the module docs).
+    pub(crate) async fn run(mut self) {
+        loop {
+            match AssertUnwindSafe(self.serve()).catch_unwind().await {
+                Ok(()) => return,
+                Err(payload) => {
+                    note_panic("webrtc_loop", "", &*payload);
+                    self.drop_sessions();
+                }
+            }
+        }
+    }
+
+    /// After a panic: forgets every session (their state may be torn) and tap.
+    fn drop_sessions(&mut self) {
+        let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
+        warn!(loop_index = self.index, sessions = ids.len(), "WebRTC event loop restarted; its sessions are dropped");
+        for id in ids {
+            self.remove(id);
+        }
+        self.taps.clear();
+        self.out.clear();
+        self.events.clear();
+    }
+
+    /// Serves datagrams, commands, media and timers until the command channel closes.
+    async fn serve(&mut self) {
         let mut buf = vec![0u8; MAX_DATAGRAM];
         let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
         let mut media_streak = 0u32;
@@ -308,11 +362,11 @@ impl EventLoop {
     }
 
     fn add(&mut self, new: NewSession) {
-        let key: Arc<str> = Arc::from(new.stream.config.id.as_str());
-        let tap = self
-            .taps
-            .entry(key.clone())
-            .or_insert_with(|| Tap { task: tokio::spawn(tap(key.clone(), new.stream.clone(), self.media_tx.clone())), sessions: 0 });
+        let media_tx = &self.media_tx;
+        let tap = self.taps.entry(new.stream.id.clone()).or_insert_with(|| Tap {
+            _task: AbortOnDrop::spawn(tap::run(new.stream.clone(), new.detections, media_tx.clone())),
+            sessions: 0,
+        });
         tap.sessions += 1;
         self.sessions.insert(
             new.id,
@@ -339,7 +393,7 @@ impl EventLoop {
     fn close(&mut self, id: SessionId, reason: Option<StopReason>) {
         if let Some(s) = self.sessions.get_mut(&id) {
             if let Some(reason) = reason {
-                s.peer.send_text(reason.notice());
+                s.peer.send_text(&stop_notice(reason));
             }
             s.peer.close();
             self.drive(id);
@@ -352,11 +406,11 @@ impl EventLoop {
         self.by_addr.retain(|_, v| *v != id);
         self.registry.remove(&id);
         self.count.store(self.sessions.len(), Ordering::Relaxed);
-        let key: &str = &s.stream.config.id;
+        let key: &str = &s.stream.id;
         if let Some(tap) = self.taps.get_mut(key) {
             tap.sessions -= 1;
             if tap.sessions == 0 {
-                tap.task.abort();
+                // Dropping the tap aborts its task.
                 self.taps.remove(key);
             }
         }
@@ -365,10 +419,10 @@ impl EventLoop {
     async fn on_media(&mut self, message: TapMessage) {
         match message {
             TapMessage::Unit(stream, au) => self.fan_out(&stream, &au).await,
-            TapMessage::State(stream, json) => {
+            TapMessage::Text(stream, text) => {
                 for id in self.session_ids(&stream) {
                     if let Some(s) = self.sessions.get_mut(&id) {
-                        s.peer.send_text(&json);
+                        s.peer.send_text(&text);
                     }
                     self.drive(id);
                 }
@@ -384,10 +438,11 @@ impl EventLoop {
 
     /// Sends one access unit to every session of its stream, flushing per session so the
     /// first viewers' packets leave while later ones are encrypted.
-    async fn fan_out(&mut self, stream: &Arc<str>, au: &AccessUnit) {
+    async fn fan_out(&mut self, stream: &StreamId, au: &AccessUnit) {
         let mut first = true;
+        let payloads = rtp_payloads(au);
         for id in self.session_ids(stream) {
-            self.send_live(id, au);
+            self.send_live(id, au, &payloads);
             if self.out.is_empty() {
                 continue;
             }
@@ -405,16 +460,16 @@ impl EventLoop {
     }
 
     fn session_ids(&self, stream: &str) -> Vec<SessionId> {
-        self.sessions.iter().filter(|(_, s)| &*s.stream.config.id == stream).map(|(id, _)| *id).collect()
+        self.sessions.iter().filter(|(_, s)| *s.stream.id == *stream).map(|(id, _)| *id).collect()
     }
 
-    fn send_live(&mut self, id: SessionId, au: &AccessUnit) {
+    fn send_live(&mut self, id: SessionId, au: &AccessUnit, payloads: &RtpPayloads) {
         let Some(s) = self.sessions.get_mut(&id) else { return };
         if !s.peer.is_connected() {
             return;
         }
         if let Some(ts) = s.timeline.live(au) {
-            write_unit(s, au, ts);
+            write_unit(s, au, payloads, ts);
             // str0m releases queued RTP on its next timeout; run it now so the packets leave
             // with this unit instead of one loop turn later.
             s.peer.handle_timeout(Instant::now());
@@ -428,7 +483,7 @@ impl EventLoop {
         let gop = s.stream.hub.cached_gop();
         s.last_burst = Some(Instant::now());
         for (au, ts) in s.timeline.burst(&gop) {
-            write_unit(s, &au, ts);
+            write_unit(s, &au, &rtp_payloads(&au), ts);
         }
     }
 
@@ -487,8 +542,7 @@ impl EventLoop {
                     "rtp_offset": s.timeline.offset(),
                 });
                 s.peer.send_text(&hello.to_string());
-                let state = json!({"type": "state", "health": s.stream.health_view()});
-                s.peer.send_text(&state.to_string());
+                s.peer.send_text(&tap::state_message(&s.stream));
             }
             PeerEvent::Stats { loss, rtt, jitter, packets_lost } => {
                 let labels = [("stream", stream)];
@@ -559,13 +613,12 @@ async fn send(socket: &UdpSocket, udp: &quinn_udp::UdpSocketState, transmit: &qu
 }
 
 /// Queues one access unit's packets on a session, and times its first frame.
-fn write_unit(s: &mut Session, au: &AccessUnit, ts: u32) {
-    let payloads = au.rtp_payloads();
-    let last = payloads.len().saturating_sub(1);
-    for (i, payload) in payloads.iter().enumerate() {
-        s.peer.write_rtp(payload.clone(), ts, i == last, au.received);
+fn write_unit(s: &mut Session, au: &AccessUnit, payloads: &RtpPayloads, ts: RtpTimestamp) {
+    let last = payloads.0.len().saturating_sub(1);
+    for (i, payload) in payloads.0.iter().enumerate() {
+        s.peer.write_rtp(payload.clone(), ts.get(), i == last, au.received);
     }
-    metrics::counter!("sightline_webrtc_packets_sent_total", "stream" => s.stream.config.id.clone()).increment(payloads.len() as u64);
+    metrics::counter!("sightline_webrtc_packets_sent_total", "stream" => s.stream.config.id.clone()).increment(payloads.0.len() as u64);
     if !s.first_frame_sent {
         s.first_frame_sent = true;
         metrics::histogram!("sightline_webrtc_time_to_first_frame_seconds", "stream" => s.stream.config.id.clone())
@@ -573,87 +626,9 @@ fn write_unit(s: &mut Session, au: &AccessUnit, ts: u32) {
     }
 }
 
-/// Why the sessions of a stream end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum StopReason {
-    /// The stream was stopped.
-    Stopped,
-    /// The gateway is shutting down (the player may reconnect to another replica).
-    Shutdown,
-    /// The viewer token the session was opened with expired.
-    TokenExpired,
-}
-
-impl StopReason {
-    /// The data-channel message that tells the player.
-    fn notice(self) -> &'static str {
-        match self {
-            StopReason::Stopped => r#"{"type":"stopped","reason":"stopped"}"#,
-            StopReason::Shutdown => r#"{"type":"stopped","reason":"shutdown"}"#,
-            StopReason::TokenExpired => r#"{"type":"stopped","reason":"token_expired"}"#,
-        }
-    }
-}
-
-/// Follows one stream for one loop: live access units, state changes, and the stop.
-async fn tap(key: Arc<str>, stream: Arc<StreamRuntime>, tx: mpsc::Sender<TapMessage>) {
-    let mut units = stream.hub.subscribe_live();
-    let mut record = stream.watch_record();
-    let mut health = stream.watch_health();
-    health.mark_unchanged();
-    let mut detections = stream.detections();
-    // The stream may have stopped while the session was being set up.
-    let (active, started_at) = {
-        let r = record.borrow_and_update();
-        (r.active, r.started_at_ms)
-    };
-    if !active {
-        let _ = tx.send(TapMessage::Stopped(key.clone(), StopReason::Stopped)).await;
-        return;
-    }
-    let mut shutdown = stream.watch_shutdown();
-    loop {
-        let message = tokio::select! {
-            () = crate::streams::shutting_down(&mut shutdown) => {
-                let _ = tx.send(TapMessage::Stopped(key.clone(), StopReason::Shutdown)).await;
-                return;
-            }
-            au = units.next() => match au {
-                Some(au) => TapMessage::Unit(key.clone(), au),
-                None => return,
-            },
-            changed = record.changed() => {
-                // A stop, or a stop and a new start merged into one change.
-                let ended = changed.is_err() || {
-                    let r = record.borrow_and_update();
-                    !r.active || r.started_at_ms != started_at
-                };
-                if ended {
-                    let _ = tx.send(TapMessage::Stopped(key.clone(), StopReason::Stopped)).await;
-                    return;
-                }
-                continue;
-            }
-            detection = crate::feeds::next_detection(&mut detections), if detections.is_some() => match detection {
-                Ok(json) => TapMessage::State(key.clone(), json.to_string()),
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                    detections = None;
-                    continue;
-                }
-            },
-            changed = health.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                health.borrow_and_update();
-                TapMessage::State(key.clone(), json!({"type": "state", "health": stream.health_view()}).to_string())
-            }
-        };
-        if tx.send(message).await.is_err() {
-            return;
-        }
-    }
+/// The data-channel message that tells a player why its session ends.
+fn stop_notice(reason: StopReason) -> String {
+    format!(r#"{{"type":"stopped","reason":"{}"}}"#, reason.as_str())
 }
 
 #[cfg(test)]
@@ -663,6 +638,12 @@ mod tests {
     fn dgram(to: u16, len: usize) -> Datagram {
         let addr = |p| SocketAddr::from(([127, 0, 0, 1], p));
         Datagram { destination: addr(to), source: addr(1), contents: vec![0; len] }
+    }
+
+    #[test]
+    fn stop_notices_name_the_reason() {
+        assert_eq!(stop_notice(StopReason::Shutdown), r#"{"type":"stopped","reason":"shutdown"}"#);
+        assert_eq!(stop_notice(StopReason::TokenExpired), r#"{"type":"stopped","reason":"token_expired"}"#);
     }
 
     #[test]

@@ -2,29 +2,38 @@
 //! event loops that each own one UDP socket and many `str0m` peers.
 //!
 //! # Layout
-//! - this file: [`Webrtc`], the session registry and the WHEP operations the HTTP layer
-//!   calls (create, trickle/ICE restart, delete).
+//! - this file: [`Webrtc`], the WHEP operations the HTTP layer calls (create, trickle/ICE
+//!   restart, delete).
+//! - [`registry`]: the sessions this replica owns, and their ownership in the cluster store.
 //! - [`event_loop`]: one task per loop: datagrams in, timeouts, access units out to every
-//!   session of a stream (packetized once per unit, see [`crate::hub::AccessUnit::rtp_payloads`]).
+//!   session of a stream (packetized once per unit for every loop and viewer).
+//! - [`tap`]: per (loop, stream), the task that follows the stream for the loop's sessions.
 //! - [`timeline`]: the per-viewer RTP timestamp plan (fast-start bursts, camera restarts).
 
-pub mod event_loop;
-pub mod timeline;
+pub(crate) mod event_loop;
+pub(crate) mod registry;
+mod tap;
+pub(crate) mod timeline;
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use signaling::peer::{PeerConfig, ViewerPeer};
-use signaling::whep::{self, ETag, IceServer, Precondition, SessionId, WhepError};
-use tokio::sync::{mpsc, oneshot};
+use signaling::whep::{self, ETag, IceServer, PatchRequest, SessionId};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::info;
 
+use self::event_loop::{Command, EventLoop, NewSession};
+use self::registry::{Entry, Registry};
 use crate::config::WebrtcConfig;
-use crate::state::StateStore;
-use crate::streams::{StreamRuntime, ViewerKind};
+use crate::core::Error;
+use crate::core::detections::Detections;
+use crate::core::task::AbortOnDrop;
+use crate::metrics::limit_hit;
+use crate::state::ClusterStore;
+use crate::stream::{StreamRuntime, ViewerKind};
 
 /// Profile assumed when the camera's SPS is not known in time: Constrained Baseline 3.1,
 /// which every browser decodes.
@@ -32,40 +41,20 @@ const FALLBACK_PROFILE_LEVEL_ID: u32 = 0x42e01f;
 /// Commands queued per event loop before senders wait.
 const COMMAND_QUEUE: usize = 256;
 
-/// Why a WHEP operation failed; the HTTP layer maps each to a status.
-#[derive(Debug, thiserror::Error)]
-pub enum SessionError {
-    /// A WHEP protocol error (400/412/413/415/422/428).
-    #[error(transparent)]
-    Whep(#[from] WhepError),
-    /// No such session on this stream (404).
-    #[error("no WHEP session {0} on this stream")]
-    UnknownSession(String),
-    /// Too many sessions (503 with Retry-After).
-    #[error("at capacity: {0} WebRTC sessions")]
-    AtCapacity(usize),
-    /// A viewer limit (`limits.max_viewers*`) is reached (503 with Retry-After).
-    #[error(transparent)]
-    Viewers(#[from] crate::limits::ViewerLimit),
-    /// The event loop is gone (shutting down) (503).
-    #[error("WebRTC is shutting down")]
-    ShuttingDown,
-}
-
 /// A created session, for the 201 response.
 #[derive(Debug)]
-pub struct Created {
+pub(crate) struct Created {
     /// The session id (last segment of the resource URL).
-    pub id: SessionId,
+    pub(crate) id: SessionId,
     /// The ICE ETag.
-    pub etag: ETag,
+    pub(crate) etag: ETag,
     /// The SDP answer.
-    pub answer: String,
+    pub(crate) answer: String,
 }
 
 /// The outcome of a PATCH.
 #[derive(Debug)]
-pub enum Patched {
+pub(crate) enum Patched {
     /// Trickled candidates taken (204).
     Trickle,
     /// ICE restarted (200): the new ETag and the answer fragment.
@@ -77,19 +66,6 @@ pub enum Patched {
     },
 }
 
-/// A command for an event loop.
-#[derive(Debug)]
-pub(crate) enum Command {
-    /// Take over a new session.
-    Add(Box<event_loop::NewSession>),
-    /// End a session; replies whether it existed.
-    Remove(SessionId, oneshot::Sender<bool>),
-    /// Trickled remote candidates.
-    Candidates(SessionId, Vec<String>),
-    /// ICE restart with the client's new credentials; replies with ours.
-    IceRestart(SessionId, String, String, oneshot::Sender<Result<(String, String), WhepError>>),
-}
-
 #[derive(Debug)]
 struct LoopHandle {
     commands: mpsc::Sender<Command>,
@@ -98,66 +74,14 @@ struct LoopHandle {
     sessions: Arc<AtomicUsize>,
 }
 
-#[derive(Debug, Clone)]
-struct Entry {
-    stream: String,
-    loop_index: usize,
-    etag: ETag,
-}
-
-/// Registry shared by the HTTP side and the loops (which remove sessions that end).
-#[derive(Debug)]
-pub(crate) struct Registry {
-    sessions: Mutex<HashMap<SessionId, Entry>>,
-    /// Where session ownership is published for other replicas.
-    store: Arc<dyn StateStore>,
-}
-
-/// How often this replica re-announces the WHEP sessions it owns.
-const OWNERSHIP_REFRESH: Duration = Duration::from_secs(10);
-
-impl Registry {
-    pub(crate) fn remove(&self, id: &SessionId) {
-        let removed = self.sessions.lock().expect("registry lock poisoned").remove(id).is_some();
-        metrics::gauge!("sightline_webrtc_sessions").set(self.len() as f64);
-        if removed {
-            let store = self.store.clone();
-            let id = id.to_string();
-            tokio::spawn(async move {
-                let _ = store.release_whep_session(&id).await;
-            });
-        }
-    }
-
-    /// Re-announces every session this replica owns (their ownership keys have a TTL).
-    async fn refresh_ownership(self: Arc<Self>) {
-        loop {
-            tokio::time::sleep(OWNERSHIP_REFRESH).await;
-            let ids: Vec<SessionId> = self.sessions.lock().expect("registry lock poisoned").keys().copied().collect();
-            for id in ids {
-                if let Err(e) = self.store.claim_whep_session(&id.to_string()).await {
-                    tracing::debug!(session = %id, error = %e, "cannot refresh WHEP session ownership");
-                }
-            }
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.sessions.lock().expect("registry lock poisoned").len()
-    }
-
-    fn get(&self, id: &SessionId) -> Option<Entry> {
-        self.sessions.lock().expect("registry lock poisoned").get(id).cloned()
-    }
-}
-
 /// The WebRTC side of the gateway. See the module docs.
 #[derive(Debug)]
-pub struct Webrtc {
+pub(crate) struct Webrtc {
     config: WebrtcConfig,
     loops: Vec<LoopHandle>,
     registry: Arc<Registry>,
     links: Vec<String>,
+    _refresh: AbortOnDrop,
 }
 
 /// The IP the sockets bind: `webrtc.ip` (0.0.0.0 needs `public_ips` to announce), else the
@@ -171,12 +95,16 @@ fn bind_ip(config: &WebrtcConfig, http_listen: SocketAddr) -> IpAddr {
 
 impl Webrtc {
     /// Binds one UDP socket per event loop and starts the loops. Session ownership is
-    /// published in `store` (for WHEP redirects between replicas).
-    pub async fn start(config: &WebrtcConfig, http_listen: SocketAddr, store: Arc<dyn StateStore>) -> anyhow::Result<Arc<Webrtc>> {
+    /// published in `cluster` (for WHEP redirects between replicas).
+    pub(crate) async fn start(
+        config: &WebrtcConfig,
+        http_listen: SocketAddr,
+        cluster: Arc<dyn ClusterStore>,
+    ) -> anyhow::Result<Arc<Webrtc>> {
         let ip = bind_ip(config, http_listen);
         let loops = if config.loops == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { config.loops };
-        let registry = Arc::new(Registry { sessions: Mutex::default(), store });
-        tokio::spawn(registry.clone().refresh_ownership());
+        let registry = Registry::new(cluster);
+        let refresh = AbortOnDrop::spawn(registry.clone().refresh_ownership());
         let mut handles = Vec::with_capacity(loops);
         for i in 0..loops {
             let port = if config.udp_port == 0 { 0 } else { config.udp_port + i as u16 };
@@ -189,7 +117,7 @@ impl Webrtc {
             }
             let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
             let sessions = Arc::new(AtomicUsize::new(0));
-            let el = event_loop::EventLoop::new(i, socket, announced, rx, registry.clone(), sessions.clone(), config.connect_timeout)
+            let el = EventLoop::new(i, socket, announced, rx, registry.clone(), sessions.clone(), config.connect_timeout)
                 .map_err(|e| anyhow::anyhow!("WebRTC UDP socket {local}: {e}"))?;
             tokio::spawn(el.run());
             info!(loop_index = i, %local, %announced, "WebRTC event loop listening");
@@ -201,62 +129,69 @@ impl Webrtc {
             .map(|s| IceServer { url: s.url.clone(), username: s.username.clone(), credential: s.credential.clone() })
             .collect();
         metrics::gauge!("sightline_webrtc_sessions").set(0.0);
-        Ok(Arc::new(Webrtc { config: config.clone(), loops: handles, registry, links: whep::ice_server_links(&servers) }))
+        Ok(Arc::new(Webrtc {
+            config: config.clone(),
+            loops: handles,
+            registry,
+            links: whep::ice_server_links(&servers),
+            _refresh: refresh,
+        }))
     }
 
     /// `Link` header values for the configured ICE servers.
-    pub fn links(&self) -> &[String] {
+    pub(crate) fn links(&self) -> &[String] {
         &self.links
     }
 
     /// Number of WHEP sessions.
-    pub fn session_count(&self) -> usize {
+    pub(crate) fn session_count(&self) -> usize {
         self.registry.len()
     }
 
-    /// Number of WHEP sessions of one stream.
-    pub fn stream_session_count(&self, stream: &str) -> usize {
-        self.registry.sessions.lock().expect("registry lock poisoned").values().filter(|e| e.stream == stream).count()
-    }
-
     /// The UDP addresses announced as host candidates, one per event loop.
-    pub fn announced_addrs(&self) -> Vec<SocketAddr> {
+    pub(crate) fn announced_addrs(&self) -> Vec<SocketAddr> {
         self.loops.iter().map(|l| l.announced).collect()
     }
 
     /// Answers a WHEP offer for an active stream (the caller checked stream and state).
     /// Waits up to `first_frame_timeout` for the camera's SPS to pick the H.264 profile.
     /// A session opened with a viewer token ends at `expires` (data channel
-    /// `{"type":"stopped","reason":"token_expired"}`).
-    pub async fn create(&self, stream: &Arc<StreamRuntime>, offer: &str, expires: Option<Instant>) -> Result<Created, SessionError> {
+    /// `{"type":"stopped","reason":"token_expired"}`). `detections` carries the stream's
+    /// detection messages to the data channel.
+    ///
+    /// Errors: [`Error::WebrtcSessions`], [`Error::Viewers`], [`Error::ViewersPerStream`]
+    /// (503), [`Error::Whep`] for an offer that cannot be answered, [`Error::WebrtcStopping`].
+    pub(crate) async fn create(
+        &self,
+        stream: &Arc<StreamRuntime>,
+        offer: &str,
+        expires: Option<Instant>,
+        detections: Option<broadcast::Receiver<Arc<Detections>>>,
+    ) -> Result<Created, Error> {
         if self.session_count() >= self.config.max_sessions {
-            return Err(SessionError::AtCapacity(self.config.max_sessions));
+            limit_hit("webrtc_sessions");
+            return Err(Error::WebrtcSessions { max: self.config.max_sessions });
         }
         let created_at = Instant::now();
         // Counts as a viewer from now on: an on-demand stream starts pulling.
         let guard = stream.try_consumer(ViewerKind::Webrtc)?;
         let profile_level_id = self.camera_profile(stream).await;
         let (loop_index, handle) =
-            self.loops.iter().enumerate().min_by_key(|(_, l)| l.sessions.load(Ordering::Relaxed)).expect("at least one event loop");
+            self.loops.iter().enumerate().min_by_key(|(_, l)| l.sessions.load(Ordering::Relaxed)).ok_or(Error::WebrtcStopping)?;
         let config = PeerConfig { candidates: vec![handle.announced], profile_level_id };
-        let (peer, answer) = ViewerPeer::accept(offer, &config, Instant::now())?;
+        let (peer, answer) = ViewerPeer::accept(offer, &config, Instant::now()).map_err(|e| Error::whep(&stream.id, e))?;
         let id = SessionId::from_random(rand::random());
         let etag = ETag::from_random(rand::random());
-        self.registry
-            .sessions
-            .lock()
-            .expect("registry lock poisoned")
-            .insert(id, Entry { stream: stream.config.id.clone(), loop_index, etag });
-        metrics::gauge!("sightline_webrtc_sessions").set(self.session_count() as f64);
-        let new = event_loop::NewSession { id, stream: stream.clone(), peer, created_at, guard, expires };
+        self.registry.insert(id, Entry { stream: stream.id.clone(), loop_index, etag });
+        let new = NewSession { id, stream: stream.clone(), peer, created_at, guard, expires, detections };
         if handle.commands.send(Command::Add(Box::new(new))).await.is_err() {
             self.registry.remove(&id);
-            return Err(SessionError::ShuttingDown);
+            return Err(Error::WebrtcStopping);
         }
-        if let Err(e) = self.registry.store.claim_whep_session(&id.to_string()).await {
+        if let Err(e) = self.registry.cluster().claim_whep_session(&id.to_string()).await {
             tracing::warn!(session = %id, error = %e, "WHEP session ownership not published; other replicas cannot redirect to it");
         }
-        info!(stream = %stream.config.id, session = %id, loop_index, "WHEP session created");
+        info!(stream = %stream.id, session = %id, loop_index, "WHEP session created");
         Ok(Created { id, etag, answer })
     }
 
@@ -272,65 +207,52 @@ impl Webrtc {
     }
 
     /// Whether this replica holds the session.
-    pub fn has_session(&self, id: &str) -> bool {
+    pub(crate) fn has_session(&self, id: &str) -> bool {
         SessionId::parse(id).is_some_and(|sid| self.registry.get(&sid).is_some())
     }
 
     /// The base URL of another replica that owns the session, if the store knows one.
-    pub async fn session_owner(&self, id: &str) -> Option<String> {
+    pub(crate) async fn session_owner(&self, id: &str) -> Option<String> {
         SessionId::parse(id)?;
-        self.registry.store.whep_session_owner(id).await.ok().flatten()
+        self.registry.cluster().whep_session_owner(id).await.ok().flatten()
     }
 
-    fn entry(&self, stream: &str, id: &str) -> Result<(SessionId, Entry), SessionError> {
-        let unknown = || SessionError::UnknownSession(id.chars().take(40).collect());
+    fn entry(&self, stream: &str, id: &str) -> Result<(SessionId, Entry), Error> {
+        let unknown = || Error::UnknownSession { stream: stream.to_owned(), session: id.chars().take(40).collect() };
         let sid = SessionId::parse(id).ok_or_else(unknown)?;
-        let entry = self.registry.get(&sid).filter(|e| e.stream == stream).ok_or_else(unknown)?;
+        let entry = self.registry.get(&sid).filter(|e| *e.stream == *stream).ok_or_else(unknown)?;
         Ok((sid, entry))
     }
 
     /// PATCH (draft-ietf-wish-whep §4.3): trickle candidates, or an ICE restart with
     /// `If-Match: *`.
-    pub async fn patch(&self, stream: &str, id: &str, if_match: Option<&str>, body: &str) -> Result<Patched, SessionError> {
+    pub(crate) async fn patch(&self, stream: &str, id: &str, if_match: Option<&str>, body: &str) -> Result<Patched, Error> {
         let (sid, entry) = self.entry(stream, id)?;
-        let precondition = whep::check_if_match(if_match, entry.etag)?;
-        let fragment = whep::parse_sdpfrag(body)?;
-        let commands = &self.loops[entry.loop_index].commands;
-        match precondition {
-            Precondition::Matches => {
-                if fragment.ice_ufrag.is_some() {
-                    return Err(WhepError::Unsupported("new ICE credentials need If-Match: * (an ICE restart)".into()).into());
-                }
-                commands.send(Command::Candidates(sid, fragment.candidates)).await.map_err(|_| SessionError::ShuttingDown)?;
+        let request = whep::patch_request(if_match, entry.etag, body).map_err(|e| Error::whep(stream, e))?;
+        let handle = &self.loops[entry.loop_index];
+        match request {
+            PatchRequest::Trickle(candidates) => {
+                handle.commands.send(Command::Candidates(sid, candidates)).await.map_err(|_| Error::WebrtcStopping)?;
                 Ok(Patched::Trickle)
             }
-            Precondition::IceRestart => {
-                let (Some(ufrag), Some(pwd)) = (fragment.ice_ufrag, fragment.ice_pwd) else {
-                    return Err(WhepError::BadFragment("an ICE restart needs a=ice-ufrag and a=ice-pwd".into()).into());
-                };
+            PatchRequest::IceRestart { ufrag, pwd } => {
                 let (tx, rx) = oneshot::channel();
-                commands.send(Command::IceRestart(sid, ufrag, pwd, tx)).await.map_err(|_| SessionError::ShuttingDown)?;
-                let (ufrag, pwd) = rx.await.map_err(|_| SessionError::UnknownSession(id.into()))??;
+                handle.commands.send(Command::IceRestart(sid, ufrag, pwd, tx)).await.map_err(|_| Error::WebrtcStopping)?;
+                let unknown = || Error::UnknownSession { stream: stream.to_owned(), session: id.to_owned() };
+                let (ufrag, pwd) = rx.await.map_err(|_| unknown())?.map_err(|e| Error::whep(stream, e))?;
                 let etag = ETag::from_random(rand::random());
-                if let Some(e) = self.registry.sessions.lock().expect("registry lock poisoned").get_mut(&sid) {
-                    e.etag = etag;
-                }
-                let addr = self.loops[entry.loop_index].announced;
-                let fragment = format!(
-                    "a=ice-lite\r\na=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\na=candidate:1 1 udp 2130706431 {} {} typ host\r\na=end-of-candidates\r\n",
-                    addr.ip(),
-                    addr.port()
-                );
+                self.registry.set_etag(&sid, etag);
+                let fragment = whep::ice_restart_answer(&ufrag, &pwd, &[handle.announced]);
                 Ok(Patched::IceRestart { etag, fragment })
             }
         }
     }
 
     /// DELETE: ends the session.
-    pub async fn delete(&self, stream: &str, id: &str) -> Result<(), SessionError> {
+    pub(crate) async fn delete(&self, stream: &str, id: &str) -> Result<(), Error> {
         let (sid, entry) = self.entry(stream, id)?;
         let (tx, rx) = oneshot::channel();
-        self.loops[entry.loop_index].commands.send(Command::Remove(sid, tx)).await.map_err(|_| SessionError::ShuttingDown)?;
+        self.loops[entry.loop_index].commands.send(Command::Remove(sid, tx)).await.map_err(|_| Error::WebrtcStopping)?;
         let _ = tokio::time::timeout(Duration::from_secs(2), rx).await;
         self.registry.remove(&sid);
         info!(stream, session = %sid, "WHEP session deleted");

@@ -13,23 +13,25 @@
 
 use std::sync::Arc;
 
-use crate::hub::AccessUnit;
-use crate::rtp::VIDEO_CLOCK_HZ;
+use media::RtpTimestamp;
+
+use crate::core::frame::AccessUnit;
 
 /// A timestamp step larger than this (10 s), either way, is a new camera session.
-const MAX_STEP: i64 = 10 * VIDEO_CLOCK_HZ as i64;
+const MAX_STEP: i64 = 10 * RtpTimestamp::CLOCK_HZ as i64;
 /// Shortest frame interval assumed, 90 kHz ticks (90 fps): a burst squeezed into less than
 /// this after the last frame sent cannot collide with the next live frame.
 const MIN_FRAME_INTERVAL: u32 = 1000;
 /// Step assumed across a camera restart (one frame at 25 fps), 90 kHz ticks.
-const RESTART_STEP: u32 = VIDEO_CLOCK_HZ / 25;
+const RESTART_STEP: u32 = RtpTimestamp::CLOCK_HZ / 25;
 
 /// Per-viewer timeline state. See the module docs.
 #[derive(Debug, Default)]
-pub struct Timeline {
+pub(crate) struct Timeline {
     last_seq: u64,
-    last_in: Option<u32>,
-    last_out: Option<u32>,
+    last_in: Option<RtpTimestamp>,
+    last_out: Option<RtpTimestamp>,
+    /// out = camera timestamp + offset (90 kHz ticks, wrapping).
     offset: u32,
     offset_changed: bool,
     waiting_for_keyframe: bool,
@@ -37,28 +39,29 @@ pub struct Timeline {
 
 impl Timeline {
     /// A viewer that has been sent nothing.
-    pub fn new() -> Timeline {
+    pub(crate) fn new() -> Timeline {
         Timeline { waiting_for_keyframe: true, ..Timeline::default() }
     }
 
     /// The current offset (out = camera timestamp + offset, wrapping).
-    pub fn offset(&self) -> u32 {
+    pub(crate) fn offset(&self) -> u32 {
         self.offset
     }
 
     /// Whether the offset changed since the last call (then tell the viewer).
-    pub fn take_offset_change(&mut self) -> bool {
+    pub(crate) fn take_offset_change(&mut self) -> bool {
         std::mem::take(&mut self.offset_changed)
     }
 
     /// Whether anything was sent yet.
-    pub fn started(&self) -> bool {
+    #[cfg(test)]
+    fn started(&self) -> bool {
         self.last_out.is_some()
     }
 
     /// Plans a burst of `gop` (which must start with a keyframe): returns each unit with
     /// the timestamp to send it with. Empty if `gop` is empty or does not start at a keyframe.
-    pub fn burst(&mut self, gop: &[Arc<AccessUnit>]) -> Vec<(Arc<AccessUnit>, u32)> {
+    pub(crate) fn burst(&mut self, gop: &[Arc<AccessUnit>]) -> Vec<(Arc<AccessUnit>, RtpTimestamp)> {
         let (Some(first), Some(last)) = (gop.first(), gop.last()) else { return Vec::new() };
         if !first.keyframe {
             return Vec::new();
@@ -75,8 +78,8 @@ impl Timeline {
         // The next live unit is at least one frame interval after the newest one; if the
         // squeeze could reach that, shift the offset so timestamps never go backwards.
         let next_live = last.rtp_timestamp.wrapping_add(self.offset).wrapping_add(MIN_FRAME_INTERVAL);
-        if (next_live.wrapping_sub(last_out) as i32) <= 0 {
-            self.set_offset(last_out.wrapping_sub(last.rtp_timestamp).wrapping_add(1));
+        if next_live.ticks_since(last_out) <= 0 {
+            self.set_offset(last_out.offset_from(last.rtp_timestamp).wrapping_add(1));
         }
         self.last_seq = self.last_seq.max(last.seq);
         self.last_in = Some(last.rtp_timestamp);
@@ -87,21 +90,21 @@ impl Timeline {
 
     /// Sends nothing more until the next keyframe (a keyframe request that is not answered
     /// with a burst).
-    pub fn wait_for_keyframe(&mut self) {
+    pub(crate) fn wait_for_keyframe(&mut self) {
         self.waiting_for_keyframe = true;
     }
 
     /// Plans a live unit: `Some(timestamp)` to send it, `None` to skip it (already sent in a
     /// burst, or a delta frame while waiting for a keyframe).
-    pub fn live(&mut self, au: &AccessUnit) -> Option<u32> {
+    pub(crate) fn live(&mut self, au: &AccessUnit) -> Option<RtpTimestamp> {
         if au.seq <= self.last_seq || (self.waiting_for_keyframe && !au.keyframe) {
             return None;
         }
         if let (Some(last_in), Some(last_out)) = (self.last_in, self.last_out) {
             // Backwards by less than MAX_STEP is B-frame reordering, not a new camera session.
-            let step = i64::from(au.rtp_timestamp.wrapping_sub(last_in) as i32);
+            let step = au.rtp_timestamp.ticks_since(last_in);
             if !(-MAX_STEP..=MAX_STEP).contains(&step) || (step == 0 && au.keyframe) {
-                self.set_offset(last_out.wrapping_add(RESTART_STEP).wrapping_sub(au.rtp_timestamp));
+                self.set_offset(last_out.wrapping_add(RESTART_STEP).offset_from(au.rtp_timestamp));
             }
         }
         let out = au.rtp_timestamp.wrapping_add(self.offset);
@@ -123,18 +126,26 @@ impl Timeline {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::NewAccessUnit;
+    use crate::core::frame::NewAccessUnit;
 
     fn au(seq: u64, ts: u32, keyframe: bool) -> Arc<AccessUnit> {
-        Arc::new(AccessUnit::new(seq, NewAccessUnit { rtp_timestamp: ts, capture_ms: 0, keyframe, data: bytes::Bytes::new() }))
+        Arc::new(AccessUnit::new(
+            seq,
+            NewAccessUnit { rtp_timestamp: RtpTimestamp::new(ts), capture_ms: 0, keyframe, data: bytes::Bytes::new() },
+        ))
+    }
+
+    /// The planned timestamps as numbers.
+    fn ts(t: Option<RtpTimestamp>) -> Option<u32> {
+        t.map(RtpTimestamp::get)
     }
 
     #[test]
     fn live_start_waits_for_a_keyframe_and_keeps_camera_timestamps() {
         let mut t = Timeline::new();
-        assert_eq!(t.live(&au(1, 1000, false)), None);
-        assert_eq!(t.live(&au(2, 4600, true)), Some(4600));
-        assert_eq!(t.live(&au(3, 8200, false)), Some(8200));
+        assert_eq!(ts(t.live(&au(1, 1000, false))), None);
+        assert_eq!(ts(t.live(&au(2, 4600, true))), Some(4600));
+        assert_eq!(ts(t.live(&au(3, 8200, false))), Some(8200));
         assert_eq!(t.offset(), 0);
         assert!(!t.take_offset_change());
     }
@@ -145,29 +156,29 @@ mod tests {
         let gop = [au(10, 0xffff_f000, true), au(11, 0xffff_f000 + 3600, false), au(12, 0xffff_f000u32.wrapping_add(7200), false)];
         let plan = t.burst(&gop);
         let newest = 0xffff_f000u32.wrapping_add(7200);
-        let ts: Vec<u32> = plan.iter().map(|(_, ts)| *ts).collect();
-        assert_eq!(ts, vec![newest.wrapping_sub(2), newest.wrapping_sub(1), newest]);
-        assert_eq!(t.live(&au(12, newest, false)), None, "sent in the burst already");
-        assert_eq!(t.live(&au(13, newest.wrapping_add(3600), false)), Some(newest.wrapping_add(3600)));
+        let planned: Vec<u32> = plan.iter().map(|(_, t)| t.get()).collect();
+        assert_eq!(planned, vec![newest.wrapping_sub(2), newest.wrapping_sub(1), newest]);
+        assert_eq!(ts(t.live(&au(12, newest, false))), None, "sent in the burst already");
+        assert_eq!(ts(t.live(&au(13, newest.wrapping_add(3600), false))), Some(newest.wrapping_add(3600)));
         assert_eq!(t.offset(), 0, "camera timestamps kept after a fast start");
     }
 
     #[test]
     fn keyframe_request_burst_goes_after_what_was_sent() {
         let mut t = Timeline::new();
-        assert_eq!(t.live(&au(1, 100, true)), Some(100));
-        assert_eq!(t.live(&au(2, 3700, false)), Some(3700));
+        assert_eq!(ts(t.live(&au(1, 100, true))), Some(100));
+        assert_eq!(ts(t.live(&au(2, 3700, false))), Some(3700));
         let plan = t.burst(&[au(1, 100, true), au(2, 3700, false)]);
-        assert_eq!(plan.iter().map(|(_, ts)| *ts).collect::<Vec<_>>(), vec![3701, 3702]);
+        assert_eq!(plan.iter().map(|(_, t)| t.get()).collect::<Vec<_>>(), vec![3701, 3702]);
         // The burst fits before the next frame: live keeps camera timestamps.
-        assert_eq!(t.live(&au(3, 7300, false)), Some(7300));
+        assert_eq!(ts(t.live(&au(3, 7300, false))), Some(7300));
         assert!(!t.take_offset_change());
         // A burst too long to fit before the next frame shifts the offset instead of going
         // backwards: 1200 frames ending at the frame last sent.
         let gop: Vec<_> = (0..1200u32).map(|i| au(100 + u64::from(i), 7300u32.wrapping_sub(3600 * (1199 - i)), i == 0)).collect();
-        let last_out = t.burst(&gop).last().unwrap().1;
+        let last_out = t.burst(&gop).last().unwrap().1.get();
         assert_eq!(last_out, 7300 + 1200);
-        let next = t.live(&au(1300, 7300 + 3600, false)).unwrap();
+        let next = t.live(&au(1300, 7300 + 3600, false)).unwrap().get();
         assert!(next > last_out, "{next} after {last_out}");
         assert!(t.take_offset_change());
     }
@@ -175,22 +186,22 @@ mod tests {
     #[test]
     fn camera_restart_continues_one_frame_later() {
         let mut t = Timeline::new();
-        assert_eq!(t.live(&au(1, 50_000, true)), Some(50_000));
-        assert_eq!(t.live(&au(2, 53_600, false)), Some(53_600));
+        assert_eq!(ts(t.live(&au(1, 50_000, true))), Some(50_000));
+        assert_eq!(ts(t.live(&au(2, 53_600, false))), Some(53_600));
         // New camera session: random timestamp far away.
-        let out = t.live(&au(3, 3_000_000_000, true)).unwrap();
+        let out = t.live(&au(3, 3_000_000_000, true)).unwrap().get();
         assert_eq!(out, 53_600 + RESTART_STEP);
         assert!(t.take_offset_change());
-        assert_eq!(t.live(&au(4, 3_000_003_600, false)), Some(out + 3600));
+        assert_eq!(ts(t.live(&au(4, 3_000_003_600, false))), Some(out + 3600));
     }
 
     #[test]
     fn b_frame_reordering_is_not_a_camera_restart() {
         let mut t = Timeline::new();
-        assert_eq!(t.live(&au(1, 10_000, true)), Some(10_000));
-        assert_eq!(t.live(&au(2, 20_800, false)), Some(20_800), "P frame three frames ahead");
-        assert_eq!(t.live(&au(3, 13_600, false)), Some(13_600), "B frame: earlier timestamp, kept");
-        assert_eq!(t.live(&au(4, 17_200, false)), Some(17_200));
+        assert_eq!(ts(t.live(&au(1, 10_000, true))), Some(10_000));
+        assert_eq!(ts(t.live(&au(2, 20_800, false))), Some(20_800), "P frame three frames ahead");
+        assert_eq!(ts(t.live(&au(3, 13_600, false))), Some(13_600), "B frame: earlier timestamp, kept");
+        assert_eq!(ts(t.live(&au(4, 17_200, false))), Some(17_200));
         assert!(!t.take_offset_change());
     }
 

@@ -1,0 +1,22 @@
+//! The gateway's base layer: the types every other module shares and nothing else. It
+//! depends on no other module of the crate.
+//!
+//! - [`frame`]: an [`AccessUnit`](frame::AccessUnit) as the camera sent it, a decoded
+//!   [`Picture`](frame::Picture) offered for detection, and [`Derived`](frame::Derived), the
+//!   per-frame cache of what consumers make from a frame once (RTP payloads, SSE events).
+//! - [`detections`]: the typed detection message and the per-stream fan-out that carries it
+//!   to viewers as `Arc<Detections>`, serialized once.
+//! - [`error`]: the crate's one error type.
+//! - [`clock`]: wall-clock milliseconds.
+//! - [`shutdown`]: the signal every task follows, and why a viewer's session ends.
+//! - [`task`]: running a task again after it panics.
+
+pub mod clock;
+pub mod detections;
+pub mod error;
+pub mod frame;
+pub mod shutdown;
+pub mod task;
+
+pub use error::{Error, Result};
+pub use media::{FrameMeta, RtpTimestamp, StreamId};

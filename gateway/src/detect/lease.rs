@@ -1,0 +1,74 @@
+//! Detection once per stream across replicas: while a stream's camera is pulled, this replica
+//! takes and renews the stream's detection lease (`sightline:lease:detect:{id}`) and, while it
+//! holds it, sends the stream's pictures to the detection scheduler. Replicas without the
+//! lease get the holder's messages through the relay. If the store cannot be reached,
+//! detection runs here (duplicate work beats no boxes).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tracing::{debug, info};
+
+use super::service::Detect;
+use crate::core::frame::PictureSink;
+use crate::pipeline::Pixels;
+use crate::state::ClusterStore;
+use crate::stream::StreamRuntime;
+
+/// Lifetime of the detection lease; its holder renews it every [`LEASE_RENEW`].
+const LEASE_TTL: Duration = Duration::from_secs(6);
+/// How often the lease is renewed, or tried by replicas that do not hold it.
+const LEASE_RENEW: Duration = Duration::from_secs(2);
+
+/// Follows `rt`'s pull for as long as the gateway runs; gives the lease back when the pull
+/// stops (at once on shutdown, so another replica takes detection over without waiting for
+/// the lease to lapse).
+pub(super) async fn follow(rt: Arc<StreamRuntime>, pixels: Arc<Pixels>, detect: Arc<Detect>, cluster: Arc<dyn ClusterStore>) {
+    let Some(here) = detect.runs_here(&rt.id).cloned() else { return };
+    let mut pulling = rt.watch_pulling();
+    let mut shutdown = rt.shutdown();
+    loop {
+        tokio::select! {
+            waited = pulling.wait_for(|p| *p) => if waited.is_err() { return },
+            () = shutdown.wait() => return,
+        }
+        tokio::select! {
+            () = lead(&rt, &pixels, &detect, &*cluster, &here) => {}
+            _ = pulling.wait_for(|p| !*p) => {}
+            () = shutdown.wait() => {}
+        }
+        pixels.set_picture_sink(None);
+        if here.swap(false, Ordering::Relaxed) {
+            if shutdown.is_set() {
+                let _ = cluster.release_detect_lease(&rt.id).await;
+            } else {
+                let (cluster, id) = (cluster.clone(), rt.id.clone());
+                tokio::spawn(async move { cluster.release_detect_lease(&id).await });
+            }
+        }
+        if shutdown.is_set() {
+            return;
+        }
+    }
+}
+
+/// Takes or renews the lease every [`LEASE_RENEW`], forever; pictures go to the scheduler
+/// while this replica holds it.
+async fn lead(rt: &StreamRuntime, pixels: &Arc<Pixels>, detect: &Detect, cluster: &dyn ClusterStore, here: &AtomicBool) {
+    loop {
+        let held = match cluster.acquire_detect_lease(&rt.id, LEASE_TTL).await {
+            Ok(held) => held,
+            Err(e) => {
+                debug!(stream = %rt.id, error = %e, "detection lease unknown; detecting here");
+                true
+            }
+        };
+        if held != here.swap(held, Ordering::Relaxed) {
+            info!(stream = %rt.id, here = held, "detection lease {}", if held { "taken" } else { "held by another replica" });
+            let sink: Arc<dyn PictureSink> = detect.scheduler().clone();
+            pixels.set_picture_sink(held.then(|| (detect.config().fps, sink)));
+        }
+        tokio::time::sleep(LEASE_RENEW).await;
+    }
+}

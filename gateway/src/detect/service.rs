@@ -1,0 +1,221 @@
+//! The detection service's state: its workers' status, the streams it detects for, and
+//! where its messages go. The tasks that serve it (worker connections, supervisors, lease
+//! holders, relay) live in the sibling modules; `detect::start` starts them.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc};
+use tracing::{error, warn};
+
+use super::scheduler::Scheduler;
+use crate::config::DetectConfig;
+use crate::core::StreamId;
+use crate::core::detections::{DetectionFanout, Detections};
+use crate::core::shutdown::{Shutdown, ShutdownTrigger};
+
+/// Detection status of a stream, as the API shows it.
+#[derive(Clone, Debug, Serialize, PartialEq, utoipa::ToSchema)]
+pub(crate) struct DetectionView {
+    /// `off` (not configured for this stream), `starting`, `running` or `unavailable`.
+    pub(crate) state: &'static str,
+    /// Why it is unavailable (the worker's last error).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) reason: Option<String>,
+    /// Connected workers.
+    pub(crate) workers: usize,
+    /// Model file name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) model: Option<String>,
+    /// Execution provider.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) provider: Option<String>,
+    /// Frames per second cap.
+    pub(crate) fps: u32,
+    /// Whether this replica runs detection for the stream (holds its lease); otherwise the
+    /// boxes come from the replica that does.
+    pub(crate) runs_here: bool,
+}
+
+impl DetectionView {
+    /// The view for a stream without detection.
+    pub(crate) fn off() -> DetectionView {
+        DetectionView { state: "off", reason: None, workers: 0, model: None, provider: None, fps: 0, runs_here: false }
+    }
+}
+
+/// A connected worker, for status.
+#[derive(Clone, Debug)]
+struct WorkerInfo {
+    model: String,
+    provider: String,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Status {
+    connected: HashMap<u64, WorkerInfo>,
+    /// The last startup failure of a spawned worker (cleared when one connects).
+    failure: Option<String>,
+    /// Failures already logged at error level (each reason once).
+    logged: HashSet<String>,
+    /// Process ids the supervisor spawned (only those may be killed).
+    pub(super) children: HashSet<u32>,
+    /// Children that completed the handshake.
+    pub(super) greeted: HashSet<u32>,
+}
+
+/// The detection service. See the module docs.
+#[derive(Debug)]
+pub(crate) struct Detect {
+    config: DetectConfig,
+    socket: PathBuf,
+    scheduler: Arc<Scheduler>,
+    pub(super) fanout: Arc<DetectionFanout>,
+    pub(super) status: Mutex<Status>,
+    /// Streams with detection on, and whether this replica runs it for them now.
+    here: HashMap<StreamId, Arc<AtomicBool>>,
+    /// With a shared store: this replica's messages go to the other replicas through it.
+    relay: Option<mpsc::Sender<Arc<Detections>>>,
+    /// Fires when detection shuts down: supervisors kill their worker and stop restarting.
+    stopping: ShutdownTrigger,
+}
+
+impl Detect {
+    /// The service for `config`, its workers connecting on `socket`, publishing to `fanout`
+    /// (and to `relay`, the other replicas, when there are any), for the `detected` streams.
+    pub(super) fn new(
+        config: &DetectConfig,
+        socket: PathBuf,
+        fanout: Arc<DetectionFanout>,
+        detected: impl Iterator<Item = StreamId>,
+        relay: Option<mpsc::Sender<Arc<Detections>>>,
+    ) -> Detect {
+        Detect {
+            config: config.clone(),
+            socket,
+            scheduler: Arc::new(Scheduler::default()),
+            fanout,
+            status: Mutex::default(),
+            here: detected.map(|id| (id, Arc::new(AtomicBool::new(false)))).collect(),
+            relay,
+            stopping: ShutdownTrigger::new().0,
+        }
+    }
+
+    /// Fires when detection shuts down ([`Detect::stop`]).
+    pub(super) fn stopping(&self) -> Shutdown {
+        self.stopping.subscribe()
+    }
+
+    /// Tells the supervisors to kill their workers and stop restarting them.
+    pub(super) fn stop(&self) {
+        self.stopping.trigger();
+    }
+
+    /// The socket workers connect to.
+    pub(crate) fn socket_path(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The configuration.
+    pub(crate) fn config(&self) -> &DetectConfig {
+        &self.config
+    }
+
+    /// The newest-frame slots.
+    pub(crate) fn scheduler(&self) -> &Arc<Scheduler> {
+        &self.scheduler
+    }
+
+    /// Whether this replica runs detection for `stream` now (`None`: not a detected stream).
+    pub(super) fn runs_here(&self, stream: &str) -> Option<&Arc<AtomicBool>> {
+        self.here.get(stream)
+    }
+
+    /// Detection messages of `stream` from now on; `None` when it has no detection.
+    pub(crate) fn subscribe(&self, stream: &str) -> Option<broadcast::Receiver<Arc<Detections>>> {
+        self.here.contains_key(stream).then(|| self.fanout.subscribe(stream))
+    }
+
+    /// Sends a detection message this replica produced to the stream's subscribers, and to
+    /// the other replicas when the store is shared.
+    pub(crate) fn publish(&self, message: Detections) {
+        let message = Arc::new(message);
+        if let Some(relay) = &self.relay
+            && relay.try_send(message.clone()).is_err()
+        {
+            metrics::counter!("sightline_detect_relay_dropped_total", "stream" => message.frame.stream.to_string()).increment(1);
+        }
+        self.fanout.publish(message);
+    }
+
+    /// The status shown for `stream`: off when it has no detection.
+    pub(crate) fn view(&self, stream: &str) -> DetectionView {
+        let Some(here) = self.runs_here(stream) else { return DetectionView::off() };
+        let status = self.status.lock();
+        let any = status.connected.values().next();
+        let state = match (any, &status.failure) {
+            (Some(_), _) => "running",
+            (None, Some(_)) => "unavailable",
+            (None, None) => "starting",
+        };
+        DetectionView {
+            state,
+            reason: if any.is_none() { status.failure.clone() } else { None },
+            workers: status.connected.len(),
+            model: any.map(|w| w.model.clone()),
+            provider: any.map(|w| w.provider.clone()),
+            fps: self.config.fps,
+            runs_here: here.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(super) fn worker_connected(&self, id: u64, pid: u32, model: &str, provider: &str) {
+        let mut status = self.status.lock();
+        status.connected.insert(id, WorkerInfo { model: model.to_owned(), provider: provider.to_owned() });
+        status.greeted.insert(pid);
+        status.failure = None;
+        metrics::gauge!("sightline_detect_workers").set(status.connected.len() as f64);
+    }
+
+    pub(super) fn worker_gone(&self, id: u64) {
+        let mut status = self.status.lock();
+        status.connected.remove(&id);
+        metrics::gauge!("sightline_detect_workers").set(status.connected.len() as f64);
+    }
+
+    /// Records a spawned worker that ended before its handshake; logs each reason once.
+    pub(super) fn startup_failed(&self, reason: String) {
+        let mut status = self.status.lock();
+        if status.logged.insert(reason.clone()) {
+            error!(reason = %reason, "detection unavailable: the worker cannot start (video is not affected; retrying with backoff)");
+        }
+        status.failure = Some(reason);
+    }
+
+    /// Kills `pid` if it is a worker this gateway spawned (a hung one).
+    pub(super) fn kill_child(&self, pid: u32) {
+        if !self.status.lock().children.contains(&pid) {
+            return;
+        }
+        if let Some(pid) = rustix::process::Pid::from_raw(pid as i32)
+            && let Err(e) = rustix::process::kill_process(pid, rustix::process::Signal::KILL)
+        {
+            warn!(pid = pid.as_raw_nonzero().get(), error = %e, "cannot kill the hung worker");
+        }
+    }
+
+    /// Removes the socket file (and its private directory when this gateway made it).
+    pub(crate) fn remove_socket(&self) {
+        let _ = std::fs::remove_file(&self.socket);
+        if self.config.socket.is_none()
+            && let Some(dir) = self.socket.parent()
+        {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}

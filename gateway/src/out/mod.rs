@@ -1,0 +1,14 @@
+//! How viewers receive a stream: one module per transport, none importing another.
+//!
+//! - [`sse`]: `text/event-stream` with base64 JPEG frames, state, detections and the stop.
+//! - [`mjpeg`]: `multipart/x-mixed-replace` JPEG parts, for `<img>` and VLC.
+//! - [`webrtc`]: WHEP sessions on str0m event loops, H.264 passed through, detections on
+//!   the data channel.
+//!
+//! Each takes a viewer place on the stream (on-demand pull runs while any is held) and ends
+//! when the stream's [`EndWatch`](crate::stream::EndWatch) says so: the stream stopped, the
+//! gateway shuts down, or the viewer token expired.
+
+pub(crate) mod mjpeg;
+pub(crate) mod sse;
+pub(crate) mod webrtc;

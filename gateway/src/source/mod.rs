@@ -1,0 +1,34 @@
+//! Where a stream's access units come from: the [`CameraSource`] trait, one camera session at
+//! a time. [`rtsp::RtspSource`] pulls RTSP cameras with retina; files and screens are other
+//! sources of the same shape. Reconnecting, health and the hub are the stream layer's
+//! (`stream::ingest`): a source only plays one session and reports what it receives.
+
+pub(crate) mod rtsp;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::config::StreamConfig;
+use crate::core::Error;
+use crate::core::frame::NewAccessUnit;
+
+/// What one camera session delivers, in order.
+pub(crate) trait SessionSink: Send {
+    /// The video's picture size changed (or is first known), px.
+    fn parameters(&mut self, width: u32, height: u32);
+    /// One access unit, in decoding order.
+    fn unit(&mut self, unit: NewAccessUnit);
+}
+
+/// One kind of camera. See the module docs.
+#[async_trait]
+pub(crate) trait CameraSource: Send + Sync + std::fmt::Debug + 'static {
+    /// Connects to `stream`'s camera and plays one session, pushing what arrives into `sink`,
+    /// until the camera ends it (`Ok`) or it fails. No access unit for `stall` is a failure
+    /// ([`Error::Stalled`]); so is a connection step that takes longer.
+    ///
+    /// Errors (their messages are shown as the stream's `last_error`, credentials redacted):
+    /// [`Error::CameraUrl`], [`Error::Rtsp`], [`Error::NoH264`], [`Error::Stalled`].
+    async fn session(&self, stream: &StreamConfig, stall: Duration, sink: &mut dyn SessionSink) -> Result<(), Error>;
+}

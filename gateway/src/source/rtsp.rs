@@ -1,0 +1,187 @@
+//! RTSP cameras through `retina` (RFC 2326): DESCRIBE, SETUP (TCP interleaved by default,
+//! RFC 2326 §10.12, or UDP), PLAY, then H.264 access units in Annex B form with SPS/PPS in
+//! front of keyframes (retina's `FrameFormat::SIMPLE`).
+//!
+//! Capture times come from the camera's RTCP sender reports (RFC 3550 §6.4.1) through a
+//! [`CaptureClock`]: every replica pulling the camera computes the same time for a frame,
+//! which is how detection messages relayed between replicas find their frame. Before the
+//! first report, or when the camera's clock is more than [`MAX_CLOCK_SKEW_MS`] away from
+//! ours (a camera that was never set), the receive time is used.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use media::RtpTimestamp;
+use media::rtcp::CaptureClock;
+use retina::client::{PlayOptions, SessionOptions, SetupOptions};
+use retina::codec::{CodecItem, FrameFormat, ParametersRef};
+use tracing::{debug, info, warn};
+
+use super::{CameraSource, SessionSink};
+use crate::config::redact::{redact_url, scrub};
+use crate::config::{StreamConfig, Transport};
+use crate::core::Error;
+use crate::core::clock::now_ms;
+use crate::core::frame::NewAccessUnit;
+
+/// Largest difference between a camera's sender-report clock and ours that is still taken
+/// as the camera's capture time, ms. Beyond it the camera's clock is wrong (never set, or
+/// counting from boot) and frames are stamped with their receive time.
+const MAX_CLOCK_SKEW_MS: u64 = 10_000;
+
+/// Pulls RTSP cameras. See the module docs.
+#[derive(Debug, Default)]
+pub(crate) struct RtspSource;
+
+/// Splits credentials out of the URL: retina takes them separately (RFC 2617 digest/basic).
+fn split_credentials(stream: &str, raw: &str) -> Result<(url::Url, Option<retina::client::Credentials>), Error> {
+    let mut url =
+        url::Url::parse(raw).map_err(|e| Error::CameraUrl { stream: stream.into(), detail: format!("{}: {e}", redact_url(raw)) })?;
+    let creds = if url.username().is_empty() {
+        None
+    } else {
+        let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+        Some(retina::client::Credentials { username: decode(url.username()), password: decode(url.password().unwrap_or("")) })
+    };
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    Ok((url, creds))
+}
+
+#[async_trait]
+impl CameraSource for RtspSource {
+    async fn session(&self, stream: &StreamConfig, stall: Duration, sink: &mut dyn SessionSink) -> Result<(), Error> {
+        let id = stream.id.as_str();
+        let (url, creds) = split_credentials(id, &stream.url)?;
+        let password = creds.as_ref().map(|c| c.password.clone());
+        let err = |e: retina::Error| Error::Rtsp { stream: id.into(), detail: scrub(&e.to_string(), password.as_deref()) };
+        let timed = |what: &'static str| move |_| Error::Rtsp { stream: id.into(), detail: format!("{what} timed out after {stall:?}") };
+
+        let options = SessionOptions::default().creds(creds).user_agent("Sightline".into());
+        let mut described =
+            tokio::time::timeout(stall, retina::client::Session::describe(url, options)).await.map_err(timed("DESCRIBE"))?.map_err(err)?;
+        let video = described
+            .streams()
+            .iter()
+            .position(|s| s.media() == "video" && s.encoding_name().eq_ignore_ascii_case("h264"))
+            .ok_or_else(|| Error::NoH264 { stream: id.into() })?;
+        let transport = match stream.transport {
+            Transport::Tcp => retina::client::Transport::Tcp(Default::default()),
+            Transport::Udp => retina::client::Transport::Udp(Default::default()),
+        };
+        let setup = SetupOptions::default().transport(transport).frame_format(FrameFormat::SIMPLE);
+        tokio::time::timeout(stall, described.setup(video, setup)).await.map_err(timed("SETUP"))?.map_err(err)?;
+        let playing = tokio::time::timeout(stall, described.play(PlayOptions::default())).await.map_err(timed("PLAY"))?.map_err(err)?;
+        let mut demuxed = playing.demuxed().map_err(err)?;
+        info!(stream = id, url = %redact_url(&stream.url), "camera session playing");
+
+        // Parameters from the SDP's sprop-parameter-sets, if the camera sent them.
+        note_parameters(id, &demuxed, video, sink);
+        let mut clock = Clocks { capture: CaptureClock::default(), skew_logged: false };
+        loop {
+            let item = match tokio::time::timeout(stall, demuxed.next()).await {
+                Err(_) => return Err(Error::Stalled { stream: id.into(), after: stall }),
+                Ok(None) => return Ok(()),
+                Ok(Some(Err(e))) => return Err(err(e)),
+                Ok(Some(Ok(item))) => item,
+            };
+            let frame = match item {
+                CodecItem::VideoFrame(frame) => frame,
+                CodecItem::Rtcp(rtcp) if rtcp.stream_id() == video => {
+                    clock.sender_reports(id, &rtcp);
+                    continue;
+                }
+                _ => continue,
+            };
+            if frame.has_new_parameters() {
+                note_parameters(id, &demuxed, video, sink);
+            }
+            let rtp_timestamp = RtpTimestamp::new(frame.timestamp().timestamp() as u32);
+            let capture_ms = clock.capture_ms(id, rtp_timestamp);
+            let keyframe = frame.is_random_access_point();
+            sink.unit(NewAccessUnit { rtp_timestamp, capture_ms, keyframe, data: Bytes::from(frame.into_data()) });
+        }
+    }
+}
+
+/// A session's capture clock and whether its skew was reported.
+struct Clocks {
+    capture: CaptureClock,
+    skew_logged: bool,
+}
+
+impl Clocks {
+    /// Takes the sender reports of a compound RTCP packet (RFC 3550 §6.1).
+    fn sender_reports(&mut self, stream: &str, rtcp: &retina::rtcp::ReceivedCompoundPacket) {
+        for packet in rtcp.pkts() {
+            if let Ok(Some(sr)) = packet.as_sender_report() {
+                let at = self.capture.sender_report(sr.ntp_timestamp().0, RtpTimestamp::new(sr.rtp_timestamp()));
+                debug!(stream, ?at, rtp_timestamp = sr.rtp_timestamp(), "RTCP sender report");
+            }
+        }
+    }
+
+    /// The capture time of the frame stamped `rtp_timestamp`: the camera's clock when it is
+    /// known and believable, else now.
+    fn capture_ms(&mut self, stream: &str, rtp_timestamp: RtpTimestamp) -> u64 {
+        let now = now_ms();
+        match self.capture.capture_ms(rtp_timestamp) {
+            Some(at) if at.abs_diff(now) <= MAX_CLOCK_SKEW_MS => at,
+            Some(at) => {
+                if !std::mem::replace(&mut self.skew_logged, true) {
+                    warn!(
+                        stream,
+                        skew_ms = at as i64 - now as i64,
+                        "the camera's clock (RTCP sender reports) is off by more than 10 s; using receive times"
+                    );
+                }
+                now
+            }
+            None => now,
+        }
+    }
+}
+
+/// Reports the stream's picture size (from its SPS) to the sink.
+fn note_parameters(stream: &str, demuxed: &retina::client::Demuxed, video: usize, sink: &mut dyn SessionSink) {
+    if let Some(ParametersRef::Video(p)) = demuxed.streams()[video].parameters() {
+        let (w, h) = p.pixel_dimensions();
+        debug!(stream, w, h, codec = p.rfc6381_codec(), "video parameters");
+        sink.parameters(w, h);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_leave_the_url() {
+        let (url, creds) = split_credentials("s", "rtsp://admin:p%40ss@10.1.1.1:554/live").unwrap();
+        assert_eq!(url.as_str(), "rtsp://10.1.1.1:554/live");
+        let creds = creds.unwrap();
+        assert_eq!((creds.username.as_str(), creds.password.as_str()), ("admin", "p@ss"));
+        let (_, creds) = split_credentials("s", "rtsp://a+b:pa+ss&x@cam/live").unwrap();
+        let creds = creds.unwrap();
+        assert_eq!((creds.username.as_str(), creds.password.as_str()), ("a+b", "pa+ss&x"), "+ and & are literal in userinfo");
+        let (_, none) = split_credentials("s", "rtsp://cam/live").unwrap();
+        assert!(none.is_none());
+        let e = split_credentials("s", "rtsp://u:secret@[bad/x").unwrap_err().to_string();
+        assert!(!e.contains("secret"), "{e}");
+    }
+
+    #[test]
+    fn capture_times_use_a_believable_camera_clock() {
+        let mut clocks = Clocks { capture: CaptureClock::default(), skew_logged: false };
+        let ts = RtpTimestamp::new(1000);
+        let now = now_ms();
+        assert!(clocks.capture_ms("s", ts).abs_diff(now) < 1000, "no report yet: receive time");
+        clocks.capture.sender_report(media::rtcp::ntp_from_unix_ms(now - 500), ts);
+        assert_eq!(clocks.capture_ms("s", ts.wrapping_add(9000)), now - 400, "the camera's clock, 100 ms after its report");
+        clocks.capture.sender_report(media::rtcp::ntp_from_unix_ms(1_000), ts);
+        assert!(clocks.capture_ms("s", ts).abs_diff(now) < 1000, "a camera clock in 1970 is not believed");
+        assert!(clocks.skew_logged);
+    }
+}

@@ -1,0 +1,103 @@
+//! The single-process [`StateStore`]: a map behind a lock, changes on a broadcast channel.
+//! As a [`ClusterStore`] it is the only replica: it owns every WHEP session and lease.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use parking_lot::RwLock;
+use tokio::sync::broadcast;
+
+use super::store::{ClusterStore, StartParams, StateEvent, StateStore, StreamRecord, apply};
+use crate::core::Error;
+
+/// Events buffered per subscriber before it lags (and must re-read the store).
+const EVENT_BUFFER: usize = 1024;
+
+/// The single-process store: a map behind a lock, changes on a broadcast channel.
+#[derive(Debug)]
+pub struct MemoryStore {
+    records: RwLock<HashMap<String, StreamRecord>>,
+    events: broadcast::Sender<StateEvent>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore { records: RwLock::default(), events: broadcast::channel(EVENT_BUFFER).0 }
+    }
+}
+
+#[async_trait]
+impl StateStore for MemoryStore {
+    async fn ensure(&self, initial: StreamRecord) -> Result<StreamRecord, Error> {
+        let mut records = self.records.write();
+        Ok(records.entry(initial.id.clone()).or_insert(initial).clone())
+    }
+
+    async fn get(&self, id: &str) -> Result<StreamRecord, Error> {
+        let records = self.records.read();
+        records.get(id).cloned().ok_or_else(|| Error::UnknownStream { stream: id.to_owned() })
+    }
+
+    async fn set_active(&self, id: &str, active: bool, params: StartParams, by: &str) -> Result<StreamRecord, Error> {
+        let mut records = self.records.write();
+        let record = records.get_mut(id).ok_or_else(|| Error::UnknownStream { stream: id.to_owned() })?;
+        let action = apply(record, active, params, by);
+        // Sent under the lock so subscribers see writes in generation order.
+        let _ = self.events.send(StateEvent { action, record: record.clone() });
+        Ok(record.clone())
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<StateEvent> {
+        self.events.subscribe()
+    }
+}
+
+impl ClusterStore for MemoryStore {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Action;
+
+    fn record(id: &str) -> StreamRecord {
+        StreamRecord {
+            id: id.into(),
+            active: false,
+            fps: 10,
+            quality: 75,
+            started_at_ms: None,
+            updated_at_ms: 0,
+            updated_by: "r1".into(),
+            generation: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn start_stop_bumps_generation_and_publishes() {
+        let store = MemoryStore::default();
+        let mut events = store.subscribe();
+        assert_eq!(store.ensure(record("a")).await.unwrap().generation, 0);
+        let mut again = record("a");
+        again.active = true;
+        assert!(!store.ensure(again).await.unwrap().active, "ensure keeps an existing record");
+
+        let r = store.set_active("a", true, StartParams { fps: Some(15), quality: None }, "r2").await.unwrap();
+        assert!(r.active && r.fps == 15 && r.quality == 75 && r.generation == 1 && r.updated_by == "r2");
+        assert!(r.started_at_ms.is_some());
+        let e = events.recv().await.unwrap();
+        assert_eq!((e.action, e.record.generation), (Action::Start, 1));
+
+        let r = store.set_active("a", true, StartParams::default(), "r2").await.unwrap();
+        assert_eq!((r.generation, events.recv().await.unwrap().action), (2, Action::Update));
+        let r = store.set_active("a", false, StartParams::default(), "r3").await.unwrap();
+        assert_eq!((r.active, events.recv().await.unwrap().action), (false, Action::Stop));
+        assert_eq!(store.get("a").await.unwrap(), r);
+    }
+
+    #[tokio::test]
+    async fn unknown_stream_is_an_error() {
+        let store = MemoryStore::default();
+        assert!(matches!(store.get("nope").await, Err(Error::UnknownStream { .. })));
+        assert!(matches!(store.set_active("nope", true, StartParams::default(), "r").await, Err(Error::UnknownStream { .. })));
+    }
+}

@@ -1,0 +1,138 @@
+//! All streams of this gateway, and how their state follows the store.
+//!
+//! State flows one way: API → [`StateStore`] → store events → [`StreamRuntime::apply`] →
+//! `watch` channels that feeds and the pull supervisors follow. Every replica does the same.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::task::JoinHandle;
+use tracing::{Instrument, info, warn};
+
+use super::pull;
+use super::runtime::StreamRuntime;
+use super::viewers::ViewerBudget;
+use crate::config::Config;
+use crate::core::clock::now_ms;
+use crate::core::shutdown::Shutdown;
+use crate::core::task::restart_on_panic;
+use crate::core::{Error, StreamId};
+use crate::source::CameraSource;
+use crate::state::{StartParams, StateStore, StreamRecord};
+
+/// All streams of this gateway. See the module docs.
+#[derive(Debug)]
+pub(crate) struct Streams {
+    map: BTreeMap<StreamId, Arc<StreamRuntime>>,
+    store: Arc<dyn StateStore>,
+    replica_id: String,
+    /// The per-stream pull supervisors; they end when the gateway shuts down.
+    supervisors: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Streams {
+    /// Registers every configured stream in the store (keeping existing records), then starts
+    /// the pull supervisors (pulling from `source`) and the task that applies store events.
+    ///
+    /// Errors: the store's, when it cannot be reached.
+    pub(crate) async fn start(
+        config: &Config,
+        store: Arc<dyn StateStore>,
+        replica_id: String,
+        source: Arc<dyn CameraSource>,
+        shutdown: Shutdown,
+    ) -> Result<Arc<Streams>, Error> {
+        let budget = ViewerBudget::new(&config.limits);
+        let mut map = BTreeMap::new();
+        for s in &config.streams {
+            let initial = StreamRecord {
+                id: s.id.clone(),
+                active: s.active,
+                fps: s.fps,
+                quality: s.quality,
+                started_at_ms: s.active.then(now_ms),
+                updated_at_ms: now_ms(),
+                updated_by: replica_id.clone(),
+                generation: 1,
+            };
+            let record = store.ensure(initial).await?;
+            let rt = StreamRuntime::new(s.clone(), record, budget.clone(), shutdown.clone());
+            map.insert(rt.id.clone(), rt);
+        }
+        let streams = Arc::new(Streams { map, store, replica_id, supervisors: Mutex::default() });
+        let supervisors = streams
+            .map
+            .values()
+            .map(|rt| {
+                let span = tracing::info_span!("stream", id = %rt.id);
+                let (rt, ingest, source) = (rt.clone(), config.ingest.clone(), source.clone());
+                let supervise = async move {
+                    let id = rt.config.id.clone();
+                    restart_on_panic("stream_supervisor", &id, || pull::supervise(rt.clone(), ingest.clone(), source.clone())).await
+                };
+                tokio::spawn(supervise.instrument(span))
+            })
+            .collect();
+        *streams.supervisors.lock() = supervisors;
+        tokio::spawn(streams.clone().follow_store());
+        Ok(streams)
+    }
+
+    /// Waits for every stream to stop pulling after shutdown began.
+    pub(crate) async fn stopped(&self) {
+        let tasks = std::mem::take(&mut *self.supervisors.lock());
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+
+    /// Applies store events to the runtimes; after a lag, re-reads every record.
+    async fn follow_store(self: Arc<Self>) {
+        let mut events = self.store.subscribe();
+        loop {
+            match events.recv().await {
+                Ok(event) => {
+                    if let Some(rt) = self.map.get(event.record.id.as_str()) {
+                        rt.apply(event.record);
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    for (id, rt) in &self.map {
+                        match self.store.get(id).await {
+                            Ok(r) => {
+                                rt.apply(r);
+                            }
+                            Err(e) => warn!(stream = %id, error = %e, "cannot re-read stream state"),
+                        }
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// One stream.
+    pub(crate) fn get(&self, id: &str) -> Option<&Arc<StreamRuntime>> {
+        self.map.get(id)
+    }
+
+    /// One stream, or [`Error::UnknownStream`].
+    pub(crate) fn require(&self, id: &str) -> Result<&Arc<StreamRuntime>, Error> {
+        self.get(id).ok_or_else(|| Error::UnknownStream { stream: id.to_owned() })
+    }
+
+    /// All streams in id order.
+    pub(crate) fn all(&self) -> impl Iterator<Item = &Arc<StreamRuntime>> {
+        self.map.values()
+    }
+
+    /// Starts or stops a stream through the store and applies the result here at once.
+    pub(crate) async fn set_active(&self, id: &str, active: bool, params: StartParams) -> Result<Arc<StreamRuntime>, Error> {
+        let rt = self.require(id)?;
+        let record = self.store.set_active(id, active, params, &self.replica_id).await?;
+        info!(stream = %id, active, generation = record.generation, "stream state changed");
+        rt.apply(record);
+        Ok(rt.clone())
+    }
+}
