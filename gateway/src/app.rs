@@ -10,7 +10,8 @@ use tracing::{info, warn};
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::core::detections::DetectionFanout;
-use crate::core::shutdown::ShutdownTrigger;
+use crate::core::shutdown::{Shutdown, ShutdownTrigger};
+use crate::detect::Detection;
 use crate::http::AppState;
 use crate::http::guard::ControlRate;
 use crate::out::webrtc::Webrtc;
@@ -32,15 +33,12 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(9);
 /// Shutdown (well within 10 s): `/readyz` answers 503 at once; SSE feeds get
 /// `event: stopped` with `"reason":"shutdown"` and end, WHEP sessions get the same on their
 /// data channel and close; new feeds and WHEP sessions are refused (503); after
-/// `shutdown_grace` no new connections are accepted and open ones get [`DRAIN`];
+/// `shutdown_grace` no new connections are accepted and open ones get 3 s to finish;
 /// streams stop pulling (detection leases released), workers are killed, this replica's
 /// Redis heartbeat is removed.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     config.validate().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
-    crate::metrics::handle();
-    crate::metrics::export_zeros();
-    let auth = Arc::new(Auth::new(&config.auth, config.listen));
-    if auth.enabled() {
+    if config.auth.enabled_for(config.listen) {
         info!(listen = %config.listen, mode = ?config.auth.mode, control_tokens = config.auth.control_tokens.len(), viewer_tokens = config.auth.jwt_secret.is_some(), "authentication ON: start/stop need a control token, viewing needs a token");
     } else {
         warn!(listen = %config.listen, mode = ?config.auth.mode, "authentication OFF: anyone who reaches {} can watch and start/stop streams", config.listen);
@@ -72,39 +70,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
     let (shutdown_trigger, shutdown) = ShutdownTrigger::new();
-    let source: Arc<dyn CameraSource> = Arc::new(RtspSource);
-    let streams = Streams::start(&config, store.clone(), replica_id.clone(), source, shutdown.clone()).await?;
-    let pipelines = Arc::new(Pipelines::new(streams.all().map(|rt| (&rt.id, &rt.hub)), config.feeds.viewer_queue));
-    // Detection is optional: if its socket cannot be set up, video still runs.
-    let detect = match config.detect.enabled {
-        true => match crate::detect::start(&config.detect, cluster.clone(), &streams, &pipelines, Arc::new(DetectionFanout::default())) {
-            Ok(d) => Some(d),
-            Err(e) => {
-                tracing::error!(error = %e, "detection disabled");
-                None
-            }
-        },
-        false => None,
-    };
-    let webrtc = match config.webrtc.enabled {
-        true => Some(Webrtc::start(&config.webrtc, config.listen, cluster.clone()).await?),
-        false => None,
-    };
-    let control_rate = ControlRate::new(&config.limits);
-    let state = AppState {
-        streams: streams.clone(),
-        pipelines,
-        detect: detect.as_ref().map(|d| d.service().clone()),
-        webrtc,
-        store,
-        feeds: config.feeds.clone(),
-        replica_id,
-        auth,
-        limits: Arc::new(config.limits.clone()),
-        control_rate: control_rate.clone(),
-        shutdown: shutdown.clone(),
-    };
-    let router = crate::http::app(state, &config.static_dir);
+    let parts = assemble(&config, store, cluster, replica_id, Arc::new(RtspSource), shutdown.clone()).await?;
+    let (streams, detect, control_rate) = (parts.state.streams.clone(), parts.detection, parts.state.control_rate.clone());
+    let router = crate::http::app(parts.state, &config.static_dir);
     let listener = TcpListener::bind(config.listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     info!(addr = %listener.local_addr()?, "HTTP listening; web UI at http://{}/", listener.local_addr()?);
     // Histogram samples wait in the recorder until drained: without a scrape they would pile
@@ -160,6 +128,62 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     info!(took_ms = began.elapsed().as_millis() as u64, "shut down");
     Ok(())
+}
+
+/// The running parts of a gateway, before it listens.
+pub(crate) struct Assembled {
+    /// What the HTTP handlers share.
+    pub(crate) state: AppState,
+    /// Detection, for the shutdown (its service is in `state`).
+    pub(crate) detection: Option<Detection>,
+}
+
+/// Starts the streams (pulling from `source`), their pipelines, detection and WebRTC, and
+/// gathers what the HTTP layer needs. `run` calls it with the RTSP source; tests with a fake
+/// camera.
+///
+/// Errors: the store cannot be reached, or WebRTC cannot bind its UDP sockets.
+pub(crate) async fn assemble(
+    config: &Config,
+    store: Arc<dyn StateStore>,
+    cluster: Arc<dyn ClusterStore>,
+    replica_id: String,
+    source: Arc<dyn CameraSource>,
+    shutdown: Shutdown,
+) -> anyhow::Result<Assembled> {
+    crate::metrics::handle();
+    crate::metrics::export_zeros();
+    let streams = Streams::start(config, store.clone(), replica_id.clone(), source, shutdown.clone()).await?;
+    let pipelines = Arc::new(Pipelines::new(streams.all().map(|rt| (&rt.id, &rt.hub)), config.feeds.viewer_queue));
+    // Detection is optional: if its socket cannot be set up, video still runs.
+    let detection = match config.detect.enabled {
+        true => match crate::detect::start(&config.detect, cluster.clone(), &streams, &pipelines, Arc::new(DetectionFanout::default())) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                tracing::error!(error = %e, "detection disabled");
+                None
+            }
+        },
+        false => None,
+    };
+    let webrtc = match config.webrtc.enabled {
+        true => Some(Webrtc::start(&config.webrtc, config.listen, cluster).await?),
+        false => None,
+    };
+    let state = AppState {
+        streams,
+        pipelines,
+        detect: detection.as_ref().map(|d| d.service().clone()),
+        webrtc,
+        store,
+        feeds: config.feeds.clone(),
+        replica_id,
+        auth: Arc::new(Auth::new(&config.auth, config.listen)),
+        limits: Arc::new(config.limits.clone()),
+        control_rate: ControlRate::new(&config.limits),
+        shutdown,
+    };
+    Ok(Assembled { state, detection })
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -5,7 +5,7 @@
 //! # Layout
 //!
 //! Modules by role; each depends only on those listed below it (`out` modules never on each
-//! other), and only [`app`] sees all of them:
+//! other), and only `app` sees all of them:
 //!
 //! ```text
 //! app          wiring: run(), the shutdown order
@@ -28,18 +28,18 @@
 //!
 //! # One access unit, camera to browser
 //!
-//! 1. [`source::rtsp::RtspSource`]'s `session` plays the camera with retina and turns each
+//! 1. `source::rtsp::RtspSource`'s `session` plays the camera with retina and turns each
 //!    `VideoFrame` into a `NewAccessUnit`, stamping its capture time from the camera's RTCP
 //!    sender reports (`media::rtcp::CaptureClock`).
-//! 2. [`stream::ingest::run`]'s sink (`HubSink::unit`) parses a changed SPS outside any lock
-//!    and calls [`stream::hub::Hub::publish`], which numbers the unit (`seq`), caches the GOP
+//! 2. `stream::ingest::run`'s sink (`HubSink::unit`) parses a changed SPS outside any lock
+//!    and calls `stream::hub::Hub::publish`, which numbers the unit (`seq`), caches the GOP
 //!    and broadcasts the `Arc<AccessUnit>`.
 //! 3. WebRTC: each event loop's tap (`out::webrtc::tap::run`) receives it; the loop's
 //!    `EventLoop::fan_out` packetizes it once for every viewer on every loop
 //!    (`rtp_payloads`, through [`core::frame::AccessUnit::derived`]), plans each viewer's RTP
 //!    timestamp (`Timeline::live`) and queues the packets on its str0m peer
 //!    (`ViewerPeer::write_rtp`); `EventLoop::flush` sends them, GSO-batched.
-//! 4. JPEG feeds: the stream's [`pipeline::Pixels`] decoder task (`Pixels::decode`) runs
+//! 4. JPEG feeds: the stream's `pipeline::Pixels` decoder task (`Pixels::decode`) runs
 //!    [`pipeline::codec::Codec::process`] on the blocking pool: openh264 decode, range
 //!    expansion, one turbojpeg encode per quality; `Pixels::deliver` queues the
 //!    `JpegFrame` to each viewer, and `out::sse` / `out::mjpeg` wrap it once per frame

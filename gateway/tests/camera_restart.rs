@@ -20,6 +20,7 @@ async fn feed_survives_a_camera_restart() {
     assert!(before.len() >= 5);
 
     cam.stop();
+    // A 2 s outage: the scenario, not a synchronization.
     tokio::time::sleep(Duration::from_secs(2)).await;
     cam.restart();
 
@@ -40,7 +41,8 @@ async fn camera_down_at_start_comes_up_later() {
     let port = free_port();
     let gw = Gateway::start_with(&fast_reconnect(&format!("rtsp://127.0.0.1:{port}/cam")), false);
     let mut feed = Feed::open(&gw.url("/api/streams/cam/feed?fps=10")).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let failed = || async { get_json(&gw.url("/api/streams/cam")).await.1["health"]["last_error"].is_string() };
+    assert!(eventually(Duration::from_secs(5), failed).await, "a failed connection attempt is reported");
     let (_, s) = get_json(&gw.url("/api/streams/cam")).await;
     assert!(matches!(s["health"]["state"].as_str(), Some("backoff" | "connecting")), "{s}");
     assert!(s["health"]["last_error"].is_string(), "{s}");

@@ -13,15 +13,8 @@ async fn state(gw: &Gateway, id: &str) -> String {
 }
 
 async fn wait_state(gw: &Gateway, id: &str, want: &str, within: Duration) {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let now = state(gw, id).await;
-        if now == want {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{id}: state {now:?}, wanted {want:?} within {within:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let reached = eventually(within, || async { state(gw, id).await == want }).await;
+    assert!(reached, "{id}: state {:?}, wanted {want:?} within {within:?}", state(gw, id).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,6 +25,7 @@ async fn pulled_while_watched_then_released_after_linger() {
         true,
     );
     wait_state(&gw, "always", "playing", Duration::from_secs(10)).await;
+    // Absence over time (not a synchronization): half a second in which nothing pulls it.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(state(&gw, "lazy").await, "idle", "nobody watches: not pulled");
 
@@ -39,10 +33,12 @@ async fn pulled_while_watched_then_released_after_linger() {
     feed.next_frame(Duration::from_secs(20)).await;
     assert_eq!(state(&gw, "lazy").await, "playing");
     drop(feed);
+    // Half of the 1 s linger: the scenario's clock, not a synchronization.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(state(&gw, "lazy").await, "playing", "kept during the 1 s linger");
     wait_state(&gw, "lazy", "idle", Duration::from_secs(3)).await;
     let frames = metric(&gw, "sightline_ingest_frames_total{stream=\"lazy\"}").await.unwrap();
+    // Absence over time: no frame arrives in 600 ms (15 would at 25 fps).
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(metric(&gw, "sightline_ingest_frames_total{stream=\"lazy\"}").await.unwrap(), frames, "no pull after linger");
 
@@ -50,6 +46,7 @@ async fn pulled_while_watched_then_released_after_linger() {
     let mut feed = Feed::open(&gw.url("/api/streams/lazy/feed?fps=5")).await;
     feed.next_frame(Duration::from_secs(20)).await;
     drop(feed);
+    // Back 300 ms later, within the linger: the scenario's clock.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut feed = Feed::open(&gw.url("/api/streams/lazy/feed?fps=5")).await;
     feed.next_frame(Duration::from_secs(2)).await;

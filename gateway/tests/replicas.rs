@@ -39,8 +39,16 @@ async fn start_anywhere_watch_anywhere_stop_everywhere() {
 
     let (status, body) = post(&k.a.url("/api/streams/cam/start"), None).await;
     assert_eq!(status, 200, "{body}");
-    // Every replica sees it (applied from the Redis event, well within 100 ms).
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Every replica sees it (applied from the Redis event: milliseconds).
+    let everywhere = || async {
+        for gw in [&k.a, &k.b, &k.c] {
+            if get_json(&gw.url("/api/streams/cam")).await.1["active"] != true {
+                return false;
+            }
+        }
+        true
+    };
+    assert!(eventually(Duration::from_secs(2), everywhere).await, "every replica applies the start");
     for gw in [&k.a, &k.b, &k.c] {
         let (_, s) = get_json(&gw.url("/api/streams/cam")).await;
         assert_eq!(s["active"], true, "{s}");
@@ -57,7 +65,7 @@ async fn start_anywhere_watch_anywhere_stop_everywhere() {
         through_nginx.push(Feed::open(&format!("{}/api/streams/cam/feed?fps=5", nginx.base)).await);
     }
     assert_eq!(served_by.len(), 3, "nginx spreads requests over A, B and C: {served_by:?}");
-    let mut direct = vec![
+    let mut direct = [
         Feed::open(&k.a.url("/api/streams/cam/feed?fps=5")).await,
         Feed::open(&k.b.url("/api/streams/cam/feed?fps=5")).await,
         Feed::open(&k.c.url("/api/streams/cam/feed?fps=5")).await,
@@ -92,11 +100,8 @@ async fn redis_down_means_503_and_restart_restores_state() {
     let (status, body) = post(&k.b.url("/api/streams/cam/start"), Some(r#"{"fps":12}"#)).await;
     assert_eq!(status, 200, "{body}");
     // C applies B's start from the Redis event (milliseconds, more on a loaded machine).
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while get_json(&k.c.url("/api/streams/cam")).await.1["active"] != true {
-        assert!(Instant::now() < deadline, "C never saw the start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let c_started = || async { get_json(&k.c.url("/api/streams/cam")).await.1["active"] == true };
+    assert!(eventually(Duration::from_secs(5), c_started).await, "C never saw the start");
     let mut feed = Feed::open(&k.c.url("/api/streams/cam/feed?fps=5")).await;
     feed.next_frame(Duration::from_secs(20)).await;
 
@@ -112,16 +117,12 @@ async fn redis_down_means_503_and_restart_restores_state() {
     assert_eq!(s["active"], true);
 
     k.redis.restart(); // empty
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
+    let restored = || async {
         let ok = [&k.a, &k.b, &k.c].iter().all(|gw| std::net::TcpStream::connect(gw.base.trim_start_matches("http://")).is_ok());
         let ready = reqwest::get(k.a.url("/readyz")).await.unwrap().status() == 200;
-        if ok && ready && k.redis.cli(&["HGET", "sightline:stream:cam", "active"]).trim() == "true" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "state not restored to Redis");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        ok && ready && k.redis.cli(&["HGET", "sightline:stream:cam", "active"]).trim() == "true"
+    };
+    assert!(eventually(Duration::from_secs(15), restored).await, "state not restored to Redis");
     assert_eq!(k.redis.cli(&["HGET", "sightline:stream:cam", "fps"]).trim(), "12", "the newest state was written back");
     let (status, s) = post(&k.a.url("/api/streams/cam/stop"), None).await;
     assert_eq!((status, &s["active"]), (200, &serde_json::Value::Bool(false)));

@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::RedisServer;
+use common::{RedisServer, eventually};
 use sightline::core::Error;
 use sightline::state::{Action, ClusterStore, MemoryStore, RedisStore, StartParams, StateStore, StreamRecord};
 
@@ -66,7 +66,7 @@ async fn redis_store_behaviour() {
     let redis = RedisServer::start();
     let a = RedisStore::connect(&redis.url(), "r1", "http://127.0.0.1:1").await.unwrap();
     let b = RedisStore::connect(&redis.url(), "r2", "http://127.0.0.1:2").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await; // both subscribed
+    assert!(eventually(Duration::from_secs(5), || async { a.is_ready() && b.is_ready() }).await, "both subscribed");
     behaviour(a.clone(), b.clone()).await;
     // The hash holds DESIGN.md's fields.
     let fields = redis.cli(&["HGETALL", "sightline:stream:a"]);
@@ -97,11 +97,7 @@ async fn redis_down_then_back_empty_keeps_the_newest_state() {
     assert!(!a.is_ready());
 
     redis.restart(); // empty
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !a.is_ready() {
-        assert!(tokio::time::Instant::now() < deadline, "store did not become ready again");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert!(eventually(Duration::from_secs(10), || async { a.is_ready() }).await, "store did not become ready again");
     let restored = a.get("cam").await.unwrap();
     assert_eq!((restored.active, restored.generation), (true, started.generation), "written back after the restart");
     let stopped = a.set_active("cam", false, StartParams::default(), "r1").await.unwrap();

@@ -36,8 +36,7 @@ async fn chromium_plays_the_test_camera_and_gstreamer() {
     assert_eq!(r["hello"]["rtp_offset"], 0, "camera timestamps kept: {r}");
     let r = browser_whep(&gw, "gst", 5).await;
     assert_played(&r, "GStreamer x264 Main");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(sessions(&gw).await, 0, "DELETE ended every session");
+    assert!(eventually(Duration::from_secs(2), || async { sessions(&gw).await == 0 }).await, "DELETE ended every session");
     let metrics = reqwest::get(gw.url("/metrics")).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("sightline_webrtc_time_to_first_frame_seconds_count{stream=\"testcam\"} 1"), "{metrics}");
 }
@@ -66,7 +65,9 @@ async fn camera_restart_keeps_the_peer_connection() {
             serde_json::from_str::<serde_json::Value>(stdout.lines().last().unwrap()).unwrap()
         }
     });
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // The browser plays, then the camera is gone for 2 s: the scenario's clock.
+    assert!(eventually(Duration::from_secs(10), || async { sessions(&gw).await == 1 }).await, "the browser's session");
+    tokio::time::sleep(Duration::from_secs(4)).await;
     cam.stop();
     tokio::time::sleep(Duration::from_secs(2)).await;
     cam.restart();

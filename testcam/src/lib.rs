@@ -60,7 +60,7 @@ impl TestCamSettings {
         check("fps", self.fps, 1, 60)?;
         check("gop", self.gop, 1, 600)?;
         check("bitrate_kbps", self.bitrate_kbps, 100, 50_000)?;
-        if self.width % 2 != 0 || self.height % 2 != 0 {
+        if !self.width.is_multiple_of(2) || !self.height.is_multiple_of(2) {
             return Err(format!("testcam size {}x{} must be even in both dimensions", self.width, self.height));
         }
         Ok(())

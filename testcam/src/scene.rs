@@ -226,14 +226,10 @@ fn clock_check(ms: u64, frame: u32) -> u64 {
 }
 
 fn clock_bits(ms: u64, frame: u32) -> [[bool; CLOCK_CELLS]; 2] {
-    let mut rows = [[false; CLOCK_CELLS]; 2];
     let row1 = (u64::from(frame) << 16) | clock_check(ms, frame);
-    for i in 0..CLOCK_CELLS {
-        let shift = CLOCK_CELLS - 1 - i;
-        rows[0][i] = (ms >> shift) & 1 == 1;
-        rows[1][i] = (row1 >> shift) & 1 == 1;
-    }
-    rows
+    // Most significant bit first.
+    let bits = |value: u64| std::array::from_fn(|i| (value >> (CLOCK_CELLS - 1 - i)) & 1 == 1);
+    [bits(ms), bits(row1)]
 }
 
 /// Draws the pixel clock for capture time `ms` (Unix epoch, ms) and frame number `frame`.

@@ -1,7 +1,7 @@
 //! The test camera's tokio shell: accepts RTSP connections and drives one
 //! [`RtspConnection`] per connection, sending RTP interleaved on the same TCP connection
 //! (RFC 2326 §10.12: `$`, channel, 16-bit length, packet), and an RTCP sender report on the
-//! next channel at the first frame and every [`SENDER_REPORT_INTERVAL`] after it.
+//! next channel at the first frame and every second after it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -85,7 +85,7 @@ impl Detections {
 }
 
 /// Per-stream fan-out of detection messages. Publishing never waits: a subscriber more than
-/// [`OUTPUT_QUEUE`] messages behind skips to the newest.
+/// 16 messages behind skips to the newest.
 #[derive(Debug, Default)]
 pub struct DetectionFanout {
     outputs: Mutex<HashMap<String, broadcast::Sender<Arc<Detections>>>>,

@@ -17,6 +17,8 @@ pub mod error;
 pub mod frame;
 pub mod shutdown;
 pub mod task;
+#[cfg(test)]
+pub(crate) mod test_util;
 
 pub use error::{Error, Result};
 pub use media::{FrameMeta, RtpTimestamp, StreamId};

@@ -279,3 +279,154 @@ impl Conn<'_> {
         self.detect.publish(Detections::new(picture.meta.clone(), boxes, d.infer_ms, latency_ms));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream as WorkerSocket;
+
+    use media::{FrameMeta, RtpTimestamp};
+    use wire::{Hello, WireBox};
+
+    use super::*;
+    use crate::config::DetectConfig;
+    use crate::core::detections::DetectionFanout;
+
+    fn service(timeout: Duration) -> (Arc<Detect>, Arc<DetectionFanout>) {
+        let fanout = Arc::new(DetectionFanout::default());
+        let config = DetectConfig { timeout, ..DetectConfig::default() };
+        let detect = Detect::new(&config, "/nonexistent/workers.sock".into(), fanout.clone(), std::iter::once("cam".into()), None);
+        (Arc::new(detect), fanout)
+    }
+
+    /// A 4x2 picture whose bytes count 0..12.
+    fn picture(seq: u64) -> Picture {
+        let meta =
+            FrameMeta { stream: "cam".into(), seq, rtp_timestamp: RtpTimestamp::new(3600), capture_ms: now_ms(), width: 4, height: 2 };
+        Picture { meta, full_range: false, planes: (0..12).collect(), offered: Instant::now() }
+    }
+
+    /// The worker's end, blocking, as `infer-worker serve` reads it.
+    struct FakeWorker {
+        sock: WorkerSocket,
+        buf: Vec<u8>,
+        ring: Option<File>,
+    }
+
+    impl FakeWorker {
+        fn send(&mut self, m: &Message) {
+            self.sock.write_all(&wire::encode(m)).unwrap();
+        }
+
+        fn recv(&mut self) -> Message {
+            loop {
+                if let Some((m, used)) = wire::decode(&self.buf).unwrap() {
+                    self.buf.drain(..used);
+                    return m;
+                }
+                let mut chunk = [0u8; 4096];
+                let (n, fd) = wire::fdpass::recv_with_fd(&self.sock, &mut chunk).unwrap();
+                assert!(n > 0, "the gateway closed the connection");
+                if let Some(fd) = fd {
+                    self.ring = Some(File::from(fd));
+                }
+                self.buf.extend_from_slice(&chunk[..n]);
+            }
+        }
+
+        fn hello(&mut self) {
+            let hello = Hello { model: "m.onnx".into(), input_size: 640, names: vec!["square".into()], provider: "cpu".into(), pid: 0 };
+            self.send(&Message::Hello(hello));
+        }
+    }
+
+    fn connect() -> (UnixStream, FakeWorker) {
+        let (gateway, worker) = WorkerSocket::pair().unwrap();
+        gateway.set_nonblocking(true).unwrap();
+        (UnixStream::from_std(gateway).unwrap(), FakeWorker { sock: worker, buf: Vec::new(), ring: None })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_picture_goes_through_the_ring_and_its_boxes_come_back_normalised() {
+        let (detect, fanout) = service(Duration::from_secs(5));
+        let mut out = fanout.subscribe("cam");
+        let (socket, mut worker) = connect();
+        let conn = tokio::spawn(serve(detect.clone(), socket, 1));
+        let worker = tokio::task::spawn_blocking(move || {
+            worker.hello();
+            let Message::Ring(ring) = worker.recv() else { panic!("the ring comes first") };
+            let Message::Frame(f) = worker.recv() else { panic!("then the frame") };
+            assert_eq!((f.meta.seq, f.meta.width, f.y_stride, f.uv_stride), (7, 4, 4, 2));
+            let mut planes = vec![0u8; 12];
+            worker
+                .ring
+                .as_ref()
+                .expect("the memfd came with the ring")
+                .read_exact_at(&mut planes, u64::from(f.slot) * ring.slot_bytes)
+                .unwrap();
+            assert_eq!(planes, (0..12).collect::<Vec<u8>>(), "the slot holds the picture");
+            let boxes = vec![
+                WireBox { x: 1.0, y: 0.5, w: 2.0, h: 1.0, class_id: 0, score: 0.9 },
+                WireBox { x: 3.0, y: 1.0, w: 9.0, h: 9.0, class_id: 5, score: 1.5 },
+            ];
+            worker.send(&Message::Detections(wire::Detections {
+                stream: f.meta.stream,
+                seq: f.meta.seq,
+                boxes,
+                pre_ms: 0.1,
+                infer_ms: 3.0,
+                post_ms: 0.1,
+            }));
+            worker
+        });
+        detect.scheduler().offer(picture(7));
+        let d = tokio::time::timeout(Duration::from_secs(5), out.recv()).await.unwrap().unwrap();
+        assert_eq!((d.frame.seq, d.frame.rtp_timestamp.get(), d.infer_ms), (7, 3600, 3.0));
+        let b = &d.boxes[0];
+        assert_eq!((b.x, b.y, b.w, b.h, b.label.as_str(), b.score), (0.25, 0.25, 0.5, 0.5, "square", 0.9));
+        let b = &d.boxes[1];
+        assert_eq!(
+            (b.x, b.y, b.w, b.h, b.label.as_str(), b.score),
+            (0.75, 0.5, 0.25, 0.5, "5", 1.0),
+            "clipped to the frame, unknown class by number"
+        );
+        assert_eq!(detect.view("cam").workers, 1);
+        drop(worker.await.unwrap());
+        tokio::time::timeout(Duration::from_secs(5), conn).await.expect("closing the socket ends the connection").unwrap();
+        assert_eq!(detect.view("cam").workers, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_worker_that_does_not_answer_is_dropped() {
+        let (detect, _fanout) = service(Duration::from_millis(300));
+        let (socket, mut worker) = connect();
+        let conn = tokio::spawn(serve(detect.clone(), socket, 1));
+        let worker = tokio::task::spawn_blocking(move || {
+            worker.hello();
+            assert!(matches!(worker.recv(), Message::Ring(_)));
+            assert!(matches!(worker.recv(), Message::Frame(_)));
+            worker // and no answer
+        });
+        detect.scheduler().offer(picture(1));
+        let _worker = worker.await.unwrap();
+        tokio::time::timeout(Duration::from_secs(3), conn).await.expect("dropped after detect.timeout").unwrap();
+        assert_eq!(detect.view("cam").workers, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn garbage_closes_only_that_connection() {
+        let (detect, _fanout) = service(Duration::from_secs(5));
+        for garbage in [&b"\xff\xff\xff\xffjunk"[..], b"\0\0\0\x02\x09\x01", b"\0\0\0\x05\x01\x04{x}"] {
+            let (socket, mut worker) = connect();
+            let conn = tokio::spawn(serve(detect.clone(), socket, 1));
+            worker.hello();
+            worker.sock.write_all(garbage).unwrap();
+            tokio::time::timeout(Duration::from_secs(3), conn).await.expect("garbage ends the connection").unwrap();
+        }
+        let (socket, mut worker) = connect();
+        let conn = tokio::spawn(serve(detect.clone(), socket, 2));
+        worker.sock.write_all(b"not a hello at all").unwrap();
+        tokio::time::timeout(Duration::from_secs(3), conn).await.expect("garbage instead of Hello ends it").unwrap();
+        assert_eq!(detect.view("cam").workers, 0);
+    }
+}

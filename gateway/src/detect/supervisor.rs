@@ -61,9 +61,35 @@ fn command(detect: &Detect) -> Command {
     cmd
 }
 
-/// Keeps worker place `index` filled until [`Detect::shutdown`].
+/// The restart delays of one worker place: a crash loop backs off, doubling up to
+/// [`BACKOFF_MAX`]; a worker that completed its handshake and ran [`HEALTHY_RUN`] restarts
+/// after [`BACKOFF_MIN`] and resets the doubling.
+#[derive(Debug)]
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff { next: BACKOFF_MIN }
+    }
+
+    /// The delay before the next start, after a worker that was `healthy` (greeted, and ran
+    /// long enough) or not (a failed spawn, an exit before or soon after its handshake).
+    fn delay(&mut self, healthy: bool) -> Duration {
+        if healthy {
+            self.next = BACKOFF_MIN;
+            return BACKOFF_MIN;
+        }
+        let delay = self.next;
+        self.next = (self.next * 2).min(BACKOFF_MAX);
+        delay
+    }
+}
+
+/// Keeps worker place `index` filled until detection stops ([`Detect::stop`]).
 pub(crate) async fn supervise(detect: Arc<Detect>, index: usize) {
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = Backoff::new();
     let mut first = true;
     let mut stopping = detect.stopping();
     loop {
@@ -80,10 +106,9 @@ pub(crate) async fn supervise(detect: Arc<Detect>, index: usize) {
             Err(e) => {
                 detect.startup_failed(format!("cannot run {}: {e}", worker_binary(&detect).display()));
                 tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
+                    () = tokio::time::sleep(backoff.delay(false)) => {}
                     () = stopping.wait() => return,
                 }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
                 continue;
             }
         };
@@ -127,16 +152,25 @@ pub(crate) async fn supervise(detect: Arc<Detect>, index: usize) {
             let reason = last_line.unwrap_or_else(|| format!("infer-worker exited ({exit}) before connecting"));
             detect.startup_failed(reason.trim_start_matches("infer-worker: ").to_owned());
         }
-        let healthy = greeted && ran >= HEALTHY_RUN;
-        if healthy {
-            backoff = BACKOFF_MIN;
-        }
         tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
+            () = tokio::time::sleep(backoff.delay(greeted && ran >= HEALTHY_RUN)) => {}
             () = stopping.wait() => return,
         }
-        if !healthy {
-            backoff = (backoff * 2).min(BACKOFF_MAX);
-        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crash_loops_back_off_and_a_healthy_run_resets() {
+        let mut b = Backoff::new();
+        let loop_delays: Vec<u64> = (0..9).map(|_| b.delay(false).as_millis() as u64).collect();
+        assert_eq!(loop_delays, [250, 500, 1000, 2000, 4000, 8000, 16_000, 30_000, 30_000], "doubling, capped at 30 s");
+        assert_eq!(b.delay(true), BACKOFF_MIN, "a worker that served and died restarts at once");
+        assert_eq!(b.delay(true), BACKOFF_MIN, "killed again and again: still at once (the chaos run's case)");
+        assert_eq!(b.delay(false), BACKOFF_MIN, "a crash after the reset starts the doubling over");
+        assert_eq!(b.delay(false), 2 * BACKOFF_MIN);
     }
 }

@@ -59,7 +59,7 @@ impl ControlRate {
                 .filter_map(|v| v.to_str().ok())
                 .flat_map(|v| v.split(','))
                 .filter_map(|s| s.trim().parse::<IpAddr>().ok())
-                .last()
+                .next_back()
         {
             return Some(ip);
         }

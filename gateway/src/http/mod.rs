@@ -19,6 +19,8 @@ mod responses;
 pub(crate) mod server;
 mod state;
 mod streams;
+#[cfg(test)]
+mod tests;
 mod whep;
 
 use axum::Router;

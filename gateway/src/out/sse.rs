@@ -147,7 +147,7 @@ mod tests {
         let rt = StreamRuntime::new(config.streams[0].clone(), record("testcam"), ViewerBudget::new(&config.limits), shutdown);
         let pixels = Pixels::new(rt.id.clone(), rt.hub.clone(), 4);
         let body = open(&rt, &pixels, 10, 75, None, Duration::from_secs(15), None).unwrap();
-        let mut body = std::pin::pin!(body);
+        let mut body = Box::pin(body);
         let head = body.next().await.unwrap().unwrap();
         assert!(head.starts_with(b"retry: 2000\n\nevent: state\ndata: {\"active\":true"), "{head:?}");
         assert_eq!(rt.health_view().viewers.sse, 1);

@@ -2,17 +2,17 @@
 //! viewer watches or detection wants pictures, and one JPEG encode per frame per quality that
 //! some viewer actually takes this frame. Encoded bytes are shared (`Bytes`) by all viewers.
 //!
-//! The pipeline knows no consumer and no transport: JPEG viewers get [`JpegFrame`]s (SSE and
-//! MJPEG wrap them, once per frame, through [`JpegFrame::derived`]), detection gets decoded
-//! [`Picture`]s through the [`PictureSink`] set with [`Pixels::set_picture_sink`].
+//! The pipeline knows no consumer and no transport: JPEG viewers get `JpegFrame`s (SSE and
+//! MJPEG wrap them, once per frame, through `JpegFrame::derived`), detection gets decoded
+//! [`Picture`]s through the [`PictureSink`] set with `Pixels::set_picture_sink`.
 //!
 //! Each viewer has a bounded queue (`feeds.viewer_queue`); a viewer whose queue is full loses
 //! that frame (counted as `reason="slow_viewer"`), never slowing the decoder, other viewers or
 //! ingest. A viewer asking for fewer fps than the camera sends takes frames by RTP timestamp
-//! ([`decimate::Decimator`]), so 10 fps from a 25 fps camera is 10 fps, not every 2nd or 3rd.
+//! (`decimate::Decimator`), so 10 fps from a 25 fps camera is 10 fps, not every 2nd or 3rd.
 //!
 //! - [`codec`]: decode, range expansion, JPEG encode (blocking work, on tokio's blocking pool).
-//! - [`decimate`]: which frames a consumer at a lower rate takes.
+//! - `decimate`: which frames a consumer at a lower rate takes.
 
 pub mod codec;
 pub(crate) mod decimate;
@@ -60,6 +60,9 @@ impl JpegFrame {
         JpegFrame { meta, jpeg, derived: Derived::default() }
     }
 }
+
+/// The qualities a frame is encoded at, each with the ids of the viewers that take it.
+type Wanted = Vec<(u8, Vec<u64>)>;
 
 #[derive(Debug)]
 struct Viewer {
@@ -220,10 +223,10 @@ impl Pixels {
 
     /// Which qualities this frame must be encoded at, with the viewer ids that take each,
     /// and the picture sink if this frame is due for detection.
-    fn pick(&self, au: &AccessUnit) -> (Vec<(u8, Vec<u64>)>, Option<Arc<dyn PictureSink>>) {
+    fn pick(&self, au: &AccessUnit) -> (Wanted, Option<Arc<dyn PictureSink>>) {
         let mut v = self.viewers.lock();
         let sink = v.pictures.as_mut().and_then(|(decimator, sink)| decimator.take(au.rtp_timestamp).then(|| sink.clone()));
-        let mut by_quality: Vec<(u8, Vec<u64>)> = Vec::new();
+        let mut by_quality: Wanted = Vec::new();
         for viewer in &mut v.list {
             if !viewer.decimator.take(au.rtp_timestamp) {
                 continue;
@@ -245,7 +248,7 @@ impl Pixels {
         metrics::counter!("sightline_frames_dropped_total", "stream" => self.stream_id.to_string(), "reason" => "slow_viewer").increment(1);
     }
 
-    fn deliver(&self, au: &AccessUnit, wanted: Vec<(u8, Vec<u64>)>, encoded: Option<Encoded>) {
+    fn deliver(&self, au: &AccessUnit, wanted: Wanted, encoded: Option<Encoded>) {
         let Some(encoded) = encoded else { return };
         if wanted.is_empty() {
             return;

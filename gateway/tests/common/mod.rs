@@ -217,6 +217,26 @@ pub struct Event {
     pub at: Instant,
 }
 
+/// Polls `condition` every 20 ms until it holds or `timeout` passes; returns whether it
+/// held. Use it instead of a sleep before an assertion: it waits as long as needed and no
+/// longer.
+pub async fn eventually<F, Fut>(timeout: Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if condition().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// An open SSE feed.
 pub struct Feed {
     events: std::pin::Pin<Box<dyn futures::Stream<Item = Result<eventsource_stream::Event, String>> + Send>>,

@@ -82,6 +82,9 @@ pub(crate) enum Command {
     Candidates(SessionId, Vec<String>),
     /// ICE restart with the client's new credentials; replies with ours.
     IceRestart(SessionId, String, String, tokio::sync::oneshot::Sender<Result<(String, String), signaling::whep::WhepError>>),
+    /// Panics inside the loop (the test of its recovery).
+    #[cfg(test)]
+    Panic,
 }
 
 /// An access unit's RTP payloads (RFC 6184, packetization-mode 1, at most
@@ -349,6 +352,8 @@ impl EventLoop {
                     self.drive(id);
                 }
             }
+            #[cfg(test)]
+            Command::Panic => panic!("a bug met inside the event loop"),
             Command::IceRestart(id, ufrag, pwd, reply) => {
                 let result = match self.sessions.get_mut(&id) {
                     Some(s) => s.peer.ice_restart(&ufrag, &pwd),
@@ -638,6 +643,22 @@ mod tests {
     fn dgram(to: u16, len: usize) -> Datagram {
         let addr = |p| SocketAddr::from(([127, 0, 0, 1], p));
         Datagram { destination: addr(to), source: addr(1), contents: vec![0; len] }
+    }
+
+    #[tokio::test]
+    async fn the_loop_survives_a_panic() {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let announced = socket.local_addr().unwrap();
+        let registry = Registry::new(Arc::new(crate::state::MemoryStore::default()));
+        let (tx, rx) = mpsc::channel(4);
+        let el = EventLoop::new(0, socket, announced, rx, registry, Arc::new(AtomicUsize::new(0)), Duration::from_secs(15)).unwrap();
+        let task = tokio::spawn(el.run());
+        tx.send(Command::Panic).await.unwrap();
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        tx.send(Command::Remove(SessionId::from_random(1), reply)).await.unwrap();
+        assert_eq!(tokio::time::timeout(Duration::from_secs(5), answer).await.unwrap(), Ok(false), "the loop still serves commands");
+        drop(tx);
+        tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
     }
 
     #[test]
