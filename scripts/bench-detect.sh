@@ -14,17 +14,21 @@ cd "$(dirname "$0")/.."
 streams=${1:-4}
 workers=${2:-1}
 seconds=${SECONDS_PER_RUN:-20}
-cargo build --release --bin gateway --bin infer-worker --bin loadtest >&2
+# BIN_DIR=<dir> runs binaries built elsewhere (e.g. another commit's, side by side).
+if [ -z "${BIN_DIR:-}" ]; then
+  cargo build --release --bin gateway --bin infer-worker --bin loadtest >&2
+  BIN_DIR=${CARGO_TARGET_DIR:-target}/release
+fi
 model=models/testcam-shapes.onnx
 # Bare first, on a quiet machine (the camera and gateway are not running yet).
-bare_json=$(target/release/infer-worker bench --model $model --threads 1 --seconds 10)
+bare_json=$($BIN_DIR/infer-worker bench --model $model --threads 1 --seconds 10)
 echo "bare: $bare_json"
 bare=$(echo "$bare_json" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["frames_per_s"])')
 
 port=18380
 cam=18557
 dir=$(mktemp -d)
-target/release/gateway testcam --listen 127.0.0.1:$cam > "$dir/camera.log" 2>&1 &
+$BIN_DIR/gateway testcam --listen 127.0.0.1:$cam > "$dir/camera.log" 2>&1 &
 camera=$!
 trap 'kill $camera 2>/dev/null; rm -rf "$dir"' EXIT
 {
@@ -36,11 +40,11 @@ trap 'kill $camera 2>/dev/null; rm -rf "$dir"' EXIT
     echo "[[streams]]"; echo "id = \"s$i\""; echo "url = \"rtsp://127.0.0.1:$cam/testcam\""; echo "on_demand = false"
   done
 } > "$dir/gateway.toml"
-target/release/gateway --config "$dir/gateway.toml" 2> "$dir/gateway.log" &
+$BIN_DIR/gateway --config "$dir/gateway.toml" 2> "$dir/gateway.log" &
 gw=$!
 trap 'kill $gw $camera 2>/dev/null; rm -rf "$dir"' EXIT
 sleep 5   # workers connect, streams pull
-target/release/loadtest whep --url "http://127.0.0.1:$port" --stream s1 --viewers 20 --seconds $((seconds + 4)) > "$dir/loadtest.out" &
+$BIN_DIR/loadtest whep --url "http://127.0.0.1:$port" --stream s1 --viewers 20 --seconds $((seconds + 4)) > "$dir/loadtest.out" &
 lt=$!
 sleep 2
 sum() { curl -s "http://127.0.0.1:$port/metrics" | awk -v m="$1" 'index($0, m) == 1 {s += $NF} END {print s + 0}'; }

@@ -6,16 +6,20 @@
 # /proc over the measuring window. Release build; bounded in time; loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --bin gateway --bin loadtest >&2
+# BIN_DIR=<dir> runs binaries built elsewhere (e.g. another commit's, side by side).
+if [ -z "${BIN_DIR:-}" ]; then
+  cargo build --release --bin gateway --bin loadtest >&2
+  BIN_DIR=${CARGO_TARGET_DIR:-target}/release
+fi
 seconds=${SECONDS_PER_RUN:-30}
 port=18380
 cam=18554
-target/release/gateway testcam --listen 127.0.0.1:$cam 2>/tmp/bench-testcam.log &
+$BIN_DIR/gateway testcam --listen 127.0.0.1:$cam 2>/tmp/bench-testcam.log &
 camera=$!
 trap 'kill $camera 2>/dev/null' EXIT
 for n in "${@:-100 500}"; do
   for viewers in $n; do
-    SIGHTLINE_TESTCAM__ENABLED=false target/release/gateway --listen 127.0.0.1:$port \
+    SIGHTLINE_TESTCAM__ENABLED=false $BIN_DIR/gateway --listen 127.0.0.1:$port \
       --stream testcam=rtsp://127.0.0.1:$cam/testcam 2>/tmp/bench-gateway.log &
     gw=$!
     trap 'kill $gw $camera 2>/dev/null' EXIT
@@ -23,7 +27,7 @@ for n in "${@:-100 500}"; do
     ticks() { awk '{print $14 + $15}' "/proc/$gw/stat"; }
     # Warm up: the first viewer starts ingest and the decoder.
     timeout 10 curl -sN "http://127.0.0.1:$port/api/streams/testcam/feed?fps=10" -o /dev/null --max-time 3 || true
-    target/release/loadtest sse --url "http://127.0.0.1:$port" --stream testcam --viewers "$viewers" \
+    $BIN_DIR/loadtest sse --url "http://127.0.0.1:$port" --stream testcam --viewers "$viewers" \
       --fps 10 --seconds "$seconds" > /tmp/bench-loadtest.out &
     lt=$!
     sleep 5   # ramp-up

@@ -7,7 +7,11 @@
 # and loadtest's JSON line. Release build; loopback only; bounded in time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --bin gateway --bin loadtest >&2
+# BIN_DIR=<dir> runs binaries built elsewhere (e.g. another commit's, side by side).
+if [ -z "${BIN_DIR:-}" ]; then
+  cargo build --release --bin gateway --bin loadtest >&2
+  BIN_DIR=${CARGO_TARGET_DIR:-target}/release
+fi
 seconds=${SECONDS_PER_RUN:-30}
 # Let the load generator's sockets have 4 MiB receive buffers (it asks for them), so a keyframe
 # burst to hundreds of viewers is not dropped by the receiving side's kernel queue.
@@ -20,14 +24,14 @@ trap 'kill $camera 2>/dev/null' EXIT
 sleep 1
 metric() { curl -s "http://127.0.0.1:$port/metrics" | awk -v m="$1" 'index($0, m) == 1 {print $NF; exit}'; }
 for viewers in ${@:-100 200 400}; do
-  SIGHTLINE_TESTCAM__ENABLED=false SIGHTLINE_WEBRTC__UDP_PORT=0 target/release/gateway --listen 127.0.0.1:$port \
+  SIGHTLINE_TESTCAM__ENABLED=false SIGHTLINE_WEBRTC__UDP_PORT=0 $BIN_DIR/gateway --listen 127.0.0.1:$port \
     --stream cam=rtsp://127.0.0.1:$cam/cam 2>/tmp/bench-gateway.log &
   gw=$!
   trap 'kill $gw $camera 2>/dev/null' EXIT
   sleep 1
   # Warm up: start the pull so the GOP cache is filled.
   curl -sN "http://127.0.0.1:$port/api/streams/cam/feed?fps=1" -o /dev/null --max-time 4 || true
-  target/release/loadtest whep --url "http://127.0.0.1:$port" --stream cam --viewers "$viewers" \
+  $BIN_DIR/loadtest whep --url "http://127.0.0.1:$port" --stream cam --viewers "$viewers" \
     --seconds "$seconds" --ramp-ms 10 > /tmp/bench-loadtest.out &
   lt=$!
   sleep $(( viewers / 100 + 6 ))   # ramp-up

@@ -8,4 +8,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p sightline-gateway -p sightline-infer-worker -p sightline-loadtest
-exec python3 scripts/chaos.py "$@" --bin-dir target/release
+exec python3 scripts/chaos.py "$@" --bin-dir "${CARGO_TARGET_DIR:-target}/release"

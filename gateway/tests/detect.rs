@@ -82,6 +82,39 @@ async fn boxes_land_on_the_shapes_of_their_frame() {
     assert!(metric(&gw, "sightline_detect_frame_to_box_seconds_count{stream=\"testcam\"}").await.unwrap() >= 12.0);
 }
 
+#[tokio::test]
+async fn capture_times_come_from_the_cameras_sender_reports() {
+    // The test camera draws each frame's capture time into its pixel clock and sends RTCP
+    // sender reports (RFC 3550 §6.4.1) pairing RTP timestamps with that clock. Once a report
+    // is in, a detection's `capture_ms` is its frame's pixel-clock time to the millisecond;
+    // the receive time would be later by the encode and the transfer.
+    let gw = Gateway::start(&detect_config());
+    let mut feed = Feed::open(&gw.url("/api/streams/testcam/feed?fps=25")).await;
+    let mut frames: HashMap<String, String> = HashMap::new();
+    let (mut matched, mut exact) = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while matched < 20 {
+        assert!(Instant::now() < deadline, "only {matched} detections matched a frame; log:\n{}", gw.log_text());
+        let e = feed.next(Duration::from_secs(20)).await.expect("feed open");
+        match e.event.as_str() {
+            "frame" => {
+                frames.insert(e.id.clone(), e.data);
+            }
+            "detections" => {
+                let d: Value = serde_json::from_str(&e.data).unwrap();
+                let Some(data) = frames.get(&d["seq"].to_string()) else { continue };
+                let (clock_ms, _) = pixel_clock(&decode_frame(data)).expect("pixel clock");
+                matched += 1;
+                if d["capture_ms"].as_u64().unwrap().abs_diff(clock_ms) <= 1 {
+                    exact += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(exact >= 18, "{exact} of {matched} detections carry their frame's capture time from the camera's clock");
+}
+
 /// The pid of the worker the gateway logged as connected last.
 fn connected_worker_pid(gw: &Gateway, after: usize) -> Option<u32> {
     let log = gw.log_text();
