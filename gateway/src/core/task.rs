@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 use tracing::error;
 
+use super::shutdown::Shutdown;
+
 /// First wait before a panicked task runs again; doubles per panic up to [`MAX_BACKOFF`], so
 /// a task that panics on every input does not spin.
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -32,9 +34,10 @@ pub fn note_panic(task: &'static str, stream: &str, payload: &(dyn std::any::Any
 }
 
 /// Runs the future `make` returns until it completes; when it panics instead, counts and
-/// logs the panic ([`note_panic`]), waits a backoff and runs a new one. Dropping the returned
-/// future cancels the current run, as for any future.
-pub async fn restart_on_panic<F, Fut>(task: &'static str, stream: &str, mut make: F)
+/// logs the panic ([`note_panic`]), waits a backoff and runs a new one, unless `until` fires
+/// meanwhile (then it returns). Dropping the returned future cancels the current run, as for
+/// any future.
+pub async fn restart_on_panic<F, Fut>(task: &'static str, stream: &str, mut until: Shutdown, mut make: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = ()>,
@@ -49,7 +52,10 @@ where
         if started.elapsed() >= HEALTHY_RUN {
             backoff = MIN_BACKOFF;
         }
-        tokio::time::sleep(backoff).await;
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = until.wait() => return,
+        }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
@@ -91,7 +97,7 @@ mod tests {
         let runs = Arc::new(AtomicU32::new(0));
         let counted = runs.clone();
         let started = tokio::time::Instant::now();
-        restart_on_panic("ingest", "cam", move || {
+        restart_on_panic("ingest", "cam", Shutdown::never(), move || {
             let runs = counted.clone();
             async move {
                 if runs.fetch_add(1, Ordering::SeqCst) < 3 {
@@ -102,6 +108,20 @@ mod tests {
         .await;
         assert_eq!(runs.load(Ordering::SeqCst), 4, "three panics, then a run that returns");
         assert_eq!(started.elapsed(), Duration::from_millis(100 + 200 + 400), "backoff doubles");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_restart_after_shutdown() {
+        let (trigger, shutdown) = super::super::shutdown::ShutdownTrigger::new();
+        trigger.trigger();
+        let runs = Arc::new(AtomicU32::new(0));
+        let counted = runs.clone();
+        restart_on_panic("decoder", "cam", shutdown, move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async { panic!("always") }
+        })
+        .await;
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "the panic ends it: the gateway is shutting down");
     }
 
     #[test]

@@ -21,9 +21,9 @@ const LEASE_TTL: Duration = Duration::from_secs(6);
 /// How often the lease is renewed, or tried by replicas that do not hold it.
 const LEASE_RENEW: Duration = Duration::from_secs(2);
 
-/// Follows `rt`'s pull for as long as the gateway runs; gives the lease back when the pull
-/// stops (at once on shutdown, so another replica takes detection over without waiting for
-/// the lease to lapse).
+/// Follows `rt`'s pull for as long as the gateway runs; gives the lease back as soon as the
+/// pull stops (also on shutdown), so another replica takes detection over without waiting
+/// for the lease to lapse.
 pub(super) async fn follow(rt: Arc<StreamRuntime>, pixels: Arc<Pixels>, detect: Arc<Detect>, cluster: Arc<dyn ClusterStore>) {
     let Some(here) = detect.runs_here(&rt.id).cloned() else { return };
     let mut pulling = rt.watch_pulling();
@@ -39,13 +39,12 @@ pub(super) async fn follow(rt: Arc<StreamRuntime>, pixels: Arc<Pixels>, detect: 
             () = shutdown.wait() => {}
         }
         pixels.set_picture_sink(None);
-        if here.swap(false, Ordering::Relaxed) {
-            if shutdown.is_set() {
-                let _ = cluster.release_detect_lease(&rt.id).await;
-            } else {
-                let (cluster, id) = (cluster.clone(), rt.id.clone());
-                tokio::spawn(async move { cluster.release_detect_lease(&id).await });
-            }
+        here.store(false, Ordering::Relaxed);
+        // Always, and awaited: an acquire cut off by the stop may have taken the lease after
+        // all, and a release left running could delete the lease a quick restart re-took.
+        // The store deletes it only if this replica holds it.
+        if let Err(e) = cluster.release_detect_lease(&rt.id).await {
+            debug!(stream = %rt.id, error = %e, "cannot release the detection lease; it lapses in 6 s");
         }
         if shutdown.is_set() {
             return;

@@ -32,6 +32,7 @@ use self::codec::{Codec, Encoded};
 use self::decimate::Decimator;
 use crate::core::StreamId;
 use crate::core::frame::{AccessUnit, Derived, Picture, PictureSink};
+use crate::core::shutdown::Shutdown;
 use crate::core::task::{note_panic, restart_on_panic};
 use crate::stream::hub::Hub;
 
@@ -133,7 +134,8 @@ impl Pixels {
             let pixels = self.clone();
             tokio::spawn(async move {
                 let id = pixels.stream_id.clone();
-                restart_on_panic("decoder", &id, || pixels.clone().decode()).await;
+                // It ends on its own when its last viewer leaves (they all end at shutdown).
+                restart_on_panic("decoder", &id, Shutdown::never(), || pixels.clone().decode()).await;
             });
         }
     }

@@ -21,8 +21,9 @@ pub(super) async fn supervise(rt: Arc<StreamRuntime>, ingest_config: IngestConfi
     let mut record = rt.watch_record();
     let mut consumers = rt.watch_consumers();
     let mut shutdown = rt.shutdown();
-    // After a panic of an earlier run, its ingest task is gone (aborted on drop).
-    rt.set_pulling(false);
+    // After a panic of an earlier run its ingest task is gone (aborted on drop), but what it
+    // left behind is not: start from "not pulling".
+    stopped_pulling(&rt);
     loop {
         while !rt.wants_pull() {
             if shutdown.is_set() {
@@ -41,7 +42,8 @@ pub(super) async fn supervise(rt: Arc<StreamRuntime>, ingest_config: IngestConfi
             health: rt.health_sender().clone(),
         };
         let id = rt.config.id.clone();
-        let task = AbortOnDrop::spawn(async move { restart_on_panic("ingest", &id, || ingest::run(ctx.clone())).await });
+        let until = rt.shutdown();
+        let task = AbortOnDrop::spawn(async move { restart_on_panic("ingest", &id, until, || ingest::run(ctx.clone())).await });
         info!(stream = %rt.id, "pulling camera");
         rt.set_pulling(true);
         loop {
@@ -60,19 +62,25 @@ pub(super) async fn supervise(rt: Arc<StreamRuntime>, ingest_config: IngestConfi
             }
         }
         task.stop().await;
-        rt.set_pulling(false);
-        rt.hub.clear_cache();
-        let active = rt.record().active;
-        info!(stream = %rt.id, active, "stopped pulling camera");
-        rt.health_sender().send_modify(|h| {
-            h.state = if active { IngestState::Idle } else { IngestState::Stopped };
-            h.fps = 0.0;
-            h.bitrate_bps = 0;
-        });
+        stopped_pulling(&rt);
+        info!(stream = %rt.id, active = rt.record().active, "stopped pulling camera");
         if shutdown.is_set() {
             return;
         }
     }
+}
+
+/// The stream's state once its camera is no longer pulled: not pulling (detection lets go),
+/// no cached GOP (its pictures are stale), health idle or stopped with no rate.
+fn stopped_pulling(rt: &StreamRuntime) {
+    rt.set_pulling(false);
+    rt.hub.clear_cache();
+    let active = rt.record().active;
+    rt.health_sender().send_modify(|h| {
+        h.state = if active { IngestState::Idle } else { IngestState::Stopped };
+        h.fps = 0.0;
+        h.bitrate_bps = 0;
+    });
 }
 
 /// Resolves when the record, the viewer count or the shutdown signal changes.

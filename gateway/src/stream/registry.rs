@@ -69,7 +69,8 @@ impl Streams {
                 let (rt, ingest, source) = (rt.clone(), config.ingest.clone(), source.clone());
                 let supervise = async move {
                     let id = rt.config.id.clone();
-                    restart_on_panic("stream_supervisor", &id, || pull::supervise(rt.clone(), ingest.clone(), source.clone())).await
+                    let until = rt.shutdown();
+                    restart_on_panic("stream_supervisor", &id, until, || pull::supervise(rt.clone(), ingest.clone(), source.clone())).await
                 };
                 tokio::spawn(supervise.instrument(span))
             })

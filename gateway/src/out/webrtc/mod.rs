@@ -182,12 +182,13 @@ impl Webrtc {
         let (peer, answer) = ViewerPeer::accept(offer, &config, Instant::now()).map_err(|e| Error::whep(&stream.id, e))?;
         let id = SessionId::from_random(rand::random());
         let etag = ETag::from_random(rand::random());
-        self.registry.insert(id, Entry { stream: stream.id.clone(), loop_index, etag });
+        let pending = self.registry.insert_pending(id, Entry { stream: stream.id.clone(), loop_index, etag });
         let new = NewSession { id, stream: stream.clone(), peer, created_at, guard, expires, detections };
         if handle.commands.send(Command::Add(Box::new(new))).await.is_err() {
-            self.registry.remove(&id);
             return Err(Error::WebrtcStopping);
         }
+        // The loop owns the session now and forgets it when it ends.
+        pending.keep();
         if let Err(e) = self.registry.cluster().claim_whep_session(&id.to_string()).await {
             tracing::warn!(session = %id, error = %e, "WHEP session ownership not published; other replicas cannot redirect to it");
         }

@@ -52,6 +52,14 @@ impl Registry {
         metrics::gauge!("sightline_webrtc_sessions").set(self.len() as f64);
     }
 
+    /// Registers a session whose creation is still under way: it is forgotten again when the
+    /// returned guard drops (the creating request was cancelled) unless [`Pending::keep`]
+    /// was called (an event loop owns the session, and removes it when it ends).
+    pub(crate) fn insert_pending(&self, id: SessionId, entry: Entry) -> Pending<'_> {
+        self.insert(id, entry);
+        Pending { registry: self, id, kept: false }
+    }
+
     /// Forgets a session and releases its ownership key.
     pub(crate) fn remove(&self, id: &SessionId) {
         let removed = self.sessions.lock().remove(id).is_some();
@@ -97,6 +105,29 @@ impl Registry {
     }
 }
 
+/// See [`Registry::insert_pending`].
+#[derive(Debug)]
+pub(crate) struct Pending<'a> {
+    registry: &'a Registry,
+    id: SessionId,
+    kept: bool,
+}
+
+impl Pending<'_> {
+    /// The session stays registered.
+    pub(crate) fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.registry.remove(&self.id);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,5 +148,10 @@ mod tests {
         r.remove(&a);
         assert!(r.get(&a).is_none());
         assert_eq!(r.len(), 1);
+        let c = SessionId::from_random(3);
+        drop(r.insert_pending(c, entry("cam")));
+        assert!(r.get(&c).is_none(), "a cancelled creation leaves nothing behind");
+        r.insert_pending(c, entry("cam")).keep();
+        assert!(r.get(&c).is_some());
     }
 }

@@ -32,10 +32,13 @@ pub(super) fn state_message(stream: &StreamRuntime) -> String {
 /// Follows `stream` until it ends (or the loop is gone), sending to `tx`.
 pub(super) async fn run(
     stream: Arc<StreamRuntime>,
-    mut detections: Option<broadcast::Receiver<Arc<Detections>>>,
+    detections: Option<broadcast::Receiver<Arc<Detections>>>,
     tx: mpsc::Sender<TapMessage>,
 ) {
     let key = stream.id.clone();
+    // From now on: the receiver was made when the session's offer came (before the camera's
+    // first keyframe was waited for), and what queued since is stale.
+    let mut detections = detections.map(|rx| rx.resubscribe());
     let mut units = stream.hub.subscribe_live();
     let mut health = stream.watch_health();
     health.mark_unchanged();
