@@ -114,6 +114,9 @@ pub fn parse_sps(nal: &[u8]) -> Result<SpsInfo, Error> {
     let sps = h264_reader::nal::sps::SeqParameterSet::from_bits(RefNal::new(nal, &[], true).rbsp_bits())
         .map_err(|e| Error::BadSps(format!("{e:?}")))?;
     let (width, height) = sps.pixel_dimensions().map_err(|e| Error::BadSps(format!("dimensions: {e:?}")))?;
+    if width == 0 || height == 0 {
+        return Err(Error::BadSps(format!("cropping leaves a {width}x{height} picture")));
+    }
     let full_range = sps.vui_parameters.as_ref().and_then(|v| v.video_signal_type.as_ref()).is_some_and(|t| t.video_full_range_flag);
     Ok(SpsInfo {
         width,
@@ -157,5 +160,12 @@ mod tests {
         assert_eq!(info.profile_idc, 100);
         assert_eq!(info.profile_level_id(), "64001f");
         assert!(parse_sps(&[0x68, 1, 2]).is_err());
+    }
+
+    #[test]
+    fn an_sps_cropped_to_nothing_is_refused() {
+        // Found by fuzz/sps_parse: frame cropping that leaves a 0-pixel-wide picture.
+        let sps = [0x67, 0x03, 0x0e, 0x09, 0xba, 0xff, 0x12, 0x9a];
+        assert!(matches!(parse_sps(&sps), Err(Error::BadSps(m)) if m.contains("cropping leaves")), "{:?}", parse_sps(&sps));
     }
 }
