@@ -39,6 +39,21 @@ impl Gateway {
     }
 
     pub fn start_with(extra: &str, testcam: bool) -> Gateway {
+        // Free ports are chosen, released, then bound by the gateway: another test may take
+        // one in between. Then this gateway cannot listen (and exits): try other ports.
+        let mut last = String::new();
+        for _ in 0..4 {
+            match Self::launch(extra, testcam) {
+                Ok(gw) => return gw,
+                Err(log) if log.contains("cannot listen") => last = log,
+                Err(log) => panic!("gateway exited before listening; log:\n{log}"),
+            }
+        }
+        panic!("gateway could not listen on four sets of free ports; last log:\n{last}");
+    }
+
+    /// Starts one gateway on fresh ports; `Err(log)` if it exits before listening.
+    fn launch(extra: &str, testcam: bool) -> Result<Gateway, String> {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let testcam_port = free_port();
@@ -79,18 +94,20 @@ impl Gateway {
             .spawn()
             .unwrap();
         let mut gw = Gateway { child, base: format!("http://127.0.0.1:{port}"), testcam_port, log, _dir: dir };
-        gw.wait_healthy();
-        gw
+        gw.wait_healthy()?;
+        Ok(gw)
     }
 
-    fn wait_healthy(&mut self) {
+    /// Waits until this gateway (not another process on its port) says it listens, and the
+    /// port answers.
+    fn wait_healthy(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if std::net::TcpStream::connect(self.base.trim_start_matches("http://")).is_ok() {
-                return;
+            if self.log_text().contains("HTTP listening") && std::net::TcpStream::connect(self.base.trim_start_matches("http://")).is_ok() {
+                return Ok(());
             }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("gateway exited ({status}) before listening; log:\n{}", self.log_text());
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return Err(self.log_text());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
