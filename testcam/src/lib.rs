@@ -202,6 +202,11 @@ fn encoder_loop(shared: &Shared, renderer: &scene::SceneRenderer, mut encoder: E
     let ts_base = shared.next_rtp_timestamp.load(Ordering::Relaxed);
     let ts_of = |n: u64| ts_base.wrapping_add(n * u64::from(RtpTimestamp::CLOCK_HZ) / u64::from(s.fps)) & 0xffff_ffff;
     let start = Instant::now();
+    // Frame n is captured at start + n periods, by the same clock its RTP timestamp counts:
+    // the pixel clock, the capture time and the sender reports agree to the millisecond even
+    // when the encoder thread runs late (a real sensor does not wait for its encoder).
+    let start_ms = now_ms();
+    let capture_ms_of = |n: u64| start_ms + n * 1000 / u64::from(s.fps);
     let mut n: u64 = 0;
     while !shared.stop.load(Ordering::Relaxed) {
         let deadline = start + period.mul_f64(n as f64);
@@ -217,7 +222,7 @@ fn encoder_loop(shared: &Shared, renderer: &scene::SceneRenderer, mut encoder: E
             if shared.keyframe_wanted.swap(false, Ordering::Relaxed) {
                 encoder.force_intra_frame();
             }
-            let capture_ms = now_ms();
+            let capture_ms = capture_ms_of(n);
             match encode(&mut encoder, &renderer.render(n, capture_ms)) {
                 Ok(au) if !au.is_empty() => {
                     let au = Bytes::from(au);
