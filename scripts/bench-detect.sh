@@ -75,10 +75,13 @@ def hist(name):
     return (total / count * 1000 if count else 0), q
 handoff_mean, _ = hist("sightline_detect_handoff_seconds")
 f2b_mean, f2b = hist("sightline_detect_frame_to_box_seconds")
+# Camera encode + network, already inside frame_to_box (builds before the layered workspace lack it).
+ingest_mean, _ = hist("sightline_ingest_capture_delay_seconds")
 cpu = (float(t1) - float(t0)) / float(hz) / wall * 100
 share = rate / (float(bare) * int(workers)) * 100
 print(f"gateway: detections/s={rate:.1f} ({share:.0f}% of bare {float(bare):.1f}/s x {workers} worker(s)) "
       f"skipped/s={(float(k1) - float(k0)) / wall:.1f} handoff_mean={handoff_mean:.3f}ms "
-      f"frame_to_box mean={f2b_mean:.1f}ms p50{f2b(0.5)} p99{f2b(0.99)} gateway_cpu={cpu:.1f}%")
+      f"frame_to_box mean={f2b_mean:.1f}ms p50{f2b(0.5)} p99{f2b(0.99)} (capture->arrival mean={ingest_mean:.1f}ms) "
+      f"gateway_cpu={cpu:.1f}%")
 PY
 echo "webrtc (20 viewers on s1 meanwhile): $(tail -1 "$dir/loadtest.out")"

@@ -8,6 +8,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # BIN_DIR=<dir> runs binaries built elsewhere (e.g. another commit's, side by side).
+# PIN_CPUS=1 puts the gateway on CPU 0 and the camera and load generator on the others: on a
+# 2-core machine unpinned runs of one binary spread +-10 %, pinned ones much less.
+gw_pin=() rest_pin=()
+if [ -n "${PIN_CPUS:-}" ]; then
+  gw_pin=(taskset -c 0) rest_pin=(taskset -c "1-$(( $(nproc) - 1 ))")
+fi
 if [ -z "${BIN_DIR:-}" ]; then
   cargo build --release --bin gateway --bin loadtest >&2
   BIN_DIR=${CARGO_TARGET_DIR:-target}/release
@@ -18,20 +24,22 @@ seconds=${SECONDS_PER_RUN:-30}
 sysctl -qw net.core.rmem_max=4194304 2>/dev/null || echo "bench-whep: cannot raise net.core.rmem_max; loss may be the load generator's" >&2
 port=18280
 cam=18556
-/usr/bin/python3 scripts/gst_rtsp_server.py --port $cam --bitrate 2000 > /tmp/bench-gst.out 2>&1 &
+"${rest_pin[@]}" /usr/bin/python3 scripts/gst_rtsp_server.py --port $cam --bitrate 2000 > /tmp/bench-gst.out 2>&1 &
 camera=$!
 trap 'kill $camera 2>/dev/null' EXIT
 sleep 1
-metric() { curl -s "http://127.0.0.1:$port/metrics" | awk -v m="$1" 'index($0, m) == 1 {print $NF; exit}'; }
+# awk reads to the end: an early exit makes curl fail with 23 (write error), and pipefail then
+# ended the whole script without a word on some runs.
+metric() { curl -s "http://127.0.0.1:$port/metrics" | awk -v m="$1" 'index($0, m) == 1 && !found {print $NF; found = 1}'; }
 for viewers in ${@:-100 200 400}; do
-  SIGHTLINE_TESTCAM__ENABLED=false SIGHTLINE_WEBRTC__UDP_PORT=0 $BIN_DIR/gateway --listen 127.0.0.1:$port \
+  SIGHTLINE_TESTCAM__ENABLED=false SIGHTLINE_WEBRTC__UDP_PORT=0 "${gw_pin[@]}" $BIN_DIR/gateway --listen 127.0.0.1:$port \
     --stream cam=rtsp://127.0.0.1:$cam/cam 2>/tmp/bench-gateway.log &
   gw=$!
   trap 'kill $gw $camera 2>/dev/null' EXIT
   sleep 1
   # Warm up: start the pull so the GOP cache is filled.
   curl -sN "http://127.0.0.1:$port/api/streams/cam/feed?fps=1" -o /dev/null --max-time 4 || true
-  $BIN_DIR/loadtest whep --url "http://127.0.0.1:$port" --stream cam --viewers "$viewers" \
+  "${rest_pin[@]}" $BIN_DIR/loadtest whep --url "http://127.0.0.1:$port" --stream cam --viewers "$viewers" \
     --seconds "$seconds" --ramp-ms 10 > /tmp/bench-loadtest.out &
   lt=$!
   sleep $(( viewers / 100 + 6 ))   # ramp-up

@@ -59,6 +59,7 @@ pub(crate) fn handle() -> &'static PrometheusHandle {
             .and_then(|b| b.set_buckets_for_metric(Matcher::Full("sightline_webrtc_loss_ratio".into()), LOSS_BUCKETS))
             .and_then(|b| b.set_buckets_for_metric(Matcher::Prefix("sightline_detect_inference".into()), DETECT_BUCKETS))
             .and_then(|b| b.set_buckets_for_metric(Matcher::Prefix("sightline_detect_frame_to_box".into()), DETECT_BUCKETS))
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full("sightline_ingest_capture_delay_seconds".into()), DETECT_BUCKETS))
             .and_then(|b| b.set_buckets_for_metric(Matcher::Prefix("sightline_detect_slot_wait".into()), DETECT_BUCKETS))
             .and_then(|b| b.set_buckets_for_metric(Matcher::Prefix("sightline_detect_handoff".into()), HANDOFF_BUCKETS))
             .expect("bucket lists are not empty")
@@ -114,7 +115,16 @@ fn describe() {
     describe_counter!("sightline_detect_frames_skipped_total", "Decoded frames replaced in their stream's slot before a worker was free");
     describe_counter!("sightline_detect_failures_total", "Frames a worker reported it could not process");
     describe_histogram!("sightline_detect_inference_seconds", Unit::Seconds, "Model run time per frame, as the worker measured it");
-    describe_histogram!("sightline_detect_frame_to_box_seconds", Unit::Seconds, "Capture -> detection message out");
+    describe_histogram!(
+        "sightline_detect_frame_to_box_seconds",
+        Unit::Seconds,
+        "Capture (the camera's clock from RTCP sender reports, else arrival) -> detection message out"
+    );
+    describe_histogram!(
+        "sightline_ingest_capture_delay_seconds",
+        Unit::Seconds,
+        "Capture on the camera's clock (RTCP sender reports) -> access unit out of the depacketizer: camera encode + network"
+    );
     describe_histogram!("sightline_detect_slot_wait_seconds", Unit::Seconds, "Time a picture waited in its slot for a free worker");
     describe_histogram!(
         "sightline_detect_handoff_seconds",

@@ -128,7 +128,13 @@ impl Clocks {
     fn capture_ms(&mut self, stream: &str, rtp_timestamp: RtpTimestamp) -> u64 {
         let now = now_ms();
         match self.capture.capture_ms(rtp_timestamp) {
-            Some(at) if at.abs_diff(now) <= MAX_CLOCK_SKEW_MS => at,
+            Some(at) if at.abs_diff(now) <= MAX_CLOCK_SKEW_MS => {
+                // Camera encode + network + depacketization; 0 when the camera's clock runs ahead.
+                let delay_ms = now.saturating_sub(at);
+                metrics::histogram!("sightline_ingest_capture_delay_seconds", "stream" => stream.to_owned())
+                    .record(delay_ms as f64 / 1000.0);
+                at
+            }
             Some(at) => {
                 if !std::mem::replace(&mut self.skew_logged, true) {
                     warn!(
