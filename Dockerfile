@@ -6,6 +6,7 @@
 # (listening beyond loopback turns auth on: the gateway does not start without the secrets)
 FROM rust:1-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends cmake nasm pkg-config \
+        clang libclang-dev libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -18,6 +19,7 @@ RUN pip install --no-cache-dir onnxruntime==1.31.1 \
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \
+        libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --home /opt/sightline sightline
 # infer-worker next to gateway: the gateway spawns it from its own directory.

@@ -92,7 +92,13 @@ def parse_args(argv):
                    help="keyframe interval in frames (default 50)")
     p.add_argument("--bitrate", type=int, default=2000,
                    help="x264 bitrate in kbit/s (default 2000)")
-    p.add_argument("--profile", choices=("main", "high"), default="main")
+    p.add_argument("--profile", choices=("main", "high"), default="main",
+                   help="H.264 profile (H.265 is always Main)")
+    p.add_argument("--codec", choices=("h264", "h265"), default="h264",
+                   help="x264enc (RFC 6184) or x265enc (RFC 7798)")
+    p.add_argument("--bframes", type=int, default=0,
+                   help="B-frames between references (default 0; > 0 reorders "
+                        "pictures, as many cameras' 'smart' modes do)")
     p.add_argument("--user", default=None)
     p.add_argument("--password", default=None)
     p.add_argument("--transport", choices=("tcp", "udp", "both"),
@@ -114,16 +120,29 @@ def parse_args(argv):
 
 
 def build_launch(args):
-    return (
+    src = (
         "( videotestsrc is-live=true pattern=smpte horizontal-speed=4 "
         "! video/x-raw,width={w},height={h},framerate={fps}/1 "
         "! timeoverlay "
-        "! x264enc tune=zerolatency speed-preset=superfast bitrate={br} "
-        "key-int-max={gop} bframes=0 option-string=scenecut=0 "
-        "! video/x-h264,profile={profile} "
-        "! rtph264pay name=pay0 pt=96 config-interval=-1 )"
-    ).format(w=args.width, h=args.height, fps=args.fps, br=args.bitrate,
-             gop=args.gop, profile=args.profile)
+    ).format(w=args.width, h=args.height, fps=args.fps)
+    if args.codec == "h265":
+        # Both encoders' zerolatency tune forbids B-frames: only set without them.
+        enc = (
+            "! x265enc {tune}speed-preset=superfast bitrate={br} "
+            "key-int-max={gop} option-string=scenecut=0:bframes={bf} "
+            "! video/x-h265,profile=main "
+            "! rtph265pay name=pay0 pt=96 config-interval=-1 )"
+        )
+    else:
+        enc = (
+            "! x264enc {tune}speed-preset=superfast bitrate={br} "
+            "key-int-max={gop} bframes={bf} option-string=scenecut=0 "
+            "! video/x-h264,profile={profile} "
+            "! rtph264pay name=pay0 pt=96 config-interval=-1 )"
+        )
+    return src + enc.format(br=args.bitrate, gop=args.gop, bf=args.bframes,
+                            profile=args.profile,
+                            tune="" if args.bframes else "tune=zerolatency ")
 
 
 def _block_seeking(pad, info):

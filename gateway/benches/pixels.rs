@@ -1,5 +1,5 @@
 //! CPU per 720p frame for the pixel path, through the gateway's own [`Codec`]: H.264 decode
-//! (openh264) with the limited-to-full range conversion, then one JPEG encode (turbojpeg) at
+//! (libavcodec) with the limited-to-full range conversion, then one JPEG encode (turbojpeg) at
 //! quality 75. Input: 250 frames (10 s) of the built-in test camera's picture, encoded by the
 //! camera's own settings (2 Mbit/s, GOP 50).
 //!
@@ -34,8 +34,13 @@ fn record_clip() -> Vec<AccessUnit> {
                     data.extend_from_slice(&nal);
                 }
             }
-            let unit =
-                NewAccessUnit { rtp_timestamp: f.rtp_timestamp, capture_ms: f.capture_ms, keyframe: f.keyframe, data: Bytes::from(data) };
+            let unit = NewAccessUnit {
+                rtp_timestamp: f.rtp_timestamp,
+                capture_ms: f.capture_ms,
+                keyframe: f.keyframe,
+                codec: media::VideoCodec::H264,
+                data: Bytes::from(data),
+            };
             clip.push(AccessUnit::new(clip.len() as u64 + 1, unit));
         }
         clip

@@ -40,7 +40,8 @@
 //!    timestamp (`Timeline::live`) and queues the packets on its str0m peer
 //!    (`ViewerPeer::write_rtp`); `EventLoop::flush` sends them, GSO-batched.
 //! 4. JPEG feeds: the stream's `pipeline::Pixels` decoder task (`Pixels::decode`) runs
-//!    [`pipeline::codec::Codec::process`] on the blocking pool: openh264 decode, range
+//!    [`pipeline::codec::Codec::decode`] on the blocking pool (libavcodec; pictures in
+//!    presentation order), then for each picture some viewer takes `Codec::encode`: range
 //!    expansion, one turbojpeg encode per quality; `Pixels::deliver` queues the
 //!    `JpegFrame` to each viewer, and `out::sse` / `out::mjpeg` wrap it once per frame
 //!    (`JpegFrame::derived`) into the bytes every viewer of that transport writes.

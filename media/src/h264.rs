@@ -93,9 +93,29 @@ pub struct SpsInfo {
     pub level_idc: u8,
     /// VUI `video_full_range_flag` (H.264 §E.2.1); `false` (limited range, 16..235) when absent.
     pub full_range: bool,
+    /// VUI `max_num_reorder_frames` (H.264 §E.2.1) when the SPS has bitstream restrictions:
+    /// above 0 the stream has reordered B-frames. `Some(0)` also for the Baseline profiles,
+    /// which have no B slices; `None` when the SPS does not say.
+    pub max_num_reorder_frames: Option<u32>,
 }
 
 impl SpsInfo {
+    /// The profile's name (H.264 Annex A): `Constrained Baseline`, `Main`, `High`, …
+    pub fn profile_name(&self) -> &'static str {
+        match self.profile_idc {
+            66 if self.constraint_flags & 0x40 != 0 => "Constrained Baseline",
+            66 => "Baseline",
+            77 => "Main",
+            88 => "Extended",
+            100 => "High",
+            110 => "High 10",
+            122 => "High 4:2:2",
+            244 => "High 4:4:4 Predictive",
+            44 => "CAVLC 4:4:4 Intra",
+            _ => "unknown",
+        }
+    }
+
     /// The RFC 6184 §8.1 `profile-level-id`: six hex digits of profile_idc, constraint flags
     /// and level_idc.
     pub fn profile_level_id(&self) -> String {
@@ -118,6 +138,9 @@ pub fn parse_sps(nal: &[u8]) -> Result<SpsInfo, Error> {
         return Err(Error::BadSps(format!("cropping leaves a {width}x{height} picture")));
     }
     let full_range = sps.vui_parameters.as_ref().and_then(|v| v.video_signal_type.as_ref()).is_some_and(|t| t.video_full_range_flag);
+    let restrictions = sps.vui_parameters.as_ref().and_then(|v| v.bitstream_restrictions.as_ref());
+    let baseline = u8::from(sps.profile_idc) == 66;
+    let max_num_reorder_frames = restrictions.map(|r| r.max_num_reorder_frames).or(baseline.then_some(0));
     Ok(SpsInfo {
         width,
         height,
@@ -125,7 +148,21 @@ pub fn parse_sps(nal: &[u8]) -> Result<SpsInfo, Error> {
         constraint_flags: nal.get(2).copied().unwrap_or(0),
         level_idc: sps.level_idc,
         full_range,
+        max_num_reorder_frames,
     })
+}
+
+/// Whether a coded slice NAL unit (type 1 or 5) is a B slice: `slice_type` 1 or 6 in its
+/// header (H.264 §7.3.3, Table 7-6). `None` for other NAL units and headers that do not parse.
+pub fn is_b_slice(nal: &[u8]) -> Option<bool> {
+    use h264_reader::rbsp::BitRead;
+    if !matches!(nal_type(nal), NAL_SLICE | NAL_IDR) {
+        return None;
+    }
+    let mut r = RefNal::new(nal, &[], true).rbsp_bits();
+    r.read_ue("first_mb_in_slice").ok()?;
+    let slice_type = r.read_ue("slice_type").ok()?;
+    (slice_type <= 9).then_some(slice_type % 5 == 1)
 }
 
 #[cfg(test)]
@@ -159,7 +196,20 @@ mod tests {
         assert_eq!((info.width, info.height), (1280, 720));
         assert_eq!(info.profile_idc, 100);
         assert_eq!(info.profile_level_id(), "64001f");
+        assert_eq!(info.profile_name(), "High");
         assert!(parse_sps(&[0x68, 1, 2]).is_err());
+    }
+
+    #[test]
+    fn tells_b_slices() {
+        // slice headers: first_mb_in_slice = 0 ("1"), slice_type ue: P = 0 ("1"), B = 1 ("010"),
+        // B = 6 ("00111"), I = 7 ("0001000").
+        assert_eq!(is_b_slice(&[0x41, 0b1100_0000]), Some(false));
+        assert_eq!(is_b_slice(&[0x01, 0b1010_0000]), Some(true));
+        assert_eq!(is_b_slice(&[0x01, 0b1001_1100]), Some(true));
+        assert_eq!(is_b_slice(&[0x65, 0b1000_1000]), Some(false));
+        assert_eq!(is_b_slice(&[0x67, 0xff]), None);
+        assert_eq!(is_b_slice(&[0x01]), None);
     }
 
     #[test]

@@ -7,19 +7,24 @@
 //! - [`frame`]: [`FrameMeta`], the identity of one picture (stream, sequence number, RTP
 //!   timestamp, capture time, size) that JPEG frames, detection pictures, worker frames and
 //!   detection messages all carry.
+//! - [`codec`]: [`VideoCodec`] (H.264 or H.265) and [`SequenceInfo`], the parsed SPS of either.
 //! - [`h264`]: Annex B NAL unit framing and the SPS fields the gateway needs (ITU-T H.264).
+//! - [`h265`]: the H.265 NAL unit header and SPS fields (ITU-T H.265).
 //! - [`rtp`]: RTP header (RFC 3550 §5.1), H.264 packetization and depacketization
 //!   (RFC 6184 §5.6, §5.8).
 //! - [`rtcp`]: RTCP sender reports (RFC 3550 §6.4.1) and the [`rtcp::CaptureClock`] that turns
 //!   a camera's RTP timestamps into its wall-clock capture times.
 //! - [`Error`]: this crate's one error type.
 
+pub mod codec;
 pub mod frame;
 pub mod h264;
+pub mod h265;
 pub mod ids;
 pub mod rtcp;
 pub mod rtp;
 
+pub use codec::{SequenceInfo, VideoCodec};
 pub use frame::FrameMeta;
 pub use ids::{Pt, RtpTimestamp, SeqNo, Ssrc, StreamId};
 
@@ -27,10 +32,10 @@ pub use ids::{Pt, RtpTimestamp, SeqNo, Ssrc, StreamId};
 /// expected, so a log line is enough to find the offending packet in a capture.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
-    /// A NAL unit handed to the SPS parser is of another type (H.264 Table 7-1).
+    /// A NAL unit handed to an SPS parser is of another type (H.264 / H.265 Table 7-1).
     #[error("NAL unit type {0} is not an SPS")]
     NotSps(u8),
-    /// An SPS that does not follow H.264 §7.3.2.1.1.
+    /// An SPS that does not follow H.264 §7.3.2.1.1 or H.265 §7.3.2.2.
     #[error("bad SPS: {0}")]
     BadSps(String),
     /// An RTP payload with no bytes.

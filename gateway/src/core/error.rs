@@ -30,6 +30,8 @@ pub enum ErrorKind {
     RateLimited,
     /// 431.
     HeadersTooLarge,
+    /// 422: the request is well formed but this stream cannot be served that way.
+    Unsupported,
     /// 503 with `Retry-After`: full, or shutting down; the detail says which limit.
     AtCapacity,
     /// 503: a dependency is down or switched off; the body is generic.
@@ -180,11 +182,19 @@ pub enum Error {
         /// retina's message, with its connection and packet context.
         detail: String,
     },
-    /// The camera offers no H.264 video stream.
-    #[error("camera offers no H.264 video stream")]
-    NoH264 {
+    /// The camera offers no video stream in a codec we take (H.264, H.265).
+    #[error("camera offers no H.264 or H.265 video stream")]
+    NoVideo {
         /// The stream.
         stream: String,
+    },
+    /// A stream whose codec WebRTC viewers cannot get yet.
+    #[error("stream {stream:?} sends {codec}; WebRTC carries H.264 only so far: use the SSE or MJPEG feed")]
+    WebrtcCodec {
+        /// The stream.
+        stream: String,
+        /// Its codec.
+        codec: media::VideoCodec,
     },
     /// No access unit within the stall timeout.
     #[error("no access unit for {after:?}")]
@@ -219,8 +229,9 @@ impl Error {
             ViewersPerStream { .. } | Viewers { .. } | WebrtcSessions { .. } | ShuttingDown => ErrorKind::AtCapacity,
             StoreUnavailable { .. } | WebrtcDisabled | WebrtcStopping | NoTokenSecret => ErrorKind::Unavailable,
             Redirect { .. } => ErrorKind::Redirect,
+            WebrtcCodec { .. } => ErrorKind::Unsupported,
             Whep { .. } => ErrorKind::Whep,
-            CameraUrl { .. } | Rtsp { .. } | NoH264 { .. } | Stalled { .. } | CameraEnded { .. } => ErrorKind::Camera,
+            CameraUrl { .. } | Rtsp { .. } | NoVideo { .. } | Stalled { .. } | CameraEnded { .. } => ErrorKind::Camera,
         }
     }
 
@@ -235,7 +246,8 @@ impl Error {
             | Whep { stream, .. }
             | CameraUrl { stream, .. }
             | Rtsp { stream, .. }
-            | NoH264 { stream }
+            | NoVideo { stream }
+            | WebrtcCodec { stream, .. }
             | Stalled { stream, .. }
             | CameraEnded { stream } => Some(stream),
             _ => None,
@@ -260,6 +272,6 @@ mod tests {
         let e = Error::whep("door", WhepError::PreconditionFailed);
         assert_eq!((e.kind(), e.stream()), (ErrorKind::Whep, Some("door")));
         assert_eq!(Error::StoreUnavailable { cause: "x".into() }.kind(), ErrorKind::Unavailable);
-        assert_eq!(Error::NoH264 { stream: "s".into() }.to_string(), "camera offers no H.264 video stream");
+        assert_eq!(Error::NoVideo { stream: "s".into() }.to_string(), "camera offers no H.264 or H.265 video stream");
     }
 }

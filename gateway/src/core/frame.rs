@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use media::{FrameMeta, RtpTimestamp};
+use media::{FrameMeta, RtpTimestamp, VideoCodec};
 use parking_lot::Mutex;
 
 /// Values consumers derive from one shared frame, made once on first use and shared with
@@ -39,8 +39,8 @@ impl std::fmt::Debug for Derived {
     }
 }
 
-/// One access unit (all NAL units of one picture, H.264 §7.4.1.2.3) as received from the
-/// camera, numbered by the stream's hub.
+/// One access unit (all NAL units of one picture, H.264 §7.4.1.2.3, H.265 §7.4.2.4.4) as
+/// received from the camera, numbered by the stream's hub.
 #[derive(Debug)]
 pub struct AccessUnit {
     /// Frame sequence number, assigned by the hub: increases by one per unit, across camera
@@ -53,9 +53,12 @@ pub struct AccessUnit {
     /// Capture time, ms since the Unix epoch: the camera's (RTCP sender report) when known,
     /// else the receive time.
     pub capture_ms: u64,
-    /// Whether the unit is an IDR picture (random access point).
+    /// Whether the unit is a random access point (H.264 IDR, H.265 IRAP).
     pub keyframe: bool,
-    /// Annex B bytes (start code + NAL unit, repeated); SPS/PPS precede every keyframe.
+    /// The codec of `data`.
+    pub codec: VideoCodec,
+    /// Annex B bytes (start code + NAL unit, repeated); the parameter sets (H.264 SPS/PPS,
+    /// H.265 VPS/SPS/PPS) precede every keyframe.
     pub data: Bytes,
     derived: Derived,
 }
@@ -69,6 +72,8 @@ pub struct NewAccessUnit {
     pub capture_ms: u64,
     /// See [`AccessUnit::keyframe`].
     pub keyframe: bool,
+    /// See [`AccessUnit::codec`].
+    pub codec: VideoCodec,
     /// See [`AccessUnit::data`].
     pub data: Bytes,
 }
@@ -82,6 +87,7 @@ impl AccessUnit {
             received: Instant::now(),
             capture_ms: unit.capture_ms,
             keyframe: unit.keyframe,
+            codec: unit.codec,
             data: unit.data,
             derived: Derived::default(),
         }
@@ -131,7 +137,13 @@ mod tests {
     fn derived_values_are_made_once_per_type() {
         let au = AccessUnit::new(
             1,
-            NewAccessUnit { rtp_timestamp: RtpTimestamp::new(0), capture_ms: 0, keyframe: true, data: Bytes::from_static(b"abc") },
+            NewAccessUnit {
+                rtp_timestamp: RtpTimestamp::new(0),
+                capture_ms: 0,
+                keyframe: true,
+                codec: media::VideoCodec::H264,
+                data: Bytes::from_static(b"abc"),
+            },
         );
         let mut made = 0;
         let a = au.derived(|au| {

@@ -55,6 +55,7 @@ impl CameraSource for FakeCamera {
                 rtp_timestamp: frame.rtp_timestamp,
                 capture_ms: frame.capture_ms,
                 keyframe: frame.keyframe,
+                codec: media::VideoCodec::H264,
                 data: data.into(),
             };
             sink.unit(unit);

@@ -11,7 +11,8 @@
 //! ingest. A viewer asking for fewer fps than the camera sends takes frames by RTP timestamp
 //! (`decimate::Decimator`), so 10 fps from a 25 fps camera is 10 fps, not every 2nd or 3rd.
 //!
-//! - [`codec`]: decode, range expansion, JPEG encode (blocking work, on tokio's blocking pool).
+//! - [`codec`]: decode (libavcodec: H.264 with or without B-frames, H.265; pictures in
+//!   presentation order), range expansion, JPEG encode (blocking work, on tokio's blocking pool).
 //! - `decimate`: which frames a consumer at a lower rate takes.
 
 pub mod codec;
@@ -23,15 +24,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use media::FrameMeta;
+use media::{FrameMeta, RtpTimestamp};
 use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc};
 use tracing::debug;
 
-use self::codec::{Codec, Encoded};
+use self::codec::{Codec, Decoded, Encoded};
 use self::decimate::Decimator;
 use crate::core::StreamId;
-use crate::core::frame::{AccessUnit, Derived, Picture, PictureSink};
+use crate::core::frame::{Derived, Picture, PictureSink};
 use crate::core::shutdown::Shutdown;
 use crate::core::task::{note_panic, restart_on_panic};
 use crate::stream::hub::Hub;
@@ -179,17 +180,28 @@ impl Pixels {
                 }
                 continue;
             };
-            let (wanted, sink) = if sub.in_backlog() { (Vec::new(), None) } else { self.pick(&au) };
+            // Units replayed from the cached GOP are decoded (the decoder needs them) but
+            // their pictures are stale: nobody gets them.
+            let live = !sub.in_backlog();
             let mut c = codec.take().unwrap_or_else(|| Codec::new(&self.stream_id));
-            let job_au = au.clone();
-            let qualities: Vec<u8> = wanted.iter().map(|(q, _)| *q).collect();
-            let want_picture = sink.is_some();
+            let (pixels, job_au) = (self.clone(), au.clone());
             let result = tokio::task::spawn_blocking(move || {
-                let out = c.process(&job_au, &qualities, want_picture);
+                let mut out = Vec::new();
+                // Pictures leave the decoder in presentation order, each with its own unit's
+                // identity; with B-frames that is not the unit just sent.
+                for decoded in c.decode(&job_au) {
+                    if !live {
+                        continue;
+                    }
+                    let (wanted, sink) = pixels.pick(decoded.rtp_timestamp);
+                    let qualities: Vec<u8> = wanted.iter().map(|(q, _)| *q).collect();
+                    let encoded = c.encode(&decoded, &qualities, sink.is_some());
+                    out.push((pixels.meta(&decoded), wanted, sink, encoded));
+                }
                 (c, out)
             })
             .await;
-            let (c, mut encoded) = match result {
+            let (c, pictures) = match result {
                 Ok(done) => done,
                 Err(e) => {
                     // The codec panicked on this unit (corrupt input the decoder chokes on):
@@ -202,35 +214,37 @@ impl Pixels {
                 }
             };
             codec = Some(c);
-            if let (Some(sink), Some(e)) = (sink, &mut encoded)
-                && let Some(planes) = e.picture.take()
-            {
-                sink.offer(Picture { meta: self.meta(&au, e), full_range: e.full_range, planes, offered: Instant::now() });
+            for (meta, wanted, sink, mut encoded) in pictures {
+                if let (Some(sink), Some(e)) = (sink, &mut encoded)
+                    && let Some(planes) = e.picture.take()
+                {
+                    sink.offer(Picture { meta: meta.clone(), full_range: e.full_range, planes, offered: Instant::now() });
+                }
+                self.deliver(meta, wanted, encoded);
             }
-            self.deliver(&au, wanted, encoded);
         }
         debug!(stream = %self.stream_id, "decoder stopped");
     }
 
-    fn meta(&self, au: &AccessUnit, e: &Encoded) -> FrameMeta {
+    fn meta(&self, picture: &Decoded) -> FrameMeta {
         FrameMeta {
             stream: self.stream_id.clone(),
-            seq: au.seq,
-            rtp_timestamp: au.rtp_timestamp,
-            capture_ms: au.capture_ms,
-            width: e.width,
-            height: e.height,
+            seq: picture.seq,
+            rtp_timestamp: picture.rtp_timestamp,
+            capture_ms: picture.capture_ms,
+            width: picture.width,
+            height: picture.height,
         }
     }
 
-    /// Which qualities this frame must be encoded at, with the viewer ids that take each,
-    /// and the picture sink if this frame is due for detection.
-    fn pick(&self, au: &AccessUnit) -> (Wanted, Option<Arc<dyn PictureSink>>) {
+    /// Which qualities the picture stamped `rtp_timestamp` must be encoded at, with the
+    /// viewer ids that take each, and the picture sink if it is due for detection.
+    fn pick(&self, rtp_timestamp: RtpTimestamp) -> (Wanted, Option<Arc<dyn PictureSink>>) {
         let mut v = self.viewers.lock();
-        let sink = v.pictures.as_mut().and_then(|(decimator, sink)| decimator.take(au.rtp_timestamp).then(|| sink.clone()));
+        let sink = v.pictures.as_mut().and_then(|(decimator, sink)| decimator.take(rtp_timestamp).then(|| sink.clone()));
         let mut by_quality: Wanted = Vec::new();
         for viewer in &mut v.list {
-            if !viewer.decimator.take(au.rtp_timestamp) {
+            if !viewer.decimator.take(rtp_timestamp) {
                 continue;
             }
             if viewer.tx.capacity() == 0 {
@@ -250,12 +264,11 @@ impl Pixels {
         metrics::counter!("sightline_frames_dropped_total", "stream" => self.stream_id.to_string(), "reason" => "slow_viewer").increment(1);
     }
 
-    fn deliver(&self, au: &AccessUnit, wanted: Wanted, encoded: Option<Encoded>) {
+    fn deliver(&self, meta: FrameMeta, wanted: Wanted, encoded: Option<Encoded>) {
         let Some(encoded) = encoded else { return };
         if wanted.is_empty() {
             return;
         }
-        let meta = self.meta(au, &encoded);
         let v = self.viewers.lock();
         for ((_, ids), jpeg) in wanted.into_iter().zip(encoded.jpegs) {
             let frame = Arc::new(JpegFrame { meta: meta.clone(), jpeg, derived: Derived::default() });

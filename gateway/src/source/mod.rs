@@ -29,6 +29,6 @@ pub(crate) trait CameraSource: Send + Sync + std::fmt::Debug + 'static {
     /// ([`Error::Stalled`]); so is a connection step that takes longer.
     ///
     /// Errors (their messages are shown as the stream's `last_error`, credentials redacted):
-    /// [`Error::CameraUrl`], [`Error::Rtsp`], [`Error::NoH264`], [`Error::Stalled`].
+    /// [`Error::CameraUrl`], [`Error::Rtsp`], [`Error::NoVideo`], [`Error::Stalled`].
     async fn session(&self, stream: &StreamConfig, stall: Duration, sink: &mut dyn SessionSink) -> Result<(), Error>;
 }

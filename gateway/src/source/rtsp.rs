@@ -1,6 +1,7 @@
 //! RTSP cameras through `retina` (RFC 2326): DESCRIBE, SETUP (TCP interleaved by default,
-//! RFC 2326 §10.12, or UDP), PLAY, then H.264 access units in Annex B form with SPS/PPS in
-//! front of keyframes (retina's `FrameFormat::SIMPLE`).
+//! RFC 2326 §10.12, or UDP), PLAY, then H.264 (RFC 6184) or H.265 (RFC 7798) access units in
+//! Annex B form with the parameter sets in front of keyframes (retina's `FrameFormat::SIMPLE`).
+//! The first video stream of either codec is taken; H.264 wins when a camera offers both.
 //!
 //! Capture times come from the camera's RTCP sender reports (RFC 3550 §6.4.1) through a
 //! [`CaptureClock`]: every replica pulling the camera computes the same time for a frame,
@@ -13,8 +14,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
-use media::RtpTimestamp;
 use media::rtcp::CaptureClock;
+use media::{RtpTimestamp, VideoCodec};
 use retina::client::{PlayOptions, SessionOptions, SetupOptions};
 use retina::codec::{CodecItem, FrameFormat, ParametersRef};
 use tracing::{debug, info, warn};
@@ -62,11 +63,12 @@ impl CameraSource for RtspSource {
         let options = SessionOptions::default().creds(creds).user_agent("Sightline".into());
         let mut described =
             tokio::time::timeout(stall, retina::client::Session::describe(url, options)).await.map_err(timed("DESCRIBE"))?.map_err(err)?;
-        let video = described
-            .streams()
-            .iter()
-            .position(|s| s.media() == "video" && s.encoding_name().eq_ignore_ascii_case("h264"))
-            .ok_or_else(|| Error::NoH264 { stream: id.into() })?;
+        let codec_of =
+            |s: &retina::client::Stream| (s.media() == "video").then(|| VideoCodec::from_encoding_name(s.encoding_name())).flatten();
+        let (video, codec) = [VideoCodec::H264, VideoCodec::H265]
+            .into_iter()
+            .find_map(|wanted| described.streams().iter().position(|s| codec_of(s) == Some(wanted)).map(|i| (i, wanted)))
+            .ok_or_else(|| Error::NoVideo { stream: id.into() })?;
         let transport = match stream.transport {
             Transport::Tcp => retina::client::Transport::Tcp(Default::default()),
             Transport::Udp => retina::client::Transport::Udp(Default::default()),
@@ -75,7 +77,7 @@ impl CameraSource for RtspSource {
         tokio::time::timeout(stall, described.setup(video, setup)).await.map_err(timed("SETUP"))?.map_err(err)?;
         let playing = tokio::time::timeout(stall, described.play(PlayOptions::default())).await.map_err(timed("PLAY"))?.map_err(err)?;
         let mut demuxed = playing.demuxed().map_err(err)?;
-        info!(stream = id, url = %redact_url(&stream.url), "camera session playing");
+        info!(stream = id, url = %redact_url(&stream.url), %codec, "camera session playing");
 
         // Parameters from the SDP's sprop-parameter-sets, if the camera sent them.
         note_parameters(id, &demuxed, video, sink);
@@ -101,7 +103,7 @@ impl CameraSource for RtspSource {
             let rtp_timestamp = RtpTimestamp::new(frame.timestamp().timestamp() as u32);
             let capture_ms = clock.capture_ms(id, rtp_timestamp);
             let keyframe = frame.is_random_access_point();
-            sink.unit(NewAccessUnit { rtp_timestamp, capture_ms, keyframe, data: Bytes::from(frame.into_data()) });
+            sink.unit(NewAccessUnit { rtp_timestamp, capture_ms, keyframe, codec, data: Bytes::from(frame.into_data()) });
         }
     }
 }

@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use media::RtpTimestamp;
-use media::h264::SpsInfo;
+use media::SequenceInfo;
 use parking_lot::Mutex;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::watch;
@@ -47,7 +47,7 @@ pub(crate) struct Hub {
     stream_id: StreamId,
     cache: Mutex<Cache>,
     tx: broadcast::Sender<Arc<AccessUnit>>,
-    sps: watch::Sender<Option<SpsInfo>>,
+    sps: watch::Sender<Option<SequenceInfo>>,
 }
 
 impl Hub {
@@ -99,12 +99,12 @@ impl Hub {
     }
 
     /// Announces the stream's SPS (parsed by ingest from a keyframe) to [`Hub::watch_sps`]ers.
-    pub(crate) fn set_sps(&self, sps: SpsInfo) {
+    pub(crate) fn set_sps(&self, sps: SequenceInfo) {
         self.sps.send_replace(Some(sps));
     }
 
-    /// Follows the stream's SPS (picture size, profile): `None` until the first keyframe.
-    pub(crate) fn watch_sps(&self) -> watch::Receiver<Option<SpsInfo>> {
+    /// Follows the stream's SPS (codec, picture size, profile): `None` until the first keyframe.
+    pub(crate) fn watch_sps(&self) -> watch::Receiver<Option<SequenceInfo>> {
         self.sps.subscribe()
     }
 
@@ -192,6 +192,7 @@ mod tests {
             rtp_timestamp: RtpTimestamp::new(ts),
             capture_ms: u64::from(ts),
             keyframe,
+            codec: media::VideoCodec::H264,
             data: bytes::Bytes::from_static(b"\0\0\0\x01\x65"),
         }
     }

@@ -5,16 +5,19 @@
 //! `state` events) and /metrics.
 //!
 //! The keyframes' SPS is parsed here, before the unit reaches the hub (and outside its lock),
-//! only when its bytes differ from the last one seen.
+//! only when its bytes differ from the last one seen; a change (new size, profile or codec) is
+//! logged once and shown in the health. B-frames are detected from the SPS (H.264 VUI
+//! `max_num_reorder_frames`, H.265 `sps_max_num_reorder_pics`), from H.264 B slices and from
+//! RTP timestamps that go back in decoding order (pictures sent before they are shown).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use media::h264;
+use media::{RtpTimestamp, SequenceInfo, VideoCodec, h264};
 use serde::Serialize;
 use tokio::sync::watch;
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::hub::Hub;
 use crate::config::{IngestConfig, StreamConfig};
@@ -48,7 +51,7 @@ pub(crate) struct Health {
     pub(crate) last_frame_ms: Option<u64>,
     /// Access units per second over the last second.
     pub(crate) fps: f64,
-    /// Received H.264 bits per second over the last second.
+    /// Received video bits per second over the last second.
     pub(crate) bitrate_bps: u64,
     /// Reconnects since the gateway started.
     pub(crate) reconnects: u64,
@@ -58,6 +61,14 @@ pub(crate) struct Health {
     pub(crate) width: Option<u32>,
     /// Picture height from the SPS, px.
     pub(crate) height: Option<u32>,
+    /// Video codec (`h264`, `h265`), from the camera's SDP; `null` before the first session.
+    #[schema(value_type = Option<String>, example = "h264")]
+    pub(crate) codec: Option<VideoCodec>,
+    /// Profile from the SPS (H.264 `Main`, `High`, H.265 `Main`, `Main 10`, …).
+    pub(crate) profile: Option<&'static str>,
+    /// Whether the video has B-frames: pictures sent before they are shown (reordered), as the
+    /// SPS announces or the stream showed. Such video is decoded in presentation order.
+    pub(crate) b_frames: bool,
 }
 
 /// Everything [`run`] needs.
@@ -117,6 +128,12 @@ struct HubSink {
     rate: RateWindow,
     /// The last SPS seen (its bytes), so an unchanged one is not parsed again.
     sps: Bytes,
+    /// What it said, to log changes once.
+    info: Option<SequenceInfo>,
+    /// The previous unit's RTP timestamp (decoding order).
+    last_timestamp: Option<RtpTimestamp>,
+    /// Whether reordered pictures were seen since the last SPS change.
+    reordered: bool,
 }
 
 impl HubSink {
@@ -127,19 +144,60 @@ impl HubSink {
             health: ctx.health.clone(),
             rate: RateWindow::default(),
             sps: Bytes::new(),
+            info: None,
+            last_timestamp: None,
+            reordered: false,
         }
     }
 
     /// Parses the keyframe's SPS when it differs from the last one seen.
-    fn note_sps(&mut self, data: &Bytes) {
-        let Some(sps) = h264::nal_units(data).find(|n| h264::nal_type(n) == h264::NAL_SPS) else { return };
+    fn note_sps(&mut self, codec: VideoCodec, data: &Bytes) {
+        let Some(sps) = codec.find_sps(data) else { return };
         if sps == &self.sps[..] {
             return;
         }
         self.sps = data.slice_ref(sps);
-        match h264::parse_sps(sps) {
-            Ok(info) => self.hub.set_sps(info),
-            Err(e) => warn!(stream = %self.stream, error = %e, "camera sent an SPS we cannot parse"),
+        match codec.parse_sps(sps) {
+            Ok(info) => {
+                let (width, height) = info.dimensions();
+                let changed = self.info.as_ref().is_some_and(|old| {
+                    old.dimensions() != (width, height) || old.codec() != info.codec() || old.profile_name() != info.profile_name()
+                });
+                let first = self.info.is_none();
+                if first || changed {
+                    info!(stream = %self.stream, %codec, width, height, profile = info.profile_name(), reorders = ?info.reorders(), "video parameters {}", if first { "known" } else { "changed" });
+                }
+                self.reordered = false;
+                let b_frames = info.reorders().unwrap_or(false);
+                self.health.send_modify(|h| {
+                    h.width = Some(width);
+                    h.height = Some(height);
+                    h.codec = Some(codec);
+                    h.profile = Some(info.profile_name());
+                    h.b_frames = b_frames;
+                });
+                self.info = Some(info.clone());
+                self.hub.set_sps(info);
+            }
+            Err(e) => warn!(stream = %self.stream, %codec, error = %e, "camera sent an SPS we cannot parse"),
+        }
+    }
+
+    /// Detects B-frames the SPS did not announce: an H.264 B slice, or a unit stamped before
+    /// the one sent ahead of it.
+    fn note_order(&mut self, unit: &NewAccessUnit) {
+        let previous = self.last_timestamp.replace(unit.rtp_timestamp);
+        if self.reordered {
+            return;
+        }
+        let backwards = previous.is_some_and(|p| unit.rtp_timestamp.ticks_since(p) < 0);
+        let b_slice = unit.codec == VideoCodec::H264 && h264::nal_units(&unit.data).find_map(h264::is_b_slice).unwrap_or(false);
+        if backwards || b_slice {
+            self.reordered = true;
+            let changed = self.health.send_if_modified(|h| !std::mem::replace(&mut h.b_frames, true));
+            if changed {
+                info!(stream = %self.stream, codec = %unit.codec, "video has B-frames (pictures arrive out of presentation order)");
+            }
         }
     }
 }
@@ -154,8 +212,9 @@ impl SessionSink for HubSink {
 
     fn unit(&mut self, unit: NewAccessUnit) {
         if unit.keyframe {
-            self.note_sps(&unit.data);
+            self.note_sps(unit.codec, &unit.data);
         }
+        self.note_order(&unit);
         let bytes = unit.data.len();
         self.hub.publish(unit);
         let now = now_ms();

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use media::SequenceInfo;
 use signaling::peer::{PeerConfig, ViewerPeer};
 use signaling::whep::{self, ETag, IceServer, PatchRequest, SessionId};
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -175,7 +176,7 @@ impl Webrtc {
         let created_at = Instant::now();
         // Counts as a viewer from now on: an on-demand stream starts pulling.
         let guard = stream.try_consumer(ViewerKind::Webrtc)?;
-        let profile_level_id = self.camera_profile(stream).await;
+        let profile_level_id = self.camera_profile(stream).await?;
         let (loop_index, handle) =
             self.loops.iter().enumerate().min_by_key(|(_, l)| l.sessions.load(Ordering::Relaxed)).ok_or(Error::WebrtcStopping)?;
         let config = PeerConfig { candidates: vec![handle.announced], profile_level_id };
@@ -196,14 +197,18 @@ impl Webrtc {
         Ok(Created { id, etag, answer })
     }
 
-    async fn camera_profile(&self, stream: &StreamRuntime) -> u32 {
+    /// The H.264 `profile-level-id` to answer with: the camera's, once its SPS is known.
+    /// Errors: [`Error::WebrtcCodec`] for an H.265 camera.
+    async fn camera_profile(&self, stream: &StreamRuntime) -> Result<u32, Error> {
         let mut sps = stream.hub.watch_sps();
         let wait = sps.wait_for(Option::is_some);
         match tokio::time::timeout(self.config.first_frame_timeout, wait).await {
-            Ok(Ok(info)) => {
-                info.as_ref().and_then(|i| u32::from_str_radix(&i.profile_level_id(), 16).ok()).unwrap_or(FALLBACK_PROFILE_LEVEL_ID)
-            }
-            _ => FALLBACK_PROFILE_LEVEL_ID,
+            Ok(Ok(info)) => match info.as_ref() {
+                Some(SequenceInfo::H264(sps)) => Ok(u32::from_str_radix(&sps.profile_level_id(), 16).unwrap_or(FALLBACK_PROFILE_LEVEL_ID)),
+                Some(other) => Err(Error::WebrtcCodec { stream: stream.id.to_string(), codec: other.codec() }),
+                None => Ok(FALLBACK_PROFILE_LEVEL_ID),
+            },
+            _ => Ok(FALLBACK_PROFILE_LEVEL_ID),
         }
     }
 

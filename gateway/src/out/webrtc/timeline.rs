@@ -131,7 +131,13 @@ mod tests {
     fn au(seq: u64, ts: u32, keyframe: bool) -> Arc<AccessUnit> {
         Arc::new(AccessUnit::new(
             seq,
-            NewAccessUnit { rtp_timestamp: RtpTimestamp::new(ts), capture_ms: 0, keyframe, data: bytes::Bytes::new() },
+            NewAccessUnit {
+                rtp_timestamp: RtpTimestamp::new(ts),
+                capture_ms: 0,
+                keyframe,
+                codec: media::VideoCodec::H264,
+                data: bytes::Bytes::new(),
+            },
         ))
     }
 
