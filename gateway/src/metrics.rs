@@ -80,14 +80,17 @@ fn describe() {
         "sightline_frames_dropped_total",
         "Frames a consumer did not get, by reason (slow_consumer: skipped to the next keyframe; slow_viewer: viewer queue full)"
     );
-    describe_gauge!("sightline_decoders_active", "H.264 decoders running (one per stream with JPEG viewers)");
+    describe_gauge!("sightline_decoders_active", "Video decoders running (one per stream with JPEG viewers or detection)");
     describe_counter!("sightline_decoded_frames_total", "Pictures decoded");
-    describe_counter!("sightline_decode_errors_total", "Access units the decoder rejected (corrupt H.264)");
+    describe_counter!("sightline_decode_errors_total", "Access units the decoder rejected (corrupt H.264/H.265)");
+    describe_histogram!("sightline_decode_seconds", Unit::Seconds, "libavcodec decode time per access unit");
+    describe_gauge!("sightline_transcoders_active", "WebRTC transcoders running (one per H.265 or B-frame stream with WebRTC viewers)");
     describe_histogram!(
-        "sightline_decode_seconds",
+        "sightline_transcode_seconds",
         Unit::Seconds,
-        "Decode time per access unit, including the range conversion of shown pictures"
+        "WebRTC transcode time per camera access unit: decode and H.264 encode of the pictures it released"
     );
+    describe_counter!("sightline_transcode_errors_total", "Pictures the WebRTC transcoder could not encode");
     describe_counter!("sightline_jpeg_encodes_total", "JPEG encodes, by quality (one per frame per quality in use)");
     describe_histogram!("sightline_jpeg_encode_seconds", Unit::Seconds, "JPEG encode time per picture");
     describe_gauge!("sightline_webrtc_sessions", "WHEP sessions");

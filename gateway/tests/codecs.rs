@@ -1,7 +1,8 @@
 //! Cameras that are not our test camera (issue #12): GStreamer's RTSP server sending H.265
 //! (x265enc, RFC 7798) and H.264 with B-frames (x264enc `bframes=2`, High). Every picture is
-//! decoded in presentation order, so SSE viewers get their full rate, and the stream status
-//! says what the camera sends.
+//! decoded in presentation order, so SSE viewers get their full rate; WebRTC viewers get the
+//! stream transcoded once to H.264 with the camera's RTP timestamps; the stream status says
+//! what the camera sends and what WebRTC does with it.
 
 mod common;
 
@@ -27,31 +28,25 @@ async fn health(gw: &Gateway, stream: &str) -> serde_json::Value {
     get_json(&gw.url(&format!("/api/streams/{stream}"))).await.1["health"].clone()
 }
 
+/// One test at a time: each runs GStreamer encoders, the gateway's decoders (and encoder), and
+/// one Chromium on two cores.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h265_camera_plays_over_sse_and_says_so() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let cam = GstCamera::start(free_port(), &["--codec", "h265"]);
     let gw = Gateway::start_with(&format!("[[streams]]\nid = \"hevc\"\nurl = \"{}\"\n", cam.url()), false);
     assert_sse_full_rate(&gw, "hevc").await;
     let h = health(&gw, "hevc").await;
     assert_eq!((h["codec"].as_str(), h["profile"].as_str(), h["b_frames"].as_bool()), (Some("h265"), Some("Main"), Some(false)), "{h}");
     assert_eq!((h["width"].as_u64(), h["height"].as_u64()), (Some(1280), Some(720)), "{h}");
-    // No WebRTC for H.265 yet: a clear 422 with a JSON body, not a broken session.
-    let resp = reqwest::Client::new()
-        .post(gw.url("/api/streams/hevc/whep"))
-        .header("content-type", "application/sdp")
-        .body(chromium_offer())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 422);
-    let body: serde_json::Value = resp.json().await.unwrap();
-    assert_eq!(body["error"], "unsupported", "{body}");
-    assert!(body["detail"].as_str().unwrap_or("").contains("h265"), "{body}");
     assert!(gw.log_text().contains("video parameters known"), "the codec and size are logged");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b_frames_are_decoded_in_presentation_order() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let h264 = GstCamera::start(free_port(), &["--profile", "high", "--bframes", "2"]);
     let h265 = GstCamera::start(free_port(), &["--codec", "h265", "--bframes", "2"]);
     let gw = Gateway::start_with(
@@ -67,4 +62,48 @@ async fn b_frames_are_decoded_in_presentation_order() {
             "{stream}: {h}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_plays_b_frames_and_h265_transcoded() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let avc = GstCamera::start(free_port(), &["--profile", "high", "--bframes", "2"]);
+    let hevc = GstCamera::start(free_port(), &["--codec", "h265"]);
+    let gw = Gateway::start_with(
+        &format!("[[streams]]\nid = \"avc-b\"\nurl = \"{}\"\n[[streams]]\nid = \"hevc\"\nurl = \"{}\"\n", avc.url(), hevc.url()),
+        false,
+    );
+    for (stream, reason) in [("avc-b", "the camera sends B-frames"), ("hevc", "the camera sends H.265")] {
+        let r = browser_whep(&gw, stream, 5).await;
+        assert!(r["framesDecoded"].as_u64().unwrap_or(0) >= 100, "{stream}: >= 100 frames decoded in 5 s: {r}");
+        assert_eq!((r["width"].as_u64(), r["height"].as_u64()), (Some(1280), Some(720)), "{stream}: {r}");
+        assert_eq!(r["packetsLost"], 0, "{stream}: {r}");
+        // The transcoded pictures keep the camera's 90 kHz timestamps, in presentation order:
+        // steps of 3600 (25 fps) for nearly every displayed frame, none backwards.
+        let steps = r["rtpSteps"].as_object().unwrap();
+        let total: u64 = steps.values().map(|v| v.as_u64().unwrap()).sum();
+        let exact = steps.get("3600").and_then(|v| v.as_u64()).unwrap_or(0);
+        assert!(exact * 10 >= total * 9, "{stream}: 3600-tick steps {exact} of {total}: {r}");
+        assert_eq!(r["hello"]["rtp_offset"], 0, "{stream}: camera timestamps kept: {r}");
+        assert_eq!(r["deleteStatus"], 200, "{stream}");
+        let (_, s) = get_json(&gw.url(&format!("/api/streams/{stream}"))).await;
+        assert_eq!(
+            (s["video"]["webrtc"]["mode"].as_str(), s["video"]["webrtc"]["reason"].as_str()),
+            (Some("transcode"), Some(reason)),
+            "{s}"
+        );
+        assert!(
+            metric(&gw, &format!("sightline_transcode_seconds_count{{stream=\"{stream}\"}}")).await.unwrap_or(0.0) >= 100.0,
+            "{stream}: one transcode per picture"
+        );
+    }
+    // The last viewer gone, the transcoders stop.
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            metric(&gw, "sightline_transcoders_active{stream=\"avc-b\"}").await == Some(0.0)
+                && metric(&gw, "sightline_transcoders_active{stream=\"hevc\"}").await == Some(0.0)
+        })
+        .await,
+        "transcoders stop with their last viewer"
+    );
 }

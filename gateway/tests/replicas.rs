@@ -138,6 +138,9 @@ async fn redis_down_means_503_and_restart_restores_state() {
 async fn whep_resources_redirect_to_the_owner() {
     let k = cluster();
     post(&k.a.url("/api/streams/cam/start"), None).await;
+    // B learns of the start through the store (a CI run under load asked before it had: 409).
+    let started_on_b = || async { get_json(&k.b.url("/api/streams/cam")).await.1["active"] == true };
+    assert!(eventually(Duration::from_secs(5), started_on_b).await, "the start reaches replica b");
     let created = reqwest::Client::new()
         .post(k.b.url("/api/streams/cam/whep"))
         .header("content-type", "application/sdp")

@@ -30,8 +30,6 @@ pub enum ErrorKind {
     RateLimited,
     /// 431.
     HeadersTooLarge,
-    /// 422: the request is well formed but this stream cannot be served that way.
-    Unsupported,
     /// 503 with `Retry-After`: full, or shutting down; the detail says which limit.
     AtCapacity,
     /// 503: a dependency is down or switched off; the body is generic.
@@ -188,14 +186,6 @@ pub enum Error {
         /// The stream.
         stream: String,
     },
-    /// A stream whose codec WebRTC viewers cannot get yet.
-    #[error("stream {stream:?} sends {codec}; WebRTC carries H.264 only so far: use the SSE or MJPEG feed")]
-    WebrtcCodec {
-        /// The stream.
-        stream: String,
-        /// Its codec.
-        codec: media::VideoCodec,
-    },
     /// No access unit within the stall timeout.
     #[error("no access unit for {after:?}")]
     Stalled {
@@ -229,7 +219,6 @@ impl Error {
             ViewersPerStream { .. } | Viewers { .. } | WebrtcSessions { .. } | ShuttingDown => ErrorKind::AtCapacity,
             StoreUnavailable { .. } | WebrtcDisabled | WebrtcStopping | NoTokenSecret => ErrorKind::Unavailable,
             Redirect { .. } => ErrorKind::Redirect,
-            WebrtcCodec { .. } => ErrorKind::Unsupported,
             Whep { .. } => ErrorKind::Whep,
             CameraUrl { .. } | Rtsp { .. } | NoVideo { .. } | Stalled { .. } | CameraEnded { .. } => ErrorKind::Camera,
         }
@@ -247,7 +236,6 @@ impl Error {
             | CameraUrl { stream, .. }
             | Rtsp { stream, .. }
             | NoVideo { stream }
-            | WebrtcCodec { stream, .. }
             | Stalled { stream, .. }
             | CameraEnded { stream } => Some(stream),
             _ => None,

@@ -20,7 +20,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const HEALTHY_RUN: Duration = Duration::from_secs(10);
 
 /// Names of the restarted tasks, exported at zero from start.
-pub const TASKS: [&str; 4] = ["ingest", "decoder", "webrtc_loop", "stream_supervisor"];
+pub const TASKS: [&str; 5] = ["ingest", "decoder", "transcoder", "webrtc_loop", "stream_supervisor"];
 
 /// The text of a panic payload.
 pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {

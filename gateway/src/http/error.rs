@@ -40,7 +40,6 @@ pub(crate) fn status_and_kind(e: &Error) -> (StatusCode, &'static str) {
         ErrorKind::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
         ErrorKind::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
         ErrorKind::HeadersTooLarge => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large"),
-        ErrorKind::Unsupported => (StatusCode::UNPROCESSABLE_ENTITY, "unsupported"),
         ErrorKind::AtCapacity => (StatusCode::SERVICE_UNAVAILABLE, "at_capacity"),
         ErrorKind::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         ErrorKind::Redirect => (StatusCode::TEMPORARY_REDIRECT, "moved"),

@@ -15,6 +15,7 @@ use crate::config::Transport;
 use crate::config::redact::redact_url;
 use crate::core::Error;
 use crate::detect::DetectionView;
+use crate::out::webrtc::{WebrtcVideo, policy};
 use crate::state::StartParams;
 use crate::stream::StreamRuntime;
 use crate::stream::runtime::HealthView;
@@ -48,14 +49,25 @@ pub(crate) struct StreamView {
     pub(crate) updated_by: String,
     /// Ingest health and viewer counts.
     pub(crate) health: HealthView,
+    /// What each output does with the camera's video.
+    pub(crate) video: VideoView,
     /// Object detection status.
     pub(crate) detection: DetectionView,
+}
+
+/// What each output does with the camera's video.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct VideoView {
+    /// WebRTC: `{"mode": "passthrough" | "transcode", "reason": …}` (from the camera's codec and
+    /// B-frames; `passthrough` until they are known).
+    pub(crate) webrtc: WebrtcVideo,
 }
 
 impl StreamView {
     /// The view of `rt` (credentials redacted) as `state` sees it now.
     fn new(state: &AppState, rt: &StreamRuntime) -> StreamView {
         let r = rt.record();
+        let health = rt.health_view();
         StreamView {
             id: rt.config.id.clone(),
             name: rt.config.display_name().to_owned(),
@@ -69,7 +81,8 @@ impl StreamView {
             started_at_ms: r.started_at_ms,
             updated_at_ms: r.updated_at_ms,
             updated_by: r.updated_by,
-            health: rt.health_view(),
+            video: VideoView { webrtc: policy(health.health.codec, health.health.b_frames) },
+            health,
             detection: state.detect.as_ref().map_or_else(DetectionView::off, |d| d.view(&rt.id)),
         }
     }

@@ -42,6 +42,27 @@ pub struct Decoded {
     frame: ffmpeg::frame::Video,
 }
 
+impl Decoded {
+    /// The picture as 8-bit 4:2:0 (`YUV420P`/`YUVJ420P`) for JPEG and H.264 encoders: itself,
+    /// or converted by swscale (10-bit, 4:2:2 and 4:4:4 cameras). Rare enough that a scaler
+    /// per picture (swscale's context is not `Send`) does not matter.
+    pub(crate) fn into_i420(self) -> Result<ffmpeg::frame::Video, ffmpeg::Error> {
+        match self.frame.format() {
+            Pixel::YUV420P | Pixel::YUVJ420P => Ok(self.frame),
+            _ => self.to_i420(),
+        }
+    }
+
+    fn to_i420(&self) -> Result<ffmpeg::frame::Video, ffmpeg::Error> {
+        use ffmpeg::software::scaling::{Context, Flags};
+        let (w, h) = (self.width, self.height);
+        let mut scaler = Context::get(self.frame.format(), w, h, Pixel::YUV420P, w, h, Flags::POINT)?;
+        let mut dst = ffmpeg::frame::Video::empty();
+        scaler.run(&self.frame, &mut dst)?;
+        Ok(dst)
+    }
+}
+
 impl std::fmt::Debug for Decoded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Decoded").field("seq", &self.seq).field("width", &self.width).field("height", &self.height).finish_non_exhaustive()
@@ -98,7 +119,7 @@ fn range_tables() -> &'static ([u8; 256], [u8; 256]) {
 
 /// Initializes FFmpeg once; its own log is limited to fatal errors (ours says what failed,
 /// with the stream id, and counts it).
-fn ffmpeg_ready() -> Result<(), ffmpeg::Error> {
+pub(crate) fn ffmpeg_ready() -> Result<(), ffmpeg::Error> {
     static READY: OnceLock<Result<(), ffmpeg::Error>> = OnceLock::new();
     *READY.get_or_init(|| {
         ffmpeg::util::log::set_level(ffmpeg::util::log::Level::Fatal);
@@ -210,27 +231,16 @@ impl Codec {
         let converted;
         let frame = match decoded.frame.format() {
             Pixel::YUV420P | Pixel::YUVJ420P => &decoded.frame,
-            other => {
-                // 10-bit, 4:2:2 or 4:4:4 cameras: to 8-bit 4:2:0 through swscale. Rare enough
-                // that a scaler per picture (swscale's context is not `Send`) does not matter.
-                let (w, h) = (decoded.width, decoded.height);
-                let scaled =
-                    ffmpeg::software::scaling::Context::get(other, w, h, Pixel::YUV420P, w, h, ffmpeg::software::scaling::Flags::POINT)
-                        .and_then(|mut scaler| {
-                            let mut dst = ffmpeg::frame::Video::empty();
-                            scaler.run(&decoded.frame, &mut dst).map(|()| dst)
-                        });
-                match scaled {
-                    Ok(dst) => {
-                        converted = dst;
-                        &converted
-                    }
-                    Err(e) => {
-                        warn!(stream = %self.stream_id, format = ?other, error = %e, "cannot convert the decoded picture to 8-bit I420");
-                        return None;
-                    }
+            _ => match decoded.to_i420() {
+                Ok(dst) => {
+                    converted = dst;
+                    &converted
                 }
-            }
+                Err(e) => {
+                    warn!(stream = %self.stream_id, format = ?decoded.frame.format(), error = %e, "cannot convert the decoded picture to 8-bit I420");
+                    return None;
+                }
+            },
         };
         let (w, h) = (decoded.width as usize, decoded.height as usize);
         let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));

@@ -17,6 +17,7 @@
 
 pub mod codec;
 pub(crate) mod decimate;
+pub(crate) mod transcode;
 
 use std::any::Any;
 use std::collections::BTreeMap;

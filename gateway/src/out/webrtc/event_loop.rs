@@ -27,13 +27,14 @@ use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, info, warn};
 
 use super::registry::Registry;
-use super::tap::{self, TapMessage};
+use super::tap::{self, TapKey, TapMessage};
 use super::timeline::Timeline;
-use crate::core::StreamId;
 use crate::core::detections::Detections;
 use crate::core::frame::AccessUnit;
 use crate::core::shutdown::StopReason;
 use crate::core::task::{AbortOnDrop, note_panic};
+use crate::pipeline::transcode::TranscodeGuard;
+use crate::stream::hub::Hub;
 use crate::stream::{ConsumerGuard, StreamRuntime};
 
 /// Largest UDP datagram read, bytes.
@@ -59,6 +60,10 @@ pub(crate) struct NewSession {
     pub(crate) id: SessionId,
     /// The stream it watches.
     pub(crate) stream: Arc<StreamRuntime>,
+    /// Where its video comes from: the camera's hub, or the stream's transcoder's.
+    pub(crate) video: Arc<Hub>,
+    /// Keeps the stream's transcoder running while the session lives (transcoded video).
+    pub(crate) transcode: Option<TranscodeGuard>,
     /// The answered peer.
     pub(crate) peer: ViewerPeer,
     /// When the WHEP POST arrived (for time to first frame).
@@ -98,6 +103,8 @@ fn rtp_payloads(au: &AccessUnit) -> Arc<RtpPayloads> {
 #[derive(Debug)]
 struct Session {
     stream: Arc<StreamRuntime>,
+    video: Arc<Hub>,
+    transcode: Option<TranscodeGuard>,
     peer: ViewerPeer,
     timeline: Timeline,
     next_timeout: Option<Instant>,
@@ -129,7 +136,7 @@ pub(crate) struct EventLoop {
     connect_timeout: Duration,
     sessions: HashMap<SessionId, Session>,
     by_addr: HashMap<SocketAddr, SessionId>,
-    taps: HashMap<StreamId, Tap>,
+    taps: HashMap<TapKey, Tap>,
     media_tx: mpsc::Sender<TapMessage>,
     media_rx: mpsc::Receiver<TapMessage>,
     out: Vec<Datagram>,
@@ -368,8 +375,9 @@ impl EventLoop {
 
     fn add(&mut self, new: NewSession) {
         let media_tx = &self.media_tx;
-        let tap = self.taps.entry(new.stream.id.clone()).or_insert_with(|| Tap {
-            _task: AbortOnDrop::spawn(tap::run(new.stream.clone(), new.detections, media_tx.clone())),
+        let key = TapKey { stream: new.stream.id.clone(), transcoded: new.transcode.is_some() };
+        let tap = self.taps.entry(key.clone()).or_insert_with(|| Tap {
+            _task: AbortOnDrop::spawn(tap::run(key, new.stream.clone(), new.video.clone(), new.detections, media_tx.clone())),
             sessions: 0,
         });
         tap.sessions += 1;
@@ -377,6 +385,8 @@ impl EventLoop {
             new.id,
             Session {
                 stream: new.stream,
+                video: new.video,
+                transcode: new.transcode,
                 peer: new.peer,
                 timeline: Timeline::new(),
                 next_timeout: Some(Instant::now()),
@@ -411,30 +421,30 @@ impl EventLoop {
         self.by_addr.retain(|_, v| *v != id);
         self.registry.remove(&id);
         self.count.store(self.sessions.len(), Ordering::Relaxed);
-        let key: &str = &s.stream.id;
-        if let Some(tap) = self.taps.get_mut(key) {
+        let key = TapKey { stream: s.stream.id.clone(), transcoded: s.transcode.is_some() };
+        if let Some(tap) = self.taps.get_mut(&key) {
             tap.sessions -= 1;
             if tap.sessions == 0 {
                 // Dropping the tap aborts its task.
-                self.taps.remove(key);
+                self.taps.remove(&key);
             }
         }
     }
 
     async fn on_media(&mut self, message: TapMessage) {
         match message {
-            TapMessage::Unit(stream, au) => self.fan_out(&stream, &au).await,
-            TapMessage::Text(stream, text) => {
-                for id in self.session_ids(&stream) {
+            TapMessage::Unit(key, au) => self.fan_out(&key, &au).await,
+            TapMessage::Text(key, text) => {
+                for id in self.session_ids(&key) {
                     if let Some(s) = self.sessions.get_mut(&id) {
                         s.peer.send_text(&text);
                     }
                     self.drive(id);
                 }
             }
-            TapMessage::Stopped(stream, reason) => {
-                for id in self.session_ids(&stream) {
-                    info!(stream = %stream, session = %id, ?reason, "WHEP session closed");
+            TapMessage::Stopped(key, reason) => {
+                for id in self.session_ids(&key) {
+                    info!(stream = %key.stream, session = %id, ?reason, "WHEP session closed");
                     self.close(id, Some(reason));
                 }
             }
@@ -443,10 +453,11 @@ impl EventLoop {
 
     /// Sends one access unit to every session of its stream, flushing per session so the
     /// first viewers' packets leave while later ones are encrypted.
-    async fn fan_out(&mut self, stream: &StreamId, au: &AccessUnit) {
+    async fn fan_out(&mut self, key: &TapKey, au: &AccessUnit) {
+        let stream = &key.stream;
         let mut first = true;
         let payloads = rtp_payloads(au);
-        for id in self.session_ids(stream) {
+        for id in self.session_ids(key) {
             self.send_live(id, au, &payloads);
             if self.out.is_empty() {
                 continue;
@@ -464,8 +475,12 @@ impl EventLoop {
         }
     }
 
-    fn session_ids(&self, stream: &str) -> Vec<SessionId> {
-        self.sessions.iter().filter(|(_, s)| *s.stream.id == *stream).map(|(id, _)| *id).collect()
+    fn session_ids(&self, key: &TapKey) -> Vec<SessionId> {
+        self.sessions
+            .iter()
+            .filter(|(_, s)| s.stream.id == key.stream && s.transcode.is_some() == key.transcoded)
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     fn send_live(&mut self, id: SessionId, au: &AccessUnit, payloads: &RtpPayloads) {
@@ -485,7 +500,7 @@ impl EventLoop {
     /// Sends the cached GOP as a burst (fast start, or a keyframe request).
     fn burst(&mut self, id: SessionId) {
         let Some(s) = self.sessions.get_mut(&id) else { return };
-        let gop = s.stream.hub.cached_gop();
+        let gop = s.video.cached_gop();
         s.last_burst = Some(Instant::now());
         for (au, ts) in s.timeline.burst(&gop) {
             write_unit(s, &au, &rtp_payloads(&au), ts);
@@ -529,7 +544,12 @@ impl EventLoop {
                 metrics::counter!("sightline_webrtc_keyframe_requests_total", "stream" => stream, "kind" => if full { "fir" } else { "pli" })
                     .increment(1);
                 if s.last_burst.is_none_or(|t| t.elapsed() >= KEYFRAME_BURST_INTERVAL) {
-                    if s.stream.hub.cached_gop_len() <= MAX_BURST_UNITS {
+                    if let Some(transcode) = &s.transcode {
+                        // Our own encoder: the next picture is an IDR.
+                        transcode.request_keyframe();
+                        s.timeline.wait_for_keyframe();
+                        s.last_burst = Some(Instant::now());
+                    } else if s.video.cached_gop_len() <= MAX_BURST_UNITS {
                         self.burst(id);
                     } else {
                         s.timeline.wait_for_keyframe();

@@ -20,7 +20,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use media::SequenceInfo;
+use media::{SequenceInfo, VideoCodec};
+use parking_lot::Mutex;
+use serde::Serialize;
 use signaling::peer::{PeerConfig, ViewerPeer};
 use signaling::whep::{self, ETag, IceServer, PatchRequest, SessionId};
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -33,14 +35,26 @@ use crate::core::Error;
 use crate::core::detections::Detections;
 use crate::core::task::AbortOnDrop;
 use crate::metrics::limit_hit;
+use crate::pipeline::transcode::{TranscodeGuard, Transcoder};
 use crate::state::ClusterStore;
+use crate::stream::hub::Hub;
 use crate::stream::{StreamRuntime, ViewerKind};
 
 /// Profile assumed when the camera's SPS is not known in time: Constrained Baseline 3.1,
 /// which every browser decodes.
 const FALLBACK_PROFILE_LEVEL_ID: u32 = 0x42e01f;
+/// What the transcoder sends: x264 `ultrafast` writes Constrained Baseline as `42c0xx`; the
+/// same profile is offered by browsers as `42e0xx` (RFC 6184 §8.1), level 3.1 as a hint.
+const TRANSCODED_PROFILE_LEVEL_ID: u32 = 0x42e01f;
 /// Commands queued per event loop before senders wait.
 const COMMAND_QUEUE: usize = 256;
+
+/// Where a new session's video comes from.
+struct VideoSource {
+    hub: Arc<Hub>,
+    profile_level_id: u32,
+    transcode: Option<TranscodeGuard>,
+}
 
 /// A created session, for the 201 response.
 #[derive(Debug)]
@@ -67,6 +81,38 @@ pub(crate) enum Patched {
     },
 }
 
+/// How WebRTC viewers get a stream's video: `video.webrtc` in the stream status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum WebrtcMode {
+    /// The camera's H.264 access units, packetized once for every viewer.
+    Passthrough,
+    /// One decode and one H.264 encode for the stream, shared by its viewers.
+    Transcode,
+}
+
+/// A stream's WebRTC video policy and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub(crate) struct WebrtcVideo {
+    /// `passthrough` or `transcode`.
+    pub(crate) mode: WebrtcMode,
+    /// Why it is transcoded; `null` for passthrough.
+    pub(crate) reason: Option<&'static str>,
+}
+
+/// The policy for a camera sending `codec` (unknown before its first session) with or
+/// without B-frames: H.264 without B-frames is passed through; B-frames (browsers show
+/// reordered pictures out of order or not at all) and H.265 (which browsers decode only with
+/// hardware support, so it is not offered as it is) are transcoded.
+pub(crate) fn policy(codec: Option<VideoCodec>, b_frames: bool) -> WebrtcVideo {
+    let transcode = |reason| WebrtcVideo { mode: WebrtcMode::Transcode, reason: Some(reason) };
+    match codec {
+        Some(VideoCodec::H265) => transcode("the camera sends H.265"),
+        _ if b_frames => transcode("the camera sends B-frames"),
+        _ => WebrtcVideo { mode: WebrtcMode::Passthrough, reason: None },
+    }
+}
+
 #[derive(Debug)]
 struct LoopHandle {
     commands: mpsc::Sender<Command>,
@@ -82,6 +128,8 @@ pub(crate) struct Webrtc {
     loops: Vec<LoopHandle>,
     registry: Arc<Registry>,
     links: Vec<String>,
+    /// One transcoder per stream that ever needed one (idle while nobody watches it).
+    transcoders: Mutex<std::collections::HashMap<crate::core::StreamId, Arc<Transcoder>>>,
     _refresh: AbortOnDrop,
 }
 
@@ -135,6 +183,7 @@ impl Webrtc {
             loops: handles,
             registry,
             links: whep::ice_server_links(&servers),
+            transcoders: Mutex::default(),
             _refresh: refresh,
         }))
     }
@@ -155,7 +204,8 @@ impl Webrtc {
     }
 
     /// Answers a WHEP offer for an active stream (the caller checked stream and state).
-    /// Waits up to `first_frame_timeout` for the camera's SPS to pick the H.264 profile.
+    /// Waits up to `first_frame_timeout` for the camera's SPS to pick the H.264 profile and
+    /// the [`policy`]: passthrough, or the stream's shared transcoder.
     /// A session opened with a viewer token ends at `expires` (data channel
     /// `{"type":"stopped","reason":"token_expired"}`). `detections` carries the stream's
     /// detection messages to the data channel.
@@ -176,15 +226,25 @@ impl Webrtc {
         let created_at = Instant::now();
         // Counts as a viewer from now on: an on-demand stream starts pulling.
         let guard = stream.try_consumer(ViewerKind::Webrtc)?;
-        let profile_level_id = self.camera_profile(stream).await?;
+        let video = self.video_source(stream).await;
         let (loop_index, handle) =
             self.loops.iter().enumerate().min_by_key(|(_, l)| l.sessions.load(Ordering::Relaxed)).ok_or(Error::WebrtcStopping)?;
-        let config = PeerConfig { candidates: vec![handle.announced], profile_level_id };
+        let config = PeerConfig { candidates: vec![handle.announced], profile_level_id: video.profile_level_id };
         let (peer, answer) = ViewerPeer::accept(offer, &config, Instant::now()).map_err(|e| Error::whep(&stream.id, e))?;
         let id = SessionId::from_random(rand::random());
         let etag = ETag::from_random(rand::random());
         let pending = self.registry.insert_pending(id, Entry { stream: stream.id.clone(), loop_index, etag });
-        let new = NewSession { id, stream: stream.clone(), peer, created_at, guard, expires, detections };
+        let new = NewSession {
+            id,
+            stream: stream.clone(),
+            video: video.hub,
+            transcode: video.transcode,
+            peer,
+            created_at,
+            guard,
+            expires,
+            detections,
+        };
         if handle.commands.send(Command::Add(Box::new(new))).await.is_err() {
             return Err(Error::WebrtcStopping);
         }
@@ -197,19 +257,32 @@ impl Webrtc {
         Ok(Created { id, etag, answer })
     }
 
-    /// The H.264 `profile-level-id` to answer with: the camera's, once its SPS is known.
-    /// Errors: [`Error::WebrtcCodec`] for an H.265 camera.
-    async fn camera_profile(&self, stream: &StreamRuntime) -> Result<u32, Error> {
+    /// Where a new session's video comes from: the camera's hub (passthrough) or the
+    /// stream's transcoder (see [`policy`]), with the H.264 `profile-level-id` to answer
+    /// with. Waits up to `first_frame_timeout` for the camera's SPS (codec, profile).
+    async fn video_source(&self, stream: &StreamRuntime) -> VideoSource {
         let mut sps = stream.hub.watch_sps();
         let wait = sps.wait_for(Option::is_some);
-        match tokio::time::timeout(self.config.first_frame_timeout, wait).await {
-            Ok(Ok(info)) => match info.as_ref() {
-                Some(SequenceInfo::H264(sps)) => Ok(u32::from_str_radix(&sps.profile_level_id(), 16).unwrap_or(FALLBACK_PROFILE_LEVEL_ID)),
-                Some(other) => Err(Error::WebrtcCodec { stream: stream.id.to_string(), codec: other.codec() }),
-                None => Ok(FALLBACK_PROFILE_LEVEL_ID),
-            },
-            _ => Ok(FALLBACK_PROFILE_LEVEL_ID),
+        let info = match tokio::time::timeout(self.config.first_frame_timeout, wait).await {
+            Ok(Ok(info)) => info.clone(),
+            _ => None,
+        };
+        let health = stream.health_view().health;
+        let codec = info.as_ref().map(SequenceInfo::codec).or(health.codec);
+        if policy(codec, health.b_frames).mode == WebrtcMode::Passthrough {
+            let profile_level_id = match &info {
+                Some(SequenceInfo::H264(sps)) => u32::from_str_radix(&sps.profile_level_id(), 16).unwrap_or(FALLBACK_PROFILE_LEVEL_ID),
+                _ => FALLBACK_PROFILE_LEVEL_ID,
+            };
+            return VideoSource { hub: stream.hub.clone(), profile_level_id, transcode: None };
         }
+        let transcoder = self
+            .transcoders
+            .lock()
+            .entry(stream.id.clone())
+            .or_insert_with(|| Transcoder::new(stream.id.clone(), stream.hub.clone()))
+            .clone();
+        VideoSource { hub: transcoder.hub().clone(), profile_level_id: TRANSCODED_PROFILE_LEVEL_ID, transcode: Some(transcoder.watch()) }
     }
 
     /// Whether this replica holds the session.

@@ -12,16 +12,27 @@ use crate::core::detections::{Detections, next_message};
 use crate::core::frame::AccessUnit;
 use crate::core::shutdown::StopReason;
 use crate::stream::StreamRuntime;
+use crate::stream::hub::Hub;
+
+/// Which sessions a tap serves: those of a stream that get its video as the camera sends it,
+/// or those that get it transcoded.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(super) struct TapKey {
+    /// The stream.
+    pub(super) stream: StreamId,
+    /// Whether the sessions get the transcoder's video.
+    pub(super) transcoded: bool,
+}
 
 /// What a tap sends to its loop.
 #[derive(Debug)]
 pub(super) enum TapMessage {
     /// A live access unit.
-    Unit(StreamId, Arc<AccessUnit>),
-    /// Data-channel text for every session of the stream (`state`, `detections`).
-    Text(StreamId, Arc<str>),
-    /// The stream's sessions end.
-    Stopped(StreamId, StopReason),
+    Unit(TapKey, Arc<AccessUnit>),
+    /// Data-channel text for every session of the tap (`state`, `detections`).
+    Text(TapKey, Arc<str>),
+    /// The tap's sessions end.
+    Stopped(TapKey, StopReason),
 }
 
 /// The data channel's `state` message.
@@ -29,17 +40,19 @@ pub(super) fn state_message(stream: &StreamRuntime) -> String {
     json!({"type": "state", "health": stream.health_view()}).to_string()
 }
 
-/// Follows `stream` until it ends (or the loop is gone), sending to `tx`.
+/// Follows `stream` until it ends (or the loop is gone), its units from `video` (the camera's
+/// hub or the transcoder's), sending to `tx`.
 pub(super) async fn run(
+    key: TapKey,
     stream: Arc<StreamRuntime>,
+    video: Arc<Hub>,
     detections: Option<broadcast::Receiver<Arc<Detections>>>,
     tx: mpsc::Sender<TapMessage>,
 ) {
-    let key = stream.id.clone();
     // From now on: the receiver was made when the session's offer came (before the camera's
     // first keyframe was waited for), and what queued since is stale.
     let mut detections = detections.map(|rx| rx.resubscribe());
-    let mut units = stream.hub.subscribe_live();
+    let mut units = video.subscribe_live();
     let mut health = stream.watch_health();
     health.mark_unchanged();
     // Seen from now: the stream may have stopped while the session was being set up.
