@@ -8,6 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # BIN_DIR=<dir> runs binaries built elsewhere (e.g. another commit's, side by side).
+# CAMERA_ARGS="--bframes 2 --profile high" (or "--codec h265") gives the GStreamer camera
+# B-frames or H.265: the gateway then transcodes for WebRTC, once per stream; the transcoder's
+# share of the gateway CPU is printed as transcode_cpu.
 # PIN_CPUS=1 puts the gateway on CPU 0 and the camera and load generator on the others: on a
 # 2-core machine unpinned runs of one binary spread +-10 %, pinned ones much less.
 gw_pin=() rest_pin=()
@@ -24,7 +27,8 @@ seconds=${SECONDS_PER_RUN:-30}
 sysctl -qw net.core.rmem_max=4194304 2>/dev/null || echo "bench-whep: cannot raise net.core.rmem_max; loss may be the load generator's" >&2
 port=18280
 cam=18556
-"${rest_pin[@]}" /usr/bin/python3 scripts/gst_rtsp_server.py --port $cam --bitrate 2000 > /tmp/bench-gst.out 2>&1 &
+# shellcheck disable=SC2086 # CAMERA_ARGS is a list of words
+"${rest_pin[@]}" /usr/bin/python3 scripts/gst_rtsp_server.py --port $cam --bitrate 2000 ${CAMERA_ARGS:-} > /tmp/bench-gst.out 2>&1 &
 camera=$!
 trap 'kill $camera 2>/dev/null' EXIT
 sleep 1
@@ -45,8 +49,10 @@ for viewers in ${@:-100 200 400}; do
   sleep $(( viewers / 100 + 6 ))   # ramp-up
   ticks() { awk '{print $14 + $15}' "/proc/$gw/stat"; }
   t0=$(ticks); s0=$(date +%s.%N); p0=$(metric 'sightline_webrtc_packets_sent_total{stream="cam"}')
+  x0=$(metric 'sightline_transcode_seconds_sum{stream="cam"}')
   sleep 10
   t1=$(ticks); s1=$(date +%s.%N); p1=$(metric 'sightline_webrtc_packets_sent_total{stream="cam"}')
+  x1=$(metric 'sightline_transcode_seconds_sum{stream="cam"}')
   rss=$(awk '/VmRSS/{print $2}' "/proc/$gw/status")
   delay_p99=$(curl -s "http://127.0.0.1:$port/metrics" | /usr/bin/python3 -c '
 import sys
@@ -57,10 +63,11 @@ q = lambda p: next((f"{le*1000:g}ms" for le, c in b if total and c >= p * total)
 print(f"p50<={q(0.5)} p90<={q(0.9)} p99<={q(0.99)}")')
   wait $lt
   hz=$(getconf CLK_TCK)
-  awk -v t0="$t0" -v t1="$t1" -v s0="$s0" -v s1="$s1" -v p0="$p0" -v p1="$p1" -v hz="$hz" -v n="$viewers" -v rss="$rss" -v d="$delay_p99" 'BEGIN {
+  awk -v t0="$t0" -v t1="$t1" -v s0="$s0" -v s1="$s1" -v p0="$p0" -v p1="$p1" -v hz="$hz" -v n="$viewers" -v rss="$rss" -v d="$delay_p99" \
+    -v x0="${x0:-0}" -v x1="${x1:-0}" 'BEGIN {
     cpu = (t1 - t0) / hz; wall = s1 - s0; pk = p1 - p0;
-    printf "viewers=%d gateway_cpu=%.1f%% rss=%dMiB packets_per_s=%.0f us_per_packet_per_viewer=%.2f send_delay %s\n",
-      n, cpu / wall * 100, rss / 1024, pk / wall, (pk > 0 ? cpu * 1e6 / pk : 0), d }'
+    printf "viewers=%d gateway_cpu=%.1f%% transcode_cpu=%.1f%% rss=%dMiB packets_per_s=%.0f us_per_packet_per_viewer=%.2f send_delay %s\n",
+      n, cpu / wall * 100, (x1 - x0) / wall * 100, rss / 1024, pk / wall, (pk > 0 ? cpu * 1e6 / pk : 0), d }'
   tail -1 /tmp/bench-loadtest.out
   kill $gw; wait $gw 2>/dev/null || true
   trap 'kill $camera 2>/dev/null' EXIT

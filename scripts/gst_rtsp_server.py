@@ -5,7 +5,10 @@ What it is for
 --------------
 Integration tests need a real, local RTSP camera: an H.264 stream (x264 Main
 or High profile, no B-frames, fixed GOP) served over RTSP with RTP over TCP
-(interleaved) and/or UDP, optionally protected by Basic/Digest auth.  This
+(interleaved) and/or UDP, optionally protected by Basic/Digest auth.  What
+real cameras also send is an option away: --codec h265 (x265enc, RFC 7798),
+--bframes N (reordered pictures), --codec mjpeg (a codec the gateway refuses)
+and --switch-after S (a picture size change inside one RTP session).  This
 script serves an SMPTE test pattern (moving, with a time overlay) through
 gst-rtsp-server, bound to 127.0.0.1 only.
 
@@ -94,11 +97,18 @@ def parse_args(argv):
                    help="x264 bitrate in kbit/s (default 2000)")
     p.add_argument("--profile", choices=("main", "high"), default="main",
                    help="H.264 profile (H.265 is always Main)")
-    p.add_argument("--codec", choices=("h264", "h265"), default="h264",
-                   help="x264enc (RFC 6184) or x265enc (RFC 7798)")
+    p.add_argument("--codec", choices=("h264", "h265", "mjpeg"), default="h264",
+                   help="x264enc (RFC 6184), x265enc (RFC 7798) or jpegenc (RFC 2435, "
+                        "a codec the gateway does not take)")
     p.add_argument("--bframes", type=int, default=0,
                    help="B-frames between references (default 0; > 0 reorders "
                         "pictures, as many cameras' 'smart' modes do)")
+    p.add_argument("--switch-after", type=float, default=None, metavar="SECONDS",
+                   help="change the picture size this long after the media starts, "
+                        "in the same RTP session (new SPS in-band), as a camera "
+                        "reconfigured by its owner does")
+    p.add_argument("--switch-size", default="640x360", metavar="WxH",
+                   help="the size --switch-after changes to (default 640x360)")
     p.add_argument("--user", default=None)
     p.add_argument("--password", default=None)
     p.add_argument("--transport", choices=("tcp", "udp", "both"),
@@ -120,11 +130,17 @@ def parse_args(argv):
 
 
 def build_launch(args):
+    # The size is set after videoscale, by the capsfilter named "size", so that
+    # --switch-after can change it while the media plays.
     src = (
         "( videotestsrc is-live=true pattern=smpte horizontal-speed=4 "
-        "! video/x-raw,width={w},height={h},framerate={fps}/1 "
+        "! video/x-raw,framerate={fps}/1 ! videoscale "
+        "! capsfilter name=size caps=video/x-raw,width={w},height={h} "
         "! timeoverlay "
     ).format(w=args.width, h=args.height, fps=args.fps)
+    if args.codec == "mjpeg":
+        # RFC 2435 carries 4:2:0 and 4:2:2 only.
+        return src + "! videoconvert ! video/x-raw,format=I420 ! jpegenc quality=70 ! rtpjpegpay name=pay0 pt=26 )"
     if args.codec == "h265":
         # Both encoders' zerolatency tune forbids B-frames: only set without them.
         enc = (
@@ -168,11 +184,22 @@ def _block_seeking(pad, info):
     return Gst.PadProbeReturn.OK
 
 
-def _on_media_configure(_factory, media):
+def _on_media_configure(_factory, media, args):
     pay = media.get_element().get_by_name("pay0")
     pay.get_static_pad("src").add_probe(
         Gst.PadProbeType.QUERY_UPSTREAM | Gst.PadProbeType.EVENT_UPSTREAM,
         _block_seeking)
+    if args.switch_after is not None:
+        size = media.get_element().get_by_name("size")
+        w, h = (int(v) for v in args.switch_size.split("x"))
+
+        def switch():
+            size.set_property("caps", Gst.Caps.from_string(
+                "video/x-raw,width=%d,height=%d" % (w, h)))
+            print("SWITCHED %dx%d" % (w, h), flush=True)
+            return False
+
+        GLib.timeout_add(int(args.switch_after * 1000), switch)
 
 
 def _set_supported_methods(auth, methods):
@@ -235,7 +262,7 @@ def main(argv=None):
     factory = GstRtspServer.RTSPMediaFactory()
     factory.set_launch(build_launch(args))
     factory.set_shared(True)
-    factory.connect("media-configure", _on_media_configure)
+    factory.connect("media-configure", _on_media_configure, args)
     protocols = {
         "tcp": GstRtsp.RTSPLowerTrans.TCP,
         "udp": GstRtsp.RTSPLowerTrans.UDP,

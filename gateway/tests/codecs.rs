@@ -107,3 +107,69 @@ async fn chromium_plays_b_frames_and_h265_transcoded() {
         "transcoders stop with their last viewer"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsupported_codec_is_a_clear_status_and_other_streams_go_on() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mjpeg = GstCamera::start(free_port(), &["--codec", "mjpeg"]);
+    let hevc = GstCamera::start(free_port(), &["--codec", "h265"]);
+    let gw = Gateway::start_with(
+        &format!("[[streams]]\nid = \"jpeg-cam\"\nurl = \"{}\"\n[[streams]]\nid = \"hevc\"\nurl = \"{}\"\n", mjpeg.url(), hevc.url()),
+        false,
+    );
+    // A viewer makes the on-demand stream pull the camera.
+    let _viewer = reqwest::get(gw.url("/api/streams/jpeg-cam/feed")).await.unwrap();
+    let refused = || async {
+        let h = health(&gw, "jpeg-cam").await;
+        h["last_error"] == "camera offers no H.264 or H.265 video stream" && h["state"] == "backoff"
+    };
+    assert!(eventually(Duration::from_secs(10), refused).await, "{}", health(&gw, "jpeg-cam").await);
+    assert_sse_full_rate(&gw, "hevc").await;
+    let log = gw.log_text();
+    assert!(
+        log.lines().any(|l| l.contains("jpeg-cam") && l.contains("camera offers no H.264 or H.265 video stream")),
+        "a log line with the stream id says why:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_that_changes_its_picture_size_mid_stream() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    // Switches from 1280x720 to 640x360 four seconds after the gateway's DESCRIBE, in the same
+    // RTP session: the new SPS arrives in-band with the next keyframe.
+    let cam = GstCamera::start(free_port(), &["--switch-after", "4", "--switch-size", "640x360"]);
+    let gw = Gateway::start_with(&format!("[[streams]]\nid = \"sw\"\nurl = \"{}\"\n", cam.url()), false);
+    let browser = tokio::spawn({
+        let base = gw.base.clone();
+        async move {
+            let out = tokio::process::Command::new("node")
+                .arg(workspace().join("tests/browser/whep.mjs"))
+                .args([&base, "sw", "10"])
+                .output()
+                .await
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            serde_json::from_str::<serde_json::Value>(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap()
+        }
+    });
+    let mut feed = Feed::open(&gw.url("/api/streams/sw/feed?fps=10")).await;
+    let mut sizes = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while std::time::Instant::now() < deadline {
+        let pic = decode_frame(&feed.next_frame(Duration::from_secs(5)).await.data);
+        sizes.push((pic.width, pic.height));
+        if sizes.iter().rev().take_while(|s| **s == (640, 360)).count() >= 20 {
+            break;
+        }
+    }
+    assert_eq!(sizes.first(), Some(&(1280, 720)), "{sizes:?}");
+    assert!(sizes.iter().rev().take_while(|s| **s == (640, 360)).count() >= 20, "SSE frames follow the new size: {sizes:?}");
+    assert!(sizes.iter().all(|s| *s == (1280, 720) || *s == (640, 360)), "{sizes:?}");
+    let h = health(&gw, "sw").await;
+    assert_eq!((h["width"].as_u64(), h["height"].as_u64()), (Some(640), Some(360)), "{h}");
+    assert!(gw.log_text().contains("video parameters changed"), "the change is logged");
+    // The browser kept playing through the switch and shows the new size.
+    let r = browser.await.unwrap();
+    assert!(r["framesDecoded"].as_u64().unwrap_or(0) >= 200, "WHEP kept playing: {r}");
+    assert_eq!((r["width"].as_u64(), r["height"].as_u64()), (Some(640), Some(360)), "{r}");
+}

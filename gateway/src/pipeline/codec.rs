@@ -161,8 +161,10 @@ impl Codec {
     }
 
     /// Decodes `au` and returns the pictures that left the decoder, in presentation order:
-    /// none while a B-frame stream fills the reorder buffer, usually one. Decode errors
-    /// (corrupt units) are counted in `sightline_decode_errors_total` and logged, never fatal.
+    /// none while a B-frame stream fills the reorder buffer, usually one. Units libavcodec
+    /// refuses and pictures it marks corrupt (shown with the damage concealed) are counted in
+    /// `sightline_decode_errors_total` and logged, never fatal; undecodable bytes it skips
+    /// without a word are not.
     pub fn decode(&mut self, au: &AccessUnit) -> Vec<Decoded> {
         let started = Instant::now();
         if self.decoder.as_ref().is_none_or(|(codec, _)| *codec != au.codec) {
@@ -200,6 +202,10 @@ impl Codec {
                     failed = Some(e);
                     break;
                 }
+            }
+            if frame.is_corrupt() {
+                // Shown concealed (libavcodec's default), but counted: the camera sent damage.
+                failed.get_or_insert(ffmpeg::Error::InvalidData);
             }
             let Some(seq) = frame.pts().and_then(|pts| u64::try_from(pts).ok()) else { continue };
             // In decoding order, so a reference picture sent before B-frames comes out after
@@ -361,6 +367,33 @@ mod tests {
             })
             .collect();
         units
+    }
+
+    #[test]
+    fn corrupt_units_do_not_stop_decoding() {
+        let units = clip(VideoCodec::H265, "libx265", &["-x265-params", "log-level=error:bframes=0"]);
+        let mut codec = Codec::new("test");
+        let unit = |seq: u64, data: Vec<u8>| {
+            let new = NewAccessUnit {
+                rtp_timestamp: RtpTimestamp::new(0),
+                capture_ms: 0,
+                keyframe: true,
+                codec: VideoCodec::H265,
+                data: data.into(),
+            };
+            AccessUnit::new(seq, new)
+        };
+        // A NAL unit with the forbidden bit set, random bytes, half of a keyframe.
+        let mut garbage = vec![0, 0, 0, 1, 0x80, 0x01];
+        garbage.extend((0..4000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+        let half = units[0].data[..units[0].data.len() / 2].to_vec();
+        for (i, data) in [vec![0, 0, 0, 1, 0xfe, 0xff, 0xff], garbage, half].into_iter().enumerate() {
+            assert!(codec.decode(&unit(1000 + i as u64, data)).len() <= 1);
+        }
+        // libavcodec conceals and skips such damage without an error (its default error
+        // recognition), so nothing needs to be counted; what matters is that it goes on.
+        let pictures: usize = units.iter().map(|au| codec.decode(au).len()).sum();
+        assert!(pictures >= units.len() - 2, "{pictures} of {} pictures after the garbage", units.len());
     }
 
     #[test]
