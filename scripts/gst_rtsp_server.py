@@ -109,6 +109,9 @@ def parse_args(argv):
                         "reconfigured by its owner does")
     p.add_argument("--switch-size", default="640x360", metavar="WxH",
                    help="the size --switch-after changes to (default 640x360)")
+    p.add_argument("--sdp-only-parameters", action="store_true",
+                   help="parameter sets only in the SDP (sprop-*), never in-band "
+                        "(payloader config-interval=0), as some cameras do")
     p.add_argument("--user", default=None)
     p.add_argument("--password", default=None)
     p.add_argument("--transport", choices=("tcp", "udp", "both"),
@@ -147,16 +150,17 @@ def build_launch(args):
             "! x265enc {tune}speed-preset=superfast bitrate={br} "
             "key-int-max={gop} option-string=scenecut=0:bframes={bf} "
             "! video/x-h265,profile=main "
-            "! rtph265pay name=pay0 pt=96 config-interval=-1 )"
+            "! rtph265pay name=pay0 pt=96 config-interval={ci} )"
         )
     else:
         enc = (
             "! x264enc {tune}speed-preset=superfast bitrate={br} "
             "key-int-max={gop} bframes={bf} option-string=scenecut=0 "
             "! video/x-h264,profile={profile} "
-            "! rtph264pay name=pay0 pt=96 config-interval=-1 )"
+            "! rtph264pay name=pay0 pt=96 config-interval={ci} )"
         )
     return src + enc.format(br=args.bitrate, gop=args.gop, bf=args.bframes,
+                            ci=0 if args.sdp_only_parameters else -1,
                             profile=args.profile,
                             tune="" if args.bframes else "tune=zerolatency ")
 
@@ -196,7 +200,8 @@ def _on_media_configure(_factory, media, args):
         def switch():
             size.set_property("caps", Gst.Caps.from_string(
                 "video/x-raw,width=%d,height=%d" % (w, h)))
-            print("SWITCHED %dx%d" % (w, h), flush=True)
+            # stderr: harnesses stop reading stdout after the READY line.
+            print("switched to %dx%d" % (w, h), file=sys.stderr, flush=True)
             return False
 
         GLib.timeout_add(int(args.switch_after * 1000), switch)

@@ -199,6 +199,7 @@ export class StreamCard {
       fps: healthItem('fps'),
       bitrate: healthItem('bitrate'),
       resolution: healthItem('res'),
+      codec: healthItem('codec'),
       reconnects: healthItem('reconnects'),
       viewers: healthItem('viewers'),
       detection: healthItem('detect'),
@@ -268,6 +269,16 @@ export class StreamCard {
     setText(hv.fps.value, formatFps(health.fps));
     setText(hv.bitrate.value, formatBitrate(health.bitrate_bps));
     setText(hv.resolution.value, formatResolution(health.width, health.height));
+    // Codec, profile, B-frames, and whether WebRTC viewers get the camera's video or a transcode.
+    const webrtc = this.#stream.video?.webrtc;
+    const codec = health.codec
+      ? [`${health.codec}${health.profile ? ` ${health.profile}` : ''}`, health.b_frames ? 'B-frames' : null,
+        webrtc?.mode === 'transcode' ? 'WebRTC transcoded' : null].filter(Boolean).join(' · ')
+      : '—';
+    setText(hv.codec.value, codec);
+    hv.codec.item.title = webrtc?.mode === 'transcode'
+      ? `WebRTC viewers get the stream transcoded to H.264: ${webrtc.reason}`
+      : 'WebRTC viewers get the camera\'s H.264 as it is';
     setText(hv.reconnects.value, formatCount(health.reconnects));
     const v = health.viewers ?? {};
     setText(hv.viewers.value,

@@ -173,3 +173,21 @@ async fn a_camera_that_changes_its_picture_size_mid_stream() {
     assert!(r["framesDecoded"].as_u64().unwrap_or(0) >= 200, "WHEP kept playing: {r}");
     assert_eq!((r["width"].as_u64(), r["height"].as_u64()), (Some(640), Some(360)), "{r}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parameter_sets_only_in_the_sdp() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    // The payloaders never send SPS/PPS (VPS) in-band: retina puts the SDP's sprop-* in front
+    // of keyframes.
+    let avc = GstCamera::start(free_port(), &["--sdp-only-parameters"]);
+    let hevc = GstCamera::start(free_port(), &["--codec", "h265", "--sdp-only-parameters"]);
+    let gw = Gateway::start_with(
+        &format!("[[streams]]\nid = \"avc\"\nurl = \"{}\"\n[[streams]]\nid = \"hevc\"\nurl = \"{}\"\n", avc.url(), hevc.url()),
+        false,
+    );
+    for (stream, codec) in [("avc", "h264"), ("hevc", "h265")] {
+        assert_sse_full_rate(&gw, stream).await;
+        let h = health(&gw, stream).await;
+        assert_eq!((h["codec"].as_str(), h["width"].as_u64()), (Some(codec), Some(1280)), "{stream}: {h}");
+    }
+}
