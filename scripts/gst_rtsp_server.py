@@ -109,6 +109,10 @@ def parse_args(argv):
                         "reconfigured by its owner does")
     p.add_argument("--switch-size", default="640x360", metavar="WxH",
                    help="the size --switch-after changes to (default 640x360)")
+    p.add_argument("--relay", default=None, metavar="RTSP_URL",
+                   help="re-encode another RTSP server's H.264 (e.g. the gateway's test "
+                        "camera, whose shapes detection tests know) instead of the test "
+                        "pattern")
     p.add_argument("--sdp-only-parameters", action="store_true",
                    help="parameter sets only in the SDP (sprop-*), never in-band "
                         "(payloader config-interval=0), as some cameras do")
@@ -133,9 +137,16 @@ def parse_args(argv):
 
 
 def build_launch(args):
+    if args.relay:
+        src = (
+            "( rtspsrc location={url} protocols=tcp latency=0 "
+            "! rtph264depay ! avdec_h264 ! videoconvert "
+        ).format(url=args.relay)
+    else:
+        src = None
     # The size is set after videoscale, by the capsfilter named "size", so that
     # --switch-after can change it while the media plays.
-    src = (
+    src = src or (
         "( videotestsrc is-live=true pattern=smpte horizontal-speed=4 "
         "! video/x-raw,framerate={fps}/1 ! videoscale "
         "! capsfilter name=size caps=video/x-raw,width={w},height={h} "

@@ -191,3 +191,43 @@ async fn parameter_sets_only_in_the_sdp() {
         assert_eq!((h["codec"].as_str(), h["width"].as_u64()), (Some(codec), Some(1280)), "{stream}: {h}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detections_land_on_the_shapes_of_an_h265_picture() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    // The test camera's picture (shapes the test model knows, a pixel clock) re-encoded to
+    // H.265 by GStreamer: the gateway decodes H.265 for detection.
+    let relay_port = free_port();
+    let gw = Gateway::start_with(
+        &format!(
+            "[detect]\nmodel = \"{{workspace}}/models/testcam-shapes.onnx\"\nworkers = 1\nfps = 10\n[[streams]]\nid = \"hevc\"\nurl = \"rtsp://127.0.0.1:{relay_port}/cam\"\n"
+        ),
+        true,
+    );
+    let _relay = GstCamera::start(
+        relay_port,
+        &["--codec", "h265", "--bitrate", "4000", "--relay", &format!("rtsp://127.0.0.1:{}/testcam", gw.testcam_port)],
+    );
+    let mut feed = Feed::open(&gw.url("/api/streams/hevc/feed?fps=25")).await;
+    let mut frames: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    let mut checked = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while checked < 8 {
+        assert!(std::time::Instant::now() < deadline, "only {checked} detections matched a frame; log:\n{}", gw.log_text());
+        let e = feed.next(Duration::from_secs(20)).await.expect("feed open");
+        match e.event.as_str() {
+            "frame" => {
+                frames.insert(e.id.clone(), e.data);
+            }
+            "detections" => {
+                let d: serde_json::Value = serde_json::from_str(&e.data).unwrap();
+                assert_eq!((d["stream"].as_str(), d["width"].as_u64()), (Some("hevc"), Some(1280)), "{d}");
+                let Some(data) = frames.get(&d["seq"].to_string()) else { continue };
+                assert_boxes_on_shapes(&d, data);
+                checked += 1;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(health(&gw, "hevc").await["codec"], "h265");
+}
