@@ -139,19 +139,7 @@ async fn a_camera_that_changes_its_picture_size_mid_stream() {
     // RTP session: the new SPS arrives in-band with the next keyframe.
     let cam = GstCamera::start(free_port(), &["--switch-after", "4", "--switch-size", "640x360"]);
     let gw = Gateway::start_with(&format!("[[streams]]\nid = \"sw\"\nurl = \"{}\"\n", cam.url()), false);
-    let browser = tokio::spawn({
-        let base = gw.base.clone();
-        async move {
-            let out = tokio::process::Command::new("node")
-                .arg(workspace().join("tests/browser/whep.mjs"))
-                .args([&base, "sw", "10"])
-                .output()
-                .await
-                .unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-            serde_json::from_str::<serde_json::Value>(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap()
-        }
-    });
+    let browser = tokio::spawn(browser_whep_at(gw.base.clone(), "sw".into(), 10));
     let mut feed = Feed::open(&gw.url("/api/streams/sw/feed?fps=10")).await;
     let mut sizes = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(15);

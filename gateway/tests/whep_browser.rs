@@ -57,20 +57,7 @@ async fn camera_restart_keeps_the_peer_connection() {
         ),
         false,
     );
-    let viewer = tokio::spawn({
-        let base = gw.base.clone();
-        async move {
-            let out = tokio::process::Command::new("node")
-                .arg(workspace().join("tests/browser/whep.mjs"))
-                .args([&base, "cam", "14"])
-                .output()
-                .await
-                .unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-            let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-            serde_json::from_str::<serde_json::Value>(stdout.lines().last().unwrap()).unwrap()
-        }
-    });
+    let viewer = tokio::spawn(browser_whep_at(gw.base.clone(), "cam".into(), 14));
     // The browser plays, then the camera is gone for 2 s: the scenario's clock.
     assert!(eventually(Duration::from_secs(10), || async { sessions(&gw).await == 1 }).await, "the browser's session");
     tokio::time::sleep(Duration::from_secs(4)).await;

@@ -386,7 +386,13 @@ pub async fn browser_script(script: &str, args: &[&str]) -> String {
 
 /// Runs tests/browser/whep.mjs (Chromium playing a stream over WHEP) and returns its JSON.
 pub async fn browser_whep(gw: &Gateway, stream: &str, seconds: u32) -> serde_json::Value {
-    let stdout = browser_script("whep.mjs", &[&gw.base, stream, &seconds.to_string()]).await;
+    browser_whep_at(gw.base.clone(), stream.to_owned(), seconds).await
+}
+
+/// [`browser_whep`] against the gateway at `base`, owning its arguments (for `tokio::spawn`,
+/// to watch while the test changes something).
+pub async fn browser_whep_at(base: String, stream: String, seconds: u32) -> serde_json::Value {
+    let stdout = browser_script("whep.mjs", &[&base, &stream, &seconds.to_string()]).await;
     serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("whep.mjs prints JSON")
 }
 
