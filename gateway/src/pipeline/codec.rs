@@ -21,9 +21,32 @@ use tracing::warn;
 
 use crate::core::frame::AccessUnit;
 
-/// Access units whose pictures may still be inside the decoder: more than any decoded picture
-/// buffer holds (H.264 and H.265 allow at most 16 pictures).
-const MAX_PENDING: usize = 32;
+/// Pictures a codec may still hold: more than any decoded picture buffer (H.264 and H.265
+/// allow at most 16 pictures) or encoder delay.
+const MAX_IN_FLIGHT: usize = 32;
+
+/// The frames inside a codec (decoder or encoder), by the pts each was sent with: each comes
+/// back with its own RTP timestamp and capture time, in whatever order the codec returns
+/// them (B-frames). Frames that never come back (undecodable) age out beyond
+/// [`MAX_IN_FLIGHT`].
+#[derive(Debug, Default)]
+pub(crate) struct InFlight(VecDeque<(i64, RtpTimestamp, u64)>);
+
+impl InFlight {
+    /// Notes a frame sent to the codec with `pts`.
+    pub(crate) fn sent(&mut self, pts: i64, rtp_timestamp: RtpTimestamp, capture_ms: u64) {
+        if self.0.len() == MAX_IN_FLIGHT {
+            self.0.pop_front();
+        }
+        self.0.push_back((pts, rtp_timestamp, capture_ms));
+    }
+
+    /// The RTP timestamp and capture time of the frame the codec returned with `pts`.
+    pub(crate) fn take(&mut self, pts: i64) -> Option<(RtpTimestamp, u64)> {
+        let at = self.0.iter().position(|(p, _, _)| *p == pts)?;
+        self.0.remove(at).map(|(_, rtp_timestamp, capture_ms)| (rtp_timestamp, capture_ms))
+    }
+}
 
 /// One picture out of the decoder, in presentation order.
 pub struct Decoded {
@@ -47,10 +70,12 @@ impl Decoded {
     /// or converted by swscale (10-bit, 4:2:2 and 4:4:4 cameras). Rare enough that a scaler
     /// per picture (swscale's context is not `Send`) does not matter.
     pub(crate) fn into_i420(self) -> Result<ffmpeg::frame::Video, ffmpeg::Error> {
-        match self.frame.format() {
-            Pixel::YUV420P | Pixel::YUVJ420P => Ok(self.frame),
-            _ => self.to_i420(),
-        }
+        if self.is_i420() { Ok(self.frame) } else { self.to_i420() }
+    }
+
+    /// Whether the decoder's picture is 8-bit 4:2:0 already.
+    fn is_i420(&self) -> bool {
+        matches!(self.frame.format(), Pixel::YUV420P | Pixel::YUVJ420P)
     }
 
     fn to_i420(&self) -> Result<ffmpeg::frame::Video, ffmpeg::Error> {
@@ -89,8 +114,8 @@ pub struct Encoded {
 pub struct Codec {
     stream_id: String,
     decoder: Option<(VideoCodec, ffmpeg::decoder::Video)>,
-    /// `(seq, rtp_timestamp, capture_ms)` of the units sent to the decoder, oldest first.
-    pending: VecDeque<(u64, RtpTimestamp, u64)>,
+    /// The units inside the decoder, by their sequence number (their pts).
+    pending: InFlight,
     compressors: HashMap<u8, turbojpeg::Compressor>,
     planes: [Vec<u8>; 3],
     decode_errors: u64,
@@ -145,7 +170,7 @@ impl Codec {
         Codec {
             stream_id: stream_id.to_owned(),
             decoder: None,
-            pending: VecDeque::new(),
+            pending: InFlight::default(),
             compressors: HashMap::new(),
             planes: Default::default(),
             decode_errors: 0,
@@ -168,7 +193,7 @@ impl Codec {
     pub fn decode(&mut self, au: &AccessUnit) -> Vec<Decoded> {
         let started = Instant::now();
         if self.decoder.as_ref().is_none_or(|(codec, _)| *codec != au.codec) {
-            self.pending.clear();
+            self.pending = InFlight::default();
             match open_decoder(au.codec) {
                 Ok(d) => self.decoder = Some((au.codec, d)),
                 Err(e) => {
@@ -188,10 +213,7 @@ impl Codec {
         let mut out = Vec::new();
         let mut failed = sent.err();
         if failed.is_none() {
-            if self.pending.len() == MAX_PENDING {
-                self.pending.pop_front();
-            }
-            self.pending.push_back((au.seq, au.rtp_timestamp, au.capture_ms));
+            self.pending.sent(au.seq as i64, au.rtp_timestamp, au.capture_ms);
         }
         loop {
             let mut frame = ffmpeg::frame::Video::empty();
@@ -207,14 +229,10 @@ impl Codec {
                 // Shown concealed (libavcodec's default), but counted: the camera sent damage.
                 failed.get_or_insert(ffmpeg::Error::InvalidData);
             }
-            let Some(seq) = frame.pts().and_then(|pts| u64::try_from(pts).ok()) else { continue };
-            // In decoding order, so a reference picture sent before B-frames comes out after
-            // them; units that never come out (undecodable) age out at MAX_PENDING.
-            let Some((seq, rtp_timestamp, capture_ms)) =
-                self.pending.iter().position(|(s, _, _)| *s == seq).and_then(|at| self.pending.remove(at))
-            else {
-                continue;
-            };
+            // A reference picture sent before B-frames comes out after them.
+            let Some(pts) = frame.pts() else { continue };
+            let Some((rtp_timestamp, capture_ms)) = self.pending.take(pts) else { continue };
+            let seq = pts as u64;
             let full_range = frame.color_range() == Range::JPEG || matches!(frame.format(), Pixel::YUVJ420P);
             out.push(Decoded { seq, rtp_timestamp, capture_ms, width: frame.width(), height: frame.height(), full_range, frame });
         }
@@ -235,9 +253,10 @@ impl Codec {
             return None;
         }
         let converted;
-        let frame = match decoded.frame.format() {
-            Pixel::YUV420P | Pixel::YUVJ420P => &decoded.frame,
-            _ => match decoded.to_i420() {
+        let frame = if decoded.is_i420() {
+            &decoded.frame
+        } else {
+            match decoded.to_i420() {
                 Ok(dst) => {
                     converted = dst;
                     &converted
@@ -246,7 +265,7 @@ impl Codec {
                     warn!(stream = %self.stream_id, format = ?decoded.frame.format(), error = %e, "cannot convert the decoded picture to 8-bit I420");
                     return None;
                 }
-            },
+            }
         };
         let (w, h) = (decoded.width as usize, decoded.height as usize);
         let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));

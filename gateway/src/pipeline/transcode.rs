@@ -10,7 +10,6 @@
 //! land on the right picture. A keyframe request (PLI/FIR) asks for the next picture to be an
 //! IDR. It runs only while a [`TranscodeGuard`] is held (a viewer watches).
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
@@ -21,7 +20,7 @@ use media::{RtpTimestamp, VideoCodec};
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
-use super::codec::{Codec, Decoded, ffmpeg_ready};
+use super::codec::{Codec, Decoded, InFlight, ffmpeg_ready};
 use crate::core::StreamId;
 use crate::core::frame::NewAccessUnit;
 use crate::core::shutdown::Shutdown;
@@ -162,8 +161,8 @@ struct Encoder {
     encoder: ffmpeg::encoder::Video,
     width: u32,
     height: u32,
-    /// `(pts, rtp_timestamp, capture_ms)` of pictures sent, oldest first.
-    pending: VecDeque<(i64, RtpTimestamp, u64)>,
+    /// The pictures inside the encoder, by pts.
+    pending: InFlight,
 }
 
 /// The blocking half: decoder, encoder and the picture clock.
@@ -226,16 +225,12 @@ impl Work {
         frame.set_pts(Some(pts));
         frame.set_kind(if force_keyframe || reopen { ffmpeg::picture::Type::I } else { ffmpeg::picture::Type::None });
         let Some(enc) = self.encoder.as_mut() else { return Ok(()) };
-        enc.pending.push_back((pts, rtp_timestamp, capture_ms));
-        if enc.pending.len() > 16 {
-            enc.pending.pop_front();
-        }
+        enc.pending.sent(pts, rtp_timestamp, capture_ms);
         enc.encoder.send_frame(&frame)?;
         let mut packet = ffmpeg::Packet::empty();
         while enc.encoder.receive_packet(&mut packet).is_ok() {
             let Some(data) = packet.data() else { continue };
-            let Some(at) = packet.pts().and_then(|p| enc.pending.iter().position(|(q, _, _)| *q == p)) else { continue };
-            let Some((_, rtp_timestamp, capture_ms)) = enc.pending.remove(at) else { continue };
+            let Some((rtp_timestamp, capture_ms)) = packet.pts().and_then(|p| enc.pending.take(p)) else { continue };
             out.push(NewAccessUnit {
                 rtp_timestamp,
                 capture_ms,
@@ -271,5 +266,5 @@ fn open_encoder(width: u32, height: u32) -> Result<Encoder, ffmpeg::Error> {
     options.set("x264-params", &format!("repeat-headers=1:vbv-maxrate={kbps}:vbv-bufsize={kbps}:scenecut=0"));
     let encoder = encoder.open_with(options)?;
     debug!(width, height, kbps, "x264 encoder opened");
-    Ok(Encoder { encoder, width, height, pending: VecDeque::new() })
+    Ok(Encoder { encoder, width, height, pending: InFlight::default() })
 }

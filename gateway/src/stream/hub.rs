@@ -103,6 +103,11 @@ impl Hub {
         self.sps.send_replace(Some(sps));
     }
 
+    /// The stream's SPS as last announced (`None` before the first keyframe).
+    pub(crate) fn sps(&self) -> Option<SequenceInfo> {
+        self.sps.borrow().clone()
+    }
+
     /// Follows the stream's SPS (codec, picture size, profile): `None` until the first keyframe.
     pub(crate) fn watch_sps(&self) -> watch::Receiver<Option<SequenceInfo>> {
         self.sps.subscribe()

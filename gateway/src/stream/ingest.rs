@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use media::{RtpTimestamp, SequenceInfo, VideoCodec, h264};
+use media::{RtpTimestamp, VideoCodec, h264};
 use serde::Serialize;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -128,8 +128,6 @@ struct HubSink {
     rate: RateWindow,
     /// The last SPS seen (its bytes), so an unchanged one is not parsed again.
     sps: Bytes,
-    /// What it said, to log changes once.
-    info: Option<SequenceInfo>,
     /// The previous unit's RTP timestamp (decoding order).
     last_timestamp: Option<RtpTimestamp>,
     /// Whether reordered pictures were seen since the last SPS change.
@@ -144,7 +142,6 @@ impl HubSink {
             health: ctx.health.clone(),
             rate: RateWindow::default(),
             sps: Bytes::new(),
-            info: None,
             last_timestamp: None,
             reordered: false,
         }
@@ -160,10 +157,12 @@ impl HubSink {
         match codec.parse_sps(sps) {
             Ok(info) => {
                 let (width, height) = info.dimensions();
-                let changed = self.info.as_ref().is_some_and(|old| {
+                // What the hub announced last, from this session or an earlier one.
+                let old = self.hub.sps();
+                let changed = old.as_ref().is_some_and(|old| {
                     old.dimensions() != (width, height) || old.codec() != info.codec() || old.profile_name() != info.profile_name()
                 });
-                let first = self.info.is_none();
+                let first = old.is_none();
                 if first || changed {
                     info!(stream = %self.stream, %codec, width, height, profile = info.profile_name(), reorders = ?info.reorders(), "video parameters {}", if first { "known" } else { "changed" });
                 }
@@ -176,7 +175,6 @@ impl HubSink {
                     h.profile = Some(info.profile_name());
                     h.b_frames = b_frames;
                 });
-                self.info = Some(info.clone());
                 self.hub.set_sps(info);
             }
             Err(e) => warn!(stream = %self.stream, %codec, error = %e, "camera sent an SPS we cannot parse"),
