@@ -143,15 +143,14 @@ def build_launch(args):
             "! rtph264depay ! avdec_h264 ! videoconvert "
         ).format(url=args.relay)
     else:
-        src = None
-    # The size is set after videoscale, by the capsfilter named "size", so that
-    # --switch-after can change it while the media plays.
-    src = src or (
-        "( videotestsrc is-live=true pattern=smpte horizontal-speed=4 "
-        "! video/x-raw,framerate={fps}/1 ! videoscale "
-        "! capsfilter name=size caps=video/x-raw,width={w},height={h} "
-        "! timeoverlay "
-    ).format(w=args.width, h=args.height, fps=args.fps)
+        # The size is set after videoscale, by the capsfilter named "size", so
+        # that --switch-after can change it while the media plays.
+        src = (
+            "( videotestsrc is-live=true pattern=smpte horizontal-speed=4 "
+            "! video/x-raw,framerate={fps}/1 ! videoscale "
+            "! capsfilter name=size caps=video/x-raw,width={w},height={h} "
+            "! timeoverlay "
+        ).format(w=args.width, h=args.height, fps=args.fps)
     if args.codec == "mjpeg":
         # RFC 2435 carries 4:2:0 and 4:2:2 only.
         return src + "! videoconvert ! video/x-raw,format=I420 ! jpegenc quality=70 ! rtpjpegpay name=pay0 pt=26 )"

@@ -75,17 +75,9 @@ async fn chromium_plays_b_frames_and_h265_transcoded() {
     );
     for (stream, reason) in [("avc-b", "the camera sends B-frames"), ("hevc", "the camera sends H.265")] {
         let r = browser_whep(&gw, stream, 5).await;
-        assert!(r["framesDecoded"].as_u64().unwrap_or(0) >= 100, "{stream}: >= 100 frames decoded in 5 s: {r}");
-        assert_eq!((r["width"].as_u64(), r["height"].as_u64()), (Some(1280), Some(720)), "{stream}: {r}");
-        assert_eq!(r["packetsLost"], 0, "{stream}: {r}");
-        // The transcoded pictures keep the camera's 90 kHz timestamps, in presentation order:
-        // steps of 3600 (25 fps) for nearly every displayed frame, none backwards.
-        let steps = r["rtpSteps"].as_object().unwrap();
-        let total: u64 = steps.values().map(|v| v.as_u64().unwrap()).sum();
-        let exact = steps.get("3600").and_then(|v| v.as_u64()).unwrap_or(0);
-        assert!(exact * 10 >= total * 9, "{stream}: 3600-tick steps {exact} of {total}: {r}");
+        // The transcoded pictures keep the camera's 90 kHz timestamps, in presentation order.
+        assert_played(&r, stream);
         assert_eq!(r["hello"]["rtp_offset"], 0, "{stream}: camera timestamps kept: {r}");
-        assert_eq!(r["deleteStatus"], 200, "{stream}");
         let (_, s) = get_json(&gw.url(&format!("/api/streams/{stream}"))).await;
         assert_eq!(
             (s["video"]["webrtc"]["mode"].as_str(), s["video"]["webrtc"]["reason"].as_str()),

@@ -396,6 +396,25 @@ pub async fn browser_whep_at(base: String, stream: String, seconds: u32) -> serd
     serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("whep.mjs prints JSON")
 }
 
+/// Checks what whep.mjs reports of a stream Chromium played for 5 s: >= 100 frames decoded
+/// at 1280x720, 0 packets lost, rVFC `rtpTimestamp` steps of 3600 (the camera's 25 fps grid)
+/// for >= 90 % of frames, `hello` and `state` on the data channel, DELETE answered 200, and
+/// the first frame within 3 s.
+pub fn assert_played(r: &serde_json::Value, what: &str) {
+    assert!(r["framesDecoded"].as_u64().unwrap_or(0) >= 100, "{what}: >= 100 frames decoded in 5 s: {r}");
+    assert_eq!((r["width"].as_u64(), r["height"].as_u64()), (Some(1280), Some(720)), "{what}: {r}");
+    assert_eq!(r["packetsLost"], 0, "{what}: {r}");
+    // rVFC rtpTimestamp steps: 3600 (90 kHz at 25 fps) for nearly every displayed frame.
+    let steps = r["rtpSteps"].as_object().unwrap();
+    let total: u64 = steps.values().map(|v| v.as_u64().unwrap()).sum();
+    let exact = steps.get("3600").and_then(|v| v.as_u64()).unwrap_or(0);
+    assert!(exact * 10 >= total * 9, "{what}: 3600-tick steps {exact} of {total}: {r}");
+    let messages: Vec<&str> = r["messages"].as_array().unwrap().iter().filter_map(|m| m.as_str()).collect();
+    assert!(messages.contains(&"hello") && messages.contains(&"state"), "{what}: data channel messages {messages:?}");
+    assert_eq!(r["deleteStatus"], 200, "{what}");
+    assert!(r["firstFrameMs"].as_f64().unwrap() < 3000.0, "{what}: first frame {}", r["firstFrameMs"]);
+}
+
 /// A real SDP offer from Debian Chromium 156 (recvonly video + data channel).
 pub fn chromium_offer() -> String {
     std::fs::read_to_string(workspace().join("signaling/testdata/chromium156_recvonly_video_datachannel.sdp")).unwrap()
