@@ -7,8 +7,10 @@ Integration tests need a real, local RTSP camera: an H.264 stream (x264 Main
 or High profile, no B-frames, fixed GOP) served over RTSP with RTP over TCP
 (interleaved) and/or UDP, optionally protected by Basic/Digest auth.  What
 real cameras also send is an option away: --codec h265 (x265enc, RFC 7798),
---bframes N (reordered pictures), --codec mjpeg (a codec the gateway refuses)
-and --switch-after S (a picture size change inside one RTP session).  This
+--bframes N (reordered pictures), --codec mjpeg (a codec the gateway refuses),
+--switch-after S (a picture size change inside one RTP session) and --audio
+pcma|pcmu|aac|opus (a 440 Hz tone beside the video, as doorbells and most
+cameras send: G.711 at 8 kHz, AAC-LC at 16 kHz, Opus at 48 kHz).  This
 script serves an SMPTE test pattern (moving, with a time overlay) through
 gst-rtsp-server, bound to 127.0.0.1 only.
 
@@ -116,6 +118,10 @@ def parse_args(argv):
     p.add_argument("--sdp-only-parameters", action="store_true",
                    help="parameter sets only in the SDP (sprop-*), never in-band "
                         "(payloader config-interval=0), as some cameras do")
+    p.add_argument("--audio", choices=("pcma", "pcmu", "aac", "opus"), default=None,
+                   help="also send audio: a 440 Hz tone as G.711 A-law/u-law "
+                        "(alawenc/mulawenc, 8 kHz), AAC-LC (avenc_aac, 16 kHz, RFC 3640) "
+                        "or Opus (48 kHz, a codec the gateway does not take)")
     p.add_argument("--user", default=None)
     p.add_argument("--password", default=None)
     p.add_argument("--transport", choices=("tcp", "udp", "both"),
@@ -151,25 +157,47 @@ def build_launch(args):
             "! capsfilter name=size caps=video/x-raw,width={w},height={h} "
             "! timeoverlay "
         ).format(w=args.width, h=args.height, fps=args.fps)
+    return src + video_encoder(args) + audio_branch(args.audio) + " )"
+
+
+# (rate, samples per buffer: 20 ms for G.711 and Opus, one AAC frame, encoder).
+AUDIO = {
+    "pcma": (8000, 160, "alawenc ! rtppcmapay name=pay1 pt=8"),
+    "pcmu": (8000, 160, "mulawenc ! rtppcmupay name=pay1 pt=0"),
+    "aac": (16000, 1024, "avenc_aac ! rtpmp4gpay name=pay1 pt=97"),
+    "opus": (48000, 960, "opusenc ! rtpopuspay name=pay1 pt=98"),
+}
+
+
+def audio_branch(audio):
+    if audio is None:
+        return ""
+    rate, samples, enc = AUDIO[audio]
+    return (" audiotestsrc is-live=true wave=sine freq=440 volume=0.3 "
+            "samplesperbuffer=%d ! audio/x-raw,rate=%d,channels=1 ! %s"
+            % (samples, rate, enc))
+
+
+def video_encoder(args):
     if args.codec == "mjpeg":
         # RFC 2435 carries 4:2:0 and 4:2:2 only.
-        return src + "! videoconvert ! video/x-raw,format=I420 ! jpegenc quality=70 ! rtpjpegpay name=pay0 pt=26 )"
+        return "! videoconvert ! video/x-raw,format=I420 ! jpegenc quality=70 ! rtpjpegpay name=pay0 pt=26"
     if args.codec == "h265":
         # Both encoders' zerolatency tune forbids B-frames: only set without them.
         enc = (
             "! x265enc {tune}speed-preset=superfast bitrate={br} "
             "key-int-max={gop} option-string=scenecut=0:bframes={bf} "
             "! video/x-h265,profile=main "
-            "! rtph265pay name=pay0 pt=96 config-interval={ci} )"
+            "! rtph265pay name=pay0 pt=96 config-interval={ci}"
         )
     else:
         enc = (
             "! x264enc {tune}speed-preset=superfast bitrate={br} "
             "key-int-max={gop} bframes={bf} option-string=scenecut=0 "
             "! video/x-h264,profile={profile} "
-            "! rtph264pay name=pay0 pt=96 config-interval={ci} )"
+            "! rtph264pay name=pay0 pt=96 config-interval={ci}"
         )
-    return src + enc.format(br=args.bitrate, gop=args.gop, bf=args.bframes,
+    return enc.format(br=args.bitrate, gop=args.gop, bf=args.bframes,
                             ci=0 if args.sdp_only_parameters else -1,
                             profile=args.profile,
                             tune="" if args.bframes else "tune=zerolatency ")
@@ -199,10 +227,13 @@ def _block_seeking(pad, info):
 
 
 def _on_media_configure(_factory, media, args):
-    pay = media.get_element().get_by_name("pay0")
-    pay.get_static_pad("src").add_probe(
-        Gst.PadProbeType.QUERY_UPSTREAM | Gst.PadProbeType.EVENT_UPSTREAM,
-        _block_seeking)
+    # Every payloader: one seekable stream (the audio one) makes the media seekable.
+    for name in ("pay0", "pay1"):
+        pay = media.get_element().get_by_name(name)
+        if pay is not None:
+            pay.get_static_pad("src").add_probe(
+                Gst.PadProbeType.QUERY_UPSTREAM | Gst.PadProbeType.EVENT_UPSTREAM,
+                _block_seeking)
     if args.switch_after is not None:
         size = media.get_element().get_by_name("size")
         w, h = (int(v) for v in args.switch_size.split("x"))

@@ -187,19 +187,31 @@ export class StreamCard {
     ui.hudFps = h('span', { class: 'hud-fps' });
     ui.hudSeq = h('span', { class: 'hud-seq' });
     ui.hud = h('div', { class: 'media-hud', 'aria-hidden': 'true' }, ui.hudFps, ui.hudSeq);
+    // Muted by default (browsers autoplay only muted media); shown while WebRTC plays a
+    // stream that has audio for viewers.
+    ui.mute = h('button', {
+      type: 'button', class: 'btn media-mute', hidden: true,
+      onclick: (ev) => {
+        ev.stopPropagation(); // not a click on the picture (which opens the viewer)
+        ui.video.muted = !ui.video.muted;
+        this.#renderMute();
+      },
+      onkeydown: (ev) => ev.stopPropagation(),
+    });
     ui.media = h('div', {
       class: 'media',
       role: 'button',
       tabindex: '0',
       onclick: () => this.#onOpenViewer?.(this),
       onkeydown: (ev) => this.#onMediaKey(ev),
-    }, ui.video, ui.img, ui.overlay, ui.placeholder, ui.tag, ui.hud);
+    }, ui.video, ui.img, ui.overlay, ui.placeholder, ui.tag, ui.hud, ui.mute);
 
     ui.health = {
       fps: healthItem('fps'),
       bitrate: healthItem('bitrate'),
       resolution: healthItem('res'),
       codec: healthItem('codec'),
+      audio: healthItem('audio'),
       reconnects: healthItem('reconnects'),
       viewers: healthItem('viewers'),
       detection: healthItem('detect'),
@@ -279,6 +291,14 @@ export class StreamCard {
     hv.codec.item.title = webrtc?.mode === 'transcode'
       ? `WebRTC viewers get the stream transcoded to H.264: ${webrtc.reason}`
       : 'WebRTC viewers get the camera\'s H.264 as it is';
+    // The camera's audio and what WebRTC viewers get of it.
+    const audio = health.audio;
+    const audioPolicy = this.#stream.audio?.webrtc;
+    setText(hv.audio.value, audio
+      ? [audio.codec, audioPolicy?.mode === 'transcode' ? 'as Opus' : null,
+        audioPolicy?.mode === 'off' ? 'off' : null].filter(Boolean).join(' · ')
+      : '—');
+    hv.audio.item.title = audioPolicy?.reason ?? (audio ? 'WebRTC viewers get the camera\'s audio as it is' : '');
     setText(hv.reconnects.value, formatCount(health.reconnects));
     const v = health.viewers ?? {};
     setText(hv.viewers.value,
@@ -352,7 +372,20 @@ export class StreamCard {
     };
   }
 
+  /** The mute button: only while WebRTC plays a stream with audio for viewers. */
+  #renderMute() {
+    const ui = this.#ui;
+    const mode = this.#stream.audio?.webrtc?.mode;
+    ui.mute.hidden = !(this.#transport === 'webrtc' && this.#player && mode && mode !== 'off');
+    const muted = ui.video.muted;
+    setText(ui.mute, muted ? '🔇' : '🔊');
+    ui.mute.setAttribute('aria-label', muted ? 'Unmute' : 'Mute');
+    ui.mute.title = muted ? 'Unmute the camera\'s audio' : 'Mute';
+    ui.mute.setAttribute('aria-pressed', String(!muted));
+  }
+
   #renderHud() {
+    this.#renderMute();
     const { tag, fps, seq } = this.#hudText();
     this.#ui.hud.hidden = !this.#player;
     setText(this.#ui.tag, tag);

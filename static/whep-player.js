@@ -89,6 +89,9 @@ export class WhepPlayer {
     this.#video = video;
     this.#setStatus('connecting');
     pc.addTransceiver('video', { direction: 'recvonly' });
+    // The camera's audio, when it has some (G.711 as sent, AAC as Opus); the element starts
+    // muted so autoplay works, and the card's button unmutes it.
+    pc.addTransceiver('audio', { direction: 'recvonly' });
     const channel = pc.createDataChannel('sightline');
     channel.onmessage = (ev) => this.#guard(pc, () => this.#onMessage(ev.data));
     channel.onclose = () => this.#guard(pc, () => this.#fail(new Error('session closed')));
@@ -209,7 +212,9 @@ export class WhepPlayer {
   }
 
   #onTrack(ev) {
-    const stream = ev.streams[0] ?? new MediaStream([ev.track]);
+    // Video and audio in one MediaStream, whatever stream ids the answer gives them.
+    const stream = this.#stream ?? new MediaStream();
+    if (!stream.getTracks().includes(ev.track)) stream.addTrack(ev.track);
     this.#stream = stream;
     const video = this.#video;
     if (video.srcObject !== stream) video.srcObject = stream;

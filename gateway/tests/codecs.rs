@@ -2,7 +2,8 @@
 //! (x265enc, RFC 7798) and H.264 with B-frames (x264enc `bframes=2`, High). Every picture is
 //! decoded in presentation order, so SSE viewers get their full rate; WebRTC viewers get the
 //! stream transcoded once to H.264 with the camera's RTP timestamps; the stream status says
-//! what the camera sends and what WebRTC does with it.
+//! what the camera sends and what WebRTC does with it. Camera audio (alawenc, mulawenc,
+//! avenc_aac) reaches Chromium: G.711 as sent, AAC as Opus.
 
 mod common;
 
@@ -210,4 +211,77 @@ async fn detections_land_on_the_shapes_of_an_h265_picture() {
         }
     }
     assert_eq!(health(&gw, "hevc").await["codec"], "h265");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_hears_g711_and_aac_cameras() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let small = ["--width", "640", "--height", "360", "--bitrate", "800"];
+    let cams: Vec<(&str, GstCamera)> = ["pcma", "pcmu", "aac"]
+        .into_iter()
+        .map(|audio| (audio, GstCamera::start(free_port(), &[&small[..], &["--audio", audio]].concat())))
+        .collect();
+    let config: String = cams.iter().map(|(audio, cam)| format!("[[streams]]\nid = \"{audio}\"\nurl = \"{}\"\n", cam.url())).collect();
+    let gw = Gateway::start_with(&config, false);
+    for (audio, mime, mode) in
+        [("pcma", "audio/PCMA", "passthrough"), ("pcmu", "audio/PCMU", "passthrough"), ("aac", "audio/opus", "transcode")]
+    {
+        let r = browser_whep_audio(&gw, audio, 5).await;
+        assert!(r["framesDecoded"].as_u64().unwrap_or(0) >= 100, "{audio}: video plays beside the audio: {r}");
+        let a = &r["audio"];
+        eprintln!("{audio}: {a}");
+        assert_eq!(a["codec"].as_str(), Some(mime), "{audio}: {r}");
+        assert!(a["packetsReceived"].as_u64().unwrap_or(0) > 100, "{audio}: audio packets received: {a}");
+        // Chromium counts samples at its playout rate (48 kHz); 5 s of audio is ~240 000.
+        let grown = a["samplesAtEnd"].as_u64().unwrap_or(0).saturating_sub(a["samplesAtStart"].as_u64().unwrap_or(0));
+        assert!(grown >= 3 * 8000, "{audio}: totalSamplesReceived grows: {a}");
+        // The camera's tone (volume 0.3) as WebAudio hears it, not silence.
+        assert!(a["peak"].as_f64().unwrap_or(0.0) > 0.1, "{audio}: the camera's tone is heard: {a}");
+        let (_, s) = get_json(&gw.url(&format!("/api/streams/{audio}"))).await;
+        assert_eq!((s["health"]["audio"]["codec"].as_str(), s["health"]["audio"]["supported"].as_bool()), (Some(audio), Some(true)), "{s}");
+        assert_eq!(s["audio"]["webrtc"]["mode"].as_str(), Some(mode), "{s}");
+    }
+    assert!(
+        metric(&gw, "sightline_audio_transcoded_frames_total{stream=\"aac\"}").await.unwrap_or(0.0) > 50.0,
+        "AAC frames went through the Opus transcoder"
+    );
+    assert!(gw.log_text().contains("camera audio taken"), "the camera's audio is logged");
+    // The web UI: muted autoplay with the audio track, a mute button that unmutes.
+    let out = browser_script("audio-ui.mjs", &[&gw.base, "pcma", "pcma"]).await;
+    assert!(out.contains("ok mute button"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_off_or_unsupported_is_said_and_video_goes_on() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let small = ["--width", "640", "--height", "360", "--bitrate", "800"];
+    let opus = GstCamera::start(free_port(), &[&small[..], &["--audio", "opus"]].concat());
+    let pcma = GstCamera::start(free_port(), &[&small[..], &["--audio", "pcma"]].concat());
+    let gw = Gateway::start_with(
+        &format!(
+            "[[streams]]\nid = \"opus\"\nurl = \"{}\"\n[[streams]]\nid = \"muted\"\nurl = \"{}\"\naudio = false\n",
+            opus.url(),
+            pcma.url()
+        ),
+        false,
+    );
+    // The Opus camera: its audio is named and left out; video plays. The muted stream: no
+    // audio set up, none sent.
+    let r = browser_whep_audio(&gw, "opus", 3).await;
+    assert!(r["framesDecoded"].as_u64().unwrap_or(0) >= 50, "{r}");
+    assert_eq!(r["audio"]["packetsReceived"], 0, "{r}");
+    let (_, s) = get_json(&gw.url("/api/streams/opus")).await;
+    assert_eq!((s["health"]["audio"]["codec"].as_str(), s["health"]["audio"]["supported"].as_bool()), (Some("opus"), Some(false)), "{s}");
+    assert_eq!(
+        (s["audio"]["webrtc"]["mode"].as_str(), s["audio"]["webrtc"]["reason"].as_str()),
+        (Some("off"), Some("the camera's audio codec is not supported")),
+        "{s}"
+    );
+    assert!(gw.log_text().contains("camera audio codec not supported"), "logged once per change");
+    let r = browser_whep_audio(&gw, "muted", 3).await;
+    assert!(r["framesDecoded"].as_u64().unwrap_or(0) >= 50, "{r}");
+    assert_eq!(r["audio"]["packetsReceived"], 0, "{r}");
+    let (_, s) = get_json(&gw.url("/api/streams/muted")).await;
+    assert!(s["health"]["audio"].is_null(), "{s}");
+    assert_eq!(s["audio"]["webrtc"]["mode"].as_str(), Some("off"), "{s}");
 }

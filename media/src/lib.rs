@@ -14,8 +14,10 @@
 //!   (RFC 6184 §5.6, §5.8).
 //! - [`rtcp`]: RTCP sender reports (RFC 3550 §6.4.1) and the [`rtcp::CaptureClock`] that turns
 //!   a camera's RTP timestamps into its wall-clock capture times.
+//! - [`audio`]: [`AudioCodec`], the camera audio codecs the gateway takes (G.711, AAC).
 //! - [`Error`]: this crate's one error type.
 
+pub mod audio;
 pub mod codec;
 pub mod frame;
 pub mod h264;
@@ -24,6 +26,7 @@ pub mod ids;
 pub mod rtcp;
 pub mod rtp;
 
+pub use audio::AudioCodec;
 pub use codec::{SequenceInfo, VideoCodec};
 pub use frame::FrameMeta;
 pub use ids::{Pt, RtpTimestamp, SeqNo, Ssrc, StreamId};

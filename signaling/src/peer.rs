@@ -1,5 +1,7 @@
 //! One WHEP viewer's WebRTC peer: a `str0m` [`Rtc`] in RTP mode and ICE-lite that sends
-//! H.264 RTP payloads the gateway already has (RFC 6184), plus one data channel.
+//! H.264 RTP payloads the gateway already has (RFC 6184), the camera's audio when the offer
+//! has an audio m-line with its codec (G.711 RFC 3551 §4.5.14, Opus RFC 7587), plus one
+//! data channel.
 //!
 //! Sans-IO like str0m itself: the owner feeds datagrams and timeouts in and, after every
 //! input or write, drains [`ViewerPeer::poll`] until it returns the next timeout (str0m's
@@ -34,6 +36,37 @@ pub struct PeerConfig {
     /// The camera's H.264 `profile-level-id` (RFC 6184 §8.1) as a 24-bit number, e.g.
     /// `0x64001f`; the payload type of that profile is preferred.
     pub profile_level_id: u32,
+    /// The audio the gateway has for this viewer, if any.
+    pub audio: Option<PeerAudio>,
+}
+
+/// An audio codec a peer may send (all three are mandatory or common in WebRTC, RFC 7874 §3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PeerAudio {
+    /// G.711 A-law, 8 kHz, static payload type 8.
+    Pcma,
+    /// G.711 µ-law, 8 kHz, static payload type 0.
+    Pcmu,
+    /// Opus, 48 kHz (RFC 7587).
+    Opus,
+}
+
+impl PeerAudio {
+    fn codec(self) -> Codec {
+        match self {
+            PeerAudio::Pcma => Codec::PCMA,
+            PeerAudio::Pcmu => Codec::PCMU,
+            PeerAudio::Opus => Codec::Opus,
+        }
+    }
+}
+
+/// The negotiated audio: m-line, payload type, and this peer's sequence numbers.
+#[derive(Debug)]
+struct AudioOut {
+    mid: Mid,
+    pt: Pt,
+    next_seq: u64,
 }
 
 /// What happened to the peer, for the owner to act on.
@@ -87,6 +120,7 @@ pub struct ViewerPeer {
     video: Mid,
     pt: Pt,
     next_seq: u64,
+    audio: Option<AudioOut>,
     channel: Option<ChannelId>,
     connected: bool,
     offer: String,
@@ -94,7 +128,12 @@ pub struct ViewerPeer {
 
 impl std::fmt::Debug for ViewerPeer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ViewerPeer").field("video", &self.video).field("pt", &self.pt).field("connected", &self.connected).finish()
+        f.debug_struct("ViewerPeer")
+            .field("video", &self.video)
+            .field("pt", &self.pt)
+            .field("audio", &self.audio)
+            .field("connected", &self.connected)
+            .finish()
     }
 }
 
@@ -125,13 +164,21 @@ impl ViewerPeer {
     pub fn accept(offer_sdp: &str, config: &PeerConfig, now: Instant) -> Result<(ViewerPeer, String), WhepError> {
         let offer = SdpOffer::from_sdp_string(offer_sdp).map_err(|e| WhepError::BadOffer(e.to_string()))?;
         let video = video_mid(&offer)?;
+        let audio_mids: Vec<Mid> = offer
+            .media_lines
+            .iter()
+            .filter(|line| line.rtp_params().iter().any(|p| p.spec().codec.is_audio()))
+            .map(|line| line.mid())
+            .collect();
         let mut cfg = Rtc::builder()
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .clear_codecs()
-            // Opus stays so an offer with audio first keeps m-line 0 (where str0m puts the
-            // candidates) accepted; no audio is ever sent.
+            // Opus always, so an offer with audio first keeps m-line 0 (where str0m puts the
+            // candidates) accepted even when no audio is sent.
             .enable_opus(true, false)
+            .enable_pcma(config.audio == Some(PeerAudio::Pcma), false)
+            .enable_pcmu(config.audio == Some(PeerAudio::Pcmu), false)
             .set_stats_interval(Some(STATS_INTERVAL));
         let codecs = cfg.codec_config();
         codecs.add_h264(H264_PT.into(), Some(H264_RTX_PT.into()), true, config.profile_level_id);
@@ -151,7 +198,8 @@ impl ViewerPeer {
         }
         let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| WhepError::BadOffer(e.to_string()))?;
         let pt = Self::negotiated_pt(&rtc, video, config.profile_level_id)?;
-        let peer = ViewerPeer { rtc, video, pt, next_seq: 1, channel: None, connected: false, offer: offer_sdp.to_owned() };
+        let audio = config.audio.and_then(|wanted| Self::negotiated_audio(&rtc, &audio_mids, wanted));
+        let peer = ViewerPeer { rtc, video, pt, next_seq: 1, audio, channel: None, connected: false, offer: offer_sdp.to_owned() };
         Ok((peer, answer.to_sdp_string()))
     }
 
@@ -176,9 +224,25 @@ impl ViewerPeer {
             .ok_or_else(|| WhepError::NoH264("no H.264 payload type with packetization-mode=1 negotiated".into()))
     }
 
+    /// The audio m-line (of `mids`, the offer's audio lines) that will carry `wanted`, if one
+    /// negotiated that codec.
+    fn negotiated_audio(rtc: &Rtc, mids: &[Mid], wanted: PeerAudio) -> Option<AudioOut> {
+        let codec = |pt: &Pt| rtc.codec_config().find(|p| p.pt() == *pt).map(|p| p.spec().codec);
+        mids.iter()
+            .filter_map(|mid| rtc.media(*mid))
+            .filter(|m| !m.disabled())
+            .find_map(|m| m.remote_pts().iter().find(|pt| codec(pt) == Some(wanted.codec())).map(|pt| (m.mid(), *pt)))
+            .map(|(mid, pt)| AudioOut { mid, pt, next_seq: 1 })
+    }
+
     /// The negotiated H.264 payload type.
     pub fn payload_type(&self) -> u8 {
         *self.pt
+    }
+
+    /// The negotiated audio payload type, if the viewer gets audio.
+    pub fn audio_payload_type(&self) -> Option<u8> {
+        self.audio.as_ref().map(|a| *a.pt)
     }
 
     /// Whether ICE and DTLS are up.
@@ -269,6 +333,22 @@ impl ViewerPeer {
         self.next_seq += 1;
     }
 
+    /// Queues one audio RTP packet: `payload` is one frame shared with other viewers (a G.711
+    /// RTP payload or an Opus packet), `timestamp` in the codec's clock (8 kHz G.711, 48 kHz
+    /// Opus). Ignored before the peer is connected or when it negotiated no audio.
+    pub fn write_audio(&mut self, payload: Arc<[u8]>, timestamp: u32, wallclock: Instant) {
+        let Some(audio) = self.audio.as_mut() else { return };
+        if !self.connected {
+            return;
+        }
+        let seq = SeqNo::from(audio.next_seq);
+        let mut api = self.rtc.direct_api();
+        let Some(tx) = api.stream_tx_by_mid(audio.mid, None) else { return };
+        // Audio is not retransmitted: a late frame is worse than a lost one.
+        tx.write_rtp(RtpWrite::new(audio.pt, seq, timestamp, wallclock, payload).nackable(false));
+        audio.next_seq += 1;
+    }
+
     /// Sends a text message on the data channel. Returns false if no channel is open or its
     /// buffer is full (the message is dropped). Call [`ViewerPeer::poll`] afterwards.
     pub fn send_text(&mut self, text: &str) -> bool {
@@ -329,7 +409,7 @@ mod tests {
     const AUDIO_VIDEO: &str = include_str!("../testdata/chromium156_recvonly_audio_video.sdp");
 
     fn config(plid: u32) -> PeerConfig {
-        PeerConfig { candidates: vec!["127.0.0.1:8189".parse().unwrap()], profile_level_id: plid }
+        PeerConfig { candidates: vec!["127.0.0.1:8189".parse().unwrap()], profile_level_id: plid, audio: None }
     }
 
     #[test]
@@ -368,6 +448,22 @@ mod tests {
         let first_m = answer.lines().find(|l| l.starts_with("m=")).unwrap();
         assert!(first_m.starts_with("m=audio 9 "), "audio m-line accepted, not port 0: {first_m}");
         assert!(answer.contains("typ host"), "{answer}");
+    }
+
+    #[test]
+    fn audio_is_answered_with_the_cameras_codec() {
+        for (audio, rtpmap) in [(PeerAudio::Pcma, "PCMA/8000"), (PeerAudio::Pcmu, "PCMU/8000"), (PeerAudio::Opus, "opus/48000/2")] {
+            let config = PeerConfig { audio: Some(audio), ..config(0x42e01f) };
+            let (peer, answer) = ViewerPeer::accept(AUDIO_VIDEO, &config, Instant::now()).unwrap();
+            let pt = peer.audio_payload_type().unwrap_or_else(|| panic!("{audio:?} negotiated: {answer}"));
+            assert!(answer.contains(&format!("a=rtpmap:{pt} {rtpmap}")), "{audio:?}: {answer}");
+            let audio_section = answer.split("m=video").next().unwrap();
+            assert!(audio_section.contains("a=sendonly"), "{audio_section}");
+        }
+        // No audio m-line in the offer: video only.
+        let config = PeerConfig { audio: Some(PeerAudio::Pcma), ..config(0x42e01f) };
+        let (peer, _) = ViewerPeer::accept(VIDEO_DC, &config, Instant::now()).unwrap();
+        assert_eq!(peer.audio_payload_type(), None);
     }
 
     #[test]

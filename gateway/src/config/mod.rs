@@ -330,6 +330,10 @@ pub struct StreamConfig {
     /// Run object detection on this stream (when `[detect]` is enabled). Default `true`.
     #[serde(default = "yes")]
     pub detect: bool,
+    /// Take the camera's audio (G.711 A-law/µ-law passed through, AAC transcoded to Opus once
+    /// for the stream) to WebRTC viewers whose offer has an audio m-line. Default `true`.
+    #[serde(default = "yes")]
+    pub audio: bool,
 }
 
 fn yes() -> bool {
@@ -359,6 +363,7 @@ impl StreamConfig {
             fps: default_fps(),
             quality: default_quality(),
             detect: true,
+            audio: true,
         }
     }
 

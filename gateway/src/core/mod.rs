@@ -4,6 +4,7 @@
 //! - [`frame`]: an [`AccessUnit`](frame::AccessUnit) as the camera sent it, a decoded
 //!   [`Picture`](frame::Picture) offered for detection, and [`Derived`](frame::Derived), the
 //!   per-frame cache of what consumers make from a frame once (RTP payloads, SSE events).
+//! - [`audio`]: an audio frame as received, what the stream's audio is, and its health.
 //! - [`detections`]: the typed detection message and the per-stream fan-out that carries it
 //!   to viewers as `Arc<Detections>`, serialized once.
 //! - [`error`]: the crate's one error type.
@@ -11,6 +12,7 @@
 //! - [`shutdown`]: the signal every task follows, and why a viewer's session ends.
 //! - [`task`]: running a task again after it panics.
 
+pub mod audio;
 pub mod clock;
 pub mod detections;
 pub mod error;

@@ -1,12 +1,17 @@
 //! Tasks that survive their own panics. A bug triggered by one camera's bytes or one viewer's
 //! packets must not leave a stream dead with nobody noticing: the task is restarted, the
 //! panic counted in `sightline_task_restarts_total{task}` and logged with the stream id.
+//! [`OnDemand`] runs such a task only while someone holds it (a transcoder while viewers
+//! need it).
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
+use tokio::sync::Notify;
 use tracing::error;
 
 use super::shutdown::Shutdown;
@@ -20,7 +25,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const HEALTHY_RUN: Duration = Duration::from_secs(10);
 
 /// Names of the restarted tasks, exported at zero from start.
-pub const TASKS: [&str; 5] = ["ingest", "decoder", "transcoder", "webrtc_loop", "stream_supervisor"];
+pub const TASKS: [&str; 6] = ["ingest", "decoder", "transcoder", "audio_transcoder", "webrtc_loop", "stream_supervisor"];
 
 /// The text of a panic payload.
 pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
@@ -57,6 +62,64 @@ where
             () = until.wait() => return,
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// A task that runs only while it is held: [`OnDemand::hold`] starts it when it is not
+/// running; the task stops itself once [`OnDemand::wanted`] turns false, waking on
+/// [`OnDemand::released`] when a [`Held`] is dropped. Panics restart it ([`restart_on_panic`]).
+#[derive(Debug, Default)]
+pub struct OnDemand {
+    holders: AtomicUsize,
+    running: AtomicBool,
+    released: Notify,
+}
+
+/// Keeps an [`OnDemand`] task wanted; the last one dropped lets it stop.
+#[derive(Debug)]
+pub struct Held(Arc<OnDemand>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.holders.fetch_sub(1, Ordering::SeqCst);
+        self.0.released.notify_one();
+    }
+}
+
+impl OnDemand {
+    /// Holds the task `run` makes (named `task` for `stream` in panic counts), spawning it
+    /// when it is not running.
+    pub fn hold<F, Fut>(self: &Arc<Self>, task: &'static str, stream: &str, run: F) -> Held
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.holders.fetch_add(1, Ordering::SeqCst);
+        if !self.running.swap(true, Ordering::SeqCst) {
+            let me = self.clone();
+            let stream = stream.to_owned();
+            tokio::spawn(async move {
+                loop {
+                    restart_on_panic(task, &stream, Shutdown::never(), &run).await;
+                    me.running.store(false, Ordering::SeqCst);
+                    // A holder that came while it was stopping found it running: go on for it.
+                    if !me.wanted() || me.running.swap(true, Ordering::SeqCst) {
+                        break;
+                    }
+                }
+            });
+        }
+        Held(self.clone())
+    }
+
+    /// Whether anyone holds the task.
+    pub fn wanted(&self) -> bool {
+        self.holders.load(Ordering::SeqCst) > 0
+    }
+
+    /// Waits until a [`Held`] is dropped (then check [`OnDemand::wanted`]).
+    pub async fn released(&self) {
+        self.released.notified().await;
     }
 }
 

@@ -15,7 +15,7 @@ use crate::config::Transport;
 use crate::config::redact::redact_url;
 use crate::core::Error;
 use crate::detect::DetectionView;
-use crate::out::webrtc::{WebrtcVideo, policy};
+use crate::out::webrtc::{WebrtcAudio, WebrtcVideo, audio_policy, policy};
 use crate::state::StartParams;
 use crate::stream::StreamRuntime;
 use crate::stream::runtime::HealthView;
@@ -51,6 +51,8 @@ pub(crate) struct StreamView {
     pub(crate) health: HealthView,
     /// What each output does with the camera's video.
     pub(crate) video: VideoView,
+    /// What each output does with the camera's audio.
+    pub(crate) audio: AudioView,
     /// Object detection status.
     pub(crate) detection: DetectionView,
 }
@@ -61,6 +63,14 @@ pub(crate) struct VideoView {
     /// WebRTC: `{"mode": "passthrough" | "transcode", "reason": …}` (from the camera's codec and
     /// B-frames; `passthrough` until they are known).
     pub(crate) webrtc: WebrtcVideo,
+}
+
+/// What each output does with the camera's audio (SSE and MJPEG are video only).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct AudioView {
+    /// WebRTC: `{"mode": "passthrough" | "transcode" | "off", "reason": …}` (G.711 passed
+    /// through, AAC transcoded to Opus; `off` with the reason otherwise).
+    pub(crate) webrtc: WebrtcAudio,
 }
 
 impl StreamView {
@@ -82,6 +92,13 @@ impl StreamView {
             updated_at_ms: r.updated_at_ms,
             updated_by: r.updated_by,
             video: VideoView { webrtc: policy(health.health.codec, health.health.b_frames) },
+            audio: AudioView {
+                webrtc: {
+                    let camera = health.health.audio.as_ref();
+                    let codec = camera.and_then(|a| media::AudioCodec::from_name(&a.codec).filter(|_| a.supported));
+                    audio_policy(rt.config.audio, codec, camera.is_some())
+                },
+            },
             health,
             detection: state.detect.as_ref().map_or_else(DetectionView::off, |d| d.view(&rt.id)),
         }

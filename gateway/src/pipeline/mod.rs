@@ -14,7 +14,10 @@
 //! - [`codec`]: decode (libavcodec: H.264 with or without B-frames, H.265; pictures in
 //!   presentation order), range expansion, JPEG encode (blocking work, on tokio's blocking pool).
 //! - `decimate`: which frames a consumer at a lower rate takes.
+//! - `transcode`: WebRTC video for cameras browsers cannot take as sent (H.265, B-frames).
+//! - `audio`: AAC to Opus for WebRTC.
 
+pub(crate) mod audio;
 pub mod codec;
 pub(crate) mod decimate;
 pub(crate) mod transcode;

@@ -11,20 +11,18 @@
 //! IDR. It runs only while a [`TranscodeGuard`] is held (a viewer watches).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
 use ffmpeg_next as ffmpeg;
 use media::{RtpTimestamp, VideoCodec};
-use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use super::codec::{Codec, Decoded, InFlight, ffmpeg_ready};
 use crate::core::StreamId;
 use crate::core::frame::NewAccessUnit;
-use crate::core::shutdown::Shutdown;
-use crate::core::task::{note_panic, restart_on_panic};
+use crate::core::task::{Held, OnDemand, note_panic};
 use crate::stream::hub::Hub;
 
 /// Keyframe interval of the transcoded video, pictures: 2 s at 25 fps. A new viewer starts
@@ -37,27 +35,21 @@ pub(crate) struct Transcoder {
     stream_id: StreamId,
     source: Arc<Hub>,
     out: Arc<Hub>,
-    viewers: AtomicUsize,
-    running: AtomicBool,
+    demand: Arc<OnDemand>,
     keyframe: AtomicBool,
-    changed: Notify,
 }
 
 /// Keeps a stream's transcoder running; the last one dropped stops it.
 #[derive(Debug)]
-pub(crate) struct TranscodeGuard(Arc<Transcoder>);
-
-impl Drop for TranscodeGuard {
-    fn drop(&mut self) {
-        self.0.viewers.fetch_sub(1, Ordering::SeqCst);
-        self.0.changed.notify_one();
-    }
+pub(crate) struct TranscodeGuard {
+    transcoder: Arc<Transcoder>,
+    _held: Held,
 }
 
 impl TranscodeGuard {
     /// Asks for the next transcoded picture to be an IDR (a viewer's PLI or FIR).
     pub(crate) fn request_keyframe(&self) {
-        self.0.keyframe.store(true, Ordering::Relaxed);
+        self.transcoder.keyframe.store(true, Ordering::Relaxed);
     }
 }
 
@@ -66,15 +58,7 @@ impl Transcoder {
     pub(crate) fn new(stream_id: StreamId, source: Arc<Hub>) -> Arc<Transcoder> {
         metrics::gauge!("sightline_transcoders_active", "stream" => stream_id.to_string()).set(0.0);
         let out = Arc::new(Hub::new(stream_id.clone()));
-        Arc::new(Transcoder {
-            stream_id,
-            source,
-            out,
-            viewers: AtomicUsize::new(0),
-            running: AtomicBool::new(false),
-            keyframe: AtomicBool::new(false),
-            changed: Notify::new(),
-        })
+        Arc::new(Transcoder { stream_id, source, out, demand: Arc::default(), keyframe: AtomicBool::new(false) })
     }
 
     /// The transcoded units (H.264), with their SPS announced as a camera's are.
@@ -84,22 +68,9 @@ impl Transcoder {
 
     /// Holds the transcoder running (starts it when it is not).
     pub(crate) fn watch(self: &Arc<Self>) -> TranscodeGuard {
-        self.viewers.fetch_add(1, Ordering::SeqCst);
-        if !self.running.swap(true, Ordering::SeqCst) {
-            let me = self.clone();
-            tokio::spawn(async move {
-                let id = me.stream_id.clone();
-                loop {
-                    restart_on_panic("transcoder", &id, Shutdown::never(), || me.clone().run()).await;
-                    me.running.store(false, Ordering::SeqCst);
-                    // A viewer that came while it was stopping found it running: go on for it.
-                    if me.viewers.load(Ordering::SeqCst) == 0 || me.running.swap(true, Ordering::SeqCst) {
-                        break;
-                    }
-                }
-            });
-        }
-        TranscodeGuard(self.clone())
+        let me = self.clone();
+        let held = self.demand.hold("transcoder", &self.stream_id, move || me.clone().run());
+        TranscodeGuard { transcoder: self.clone(), _held: held }
     }
 
     async fn run(self: Arc<Self>) {
@@ -112,12 +83,12 @@ impl Transcoder {
         let mut work = Some(Work::new(&self.stream_id));
         let mut sub = self.source.subscribe();
         loop {
-            if self.viewers.load(Ordering::SeqCst) == 0 {
+            if !self.demand.wanted() {
                 break;
             }
             let au = tokio::select! {
                 au = sub.next() => au,
-                () = self.changed.notified() => continue,
+                () = self.demand.released() => continue,
             };
             let Some(au) = au else { break };
             let live = !sub.in_backlog();

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 
 use crate::config::StreamConfig;
 use crate::core::Error;
+use crate::core::audio::{AudioFrame, AudioHealth, AudioInfo};
 use crate::core::frame::NewAccessUnit;
 
 /// What one camera session delivers, in order.
@@ -19,6 +20,12 @@ pub(crate) trait SessionSink: Send {
     fn parameters(&mut self, width: u32, height: u32);
     /// One access unit, in decoding order.
     fn unit(&mut self, unit: NewAccessUnit);
+    /// The session's audio, once before its first frame: what the camera offers (`health`,
+    /// also a codec not taken) and what is taken (`info`); `None` for no audio or `audio =
+    /// false`.
+    fn audio_setup(&mut self, health: Option<AudioHealth>, info: Option<AudioInfo>);
+    /// One audio frame, in order.
+    fn audio(&mut self, frame: AudioFrame);
 }
 
 /// One kind of camera. See the module docs.

@@ -2,6 +2,9 @@
 //! RFC 2326 §10.12, or UDP), PLAY, then H.264 (RFC 6184) or H.265 (RFC 7798) access units in
 //! Annex B form with the parameter sets in front of keyframes (retina's `FrameFormat::SIMPLE`).
 //! The first video stream of either codec is taken; H.264 wins when a camera offers both.
+//! With the stream's `audio` on, the first audio stream the gateway takes (G.711 PCMA/PCMU,
+//! AAC `mpeg4-generic`, RFC 3551/3640) is set up too; AAC frames come ADTS-framed. An audio
+//! SETUP the camera refuses leaves the session video-only. A stall is judged on video alone.
 //!
 //! Capture times come from the camera's RTCP sender reports (RFC 3550 §6.4.1) through a
 //! [`CaptureClock`]: every replica pulling the camera computes the same time for a frame,
@@ -9,13 +12,14 @@
 //! first report, or when the camera's clock is more than [`MAX_CLOCK_SKEW_MS`] away from
 //! ours (a camera that was never set), the receive time is used.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use media::rtcp::CaptureClock;
-use media::{RtpTimestamp, VideoCodec};
+use media::{AudioCodec, RtpTimestamp, VideoCodec};
 use retina::client::{PlayOptions, SessionOptions, SetupOptions};
 use retina::codec::{CodecItem, FrameFormat, ParametersRef};
 use tracing::{debug, info, warn};
@@ -24,6 +28,7 @@ use super::{CameraSource, SessionSink};
 use crate::config::redact::{redact_url, scrub};
 use crate::config::{StreamConfig, Transport};
 use crate::core::Error;
+use crate::core::audio::{AudioFrame, AudioHealth, AudioInfo};
 use crate::core::clock::now_ms;
 use crate::core::frame::NewAccessUnit;
 
@@ -69,21 +74,39 @@ impl CameraSource for RtspSource {
             .into_iter()
             .find_map(|wanted| described.streams().iter().position(|s| codec_of(s) == Some(wanted)).map(|i| (i, wanted)))
             .ok_or_else(|| Error::NoVideo { stream: id.into() })?;
-        let transport = match stream.transport {
-            Transport::Tcp => retina::client::Transport::Tcp(Default::default()),
-            Transport::Udp => retina::client::Transport::Udp(Default::default()),
+        let setup = || {
+            let transport = match stream.transport {
+                Transport::Tcp => retina::client::Transport::Tcp(Default::default()),
+                Transport::Udp => retina::client::Transport::Udp(Default::default()),
+            };
+            SetupOptions::default().transport(transport).frame_format(FrameFormat::SIMPLE)
         };
-        let setup = SetupOptions::default().transport(transport).frame_format(FrameFormat::SIMPLE);
-        tokio::time::timeout(stall, described.setup(video, setup)).await.map_err(timed("SETUP"))?.map_err(err)?;
+        tokio::time::timeout(stall, described.setup(video, setup())).await.map_err(timed("SETUP"))?.map_err(err)?;
+        let (audio_health, audio) = match stream.audio.then(|| pick_audio(described.streams())).flatten() {
+            Some((i, health, Some(info))) => match tokio::time::timeout(stall, described.setup(i, setup())).await {
+                Ok(Ok(_)) => (Some(health), Some((i, info))),
+                Ok(Err(e)) => {
+                    warn!(stream = id, error = %scrub(&e.to_string(), password.as_deref()), "camera refused the audio SETUP; video only");
+                    (None, None)
+                }
+                Err(elapsed) => return Err(timed("audio SETUP")(elapsed)),
+            },
+            Some((_, health, None)) => (Some(health), None),
+            None => (None, None),
+        };
         let playing = tokio::time::timeout(stall, described.play(PlayOptions::default())).await.map_err(timed("PLAY"))?.map_err(err)?;
         let mut demuxed = playing.demuxed().map_err(err)?;
-        info!(stream = id, url = %redact_url(&stream.url), %codec, "camera session playing");
+        info!(stream = id, url = %redact_url(&stream.url), %codec, audio = ?audio_health.as_ref().map(|a| &a.codec), "camera session playing");
+        let audio_index = audio.as_ref().map(|(i, _)| *i);
+        sink.audio_setup(audio_health, audio.map(|(_, info)| info));
 
         // Parameters from the SDP's sprop-parameter-sets, if the camera sent them.
         note_parameters(id, &demuxed, video, sink);
         let mut clock = Clocks { capture: CaptureClock::default(), skew_logged: false };
+        // A stall is no video for `stall`, whatever audio arrives meanwhile.
+        let mut video_deadline = tokio::time::Instant::now() + stall;
         loop {
-            let item = match tokio::time::timeout(stall, demuxed.next()).await {
+            let item = match tokio::time::timeout_at(video_deadline, demuxed.next()).await {
                 Err(_) => return Err(Error::Stalled { stream: id.into(), after: stall }),
                 Ok(None) => return Ok(()),
                 Ok(Some(Err(e))) => return Err(err(e)),
@@ -95,8 +118,14 @@ impl CameraSource for RtspSource {
                     clock.sender_reports(id, &rtcp);
                     continue;
                 }
+                CodecItem::AudioFrame(frame) if Some(frame.stream_id()) == audio_index => {
+                    let data = Arc::from(frame.data());
+                    sink.audio(AudioFrame { rtp_timestamp: frame.timestamp().timestamp() as u32, received: Instant::now(), data });
+                    continue;
+                }
                 _ => continue,
             };
+            video_deadline = tokio::time::Instant::now() + stall;
             if frame.has_new_parameters() {
                 note_parameters(id, &demuxed, video, sink);
             }
@@ -150,6 +179,22 @@ impl Clocks {
             None => now,
         }
     }
+}
+
+/// The audio stream to set up: the first one of a codec the gateway takes, else the first one
+/// (reported, not set up). `(index, health, info)`; `info` is `None` for a codec not taken.
+fn pick_audio(streams: &[retina::client::Stream]) -> Option<(usize, AudioHealth, Option<AudioInfo>)> {
+    let audio = || streams.iter().enumerate().filter(|(_, s)| s.media() == "audio");
+    let (i, s) = audio().find(|(_, s)| AudioCodec::from_encoding_name(s.encoding_name()).is_some()).or_else(|| audio().next())?;
+    let codec = AudioCodec::from_encoding_name(s.encoding_name());
+    let channels = s.channels().map_or(1, |c| c.get());
+    let health = AudioHealth {
+        codec: codec.map_or_else(|| s.encoding_name().to_ascii_lowercase(), |c| c.name().to_owned()),
+        clock_rate: s.clock_rate_hz(),
+        channels,
+        supported: codec.is_some(),
+    };
+    Some((i, health, codec.map(|codec| AudioInfo { codec: Some(codec), clock_rate: s.clock_rate_hz(), channels })))
 }
 
 /// Reports the stream's picture size (from its SPS) to the sink.

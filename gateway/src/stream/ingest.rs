@@ -19,6 +19,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use super::audio::{AudioFrame, AudioHealth, AudioHub, AudioInfo};
 use super::hub::Hub;
 use crate::config::{IngestConfig, StreamConfig};
 use crate::core::clock::now_ms;
@@ -69,6 +70,8 @@ pub(crate) struct Health {
     /// Whether the video has B-frames: pictures sent before they are shown (reordered), as the
     /// SPS announces or the stream showed. Such video is decoded in presentation order.
     pub(crate) b_frames: bool,
+    /// The camera's audio as set up in its last session (`null`: none, or `audio = false`).
+    pub(crate) audio: Option<AudioHealth>,
 }
 
 /// Everything [`run`] needs.
@@ -82,6 +85,8 @@ pub(crate) struct IngestContext {
     pub(crate) source: Arc<dyn CameraSource>,
     /// Where access units go.
     pub(crate) hub: Arc<Hub>,
+    /// Where audio frames go.
+    pub(crate) audio: Arc<AudioHub>,
     /// Where health goes.
     pub(crate) health: watch::Sender<Health>,
 }
@@ -124,6 +129,7 @@ pub(crate) async fn run(ctx: IngestContext) {
 struct HubSink {
     stream: String,
     hub: Arc<Hub>,
+    audio: Arc<AudioHub>,
     health: watch::Sender<Health>,
     rate: RateWindow,
     /// The last SPS seen (its bytes), so an unchanged one is not parsed again.
@@ -139,6 +145,7 @@ impl HubSink {
         HubSink {
             stream: ctx.stream.id.clone(),
             hub: ctx.hub.clone(),
+            audio: ctx.audio.clone(),
             health: ctx.health.clone(),
             rate: RateWindow::default(),
             sps: Bytes::new(),
@@ -206,6 +213,31 @@ impl SessionSink for HubSink {
             health.width = Some(width);
             health.height = Some(height);
         });
+    }
+
+    fn audio_setup(&mut self, health: Option<AudioHealth>, info: Option<AudioInfo>) {
+        if health != self.health.borrow().audio {
+            match &health {
+                Some(a) if a.supported => {
+                    info!(stream = %self.stream, codec = %a.codec, clock_rate = a.clock_rate, channels = a.channels, "camera audio taken")
+                }
+                Some(a) => {
+                    warn!(stream = %self.stream, codec = %a.codec, "camera audio codec not supported (PCMA, PCMU and AAC are); video only")
+                }
+                None => info!(stream = %self.stream, "no camera audio"),
+            }
+        }
+        self.health.send_if_modified(|h| {
+            let changed = h.audio != health;
+            h.audio = health;
+            changed
+        });
+        self.audio.set_info(info);
+    }
+
+    fn audio(&mut self, frame: AudioFrame) {
+        metrics::counter!("sightline_ingest_audio_frames_total", "stream" => self.stream.clone()).increment(1);
+        self.audio.publish(frame);
     }
 
     fn unit(&mut self, unit: NewAccessUnit) {

@@ -3,6 +3,7 @@
 //! stream is active and watched.
 //!
 //! - [`hub`]: per-stream fan-out of `Arc<AccessUnit>` with the cached GOP.
+//! - [`audio`]: per-stream fan-out of audio frames, and what the camera's audio is.
 //! - [`ingest`]: plays a camera source's sessions one after another, with backoff and health.
 //! - [`pull`]: on-demand pull (start ingest while watched, linger, stop).
 //! - [`runtime`]: [`StreamRuntime`], one stream at run time, and [`EndWatch`], when a viewer's
@@ -10,6 +11,7 @@
 //! - [`registry`]: [`Streams`], all of them, following the state store.
 //! - [`viewers`]: viewer places and limits.
 
+pub(crate) mod audio;
 pub(crate) mod hub;
 pub(crate) mod ingest;
 mod pull;

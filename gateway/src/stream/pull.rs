@@ -39,6 +39,7 @@ pub(super) async fn supervise(rt: Arc<StreamRuntime>, ingest_config: IngestConfi
             config: ingest_config.clone(),
             source: source.clone(),
             hub: rt.hub.clone(),
+            audio: rt.audio.clone(),
             health: rt.health_sender().clone(),
         };
         let id = rt.config.id.clone();

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use tokio::sync::watch;
 
+use super::audio::AudioHub;
 use super::hub::Hub;
 use super::ingest::{Health, IngestState};
 use super::viewers::{Counters, ViewerBudget, ViewerCounts, ViewerKind};
@@ -24,6 +25,8 @@ pub(crate) struct StreamRuntime {
     pub(crate) id: StreamId,
     /// Access unit fan-out.
     pub(crate) hub: Arc<Hub>,
+    /// Audio frame fan-out.
+    pub(crate) audio: Arc<AudioHub>,
     health: watch::Sender<Health>,
     record: watch::Sender<StreamRecord>,
     consumers: watch::Sender<usize>,
@@ -59,6 +62,7 @@ impl StreamRuntime {
         let state = if record.active { IngestState::Idle } else { IngestState::Stopped };
         Arc::new(StreamRuntime {
             hub: Arc::new(Hub::new(id.clone())),
+            audio: Arc::new(AudioHub::new(id.clone())),
             id,
             health: watch::Sender::new(Health { state, ..Health::default() }),
             record: watch::Sender::new(record),

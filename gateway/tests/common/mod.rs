@@ -396,6 +396,13 @@ pub async fn browser_whep_at(base: String, stream: String, seconds: u32) -> serd
     serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("whep.mjs prints JSON")
 }
 
+/// [`browser_whep`] with an audio m-line in Chromium's offer; the result's `audio` has the
+/// audio `inbound-rtp` stats.
+pub async fn browser_whep_audio(gw: &Gateway, stream: &str, seconds: u32) -> serde_json::Value {
+    let stdout = browser_script("whep.mjs", &[&gw.base, stream, &seconds.to_string(), "audio"]).await;
+    serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("whep.mjs prints JSON")
+}
+
 /// Checks what whep.mjs reports of a stream Chromium played for 5 s: >= 100 frames decoded
 /// at 1280x720, 0 packets lost, rVFC `rtpTimestamp` steps of 3600 (the camera's 25 fps grid)
 /// for >= 90 % of frames, `hello` and `state` on the data channel, DELETE answered 200, and

@@ -26,9 +26,11 @@ use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, info, warn};
 
+use super::AudioSource;
 use super::registry::Registry;
-use super::tap::{self, TapKey, TapMessage};
+use super::tap::{self, AudioTapKey, TapKey, TapMessage};
 use super::timeline::Timeline;
+use crate::core::audio::AudioFrame;
 use crate::core::detections::Detections;
 use crate::core::frame::AccessUnit;
 use crate::core::shutdown::StopReason;
@@ -64,6 +66,8 @@ pub(crate) struct NewSession {
     pub(crate) video: Arc<Hub>,
     /// Keeps the stream's transcoder running while the session lives (transcoded video).
     pub(crate) transcode: Option<TranscodeGuard>,
+    /// Its audio, when it negotiated the stream's.
+    pub(crate) audio: Option<AudioSource>,
     /// The answered peer.
     pub(crate) peer: ViewerPeer,
     /// When the WHEP POST arrived (for time to first frame).
@@ -105,6 +109,7 @@ struct Session {
     stream: Arc<StreamRuntime>,
     video: Arc<Hub>,
     transcode: Option<TranscodeGuard>,
+    audio: Option<AudioSource>,
     peer: ViewerPeer,
     timeline: Timeline,
     next_timeout: Option<Instant>,
@@ -137,6 +142,7 @@ pub(crate) struct EventLoop {
     sessions: HashMap<SessionId, Session>,
     by_addr: HashMap<SocketAddr, SessionId>,
     taps: HashMap<TapKey, Tap>,
+    audio_taps: HashMap<AudioTapKey, Tap>,
     media_tx: mpsc::Sender<TapMessage>,
     media_rx: mpsc::Receiver<TapMessage>,
     out: Vec<Datagram>,
@@ -173,6 +179,7 @@ impl EventLoop {
             sessions: HashMap::new(),
             by_addr: HashMap::new(),
             taps: HashMap::new(),
+            audio_taps: HashMap::new(),
             media_tx,
             media_rx,
             out: Vec::new(),
@@ -201,6 +208,7 @@ impl EventLoop {
             self.remove(id);
         }
         self.taps.clear();
+        self.audio_taps.clear();
         self.out.clear();
         self.events.clear();
     }
@@ -381,12 +389,22 @@ impl EventLoop {
             sessions: 0,
         });
         tap.sessions += 1;
+        if let Some(audio) = &new.audio {
+            let key = AudioTapKey { stream: new.stream.id.clone(), codec: audio.codec };
+            let hub = audio.hub.clone();
+            let tap = self
+                .audio_taps
+                .entry(key.clone())
+                .or_insert_with(|| Tap { _task: AbortOnDrop::spawn(tap::run_audio(key, hub, media_tx.clone())), sessions: 0 });
+            tap.sessions += 1;
+        }
         self.sessions.insert(
             new.id,
             Session {
                 stream: new.stream,
                 video: new.video,
                 transcode: new.transcode,
+                audio: new.audio,
                 peer: new.peer,
                 timeline: Timeline::new(),
                 next_timeout: Some(Instant::now()),
@@ -429,11 +447,21 @@ impl EventLoop {
                 self.taps.remove(&key);
             }
         }
+        if let Some(audio) = &s.audio {
+            let key = AudioTapKey { stream: s.stream.id.clone(), codec: audio.codec };
+            if let Some(tap) = self.audio_taps.get_mut(&key) {
+                tap.sessions -= 1;
+                if tap.sessions == 0 {
+                    self.audio_taps.remove(&key);
+                }
+            }
+        }
     }
 
     async fn on_media(&mut self, message: TapMessage) {
         match message {
             TapMessage::Unit(key, au) => self.fan_out(&key, &au).await,
+            TapMessage::Audio(key, frame) => self.fan_out_audio(&key, &frame),
             TapMessage::Text(key, text) => {
                 for id in self.session_ids(&key) {
                     if let Some(s) = self.sessions.get_mut(&id) {
@@ -472,6 +500,23 @@ impl EventLoop {
         if !first {
             metrics::histogram!("sightline_webrtc_fanout_seconds", "stream" => stream.to_string())
                 .record(au.received.elapsed().as_secs_f64());
+        }
+    }
+
+    /// Sends one audio frame to every session of the audio tap (flushed by the caller).
+    fn fan_out_audio(&mut self, key: &AudioTapKey, frame: &AudioFrame) {
+        let ids: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.stream.id == key.stream && s.audio.as_ref().is_some_and(|a| a.codec == key.codec))
+            .map(|(id, _)| *id)
+            .collect();
+        let now = Instant::now();
+        for id in ids {
+            let Some(s) = self.sessions.get_mut(&id) else { continue };
+            s.peer.write_audio(frame.data.clone(), frame.rtp_timestamp, frame.received);
+            s.peer.handle_timeout(now);
+            self.drive(id);
         }
     }
 

@@ -20,10 +20,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use media::{SequenceInfo, VideoCodec};
+use media::{AudioCodec, SequenceInfo, VideoCodec};
 use parking_lot::Mutex;
 use serde::Serialize;
-use signaling::peer::{PeerConfig, ViewerPeer};
+use signaling::peer::{PeerAudio, PeerConfig, ViewerPeer};
 use signaling::whep::{self, ETag, IceServer, PatchRequest, SessionId};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::info;
@@ -34,9 +34,12 @@ use crate::config::WebrtcConfig;
 use crate::core::Error;
 use crate::core::detections::Detections;
 use crate::core::task::AbortOnDrop;
+use crate::core::task::Held;
 use crate::metrics::limit_hit;
+use crate::pipeline::audio::AudioTranscoder;
 use crate::pipeline::transcode::{TranscodeGuard, Transcoder};
 use crate::state::ClusterStore;
+use crate::stream::audio::AudioHub;
 use crate::stream::hub::Hub;
 use crate::stream::{StreamRuntime, ViewerKind};
 
@@ -54,6 +57,23 @@ struct VideoSource {
     hub: Arc<Hub>,
     profile_level_id: u32,
     transcode: Option<TranscodeGuard>,
+}
+
+/// Where a new session's audio comes from: the camera's audio hub (G.711 passed through) or
+/// the stream's AAC-to-Opus transcoder.
+pub(crate) struct AudioSource {
+    /// The frames.
+    pub(crate) hub: Arc<AudioHub>,
+    /// What the peer negotiates.
+    pub(crate) codec: PeerAudio,
+    /// Keeps the stream's audio transcoder running (AAC cameras).
+    pub(crate) transcode: Option<Held>,
+}
+
+impl std::fmt::Debug for AudioSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AudioSource").field("codec", &self.codec).field("transcoded", &self.transcode.is_some()).finish()
+    }
 }
 
 /// A created session, for the 201 response.
@@ -100,6 +120,40 @@ pub(crate) struct WebrtcVideo {
     pub(crate) reason: Option<&'static str>,
 }
 
+/// How WebRTC viewers get a stream's audio: `audio.webrtc` in the stream status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum AudioMode {
+    /// The camera's G.711 frames as they are.
+    Passthrough,
+    /// AAC decoded and encoded as Opus, once for the stream.
+    Transcode,
+    /// No audio to viewers.
+    Off,
+}
+
+/// A stream's WebRTC audio policy and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub(crate) struct WebrtcAudio {
+    /// `passthrough`, `transcode` or `off`.
+    pub(crate) mode: AudioMode,
+    /// Why it is transcoded or off; `null` for passthrough.
+    pub(crate) reason: Option<&'static str>,
+}
+
+/// The audio policy for a stream whose config says `enabled` and whose camera sends `codec`
+/// (`None`: no audio, or a codec the gateway does not take, `supported` false).
+pub(crate) fn audio_policy(enabled: bool, codec: Option<AudioCodec>, offered: bool) -> WebrtcAudio {
+    let mode = |mode, reason| WebrtcAudio { mode, reason };
+    match codec {
+        _ if !enabled => mode(AudioMode::Off, Some("audio = false in the stream's config")),
+        Some(c) if c.webrtc_passthrough() => mode(AudioMode::Passthrough, None),
+        Some(_) => mode(AudioMode::Transcode, Some("the camera sends AAC, which WebRTC does not carry")),
+        None if offered => mode(AudioMode::Off, Some("the camera's audio codec is not supported")),
+        None => mode(AudioMode::Off, Some("the camera sends no audio")),
+    }
+}
+
 /// The policy for a camera sending `codec` (unknown before its first session) with or
 /// without B-frames: H.264 without B-frames is passed through; B-frames (browsers show
 /// reordered pictures out of order or not at all) and H.265 (which browsers decode only with
@@ -130,6 +184,8 @@ pub(crate) struct Webrtc {
     links: Vec<String>,
     /// One transcoder per stream that ever needed one (idle while nobody watches it).
     transcoders: Mutex<std::collections::HashMap<crate::core::StreamId, Arc<Transcoder>>>,
+    /// One AAC-to-Opus transcoder per stream that ever needed one.
+    audio_transcoders: Mutex<std::collections::HashMap<crate::core::StreamId, Arc<AudioTranscoder>>>,
     _refresh: AbortOnDrop,
 }
 
@@ -184,6 +240,7 @@ impl Webrtc {
             registry,
             links: whep::ice_server_links(&servers),
             transcoders: Mutex::default(),
+            audio_transcoders: Mutex::default(),
             _refresh: refresh,
         }))
     }
@@ -229,8 +286,11 @@ impl Webrtc {
         let video = self.video_source(stream).await;
         let (loop_index, handle) =
             self.loops.iter().enumerate().min_by_key(|(_, l)| l.sessions.load(Ordering::Relaxed)).ok_or(Error::WebrtcStopping)?;
-        let config = PeerConfig { candidates: vec![handle.announced], profile_level_id: video.profile_level_id };
+        let config =
+            PeerConfig { candidates: vec![handle.announced], profile_level_id: video.profile_level_id, audio: Self::audio_codec(stream) };
         let (peer, answer) = ViewerPeer::accept(offer, &config, Instant::now()).map_err(|e| Error::whep(&stream.id, e))?;
+        // Only a viewer that negotiated audio holds the audio transcoder.
+        let audio = config.audio.filter(|_| peer.audio_payload_type().is_some()).map(|codec| self.audio_source(stream, codec));
         let id = SessionId::from_random(rand::random());
         let etag = ETag::from_random(rand::random());
         let pending = self.registry.insert_pending(id, Entry { stream: stream.id.clone(), loop_index, etag });
@@ -239,6 +299,7 @@ impl Webrtc {
             stream: stream.clone(),
             video: video.hub,
             transcode: video.transcode,
+            audio,
             peer,
             created_at,
             guard,
@@ -283,6 +344,34 @@ impl Webrtc {
             .or_insert_with(|| Transcoder::new(stream.id.clone(), stream.hub.clone()))
             .clone();
         VideoSource { hub: transcoder.hub().clone(), profile_level_id: TRANSCODED_PROFILE_LEVEL_ID, transcode: Some(transcoder.watch()) }
+    }
+
+    /// The audio codec a new session of `stream` is offered (see [`audio_policy`]); `None`
+    /// when the stream has no audio for viewers. The camera's audio is known once its session
+    /// is set up, which [`Webrtc::video_source`] waited for.
+    fn audio_codec(stream: &StreamRuntime) -> Option<PeerAudio> {
+        let codec = stream.audio.info()?.codec?;
+        match audio_policy(stream.config.audio, Some(codec), true).mode {
+            AudioMode::Off => None,
+            AudioMode::Passthrough if codec == AudioCodec::Pcmu => Some(PeerAudio::Pcmu),
+            AudioMode::Passthrough => Some(PeerAudio::Pcma),
+            AudioMode::Transcode => Some(PeerAudio::Opus),
+        }
+    }
+
+    /// Where a session that negotiated `codec` gets its audio: the camera's frames, or (Opus)
+    /// the stream's AAC-to-Opus transcoder, held running for it.
+    fn audio_source(&self, stream: &StreamRuntime, codec: PeerAudio) -> AudioSource {
+        if codec != PeerAudio::Opus {
+            return AudioSource { hub: stream.audio.clone(), codec, transcode: None };
+        }
+        let transcoder = self
+            .audio_transcoders
+            .lock()
+            .entry(stream.id.clone())
+            .or_insert_with(|| AudioTranscoder::new(stream.id.clone(), stream.audio.clone()))
+            .clone();
+        AudioSource { hub: transcoder.hub().clone(), codec, transcode: Some(transcoder.watch()) }
     }
 
     /// Whether this replica holds the session.

@@ -1,17 +1,22 @@
 //! A stream tap: one task per (event loop, stream) that follows the stream for all of the
 //! loop's sessions of it: live access units, health changes and detection messages (as
-//! data-channel text), and the end (stop, shutdown).
+//! data-channel text), and the end (stop, shutdown). An audio tap follows the stream's audio
+//! (the camera's or the transcoder's) for the loop's sessions that negotiated it.
 
 use std::sync::Arc;
 
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
 
+use signaling::peer::PeerAudio;
+
 use crate::core::StreamId;
+use crate::core::audio::AudioFrame;
 use crate::core::detections::{Detections, next_message};
 use crate::core::frame::AccessUnit;
 use crate::core::shutdown::StopReason;
 use crate::stream::StreamRuntime;
+use crate::stream::audio::AudioHub;
 use crate::stream::hub::Hub;
 
 /// Which sessions a tap serves: those of a stream that get its video as the camera sends it,
@@ -24,6 +29,15 @@ pub(super) struct TapKey {
     pub(super) transcoded: bool,
 }
 
+/// Which sessions an audio tap serves: those of a stream that negotiated its audio codec.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(super) struct AudioTapKey {
+    /// The stream.
+    pub(super) stream: StreamId,
+    /// The codec the sessions get.
+    pub(super) codec: PeerAudio,
+}
+
 /// What a tap sends to its loop.
 #[derive(Debug)]
 pub(super) enum TapMessage {
@@ -31,6 +45,8 @@ pub(super) enum TapMessage {
     Unit(TapKey, Arc<AccessUnit>),
     /// Data-channel text for every session of the tap (`state`, `detections`).
     Text(TapKey, Arc<str>),
+    /// An audio frame for the sessions of an audio tap.
+    Audio(AudioTapKey, Arc<AudioFrame>),
     /// The tap's sessions end.
     Stopped(TapKey, StopReason),
 }
@@ -85,6 +101,16 @@ pub(super) async fn run(
             }
         };
         if tx.send(message).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Follows `audio` (the camera's or the transcoder's) until the loop is gone.
+pub(super) async fn run_audio(key: AudioTapKey, audio: Arc<AudioHub>, tx: mpsc::Sender<TapMessage>) {
+    let mut frames = audio.subscribe();
+    while let Some(frame) = frames.next().await {
+        if tx.send(TapMessage::Audio(key.clone(), frame)).await.is_err() {
             return;
         }
     }
