@@ -10,7 +10,8 @@ real cameras also send is an option away: --codec h265 (x265enc, RFC 7798),
 --bframes N (reordered pictures), --codec mjpeg (a codec the gateway refuses),
 --switch-after S (a picture size change inside one RTP session) and --audio
 pcma|pcmu|aac|opus (a 440 Hz tone beside the video, as doorbells and most
-cameras send: G.711 at 8 kHz, AAC-LC at 16 kHz, Opus at 48 kHz).  This
+cameras send: G.711 at 8 kHz, AAC-LC at 16 kHz, Opus at 48 kHz); --drop P and
+--reorder P make a lossy network (GStreamer's netsim behind the payloader).  This
 script serves an SMPTE test pattern (moving, with a time overlay) through
 gst-rtsp-server, bound to 127.0.0.1 only.
 
@@ -122,6 +123,12 @@ def parse_args(argv):
                    help="also send audio: a 440 Hz tone as G.711 A-law/u-law "
                         "(alawenc/mulawenc, 8 kHz), AAC-LC (avenc_aac, 16 kHz, RFC 3640) "
                         "or Opus (48 kHz, a codec the gateway does not take)")
+    p.add_argument("--drop", type=float, default=0.0, metavar="P",
+                   help="drop each video RTP packet with probability P (netsim), as a "
+                        "lossy network does; meant for --transport udp")
+    p.add_argument("--reorder", type=float, default=0.0, metavar="P",
+                   help="hold each video RTP packet back 5-40 ms with probability P "
+                        "(netsim), so it arrives after later ones")
     p.add_argument("--user", default=None)
     p.add_argument("--password", default=None)
     p.add_argument("--transport", choices=("tcp", "udp", "both"),
@@ -188,19 +195,26 @@ def video_encoder(args):
             "! x265enc {tune}speed-preset=superfast bitrate={br} "
             "key-int-max={gop} option-string=scenecut=0:bframes={bf} "
             "! video/x-h265,profile=main "
-            "! rtph265pay name=pay0 pt=96 config-interval={ci}"
+            "! rtph265pay name={pay} pt=96 config-interval={ci}"
         )
     else:
         enc = (
             "! x264enc {tune}speed-preset=superfast bitrate={br} "
             "key-int-max={gop} bframes={bf} option-string=scenecut=0 "
             "! video/x-h264,profile={profile} "
-            "! rtph264pay name=pay0 pt=96 config-interval={ci}"
+            "! rtph264pay name={pay} pt=96 config-interval={ci}"
         )
-    return enc.format(br=args.bitrate, gop=args.gop, bf=args.bframes,
-                            ci=0 if args.sdp_only_parameters else -1,
-                            profile=args.profile,
-                            tune="" if args.bframes else "tune=zerolatency ")
+    if args.drop or args.reorder:
+        # The RTSP server takes the element named pay0 as the stream's source of RTP
+        # packets: here the network simulator behind the payloader.
+        enc += (" ! netsim name=pay0 drop-probability={drop} delay-probability={reorder} "
+                "min-delay=5 max-delay=40")
+    return enc.format(pay="pay" if (args.drop or args.reorder) else "pay0",
+                      drop=args.drop, reorder=args.reorder,
+                      br=args.bitrate, gop=args.gop, bf=args.bframes,
+                      ci=0 if args.sdp_only_parameters else -1,
+                      profile=args.profile,
+                      tune="" if args.bframes else "tune=zerolatency ")
 
 
 def _block_seeking(pad, info):

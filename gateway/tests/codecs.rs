@@ -285,3 +285,27 @@ async fn audio_off_or_unsupported_is_said_and_video_goes_on() {
     assert!(s["health"]["audio"].is_null(), "{s}");
     assert_eq!(s["audio"]["webrtc"]["mode"].as_str(), Some("off"), "{s}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtp_over_udp_with_loss_and_reordering_keeps_every_output_going() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    // 0.3 % of the video's RTP packets dropped, 1 % held back 5-40 ms (behind later ones).
+    let cam = GstCamera::start(free_port(), &["--transport", "udp", "--drop", "0.003", "--reorder", "0.01"]);
+    let gw = Gateway::start_with(&format!("[[streams]]\nid = \"lossy\"\nurl = \"{}\"\ntransport = \"udp\"\n", cam.url()), false);
+    let mut feed = Feed::open(&gw.url("/api/streams/lossy/feed?fps=10")).await;
+    let frames = feed.frames_for(Duration::from_secs(5)).await;
+    assert!(frames.len() >= 30, "SSE goes on through the loss: {} frames in 5 s at fps=10", frames.len());
+    for f in &frames {
+        let pic = decode_frame(&f.data);
+        assert_eq!((pic.width, pic.height), (1280, 720));
+    }
+    drop(feed);
+    let r = browser_whep(&gw, "lossy", 5).await;
+    eprintln!("lossy WebRTC: {r}");
+    assert!(r["framesDecoded"].as_u64().unwrap_or(0) >= 60, "Chromium plays through the loss: {r}");
+    assert!(r["lastSecondsFrames"].as_u64().unwrap_or(0) >= 30, "and is still playing at the end: {r}");
+    let h = health(&gw, "lossy").await;
+    assert_eq!(h["state"], "playing", "{h}");
+    assert!(h["packets_lost"].as_u64().unwrap_or(0) > 0, "the loss is in the status: {h}");
+    assert!(metric(&gw, "sightline_ingest_rtp_packets_lost_total{stream=\"lossy\"}").await.unwrap_or(0.0) > 0.0);
+}

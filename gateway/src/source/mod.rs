@@ -26,6 +26,9 @@ pub(crate) trait SessionSink: Send {
     fn audio_setup(&mut self, health: Option<AudioHealth>, info: Option<AudioInfo>);
     /// One audio frame, in order.
     fn audio(&mut self, frame: AudioFrame);
+    /// `packets` video RTP packets never arrived (or arrived after later ones, which the RTP
+    /// client drops): UDP loss before the next unit.
+    fn lost(&mut self, packets: u64);
 }
 
 /// One kind of camera. See the module docs.

@@ -126,6 +126,9 @@ impl CameraSource for RtspSource {
                 _ => continue,
             };
             video_deadline = tokio::time::Instant::now() + stall;
+            if frame.loss() > 0 {
+                sink.lost(u64::from(frame.loss()));
+            }
             if frame.has_new_parameters() {
                 note_parameters(id, &demuxed, video, sink);
             }

@@ -70,6 +70,9 @@ pub(crate) struct Health {
     /// Whether the video has B-frames: pictures sent before they are shown (reordered), as the
     /// SPS announces or the stream showed. Such video is decoded in presentation order.
     pub(crate) b_frames: bool,
+    /// Video RTP packets lost on the way from the camera since the gateway started (UDP: never
+    /// arrived, or arrived after later ones); the units they belonged to are dropped.
+    pub(crate) packets_lost: u64,
     /// The camera's audio as set up in its last session (`null`: none, or `audio = false`).
     pub(crate) audio: Option<AudioHealth>,
 }
@@ -238,6 +241,15 @@ impl SessionSink for HubSink {
     fn audio(&mut self, frame: AudioFrame) {
         metrics::counter!("sightline_ingest_audio_frames_total", "stream" => self.stream.clone()).increment(1);
         self.audio.publish(frame);
+    }
+
+    fn lost(&mut self, packets: u64) {
+        metrics::counter!("sightline_ingest_rtp_packets_lost_total", "stream" => self.stream.clone()).increment(packets);
+        // Shown with the next once-a-second health update.
+        self.health.send_if_modified(|h| {
+            h.packets_lost += packets;
+            false
+        });
     }
 
     fn unit(&mut self, unit: NewAccessUnit) {
