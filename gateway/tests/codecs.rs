@@ -74,7 +74,9 @@ async fn chromium_plays_b_frames_and_h265_transcoded() {
         &format!("[[streams]]\nid = \"avc-b\"\nurl = \"{}\"\n[[streams]]\nid = \"hevc\"\nurl = \"{}\"\n", avc.url(), hevc.url()),
         false,
     );
-    for (stream, reason) in [("avc-b", "the camera sends B-frames"), ("hevc", "the camera sends H.265")] {
+    for (stream, reason) in
+        [("avc-b", "the camera sends B-frames"), ("hevc", "the camera sends H.265 (passed through to browsers whose offer has H.265)")]
+    {
         let r = browser_whep(&gw, stream, 5).await;
         // The transcoded pictures keep the camera's 90 kHz timestamps, in presentation order.
         assert_played(&r, stream);
@@ -308,4 +310,57 @@ async fn rtp_over_udp_with_loss_and_reordering_keeps_every_output_going() {
     assert_eq!(h["state"], "playing", "{h}");
     assert!(h["packets_lost"].as_u64().unwrap_or(0) > 0, "the loss is in the status: {h}");
     assert!(metric(&gw, "sightline_ingest_rtp_packets_lost_total{stream=\"lossy\"}").await.unwrap_or(0.0) > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h265_is_passed_through_to_an_offer_that_has_it_and_transcoded_for_others() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let hevc = GstCamera::start(free_port(), &["--codec", "h265"]);
+    let gw = Gateway::start_with(&format!("[[streams]]\nid = \"hevc\"\nurl = \"{}\"\n", hevc.url()), false);
+    let loadtest = std::path::Path::new(env!("CARGO_BIN_EXE_gateway")).with_file_name("loadtest");
+    assert!(loadtest.exists(), "{} missing: build the workspace first (scripts/test does)", loadtest.display());
+    let dir = tempfile::tempdir().unwrap();
+    let dump = dir.path().join("received.h265");
+    // Two viewers that offer H.265 only (a str0m client, as Chrome 136+ / Safari 18+ with H.265
+    // decoding would), and Chromium (no H.265 here) at the same time.
+    let whep = tokio::process::Command::new(&loadtest)
+        .args(["whep", "--url", &gw.base, "--stream", "hevc", "--viewers", "2", "--seconds", "6", "--codec", "h265", "--dump"])
+        .arg(&dump)
+        .kill_on_drop(true)
+        .output();
+    let whep = tokio::spawn(whep);
+    let browser = browser_whep(&gw, "hevc", 5).await;
+    let out = whep.await.unwrap().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let r: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|_| panic!("loadtest: {stdout}"));
+    assert_eq!((r["viewers_with_media"].as_u64(), r["packets_lost"].as_u64(), r["errors"].as_u64()), (Some(2), Some(0), Some(0)), "{r}");
+    // What the H.265 viewer got is the camera's H.265: ffprobe decodes it.
+    let probe = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-count_frames",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=codec_name,width,height,nb_read_frames",
+            "-of",
+            "json",
+        ])
+        .arg(&dump)
+        .output()
+        .expect("ffprobe runs");
+    let p: serde_json::Value = serde_json::from_slice(&probe.stdout).expect("ffprobe JSON");
+    let s = &p["streams"][0];
+    eprintln!("H.265 passthrough: {r}\nffprobe: {s}");
+    assert_eq!((s["codec_name"].as_str(), s["width"].as_u64(), s["height"].as_u64()), (Some("hevc"), Some(1280), Some(720)), "{p}");
+    let frames: u64 = s["nb_read_frames"].as_str().and_then(|n| n.parse().ok()).unwrap_or(0);
+    assert!(frames >= 100, "{frames} H.265 pictures decoded from 6 s");
+    // Chromium, meanwhile, got the transcode.
+    assert_played(&browser, "hevc transcoded beside H.265 passthrough");
+    assert!(
+        metric(&gw, "sightline_transcode_seconds_count{stream=\"hevc\"}").await.unwrap_or(0.0) >= 100.0,
+        "the transcoder ran for Chromium"
+    );
+    assert!(gw.log_text().contains("WebRTC transcoder started"));
 }

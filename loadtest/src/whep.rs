@@ -2,12 +2,16 @@
 //! decoding) with its own UDP socket, that POST an offer to
 //! `{BASE}/api/streams/{ID}/whep`, count what arrives until the deadline, then DELETE the
 //! session. Measures packets/s, loss (gaps in the extended RTP sequence numbers), time to the
-//! first keyframe packet and data-channel messages.
+//! first keyframe packet and data-channel messages. `--codec h265` offers H.265 only (as a
+//! browser with H.265 decoding would, next to H.264); `--dump FILE` writes the first viewer's
+//! video, depacketized (RFC 6184 / RFC 7798) to an Annex B file for ffprobe.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use media::rtp::{H264Depacketizer, H265Depacketizer};
 use reqwest::{Client, StatusCode, Url};
 use serde::Serialize;
 use str0m::change::SdpAnswer;
@@ -49,6 +53,48 @@ pub(crate) struct WhepArgs {
     /// Local IP the viewers' UDP sockets bind (must reach the gateway's candidates).
     #[arg(long, default_value = "127.0.0.1")]
     bind: IpAddr,
+    /// Video codec the viewers offer.
+    #[arg(long, value_enum, default_value_t = OfferCodec::H264)]
+    codec: OfferCodec,
+    /// Write the first viewer's video (Annex B, as depacketized) to this file.
+    #[arg(long)]
+    dump: Option<PathBuf>,
+}
+
+/// The video codec in the viewers' offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum OfferCodec {
+    /// H.264 (RFC 6184), as every browser offers.
+    H264,
+    /// H.265 only (RFC 7798).
+    H265,
+}
+
+/// A viewer's video depacketized to Annex B (`--dump`).
+#[derive(Debug, Default)]
+struct Dump {
+    h264: H264Depacketizer,
+    h265: H265Depacketizer,
+    bytes: Vec<u8>,
+    errors: u64,
+}
+
+impl Dump {
+    fn push(&mut self, codec: OfferCodec, payload: &[u8]) {
+        let nals = match codec {
+            OfferCodec::H264 => self.h264.push(payload).map(|n| n.into_iter().collect::<Vec<_>>()),
+            OfferCodec::H265 => self.h265.push(payload),
+        };
+        match nals {
+            Ok(nals) => {
+                for nal in nals {
+                    self.bytes.extend_from_slice(&[0, 0, 0, 1]);
+                    self.bytes.extend_from_slice(&nal);
+                }
+            }
+            Err(_) => self.errors += 1,
+        }
+    }
 }
 
 impl WhepArgs {
@@ -82,6 +128,8 @@ struct ViewerStats {
     ttfk: Option<Duration>,
     messages: u64,
     errors: Vec<String>,
+    codec: Option<OfferCodec>,
+    dump: Option<Dump>,
 }
 
 impl ViewerStats {
@@ -122,7 +170,16 @@ pub(crate) struct WhepReport {
 
 /// Whether an RTP payload starts a keyframe: an SPS or IDR NAL unit, alone or as the first
 /// FU-A fragment (RFC 6184 §5.8).
-fn starts_keyframe(payload: &[u8]) -> bool {
+fn starts_keyframe(codec: OfferCodec, payload: &[u8]) -> bool {
+    if codec == OfferCodec::H265 {
+        // H.265: a VPS or IRAP NAL unit (types 16..=21, 32), alone or as the first FU.
+        let irap = |t: u8| matches!(t, 16..=21 | 32);
+        return match payload.first().map(|b| (b >> 1) & 0x3f) {
+            Some(49) => payload.get(2).is_some_and(|fu| fu & 0x80 != 0 && irap(fu & 0x3f)),
+            Some(t) => irap(t),
+            None => false,
+        };
+    }
     match payload.first().map(|b| b & 0x1f) {
         Some(5 | 7) => true,
         Some(28) => payload.get(1).is_some_and(|fu| fu & 0x80 != 0 && fu & 0x1f == 5),
@@ -138,8 +195,12 @@ pub(crate) async fn run(args: &WhepArgs) -> anyhow::Result<WhepReport> {
     let start = TokioInstant::now();
     let deadline = start + Duration::from_secs(args.seconds);
     let ramp = Duration::from_millis(args.ramp_ms);
-    let handles: Vec<_> =
-        (0..args.viewers).map(|i| tokio::spawn(viewer(client.clone(), endpoint.clone(), args.bind, start + ramp * i, deadline))).collect();
+    let handles: Vec<_> = (0..args.viewers)
+        .map(|i| {
+            let dump = i == 0 && args.dump.is_some();
+            tokio::spawn(viewer(client.clone(), endpoint.clone(), args.bind, args.codec, dump, start + ramp * i, deadline))
+        })
+        .collect();
     let mut stats = Vec::with_capacity(handles.len());
     for mut h in handles {
         match timeout_at(deadline + HARD_GRACE, &mut h).await {
@@ -150,6 +211,10 @@ pub(crate) async fn run(args: &WhepArgs) -> anyhow::Result<WhepReport> {
                 stats.push(ViewerStats { errors: vec!["viewer did not finish by the hard timeout".into()], ..Default::default() });
             }
         }
+    }
+    if let (Some(path), Some(dump)) = (&args.dump, stats.iter().find_map(|s| s.dump.as_ref())) {
+        std::fs::write(path, &dump.bytes)?;
+        eprintln!("dumped {} bytes of video to {} ({} payloads not depacketized)", dump.bytes.len(), path.display(), dump.errors);
     }
     Ok(summarize(args, &stats, deadline.into_std()))
 }
@@ -204,9 +269,17 @@ pub(crate) fn print(r: &WhepReport) -> anyhow::Result<()> {
 }
 
 /// One viewer: offer, answer, receive until the deadline, DELETE.
-async fn viewer(client: Client, endpoint: Arc<Url>, bind: IpAddr, start_at: TokioInstant, deadline: TokioInstant) -> ViewerStats {
+async fn viewer(
+    client: Client,
+    endpoint: Arc<Url>,
+    bind: IpAddr,
+    codec: OfferCodec,
+    dump: bool,
+    start_at: TokioInstant,
+    deadline: TokioInstant,
+) -> ViewerStats {
     sleep_until(start_at).await;
-    let mut stats = ViewerStats::default();
+    let mut stats = ViewerStats { codec: Some(codec), dump: dump.then(Dump::default), ..Default::default() };
     if let Err(e) = session(&client, &endpoint, bind, deadline, &mut stats).await {
         stats.errors.push(e);
     }
@@ -216,7 +289,12 @@ async fn viewer(client: Client, endpoint: Arc<Url>, bind: IpAddr, start_at: Toki
 async fn session(client: &Client, endpoint: &Url, bind: IpAddr, deadline: TokioInstant, stats: &mut ViewerStats) -> Result<(), String> {
     let socket = bind_socket(SocketAddr::new(bind, 0)).map_err(|e| format!("bind: {e}"))?;
     let local = socket.local_addr().map_err(|e| e.to_string())?;
-    let mut rtc = Rtc::builder().set_rtp_mode(true).clear_codecs().enable_h264(true).build(Instant::now());
+    let builder = Rtc::builder().set_rtp_mode(true).clear_codecs();
+    let builder = match stats.codec {
+        Some(OfferCodec::H265) => builder.enable_h265(true),
+        _ => builder.enable_h264(true),
+    };
+    let mut rtc = builder.build(Instant::now());
     rtc.add_local_candidate(Candidate::host(local, "udp").map_err(|e| e.to_string())?);
     let mut api = rtc.sdp_api();
     api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
@@ -310,8 +388,13 @@ fn on_event(e: Event, requested: Instant, stats: &mut ViewerStats) {
                 stats.max_gap = stats.max_gap.max(now - last);
             }
             stats.last_packet = Some(now);
-            if stats.ttfk.is_none() && starts_keyframe(&p.payload) {
+            let codec = stats.codec.unwrap_or(OfferCodec::H264);
+            if stats.ttfk.is_none() && starts_keyframe(codec, &p.payload) {
                 stats.ttfk = Some(now - requested);
+            }
+            // From the first keyframe on, so the file starts where a decoder can.
+            if let Some(dump) = stats.dump.as_mut().filter(|_| stats.ttfk.is_some()) {
+                dump.push(codec, &p.payload);
             }
         }
         Event::ChannelData(_) => stats.messages += 1,
@@ -325,13 +408,17 @@ mod tests {
 
     #[test]
     fn keyframe_starts_are_recognised() {
-        assert!(starts_keyframe(&[0x67, 1, 2]), "SPS");
-        assert!(starts_keyframe(&[0x65, 1]), "IDR");
-        assert!(starts_keyframe(&[0x7c, 0x85, 1]), "FU-A start of an IDR");
-        assert!(!starts_keyframe(&[0x7c, 0x05, 1]), "FU-A middle");
-        assert!(!starts_keyframe(&[0x7c, 0x81, 1]), "FU-A start of a non-IDR slice");
-        assert!(!starts_keyframe(&[0x41, 1]), "non-IDR slice");
-        assert!(!starts_keyframe(&[]));
+        assert!(starts_keyframe(OfferCodec::H264, &[0x67, 1, 2]), "SPS");
+        assert!(starts_keyframe(OfferCodec::H264, &[0x65, 1]), "IDR");
+        assert!(starts_keyframe(OfferCodec::H264, &[0x7c, 0x85, 1]), "FU-A start of an IDR");
+        assert!(!starts_keyframe(OfferCodec::H264, &[0x7c, 0x05, 1]), "FU-A middle");
+        assert!(!starts_keyframe(OfferCodec::H264, &[0x7c, 0x81, 1]), "FU-A start of a non-IDR slice");
+        assert!(!starts_keyframe(OfferCodec::H264, &[0x41, 1]), "non-IDR slice");
+        assert!(!starts_keyframe(OfferCodec::H264, &[]));
+        assert!(starts_keyframe(OfferCodec::H265, &[0x40, 1, 0x0c]), "H.265 VPS");
+        assert!(starts_keyframe(OfferCodec::H265, &[0x62, 1, 0x80 | 19, 0]), "first FU of an IDR_W_RADL");
+        assert!(!starts_keyframe(OfferCodec::H265, &[0x62, 1, 0x80 | 1, 0]), "first FU of a TRAIL_R");
+        assert!(!starts_keyframe(OfferCodec::H265, &[0x02, 1, 0]), "TRAIL_R");
     }
 
     #[test]

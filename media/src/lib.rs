@@ -11,7 +11,7 @@
 //! - [`h264`]: Annex B NAL unit framing and the SPS fields the gateway needs (ITU-T H.264).
 //! - [`h265`]: the H.265 NAL unit header and SPS fields (ITU-T H.265).
 //! - [`rtp`]: RTP header (RFC 3550 §5.1), H.264 packetization and depacketization
-//!   (RFC 6184 §5.6, §5.8).
+//!   (RFC 6184 §5.6, §5.8), H.265's (RFC 7798 §4.4).
 //! - [`rtcp`]: RTCP sender reports (RFC 3550 §6.4.1) and the [`rtcp::CaptureClock`] that turns
 //!   a camera's RTP timestamps into its wall-clock capture times.
 //! - [`audio`]: [`AudioCodec`], the camera audio codecs the gateway takes (G.711, AAC).
@@ -44,10 +44,11 @@ pub enum Error {
     /// An RTP payload with no bytes.
     #[error("empty RTP payload")]
     EmptyPayload,
-    /// An FU-A packet too short to hold its FU header (RFC 6184 §5.8).
+    /// An FU-A or FU packet too short to hold its FU header (RFC 6184 §5.8, RFC 7798
+    /// §4.4.3), or an aggregation packet whose sizes overrun it.
     #[error("FU-A without FU header")]
     FuWithoutHeader,
-    /// An FU-A continuation or end without a start fragment before it (RFC 6184 §5.8).
+    /// An FU-A or FU continuation or end without a start fragment before it.
     #[error("FU-A continuation without start")]
     FuWithoutStart,
     /// A payload structure the depacketizer does not take (STAP-A, MTAP, FU-B: RFC 6184

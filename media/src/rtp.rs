@@ -1,4 +1,5 @@
-//! RTP (RFC 3550) header writing and H.264 packetization (RFC 6184, packetization-mode=1).
+//! RTP (RFC 3550) header writing, H.264 packetization (RFC 6184, packetization-mode=1) and
+//! H.265 packetization (RFC 7798: single NAL unit packets and fragmentation units).
 //!
 //! The packetizer turns one access unit into RTP *payloads* once; each receiver then prepends
 //! its own 12-byte header (its SSRC and sequence numbers), so payload bytes are shared, never
@@ -6,7 +7,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::{Error, Pt, RtpTimestamp, SeqNo, Ssrc, h264};
+use crate::{Error, Pt, RtpTimestamp, SeqNo, Ssrc, VideoCodec, h264, h265};
 
 /// Default largest RTP payload in bytes: keeps a packet (with IP/UDP/RTP/SRTP headers) under a
 /// 1280-byte path MTU, the size WebRTC stacks assume.
@@ -14,6 +15,10 @@ pub const DEFAULT_MAX_PAYLOAD: usize = 1200;
 
 /// FU-A NAL unit type (RFC 6184 §5.8).
 const FU_A: u8 = 28;
+/// H.265 aggregation packet type (RFC 7798 §4.4.2).
+const H265_AP: u8 = 48;
+/// H.265 fragmentation unit type (RFC 7798 §4.4.3).
+const H265_FU: u8 = 49;
 
 /// The fixed RTP header fields (RFC 3550 §5.1) without CSRCs or extensions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,25 +97,115 @@ pub fn packetize_h264(access_unit: &Bytes, max_payload: usize) -> Vec<Bytes> {
             continue;
         }
         let indicator = (nal[0] & 0xe0) | FU_A;
-        let nal_type = nal[0] & 0x1f;
-        let body = &nal[1..];
-        let chunks = body.chunks(max_payload - 2);
-        let last = chunks.len() - 1;
-        for (i, chunk) in chunks.enumerate() {
-            let mut fu_header = nal_type;
-            if i == 0 {
-                fu_header |= 0x80; // S bit
-            }
-            if i == last {
-                fu_header |= 0x40; // E bit
-            }
-            fu_buf.put_u8(indicator);
-            fu_buf.put_u8(fu_header);
-            fu_buf.put_slice(chunk);
-            payloads.push(fu_buf.split().freeze());
-        }
+        push_fragments(&mut fu_buf, &[indicator], nal[0] & 0x1f, &nal[1..], max_payload, &mut payloads);
     }
     payloads
+}
+
+/// Appends `body` (a NAL unit without its header) as fragmentation units of at most
+/// `max_payload` bytes: each is `header` (H.264 FU indicator, H.265 payload header), an FU
+/// header (S and E bits, `nal_type`), and the next chunk.
+fn push_fragments(buf: &mut BytesMut, header: &[u8], nal_type: u8, body: &[u8], max_payload: usize, out: &mut Vec<Bytes>) {
+    let chunks = body.chunks(max_payload - header.len() - 1);
+    let last = chunks.len() - 1;
+    for (i, chunk) in chunks.enumerate() {
+        let mut fu_header = nal_type;
+        if i == 0 {
+            fu_header |= 0x80; // S bit
+        }
+        if i == last {
+            fu_header |= 0x40; // E bit
+        }
+        buf.put_slice(header);
+        buf.put_u8(fu_header);
+        buf.put_slice(chunk);
+        out.push(buf.split().freeze());
+    }
+}
+
+/// Packetizes one access unit of `codec` (see [`packetize_h264`], [`packetize_h265`]).
+pub fn packetize(codec: VideoCodec, access_unit: &Bytes, max_payload: usize) -> Vec<Bytes> {
+    match codec {
+        VideoCodec::H264 => packetize_h264(access_unit, max_payload),
+        VideoCodec::H265 => packetize_h265(access_unit, max_payload),
+    }
+}
+
+/// Splits an H.265 access unit (Annex B) into RTP payloads of at most `max_payload` bytes
+/// (RFC 7798, `sprop-max-don-diff` = 0): NAL units that fit go whole (§4.4.1), larger ones
+/// as fragmentation units (§4.4.3: the 2-byte payload header with type 49 and the NAL unit's
+/// layer id and temporal id, then an FU header with S/E bits and the NAL unit type).
+///
+/// Whole NAL units are zero-copy slices of `access_unit`. Access unit delimiters are dropped,
+/// and so are NAL units of types 48..=63 (unspecified in H.265 Table 7-1; RFC 7798 uses 48,
+/// 49 and 50 for its own packets).
+pub fn packetize_h265(access_unit: &Bytes, max_payload: usize) -> Vec<Bytes> {
+    assert!(max_payload > 3, "max_payload must leave room for the FU headers");
+    let mut payloads = Vec::new();
+    let mut fu_buf = BytesMut::new();
+    for nal in h264::nal_units(access_unit) {
+        let nal_type = h265::nal_type(nal);
+        if nal.len() < 2 || nal_type == h265::NAL_AUD || nal_type >= H265_AP {
+            continue;
+        }
+        if nal.len() <= max_payload {
+            payloads.push(access_unit.slice_ref(nal));
+            continue;
+        }
+        let body = &nal[2..];
+        fu_buf.reserve(body.len() + 3 * body.len().div_ceil(max_payload - 3));
+        let header = [(nal[0] & 0x81) | (H265_FU << 1), nal[1]];
+        push_fragments(&mut fu_buf, &header, nal_type, body, max_payload, &mut payloads);
+    }
+    payloads
+}
+
+/// Reassembles H.265 NAL units from RTP payloads (RFC 7798: single NAL unit packets,
+/// aggregation packets, fragmentation units; no DONL). Used by tests and the load generator
+/// to check what was sent.
+#[derive(Debug, Default)]
+pub struct H265Depacketizer {
+    fu: Option<Vec<u8>>,
+}
+
+impl H265Depacketizer {
+    /// Feeds one payload; returns the NAL units it completed (2-byte header included).
+    /// A malformed or out-of-order fragment resets the FU state and returns an error.
+    pub fn push(&mut self, payload: &[u8]) -> Result<Vec<Vec<u8>>, Error> {
+        if payload.len() < 2 {
+            return Err(Error::EmptyPayload);
+        }
+        match h265::nal_type(payload) {
+            0..=47 => Ok(vec![payload.to_vec()]),
+            H265_AP => {
+                let mut nals = Vec::new();
+                let mut rest = &payload[2..];
+                while rest.len() >= 2 {
+                    let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+                    let nal = rest.get(2..2 + len).ok_or(Error::FuWithoutHeader)?;
+                    nals.push(nal.to_vec());
+                    rest = &rest[2 + len..];
+                }
+                Ok(nals)
+            }
+            H265_FU => {
+                let fu_header = *payload.get(2).ok_or(Error::FuWithoutHeader)?;
+                if fu_header & 0x80 != 0 {
+                    let mut nal = Vec::with_capacity(payload.len() * 4);
+                    nal.push((payload[0] & 0x81) | ((fu_header & 0x3f) << 1));
+                    nal.push(payload[1]);
+                    self.fu = Some(nal);
+                }
+                let Some(nal) = self.fu.as_mut() else { return Err(Error::FuWithoutStart) };
+                nal.extend_from_slice(&payload[3..]);
+                Ok(if fu_header & 0x40 != 0 { self.fu.take().into_iter().collect() } else { Vec::new() })
+            }
+            other => {
+                self.fu = None;
+                Err(Error::UnsupportedPayload(other))
+            }
+        }
+    }
 }
 
 /// Whether a NAL unit of this type goes to receivers (see [`packetize_h264`]).
@@ -214,6 +309,37 @@ mod tests {
         let payloads = packetize_h264(&au, 1200);
         assert_eq!(payloads.len(), 1);
         assert_eq!(payloads[0][0], 0x65);
+    }
+
+    #[test]
+    fn h265_units_go_whole_or_as_fragmentation_units_and_come_back() {
+        // VPS, SPS, PPS (2-byte headers 0x40 01, 0x42 01, 0x44 01), an AUD, and a 3000-byte
+        // IDR_W_RADL (type 19: 0x26 01).
+        let mut au = Vec::new();
+        for (header, len) in [([0x40, 1], 24), ([0x42, 1], 40), ([0x44, 1], 8), ([0x46, 1], 3), ([0x26, 1], 3000)] {
+            au.extend_from_slice(&h264::START_CODE);
+            au.extend_from_slice(&header);
+            au.extend((2..len).map(|i| (i % 251) as u8 + 2));
+        }
+        let au = Bytes::from(au);
+        let payloads = packetize(VideoCodec::H265, &au, 1200);
+        assert_eq!(payloads.len(), 3 + 3, "VPS, SPS, PPS whole, the AUD dropped, the IDR in 3 FUs");
+        for p in &payloads[3..] {
+            assert!(p.len() <= 1200);
+            assert_eq!((h265::nal_type(p), p[1]), (H265_FU, 1), "FU payload header keeps layer and temporal id");
+        }
+        assert_eq!((payloads[3][2], payloads[4][2], payloads[5][2]), (0x80 | 19, 19, 0x40 | 19), "S, middle, E");
+        let mut depack = H265Depacketizer::default();
+        let nals: Vec<Vec<u8>> = payloads.iter().flat_map(|p| depack.push(p).unwrap()).collect();
+        let sent: Vec<&[u8]> = h264::nal_units(&au).filter(|n| h265::nal_type(n) != h265::NAL_AUD).collect();
+        assert_eq!(nals.len(), 4);
+        for (a, b) in nals.iter().zip(sent) {
+            assert_eq!(a.as_slice(), b);
+        }
+        // An aggregation packet (RFC 7798 §4.4.2) of two NAL units.
+        let ap = [&[0x60, 1][..], &[0, 3, 0x40, 1, 9], &[0, 2, 0x42, 1]].concat();
+        assert_eq!(depack.push(&ap).unwrap(), vec![vec![0x40, 1, 9], vec![0x42, 1]]);
+        assert!(depack.push(&[0x62, 1, 19, 5]).is_err(), "a middle FU without its start");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! One WHEP viewer's WebRTC peer: a `str0m` [`Rtc`] in RTP mode and ICE-lite that sends
-//! H.264 RTP payloads the gateway already has (RFC 6184), the camera's audio when the offer
+//! H.264 RTP payloads the gateway already has (RFC 6184), or H.265 ones (RFC 7798) to a
+//! browser whose offer has H.265, the camera's audio when the offer
 //! has an audio m-line with its codec (G.711 RFC 3551 §4.5.14, Opus RFC 7587), plus one
 //! data channel.
 //!
@@ -27,6 +28,12 @@ const STATS_INTERVAL: Duration = Duration::from_secs(1);
 /// RTP payload types we configure for H.264 (the browser's numbers win in the answer).
 const H264_PT: u8 = 96;
 const H264_RTX_PT: u8 = 97;
+/// RTP payload types we configure for H.265 (above the H.264 fallbacks' 98..=103).
+const H265_PT: u8 = 104;
+const H265_RTX_PT: u8 = 105;
+/// H.265 `level-id` we announce (RFC 7798 §7.1: 30 × level, 180 is level 6): an upper bound;
+/// str0m narrows it to the browser's.
+const H265_LEVEL_ID: u8 = 180;
 
 /// Peer settings.
 #[derive(Clone, Debug)]
@@ -36,6 +43,9 @@ pub struct PeerConfig {
     /// The camera's H.264 `profile-level-id` (RFC 6184 §8.1) as a 24-bit number, e.g.
     /// `0x64001f`; the payload type of that profile is preferred.
     pub profile_level_id: u32,
+    /// Send H.265 as the camera sends it (the offer has H.265, see [`offers_h265`]) instead
+    /// of H.264.
+    pub h265: bool,
     /// The audio the gateway has for this viewer, if any.
     pub audio: Option<PeerAudio>,
 }
@@ -137,6 +147,13 @@ impl std::fmt::Debug for ViewerPeer {
     }
 }
 
+/// Whether an offer's video can take H.265 (RFC 7798), as Chrome 136+ and Safari 18+ offer it
+/// where the device decodes H.265. Unparsable offers: `false`.
+pub fn offers_h265(offer_sdp: &str) -> bool {
+    SdpOffer::from_sdp_string(offer_sdp)
+        .is_ok_and(|offer| offer.media_lines.iter().any(|line| line.rtp_params().iter().any(|p| p.spec().codec == Codec::H265)))
+}
+
 /// Finds the offer's H.264 video m-line (packetization-mode 1, RFC 6184 §6.3).
 fn video_mid(offer: &SdpOffer) -> Result<Mid, WhepError> {
     let mut saw_video = false;
@@ -155,6 +172,16 @@ fn video_mid(offer: &SdpOffer) -> Result<Mid, WhepError> {
     }))
 }
 
+/// Finds the offer's video m-line with H.265.
+fn h265_mid(offer: &SdpOffer) -> Result<Mid, WhepError> {
+    offer
+        .media_lines
+        .iter()
+        .find(|line| line.rtp_params().iter().any(|p| p.spec().codec == Codec::H265))
+        .map(|line| line.mid())
+        .ok_or_else(|| WhepError::NoH264("the offer has no H.265".into()))
+}
+
 impl ViewerPeer {
     /// Answers a WHEP offer (draft-ietf-wish-whep §4.2): returns the peer and the SDP answer
     /// with all local candidates (ICE-lite gathers nothing, so none trickle later).
@@ -163,7 +190,7 @@ impl ViewerPeer {
     /// [`WhepError::NoH264`] for an offer without H.264 video.
     pub fn accept(offer_sdp: &str, config: &PeerConfig, now: Instant) -> Result<(ViewerPeer, String), WhepError> {
         let offer = SdpOffer::from_sdp_string(offer_sdp).map_err(|e| WhepError::BadOffer(e.to_string()))?;
-        let video = video_mid(&offer)?;
+        let video = if config.h265 { h265_mid(&offer)? } else { video_mid(&offer)? };
         let audio_mids: Vec<Mid> = offer
             .media_lines
             .iter()
@@ -191,13 +218,16 @@ impl ViewerPeer {
                 codecs.add_h264(pt.into(), Some((pt + 1).into()), true, plid);
             }
         }
+        if config.h265 {
+            codecs.add_h265(H265_PT.into(), Some(H265_RTX_PT.into()), 1, 0, H265_LEVEL_ID);
+        }
         let mut rtc = cfg.build(now);
         for addr in &config.candidates {
             let c = Candidate::host(*addr, "udp").map_err(|e| WhepError::Unsupported(format!("bad local candidate {addr}: {e}")))?;
             rtc.add_local_candidate(c);
         }
         let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| WhepError::BadOffer(e.to_string()))?;
-        let pt = Self::negotiated_pt(&rtc, video, config.profile_level_id)?;
+        let pt = if config.h265 { Self::negotiated_h265(&rtc, video)? } else { Self::negotiated_pt(&rtc, video, config.profile_level_id)? };
         let audio = config.audio.and_then(|wanted| Self::negotiated_audio(&rtc, &audio_mids, wanted));
         let peer = ViewerPeer { rtc, video, pt, next_seq: 1, audio, channel: None, connected: false, offer: offer_sdp.to_owned() };
         Ok((peer, answer.to_sdp_string()))
@@ -224,6 +254,15 @@ impl ViewerPeer {
             .ok_or_else(|| WhepError::NoH264("no H.264 payload type with packetization-mode=1 negotiated".into()))
     }
 
+    /// The browser's payload type for H.265.
+    fn negotiated_h265(rtc: &Rtc, mid: Mid) -> Result<Pt, WhepError> {
+        let media = rtc.media(mid).filter(|m| !m.disabled());
+        let is_h265 = |pt: &&Pt| rtc.codec_config().find(|p| p.pt() == **pt).is_some_and(|p| p.spec().codec == Codec::H265);
+        media
+            .and_then(|m| m.remote_pts().iter().find(is_h265).copied())
+            .ok_or_else(|| WhepError::NoH264("the offered H.265 could not be matched".into()))
+    }
+
     /// The audio m-line (of `mids`, the offer's audio lines) that will carry `wanted`, if one
     /// negotiated that codec.
     fn negotiated_audio(rtc: &Rtc, mids: &[Mid], wanted: PeerAudio) -> Option<AudioOut> {
@@ -235,7 +274,7 @@ impl ViewerPeer {
             .map(|(mid, pt)| AudioOut { mid, pt, next_seq: 1 })
     }
 
-    /// The negotiated H.264 payload type.
+    /// The negotiated video payload type (H.264, or H.265 with [`PeerConfig::h265`]).
     pub fn payload_type(&self) -> u8 {
         *self.pt
     }
@@ -409,7 +448,7 @@ mod tests {
     const AUDIO_VIDEO: &str = include_str!("../testdata/chromium156_recvonly_audio_video.sdp");
 
     fn config(plid: u32) -> PeerConfig {
-        PeerConfig { candidates: vec!["127.0.0.1:8189".parse().unwrap()], profile_level_id: plid, audio: None }
+        PeerConfig { candidates: vec!["127.0.0.1:8189".parse().unwrap()], profile_level_id: plid, h265: false, audio: None }
     }
 
     #[test]
@@ -464,6 +503,38 @@ mod tests {
         let config = PeerConfig { audio: Some(PeerAudio::Pcma), ..config(0x42e01f) };
         let (peer, _) = ViewerPeer::accept(VIDEO_DC, &config, Instant::now()).unwrap();
         assert_eq!(peer.audio_payload_type(), None);
+    }
+
+    /// Chromium's offer with an H.265 entry added as Chrome 136+ writes it where the device
+    /// decodes H.265 (RFC 7798 §7.1 parameters).
+    fn with_h265(offer: &str) -> String {
+        let mut out = String::new();
+        for line in offer.lines() {
+            if line.starts_with("m=video ") {
+                out.push_str(&format!("{line} 123\r\n"));
+                continue;
+            }
+            out.push_str(line);
+            out.push_str("\r\n");
+            if line.starts_with("a=rtcp-mux") && out.contains("m=video") && !out.contains("H265") {
+                out.push_str("a=rtpmap:123 H265/90000\r\na=rtcp-fb:123 nack\r\na=rtcp-fb:123 nack pli\r\n");
+                out.push_str("a=fmtp:123 level-id=180;profile-id=1;tier-flag=0;tx-mode=SRST\r\n");
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn h265_goes_to_an_offer_that_has_it() {
+        assert!(!offers_h265(VIDEO_DC), "Debian's Chromium offers no H.265");
+        let offer = with_h265(VIDEO_DC);
+        assert!(offers_h265(&offer), "{offer}");
+        let config = PeerConfig { h265: true, ..config(0x42e01f) };
+        let (peer, answer) = ViewerPeer::accept(&offer, &config, Instant::now()).unwrap();
+        assert_eq!(peer.payload_type(), 123, "the browser's H.265 payload type: {answer}");
+        assert!(answer.contains("a=rtpmap:123 H265/90000"), "{answer}");
+        // Asked for H.265 without it in the offer: a clear 400.
+        assert!(matches!(ViewerPeer::accept(VIDEO_DC, &config, Instant::now()), Err(WhepError::NoH264(_))));
     }
 
     #[test]

@@ -219,7 +219,8 @@ pub enum WhepError {
     /// The offer is not usable SDP (400).
     #[error("malformed SDP offer: {0}")]
     BadOffer(String),
-    /// The offer has no H.264 video the camera's stream can be sent as (400).
+    /// The offer has no video codec the camera's stream can be sent as (400): H.264, or the
+    /// H.265 the peer was asked to send.
     #[error("the offer has no usable H.264 video: {0}")]
     NoH264(String),
     /// The trickle fragment is malformed (400).

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use media::RtpTimestamp;
-use media::rtp::{DEFAULT_MAX_PAYLOAD, packetize_h264};
+use media::rtp::{DEFAULT_MAX_PAYLOAD, packetize};
 use serde_json::json;
 use signaling::peer::{Datagram, PeerEvent, ViewerPeer};
 use signaling::whep::SessionId;
@@ -96,12 +96,12 @@ pub(crate) enum Command {
     Panic,
 }
 
-/// An access unit's RTP payloads (RFC 6184, packetization-mode 1, at most
-/// [`DEFAULT_MAX_PAYLOAD`] bytes each), made once per unit for every viewer on every loop.
+/// An access unit's RTP payloads (RFC 6184 packetization-mode 1, or RFC 7798 for H.265; at
+/// most [`DEFAULT_MAX_PAYLOAD`] bytes each), made once per unit for every viewer on every loop.
 struct RtpPayloads(Vec<Arc<[u8]>>);
 
 fn rtp_payloads(au: &AccessUnit) -> Arc<RtpPayloads> {
-    au.derived(|au| RtpPayloads(packetize_h264(&au.data, DEFAULT_MAX_PAYLOAD).iter().map(|p| Arc::<[u8]>::from(&p[..])).collect()))
+    au.derived(|au| RtpPayloads(packetize(au.codec, &au.data, DEFAULT_MAX_PAYLOAD).iter().map(|p| Arc::<[u8]>::from(&p[..])).collect()))
 }
 
 #[derive(Debug)]

@@ -56,6 +56,8 @@ const COMMAND_QUEUE: usize = 256;
 struct VideoSource {
     hub: Arc<Hub>,
     profile_level_id: u32,
+    /// The camera's H.265 as it is (the offer has H.265).
+    h265: bool,
     transcode: Option<TranscodeGuard>,
 }
 
@@ -156,13 +158,14 @@ pub(crate) fn audio_policy(enabled: bool, codec: Option<AudioCodec>, offered: bo
 
 /// The policy for a camera sending `codec` (unknown before its first session) with or
 /// without B-frames: H.264 without B-frames is passed through; B-frames (browsers show
-/// reordered pictures out of order or not at all) and H.265 (which browsers decode only with
-/// hardware support, so it is not offered as it is) are transcoded.
+/// reordered pictures out of order or not at all) are transcoded; H.265 is passed through to
+/// browsers whose offer has H.265 (Chrome 136+, Safari 18+, where the device decodes it) and
+/// transcoded for the others, which the policy names.
 pub(crate) fn policy(codec: Option<VideoCodec>, b_frames: bool) -> WebrtcVideo {
     let transcode = |reason| WebrtcVideo { mode: WebrtcMode::Transcode, reason: Some(reason) };
     match codec {
-        Some(VideoCodec::H265) => transcode("the camera sends H.265"),
         _ if b_frames => transcode("the camera sends B-frames"),
+        Some(VideoCodec::H265) => transcode("the camera sends H.265 (passed through to browsers whose offer has H.265)"),
         _ => WebrtcVideo { mode: WebrtcMode::Passthrough, reason: None },
     }
 }
@@ -283,11 +286,15 @@ impl Webrtc {
         let created_at = Instant::now();
         // Counts as a viewer from now on: an on-demand stream starts pulling.
         let guard = stream.try_consumer(ViewerKind::Webrtc)?;
-        let video = self.video_source(stream).await;
+        let video = self.video_source(stream, offer).await;
         let (loop_index, handle) =
             self.loops.iter().enumerate().min_by_key(|(_, l)| l.sessions.load(Ordering::Relaxed)).ok_or(Error::WebrtcStopping)?;
-        let config =
-            PeerConfig { candidates: vec![handle.announced], profile_level_id: video.profile_level_id, audio: Self::audio_codec(stream) };
+        let config = PeerConfig {
+            candidates: vec![handle.announced],
+            profile_level_id: video.profile_level_id,
+            h265: video.h265,
+            audio: Self::audio_codec(stream),
+        };
         let (peer, answer) = ViewerPeer::accept(offer, &config, Instant::now()).map_err(|e| Error::whep(&stream.id, e))?;
         // Only a viewer that negotiated audio holds the audio transcoder.
         let audio = config.audio.filter(|_| peer.audio_payload_type().is_some()).map(|codec| self.audio_source(stream, codec));
@@ -318,10 +325,11 @@ impl Webrtc {
         Ok(Created { id, etag, answer })
     }
 
-    /// Where a new session's video comes from: the camera's hub (passthrough) or the
-    /// stream's transcoder (see [`policy`]), with the H.264 `profile-level-id` to answer
-    /// with. Waits up to `first_frame_timeout` for the camera's SPS (codec, profile).
-    async fn video_source(&self, stream: &StreamRuntime) -> VideoSource {
+    /// Where a new session's video comes from: the camera's hub (passthrough, also of H.265
+    /// to an `offer` that has it) or the stream's transcoder (see [`policy`]), with the H.264
+    /// `profile-level-id` to answer with. Waits up to `first_frame_timeout` for the camera's
+    /// SPS (codec, profile).
+    async fn video_source(&self, stream: &StreamRuntime, offer: &str) -> VideoSource {
         let mut sps = stream.hub.watch_sps();
         let wait = sps.wait_for(Option::is_some);
         let info = match tokio::time::timeout(self.config.first_frame_timeout, wait).await {
@@ -330,12 +338,15 @@ impl Webrtc {
         };
         let health = stream.health_view().health;
         let codec = info.as_ref().map(SequenceInfo::codec).or(health.codec);
+        if codec == Some(VideoCodec::H265) && !health.b_frames && signaling::peer::offers_h265(offer) {
+            return VideoSource { hub: stream.hub.clone(), profile_level_id: FALLBACK_PROFILE_LEVEL_ID, h265: true, transcode: None };
+        }
         if policy(codec, health.b_frames).mode == WebrtcMode::Passthrough {
             let profile_level_id = match &info {
                 Some(SequenceInfo::H264(sps)) => u32::from_str_radix(&sps.profile_level_id(), 16).unwrap_or(FALLBACK_PROFILE_LEVEL_ID),
                 _ => FALLBACK_PROFILE_LEVEL_ID,
             };
-            return VideoSource { hub: stream.hub.clone(), profile_level_id, transcode: None };
+            return VideoSource { hub: stream.hub.clone(), profile_level_id, h265: false, transcode: None };
         }
         let transcoder = self
             .transcoders
@@ -343,7 +354,12 @@ impl Webrtc {
             .entry(stream.id.clone())
             .or_insert_with(|| Transcoder::new(stream.id.clone(), stream.hub.clone()))
             .clone();
-        VideoSource { hub: transcoder.hub().clone(), profile_level_id: TRANSCODED_PROFILE_LEVEL_ID, transcode: Some(transcoder.watch()) }
+        VideoSource {
+            hub: transcoder.hub().clone(),
+            profile_level_id: TRANSCODED_PROFILE_LEVEL_ID,
+            h265: false,
+            transcode: Some(transcoder.watch()),
+        }
     }
 
     /// The audio codec a new session of `stream` is offered (see [`audio_policy`]); `None`
