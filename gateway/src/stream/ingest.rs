@@ -305,3 +305,44 @@ impl RateWindow {
         Some(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::rtsp::RtspSource;
+
+    /// SPS from GStreamer's x264enc (1280x720, High, level 3.1), as in media's SPS tests.
+    const SPS_720P_HIGH: [u8; 29] = [
+        0x67, 0x64, 0x00, 0x1f, 0xac, 0xb4, 0x02, 0x80, 0x2d, 0xd8, 0x0b, 0x50, 0x10, 0x10, 0x14, 0x00, 0x00, 0x03, 0x00, 0x04, 0x00, 0x00,
+        0x03, 0x00, 0xca, 0x3c, 0x60, 0xca, 0x80,
+    ];
+
+    fn keyframe(sps: &[u8], ts: u32) -> NewAccessUnit {
+        let data = [&h264::START_CODE[..], sps, &h264::START_CODE, &[0x65, 0x88, 0x84, 0x00]].concat();
+        NewAccessUnit { rtp_timestamp: RtpTimestamp::new(ts), capture_ms: 0, keyframe: true, codec: VideoCodec::H264, data: data.into() }
+    }
+
+    #[test]
+    fn an_sps_the_parser_rejects_leaves_the_stream_going() {
+        let ctx = IngestContext {
+            stream: StreamConfig::new("cam", "rtsp://127.0.0.1:1/x"),
+            config: IngestConfig::default(),
+            source: Arc::new(RtspSource),
+            hub: Arc::new(Hub::new("cam".into())),
+            audio: Arc::new(AudioHub::new("cam".into())),
+            health: watch::Sender::new(Health::default()),
+        };
+        let mut sink = HubSink::new(&ctx);
+        // An SPS cut short (a camera that lies about its parameters): no panic, no size, the
+        // unit still reaches viewers (a decoder may still make sense of it).
+        sink.unit(keyframe(&SPS_720P_HIGH[..6], 0));
+        assert_eq!(ctx.hub.cached_gop_len(), 1, "published");
+        assert!(ctx.hub.sps().is_none());
+        assert_eq!((ctx.health.borrow().width, ctx.health.borrow().state), (None, IngestState::Playing));
+        // The next keyframe with a good SPS is taken.
+        sink.unit(keyframe(&SPS_720P_HIGH, 3600));
+        let h = ctx.health.borrow().clone();
+        assert_eq!((h.width, h.height, h.codec, h.profile), (Some(1280), Some(720), Some(VideoCodec::H264), Some("High")));
+        assert!(ctx.hub.sps().is_some());
+    }
+}

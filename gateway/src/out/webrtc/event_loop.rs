@@ -19,14 +19,13 @@ use futures::FutureExt;
 use media::RtpTimestamp;
 use media::rtp::{DEFAULT_MAX_PAYLOAD, packetize};
 use serde_json::json;
-use signaling::peer::{Datagram, PeerEvent, ViewerPeer};
+use signaling::peer::{Datagram, PeerAudio, PeerEvent, ViewerPeer};
 use signaling::whep::SessionId;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, info, warn};
 
-use super::AudioSource;
 use super::registry::Registry;
 use super::tap::{self, AudioTapKey, TapKey, TapMessage};
 use super::timeline::Timeline;
@@ -34,8 +33,9 @@ use crate::core::audio::AudioFrame;
 use crate::core::detections::Detections;
 use crate::core::frame::AccessUnit;
 use crate::core::shutdown::StopReason;
-use crate::core::task::{AbortOnDrop, note_panic};
+use crate::core::task::{AbortOnDrop, Held, note_panic};
 use crate::pipeline::transcode::TranscodeGuard;
+use crate::stream::audio::AudioHub;
 use crate::stream::hub::Hub;
 use crate::stream::{ConsumerGuard, StreamRuntime};
 
@@ -78,6 +78,23 @@ pub(crate) struct NewSession {
     pub(crate) expires: Option<Instant>,
     /// The stream's detection messages (used by the stream's first session on this loop).
     pub(crate) detections: Option<broadcast::Receiver<Arc<Detections>>>,
+}
+
+/// Where a new session's audio comes from: the camera's audio hub (G.711 passed through) or
+/// the stream's AAC-to-Opus transcoder.
+pub(crate) struct AudioSource {
+    /// The frames.
+    pub(crate) hub: Arc<AudioHub>,
+    /// What the peer negotiates.
+    pub(crate) codec: PeerAudio,
+    /// Keeps the stream's audio transcoder running (AAC cameras).
+    pub(crate) transcode: Option<Held>,
+}
+
+impl std::fmt::Debug for AudioSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AudioSource").field("codec", &self.codec).field("transcoded", &self.transcode.is_some()).finish()
+    }
 }
 
 /// A command for an event loop.

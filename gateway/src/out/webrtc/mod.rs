@@ -28,18 +28,16 @@ use signaling::whep::{self, ETag, IceServer, PatchRequest, SessionId};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::info;
 
-use self::event_loop::{Command, EventLoop, NewSession};
+use self::event_loop::{AudioSource, Command, EventLoop, NewSession};
 use self::registry::{Entry, Registry};
 use crate::config::WebrtcConfig;
 use crate::core::Error;
 use crate::core::detections::Detections;
 use crate::core::task::AbortOnDrop;
-use crate::core::task::Held;
 use crate::metrics::limit_hit;
 use crate::pipeline::audio::AudioTranscoder;
 use crate::pipeline::transcode::{TranscodeGuard, Transcoder};
 use crate::state::ClusterStore;
-use crate::stream::audio::AudioHub;
 use crate::stream::hub::Hub;
 use crate::stream::{StreamRuntime, ViewerKind};
 
@@ -59,23 +57,6 @@ struct VideoSource {
     /// The camera's H.265 as it is (the offer has H.265).
     h265: bool,
     transcode: Option<TranscodeGuard>,
-}
-
-/// Where a new session's audio comes from: the camera's audio hub (G.711 passed through) or
-/// the stream's AAC-to-Opus transcoder.
-pub(crate) struct AudioSource {
-    /// The frames.
-    pub(crate) hub: Arc<AudioHub>,
-    /// What the peer negotiates.
-    pub(crate) codec: PeerAudio,
-    /// Keeps the stream's audio transcoder running (AAC cameras).
-    pub(crate) transcode: Option<Held>,
-}
-
-impl std::fmt::Debug for AudioSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AudioSource").field("codec", &self.codec).field("transcoded", &self.transcode.is_some()).finish()
-    }
 }
 
 /// A created session, for the 201 response.
