@@ -10,7 +10,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends cmake nasm pkg-
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-RUN cargo build --release --bin gateway --bin infer-worker --bin loadtest
+RUN cargo build --release --bin gateway --bin infer-worker --bin loadtest --bin sightline
 
 FROM python:3.11-slim-bookworm AS onnxruntime
 # The ONNX Runtime shared library for infer-worker, from the PyPI wheel.
@@ -23,7 +23,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --home /opt/sightline sightline
 # infer-worker next to gateway: the gateway spawns it from its own directory.
-COPY --from=build /src/target/release/gateway /src/target/release/infer-worker /src/target/release/loadtest /usr/local/bin/
+COPY --from=build /src/target/release/gateway /src/target/release/infer-worker /src/target/release/loadtest /src/target/release/sightline /usr/local/bin/
 COPY --from=onnxruntime /usr/local/lib/libonnxruntime.so.* /usr/local/lib/
 ENV ORT_DYLIB_PATH=/usr/local/lib/libonnxruntime.so.1.31.1
 COPY static /opt/sightline/static

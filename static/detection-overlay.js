@@ -3,7 +3,7 @@
 //
 // Detection messages (data channel type "detections", SSE `event: detections`):
 //   {stream, seq, rtp_timestamp, capture_ms, width, height,
-//    boxes: [{x, y, w, h (0..1 of the frame), class_id, label, score}],
+//    boxes: [{x, y, w, h (0..1 of the frame), class_id, label, score, track_id}],
 //    infer_ms, latency_ms}
 //
 // Matching a message to a frame:
@@ -238,7 +238,8 @@ export class DetectionOverlay {
       const colour = classColour(b.class_id);
       ctx.strokeStyle = colour;
       ctx.strokeRect(x, y, w, h);
-      const text = `${b.label ?? b.class_id} ${Math.round((b.score ?? 0) * 100)}%`;
+      const id = b.track_id != null ? ` #${b.track_id}` : '';
+      const text = `${b.label ?? b.class_id}${id} ${Math.round((b.score ?? 0) * 100)}%`;
       const tw = ctx.measureText(text).width + 8;
       const ty = y - font - 6 >= r.y ? y - font - 6 : y;
       ctx.fillStyle = colour;

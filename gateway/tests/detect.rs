@@ -380,3 +380,46 @@ async fn chromium_gets_detections_for_the_frames_it_displays_and_the_ui_draws_th
     let stdout = browser_script("overlay.mjs", &[&gw.base, shots.path().to_str().unwrap()]).await;
     eprintln!("{stdout}");
 }
+
+#[tokio::test]
+async fn each_shape_keeps_one_track_id() {
+    let gw = Gateway::start(&detect_config());
+    let mut feed = Feed::open(&gw.url("/api/streams/testcam/feed?fps=1")).await;
+    // label -> the track id of its box in each message, in order.
+    let mut ids: HashMap<String, Vec<Option<u64>>> = HashMap::new();
+    let mut messages = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while messages < 70 {
+        assert!(Instant::now() < deadline, "only {messages} detection messages; log:\n{}", gw.log_text());
+        let e = feed.next(Duration::from_secs(20)).await.expect("feed open");
+        if e.event != "detections" {
+            continue;
+        }
+        let d: Value = serde_json::from_str(&e.data).unwrap();
+        messages += 1;
+        for b in d["boxes"].as_array().unwrap() {
+            assert!(b.get("track_id").is_some(), "every box has a track_id field: {b}");
+            ids.entry(b["label"].as_str().unwrap().to_owned()).or_default().push(b["track_id"].as_u64());
+        }
+    }
+    let mut all = std::collections::HashSet::new();
+    for (label, seq) in &ids {
+        // The longest run of one id over consecutive messages.
+        let (mut best, mut run, mut prev) = (0, 0, None);
+        for id in seq {
+            run = if id.is_some() && *id == prev { run + 1 } else { 1 };
+            prev = *id;
+            best = best.max(run);
+        }
+        eprintln!(
+            "{label}: {} boxes, longest run of one track id {best}, ids {:?}",
+            seq.len(),
+            seq.iter().collect::<std::collections::BTreeSet<_>>()
+        );
+        assert!(best >= 50, "{label} keeps one track id over >= 50 consecutive messages: {seq:?}");
+        all.extend(seq.iter().flatten().copied());
+    }
+    assert_eq!(ids.len(), 3, "three shapes: {:?}", ids.keys());
+    assert!(all.len() <= 4, "ids are not spent on every frame: {all:?}");
+    assert!(metric(&gw, "sightline_tracks_active{stream=\"testcam\"}").await.unwrap_or(0.0) >= 3.0);
+}

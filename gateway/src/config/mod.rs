@@ -237,6 +237,12 @@ pub struct DetectConfig {
     /// A worker that does not answer a frame or a heartbeat this long is killed. Default `10s`.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// Track objects (a `track_id` per box, stable while the object is followed). Default `true`.
+    pub track: bool,
+    /// A track not matched this long is forgotten (its object left, or hid too long); one
+    /// matched again within it keeps its id. Default `1s`.
+    #[serde(with = "humantime_serde")]
+    pub track_max_lost: Duration,
 }
 
 impl Default for DetectConfig {
@@ -255,11 +261,24 @@ impl Default for DetectConfig {
             worker_bin: None,
             socket: None,
             timeout: Duration::from_secs(10),
+            track: true,
+            track_max_lost: Duration::from_secs(1),
         }
     }
 }
 
 impl DetectConfig {
+    /// The tracker's thresholds: boxes at `confidence` and above are strong (ByteTrack's
+    /// high score); new tracks need 0.1 more, as in ByteTrack.
+    pub fn tracker(&self) -> track::TrackerConfig {
+        track::TrackerConfig {
+            high_score: self.confidence,
+            new_track_score: (self.confidence + 0.1).min(1.0),
+            max_lost_ms: self.track_max_lost.as_millis().try_into().unwrap_or(u64::MAX),
+            ..track::TrackerConfig::default()
+        }
+    }
+
     /// Workers to spawn: `workers`, or cores - 1 (at least 1) when 0.
     pub fn worker_count(&self) -> usize {
         match self.workers {

@@ -31,6 +31,11 @@ pub struct NormalizedBox {
     pub label: String,
     /// Confidence 0..1.
     pub score: f32,
+    /// The object's track id (stable while the object is tracked; ids start at 1 per stream
+    /// and detection holder); `null` for a box no confirmed track took (a new object's first
+    /// sighting).
+    #[serde(default)]
+    pub track_id: Option<u64>,
 }
 
 /// The message's `"type"`: the data channel carries other kinds too.
@@ -42,7 +47,8 @@ enum Kind {
 }
 
 /// The boxes found on one frame. JSON: `{"type":"detections","stream","seq","rtp_timestamp",
-/// "capture_ms","width","height","boxes":[…],"infer_ms","latency_ms"}`, made once per message
+/// "capture_ms","width","height","boxes":[{x,y,w,h,class_id,label,score,track_id}…],"infer_ms",
+/// "latency_ms"}`, made once per message
 /// by [`Detections::json`] however many viewers send it.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Detections {
@@ -121,7 +127,7 @@ mod tests {
     fn message() -> Detections {
         let frame =
             FrameMeta { stream: "cam".into(), seq: 7, rtp_timestamp: RtpTimestamp::new(3600), capture_ms: 5, width: 640, height: 360 };
-        let b = NormalizedBox { x: 0.25, y: 0.5, w: 0.125, h: 0.25, class_id: 1, label: "square".into(), score: 0.75 };
+        let b = NormalizedBox { x: 0.25, y: 0.5, w: 0.125, h: 0.25, class_id: 1, label: "square".into(), score: 0.75, track_id: Some(3) };
         Detections::new(frame, vec![b], 8.0, 20.0)
     }
 

@@ -267,6 +267,7 @@ impl Conn<'_> {
                     class_id: b.class_id,
                     label: self.names.get(b.class_id as usize).cloned().unwrap_or_else(|| b.class_id.to_string()),
                     score: b.score.clamp(0.0, 1.0),
+                    track_id: None,
                 }
             })
             .collect();

@@ -78,6 +78,9 @@ pub(crate) struct Detect {
     pub(super) status: Mutex<Status>,
     /// Streams with detection on, and whether this replica runs it for them now.
     here: HashMap<StreamId, Arc<AtomicBool>>,
+    /// Per detected stream (with `detect.track`): the tracker every message this replica's
+    /// workers produce for it goes through.
+    trackers: HashMap<StreamId, Mutex<track::Tracker>>,
     /// With a shared store: this replica's messages go to the other replicas through it.
     relay: Option<mpsc::Sender<Arc<Detections>>>,
     /// Fires when detection shuts down: supervisors kill their worker and stop restarting.
@@ -94,13 +97,17 @@ impl Detect {
         detected: impl Iterator<Item = StreamId>,
         relay: Option<mpsc::Sender<Arc<Detections>>>,
     ) -> Detect {
+        let here: HashMap<StreamId, Arc<AtomicBool>> = detected.map(|id| (id, Arc::new(AtomicBool::new(false)))).collect();
+        let trackers =
+            here.keys().filter(|_| config.track).map(|id| (id.clone(), Mutex::new(track::Tracker::new(config.tracker())))).collect();
         Detect {
             config: config.clone(),
             socket,
             scheduler: Arc::new(Scheduler::default()),
             fanout,
             status: Mutex::default(),
-            here: detected.map(|id| (id, Arc::new(AtomicBool::new(false)))).collect(),
+            here,
+            trackers,
             relay,
             stopping: ShutdownTrigger::new().0,
         }
@@ -141,9 +148,22 @@ impl Detect {
         self.here.contains_key(stream).then(|| self.fanout.subscribe(stream))
     }
 
-    /// Sends a detection message this replica produced to the stream's subscribers, and to
-    /// the other replicas when the store is shared.
-    pub(crate) fn publish(&self, message: Detections) {
+    /// Gives each box of a message this replica produced its track id (see `track`), then
+    /// sends it to the stream's subscribers, and to the other replicas when the store is
+    /// shared.
+    pub(crate) fn publish(&self, mut message: Detections) {
+        if let Some(tracker) = self.trackers.get(&message.frame.stream) {
+            let mut tracker = tracker.lock();
+            let dets: Vec<track::Detection> = message
+                .boxes
+                .iter()
+                .map(|b| track::Detection { bbox: track::Bbox { x: b.x, y: b.y, w: b.w, h: b.h }, score: b.score, class_id: b.class_id })
+                .collect();
+            for (b, id) in message.boxes.iter_mut().zip(tracker.update(message.frame.capture_ms, &dets)) {
+                b.track_id = id;
+            }
+            metrics::gauge!("sightline_tracks_active", "stream" => message.frame.stream.to_string()).set(tracker.active() as f64);
+        }
         let message = Arc::new(message);
         if let Some(relay) = &self.relay
             && relay.try_send(message.clone()).is_err()

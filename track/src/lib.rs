@@ -1,0 +1,365 @@
+//! Sightline's multi-object tracker (issue #13): detections per frame in, a stable track id
+//! per detection out. ByteTrack's method (Zhang et al., "ByteTrack: Multi-Object Tracking by
+//! Associating Every Detection Box", ECCV 2022), with three changes for a camera gateway:
+//! time instead of frame counts (detection runs at its own, varying rate), association only
+//! within a class, and no appearance model.
+//!
+//! Per frame ([`Tracker::update`]):
+//! 1. Every track's constant-velocity Kalman filter ([`kalman`]) predicts its box at the
+//!    frame's time.
+//! 2. High-score detections (>= [`TrackerConfig::high_score`]) are matched to the tracked and
+//!    lost tracks by IoU weighted with the detection's score (Hungarian assignment,
+//!    [`assign`]); a lost track that matches is found again with its old id.
+//! 3. Low-score detections (>= [`TrackerConfig::low_score`]) are matched to the tracked tracks
+//!    left over: an occluded object's weak box keeps its track alive instead of being dropped.
+//! 4. Tracks still unmatched are lost; lost longer than [`TrackerConfig::max_lost_ms`], gone.
+//! 5. High-score detections left over (>= [`TrackerConfig::new_track_score`]) start tracks,
+//!    confirmed (given an id) when the next frame matches them again, so one false positive
+//!    does not use up an id.
+//!
+//! Boxes are `x, y, w, h` in any one unit (pixels, or 0..1 of the frame): IoU does not care,
+//! and the filter's noise scales with the box height.
+
+pub mod assign;
+pub mod kalman;
+
+use kalman::BoxFilter;
+
+/// An axis-aligned box: left, top, width, height.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Bbox {
+    /// Left edge.
+    pub x: f32,
+    /// Top edge.
+    pub y: f32,
+    /// Width.
+    pub w: f32,
+    /// Height.
+    pub h: f32,
+}
+
+impl Bbox {
+    /// Intersection over union, 0..=1 (0 for empty boxes).
+    pub fn iou(&self, other: &Bbox) -> f32 {
+        let ix = (self.x + self.w).min(other.x + other.w) - self.x.max(other.x);
+        let iy = (self.y + self.h).min(other.y + other.h) - self.y.max(other.y);
+        if ix <= 0.0 || iy <= 0.0 {
+            return 0.0;
+        }
+        let inter = ix * iy;
+        let union = self.w * self.h + other.w * other.h - inter;
+        if union <= 0.0 { 0.0 } else { inter / union }
+    }
+}
+
+/// A frame this much older than the last one is not a late answer but a new timeline (a
+/// camera whose clock was set back): the tracks are dropped and tracking starts over, ids
+/// going on from where they were.
+pub const REWIND_RESET_MS: u64 = 5_000;
+
+/// One detection on a frame.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Detection {
+    /// The box.
+    pub bbox: Bbox,
+    /// Confidence, 0..=1.
+    pub score: f32,
+    /// Class index: tracks never change class.
+    pub class_id: u32,
+}
+
+/// Thresholds. The defaults are ByteTrack's for MOT17 (track_thresh 0.5, match_thresh 0.8,
+/// track_buffer 30 frames at 30 fps).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrackerConfig {
+    /// Detections at least this confident take part in the first association.
+    pub high_score: f32,
+    /// Detections below this are ignored; between it and `high_score` they only keep tracks
+    /// alive (second association).
+    pub low_score: f32,
+    /// A high-score detection left unmatched starts a track from this score.
+    pub new_track_score: f32,
+    /// Least IoU (times score) for the first association.
+    pub first_iou: f32,
+    /// Least IoU for the second association (low-score detections).
+    pub second_iou: f32,
+    /// Least IoU for a new track's second sighting.
+    pub confirm_iou: f32,
+    /// A track unmatched this long is forgotten, ms.
+    pub max_lost_ms: u64,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        TrackerConfig {
+            high_score: 0.5,
+            low_score: 0.1,
+            new_track_score: 0.6,
+            first_iou: 0.2,
+            second_iou: 0.5,
+            confirm_iou: 0.3,
+            max_lost_ms: 1000,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Seen once, no id yet.
+    New,
+    /// Matched on its last frame.
+    Tracked,
+    /// Not matched since `lost_at`.
+    Lost,
+}
+
+#[derive(Debug)]
+struct Track {
+    id: Option<u64>,
+    class_id: u32,
+    state: State,
+    filter: BoxFilter,
+    /// When it was last matched, ms.
+    seen_ms: u64,
+}
+
+/// The tracks of one stream. See the crate docs.
+#[derive(Debug)]
+pub struct Tracker {
+    config: TrackerConfig,
+    tracks: Vec<Track>,
+    next_id: u64,
+    last_ms: Option<u64>,
+}
+
+impl Tracker {
+    /// A tracker with no tracks; ids start at 1.
+    pub fn new(config: TrackerConfig) -> Tracker {
+        Tracker { config, tracks: Vec::new(), next_id: 1, last_ms: None }
+    }
+
+    /// Tracks with an id, tracked or lost (not yet forgotten).
+    pub fn active(&self) -> usize {
+        self.tracks.iter().filter(|t| t.id.is_some()).count()
+    }
+
+    /// The boxes of a frame taken at `at_ms` (ms on any clock, not going back); returns the
+    /// track id of each detection, in order: `None` for a detection no confirmed track took
+    /// (a new object's first sighting, an unmatched weak box). A frame older than the last
+    /// one (answers of parallel workers out of order) gets no ids and changes nothing.
+    pub fn update(&mut self, at_ms: u64, detections: &[Detection]) -> Vec<Option<u64>> {
+        let mut ids = vec![None; detections.len()];
+        if self.last_ms.is_some_and(|last| at_ms + REWIND_RESET_MS < last) {
+            self.tracks.clear();
+            self.last_ms = None;
+        }
+        if self.last_ms.is_some_and(|last| at_ms < last) {
+            return ids;
+        }
+        let first_frame = self.last_ms.is_none();
+        self.last_ms = Some(at_ms);
+        for t in &mut self.tracks {
+            t.filter.predict(at_ms);
+        }
+        let cfg = self.config.clone();
+        let high: Vec<usize> = (0..detections.len()).filter(|&i| detections[i].score >= cfg.high_score).collect();
+        let low: Vec<usize> =
+            (0..detections.len()).filter(|&i| detections[i].score >= cfg.low_score && detections[i].score < cfg.high_score).collect();
+
+        // 1. Confirmed tracks (tracked or lost) and high-score detections, IoU x score.
+        let pool: Vec<usize> = (0..self.tracks.len()).filter(|&t| self.tracks[t].state != State::New).collect();
+        let (matched, rest_tracks, rest_high) = self.associate(&pool, &high, detections, cfg.first_iou, true);
+        for (t, d) in matched {
+            ids[d] = self.take(t, &detections[d], at_ms);
+        }
+        // 2. Tracked tracks left over and low-score detections.
+        let tracked: Vec<usize> = rest_tracks.iter().copied().filter(|&t| self.tracks[t].state == State::Tracked).collect();
+        let (matched, unmatched, _) = self.associate(&tracked, &low, detections, cfg.second_iou, false);
+        for (t, d) in matched {
+            ids[d] = self.take(t, &detections[d], at_ms);
+        }
+        for t in unmatched {
+            self.tracks[t].state = State::Lost;
+        }
+        // 3. New tracks' second sighting.
+        let new: Vec<usize> = (0..self.tracks.len()).filter(|&t| self.tracks[t].state == State::New).collect();
+        let (matched, unconfirmed, rest_high) = self.associate(&new, &rest_high, detections, cfg.confirm_iou, true);
+        for (t, d) in matched {
+            ids[d] = self.take(t, &detections[d], at_ms);
+        }
+        let mut gone = vec![false; self.tracks.len()];
+        for t in unconfirmed {
+            gone[t] = true;
+        }
+        // 4. Forget tracks lost too long (and unconfirmed ones not seen again).
+        let mut i = 0;
+        self.tracks.retain(|t| {
+            let expired = t.state == State::Lost && at_ms.saturating_sub(t.seen_ms) > cfg.max_lost_ms;
+            let keep = !gone[i] && !expired;
+            i += 1;
+            keep
+        });
+        // 5. New tracks; on the very first frame they are confirmed at once.
+        for d in rest_high {
+            let det = &detections[d];
+            if det.score < cfg.new_track_score {
+                continue;
+            }
+            let id = first_frame.then(|| self.new_id());
+            ids[d] = id;
+            self.tracks.push(Track {
+                id,
+                class_id: det.class_id,
+                state: if first_frame { State::Tracked } else { State::New },
+                filter: BoxFilter::new(det.bbox, at_ms),
+                seen_ms: at_ms,
+            });
+        }
+        ids
+    }
+
+    fn new_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Track `t` takes detection `det`: filter update, tracked, an id when confirmed.
+    fn take(&mut self, t: usize, det: &Detection, at_ms: u64) -> Option<u64> {
+        if self.tracks[t].id.is_none() {
+            let id = self.new_id();
+            self.tracks[t].id = Some(id);
+        }
+        let track = &mut self.tracks[t];
+        track.filter.update(det.bbox);
+        track.state = State::Tracked;
+        track.seen_ms = at_ms;
+        track.id
+    }
+
+    /// Matches `tracks` to `dets` (indices) by IoU (times the detection's score with
+    /// `fuse_score`), same class only, at least `min_iou`. Returns the pairs, the tracks left
+    /// and the detections left.
+    fn associate(
+        &self,
+        tracks: &[usize],
+        dets: &[usize],
+        detections: &[Detection],
+        min_iou: f32,
+        fuse_score: bool,
+    ) -> (Vec<(usize, usize)>, Vec<usize>, Vec<usize>) {
+        let cost: Vec<Vec<f32>> = tracks
+            .iter()
+            .map(|&t| {
+                let track = &self.tracks[t];
+                let predicted = track.filter.bbox();
+                dets.iter()
+                    .map(|&d| {
+                        let det = &detections[d];
+                        if det.class_id != track.class_id {
+                            return 1.0;
+                        }
+                        let iou = predicted.iou(&det.bbox);
+                        1.0 - if fuse_score { iou * det.score } else { iou }
+                    })
+                    .collect()
+            })
+            .collect();
+        let pairs = assign::assign(&cost, 1.0 - min_iou);
+        let mut track_used = vec![false; tracks.len()];
+        let mut det_used = vec![false; dets.len()];
+        let matched = pairs
+            .into_iter()
+            .map(|(r, c)| {
+                track_used[r] = true;
+                det_used[c] = true;
+                (tracks[r], dets[c])
+            })
+            .collect();
+        let rest_tracks = tracks.iter().zip(&track_used).filter(|(_, used)| !**used).map(|(t, _)| *t).collect();
+        let rest_dets = dets.iter().zip(&det_used).filter(|(_, used)| !**used).map(|(d, _)| *d).collect();
+        (matched, rest_tracks, rest_dets)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn det(x: f32, y: f32, score: f32, class_id: u32) -> Detection {
+        Detection { bbox: Bbox { x, y, w: 40.0, h: 80.0 }, score, class_id }
+    }
+
+    #[test]
+    fn iou_of_boxes() {
+        let a = Bbox { x: 0.0, y: 0.0, w: 10.0, h: 10.0 };
+        assert_eq!(a.iou(&a), 1.0);
+        assert_eq!(a.iou(&Bbox { x: 20.0, ..a }), 0.0);
+        assert!((a.iou(&Bbox { x: 5.0, ..a }) - 50.0 / 150.0).abs() < 1e-6);
+        assert_eq!(a.iou(&Bbox { w: 0.0, h: 0.0, ..a }), 0.0);
+    }
+
+    #[test]
+    fn two_objects_crossing_keep_their_ids() {
+        let mut tracker = Tracker::new(TrackerConfig::default());
+        // Two people walking towards each other at 4 px per 40 ms frame, crossing at x = 200.
+        let mut seen: Vec<(Option<u64>, Option<u64>)> = Vec::new();
+        for f in 0..100u32 {
+            let t = f as f32;
+            let a = det(100.0 + 2.0 * t, 100.0, 0.9, 0);
+            let b = det(300.0 - 2.0 * t, 104.0, 0.85, 0);
+            let ids = tracker.update(u64::from(f) * 40, &[a, b]);
+            seen.push((ids[0], ids[1]));
+        }
+        let (a, b) = seen[0];
+        assert!(a.is_some() && b.is_some() && a != b, "{:?}", seen[0]);
+        assert!(seen.iter().all(|&s| s == (a, b)), "ids kept through the crossing: {seen:?}");
+    }
+
+    #[test]
+    fn a_weak_box_keeps_a_track_and_a_short_gap_finds_it_again() {
+        let mut tracker = Tracker::new(TrackerConfig::default());
+        let id = tracker.update(0, &[det(100.0, 100.0, 0.9, 0)])[0].unwrap();
+        assert_eq!(tracker.update(100, &[det(104.0, 100.0, 0.9, 0)])[0], Some(id));
+        // Occluded: a weak box (below high_score) continues the track (second association).
+        assert_eq!(tracker.update(200, &[det(108.0, 100.0, 0.3, 0)])[0], Some(id));
+        // Missed for 400 ms, then seen again further along its path: the same id.
+        assert!(tracker.update(300, &[]).is_empty());
+        assert_eq!(tracker.update(700, &[det(128.0, 100.0, 0.9, 0)])[0], Some(id));
+        // Gone longer than max_lost_ms: a new object, a new id after its second sighting.
+        assert_eq!(tracker.update(2000, &[det(300.0, 300.0, 0.9, 0)])[0], None);
+        let new = tracker.update(2100, &[det(302.0, 300.0, 0.9, 0)])[0].unwrap();
+        assert_ne!(new, id);
+    }
+
+    #[test]
+    fn classes_never_mix_and_one_off_false_positives_use_no_id() {
+        let mut tracker = Tracker::new(TrackerConfig::default());
+        let ids = tracker.update(0, &[det(100.0, 100.0, 0.9, 0)]);
+        // A box of another class in the same place: not the person's track.
+        let ids2 = tracker.update(100, &[det(100.0, 100.0, 0.9, 2), det(101.0, 100.0, 0.9, 0)]);
+        assert_eq!(ids2[1], ids[0]);
+        assert_eq!(ids2[0], None, "a new car is not confirmed on its first frame");
+        // A false positive seen once: never confirmed, no id spent.
+        tracker.update(200, &[det(101.0, 100.0, 0.9, 0), det(500.0, 10.0, 0.7, 0)]);
+        tracker.update(300, &[det(102.0, 100.0, 0.9, 0)]);
+        let later = tracker.update(400, &[det(102.0, 100.0, 0.9, 0), det(700.0, 300.0, 0.9, 0)]);
+        let confirm = tracker.update(500, &[det(103.0, 100.0, 0.9, 0), det(701.0, 300.0, 0.9, 0)]);
+        assert_eq!(later[0], ids[0]);
+        assert_eq!(confirm[1], Some(2), "ids stay dense: the false positive spent none");
+    }
+
+    #[test]
+    fn a_frame_from_the_past_changes_nothing_and_a_clock_set_back_starts_over() {
+        let mut tracker = Tracker::new(TrackerConfig::default());
+        let id = tracker.update(10_000, &[det(100.0, 100.0, 0.9, 0)])[0];
+        assert_eq!(id, Some(1));
+        assert_eq!(tracker.update(9_900, &[det(100.0, 100.0, 0.9, 0)]), vec![None], "a late answer");
+        assert_eq!(tracker.update(10_100, &[det(101.0, 100.0, 0.9, 0)])[0], id);
+        assert_eq!(tracker.active(), 1);
+        // The camera's clock set back by 10 s: a new timeline; the object gets a new id.
+        assert_eq!(tracker.update(100, &[det(101.0, 100.0, 0.9, 0)]), vec![Some(2)]);
+        assert_eq!(tracker.update(200, &[det(102.0, 100.0, 0.9, 0)]), vec![Some(2)]);
+        assert_eq!(tracker.active(), 1);
+    }
+}
