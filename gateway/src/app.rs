@@ -10,6 +10,7 @@ use tracing::{info, warn};
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::core::detections::DetectionFanout;
+use crate::core::events::EventFanout;
 use crate::core::shutdown::{Shutdown, ShutdownTrigger};
 use crate::detect::Detection;
 use crate::http::AppState;
@@ -156,8 +157,16 @@ pub(crate) async fn assemble(
     let streams = Streams::start(config, store.clone(), replica_id.clone(), source, shutdown.clone()).await?;
     let pipelines = Arc::new(Pipelines::new(streams.all().map(|rt| (&rt.id, &rt.hub)), config.feeds.viewer_queue));
     // Detection is optional: if its socket cannot be set up, video still runs.
+    let events = Arc::new(EventFanout::default());
     let detection = match config.detect.enabled {
-        true => match crate::detect::start(&config.detect, cluster.clone(), &streams, &pipelines, Arc::new(DetectionFanout::default())) {
+        true => match crate::detect::start(
+            &config.detect,
+            cluster.clone(),
+            &streams,
+            &pipelines,
+            Arc::new(DetectionFanout::default()),
+            events.clone(),
+        ) {
             Ok(d) => Some(d),
             Err(e) => {
                 tracing::error!(error = %e, "detection disabled");
@@ -174,6 +183,7 @@ pub(crate) async fn assemble(
         streams,
         pipelines,
         detect: detection.as_ref().map(|d| d.service().clone()),
+        events,
         webrtc,
         store,
         feeds: config.feeds.clone(),

@@ -423,3 +423,64 @@ async fn each_shape_keeps_one_track_id() {
     assert!(all.len() <= 4, "ids are not spent on every frame: {all:?}");
     assert!(metric(&gw, "sightline_tracks_active{stream=\"testcam\"}").await.unwrap_or(0.0) >= 3.0);
 }
+
+#[tokio::test]
+async fn lines_and_zones_turn_tracks_into_live_events() {
+    let config = format!(
+        "{}[[streams]]\nid = \"yard\"\nurl = \"{{testcam}}\"\non_demand = false\n\
+         [[streams.lines]]\nid = \"middle\"\npoints = [[0.5, 0.0], [0.5, 1.0]]\nlabels = [\"circle\"]\n\
+         [[streams.zones]]\nid = \"left\"\npoints = [[0.02, 0.05], [0.35, 0.05], [0.35, 0.95], [0.02, 0.95]]\nlabels = [\"circle\"]\ndwell = \"500ms\"\n",
+        detect_config()
+    );
+    let gw = Gateway::start(&config);
+    // Bad filters are clear errors.
+    assert_eq!(get_json(&gw.url("/api/events/live?kind=exploded")).await.0, 400);
+    assert_eq!(get_json(&gw.url("/api/events/live?stream=nope")).await.0, 404);
+    assert_eq!(get_json(&gw.url("/api/events/live?colour=red")).await.0, 400);
+    let mut live = Feed::open(&gw.url("/api/events/live?stream=yard&label=circle")).await;
+    let mut seen: HashMap<String, Vec<Value>> = HashMap::new();
+    let mut ids = std::collections::HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let done = |seen: &HashMap<String, Vec<Value>>| {
+        let crossed = seen.get("line_crossed").map_or(0, Vec::len);
+        let both_ways =
+            seen.get("line_crossed").is_some_and(|v| v.iter().any(|e| e["direction"] == "in") && v.iter().any(|e| e["direction"] == "out"));
+        crossed >= 2 && both_ways && ["zone_enter", "zone_exit", "loitering", "object_appeared"].iter().all(|k| seen.contains_key(*k))
+    };
+    while !done(&seen) {
+        assert!(Instant::now() < deadline, "events so far: {:?}\nlog:\n{}", seen.keys().collect::<Vec<_>>(), gw.log_text());
+        let e = live.next(Duration::from_secs(20)).await.expect("live events open");
+        if e.event != "event" {
+            continue;
+        }
+        let v: Value = serde_json::from_str(&e.data).unwrap();
+        assert_eq!((v["type"].as_str(), v["stream"].as_str(), v["label"].as_str()), (Some("event"), Some("yard"), Some("circle")), "{v}");
+        assert_eq!(v["id"].as_str(), Some(e.id.as_str()), "the SSE id is the event's");
+        assert!(ids.insert(e.id.clone()), "no event twice: {v}");
+        assert!(v["track_id"].as_u64().is_some() && v["ts_ms"].as_u64().unwrap() > 1_600_000_000_000, "{v}");
+        match v["kind"].as_str().unwrap() {
+            "line_crossed" => assert_eq!(v["line"], "middle", "{v}"),
+            "zone_enter" | "zone_exit" => assert_eq!(v["zone"], "left", "{v}"),
+            "loitering" => assert!(v["inside_ms"].as_u64().unwrap() >= 500, "{v}"),
+            _ => {}
+        }
+        if v["kind"] != "object_left" {
+            let b = &v["box"];
+            assert!(b["w"].as_f64().unwrap() > 0.05 && b["h"].as_f64().unwrap() > 0.05, "the circle's box: {v}");
+        }
+        seen.entry(v["kind"].as_str().unwrap().to_owned()).or_default().push(v);
+    }
+    // Each track's crossings alternate: an object cannot cross the same way twice without
+    // crossing back. (Where the circle passes behind the square and bounces off the top while
+    // hidden, its track may end and a new one start: ids change, never the rule.)
+    let mut by_track: HashMap<u64, Vec<&str>> = HashMap::new();
+    for e in &seen["line_crossed"] {
+        by_track.entry(e["track_id"].as_u64().unwrap()).or_default().push(e["direction"].as_str().unwrap());
+    }
+    for (track, directions) in &by_track {
+        assert!(directions.windows(2).all(|w| w[0] != w[1]), "track {track}: {directions:?}");
+    }
+    assert!(metric(&gw, "sightline_events_total{stream=\"yard\",kind=\"line_crossed\"}").await.unwrap_or(0.0) >= 2.0);
+    let crossings = metric(&gw, "sightline_line_crossings_total{stream=\"yard\",line=\"middle\",direction=\"in\",label=\"circle\"}").await;
+    assert!(crossings.unwrap_or(0.0) >= 1.0, "{crossings:?}");
+}

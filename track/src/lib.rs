@@ -17,11 +17,14 @@
 //!    confirmed (given an id) when the next frame matches them again, so one false positive
 //!    does not use up an id.
 //!
+//! [`zones`] turns tracked positions into line crossings, zone entries, exits and loitering.
+//!
 //! Boxes are `x, y, w, h` in any one unit (pixels, or 0..1 of the frame): IoU does not care,
 //! and the filter's noise scales with the box height.
 
 pub mod assign;
 pub mod kalman;
+pub mod zones;
 
 use kalman::BoxFilter;
 
@@ -130,12 +133,26 @@ pub struct Tracker {
     tracks: Vec<Track>,
     next_id: u64,
     last_ms: Option<u64>,
+    /// Ids of confirmed tracks forgotten since [`Tracker::take_forgotten`].
+    forgotten: Vec<u64>,
+}
+
+impl Default for Tracker {
+    fn default() -> Self {
+        Tracker::new(TrackerConfig::default())
+    }
 }
 
 impl Tracker {
     /// A tracker with no tracks; ids start at 1.
     pub fn new(config: TrackerConfig) -> Tracker {
-        Tracker { config, tracks: Vec::new(), next_id: 1, last_ms: None }
+        Tracker { config, tracks: Vec::new(), next_id: 1, last_ms: None, forgotten: Vec::new() }
+    }
+
+    /// The ids of confirmed tracks forgotten (lost longer than `max_lost_ms`, or dropped with
+    /// a timeline that started over) since the last call: their objects left.
+    pub fn take_forgotten(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.forgotten)
     }
 
     /// Tracks with an id, tracked or lost (not yet forgotten).
@@ -150,6 +167,7 @@ impl Tracker {
     pub fn update(&mut self, at_ms: u64, detections: &[Detection]) -> Vec<Option<u64>> {
         let mut ids = vec![None; detections.len()];
         if self.last_ms.is_some_and(|last| at_ms + REWIND_RESET_MS < last) {
+            self.forgotten.extend(self.tracks.iter().filter_map(|t| t.id));
             self.tracks.clear();
             self.last_ms = None;
         }
@@ -193,10 +211,14 @@ impl Tracker {
         }
         // 4. Forget tracks lost too long (and unconfirmed ones not seen again).
         let mut i = 0;
+        let forgotten = &mut self.forgotten;
         self.tracks.retain(|t| {
             let expired = t.state == State::Lost && at_ms.saturating_sub(t.seen_ms) > cfg.max_lost_ms;
             let keep = !gone[i] && !expired;
             i += 1;
+            if !keep && let Some(id) = t.id {
+                forgotten.push(id);
+            }
             keep
         });
         // 5. New tracks; on the very first frame they are confirmed at once.
@@ -326,8 +348,12 @@ mod tests {
         // Missed for 400 ms, then seen again further along its path: the same id.
         assert!(tracker.update(300, &[]).is_empty());
         assert_eq!(tracker.update(700, &[det(128.0, 100.0, 0.9, 0)])[0], Some(id));
-        // Gone longer than max_lost_ms: a new object, a new id after its second sighting.
+        // Gone longer than max_lost_ms: forgotten; a new object, a new id after its second
+        // sighting.
+        assert!(tracker.take_forgotten().is_empty());
         assert_eq!(tracker.update(2000, &[det(300.0, 300.0, 0.9, 0)])[0], None);
+        assert_eq!(tracker.take_forgotten(), vec![id]);
+        assert!(tracker.take_forgotten().is_empty(), "reported once");
         let new = tracker.update(2100, &[det(302.0, 300.0, 0.9, 0)])[0].unwrap();
         assert_ne!(new, id);
     }

@@ -353,6 +353,93 @@ pub struct StreamConfig {
     /// for the stream) to WebRTC viewers whose offer has an audio m-line. Default `true`.
     #[serde(default = "yes")]
     pub audio: bool,
+    /// Zones (polygons) tracked objects enter, leave and loiter in (issue #13). Default none.
+    #[serde(default)]
+    pub zones: Vec<ZoneConfig>,
+    /// Lines (directed polylines, tripwires) tracked objects cross. Default none.
+    #[serde(default)]
+    pub lines: Vec<LineConfig>,
+}
+
+/// Most zones or lines per stream.
+pub const MAX_GEOMETRY_PER_STREAM: usize = 100;
+
+/// `[[streams.zones]]`: a polygon in 0..1 coordinates of the picture (x right, y down).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneConfig {
+    /// Its id, 1-64 of `A-Z a-z 0-9 _ -`, unique in the stream (events name it).
+    pub id: String,
+    /// Corners `[[x, y], …]`, at least 3, edges not crossing.
+    pub points: Vec<[f32; 2]>,
+    /// Labels it counts (the model's class names); empty: all. Default empty.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// An object inside this long is `loitering` (once per visit). Default: never.
+    #[serde(default, with = "humantime_serde::option")]
+    pub dwell: Option<Duration>,
+}
+
+/// `[[streams.lines]]`: a directed polyline in 0..1 coordinates. Crossing it from its left to
+/// its right (as seen on the picture, looking from each point to the next) is `in`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LineConfig {
+    /// Its id, 1-64 of `A-Z a-z 0-9 _ -`, unique in the stream.
+    pub id: String,
+    /// Points `[[x, y], …]`, at least 2.
+    pub points: Vec<[f32; 2]>,
+    /// Labels it counts; empty: all. Default empty.
+    #[serde(default)]
+    pub labels: Vec<String>,
+}
+
+fn points(p: &[[f32; 2]]) -> Vec<track::zones::Point> {
+    p.iter().map(|&[x, y]| track::zones::Point { x, y }).collect()
+}
+
+impl ZoneConfig {
+    /// The tracker's zone.
+    pub fn zone(&self) -> track::zones::Zone {
+        track::zones::Zone {
+            id: self.id.clone(),
+            points: points(&self.points),
+            labels: self.labels.clone(),
+            dwell_ms: self.dwell.map(|d| d.as_millis().try_into().unwrap_or(u64::MAX)),
+        }
+    }
+}
+
+impl LineConfig {
+    /// The tracker's line.
+    pub fn line(&self) -> track::zones::Line {
+        track::zones::Line { id: self.id.clone(), points: points(&self.points), labels: self.labels.clone() }
+    }
+}
+
+impl StreamConfig {
+    /// Checks the stream's zones and lines: ids, geometry, counts.
+    pub fn validate_geometry(&self) -> Result<(), String> {
+        let mut ids = std::collections::HashSet::new();
+        if self.zones.len() > MAX_GEOMETRY_PER_STREAM || self.lines.len() > MAX_GEOMETRY_PER_STREAM {
+            return Err(format!("stream {}: at most {MAX_GEOMETRY_PER_STREAM} zones and {MAX_GEOMETRY_PER_STREAM} lines", self.id));
+        }
+        let checked = self
+            .zones
+            .iter()
+            .map(|z| (&z.id, "zone", z.zone().validate()))
+            .chain(self.lines.iter().map(|l| (&l.id, "line", l.line().validate())));
+        for (id, what, result) in checked {
+            if !valid_stream_id(id) {
+                return Err(format!("stream {}: {what} id {id:?} must be 1-64 characters of A-Z a-z 0-9 _ -", self.id));
+            }
+            if !ids.insert(id) {
+                return Err(format!("stream {}: zone or line id {id:?} is used twice", self.id));
+            }
+            result.map_err(|e| format!("stream {}: {what} {id}: {e}", self.id))?;
+        }
+        Ok(())
+    }
 }
 
 fn yes() -> bool {
@@ -383,6 +470,8 @@ impl StreamConfig {
             quality: default_quality(),
             detect: true,
             audio: true,
+            zones: Vec::new(),
+            lines: Vec::new(),
         }
     }
 
@@ -508,6 +597,7 @@ impl Config {
             if !QUALITY_RANGE.contains(&s.quality) {
                 return Err(format!("stream {}: quality {} outside {QUALITY_RANGE:?}", s.id, s.quality));
             }
+            s.validate_geometry()?;
         }
         if self.webrtc.public_ips.len() > 1 {
             return Err("webrtc.public_ips: at most one public IP is supported".into());
@@ -594,6 +684,29 @@ mod tests {
         assert!(err.contains("line 2") && !err.contains("unterminated-secret"), "{err}");
         let err = Config::from_toml_str("[[streams]]\nid = \"a\"\nurl = rtsp://admin:hunter2@cam/x\n").unwrap_err().to_string();
         assert!(err.contains("line 3") && !err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn zones_and_lines_are_checked() {
+        let with = |geometry: &str| {
+            let text = format!("[[streams]]\nid = \"yard\"\nurl = \"rtsp://cam/x\"\n{geometry}");
+            Config::from_toml_str(&text).map_err(|e| e.to_string()).and_then(|c| c.validate())
+        };
+        assert_eq!(with("[[streams.zones]]\nid = \"gate\"\npoints = [[0.1, 0.1], [0.5, 0.1], [0.5, 0.5]]\ndwell = \"5s\"\n"), Ok(()));
+        let bowtie = with("[[streams.zones]]\nid = \"gate\"\npoints = [[0.1, 0.1], [0.5, 0.5], [0.5, 0.1], [0.1, 0.5]]\n").unwrap_err();
+        assert!(bowtie.contains("stream yard: zone gate") && bowtie.contains("cross"), "{bowtie}");
+        let short = with("[[streams.lines]]\nid = \"door\"\npoints = [[0.1, 0.1]]\n").unwrap_err();
+        assert!(short.contains("at least 2 points"), "{short}");
+        let outside = with("[[streams.lines]]\nid = \"door\"\npoints = [[0.1, 0.1], [1.2, 0.5]]\n").unwrap_err();
+        assert!(outside.contains("outside 0..1"), "{outside}");
+        let twice = with("[[streams.lines]]\nid = \"door\"\npoints = [[0.1, 0.1], [0.2, 0.5]]\n[[streams.zones]]\nid = \"door\"\npoints = [[0.1, 0.1], [0.5, 0.1], [0.5, 0.5]]\n").unwrap_err();
+        assert!(twice.contains("used twice"), "{twice}");
+        let bad_id = with("[[streams.lines]]\nid = \"a b'; DROP TABLE\"\npoints = [[0.1, 0.1], [0.2, 0.5]]\n").unwrap_err();
+        assert!(bad_id.contains("must be 1-64 characters"), "{bad_id}");
+        let many: String = (0..=MAX_GEOMETRY_PER_STREAM)
+            .map(|i| format!("[[streams.lines]]\nid = \"l{i}\"\npoints = [[0.1, 0.1], [0.2, 0.5]]\n"))
+            .collect();
+        assert!(with(&many).unwrap_err().contains("at most 100"));
     }
 
     #[test]

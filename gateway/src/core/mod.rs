@@ -5,6 +5,7 @@
 //!   [`Picture`](frame::Picture) offered for detection, and [`Derived`](frame::Derived), the
 //!   per-frame cache of what consumers make from a frame once (RTP payloads, SSE events).
 //! - [`audio`]: an audio frame as received, what the stream's audio is, and its health.
+//! - [`events`]: analytics events (line crossed, zone entered, …) and their live fan-out.
 //! - [`detections`]: the typed detection message and the per-stream fan-out that carries it
 //!   to viewers as `Arc<Detections>`, serialized once.
 //! - [`error`]: the crate's one error type.
@@ -16,6 +17,7 @@ pub mod audio;
 pub mod clock;
 pub mod detections;
 pub mod error;
+pub mod events;
 pub mod frame;
 pub mod shutdown;
 pub mod task;

@@ -296,7 +296,8 @@ mod tests {
     fn service(timeout: Duration) -> (Arc<Detect>, Arc<DetectionFanout>) {
         let fanout = Arc::new(DetectionFanout::default());
         let config = DetectConfig { timeout, ..DetectConfig::default() };
-        let detect = Detect::new(&config, "/nonexistent/workers.sock".into(), fanout.clone(), std::iter::once("cam".into()), None);
+        let detect =
+            Detect::new(&config, "/nonexistent/workers.sock".into(), fanout.clone(), Arc::default(), std::iter::once("cam".into()), None);
         (Arc::new(detect), fanout)
     }
 

@@ -38,6 +38,7 @@ use tracing::{info, warn};
 pub(crate) use self::service::{Detect, DetectionView};
 use crate::config::DetectConfig;
 use crate::core::detections::DetectionFanout;
+use crate::core::events::EventFanout;
 use crate::pipeline::Pipelines;
 use crate::state::ClusterStore;
 use crate::stream::Streams;
@@ -63,6 +64,7 @@ pub(crate) fn start(
     streams: &Arc<Streams>,
     pipelines: &Pipelines,
     fanout: Arc<DetectionFanout>,
+    events: Arc<EventFanout>,
 ) -> anyhow::Result<Detection> {
     let socket = match &config.socket {
         Some(path) => path.clone(),
@@ -77,7 +79,11 @@ pub(crate) fn start(
     let detected: Vec<_> = streams.all().filter(|rt| rt.config.detect).cloned().collect();
     let relayed = cluster.subscribe_detections();
     let relay = relayed.is_some().then(|| relay::spawn_out(cluster.clone()));
-    let service = Arc::new(Detect::new(config, socket, fanout, detected.iter().map(|rt| rt.id.clone()), relay));
+    let service = Arc::new(Detect::new(config, socket, fanout, events, detected.iter().map(|rt| rt.id.clone()), relay));
+    for rt in &detected {
+        let zones = rt.config.zones.iter().map(|z| z.zone()).collect();
+        service.set_geometry(&rt.id, zones, rt.config.lines.iter().map(|l| l.line()).collect());
+    }
     metrics::gauge!("sightline_detect_workers").set(0.0);
     metrics::counter!("sightline_detect_worker_restarts_total").absolute(0);
     tokio::spawn(accept(service.clone(), listener));

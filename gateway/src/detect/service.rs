@@ -15,7 +15,8 @@ use tracing::{error, warn};
 use super::scheduler::Scheduler;
 use crate::config::DetectConfig;
 use crate::core::StreamId;
-use crate::core::detections::{DetectionFanout, Detections};
+use crate::core::detections::{DetectionFanout, Detections, NormalizedBox};
+use crate::core::events::{AnalyticsEvent, EventBox, EventFanout, EventKind, NewEvent};
 use crate::core::shutdown::{Shutdown, ShutdownTrigger};
 
 /// Detection status of a stream, as the API shows it.
@@ -80,7 +81,9 @@ pub(crate) struct Detect {
     here: HashMap<StreamId, Arc<AtomicBool>>,
     /// Per detected stream (with `detect.track`): the tracker every message this replica's
     /// workers produce for it goes through.
-    trackers: HashMap<StreamId, Mutex<track::Tracker>>,
+    trackers: HashMap<StreamId, Mutex<Tracking>>,
+    /// Where the events the trackers' objects make go.
+    events: Arc<EventFanout>,
     /// With a shared store: this replica's messages go to the other replicas through it.
     relay: Option<mpsc::Sender<Arc<Detections>>>,
     /// Fires when detection shuts down: supervisors kill their worker and stop restarting.
@@ -94,12 +97,16 @@ impl Detect {
         config: &DetectConfig,
         socket: PathBuf,
         fanout: Arc<DetectionFanout>,
+        events: Arc<EventFanout>,
         detected: impl Iterator<Item = StreamId>,
         relay: Option<mpsc::Sender<Arc<Detections>>>,
     ) -> Detect {
         let here: HashMap<StreamId, Arc<AtomicBool>> = detected.map(|id| (id, Arc::new(AtomicBool::new(false)))).collect();
-        let trackers =
-            here.keys().filter(|_| config.track).map(|id| (id.clone(), Mutex::new(track::Tracker::new(config.tracker())))).collect();
+        let trackers = here
+            .keys()
+            .filter(|_| config.track)
+            .map(|id| (id.clone(), Mutex::new(Tracking { tracker: track::Tracker::new(config.tracker()), ..Tracking::default() })))
+            .collect();
         Detect {
             config: config.clone(),
             socket,
@@ -108,6 +115,7 @@ impl Detect {
             status: Mutex::default(),
             here,
             trackers,
+            events,
             relay,
             stopping: ShutdownTrigger::new().0,
         }
@@ -152,17 +160,10 @@ impl Detect {
     /// sends it to the stream's subscribers, and to the other replicas when the store is
     /// shared.
     pub(crate) fn publish(&self, mut message: Detections) {
-        if let Some(tracker) = self.trackers.get(&message.frame.stream) {
-            let mut tracker = tracker.lock();
-            let dets: Vec<track::Detection> = message
-                .boxes
-                .iter()
-                .map(|b| track::Detection { bbox: track::Bbox { x: b.x, y: b.y, w: b.w, h: b.h }, score: b.score, class_id: b.class_id })
-                .collect();
-            for (b, id) in message.boxes.iter_mut().zip(tracker.update(message.frame.capture_ms, &dets)) {
-                b.track_id = id;
+        if let Some(tracking) = self.trackers.get(&message.frame.stream) {
+            for event in tracking.lock().follow(&mut message) {
+                self.events.publish(event);
             }
-            metrics::gauge!("sightline_tracks_active", "stream" => message.frame.stream.to_string()).set(tracker.active() as f64);
         }
         let message = Arc::new(message);
         if let Some(relay) = &self.relay
@@ -171,6 +172,13 @@ impl Detect {
             metrics::counter!("sightline_detect_relay_dropped_total", "stream" => message.frame.stream.to_string()).increment(1);
         }
         self.fanout.publish(message);
+    }
+
+    /// Sets `stream`'s zones and lines (validated); objects in a changed zone leave it quietly.
+    pub(crate) fn set_geometry(&self, stream: &str, zones: Vec<track::zones::Zone>, lines: Vec<track::zones::Line>) {
+        if let Some(tracking) = self.trackers.get(stream) {
+            tracking.lock().analyzer.set_geometry(zones, lines);
+        }
     }
 
     /// The status shown for `stream`: off when it has no detection.
@@ -238,4 +246,100 @@ impl Detect {
             let _ = std::fs::remove_dir(dir);
         }
     }
+}
+
+/// One stream's tracker and what its objects do in the stream's zones and lines.
+#[derive(Debug, Default)]
+struct Tracking {
+    tracker: track::Tracker,
+    analyzer: track::zones::Analyzer,
+    /// Each followed object's last box (for `object_left`).
+    last_box: HashMap<u64, EventBox>,
+}
+
+impl Tracking {
+    /// Gives the message's boxes their track ids and returns the events their objects made.
+    fn follow(&mut self, message: &mut Detections) -> Vec<AnalyticsEvent> {
+        let frame = &message.frame;
+        let stream = frame.stream.to_string();
+        let dets: Vec<track::Detection> = message
+            .boxes
+            .iter()
+            .map(|b| track::Detection { bbox: track::Bbox { x: b.x, y: b.y, w: b.w, h: b.h }, score: b.score, class_id: b.class_id })
+            .collect();
+        let ids = self.tracker.update(frame.capture_ms, &dets);
+        let mut events = Vec::new();
+        let event = |kind, label: &str, track_id, bbox: Option<EventBox>| NewEvent {
+            kind,
+            stream: stream.clone(),
+            label: label.to_owned(),
+            track_id,
+            line: None,
+            direction: None,
+            zone: None,
+            inside_ms: None,
+            ts_ms: frame.capture_ms,
+            seq: frame.seq,
+            rtp_timestamp: frame.rtp_timestamp.get(),
+            bbox,
+        };
+        for (b, id) in message.boxes.iter_mut().zip(ids) {
+            b.track_id = id;
+            let Some(id) = id else { continue };
+            let bbox = EventBox { x: b.x, y: b.y, w: b.w, h: b.h };
+            self.last_box.insert(id, bbox);
+            for happening in self.analyzer.observe(id, &b.label, anchor(b), frame.capture_ms) {
+                events.push(describe(happening, event(EventKind::ObjectAppeared, &b.label, id, Some(bbox))));
+            }
+        }
+        for id in self.tracker.take_forgotten() {
+            let bbox = self.last_box.remove(&id);
+            if let Some((label, happenings)) = self.analyzer.forget(id) {
+                for happening in happenings {
+                    events.push(describe(happening, event(EventKind::ObjectLeft, &label, id, bbox)));
+                }
+            }
+        }
+        metrics::gauge!("sightline_tracks_active", "stream" => stream.clone()).set(self.tracker.active() as f64);
+        for e in events.iter().map(|e| &e.event) {
+            if let (Some(line), Some(direction)) = (&e.line, e.direction) {
+                metrics::counter!("sightline_line_crossings_total", "stream" => stream.clone(), "line" => line.clone(), "direction" => direction, "label" => e.label.clone())
+                    .increment(1);
+            }
+        }
+        events
+    }
+}
+
+/// Where an object is: its box's bottom centre.
+fn anchor(b: &NormalizedBox) -> track::zones::Point {
+    track::zones::Point { x: b.x + b.w / 2.0, y: b.y + b.h }
+}
+
+/// The event for a happening, from a template with the object and frame filled in.
+fn describe(happening: track::zones::Happening, mut e: NewEvent) -> AnalyticsEvent {
+    use track::zones::Happening;
+    match happening {
+        Happening::Appeared => e.kind = EventKind::ObjectAppeared,
+        Happening::Left => e.kind = EventKind::ObjectLeft,
+        Happening::LineCrossed { line, inward } => {
+            e.kind = EventKind::LineCrossed;
+            e.line = Some(line);
+            e.direction = Some(if inward { "in" } else { "out" });
+        }
+        Happening::ZoneEnter { zone } => {
+            e.kind = EventKind::ZoneEnter;
+            e.zone = Some(zone);
+        }
+        Happening::ZoneExit { zone } => {
+            e.kind = EventKind::ZoneExit;
+            e.zone = Some(zone);
+        }
+        Happening::Loitering { zone, inside_ms } => {
+            e.kind = EventKind::Loitering;
+            e.zone = Some(zone);
+            e.inside_ms = Some(inside_ms);
+        }
+    }
+    AnalyticsEvent::new(e)
 }

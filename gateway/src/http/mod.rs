@@ -10,6 +10,7 @@
 //! - [`server`]: the accept loop (connection cap, request-head deadline, graceful drain).
 
 pub(crate) mod error;
+mod events;
 mod extract;
 mod feeds;
 pub(crate) mod guard;
@@ -56,6 +57,7 @@ pub(crate) fn app(state: AppState, static_dir: &std::path::Path) -> Router {
             "/api/streams/{id}/whep/{session}",
             axum::routing::patch(whep::whep_patch).delete(whep::whep_delete).layer(DefaultBodyLimit::max(MAX_SDP_BYTES)),
         )
+        .route("/api/events/live", get(events::live_events))
         .route("/api/tokens", post(ops::mint_token))
         .route("/api/openapi.json", get(openapi::serve))
         .route("/api/{*rest}", axum::routing::any(api_not_found))

@@ -35,6 +35,7 @@ impl Modify for Security {
         super::whep::whep_post,
         super::whep::whep_patch,
         super::whep::whep_delete,
+        super::events::live_events,
         super::ops::mint_token,
         super::ops::metrics,
         super::ops::healthz,
@@ -45,6 +46,7 @@ impl Modify for Security {
         (name = "streams", description = "Stream status"),
         (name = "control", description = "Start/stop and tokens (control token)"),
         (name = "feeds", description = "SSE and MJPEG"),
+        (name = "events", description = "Analytics events: tracked objects crossing lines, entering and leaving zones"),
         (name = "whep", description = "WebRTC-HTTP egress (draft-ietf-wish-whep)"),
         (name = "operations", description = "Health, readiness, metrics"),
     )

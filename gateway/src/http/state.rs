@@ -9,6 +9,7 @@ use crate::auth::Auth;
 use crate::config::{FPS_RANGE, FeedsConfig, LimitsConfig, QUALITY_RANGE};
 use crate::core::Error;
 use crate::core::detections::Detections;
+use crate::core::events::EventFanout;
 use crate::core::shutdown::Shutdown;
 use crate::detect::Detect;
 use crate::out::webrtc::Webrtc;
@@ -25,6 +26,8 @@ pub(crate) struct AppState {
     pub(crate) pipelines: Arc<Pipelines>,
     /// Detection; `None` when `detect.enabled = false` or its socket could not be made.
     pub(crate) detect: Option<Arc<Detect>>,
+    /// Analytics events (made by detection; none without it).
+    pub(crate) events: Arc<EventFanout>,
     /// WHEP sessions; `None` when `webrtc.enabled = false`.
     pub(crate) webrtc: Option<Arc<Webrtc>>,
     /// The state store (for readiness).

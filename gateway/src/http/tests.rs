@@ -66,6 +66,7 @@ impl CameraSource for FakeCamera {
 /// An in-process gateway.
 struct Gateway {
     app: Router,
+    events: Arc<crate::core::events::EventFanout>,
     trigger: ShutdownTrigger,
     _camera: Option<Arc<testcam::TestCamera>>,
 }
@@ -87,7 +88,8 @@ async fn gateway(toml: &str, frames: bool) -> Gateway {
     let source = Arc::new(FakeCamera(camera.clone()));
     let parts = crate::app::assemble(&config, store.clone(), store, "replica-1".into(), source, shutdown).await.unwrap();
     let static_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../static");
-    Gateway { app: super::app(parts.state, &static_dir), trigger, _camera: camera }
+    let events = parts.state.events.clone();
+    Gateway { app: super::app(parts.state, &static_dir), events, trigger, _camera: camera }
 }
 
 /// The answer to `req`: status, headers and the whole body.
@@ -274,6 +276,55 @@ async fn auth_rules() {
     assert_eq!(call(app, cookie.body(Body::empty()).unwrap()).await.0, 200, "viewer token in the cookie");
     let (s, _, _) = call(app, Request::get("/healthz").body(Body::empty()).unwrap()).await;
     assert_eq!(s, 200, "health is public");
+}
+
+#[tokio::test]
+async fn live_events_follow_filters_and_viewer_tokens() {
+    use crate::core::events::{AnalyticsEvent, EventKind, NewEvent};
+    let toml = format!(
+        "[auth]\nmode = \"on\"\ncontrol_tokens = [\"{CONTROL}\"]\njwt_secret = \"{SECRET}\"\n\n[[streams]]\nid = \"door\"\nurl = \"rtsp://127.0.0.1:9/door\"\n"
+    );
+    let gw = gateway(&toml, false).await;
+    let mint = bearer(Request::post("/api/tokens"), CONTROL).header("content-type", "application/json");
+    let (_, _, body) = call(&gw.app, mint.body(Body::from(r#"{"streams":["door"],"ttl_s":60}"#)).unwrap()).await;
+    let viewer = json_of(&body)["token"].as_str().unwrap().to_owned();
+    assert_eq!(call(&gw.app, Request::get("/api/events/live").body(Body::empty()).unwrap()).await.0, 401);
+    let other = bearer(Request::get("/api/events/live?stream=testcam"), &viewer).body(Body::empty()).unwrap();
+    assert_eq!(call(&gw.app, other).await.0, 403, "a viewer token asking for another stream");
+    let bad = bearer(Request::get("/api/events/live?kind=zone_entered"), CONTROL).body(Body::empty()).unwrap();
+    assert_eq!(call(&gw.app, bad).await.0, 400);
+    // The viewer's live stream: only its stream's events, only the kind it asked for.
+    let req = bearer(Request::get("/api/events/live?kind=line_crossed"), &viewer).body(Body::empty()).unwrap();
+    let resp = gw.app.clone().oneshot(req).await.unwrap();
+    assert_eq!((resp.status(), resp.headers()["content-type"].to_str().unwrap()), (StatusCode::OK, "text/event-stream"));
+    let event = |stream: &str, kind, ts_ms| {
+        AnalyticsEvent::new(NewEvent {
+            kind,
+            stream: stream.into(),
+            label: "person".into(),
+            track_id: 1,
+            line: Some("door-line".into()),
+            direction: Some("in"),
+            zone: None,
+            inside_ms: None,
+            ts_ms,
+            seq: 1,
+            rtp_timestamp: 0,
+            bbox: None,
+        })
+    };
+    gw.events.publish(event("testcam", EventKind::LineCrossed, 1));
+    gw.events.publish(event("door", EventKind::ZoneEnter, 2));
+    gw.events.publish(event("door", EventKind::LineCrossed, 3));
+    let events = tokio::time::timeout(Duration::from_secs(5), sse_events(resp.into_body(), |event, _| event == "event")).await.unwrap();
+    let (_, data) = events.last().unwrap();
+    let v: Value = serde_json::from_str(data).unwrap();
+    assert_eq!(
+        (v["stream"].as_str(), v["kind"].as_str(), v["ts_ms"].as_u64()),
+        (Some("door"), Some("line_crossed"), Some(3)),
+        "{events:?}"
+    );
+    assert_eq!(events.iter().filter(|(e, _)| e == "event").count(), 1);
 }
 
 #[tokio::test]
