@@ -55,6 +55,8 @@ export class DetectionOverlay {
   #rvfcVideo = null;
   #rvfcHandle = null;
   #counts = { exact: 0, late: 0, stale: 0, held: 0, cleared: 0 };
+  #zones = [];
+  #lines = [];
 
   #onLate;
 
@@ -144,9 +146,23 @@ export class DetectionOverlay {
     this.#clear();
   }
 
-  /** Redraw after a layout change (resize, full screen). */
+  /**
+   * The stream's zones and lines ({id, points: [[x, y], …]}, 0..1 of the picture), drawn
+   * under the boxes while a picture is shown: zones dashed amber, lines cyan with an arrow
+   * on the side crossing towards which is "in".
+   */
+  setGeometry(zones, lines) {
+    const next = JSON.stringify([zones ?? [], lines ?? []]);
+    if (next === JSON.stringify([this.#zones, this.#lines])) return;
+    this.#zones = zones ?? [];
+    this.#lines = lines ?? [];
+    this.redraw();
+  }
+
+  /** Redraw after a layout change (resize, full screen) or new geometry. */
   redraw() {
     if (this.#drawn) this.#paint(this.#drawn);
+    else if (this.#source) this.#paint({ boxes: [] });
   }
 
   #keyOf(msg) {
@@ -159,11 +175,13 @@ export class DetectionOverlay {
   }
 
   #onFrame(key) {
-    if (this.#frameKey !== null) {
+    const first = this.#frameKey === null;
+    if (!first) {
       const step = this.#diff(key, this.#frameKey);
       if (step > 0) this.#frameStep = step;
     }
     this.#frameKey = key;
+    if (first && !this.#drawn) this.redraw(); // the zones and lines, before any box
     const exact = this.#messages.find((m) => this.#keyOf(m) === key);
     if (exact) {
       this.#draw(exact, key, 'exact');
@@ -199,6 +217,50 @@ export class DetectionOverlay {
     const c = this.#canvas;
     this.#ctx?.clearRect(0, 0, c.width, c.height);
     c.dataset.boxes = '0';
+    if (this.#source && (this.#zones.length || this.#lines.length)) this.#paint({ boxes: [] });
+  }
+
+  /** Zones and lines inside the picture rectangle `r`. */
+  #paintGeometry(ctx, r, dpr) {
+    const at = ([x, y]) => [r.x + x * r.w, r.y + y * r.h];
+    ctx.save();
+    ctx.lineWidth = Math.max(2, Math.round(2 * dpr));
+    for (const z of this.#zones) {
+      ctx.beginPath();
+      z.points.forEach((p, i) => (i ? ctx.lineTo(...at(p)) : ctx.moveTo(...at(p))));
+      ctx.closePath();
+      ctx.fillStyle = 'rgba(255, 179, 0, 0.12)';
+      ctx.fill();
+      ctx.setLineDash([6 * dpr, 4 * dpr]);
+      ctx.strokeStyle = 'rgba(255, 179, 0, 0.9)';
+      ctx.stroke();
+      ctx.setLineDash([]);
+      const [lx, ly] = at(z.points[0]);
+      ctx.fillStyle = 'rgba(255, 179, 0, 0.9)';
+      ctx.fillText(z.id, lx + 4, ly + 4);
+    }
+    for (const l of this.#lines) {
+      ctx.strokeStyle = 'rgb(0, 229, 255)';
+      ctx.beginPath();
+      l.points.forEach((p, i) => (i ? ctx.lineTo(...at(p)) : ctx.moveTo(...at(p))));
+      ctx.stroke();
+      // "in" arrow at the first segment's middle, towards its right as seen on screen.
+      const [ax, ay] = at(l.points[0]);
+      const [bx, by] = at(l.points[1]);
+      const len = Math.hypot(bx - ax, by - ay) || 1;
+      const [nx, ny] = [-(by - ay) / len, (bx - ax) / len];
+      const [mx, my] = [(ax + bx) / 2, (ay + by) / 2];
+      const s = 14 * dpr;
+      ctx.beginPath();
+      ctx.moveTo(mx, my);
+      ctx.lineTo(mx + nx * s, my + ny * s);
+      ctx.stroke();
+      ctx.fillStyle = 'rgb(0, 229, 255)';
+      ctx.fillText(`${l.id} in`, mx + nx * s + 4, my + ny * s);
+    }
+    ctx.restore();
+    this.#canvas.dataset.zones = String(this.#zones.length);
+    this.#canvas.dataset.lines = String(this.#lines.length);
   }
 
   /** The picture's rectangle inside the canvas (object-fit: contain), in canvas px. */
@@ -230,6 +292,7 @@ export class DetectionOverlay {
     ctx.font = `600 ${font}px system-ui, sans-serif`;
     ctx.lineWidth = Math.max(2, Math.round(2 * dpr));
     ctx.textBaseline = 'top';
+    this.#paintGeometry(ctx, r, dpr);
     for (const b of msg.boxes) {
       const x = r.x + b.x * r.w;
       const y = r.y + b.y * r.h;

@@ -254,6 +254,7 @@ export class StreamCard {
   #render() {
     const s = this.#stream;
     const health = s.health ?? {};
+    this.#overlay.setGeometry(s.zones, s.lines);
     const state = KNOWN_STATES.has(health.state) ? health.state : (s.active ? 'connecting' : 'stopped');
     const ui = this.#ui;
 

@@ -365,7 +365,10 @@ async fn the_gateway_side_of_the_protocol_and_garbage_from_workers() {
 
 #[tokio::test]
 async fn chromium_gets_detections_for_the_frames_it_displays_and_the_ui_draws_them() {
-    let gw = Gateway::start(&detect_config());
+    // A line and a zone on the test camera, which the UI draws under the boxes.
+    let geometry = "#testcam-stream\n[[streams.lines]]\nid = \"middle\"\npoints = [[0.5, 0.0], [0.5, 1.0]]\n\
+                    [[streams.zones]]\nid = \"left\"\npoints = [[0.02, 0.05], [0.35, 0.05], [0.35, 0.95], [0.02, 0.95]]\n";
+    let gw = Gateway::start(&format!("{}{geometry}", detect_config()));
     // The browser's own RTCPeerConnection: detection messages on the data channel name
     // frames by the RTP timestamp that requestVideoFrameCallback reports for them.
     let r = browser_whep(&gw, "testcam", 6).await;

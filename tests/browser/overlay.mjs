@@ -1,7 +1,8 @@
 // The web UI's detection overlay in headless Debian Chromium (playwright-core): with
 // detection on, the test camera's card draws boxes on a canvas over the WebRTC <video>
 // (matched to frames by RTP timestamp) and over the SSE <img> (matched by sequence
-// number), inside the letterboxed picture.
+// number), inside the letterboxed picture, over the stream's zone and line (the line down the
+// middle of the picture, cyan).
 // Usage: node tests/browser/overlay.mjs BASE_URL [SCREENSHOT_DIR]
 // Prints one line per check and exits non-zero on the first failure.
 import { startBrowserTest } from './chromium.mjs';
@@ -35,9 +36,26 @@ async function expectBoxes(page, what) {
         if (y >= top - 1 && y <= top + pictureH + 1) inside += 1; else outside += 1;
       }
     }
-    return { exact: Number(el.dataset.exact), held: Number(el.dataset.held || 0), inside, outside, width, height };
+    // The line `middle` (x = 0.5 of the picture, cyan) from top to bottom of the picture.
+    let cyanRows = 0;
+    for (let y = Math.ceil(top); y < top + pictureH; y += 1) {
+      for (let x = Math.floor(width / 2) - 4; x <= width / 2 + 4; x += 1) {
+        const i = (y * width + x) * 4;
+        if (data[i] < 60 && data[i + 1] > 180 && data[i + 2] > 200 && data[i + 3] > 200) {
+          cyanRows += 1;
+          break;
+        }
+      }
+    }
+    return {
+      exact: Number(el.dataset.exact), held: Number(el.dataset.held || 0), inside, outside, width, height,
+      lines: Number(el.dataset.lines || 0), zones: Number(el.dataset.zones || 0), lineCover: cyanRows / pictureH,
+    };
   });
   assert.ok(r.inside > 50, `${what}: box pixels drawn ${JSON.stringify(r)}`);
+  assert.equal(r.lines, 1, `${what}: the stream's line is drawn ${JSON.stringify(r)}`);
+  assert.equal(r.zones, 1, `${what}: the stream's zone is drawn ${JSON.stringify(r)}`);
+  assert.ok(r.lineCover > 0.7, `${what}: the line runs down the middle of the picture ${JSON.stringify(r)}`);
   assert.equal(r.outside, 0, `${what}: nothing drawn in the letterbox bars ${JSON.stringify(r)}`);
   console.log(`ok ${what}: ${JSON.stringify(r)}`);
 }

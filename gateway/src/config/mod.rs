@@ -365,29 +365,32 @@ pub struct StreamConfig {
 pub const MAX_GEOMETRY_PER_STREAM: usize = 100;
 
 /// `[[streams.zones]]`: a polygon in 0..1 coordinates of the picture (x right, y down).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ZoneConfig {
     /// Its id, 1-64 of `A-Z a-z 0-9 _ -`, unique in the stream (events name it).
     pub id: String,
     /// Corners `[[x, y], …]`, at least 3, edges not crossing.
+    #[schema(value_type = Vec<Vec<f32>>)]
     pub points: Vec<[f32; 2]>,
     /// Labels it counts (the model's class names); empty: all. Default empty.
     #[serde(default)]
     pub labels: Vec<String>,
     /// An object inside this long is `loitering` (once per visit). Default: never.
     #[serde(default, with = "humantime_serde::option")]
+    #[schema(value_type = Option<String>, example = "10s")]
     pub dwell: Option<Duration>,
 }
 
 /// `[[streams.lines]]`: a directed polyline in 0..1 coordinates. Crossing it from its left to
 /// its right (as seen on the picture, looking from each point to the next) is `in`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LineConfig {
     /// Its id, 1-64 of `A-Z a-z 0-9 _ -`, unique in the stream.
     pub id: String,
     /// Points `[[x, y], …]`, at least 2.
+    #[schema(value_type = Vec<Vec<f32>>)]
     pub points: Vec<[f32; 2]>,
     /// Labels it counts; empty: all. Default empty.
     #[serde(default)]

@@ -11,8 +11,8 @@ use super::error::{ErrorBody, body_rejection};
 use super::extract::Controller;
 use super::state::{AppState, check_fps, check_quality};
 use crate::auth::Caller;
-use crate::config::Transport;
 use crate::config::redact::redact_url;
+use crate::config::{LineConfig, Transport, ZoneConfig};
 use crate::core::Error;
 use crate::detect::DetectionView;
 use crate::out::webrtc::{WebrtcAudio, WebrtcVideo, audio_policy, policy};
@@ -55,6 +55,10 @@ pub(crate) struct StreamView {
     pub(crate) audio: AudioView,
     /// Object detection status.
     pub(crate) detection: DetectionView,
+    /// Zones tracked objects enter, leave and loiter in (drawn on the live view).
+    pub(crate) zones: Vec<ZoneConfig>,
+    /// Lines (tripwires) tracked objects cross.
+    pub(crate) lines: Vec<LineConfig>,
 }
 
 /// What each output does with the camera's video.
@@ -101,6 +105,8 @@ impl StreamView {
             },
             health,
             detection: state.detect.as_ref().map_or_else(DetectionView::off, |d| d.view(&rt.id)),
+            zones: rt.config.zones.clone(),
+            lines: rt.config.lines.clone(),
         }
     }
 }

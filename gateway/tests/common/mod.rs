@@ -61,6 +61,9 @@ impl Gateway {
         // the harness's tables: WebRTC on free UDP ports with one event loop (unless the test
         // sets its own [webrtc]) and the test camera.
         let mut toml = format!("listen = \"127.0.0.1:{port}\"\nstatic_dir = \"{}\"\n", workspace().join("static").display());
+        // Tables after a `#testcam-stream` line belong to the harness's testcam stream (its
+        // zones and lines), so they go after it.
+        let (extra, testcam_tables) = extra.split_once("#testcam-stream\n").unwrap_or((extra, ""));
         toml.push_str(
             &extra
                 .replace("{testcam}", &format!("rtsp://127.0.0.1:{testcam_port}/testcam"))
@@ -80,6 +83,7 @@ impl Gateway {
         toml.push_str(&format!("\n[testcam]\nenabled = {testcam}\nlisten = \"127.0.0.1:{testcam_port}\"\n"));
         if testcam {
             toml.push_str(&format!("[[streams]]\nid = \"testcam\"\nurl = \"rtsp://127.0.0.1:{testcam_port}/testcam\"\n"));
+            toml.push_str(testcam_tables);
         }
         let config = dir.path().join("gateway.toml");
         std::fs::write(&config, toml).unwrap();
