@@ -225,7 +225,9 @@ pub struct DetectConfig {
     pub threads: usize,
     /// Most frames per second inferred per stream (1..=30). Default 10.
     pub fps: u32,
-    /// Minimum box score, 0..1. Default 0.5.
+    /// Minimum box score viewers get, 0..1. Default 0.5. With `track`, workers send boxes down
+    /// to the tracker's low score (0.1) and a weaker box reaches viewers only when it continues
+    /// a track (ByteTrack's second association).
     pub confidence: f32,
     /// Class-aware NMS IoU threshold, 0..1. Default 0.45.
     pub iou: f32,
@@ -268,6 +270,13 @@ impl Default for DetectConfig {
 }
 
 impl DetectConfig {
+    /// The least box score workers send: with tracking, down to the tracker's low score, so
+    /// weak boxes (an object partly hidden) can keep its track alive (ByteTrack's second
+    /// association); such boxes reach viewers only when a track takes them.
+    pub fn worker_confidence(&self) -> f32 {
+        if self.track { self.confidence.min(self.tracker().low_score) } else { self.confidence }
+    }
+
     /// The tracker's thresholds: boxes at `confidence` and above are strong (ByteTrack's
     /// high score); new tracks need 0.1 more, as in ByteTrack.
     pub fn tracker(&self) -> track::TrackerConfig {

@@ -105,7 +105,11 @@ impl Detect {
         let trackers = here
             .keys()
             .filter(|_| config.track)
-            .map(|id| (id.clone(), Mutex::new(Tracking { tracker: track::Tracker::new(config.tracker()), ..Tracking::default() })))
+            .map(|id| {
+                let tracking =
+                    Tracking { tracker: track::Tracker::new(config.tracker()), min_score: config.confidence, ..Tracking::default() };
+                (id.clone(), Mutex::new(tracking))
+            })
             .collect();
         Detect {
             config: config.clone(),
@@ -255,19 +259,28 @@ struct Tracking {
     analyzer: track::zones::Analyzer,
     /// Each followed object's last box (for `object_left`).
     last_box: HashMap<u64, EventBox>,
+    /// Boxes below this score (`detect.confidence`) reach viewers only when a track took them.
+    min_score: f32,
 }
 
 impl Tracking {
-    /// Gives the message's boxes their track ids and returns the events their objects made.
+    /// Gives the message's boxes their track ids, drops weak boxes no track took, and returns
+    /// the events their objects made.
     fn follow(&mut self, message: &mut Detections) -> Vec<AnalyticsEvent> {
-        let frame = &message.frame;
-        let stream = frame.stream.to_string();
+        let stream = message.frame.stream.to_string();
         let dets: Vec<track::Detection> = message
             .boxes
             .iter()
             .map(|b| track::Detection { bbox: track::Bbox { x: b.x, y: b.y, w: b.w, h: b.h }, score: b.score, class_id: b.class_id })
             .collect();
-        let ids = self.tracker.update(frame.capture_ms, &dets);
+        let ids = self.tracker.update(message.frame.capture_ms, &dets);
+        let min_score = self.min_score;
+        let mut ids = ids.into_iter();
+        message.boxes.retain_mut(|b| {
+            b.track_id = ids.next().flatten();
+            b.score >= min_score || b.track_id.is_some()
+        });
+        let frame = &message.frame;
         let mut events = Vec::new();
         let event = |kind, label: &str, track_id, bbox: Option<EventBox>| NewEvent {
             kind,
@@ -283,9 +296,8 @@ impl Tracking {
             rtp_timestamp: frame.rtp_timestamp.get(),
             bbox,
         };
-        for (b, id) in message.boxes.iter_mut().zip(ids) {
-            b.track_id = id;
-            let Some(id) = id else { continue };
+        for b in &message.boxes {
+            let Some(id) = b.track_id else { continue };
             let bbox = EventBox { x: b.x, y: b.y, w: b.w, h: b.h };
             self.last_box.insert(id, bbox);
             for happening in self.analyzer.observe(id, &b.label, anchor(b), frame.capture_ms) {
@@ -342,4 +354,42 @@ fn describe(happening: track::zones::Happening, mut e: NewEvent) -> AnalyticsEve
         }
     }
     AnalyticsEvent::new(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use media::{FrameMeta, RtpTimestamp};
+
+    use super::*;
+
+    fn message(at_ms: u64, boxes: &[(f32, f32)]) -> Detections {
+        let frame = FrameMeta {
+            stream: "cam".into(),
+            seq: at_ms,
+            rtp_timestamp: RtpTimestamp::new(at_ms as u32 * 90),
+            capture_ms: at_ms,
+            width: 1280,
+            height: 720,
+        };
+        let boxes = boxes
+            .iter()
+            .map(|&(x, score)| NormalizedBox { x, y: 0.2, w: 0.1, h: 0.2, class_id: 0, label: "person".into(), score, track_id: None })
+            .collect();
+        Detections::new(frame, boxes, 5.0, 20.0)
+    }
+
+    #[test]
+    fn weak_boxes_reach_viewers_only_when_they_continue_a_track() {
+        let mut t = Tracking { min_score: 0.5, ..Tracking::default() };
+        let mut m = message(0, &[(0.1, 0.9)]);
+        let events = t.follow(&mut m);
+        let id = m.boxes[0].track_id.expect("the first frame's strong box is tracked at once");
+        assert_eq!(events.iter().map(|e| e.event.kind).collect::<Vec<_>>(), vec![EventKind::ObjectAppeared]);
+        // Partly hidden: a weak box where the person walks on keeps the track; a weak box
+        // elsewhere (noise) is dropped.
+        let mut m = message(100, &[(0.11, 0.3), (0.7, 0.3)]);
+        t.follow(&mut m);
+        assert_eq!(m.boxes.len(), 1, "{:?}", m.boxes);
+        assert_eq!((m.boxes[0].x, m.boxes[0].track_id), (0.11, Some(id)));
+    }
 }

@@ -44,7 +44,7 @@ fn command(detect: &Detect) -> Command {
         .arg("--model")
         .arg(&c.model)
         .arg("--confidence")
-        .arg(c.confidence.to_string())
+        .arg(c.worker_confidence().to_string())
         .arg("--iou")
         .arg(c.iou.to_string())
         .arg("--threads")
