@@ -73,6 +73,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (shutdown_trigger, shutdown) = ShutdownTrigger::new();
     let parts = assemble(&config, store, cluster, replica_id, Arc::new(RtspSource), shutdown.clone()).await?;
     let (streams, detect, control_rate) = (parts.state.streams.clone(), parts.detection, parts.state.control_rate.clone());
+    let _mqtt = parts.mqtt;
     let router = crate::http::app(parts.state, &config.static_dir);
     let listener = TcpListener::bind(config.listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     info!(addr = %listener.local_addr()?, "HTTP listening; web UI at http://{}/", listener.local_addr()?);
@@ -137,6 +138,8 @@ pub(crate) struct Assembled {
     pub(crate) state: AppState,
     /// Detection, for the shutdown (its service is in `state`).
     pub(crate) detection: Option<Detection>,
+    /// The MQTT publisher of analytics events, while `[mqtt]` names a broker.
+    pub(crate) mqtt: Option<crate::out::mqtt::Mqtt>,
 }
 
 /// Starts the streams (pulling from `source`), their pipelines, detection and WebRTC, and
@@ -158,6 +161,7 @@ pub(crate) async fn assemble(
     let pipelines = Arc::new(Pipelines::new(streams.all().map(|rt| (&rt.id, &rt.hub)), config.feeds.viewer_queue));
     // Detection is optional: if its socket cannot be set up, video still runs.
     let events = Arc::new(EventFanout::default());
+    let mqtt = crate::out::mqtt::start(&config.mqtt, &replica_id, &events);
     let detection = match config.detect.enabled {
         true => match crate::detect::start(
             &config.detect,
@@ -193,7 +197,7 @@ pub(crate) async fn assemble(
         control_rate: ControlRate::new(&config.limits),
         shutdown,
     };
-    Ok(Assembled { state, detection })
+    Ok(Assembled { state, detection, mqtt })
 }
 
 /// Resolves on SIGINT or SIGTERM.

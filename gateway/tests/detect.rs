@@ -487,3 +487,35 @@ async fn lines_and_zones_turn_tracks_into_live_events() {
     let crossings = metric(&gw, "sightline_line_crossings_total{stream=\"yard\",line=\"middle\",direction=\"in\",label=\"circle\"}").await;
     assert!(crossings.unwrap_or(0.0) >= 1.0, "{crossings:?}");
 }
+
+#[tokio::test]
+async fn events_reach_an_mqtt_subscriber() {
+    let broker = Mosquitto::start();
+    // A subscriber first (mosquitto_sub, Debian's client), as an automation would be.
+    let sub = tokio::process::Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-t", "sightline/+/events", "-v", "-C", "3", "-W", "60"])
+        .kill_on_drop(true)
+        .output();
+    let sub = tokio::spawn(sub);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let config = format!(
+        "[mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\n{}[[streams]]\nid = \"yard\"\nurl = \"{{testcam}}\"\non_demand = false\n",
+        broker.port,
+        detect_config()
+    );
+    let gw = Gateway::start(&config);
+    let out = sub.await.unwrap().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "mosquitto_sub got 3 messages within 60 s: {stdout}\nlog:\n{}", gw.log_text());
+    let mut ids = std::collections::HashSet::new();
+    for line in stdout.lines() {
+        let (topic, payload) = line.split_once(' ').expect("topic and payload");
+        assert_eq!(topic, "sightline/yard/events");
+        let v: Value = serde_json::from_str(payload).unwrap();
+        assert_eq!((v["type"].as_str(), v["stream"].as_str()), (Some("event"), Some("yard")), "{v}");
+        assert!(ids.insert(v["id"].as_str().unwrap().to_owned()), "{v}");
+    }
+    assert_eq!(ids.len(), 3);
+    assert!(metric(&gw, "sightline_mqtt_published_total").await.unwrap_or(0.0) >= 3.0);
+    assert!(gw.log_text().contains("MQTT broker connected"));
+}

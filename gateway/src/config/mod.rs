@@ -56,6 +56,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Request, viewer and connection limits.
     pub limits: LimitsConfig,
+    /// Analytics events to an MQTT broker. Default off.
+    pub mqtt: MqttConfig,
     /// The cameras. Default: one stream `testcam` pulling the built-in test camera.
     pub streams: Vec<StreamConfig>,
 }
@@ -370,6 +372,37 @@ pub struct StreamConfig {
     pub lines: Vec<LineConfig>,
 }
 
+/// `[mqtt]`: every analytics event published as JSON on `{topic_prefix}/{stream}/events`
+/// (QoS 1), the topic layout Home Assistant and Frigate users wire into automations.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// The broker, `mqtt://host:port` (port default 1883). Default none: MQTT off.
+    pub url: Option<String>,
+    /// Topic prefix. Default `sightline`.
+    pub topic_prefix: Option<String>,
+    /// Client id. Default `sightline-{replica id}`.
+    pub client_id: Option<String>,
+}
+
+impl MqttConfig {
+    /// The broker's host and port, if MQTT is on. Errors name the bad URL.
+    pub fn broker(&self) -> Result<Option<(String, u16)>, String> {
+        let Some(raw) = &self.url else { return Ok(None) };
+        let url = url::Url::parse(raw).map_err(|e| format!("mqtt.url {}: {e}", redact_url(raw)))?;
+        if url.scheme() != "mqtt" {
+            return Err(format!("mqtt.url {} must be mqtt://host[:port]", redact_url(raw)));
+        }
+        let host = url.host_str().filter(|h| !h.is_empty()).ok_or_else(|| format!("mqtt.url {} has no host", redact_url(raw)))?;
+        Ok(Some((host.trim_start_matches('[').trim_end_matches(']').to_owned(), url.port().unwrap_or(1883))))
+    }
+
+    /// The topic prefix.
+    pub fn prefix(&self) -> &str {
+        self.topic_prefix.as_deref().unwrap_or("sightline")
+    }
+}
+
 /// Most zones or lines per stream.
 pub const MAX_GEOMETRY_PER_STREAM: usize = 100;
 
@@ -512,6 +545,7 @@ impl Default for Config {
             detect: DetectConfig::default(),
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
+            mqtt: MqttConfig::default(),
             streams: vec![stream],
         }
     }
@@ -620,6 +654,7 @@ impl Config {
         if let Some(bad) = self.webrtc.ice_servers.iter().find(|s| !["stun:", "turn:", "turns:"].iter().any(|p| s.url.starts_with(p))) {
             return Err(format!("webrtc.ice_servers: {:?} must start with stun:, turn: or turns:", bad.url));
         }
+        self.mqtt.broker()?;
         let d = &self.detect;
         if !PROVIDERS.contains(&d.provider.as_str()) {
             return Err(format!("detect.provider {:?} must be one of {PROVIDERS:?}", d.provider));
@@ -713,6 +748,10 @@ mod tests {
         assert!(outside.contains("outside 0..1"), "{outside}");
         let twice = with("[[streams.lines]]\nid = \"door\"\npoints = [[0.1, 0.1], [0.2, 0.5]]\n[[streams.zones]]\nid = \"door\"\npoints = [[0.1, 0.1], [0.5, 0.1], [0.5, 0.5]]\n").unwrap_err();
         assert!(twice.contains("used twice"), "{twice}");
+        let mqtt = Config::from_toml_str("[mqtt]\nurl = \"http://user:hunter2@broker\"\n").unwrap().validate().unwrap_err();
+        assert!(mqtt.contains("must be mqtt://") && !mqtt.contains("hunter2"), "{mqtt}");
+        let ok = Config::from_toml_str("[mqtt]\nurl = \"mqtt://broker.lan\"\n").unwrap();
+        assert_eq!(ok.mqtt.broker(), Ok(Some(("broker.lan".to_owned(), 1883))));
         let bad_id = with("[[streams.lines]]\nid = \"a b'; DROP TABLE\"\npoints = [[0.1, 0.1], [0.2, 0.5]]\n").unwrap_err();
         assert!(bad_id.contains("must be 1-64 characters"), "{bad_id}");
         let many: String = (0..=MAX_GEOMETRY_PER_STREAM)

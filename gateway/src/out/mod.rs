@@ -2,6 +2,7 @@
 //!
 //! - [`sse`]: `text/event-stream` with base64 JPEG frames, state, detections and the stop.
 //! - [`mjpeg`]: `multipart/x-mixed-replace` JPEG parts, for `<img>` and VLC.
+//! - [`mqtt`]: analytics events to an MQTT broker (not a viewer: no place, no end).
 //! - [`webrtc`]: WHEP sessions on str0m event loops, H.264 passed through, detections on
 //!   the data channel.
 //!
@@ -10,5 +11,6 @@
 //! gateway shuts down, or the viewer token expired.
 
 pub(crate) mod mjpeg;
+pub(crate) mod mqtt;
 pub(crate) mod sse;
 pub(crate) mod webrtc;

@@ -592,3 +592,41 @@ pub fn assert_boxes_on_shapes(d: &serde_json::Value, frame_data: &str) {
         assert!(best >= 0.5, "frame {n} (seq {}): {} at {:?}: best IoU {best:.2} in {d}", d["seq"], shape.kind.label(), truths[i]);
     }
 }
+
+/// Debian's Mosquitto on a free loopback port, killed on drop.
+pub struct Mosquitto {
+    child: std::process::Child,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    /// Starts it and waits until it listens.
+    pub fn start() -> Mosquitto {
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")).unwrap();
+        let child = std::process::Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("mosquitto is installed (scripts/deps.sh test)");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "mosquitto did not listen on {port}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Mosquitto { child, port, _dir: dir }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
