@@ -497,9 +497,15 @@ async fn events_reach_an_mqtt_subscriber() {
         .kill_on_drop(true)
         .output();
     let sub = tokio::spawn(sub);
+    let counts = tokio::process::Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-t", "sightline/yard/counts/+", "-v", "-C", "1", "-W", "60"])
+        .kill_on_drop(true)
+        .output();
+    let counts = tokio::spawn(counts);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let config = format!(
-        "[mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\n{}[[streams]]\nid = \"yard\"\nurl = \"{{testcam}}\"\non_demand = false\n",
+        "[mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\n{}[[streams]]\nid = \"yard\"\nurl = \"{{testcam}}\"\non_demand = false\n\
+         [[streams.lines]]\nid = \"middle\"\npoints = [[0.5, 0.0], [0.5, 1.0]]\n",
         broker.port,
         detect_config()
     );
@@ -518,4 +524,13 @@ async fn events_reach_an_mqtt_subscriber() {
     assert_eq!(ids.len(), 3);
     assert!(metric(&gw, "sightline_mqtt_published_total").await.unwrap_or(0.0) >= 3.0);
     assert!(gw.log_text().contains("MQTT broker connected"));
+    // The first crossing of the line publishes its counts (retained).
+    let out = counts.await.unwrap().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "a counts message within 60 s: {stdout}");
+    let (topic, payload) = stdout.trim().split_once(' ').expect("topic and payload");
+    assert_eq!(topic, "sightline/yard/counts/middle");
+    let v: Value = serde_json::from_str(payload).unwrap();
+    assert_eq!(v["line"], "middle");
+    assert_eq!(v["in"].as_u64().unwrap() + v["out"].as_u64().unwrap(), 1, "{v}");
 }
