@@ -18,7 +18,18 @@ pub fn workspace() -> PathBuf {
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    // Below Linux's ephemeral range (32768-60999 by default): a port in it can be taken by any
+    // outgoing connection, even by a connection to itself — a gateway retrying a camera that
+    // is not up yet self-connects when the kernel picks the camera's port as its source port,
+    // and the camera then cannot listen (seen in camera_down_at_start_comes_up_later).
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    loop {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = 10_000 + (std::process::id().wrapping_mul(7_919).wrapping_add(n.wrapping_mul(104_729)) % 10_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A gateway process with its own config; killed on drop.
