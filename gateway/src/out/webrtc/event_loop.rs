@@ -456,22 +456,9 @@ impl EventLoop {
         self.by_addr.retain(|_, v| *v != id);
         self.registry.remove(&id);
         self.count.store(self.sessions.len(), Ordering::Relaxed);
-        let key = TapKey { stream: s.stream.id.clone(), transcoded: s.transcode.is_some() };
-        if let Some(tap) = self.taps.get_mut(&key) {
-            tap.sessions -= 1;
-            if tap.sessions == 0 {
-                // Dropping the tap aborts its task.
-                self.taps.remove(&key);
-            }
-        }
+        release(&mut self.taps, &TapKey { stream: s.stream.id.clone(), transcoded: s.transcode.is_some() });
         if let Some(audio) = &s.audio {
-            let key = AudioTapKey { stream: s.stream.id.clone(), codec: audio.codec };
-            if let Some(tap) = self.audio_taps.get_mut(&key) {
-                tap.sessions -= 1;
-                if tap.sessions == 0 {
-                    self.audio_taps.remove(&key);
-                }
-            }
+            release(&mut self.audio_taps, &AudioTapKey { stream: s.stream.id.clone(), codec: audio.codec });
         }
     }
 
@@ -656,6 +643,16 @@ impl EventLoop {
                 info!(stream = %stream, session = %id, "WHEP session closed by the viewer");
                 self.remove(id);
             }
+        }
+    }
+}
+
+/// One session less on the tap at `key`; the last one gone drops the tap (aborting its task).
+fn release<K: std::hash::Hash + Eq>(taps: &mut HashMap<K, Tap>, key: &K) {
+    if let Some(tap) = taps.get_mut(key) {
+        tap.sessions -= 1;
+        if tap.sessions == 0 {
+            taps.remove(key);
         }
     }
 }
