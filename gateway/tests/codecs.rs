@@ -291,8 +291,12 @@ async fn audio_off_or_unsupported_is_said_and_video_goes_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rtp_over_udp_with_loss_and_reordering_keeps_every_output_going() {
     let _one = ONE_AT_A_TIME.lock().await;
-    // 0.3 % of the video's RTP packets dropped, 1 % held back 5-40 ms (behind later ones).
-    let cam = GstCamera::start(free_port(), &["--transport", "udp", "--drop", "0.003", "--reorder", "0.01"]);
+    // 0.3 % of the video's RTP packets dropped, 1 % held back 5-40 ms (behind later ones). A
+    // lost packet breaks its picture and every one after it up to the next keyframe (passed
+    // through, nothing can repair it; Chromium asks for a keyframe, gets the cached GOP, and
+    // waits for the camera's next IDR when the loss hit the cached GOP). A 1 s GOP, as many
+    // cameras send: with 2 s, one loss in a keyframe froze Chromium for 2.8 s in one CI run.
+    let cam = GstCamera::start(free_port(), &["--transport", "udp", "--drop", "0.003", "--reorder", "0.01", "--gop", "25"]);
     let gw = Gateway::start_with(&format!("[[streams]]\nid = \"lossy\"\nurl = \"{}\"\ntransport = \"udp\"\n", cam.url()), false);
     let mut feed = Feed::open(&gw.url("/api/streams/lossy/feed?fps=10")).await;
     let frames = feed.frames_for(Duration::from_secs(5)).await;
@@ -302,10 +306,11 @@ async fn rtp_over_udp_with_loss_and_reordering_keeps_every_output_going() {
         assert_eq!((pic.width, pic.height), (1280, 720));
     }
     drop(feed);
-    let r = browser_whep(&gw, "lossy", 5).await;
+    // 200 pictures in 8 s; about 0.5 losses a second, each costing the rest of its GOP.
+    let r = browser_whep(&gw, "lossy", 8).await;
     eprintln!("lossy WebRTC: {r}");
-    assert!(r["framesDecoded"].as_u64().unwrap_or(0) >= 60, "Chromium plays through the loss: {r}");
-    assert!(r["lastSecondsFrames"].as_u64().unwrap_or(0) >= 30, "and is still playing at the end: {r}");
+    assert!(r["framesDecoded"].as_u64().unwrap_or(0) >= 80, "Chromium plays through the loss: {r}");
+    assert!(r["lastSecondsFrames"].as_u64().unwrap_or(0) >= 10, "and is still playing in the last 3 s: {r}");
     let h = health(&gw, "lossy").await;
     assert_eq!(h["state"], "playing", "{h}");
     assert!(h["packets_lost"].as_u64().unwrap_or(0) > 0, "the loss is in the status: {h}");
