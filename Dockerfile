@@ -21,7 +21,11 @@ FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \
         libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --home /opt/sightline sightline
+    && useradd --system --uid 10001 --home /opt/sightline sightline \
+    && install -d -o sightline /var/lib/sightline
+# The SQLite event database (and later recordings): a volume the gateway's user can write.
+ENV SIGHTLINE_DATA_DIR=/var/lib/sightline
+VOLUME /var/lib/sightline
 # infer-worker next to gateway: the gateway spawns it from its own directory.
 COPY --from=build /src/target/release/gateway /src/target/release/infer-worker /src/target/release/loadtest /src/target/release/sightline /usr/local/bin/
 COPY --from=onnxruntime /usr/local/lib/libonnxruntime.so.* /usr/local/lib/

@@ -33,6 +33,7 @@ camera=$!
 trap 'kill $camera 2>/dev/null; rm -rf "$dir"' EXIT
 {
   echo "listen = \"127.0.0.1:$port\""
+  echo "data_dir = \"$dir/data\""
   echo "[testcam]"; echo "enabled = false"
   echo "[webrtc]"; echo "udp_port = 0"
   echo "[detect]"; echo "model = \"$model\""; echo "workers = $workers"; echo "threads = 1"; echo "fps = 25"

@@ -47,7 +47,7 @@ def main():
             port = free_port()
             cfg = os.path.join(tmp, f"{rid}.toml")
             with open(cfg, "w") as f:
-                f.write(f'listen = "127.0.0.1:{port}"\nreplica_id = "{rid}"\nstatic_dir = "{ROOT}/static"\n'
+                f.write(f'listen = "127.0.0.1:{port}"\nreplica_id = "{rid}"\nstatic_dir = "{ROOT}/static"\ndata_dir = "{tmp}/{rid}-data"\n'
                         f'[state]\nredis_url = "redis://127.0.0.1:{rport}"\n[webrtc]\nenabled = false\n'
                         f'[testcam]\nenabled = false\n[[streams]]\nid = "cam"\nurl = "rtsp://127.0.0.1:9/none"\nactive = false\n')
             procs.append(subprocess.Popen([GATEWAY, "--config", cfg], stderr=subprocess.DEVNULL))

@@ -121,7 +121,7 @@ class Run:
         port = free_port()
         cfg = os.path.join(self.dir, f"{name}.toml")
         with open(cfg, "w") as f:
-            f.write(f'listen = "127.0.0.1:{port}"\nstatic_dir = "{ROOT}/static"\n{toml}')
+            f.write(f'listen = "127.0.0.1:{port}"\nstatic_dir = "{ROOT}/static"\ndata_dir = "{self.dir}/{name}-data"\n{toml}')
         g = Proc(name, [self.bin("gateway"), "--config", cfg], self.dir, {"RUST_LOG": "info", "NO_COLOR": "1", **(env or {})})
         g.start()
         g.base = f"http://127.0.0.1:{port}"

@@ -28,8 +28,9 @@ ALLOWED = {
     "stream": {"core", "config", "metrics", "source", "state"},
     "pipeline": {"core", "stream"},
     "detect": {"core", "config", "pipeline", "state", "stream"},
+    "archive": {"core", "config", "pipeline"},
     "out": {"core", "config", "metrics", "pipeline", "state", "stream"},
-    "http": {"core", "config", "metrics", "auth", "state", "stream", "pipeline", "detect", "out"},
+    "http": {"core", "config", "metrics", "auth", "state", "stream", "pipeline", "detect", "out", "archive"},
     "app": None,
 }
 

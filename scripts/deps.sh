@@ -3,7 +3,8 @@
 #   scripts/deps.sh build        cmake + nasm (bundled libjpeg-turbo, openh264 assembly), FFmpeg's
 #                                libraries (libavcodec decodes H.264/H.265) with clang for their bindings
 #   scripts/deps.sh build test   + the real components the tests run: GStreamer's RTSP server
-#                                (with Debian's python3-gi), ffmpeg/ffprobe, Chromium, Redis, nginx, Mosquitto
+#                                (with Debian's python3-gi), ffmpeg/ffprobe, Chromium, Redis, nginx, Mosquitto,
+#                                PostgreSQL (the tests start their own server with initdb/pg_ctl)
 set -euo pipefail
 
 packages=()
@@ -12,7 +13,7 @@ for group in "$@"; do
     build) packages+=(cmake nasm pkg-config clang libclang-dev libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev) ;;
     test) packages+=(ffmpeg chromium redis-server nginx-light gstreamer1.0-tools gstreamer1.0-libav python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp
                      gstreamer1.0-plugins-base gstreamer1.0-plugins-good
-                     gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-x mosquitto mosquitto-clients) ;;
+                     gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-x mosquitto mosquitto-clients postgresql) ;;
     *) echo "deps.sh: unknown group $group (build, test)" >&2; exit 2 ;;
   esac
 done

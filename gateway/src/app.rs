@@ -73,6 +73,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (shutdown_trigger, shutdown) = ShutdownTrigger::new();
     let parts = assemble(&config, store, cluster, replica_id, Arc::new(RtspSource), shutdown.clone()).await?;
     let (streams, detect, control_rate) = (parts.state.streams.clone(), parts.detection, parts.state.control_rate.clone());
+    let archive = parts.state.archive.clone();
     let _mqtt = parts.mqtt;
     let router = crate::http::app(parts.state, &config.static_dir);
     let listener = TcpListener::bind(config.listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
@@ -119,6 +120,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     redis.leave().await;
                 }
             },
+            archive.stopped(),
         )
     };
     let left = SHUTDOWN_DEADLINE.saturating_sub(began.elapsed());
@@ -161,6 +163,7 @@ pub(crate) async fn assemble(
     let pipelines = Arc::new(Pipelines::new(streams.all().map(|rt| (&rt.id, &rt.hub)), config.feeds.viewer_queue));
     // Detection is optional: if its socket cannot be set up, video still runs.
     let events = Arc::new(EventFanout::default());
+    let archive = crate::archive::Archive::start(config, &replica_id, &events, shutdown.clone());
     let mqtt = crate::out::mqtt::start(&config.mqtt, &replica_id, &events);
     let detection = match config.detect.enabled {
         true => match crate::detect::start(
@@ -188,6 +191,7 @@ pub(crate) async fn assemble(
         pipelines,
         detect: detection.as_ref().map(|d| d.service().clone()),
         events,
+        archive,
         webrtc,
         store,
         feeds: config.feeds.clone(),

@@ -13,6 +13,7 @@
 //! out/sse, out/mjpeg, out/webrtc
 //!              one transport each: SSE events, multipart JPEG, WHEP sessions on str0m loops
 //! detect       worker processes, scheduler, connections, lease, cross-replica relay
+//! archive      analytics events stored (SQLite | PostgreSQL) with snapshots, retention
 //! pipeline     decode, JPEG encode, decimation; knows no consumer
 //! stream       hub (fan-out + GOP cache), ingest, on-demand pull, runtime, registry, viewers
 //! source       the camera-source trait; RTSP through retina
@@ -62,6 +63,7 @@
 //!    serialized once ([`core::detections::Detections::json`]).
 
 pub(crate) mod app;
+pub(crate) mod archive;
 pub mod auth;
 pub mod config;
 pub mod core;

@@ -486,6 +486,62 @@ async fn lines_and_zones_turn_tracks_into_live_events() {
     assert!(metric(&gw, "sightline_events_total{stream=\"yard\",kind=\"line_crossed\"}").await.unwrap_or(0.0) >= 2.0);
     let crossings = metric(&gw, "sightline_line_crossings_total{stream=\"yard\",line=\"middle\",direction=\"in\",label=\"circle\"}").await;
     assert!(crossings.unwrap_or(0.0) >= 1.0, "{crossings:?}");
+    stored_as_seen(&gw, &seen).await;
+}
+
+/// Every event seen live is stored (SQLite under the gateway's data_dir) as it was sent, with
+/// a snapshot: the frame, 1280x720, with the object's box outlined in yellow.
+async fn stored_as_seen(gw: &Gateway, seen: &HashMap<String, Vec<Value>>) {
+    let live: Vec<&Value> = seen.values().flatten().collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stored = loop {
+        let (status, page) = get_json(&gw.url("/api/events?stream=yard&label=circle&limit=500")).await;
+        assert_eq!(status, 200, "{page}");
+        let stored: HashMap<String, Value> =
+            page["events"].as_array().unwrap().iter().map(|e| (e["id"].as_str().unwrap().to_owned(), e.clone())).collect();
+        if live.iter().all(|e| stored.contains_key(e["id"].as_str().unwrap())) || Instant::now() > deadline {
+            break stored;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for e in &live {
+        let s = stored.get(e["id"].as_str().unwrap()).unwrap_or_else(|| panic!("stored: {e}"));
+        for field in ["kind", "track_id", "line", "direction", "zone", "ts_ms", "seq", "rtp_timestamp", "snapshot"] {
+            assert_eq!(s[field], e[field], "{field}: stored {s}, live {e}");
+        }
+    }
+    let zone_only = get_json(&gw.url("/api/events?stream=yard&zone=left")).await.1;
+    assert!(zone_only["events"].as_array().unwrap().iter().all(|e| e["zone"] == "left"), "{zone_only}");
+    // The snapshot of a crossing: the yellow outline where the box's top edge is.
+    let crossing = &seen["line_crossed"][0];
+    let (_, one) = get_json(&gw.url(&format!("/api/events/{}", crossing["id"].as_str().unwrap()))).await;
+    assert_eq!(one["id"], crossing["id"], "{one}");
+    let url = gw.url(crossing["snapshot"].as_str().expect("a crossing has a snapshot"));
+    let resp = reqwest::get(&url).await.unwrap();
+    assert_eq!(resp.headers()["content-type"], "image/jpeg");
+    let jpeg = resp.bytes().await.unwrap();
+    let img = turbojpeg::decompress(&jpeg, turbojpeg::PixelFormat::RGB).expect("a valid JPEG");
+    assert_eq!((img.width, img.height), (1280, 720));
+    let b = &crossing["box"];
+    let x = ((b["x"].as_f64().unwrap() + b["w"].as_f64().unwrap() / 2.0) * 1280.0) as usize;
+    let y = (b["y"].as_f64().unwrap() * 720.0) as usize + 1;
+    let px = &img.pixels[y * img.pitch + x * 3..][..3];
+    assert!(px[0] > 180 && px[1] > 180 && px[2] < 100, "yellow outline at ({x}, {y}): {px:?}");
+    assert_eq!(reqwest::get(&gw.url("/api/events/0000000000000000/snapshot.jpg")).await.unwrap().status(), 404);
+    // Counts: at least the crossings seen, per direction.
+    let (_, counts) = get_json(&gw.url("/api/streams/yard/counts")).await;
+    for direction in ["in", "out"] {
+        let counted: u64 = counts["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["line"] == "middle" && c["direction"] == direction && c["label"] == "circle")
+            .map(|c| c["count"].as_u64().unwrap())
+            .sum();
+        let live = seen["line_crossed"].iter().filter(|e| e["direction"] == direction).count() as u64;
+        assert!(counted >= live, "{direction}: counted {counted}, seen {live}: {counts}");
+    }
+    assert!(metric(gw, "sightline_events_stored_total{stream=\"yard\"}").await.unwrap_or(0.0) >= live.len() as f64);
 }
 
 #[tokio::test]

@@ -58,6 +58,11 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Analytics events to an MQTT broker. Default off.
     pub mqtt: MqttConfig,
+    /// Where the gateway keeps its files (the SQLite event database). Created when missing.
+    /// Default `data` (relative to the working directory).
+    pub data_dir: PathBuf,
+    /// Analytics event storage.
+    pub events: EventsConfig,
     /// The cameras. Default: one stream `testcam` pulling the built-in test camera.
     pub streams: Vec<StreamConfig>,
 }
@@ -403,6 +408,48 @@ impl MqttConfig {
     }
 }
 
+/// `[events]`: where analytics events are stored and for how long.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// `postgres://user:password@host:port/db`: store events in PostgreSQL, shared by every
+    /// replica. Default none: an SQLite file, `{data_dir}/events.db`, for this replica alone.
+    pub database_url: Option<String>,
+    /// Events older than this are deleted (with their snapshots). Default `30d`.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Most events kept per stream; the oldest go first. Default 100000.
+    pub max_per_stream: u64,
+    /// JPEG quality (1-100) of each event's snapshot, the frame it happened on with the
+    /// object's box drawn; 0: no snapshots. Default 80.
+    pub snapshot_quality: u8,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig { database_url: None, max_age: Duration::from_secs(30 * 86_400), max_per_stream: 100_000, snapshot_quality: 80 }
+    }
+}
+
+impl EventsConfig {
+    /// Checks the database URL's scheme and the numbers. Errors never show the password.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(raw) = &self.database_url {
+            let url = url::Url::parse(raw).map_err(|e| format!("events.database_url {}: {e}", redact_url(raw)))?;
+            if !matches!(url.scheme(), "postgres" | "postgresql") {
+                return Err(format!("events.database_url {} must be postgres://user:password@host:port/db", redact_url(raw)));
+            }
+        }
+        if self.snapshot_quality > 100 {
+            return Err("events.snapshot_quality must be 0 (no snapshots) to 100".into());
+        }
+        if self.max_per_stream == 0 || self.max_age.is_zero() {
+            return Err("events.max_per_stream and events.max_age must be more than 0".into());
+        }
+        Ok(())
+    }
+}
+
 /// Most zones or lines per stream.
 pub const MAX_GEOMETRY_PER_STREAM: usize = 100;
 
@@ -546,6 +593,8 @@ impl Default for Config {
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
             mqtt: MqttConfig::default(),
+            data_dir: PathBuf::from("data"),
+            events: EventsConfig::default(),
             streams: vec![stream],
         }
     }
@@ -655,6 +704,7 @@ impl Config {
             return Err(format!("webrtc.ice_servers: {:?} must start with stun:, turn: or turns:", bad.url));
         }
         self.mqtt.broker()?;
+        self.events.validate()?;
         let d = &self.detect;
         if !PROVIDERS.contains(&d.provider.as_str()) {
             return Err(format!("detect.provider {:?} must be one of {PROVIDERS:?}", d.provider));

@@ -76,6 +76,20 @@ pub enum Error {
         /// The session id asked for (cut to 40 characters).
         session: String,
     },
+    /// No such stored event (or no snapshot stored for it).
+    #[error("no {what} {id:?}")]
+    UnknownEvent {
+        /// `event` or `snapshot of event`.
+        what: &'static str,
+        /// The id asked for (cut to 40 characters).
+        id: String,
+    },
+    /// The event database cannot be reached or is not open yet.
+    #[error("event database unavailable: {cause}")]
+    EventsUnavailable {
+        /// What failed (logged, not sent to clients).
+        cause: String,
+    },
     /// The stream is stopped.
     #[error("stream {stream:?} is stopped; POST /api/streams/{stream}/start first")]
     StreamStopped {
@@ -207,7 +221,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         use Error::*;
         match self {
-            UnknownStream { .. } | UnknownRoute { .. } | UnknownSession { .. } => ErrorKind::NotFound,
+            UnknownStream { .. } | UnknownRoute { .. } | UnknownSession { .. } | UnknownEvent { .. } => ErrorKind::NotFound,
             StreamStopped { .. } => ErrorKind::Conflict,
             BadRequest(_) => ErrorKind::BadRequest,
             Unauthenticated { .. } => ErrorKind::Unauthenticated,
@@ -217,7 +231,7 @@ impl Error {
             RateLimited { .. } => ErrorKind::RateLimited,
             HeadersTooLarge(_) => ErrorKind::HeadersTooLarge,
             ViewersPerStream { .. } | Viewers { .. } | WebrtcSessions { .. } | ShuttingDown => ErrorKind::AtCapacity,
-            StoreUnavailable { .. } | WebrtcDisabled | WebrtcStopping | NoTokenSecret => ErrorKind::Unavailable,
+            StoreUnavailable { .. } | EventsUnavailable { .. } | WebrtcDisabled | WebrtcStopping | NoTokenSecret => ErrorKind::Unavailable,
             Redirect { .. } => ErrorKind::Redirect,
             Whep { .. } => ErrorKind::Whep,
             CameraUrl { .. } | Rtsp { .. } | NoVideo { .. } | Stalled { .. } | CameraEnded { .. } => ErrorKind::Camera,

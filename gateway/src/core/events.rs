@@ -1,12 +1,14 @@
 //! Analytics events (issue #13): what tracked objects did on a stream (crossed a line,
 //! entered, left or loitered in a zone, appeared, left the picture), made where detection
 //! runs and carried to `GET /api/events/live` subscribers as `Arc<AnalyticsEvent>`,
-//! serialized once.
+//! serialized once, and to the event archive (with the picture, for its snapshot).
 
 use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
+
+use super::frame::Picture;
 
 /// Events queued per live subscriber before it skips the oldest.
 const EVENT_QUEUE: usize = 256;
@@ -81,6 +83,9 @@ pub struct AnalyticsEvent {
     /// What happened, to what, where.
     #[serde(flatten)]
     pub event: NewEvent,
+    /// Where its snapshot (a JPEG of the frame with the box drawn) is served, once stored:
+    /// `/api/events/{id}/snapshot.jpg`; `null` when it has none.
+    pub snapshot: Option<String>,
     #[serde(skip)]
     json: OnceLock<Arc<str>>,
 }
@@ -137,7 +142,7 @@ impl AnalyticsEvent {
             "{:016x}",
             fnv1a(&[e.stream.as_bytes(), e.kind.as_str().as_bytes(), place.as_bytes(), &e.track_id.to_le_bytes(), &e.ts_ms.to_le_bytes()])
         );
-        AnalyticsEvent { message_type: "event", id, event: e, json: OnceLock::new() }
+        AnalyticsEvent { message_type: "event", id, event: e, snapshot: None, json: OnceLock::new() }
     }
 
     /// The JSON text, serialized on first use.
@@ -149,24 +154,62 @@ impl AnalyticsEvent {
     }
 }
 
-/// Every stream's events to live subscribers; a slow subscriber loses the oldest.
+/// An event on its way to storage, with the picture it happened on (for its snapshot).
+#[derive(Debug)]
+pub struct Recorded {
+    /// The event, as live subscribers got it.
+    pub event: Arc<AnalyticsEvent>,
+    /// Its frame, when the snapshot is to be made from it.
+    pub picture: Option<Arc<Picture>>,
+}
+
+/// Where stored events go: the archive's queue, and whether it makes snapshots.
+#[derive(Debug)]
+struct ArchiveSink {
+    queue: mpsc::Sender<Recorded>,
+    snapshots: bool,
+}
+
+/// Every stream's events to live subscribers (a slow subscriber loses the oldest) and to the
+/// archive (a bounded queue; when it is full, the event is live only, counted and logged).
 #[derive(Debug)]
 pub struct EventFanout {
     tx: broadcast::Sender<Arc<AnalyticsEvent>>,
+    archive: OnceLock<ArchiveSink>,
 }
 
 impl Default for EventFanout {
     fn default() -> Self {
-        EventFanout { tx: broadcast::channel(EVENT_QUEUE).0 }
+        EventFanout { tx: broadcast::channel(EVENT_QUEUE).0, archive: OnceLock::new() }
     }
 }
 
 impl EventFanout {
-    /// Sends an event to every subscriber (none: dropped).
-    pub fn publish(&self, event: AnalyticsEvent) {
+    /// Sends every event from now on to `queue` too (once; later calls are ignored);
+    /// `snapshots`: the archive stores a snapshot for events published with a picture.
+    pub fn attach_archive(&self, queue: mpsc::Sender<Recorded>, snapshots: bool) {
+        let _ = self.archive.set(ArchiveSink { queue, snapshots });
+    }
+
+    /// Sends an event to every subscriber (none: dropped) and to the archive, with the
+    /// picture it happened on (`None`: no snapshot).
+    pub fn publish(&self, mut event: AnalyticsEvent, picture: Option<Arc<Picture>>) {
         let e = &event.event;
         metrics::counter!("sightline_events_total", "stream" => e.stream.clone(), "kind" => e.kind.as_str()).increment(1);
-        let _ = self.tx.send(Arc::new(event));
+        let archive = self.archive.get();
+        let picture = picture.filter(|_| archive.is_some_and(|a| a.snapshots));
+        if picture.is_some() {
+            event.snapshot = Some(format!("/api/events/{}/snapshot.jpg", event.id));
+        }
+        let event = Arc::new(event);
+        if let Some(archive) = archive
+            && let Err(e) = archive.queue.try_send(Recorded { event: event.clone(), picture })
+        {
+            let stream = &e.into_inner().event.event.stream;
+            metrics::counter!("sightline_events_unstored_total", "stream" => stream.clone()).increment(1);
+            tracing::warn!(stream = %stream, id = %event.id, "event archive queue full or closed: event not stored (live only)");
+        }
+        let _ = self.tx.send(event);
     }
 
     /// Events from now on.

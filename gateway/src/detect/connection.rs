@@ -220,7 +220,7 @@ impl Conn<'_> {
             })
             .await?;
         match answer {
-            Message::Detections(d) => self.publish(&picture, d),
+            Message::Detections(d) => self.publish(picture, d),
             Message::Failure(f) => {
                 metrics::counter!("sightline_detect_failures_total", &labels).increment(1);
                 warn!(stream = %picture.meta.stream, seq, worker = self.id, error = %f.message, "worker could not process a frame");
@@ -250,7 +250,7 @@ impl Conn<'_> {
         Ok(())
     }
 
-    fn publish(&self, picture: &Picture, d: wire::Detections) {
+    fn publish(&self, picture: Picture, d: wire::Detections) {
         let (w, h) = (picture.meta.width as f32, picture.meta.height as f32);
         let boxes: Vec<NormalizedBox> = d
             .boxes
@@ -277,7 +277,7 @@ impl Conn<'_> {
         metrics::counter!("sightline_detect_boxes_total", &labels).increment(boxes.len() as u64);
         metrics::histogram!("sightline_detect_inference_seconds", &labels).record(f64::from(d.infer_ms) / 1000.0);
         metrics::histogram!("sightline_detect_frame_to_box_seconds", &labels).record(f64::from(latency_ms) / 1000.0);
-        self.detect.publish(Detections::new(picture.meta.clone(), boxes, d.infer_ms, latency_ms));
+        self.detect.publish(Detections::new(picture.meta.clone(), boxes, d.infer_ms, latency_ms), Some(picture));
     }
 }
 

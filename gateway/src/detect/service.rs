@@ -17,6 +17,7 @@ use crate::config::DetectConfig;
 use crate::core::StreamId;
 use crate::core::detections::{DetectionFanout, Detections, NormalizedBox};
 use crate::core::events::{AnalyticsEvent, EventBox, EventFanout, EventKind, NewEvent};
+use crate::core::frame::Picture;
 use crate::core::shutdown::{Shutdown, ShutdownTrigger};
 
 /// Detection status of a stream, as the API shows it.
@@ -162,11 +163,14 @@ impl Detect {
 
     /// Gives each box of a message this replica produced its track id (see `track`), then
     /// sends it to the stream's subscribers, and to the other replicas when the store is
-    /// shared.
-    pub(crate) fn publish(&self, mut message: Detections) {
+    /// shared. The events its objects made go out with `picture` (the frame the worker saw,
+    /// for their snapshots).
+    pub(crate) fn publish(&self, mut message: Detections, picture: Option<Picture>) {
         if let Some(tracking) = self.trackers.get(&message.frame.stream) {
-            for event in tracking.lock().follow(&mut message) {
-                self.events.publish(event);
+            let events = tracking.lock().follow(&mut message);
+            let picture = picture.filter(|_| !events.is_empty()).map(Arc::new);
+            for event in events {
+                self.events.publish(event, picture.clone());
             }
         }
         let message = Arc::new(message);

@@ -71,6 +71,7 @@ fn whep_kind(e: &WhepError) -> &'static str {
 fn public_detail(e: &Error, status: StatusCode) -> String {
     match e {
         Error::StoreUnavailable { .. } => "the state store is unavailable; retry shortly".into(),
+        Error::EventsUnavailable { .. } => "the event database is unavailable; retry shortly".into(),
         _ if status.is_server_error() && e.kind() != ErrorKind::AtCapacity && e.kind() != ErrorKind::Unavailable => {
             "internal error (logged on the gateway)".into()
         }

@@ -57,7 +57,11 @@ pub(crate) fn app(state: AppState, static_dir: &std::path::Path) -> Router {
             "/api/streams/{id}/whep/{session}",
             axum::routing::patch(whep::whep_patch).delete(whep::whep_delete).layer(DefaultBodyLimit::max(MAX_SDP_BYTES)),
         )
+        .route("/api/events", get(events::search_events))
         .route("/api/events/live", get(events::live_events))
+        .route("/api/events/{id}", get(events::get_event))
+        .route("/api/events/{id}/snapshot.jpg", get(events::event_snapshot))
+        .route("/api/streams/{id}/counts", get(events::stream_counts))
         .route("/api/tokens", post(ops::mint_token))
         .route("/api/openapi.json", get(openapi::serve))
         .route("/api/{*rest}", axum::routing::any(api_not_found))

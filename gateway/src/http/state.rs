@@ -28,6 +28,8 @@ pub(crate) struct AppState {
     pub(crate) detect: Option<Arc<Detect>>,
     /// Analytics events (made by detection; none without it).
     pub(crate) events: Arc<EventFanout>,
+    /// Stored analytics events.
+    pub(crate) archive: Arc<crate::archive::Archive>,
     /// WHEP sessions; `None` when `webrtc.enabled = false`.
     pub(crate) webrtc: Option<Arc<Webrtc>>,
     /// The state store (for readiness).

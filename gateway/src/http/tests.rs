@@ -69,6 +69,8 @@ struct Gateway {
     events: Arc<crate::core::events::EventFanout>,
     trigger: ShutdownTrigger,
     _camera: Option<Arc<testcam::TestCamera>>,
+    /// `data_dir`: the SQLite event database.
+    _data: tempfile::TempDir,
 }
 
 /// A gateway on `toml` (over the defaults: one stream `testcam`, WebRTC on a free UDP port,
@@ -78,6 +80,8 @@ async fn gateway(toml: &str, frames: bool) -> Gateway {
     config.detect.enabled = false;
     config.webrtc.udp_port = 0;
     config.webrtc.loops = 1;
+    let data = tempfile::tempdir().unwrap();
+    config.data_dir = data.path().to_owned();
     config.validate().unwrap();
     let camera = frames.then(|| {
         let small = testcam::TestCamSettings { width: 320, height: 240, bitrate_kbps: 300, ..Default::default() };
@@ -89,7 +93,20 @@ async fn gateway(toml: &str, frames: bool) -> Gateway {
     let parts = crate::app::assemble(&config, store.clone(), store, "replica-1".into(), source, shutdown).await.unwrap();
     let static_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../static");
     let events = parts.state.events.clone();
-    Gateway { app: super::app(parts.state, &static_dir), events, trigger, _camera: camera }
+    Gateway { app: super::app(parts.state, &static_dir), events, trigger, _camera: camera, _data: data }
+}
+
+/// `GET path` with `token` as a bearer token (none when empty): status, headers, body.
+async fn get_as(app: &Router, path: &str, token: &str) -> (u16, HeaderMap, Bytes) {
+    let req = if token.is_empty() { Request::get(path) } else { bearer(Request::get(path), token) };
+    let (status, headers, body) = call(app, req.body(Body::empty()).unwrap()).await;
+    (status.as_u16(), headers, body)
+}
+
+/// [`get_as`], the body as JSON.
+async fn json_as(app: &Router, path: &str, token: &str) -> (u16, Value) {
+    let (status, _, body) = get_as(app, path, token).await;
+    (status, json_of(&body))
 }
 
 /// The answer to `req`: status, headers and the whole body.
@@ -313,9 +330,9 @@ async fn live_events_follow_filters_and_viewer_tokens() {
             bbox: None,
         })
     };
-    gw.events.publish(event("testcam", EventKind::LineCrossed, 1));
-    gw.events.publish(event("door", EventKind::ZoneEnter, 2));
-    gw.events.publish(event("door", EventKind::LineCrossed, 3));
+    gw.events.publish(event("testcam", EventKind::LineCrossed, 1), None);
+    gw.events.publish(event("door", EventKind::ZoneEnter, 2), None);
+    gw.events.publish(event("door", EventKind::LineCrossed, 3), None);
     let events = tokio::time::timeout(Duration::from_secs(5), sse_events(resp.into_body(), |event, _| event == "event")).await.unwrap();
     let (_, data) = events.last().unwrap();
     let v: Value = serde_json::from_str(data).unwrap();
@@ -325,6 +342,136 @@ async fn live_events_follow_filters_and_viewer_tokens() {
         "{events:?}"
     );
     assert_eq!(events.iter().filter(|(e, _)| e == "event").count(), 1);
+}
+
+#[tokio::test]
+async fn stored_events_are_searched_paged_counted_and_scoped() {
+    use crate::core::events::{AnalyticsEvent, EventBox, EventKind, NewEvent};
+    use crate::core::frame::Picture;
+    let toml = format!(
+        "[auth]\nmode = \"on\"\ncontrol_tokens = [\"{CONTROL}\"]\njwt_secret = \"{SECRET}\"\n\n[[streams]]\nid = \"door\"\nurl = \"rtsp://127.0.0.1:9/door\"\n\n[[streams]]\nid = \"yard\"\nurl = \"rtsp://127.0.0.1:9/yard\"\n"
+    );
+    let gw = gateway(&toml, false).await;
+    let mint = bearer(Request::post("/api/tokens"), CONTROL).header("content-type", "application/json");
+    let (_, _, body) = call(&gw.app, mint.body(Body::from(r#"{"streams":["door"],"ttl_s":60}"#)).unwrap()).await;
+    let viewer = json_of(&body)["token"].as_str().unwrap().to_owned();
+    let app = &gw.app;
+    // 2026-11-29T03:00:00Z plus i seconds; a 64x64 grey picture for the snapshots.
+    let t0: u64 = 1_795_921_200_000;
+    let meta = media::FrameMeta {
+        stream: "door".into(),
+        seq: 1,
+        rtp_timestamp: media::RtpTimestamp::new(0),
+        capture_ms: t0,
+        width: 64,
+        height: 64,
+    };
+    let picture =
+        Arc::new(Picture { meta, full_range: true, planes: vec![128; Picture::packed_len(64, 64)], offered: std::time::Instant::now() });
+    let mut ids = Vec::new();
+    for i in 0..5u64 {
+        let (stream, kind) = if i == 4 { ("yard", EventKind::ZoneEnter) } else { ("door", EventKind::LineCrossed) };
+        let e = AnalyticsEvent::new(NewEvent {
+            kind,
+            stream: stream.into(),
+            label: if i == 3 { "'; DROP TABLE events; --".into() } else { "person".into() },
+            track_id: i,
+            line: (kind == EventKind::LineCrossed).then(|| "entry".into()),
+            direction: (kind == EventKind::LineCrossed).then_some(if i.is_multiple_of(2) { "in" } else { "out" }),
+            zone: (kind == EventKind::ZoneEnter).then(|| "porch".into()),
+            inside_ms: None,
+            ts_ms: t0 + i * 1000,
+            seq: i,
+            rtp_timestamp: 0,
+            bbox: Some(EventBox { x: 0.25, y: 0.25, w: 0.5, h: 0.5 }),
+        });
+        ids.push(e.id.clone());
+        gw.events.publish(e, Some(picture.clone()));
+    }
+    // Stored shortly after (the writer is asynchronous).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, page) = json_as(app, "/api/events", CONTROL).await;
+        if status == 200 && page["events"].as_array().unwrap().len() == 5 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{status} {page}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Paging with cursors, newest first: 2 + 2 + 1.
+    let mut seen = Vec::new();
+    let mut path = "/api/events?limit=2".to_owned();
+    loop {
+        let (status, page) = json_as(app, &path, CONTROL).await;
+        assert_eq!(status, 200, "{page}");
+        seen.extend(page["events"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap().to_owned()));
+        match page["next_cursor"].as_str() {
+            Some(c) => path = format!("/api/events?limit=2&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids.iter().rev().cloned().collect::<Vec<_>>());
+    // Filters; times as RFC 3339 (with an offset) or Unix ms.
+    let (_, page) =
+        json_as(app, "/api/events?kind=line_crossed&label=person&from=2026-11-29T04:00:01%2B01:00&to=1795921203000", CONTROL).await;
+    let got: Vec<u64> = page["events"].as_array().unwrap().iter().map(|e| e["track_id"].as_u64().unwrap()).collect();
+    assert_eq!(got, vec![2, 1], "{page}");
+    let (_, page) = json_as(app, "/api/events?label=%27%3B%20DROP%20TABLE%20events%3B%20--", CONTROL).await;
+    assert_eq!(page["events"][0]["track_id"], 3, "an SQL-looking label is only a label: {page}");
+    // A viewer token sees its stream's events only, and nothing of the others.
+    let (_, page) = json_as(app, "/api/events", &viewer).await;
+    assert_eq!(page["events"].as_array().unwrap().len(), 4, "{page}");
+    assert_eq!(json_as(app, "/api/events?stream=yard", &viewer).await.0, 403);
+    assert_eq!(json_as(app, &format!("/api/events/{}", ids[4]), &viewer).await.0, 404);
+    assert_eq!(json_as(app, &format!("/api/events/{}/snapshot.jpg", ids[4]), &viewer).await.0, 404);
+    assert_eq!(json_as(app, "/api/streams/yard/counts", &viewer).await.0, 403);
+    assert_eq!(json_as(app, "/api/events", "").await.0, 401);
+    // One event; its snapshot, a JPEG of the picture.
+    let (status, one) = json_as(app, &format!("/api/events/{}", ids[0]), &viewer).await;
+    assert_eq!((status, one["line"].as_str(), one["direction"].as_str()), (200, Some("entry"), Some("in")), "{one}");
+    let (status, headers, jpeg) = get_as(app, one["snapshot"].as_str().unwrap(), &viewer).await;
+    assert_eq!((status, headers["content-type"].to_str().unwrap()), (200, "image/jpeg"));
+    let img = turbojpeg::decompress(&jpeg, turbojpeg::PixelFormat::GRAY).unwrap();
+    assert_eq!((img.width, img.height), (64, 64));
+    // Counts per 2 s from t0: crossings in and out, the zone entry.
+    let (status, counts) = json_as(app, &format!("/api/streams/door/counts?from={t0}&to={}&bucket=2s", t0 + 10_000), &viewer).await;
+    assert_eq!(status, 200, "{counts}");
+    let lines: Vec<(u64, &str, &str, u64)> = counts["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["start_ms"].as_u64().unwrap() - t0,
+                c["label"].as_str().unwrap(),
+                c["direction"].as_str().unwrap(),
+                c["count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let evil = "'; DROP TABLE events; --";
+    assert_eq!(lines, vec![(0, "person", "in", 1), (0, "person", "out", 1), (2000, evil, "out", 1), (2000, "person", "in", 1)], "{counts}");
+    let (status, counts) = json_as(app, &format!("/api/streams/yard/counts?from={t0}&to={}&bucket=1h", t0 + 3_600_000), CONTROL).await;
+    assert_eq!(status, 200, "{counts}");
+    assert_eq!(counts["zones"].as_array().unwrap().iter().map(|z| z["entered"].as_u64().unwrap()).sum::<u64>(), 1, "{counts}");
+    // Bad input: clear 4xx with a JSON body.
+    for bad in [
+        "/api/events?limit=0",
+        "/api/events?limit=501",
+        "/api/events?cursor=not-a-cursor",
+        "/api/events?kind=exploded",
+        "/api/events?from=yesterday",
+        "/api/events?colour=red",
+        "/api/streams/door/counts?bucket=0",
+        "/api/streams/door/counts?bucket=1ms&from=0",
+        "/api/streams/door/counts?from=2000&to=1000",
+    ] {
+        let (status, body) = json_as(app, bad, CONTROL).await;
+        assert_eq!((status, body["error"].as_str()), (400, Some("bad_request")), "{bad}: {body}");
+    }
+    assert_eq!(json_as(app, "/api/events?stream=nope", CONTROL).await.0, 404);
+    assert_eq!(json_as(app, "/api/events/0123456789abcdef", CONTROL).await.0, 404);
+    assert_eq!(json_as(app, "/api/streams/nope/counts", CONTROL).await.0, 404);
 }
 
 #[tokio::test]

@@ -128,7 +128,7 @@ impl std::fmt::Debug for Codec {
 }
 
 /// Limited-range (16..235 luma, 16..240 chroma, H.264 §E.2.1) to full-range (JFIF) tables.
-fn range_tables() -> &'static ([u8; 256], [u8; 256]) {
+pub(super) fn range_tables() -> &'static ([u8; 256], [u8; 256]) {
     static TABLES: OnceLock<([u8; 256], [u8; 256])> = OnceLock::new();
     TABLES.get_or_init(|| {
         let mut luma = [0u8; 256];

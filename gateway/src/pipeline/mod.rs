@@ -16,10 +16,12 @@
 //! - `decimate`: which frames a consumer at a lower rate takes.
 //! - `transcode`: WebRTC video for cameras browsers cannot take as sent (H.265, B-frames).
 //! - `audio`: AAC to Opus for WebRTC.
+//! - `snapshot`: an event's snapshot, the detected picture with the object's box drawn.
 
 pub(crate) mod audio;
 pub mod codec;
 pub(crate) mod decimate;
+pub(crate) mod snapshot;
 pub(crate) mod transcode;
 
 use std::any::Any;

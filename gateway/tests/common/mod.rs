@@ -72,6 +72,10 @@ impl Gateway {
         // the harness's tables: WebRTC on free UDP ports with one event loop (unless the test
         // sets its own [webrtc]) and the test camera.
         let mut toml = format!("listen = \"127.0.0.1:{port}\"\nstatic_dir = \"{}\"\n", workspace().join("static").display());
+        // The event database in the test's own directory (unless the test names one).
+        if !extra.contains("data_dir =") {
+            toml.push_str(&format!("data_dir = \"{}\"\n", dir.path().join("data").display()));
+        }
         // Tables after a `#testcam-stream` line belong to the harness's testcam stream (its
         // zones and lines), so they go after it.
         let (extra, testcam_tables) = extra.split_once("#testcam-stream\n").unwrap_or((extra, ""));
