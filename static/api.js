@@ -124,6 +124,7 @@ async function send(method, path, body) {
     const timedOut = err?.name === 'TimeoutError' || err?.name === 'AbortError';
     throw new ApiError(0, 'network', timedOut ? 'request timed out' : 'gateway unreachable');
   }
+  if (res.status === 204) return null; // deleted: no body
   const payload = await readJson(res);
   if (res.status === 401) {
     // No token, or one that expired: the app asks the user for one.
@@ -163,6 +164,19 @@ export function stopStream(id) {
   return send('POST', `${streamPath(id)}/stop`);
 }
 
+/**
+ * POST /api/streams/{id}/zones|lines: adds a zone ({id, points: [[x, y], …] in 0..1,
+ * labels?, dwell?}) or a line ({id, points, labels?}). `kind`: 'zone' | 'line'.
+ */
+export function addGeometry(id, kind, shape) {
+  return send('POST', `${streamPath(id)}/${kind}s`, shape);
+}
+
+/** DELETE /api/streams/{id}/zones|lines/{shapeId}. */
+export function deleteGeometry(id, kind, shapeId) {
+  return send('DELETE', `${streamPath(id)}/${kind}s/${encodeURIComponent(shapeId)}`);
+}
+
 function withQuery(path, { fps, quality } = {}) {
   const query = new URLSearchParams();
   if (fps != null) query.set('fps', String(fps));
@@ -184,4 +198,34 @@ export function whepUrl(id) {
 /** URL of the multipart MJPEG stream. */
 export function mjpegUrl(id, params) {
   return withQuery(`${streamPath(id)}/mjpeg`, params);
+}
+
+/** The query string of event filters ({stream, kind, label, …}; empty values left out). */
+function eventQuery(filters) {
+  const query = new URLSearchParams();
+  for (const [k, v] of Object.entries(filters ?? {})) {
+    if (v != null && v !== '') query.set(k, String(v));
+  }
+  const qs = query.toString();
+  return qs ? `?${qs}` : '';
+}
+
+/** GET /api/events with filters ({stream, kind, label, limit, cursor, …}) -> {events, next_cursor}. */
+export function searchEvents(filters) {
+  return send('GET', `api/events${eventQuery(filters)}`);
+}
+
+/** URL of the live events (SSE, `event: event`) for EventSource, with filters. */
+export function liveEventsUrl(filters) {
+  return `api/events/live${eventQuery(filters)}`;
+}
+
+/** GET /api/streams/{id}/counts?from= (ms) -> {lines: [{line, label, direction, count}], zones}. */
+export function streamCounts(id, fromMs) {
+  return send('GET', `${streamPath(id)}/counts${eventQuery({ from: fromMs })}`);
+}
+
+/** An API path the gateway returns ("/api/…") relative to the page, like the others here. */
+export function relativePath(path) {
+  return String(path).replace(/^\/+/, '');
 }

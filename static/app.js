@@ -6,6 +6,7 @@
 // the test camera's pixel clock.
 
 import { describeError, listStreams, setToken, useToken } from './api.js';
+import { EventsPanel } from './events-panel.js';
 import { StreamCard } from './stream-card.js';
 import { Viewer } from './viewer.js';
 import { setText } from './dom.js';
@@ -23,6 +24,7 @@ const TRANSPORT = ['webrtc', 'sse'].includes(query.get('transport')) ? query.get
 const DEBUG = query.get('debug') === '1';
 
 const cards = new Map();
+const events = new EventsPanel(document.getElementById('events'));
 const viewer = new Viewer(document.body);
 let pollTimer = null;
 let polling = false;
@@ -70,6 +72,7 @@ function reconcile(streams, requestedAt) {
     }
   }
   loadedOnce = true;
+  events.setStreams([...seen]);
   emptyNote.hidden = cards.size > 0;
   setText(emptyNote, 'No streams configured.');
 }
@@ -125,6 +128,7 @@ function schedulePoll(delay = POLL_INTERVAL_MS) {
 
 function setPaused(hidden) {
   for (const card of cards.values()) card.setPaused(hidden);
+  events.setPaused(hidden);
   if (hidden) clearTimeout(pollTimer);
   else schedulePoll(0);
 }

@@ -57,6 +57,7 @@ export class DetectionOverlay {
   #counts = { exact: 0, late: 0, stale: 0, held: 0, cleared: 0 };
   #zones = [];
   #lines = [];
+  #draft = null; // {kind: 'zone' | 'line', points} being drawn in the editor
 
   #onLate;
 
@@ -159,6 +160,34 @@ export class DetectionOverlay {
     this.redraw();
   }
 
+  /**
+   * A zone or line being drawn ({kind: 'zone' | 'line', points: [[x, y], …]}, 0..1), shown
+   * white over everything; `null` to end it.
+   */
+  setDraft(draft) {
+    this.#draft = draft ? { kind: draft.kind, points: [...draft.points] } : null;
+    this.redraw();
+  }
+
+  /**
+   * Where a click at (clientX, clientY) falls on the picture, as [x, y] in 0..1 of it, or
+   * null outside it (in the letterbox bars).
+   */
+  toPicture(clientX, clientY) {
+    const c = this.#canvas;
+    const box = c.getBoundingClientRect();
+    const src = this.#source;
+    const vw = src?.videoWidth || src?.naturalWidth || 16;
+    const vh = src?.videoHeight || src?.naturalHeight || 9;
+    const scale = Math.min(box.width / vw, box.height / vh);
+    const w = vw * scale;
+    const h = vh * scale;
+    const x = (clientX - box.left - (box.width - w) / 2) / w;
+    const y = (clientY - box.top - (box.height - h) / 2) / h;
+    if (!(x >= 0 && x <= 1 && y >= 0 && y <= 1)) return null;
+    return [Math.round(x * 1000) / 1000, Math.round(y * 1000) / 1000];
+  }
+
   /** Redraw after a layout change (resize, full screen) or new geometry. */
   redraw() {
     if (this.#drawn) this.#paint(this.#drawn);
@@ -217,7 +246,7 @@ export class DetectionOverlay {
     const c = this.#canvas;
     this.#ctx?.clearRect(0, 0, c.width, c.height);
     c.dataset.boxes = '0';
-    if (this.#source && (this.#zones.length || this.#lines.length)) this.#paint({ boxes: [] });
+    if (this.#source && (this.#zones.length || this.#lines.length || this.#draft)) this.#paint({ boxes: [] });
   }
 
   /** Zones and lines inside the picture rectangle `r`. */
@@ -258,7 +287,23 @@ export class DetectionOverlay {
       ctx.fillStyle = 'rgb(0, 229, 255)';
       ctx.fillText(`${l.id} in`, mx + nx * s + 4, my + ny * s);
     }
+    const d = this.#draft;
+    if (d && d.points.length) {
+      ctx.strokeStyle = '#fff';
+      ctx.fillStyle = '#fff';
+      ctx.setLineDash([4 * dpr, 3 * dpr]);
+      ctx.beginPath();
+      d.points.forEach((p, i) => (i ? ctx.lineTo(...at(p)) : ctx.moveTo(...at(p))));
+      if (d.kind === 'zone' && d.points.length > 2) ctx.closePath();
+      ctx.stroke();
+      ctx.setLineDash([]);
+      for (const p of d.points) {
+        const [x, y] = at(p);
+        ctx.fillRect(x - 3 * dpr, y - 3 * dpr, 6 * dpr, 6 * dpr);
+      }
+    }
     ctx.restore();
+    this.#canvas.dataset.draft = String(d?.points.length ?? 0);
     this.#canvas.dataset.zones = String(this.#zones.length);
     this.#canvas.dataset.lines = String(this.#lines.length);
   }

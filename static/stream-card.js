@@ -10,7 +10,8 @@
 // forces one transport.
 
 import {
-  ApiError, describeError, feedUrl, getStream, mjpegUrl, startStream, stopStream, whepUrl,
+  addGeometry, ApiError, deleteGeometry, describeError, feedUrl, getStream, mjpegUrl, startStream,
+  stopStream, streamCounts, whepUrl,
 } from './api.js';
 import {
   formatBitrate, formatCount, formatFps, formatResolution, h, setText,
@@ -27,6 +28,7 @@ const DEFAULT_QUALITY = 75;
 const RETRY_MIN_MS = 1000;
 const RETRY_MAX_MS = 30000;
 const MAX_SYNC_DELAY_MS = 500;
+const COUNTS_EVERY_MS = 5000;
 const KNOWN_STATES = new Set(['playing', 'connecting', 'backoff', 'stopped', 'idle']);
 
 const isInt = (v, lo, hi) => Number.isInteger(v) && v >= lo && v <= hi;
@@ -85,6 +87,8 @@ export class StreamCard {
   #latency = null;
   #overlay = null;
   #syncDelay = 0;
+  #draft = null; // {kind: 'zone' | 'line', points} while the editor draws one
+  #countsAt = -Infinity;
 
   /**
    * @param {object} stream Stream object from the API
@@ -139,6 +143,10 @@ export class StreamCard {
 
   /** Periodic refresh of time-based values (received fps, WebRTC stats). */
   tick() {
+    if (performance.now() - this.#countsAt >= COUNTS_EVERY_MS && !this.#paused) {
+      this.#countsAt = performance.now();
+      this.#refreshCounts();
+    }
     if (this.#transport === 'webrtc' && this.#player) {
       this.#pollStats();
       return;
@@ -202,9 +210,10 @@ export class StreamCard {
       class: 'media',
       role: 'button',
       tabindex: '0',
-      onclick: () => this.#onOpenViewer?.(this),
+      onclick: (ev) => this.#onMediaClick(ev),
       onkeydown: (ev) => this.#onMediaKey(ev),
     }, ui.video, ui.img, ui.overlay, ui.placeholder, ui.tag, ui.hud, ui.mute);
+    ui.editor = this.#buildEditor();
 
     ui.health = {
       fps: healthItem('fps'),
@@ -219,6 +228,7 @@ export class StreamCard {
     const healthList = h('ul', { class: 'health' },
       ...Object.values(ui.health).map((x) => x.item));
     ui.lastError = h('p', { class: 'card-last-error', hidden: true });
+    ui.counts = h('p', { class: 'card-counts', hidden: true, title: 'Line crossings today (stored events)' });
 
     ui.fpsSelect = buildSelect('SSE frame rate', FPS_CHOICES, this.#params.fps, ' fps',
       () => this.#onParamsChange());
@@ -240,6 +250,7 @@ export class StreamCard {
       h('div', { class: 'card-body' },
         ui.url,
         healthList,
+        ui.counts,
         ui.lastError,
         h('div', { class: 'controls' },
           h('div', { class: 'selects' },
@@ -247,7 +258,8 @@ export class StreamCard {
               'SSE fps', ui.fpsSelect),
             h('label', { class: 'select-label', title: 'Applies to the SSE fallback' },
               'quality', ui.qualitySelect)),
-          h('div', { class: 'buttons' }, ui.start, ui.stop, ui.mjpeg)),
+          h('div', { class: 'buttons' }, ui.start, ui.stop, ui.mjpeg, ui.editToggle)),
+        ui.editor,
         ui.error));
   }
 
@@ -275,6 +287,7 @@ export class StreamCard {
     ui.media.setAttribute('aria-label', `Open ${s.name || s.id} full screen`);
     this.#renderAspect(health);
     this.#renderMedia();
+    this.#renderGeometry();
   }
 
   #renderHealth(health) {
@@ -394,6 +407,152 @@ export class StreamCard {
     this.#ui.tag.dataset.transport = this.#transport ?? '';
     setText(this.#ui.hudFps, fps);
     setText(this.#ui.hudSeq, seq);
+  }
+
+  /** Today's crossings per line ("middle 3 in · 2 out"), from GET /api/streams/{id}/counts. */
+  async #refreshCounts() {
+    const lines = this.#stream.lines ?? [];
+    if (!lines.length) {
+      this.#ui.counts.hidden = true;
+      return;
+    }
+    const midnight = new Date();
+    midnight.setHours(0, 0, 0, 0);
+    try {
+      const counts = await streamCounts(this.#id, midnight.getTime());
+      const per = new Map(lines.map((l) => [l.id, { in: 0, out: 0 }]));
+      for (const c of counts.lines ?? []) {
+        const n = per.get(c.line);
+        if (n && (c.direction === 'in' || c.direction === 'out')) n[c.direction] += c.count;
+      }
+      const text = [...per].map(([id, n]) => `${id} ${n.in} in · ${n.out} out`).join('  |  ');
+      setText(this.#ui.counts, text);
+      this.#ui.counts.dataset.counts = JSON.stringify(Object.fromEntries(per));
+      this.#ui.counts.hidden = false;
+    } catch {
+      this.#ui.counts.hidden = true; // no event database (yet): nothing to show
+    }
+  }
+
+  // ---- zone and line editor ---------------------------------------------
+  //
+  // "Zones" opens a panel listing the stream's zones and lines (each deletable). "+ zone" or
+  // "+ line", then clicks (taps) on the picture place points; "Save" names it and POSTs it.
+  // While drawing, a click on the picture adds a point instead of opening the viewer.
+
+  #buildEditor() {
+    const ui = this.#ui;
+    ui.editToggle = h('button', {
+      type: 'button', class: 'btn btn-edit', text: 'Zones', 'aria-expanded': 'false',
+      title: 'Zones and lines: draw them on the picture',
+      onclick: () => this.#toggleEditor(),
+    });
+    ui.geometryList = h('ul', { class: 'geometry-list' });
+    ui.addZone = h('button', { type: 'button', class: 'btn', text: '+ zone', onclick: () => this.#beginDraft('zone') });
+    ui.addLine = h('button', { type: 'button', class: 'btn', text: '+ line', onclick: () => this.#beginDraft('line') });
+    ui.draftName = h('input', {
+      type: 'text', class: 'draft-name', 'aria-label': 'Name', placeholder: 'name', maxlength: '64',
+      pattern: '[A-Za-z0-9_\\-]{1,64}',
+      onkeydown: (ev) => { if (ev.key === 'Enter') this.#saveDraft(); if (ev.key === 'Escape') this.#endDraft(); },
+    });
+    ui.draftHint = h('span', { class: 'draft-hint' });
+    ui.saveDraft = h('button', { type: 'button', class: 'btn btn-start', text: 'Save', onclick: () => this.#saveDraft() });
+    ui.cancelDraft = h('button', { type: 'button', class: 'btn', text: 'Cancel', onclick: () => this.#endDraft() });
+    ui.draftBar = h('div', { class: 'draft-bar', hidden: true }, ui.draftHint, ui.draftName, ui.saveDraft, ui.cancelDraft);
+    return h('section', { class: 'geometry-editor', hidden: true, 'aria-label': 'Zones and lines' },
+      ui.geometryList, h('div', { class: 'buttons' }, ui.addZone, ui.addLine), ui.draftBar);
+  }
+
+  #toggleEditor() {
+    const ui = this.#ui;
+    const open = ui.editor.hidden;
+    ui.editor.hidden = !open;
+    ui.editToggle.setAttribute('aria-expanded', String(open));
+    if (!open) this.#endDraft();
+    this.#renderGeometry();
+  }
+
+  #renderGeometry() {
+    const ui = this.#ui;
+    if (!ui.editor || ui.editor.hidden) return;
+    const items = [
+      ...(this.#stream.zones ?? []).map((z) => ['zone', z]),
+      ...(this.#stream.lines ?? []).map((l) => ['line', l]),
+    ];
+    const key = JSON.stringify(items.map(([k, g]) => [k, g.id]));
+    if (ui.geometryList.dataset.key === key) return;
+    ui.geometryList.dataset.key = key;
+    ui.geometryList.replaceChildren(...items.map(([kind, g]) => h('li', { class: `geometry-item geometry-${kind}`, 'data-kind': kind, 'data-id': g.id },
+      h('span', { text: `${kind} ${g.id}${g.labels?.length ? ` (${g.labels.join(', ')})` : ''}` }),
+      h('button', {
+        type: 'button', class: 'btn btn-delete', text: '✕', 'aria-label': `Delete ${kind} ${g.id}`,
+        onclick: () => this.#deleteShape(kind, g.id),
+      }))));
+    if (!items.length) ui.geometryList.append(h('li', { class: 'geometry-empty', text: 'No zones or lines' }));
+  }
+
+  #beginDraft(kind) {
+    const taken = new Set([...(this.#stream.zones ?? []), ...(this.#stream.lines ?? [])].map((g) => g.id));
+    let n = 1;
+    while (taken.has(`${kind}-${n}`)) n += 1;
+    this.#draft = { kind, points: [] };
+    this.#ui.draftName.value = `${kind}-${n}`;
+    this.#ui.draftBar.hidden = false;
+    this.#ui.media.classList.add('is-drawing');
+    this.#renderDraft();
+  }
+
+  #renderDraft() {
+    const d = this.#draft;
+    this.#overlay.setDraft(d);
+    if (!d) return;
+    const need = d.kind === 'zone' ? 3 : 2;
+    setText(this.#ui.draftHint, d.points.length < need
+      ? `Click the picture: ${need - d.points.length} more point${need - d.points.length === 1 ? '' : 's'}`
+      : `${d.points.length} points`);
+    this.#ui.saveDraft.disabled = d.points.length < need;
+  }
+
+  #endDraft() {
+    this.#draft = null;
+    this.#ui.draftBar.hidden = true;
+    this.#ui.media.classList.remove('is-drawing');
+    this.#overlay.setDraft(null);
+  }
+
+  #onMediaClick(ev) {
+    if (!this.#draft) {
+      this.#onOpenViewer?.(this);
+      return;
+    }
+    const p = this.#overlay.toPicture(ev.clientX, ev.clientY);
+    if (p) {
+      this.#draft.points.push(p);
+      this.#renderDraft();
+    }
+  }
+
+  async #saveDraft() {
+    const d = this.#draft;
+    if (!d) return;
+    this.#showError(null);
+    try {
+      await addGeometry(this.#id, d.kind, { id: this.#ui.draftName.value.trim(), points: d.points });
+      this.#endDraft();
+      await this.#refresh();
+    } catch (err) {
+      this.#showError(`Saving the ${d.kind} failed: ${describeError(err)}`);
+    }
+  }
+
+  async #deleteShape(kind, shapeId) {
+    this.#showError(null);
+    try {
+      await deleteGeometry(this.#id, kind, shapeId);
+      await this.#refresh();
+    } catch (err) {
+      this.#showError(`Deleting the ${kind} failed: ${describeError(err)}`);
+    }
   }
 
   #showError(message) {

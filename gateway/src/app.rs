@@ -66,7 +66,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             (redis.clone(), redis.clone(), Some(redis))
         }
         None => {
-            let memory = Arc::new(MemoryStore::default());
+            let memory = Arc::new(MemoryStore::with_geometry_file(&config.data_dir.join("geometry.json")));
             (memory.clone(), memory, None)
         }
     };
@@ -74,7 +74,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let parts = assemble(&config, store, cluster, replica_id, Arc::new(RtspSource), shutdown.clone()).await?;
     let (streams, detect, control_rate) = (parts.state.streams.clone(), parts.detection, parts.state.control_rate.clone());
     let archive = parts.state.archive.clone();
-    let _mqtt = parts.mqtt;
+    let (_mqtt, _webhooks) = (parts.mqtt, parts.webhooks);
     let router = crate::http::app(parts.state, &config.static_dir);
     let listener = TcpListener::bind(config.listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     info!(addr = %listener.local_addr()?, "HTTP listening; web UI at http://{}/", listener.local_addr()?);
@@ -142,6 +142,8 @@ pub(crate) struct Assembled {
     pub(crate) detection: Option<Detection>,
     /// The MQTT publisher of analytics events, while `[mqtt]` names a broker.
     pub(crate) mqtt: Option<crate::out::mqtt::Mqtt>,
+    /// The webhooks analytics events are POSTed to (`[[webhooks]]`).
+    pub(crate) webhooks: Option<crate::out::webhook::Webhooks>,
 }
 
 /// Starts the streams (pulling from `source`), their pipelines, detection and WebRTC, and
@@ -165,6 +167,7 @@ pub(crate) async fn assemble(
     let events = Arc::new(EventFanout::default());
     let archive = crate::archive::Archive::start(config, &replica_id, &events, shutdown.clone());
     let mqtt = crate::out::mqtt::start(&config.mqtt, &replica_id, &events);
+    let webhooks = crate::out::webhook::start(&config.webhooks, &events);
     let detection = match config.detect.enabled {
         true => match crate::detect::start(
             &config.detect,
@@ -201,7 +204,7 @@ pub(crate) async fn assemble(
         control_rate: ControlRate::new(&config.limits),
         shutdown,
     };
-    Ok(Assembled { state, detection, mqtt })
+    Ok(Assembled { state, detection, mqtt, webhooks })
 }
 
 /// Resolves on SIGINT or SIGTERM.

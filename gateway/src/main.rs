@@ -118,6 +118,12 @@ async fn main() -> std::process::ExitCode {
                 s.url = redact_url(&s.url);
             }
             c.state.redis_url = c.state.redis_url.as_deref().map(redact_url);
+            c.mqtt.url = c.mqtt.url.as_deref().map(redact_url);
+            c.events.database_url = c.events.database_url.as_deref().map(redact_url);
+            for w in &mut c.webhooks {
+                w.url = redact_url(&w.url);
+                w.secret = w.secret.as_ref().map(|_| "***".into());
+            }
             for t in &mut c.auth.control_tokens {
                 *t = "***".into();
             }

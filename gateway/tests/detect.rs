@@ -431,11 +431,20 @@ async fn each_shape_keeps_one_track_id() {
 async fn lines_and_zones_turn_tracks_into_live_events() {
     let config = format!(
         "{}[[streams]]\nid = \"yard\"\nurl = \"{{testcam}}\"\non_demand = false\n\
-         [[streams.lines]]\nid = \"middle\"\npoints = [[0.5, 0.0], [0.5, 1.0]]\nlabels = [\"circle\"]\n\
-         [[streams.zones]]\nid = \"left\"\npoints = [[0.02, 0.05], [0.35, 0.05], [0.35, 0.95], [0.02, 0.95]]\nlabels = [\"circle\"]\ndwell = \"500ms\"\n",
+         [[streams.lines]]\nid = \"middle\"\npoints = [[0.5, 0.0], [0.5, 1.0]]\nlabels = [\"circle\"]\n",
         detect_config()
     );
     let gw = Gateway::start(&config);
+    // The zone comes over REST: the tracker follows edits.
+    let zone = r#"{"id":"left","points":[[0.02,0.05],[0.35,0.05],[0.35,0.95],[0.02,0.95]],"labels":["circle"],"dwell":"500ms"}"#;
+    let resp = reqwest::Client::new()
+        .post(gw.url("/api/streams/yard/zones"))
+        .header("content-type", "application/json")
+        .body(zone)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
     // Bad filters are clear errors.
     assert_eq!(get_json(&gw.url("/api/events/live?kind=exploded")).await.0, 400);
     assert_eq!(get_json(&gw.url("/api/events/live?stream=nope")).await.0, 404);
@@ -487,6 +496,9 @@ async fn lines_and_zones_turn_tracks_into_live_events() {
     let crossings = metric(&gw, "sightline_line_crossings_total{stream=\"yard\",line=\"middle\",direction=\"in\",label=\"circle\"}").await;
     assert!(crossings.unwrap_or(0.0) >= 1.0, "{crossings:?}");
     stored_as_seen(&gw, &seen).await;
+    // The web UI's events panel and the card's counts.
+    let stdout = browser_script("events.mjs", &[&gw.base, "yard"]).await;
+    assert!(stdout.contains("ok the card counts crossings"), "{stdout}");
 }
 
 /// Every event seen live is stored (SQLite under the gateway's data_dir) as it was sent, with

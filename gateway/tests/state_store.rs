@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{RedisServer, eventually};
+use sightline::config::ZoneConfig;
 use sightline::core::Error;
-use sightline::state::{Action, ClusterStore, MemoryStore, RedisStore, StartParams, StateStore, StreamRecord};
+use sightline::state::{Action, ClusterStore, Geometry, MemoryStore, RedisStore, StartParams, StateStore, StreamRecord};
 
 fn record(id: &str, active: bool) -> StreamRecord {
     StreamRecord {
@@ -53,12 +54,48 @@ async fn behaviour(store: Arc<dyn StateStore>, other: Arc<dyn StateStore>) {
     assert_eq!(other.get("a").await.unwrap(), stopped);
     assert!(matches!(store.get("nope").await, Err(Error::UnknownStream { .. })));
     assert!(matches!(store.set_active("nope", true, StartParams::default(), "r1").await, Err(Error::UnknownStream { .. })));
+
+    // Zones and lines: compare-and-set on the version; every write reaches the other replica.
+    let mut writes = other.subscribe_geometry();
+    assert_eq!(store.geometry("a").await.unwrap(), None, "never written: the config's apply");
+    let zone = ZoneConfig {
+        id: "porch".into(),
+        points: vec![[0.1, 0.1], [0.5, 0.1], [0.3, 0.6]],
+        labels: vec!["person".into()],
+        dwell: Some(Duration::from_secs(5)),
+    };
+    let g = |version: u64, by: &str| Geometry {
+        stream: "a".into(),
+        zones: vec![zone.clone()],
+        lines: vec![],
+        version,
+        updated_at_ms: 9,
+        updated_by: by.into(),
+    };
+    assert!(store.put_geometry(&g(1, "r1"), 0).await.unwrap());
+    assert!(!other.put_geometry(&g(1, "r2"), 0).await.unwrap(), "a write based on the old version loses");
+    assert!(other.put_geometry(&g(2, "r2"), 1).await.unwrap());
+    let got = tokio::time::timeout(Duration::from_secs(2), writes.recv()).await.expect("geometry in time").unwrap();
+    assert_eq!(got, g(1, "r1"), "dwell and points survive the round trip");
+    assert_eq!(tokio::time::timeout(Duration::from_secs(2), writes.recv()).await.unwrap().unwrap().version, 2);
+    assert_eq!(store.geometry("a").await.unwrap(), Some(g(2, "r2")));
 }
 
 #[tokio::test]
 async fn memory_store_behaviour() {
     let store: Arc<dyn StateStore> = Arc::new(MemoryStore::default());
     behaviour(store.clone(), store).await;
+    // With a file, zones and lines survive a restart; an unwritable file refuses the edit.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("data/geometry.json");
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::with_geometry_file(&file));
+    behaviour(store.clone(), store).await;
+    let again = MemoryStore::with_geometry_file(&file);
+    assert_eq!(again.geometry("a").await.unwrap().map(|g| (g.version, g.zones.len())), Some((2, 1)));
+    let blocked = MemoryStore::with_geometry_file(std::path::Path::new("/proc/sightline/geometry.json"));
+    let g = again.geometry("a").await.unwrap().unwrap();
+    assert!(matches!(blocked.put_geometry(&g, 0).await, Err(Error::StoreUnavailable { .. })));
+    assert_eq!(blocked.geometry("a").await.unwrap(), None, "not kept in memory either");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

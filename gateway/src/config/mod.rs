@@ -63,6 +63,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Analytics event storage.
     pub events: EventsConfig,
+    /// Each analytics event POSTed to these URLs. Default none.
+    pub webhooks: Vec<WebhookConfig>,
     /// The cameras. Default: one stream `testcam` pulling the built-in test camera.
     pub streams: Vec<StreamConfig>,
 }
@@ -450,6 +452,59 @@ impl EventsConfig {
     }
 }
 
+/// The event kinds, as `[[webhooks]] kinds` names them.
+pub const EVENT_KINDS: [&str; 6] = ["line_crossed", "zone_enter", "zone_exit", "loitering", "object_appeared", "object_left"];
+
+/// `[[webhooks]]`: every event (of the listed streams and kinds) POSTed as its JSON to `url`,
+/// signed with `secret`, retried with backoff while the receiver fails.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `http://` or `https://` (rustls, Mozilla's roots) receiver.
+    pub url: String,
+    /// HMAC-SHA256 key: each POST carries `X-Sightline-Signature: t=<unix s>,v1=<hex of
+    /// HMAC(secret, "<t>.<body>")>`. Default none (unsigned).
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// Only these streams' events; empty: all. Default empty.
+    #[serde(default)]
+    pub streams: Vec<String>,
+    /// Only these kinds (`line_crossed`, `zone_enter`, …); empty: all. Default empty.
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// Per attempt. Default `5s`.
+    #[serde(default = "default_webhook_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Attempts per event (connection errors, 408, 429 and 5xx are retried, waiting 0.5 s
+    /// doubling to 60 s; other answers are final). Default 10.
+    #[serde(default = "default_webhook_attempts")]
+    pub max_attempts: u32,
+}
+
+fn default_webhook_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_webhook_attempts() -> u32 {
+    10
+}
+
+impl WebhookConfig {
+    /// Checks the URL, kinds and numbers. Errors never show a password.
+    pub fn validate(&self) -> Result<(), String> {
+        let url = url::Url::parse(&self.url).map_err(|e| format!("webhooks.url {}: {e}", redact_url(&self.url)))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+            return Err(format!("webhooks.url {} must be http(s)://host/path", redact_url(&self.url)));
+        }
+        if let Some(k) = self.kinds.iter().find(|k| !EVENT_KINDS.contains(&k.as_str())) {
+            return Err(format!("webhooks.kinds: {k:?} is none of {EVENT_KINDS:?}"));
+        }
+        if self.max_attempts == 0 || self.timeout.is_zero() {
+            return Err("webhooks.max_attempts and webhooks.timeout must be more than 0".into());
+        }
+        Ok(())
+    }
+}
+
 /// Most zones or lines per stream.
 pub const MAX_GEOMETRY_PER_STREAM: usize = 100;
 
@@ -595,6 +650,7 @@ impl Default for Config {
             mqtt: MqttConfig::default(),
             data_dir: PathBuf::from("data"),
             events: EventsConfig::default(),
+            webhooks: Vec::new(),
             streams: vec![stream],
         }
     }
@@ -705,6 +761,9 @@ impl Config {
         }
         self.mqtt.broker()?;
         self.events.validate()?;
+        for w in &self.webhooks {
+            w.validate()?;
+        }
         let d = &self.detect;
         if !PROVIDERS.contains(&d.provider.as_str()) {
             return Err(format!("detect.provider {:?} must be one of {PROVIDERS:?}", d.provider));

@@ -84,6 +84,27 @@ pub enum Error {
         /// The id asked for (cut to 40 characters).
         id: String,
     },
+    /// No such zone or line on the stream.
+    #[error("no {what} {id:?} on stream {stream:?}")]
+    UnknownGeometry {
+        /// The stream.
+        stream: String,
+        /// `zone` or `line`.
+        what: &'static str,
+        /// The id asked for (cut to 64 characters).
+        id: String,
+    },
+    /// What a request would create exists already.
+    #[error("{0}")]
+    Exists(String),
+    /// A stream would get more zones or lines than allowed.
+    #[error("stream {stream:?} may have at most {max} zones and {max} lines")]
+    GeometryLimit {
+        /// The stream.
+        stream: String,
+        /// The limit.
+        max: usize,
+    },
     /// The event database cannot be reached or is not open yet.
     #[error("event database unavailable: {cause}")]
     EventsUnavailable {
@@ -221,13 +242,15 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         use Error::*;
         match self {
-            UnknownStream { .. } | UnknownRoute { .. } | UnknownSession { .. } | UnknownEvent { .. } => ErrorKind::NotFound,
-            StreamStopped { .. } => ErrorKind::Conflict,
+            UnknownStream { .. } | UnknownRoute { .. } | UnknownSession { .. } | UnknownEvent { .. } | UnknownGeometry { .. } => {
+                ErrorKind::NotFound
+            }
+            StreamStopped { .. } | Exists(_) => ErrorKind::Conflict,
             BadRequest(_) => ErrorKind::BadRequest,
             Unauthenticated { .. } => ErrorKind::Unauthenticated,
             Forbidden(_) => ErrorKind::Forbidden,
             Timeout(_) => ErrorKind::Timeout,
-            PayloadTooLarge => ErrorKind::PayloadTooLarge,
+            PayloadTooLarge | GeometryLimit { .. } => ErrorKind::PayloadTooLarge,
             RateLimited { .. } => ErrorKind::RateLimited,
             HeadersTooLarge(_) => ErrorKind::HeadersTooLarge,
             ViewersPerStream { .. } | Viewers { .. } | WebrtcSessions { .. } | ShuttingDown => ErrorKind::AtCapacity,
@@ -245,6 +268,8 @@ impl Error {
             UnknownStream { stream }
             | UnknownSession { stream, .. }
             | StreamStopped { stream }
+            | GeometryLimit { stream, .. }
+            | UnknownGeometry { stream, .. }
             | ViewersPerStream { stream, .. }
             | Whep { stream, .. }
             | CameraUrl { stream, .. }

@@ -80,9 +80,21 @@ pub(crate) fn start(
     let relayed = cluster.subscribe_detections();
     let relay = relayed.is_some().then(|| relay::spawn_out(cluster.clone()));
     let service = Arc::new(Detect::new(config, socket, fanout, events, detected.iter().map(|rt| rt.id.clone()), relay));
+    // Each stream's zones and lines, now and whenever they are edited (on any replica).
+    let mut tasks: Vec<JoinHandle<()>> = Vec::new();
     for rt in &detected {
-        let zones = rt.config.zones.iter().map(|z| z.zone()).collect();
-        service.set_geometry(&rt.id, zones, rt.config.lines.iter().map(|l| l.line()).collect());
+        let (service, id, mut geometry) = (service.clone(), rt.id.clone(), rt.watch_geometry());
+        let mut stopping = service.stopping();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let g = geometry.borrow_and_update().clone();
+                service.set_geometry(&id, g.zones.iter().map(|z| z.zone()).collect(), g.lines.iter().map(|l| l.line()).collect());
+                tokio::select! {
+                    changed = geometry.changed() => if changed.is_err() { return },
+                    () = stopping.wait() => return,
+                }
+            }
+        }));
     }
     metrics::gauge!("sightline_detect_workers").set(0.0);
     metrics::counter!("sightline_detect_worker_restarts_total").absolute(0);
@@ -90,8 +102,7 @@ pub(crate) fn start(
     if let Some(relayed) = relayed {
         tokio::spawn(relay::relay_in(service.clone(), streams.clone(), relayed));
     }
-    let mut tasks: Vec<JoinHandle<()>> =
-        (0..config.worker_count()).map(|index| tokio::spawn(supervisor::supervise(service.clone(), index))).collect();
+    tasks.extend((0..config.worker_count()).map(|index| tokio::spawn(supervisor::supervise(service.clone(), index))));
     for rt in detected {
         let Some(pixels) = pipelines.get(&rt.id) else { continue };
         tasks.push(tokio::spawn(lease::follow(rt.clone(), pixels.clone(), service.clone(), cluster.clone())));

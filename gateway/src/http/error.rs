@@ -18,7 +18,7 @@ use crate::metrics::limit_hit;
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub(crate) struct ErrorBody {
     /// Machine-readable kind: `not_found`, `bad_request`, `unauthorized`, `forbidden`,
-    /// `stream_stopped`, `payload_too_large`, `rate_limited`, `headers_too_large`, `timeout`,
+    /// `stream_stopped`, `conflict`, `payload_too_large`, `rate_limited`, `headers_too_large`, `timeout`,
     /// `unavailable`, `at_capacity`, `moved`, or a WHEP kind (`bad_offer`, `no_h264`, …).
     pub(crate) error: String,
     /// What went wrong, for people.
@@ -33,7 +33,7 @@ pub(crate) fn status_and_kind(e: &Error) -> (StatusCode, &'static str) {
     match e.kind() {
         ErrorKind::NotFound => (StatusCode::NOT_FOUND, "not_found"),
         ErrorKind::BadRequest => (StatusCode::BAD_REQUEST, "bad_request"),
-        ErrorKind::Conflict => (StatusCode::CONFLICT, "stream_stopped"),
+        ErrorKind::Conflict => (StatusCode::CONFLICT, if matches!(e, Error::Exists(_)) { "conflict" } else { "stream_stopped" }),
         ErrorKind::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthorized"),
         ErrorKind::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
         ErrorKind::Timeout => (StatusCode::REQUEST_TIMEOUT, "timeout"),

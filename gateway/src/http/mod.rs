@@ -13,6 +13,7 @@ pub(crate) mod error;
 mod events;
 mod extract;
 mod feeds;
+mod geometry;
 pub(crate) mod guard;
 pub(crate) mod openapi;
 mod ops;
@@ -62,6 +63,10 @@ pub(crate) fn app(state: AppState, static_dir: &std::path::Path) -> Router {
         .route("/api/events/{id}", get(events::get_event))
         .route("/api/events/{id}/snapshot.jpg", get(events::event_snapshot))
         .route("/api/streams/{id}/counts", get(events::stream_counts))
+        .route("/api/streams/{id}/zones", get(geometry::list_zones).post(geometry::create_zone))
+        .route("/api/streams/{id}/zones/{zone}", axum::routing::put(geometry::put_zone).delete(geometry::delete_zone))
+        .route("/api/streams/{id}/lines", get(geometry::list_lines).post(geometry::create_line))
+        .route("/api/streams/{id}/lines/{line}", axum::routing::put(geometry::put_line).delete(geometry::delete_line))
         .route("/api/tokens", post(ops::mint_token))
         .route("/api/openapi.json", get(openapi::serve))
         .route("/api/{*rest}", axum::routing::any(api_not_found))

@@ -82,6 +82,7 @@ impl StreamView {
     fn new(state: &AppState, rt: &StreamRuntime) -> StreamView {
         let r = rt.record();
         let health = rt.health_view();
+        let geometry = rt.geometry();
         StreamView {
             id: rt.config.id.clone(),
             name: rt.config.display_name().to_owned(),
@@ -105,8 +106,8 @@ impl StreamView {
             },
             health,
             detection: state.detect.as_ref().map_or_else(DetectionView::off, |d| d.view(&rt.id)),
-            zones: rt.config.zones.clone(),
-            lines: rt.config.lines.clone(),
+            zones: geometry.zones.clone(),
+            lines: geometry.lines.clone(),
         }
     }
 }

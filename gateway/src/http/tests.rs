@@ -474,6 +474,71 @@ async fn stored_events_are_searched_paged_counted_and_scoped() {
     assert_eq!(json_as(app, "/api/streams/nope/counts", CONTROL).await.0, 404);
 }
 
+/// `method path` with a JSON `body` and a control token: status and JSON answer.
+async fn send_json(app: &Router, method: Method, path: &str, body: &str) -> (u16, Value) {
+    let req = bearer(Request::builder().method(method).uri(path), CONTROL).header("content-type", "application/json");
+    let (status, _, body) = call(app, req.body(Body::from(body.to_owned())).unwrap()).await;
+    (status.as_u16(), json_of(&body))
+}
+
+#[tokio::test]
+async fn zones_and_lines_over_rest_are_checked_stored_and_shown() {
+    let toml = format!(
+        "[auth]\nmode = \"on\"\ncontrol_tokens = [\"{CONTROL}\"]\njwt_secret = \"{SECRET}\"\n\n[[streams]]\nid = \"door\"\nurl = \"rtsp://127.0.0.1:9/door\"\n\
+         [[streams.lines]]\nid = \"entry\"\npoints = [[0.5, 0.0], [0.5, 1.0]]\n"
+    );
+    let gw = gateway(&toml, false).await;
+    let app = &gw.app;
+    let mint = bearer(Request::post("/api/tokens"), CONTROL).header("content-type", "application/json");
+    let (_, _, body) = call(app, mint.body(Body::from(r#"{"streams":["door"],"ttl_s":60}"#)).unwrap()).await;
+    let viewer = json_of(&body)["token"].as_str().unwrap().to_owned();
+    // The config's line, version 0; a viewer may read, not write.
+    let (status, lines) = json_as(app, "/api/streams/door/lines", &viewer).await;
+    assert_eq!((status, lines["version"].as_u64(), lines["lines"][0]["id"].as_str()), (200, Some(0), Some("entry")), "{lines}");
+    let zone = r#"{"id":"porch","points":[[0.1,0.1],[0.4,0.1],[0.4,0.5],[0.1,0.5]],"labels":["person"],"dwell":"3s"}"#;
+    let req = bearer(Request::post("/api/streams/door/zones"), &viewer).header("content-type", "application/json");
+    assert_eq!(call(app, req.body(Body::from(zone)).unwrap()).await.0, 403);
+    // Create, conflict, replace, create by PUT, delete.
+    let (status, created) = send_json(app, Method::POST, "/api/streams/door/zones", zone).await;
+    assert_eq!((status, created["dwell"].as_str()), (201, Some("3s")), "{created}");
+    assert_eq!(send_json(app, Method::POST, "/api/streams/door/zones", zone).await.0, 409);
+    let moved = r#"{"points":[[0.2,0.2],[0.6,0.2],[0.4,0.7]]}"#;
+    let (status, replaced) = send_json(app, Method::PUT, "/api/streams/door/zones/porch", moved).await;
+    assert_eq!((status, replaced["id"].as_str(), replaced["labels"].as_array().map(Vec::len)), (200, Some("porch"), Some(0)), "{replaced}");
+    assert_eq!(send_json(app, Method::PUT, "/api/streams/door/lines/exit", r#"{"points":[[0,0.9],[1,0.9]]}"#).await.0, 201);
+    assert_eq!(send_json(app, Method::DELETE, "/api/streams/door/lines/entry", "").await.0, 204);
+    assert_eq!(send_json(app, Method::DELETE, "/api/streams/door/lines/entry", "").await.0, 404);
+    // The stream's view and the lists follow; each write added one to the version.
+    let (_, view) = json_as(app, "/api/streams/door", CONTROL).await;
+    assert_eq!(view["zones"][0]["points"][2], json!([0.4, 0.7]), "{view}");
+    assert_eq!(view["lines"].as_array().unwrap().iter().map(|l| l["id"].as_str().unwrap()).collect::<Vec<_>>(), vec!["exit"]);
+    assert_eq!(json_as(app, "/api/streams/door/zones", CONTROL).await.1["version"], 4);
+    // Bad input: clear 4xx, nothing stored.
+    for (method, path, body, want) in [
+        (Method::POST, "/api/streams/door/zones", r#"{"id":"bow","points":[[0.1,0.1],[0.5,0.5],[0.5,0.1],[0.1,0.5]]}"#, 400),
+        (Method::POST, "/api/streams/door/lines", r#"{"id":"dot","points":[[0.1,0.1]]}"#, 400),
+        (Method::POST, "/api/streams/door/lines", r#"{"id":"far","points":[[0.1,0.1],[1.5,0.2]]}"#, 400),
+        (Method::POST, "/api/streams/door/zones", r#"{"id":"x'; DROP TABLE zones; --","points":[[0.1,0.1],[0.4,0.1],[0.4,0.5]]}"#, 400),
+        (Method::POST, "/api/streams/door/zones", r#"{"id":"nan","points":"everywhere"}"#, 400),
+        (Method::POST, "/api/streams/door/zones", "not json", 400),
+        (Method::PUT, "/api/streams/door/zones/porch", r#"{"id":"other","points":[[0.1,0.1],[0.4,0.1],[0.4,0.5]]}"#, 400),
+        (Method::POST, "/api/streams/nope/zones", zone, 404),
+        (Method::DELETE, "/api/streams/door/zones/nope", "", 404),
+    ] {
+        let (status, body) = send_json(app, method.clone(), path, body).await;
+        assert_eq!(status, want, "{method} {path}: {body}");
+        assert!(body["error"].is_string() && body["detail"].is_string(), "{body}");
+    }
+    assert_eq!(json_as(app, "/api/streams/door/zones", CONTROL).await.1["version"], 4, "nothing stored");
+    // More than 100: 413 at the 101st.
+    for i in 0..100 {
+        let line = format!(r#"{{"id":"l{i}","points":[[0.1,0.1],[0.2,0.2]]}}"#);
+        let (status, body) = send_json(app, Method::POST, "/api/streams/door/lines", &line).await;
+        let want = if i < 99 { 201 } else { 413 };
+        assert_eq!(status, want, "line {i}: {body}");
+    }
+}
+
 #[tokio::test]
 async fn control_rate_is_per_client() {
     let gw = gateway("[limits]\ncontrol_rate = 1\ncontrol_burst = 3\n", false).await;

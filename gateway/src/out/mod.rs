@@ -3,6 +3,7 @@
 //! - [`sse`]: `text/event-stream` with base64 JPEG frames, state, detections and the stop.
 //! - [`mjpeg`]: `multipart/x-mixed-replace` JPEG parts, for `<img>` and VLC.
 //! - [`mqtt`]: analytics events to an MQTT broker (not a viewer: no place, no end).
+//! - [`webhook`]: analytics events POSTed to HTTP receivers, signed, retried.
 //! - [`webrtc`]: WHEP sessions on str0m event loops, H.264 passed through, detections on
 //!   the data channel.
 //!
@@ -13,4 +14,5 @@
 pub(crate) mod mjpeg;
 pub(crate) mod mqtt;
 pub(crate) mod sse;
+pub(crate) mod webhook;
 pub(crate) mod webrtc;

@@ -1,13 +1,16 @@
 //! The single-process [`StateStore`]: a map behind a lock, changes on a broadcast channel.
 //! As a [`ClusterStore`] it is the only replica: it owns every WHEP session and lease.
+//! Zones and lines edited over the API survive a restart when it keeps them in a file
+//! ([`MemoryStore::with_geometry_file`], `{data_dir}/geometry.json`).
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use parking_lot::RwLock;
 use tokio::sync::broadcast;
 
-use super::store::{ClusterStore, StartParams, StateEvent, StateStore, StreamRecord, apply};
+use super::store::{ClusterStore, Geometry, StartParams, StateEvent, StateStore, StreamRecord, apply};
 use crate::core::Error;
 
 /// Events buffered per subscriber before it lags (and must re-read the store).
@@ -18,11 +21,53 @@ const EVENT_BUFFER: usize = 1024;
 pub struct MemoryStore {
     records: RwLock<HashMap<String, StreamRecord>>,
     events: broadcast::Sender<StateEvent>,
+    geometry: RwLock<HashMap<String, Geometry>>,
+    geometry_events: broadcast::Sender<Geometry>,
+    /// Where geometry is kept across restarts, if anywhere.
+    geometry_file: Option<PathBuf>,
 }
 
 impl Default for MemoryStore {
     fn default() -> Self {
-        MemoryStore { records: RwLock::default(), events: broadcast::channel(EVENT_BUFFER).0 }
+        MemoryStore {
+            records: RwLock::default(),
+            events: broadcast::channel(EVENT_BUFFER).0,
+            geometry: RwLock::default(),
+            geometry_events: broadcast::channel(EVENT_BUFFER).0,
+            geometry_file: None,
+        }
+    }
+}
+
+impl MemoryStore {
+    /// A store that keeps zones and lines in `path` (JSON, replaced atomically on each write)
+    /// and starts with what it holds. A missing file is an empty one; an unreadable one is
+    /// logged and left alone (it is not overwritten until the next edit).
+    pub fn with_geometry_file(path: &Path) -> MemoryStore {
+        let store = MemoryStore { geometry_file: Some(path.to_owned()), ..MemoryStore::default() };
+        match std::fs::read(path) {
+            Ok(bytes) => match serde_json::from_slice::<HashMap<String, Geometry>>(&bytes) {
+                Ok(held) => *store.geometry.write() = held,
+                Err(e) => tracing::error!(file = %path.display(), error = %e, "zones and lines file unreadable; the config's apply"),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::error!(file = %path.display(), error = %e, "cannot read the zones and lines file; the config's apply"),
+        }
+        store
+    }
+
+    /// Writes all geometry to the file (a temporary file renamed over it).
+    fn save(&self, all: &HashMap<String, Geometry>) -> Result<(), Error> {
+        let Some(path) = &self.geometry_file else { return Ok(()) };
+        let write = || -> std::io::Result<()> {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let tmp = path.with_extension("json.tmp");
+            std::fs::write(&tmp, serde_json::to_vec_pretty(all).map_err(std::io::Error::other)?)?;
+            std::fs::rename(&tmp, path)
+        };
+        write().map_err(|e| Error::StoreUnavailable { cause: format!("cannot write {}: {e}", path.display()) })
     }
 }
 
@@ -49,6 +94,32 @@ impl StateStore for MemoryStore {
 
     fn subscribe(&self) -> broadcast::Receiver<StateEvent> {
         self.events.subscribe()
+    }
+
+    async fn geometry(&self, stream: &str) -> Result<Option<Geometry>, Error> {
+        Ok(self.geometry.read().get(stream).cloned())
+    }
+
+    async fn put_geometry(&self, geometry: &Geometry, expected: u64) -> Result<bool, Error> {
+        let mut stored = self.geometry.write();
+        if stored.get(&geometry.stream).map_or(0, |g| g.version) != expected {
+            return Ok(false);
+        }
+        let old = stored.insert(geometry.stream.clone(), geometry.clone());
+        if let Err(e) = self.save(&stored) {
+            // Not kept: undo, so memory and file agree, and answer 503.
+            match old {
+                Some(old) => stored.insert(geometry.stream.clone(), old),
+                None => stored.remove(&geometry.stream),
+            };
+            return Err(e);
+        }
+        let _ = self.geometry_events.send(geometry.clone());
+        Ok(true)
+    }
+
+    fn subscribe_geometry(&self) -> broadcast::Receiver<Geometry> {
+        self.geometry_events.subscribe()
     }
 }
 

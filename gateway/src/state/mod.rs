@@ -1,7 +1,8 @@
 //! Shared state, behind two traits:
 //! - [`StateStore`]: per-stream start/stop state, what must be the same on every replica:
 //!   whether a stream is active, its default fps/quality, and a `generation` bumped by every
-//!   write so replicas can order events.
+//!   write so replicas can order events; and each stream's zones and lines once edited over
+//!   the API (written compare-and-set on a version).
 //! - [`ClusterStore`]: what replicas coordinate through: WHEP session owners, detection
 //!   leases, and the relay of detection messages from the lease holder to the others.
 //!
@@ -14,4 +15,4 @@ mod store;
 
 pub use memory::MemoryStore;
 pub use redis::{RedisStore, ReplicaInfo};
-pub use store::{Action, ClusterStore, StartParams, StateEvent, StateStore, StreamRecord, apply};
+pub use store::{Action, ClusterStore, Geometry, StartParams, StateEvent, StateStore, StreamRecord, apply};

@@ -11,6 +11,9 @@
 //!   renewed by its holder, taken with SET NX by another when it lapses).
 //! - `sightline:detections:{id}`: pub/sub; the lease holder's detection messages, each sent
 //!   as `{replica id}\n{json}` so the sender skips its own.
+//! - `sightline:geometry:{id}`: the stream's zones and lines as JSON (`Geometry`), written
+//!   compare-and-set on its `version` by a Lua script that also publishes it on
+//!   `sightline:geometry`.
 //!
 //! Failure handling: while Redis is unreachable, writes fail with
 //! [`Error::StoreUnavailable`] (the API answers 503, never a silent local-only change) and
@@ -33,13 +36,29 @@ use tracing::{info, warn};
 
 use parking_lot::{Mutex, RwLock};
 
-use super::store::{Action, ClusterStore, StartParams, StateEvent, StateStore, StreamRecord};
+use super::store::{Action, ClusterStore, Geometry, StartParams, StateEvent, StateStore, StreamRecord};
 use crate::config::redact::redact_url;
 use crate::core::Error;
 use crate::core::clock::now_ms;
 
 /// Pub/sub channel of state events.
 const EVENTS_CHANNEL: &str = "sightline:events";
+/// Pub/sub channel of geometry writes.
+const GEOMETRY_CHANNEL: &str = "sightline:geometry";
+
+fn geometry_key(id: &str) -> String {
+    format!("sightline:geometry:{id}")
+}
+
+/// Geometry compare-and-set: ARGV = expected version, JSON, channel. Returns 1 when written.
+const PUT_GEOMETRY: &str = r"
+local held = 0
+local cur = redis.call('GET', KEYS[1])
+if cur then held = tonumber(cjson.decode(cur)['version']) or 0 end
+if held ~= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[2])
+return 1";
 /// How long a command may take before the store counts Redis as down.
 const COMMAND_TIMEOUT: Duration = Duration::from_millis(1000);
 /// Heartbeat period; the key lives three periods.
@@ -197,10 +216,13 @@ pub struct RedisStore {
     ensure: redis::Script,
     set_active: redis::Script,
     restore: redis::Script,
+    put_geometry: redis::Script,
     lease: redis::Script,
     release: redis::Script,
     /// Other replicas' detection messages.
     detections: broadcast::Sender<(String, Arc<str>)>,
+    /// Geometry writes (this replica's and the others').
+    geometry_events: broadcast::Sender<Geometry>,
     /// The heartbeat task, stopped by [`RedisStore::leave`].
     heartbeat: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -241,9 +263,11 @@ impl RedisStore {
             ensure: redis::Script::new(ENSURE),
             set_active: redis::Script::new(SET_ACTIVE),
             restore: redis::Script::new(RESTORE),
+            put_geometry: redis::Script::new(PUT_GEOMETRY),
             lease: redis::Script::new(LEASE),
             release: redis::Script::new(RELEASE),
             detections: broadcast::channel(EVENT_BUFFER).0,
+            geometry_events: broadcast::channel(EVENT_BUFFER).0,
             heartbeat: Mutex::default(),
         });
         tokio::spawn(store.clone().follow_events());
@@ -292,7 +316,7 @@ impl RedisStore {
             let keepalive = keepalive_channel(&self.replica_id);
             let connect = async {
                 let mut pubsub = self.client.get_async_pubsub().await?;
-                pubsub.subscribe(&[EVENTS_CHANNEL, keepalive.as_str()]).await?;
+                pubsub.subscribe(&[EVENTS_CHANNEL, GEOMETRY_CHANNEL, keepalive.as_str()]).await?;
                 pubsub.psubscribe(DETECTIONS_PATTERN).await?;
                 Ok::<_, redis::RedisError>(pubsub)
             };
@@ -307,6 +331,13 @@ impl RedisStore {
                         let channel = msg.get_channel_name();
                         if channel == EVENTS_CHANNEL {
                             self.on_message(msg.get_payload_bytes());
+                        } else if channel == GEOMETRY_CHANNEL {
+                            match serde_json::from_slice::<Geometry>(msg.get_payload_bytes()) {
+                                Ok(g) => {
+                                    let _ = self.geometry_events.send(g);
+                                }
+                                Err(e) => warn!(error = %e, "ignoring a malformed message on sightline:geometry"),
+                            }
                         } else if let Some(stream) = channel.strip_prefix("sightline:detections:") {
                             self.on_detections(stream, msg.get_payload_bytes());
                         }
@@ -374,6 +405,17 @@ impl RedisStore {
                         let _ = self.events.send(StateEvent { action: Action::Update, record: fresh });
                     }
                 }
+                Err(_) => ok = false,
+            }
+        }
+        // Geometry written while this replica was not subscribed: delivered again
+        // (subscribers keep the newest version).
+        for r in &known {
+            match self.geometry(&r.id).await {
+                Ok(Some(g)) => {
+                    let _ = self.geometry_events.send(g);
+                }
+                Ok(None) => {}
                 Err(_) => ok = false,
             }
         }
@@ -470,6 +512,29 @@ impl StateStore for RedisStore {
 
     fn subscribe(&self) -> broadcast::Receiver<StateEvent> {
         self.events.subscribe()
+    }
+
+    async fn geometry(&self, stream: &str) -> Result<Option<Geometry>, Error> {
+        let mut conn = self.conn();
+        let json: Option<String> = self.run(conn.get(geometry_key(stream))).await?;
+        match json {
+            None => Ok(None),
+            Some(j) => serde_json::from_str(&j)
+                .map(Some)
+                .map_err(|e| Error::StoreUnavailable { cause: format!("Redis holds bad geometry for {stream:?}: {e}") }),
+        }
+    }
+
+    async fn put_geometry(&self, geometry: &Geometry, expected: u64) -> Result<bool, Error> {
+        let json = serde_json::to_string(geometry).map_err(|e| Error::BadRequest(e.to_string()))?;
+        let mut call = self.put_geometry.key(geometry_key(&geometry.stream));
+        call.arg(expected).arg(json).arg(GEOMETRY_CHANNEL);
+        let mut conn = self.conn();
+        Ok(self.run(call.invoke_async::<i64>(&mut conn)).await? == 1)
+    }
+
+    fn subscribe_geometry(&self) -> broadcast::Receiver<Geometry> {
+        self.geometry_events.subscribe()
     }
 
     fn is_ready(&self) -> bool {

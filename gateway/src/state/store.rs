@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+use crate::config::{LineConfig, ZoneConfig};
 use crate::core::Error;
 use crate::core::clock::now_ms;
 
@@ -62,6 +63,24 @@ pub struct StartParams {
     pub quality: Option<u8>,
 }
 
+/// A stream's zones and lines as edited over the REST API (issue #13); once stored they
+/// replace the config's for every replica.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Geometry {
+    /// Stream id.
+    pub stream: String,
+    /// Zones (polygons).
+    pub zones: Vec<ZoneConfig>,
+    /// Lines (tripwires).
+    pub lines: Vec<LineConfig>,
+    /// Incremented by every write; 0 is the config's, never stored.
+    pub version: u64,
+    /// When it was written, ms since the Unix epoch.
+    pub updated_at_ms: u64,
+    /// Replica id that wrote it.
+    pub updated_by: String,
+}
+
 /// Shared start/stop state. Implementations must deliver every successful write to
 /// [`StateStore::subscribe`]rs, in generation order per stream.
 ///
@@ -78,6 +97,14 @@ pub trait StateStore: Send + Sync + 'static {
     async fn set_active(&self, id: &str, active: bool, params: StartParams, by: &str) -> Result<StreamRecord, Error>;
     /// Receives every change from now on.
     fn subscribe(&self) -> broadcast::Receiver<StateEvent>;
+    /// `stream`'s stored zones and lines; `None` when never written (the config's apply).
+    async fn geometry(&self, stream: &str) -> Result<Option<Geometry>, Error>;
+    /// Stores `geometry` if the stored version is still `expected` (0: none stored yet) and
+    /// delivers it to [`StateStore::subscribe_geometry`]; `false` when another write came
+    /// first (read again and retry).
+    async fn put_geometry(&self, geometry: &Geometry, expected: u64) -> Result<bool, Error>;
+    /// Receives every stored geometry from now on (also other replicas' writes).
+    fn subscribe_geometry(&self) -> broadcast::Receiver<Geometry>;
 
     /// Whether the store is reachable (for `/readyz`). The in-memory store always is.
     fn is_ready(&self) -> bool {

@@ -13,13 +13,13 @@ use tracing::{Instrument, info, warn};
 use super::pull;
 use super::runtime::StreamRuntime;
 use super::viewers::ViewerBudget;
-use crate::config::Config;
+use crate::config::{Config, LineConfig, MAX_GEOMETRY_PER_STREAM, ZoneConfig};
 use crate::core::clock::now_ms;
 use crate::core::shutdown::Shutdown;
 use crate::core::task::restart_on_panic;
 use crate::core::{Error, StreamId};
 use crate::source::CameraSource;
-use crate::state::{StartParams, StateStore, StreamRecord};
+use crate::state::{Geometry, StartParams, StateStore, StreamRecord};
 
 /// All streams of this gateway. See the module docs.
 #[derive(Debug)]
@@ -58,6 +58,10 @@ impl Streams {
             };
             let record = store.ensure(initial).await?;
             let rt = StreamRuntime::new(s.clone(), record, budget.clone(), shutdown.clone());
+            if let Some(g) = store.geometry(&s.id).await? {
+                info!(stream = %s.id, version = g.version, zones = g.zones.len(), lines = g.lines.len(), "zones and lines from the store (edited over the API) replace the config's");
+                rt.apply_geometry(g);
+            }
             map.insert(rt.id.clone(), rt);
         }
         let streams = Arc::new(Streams { map, store, replica_id, supervisors: Mutex::default() });
@@ -77,6 +81,7 @@ impl Streams {
             .collect();
         *streams.supervisors.lock() = supervisors;
         tokio::spawn(streams.clone().follow_store());
+        tokio::spawn(streams.clone().follow_geometry());
         Ok(streams)
     }
 
@@ -111,6 +116,76 @@ impl Streams {
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             }
         }
+    }
+
+    /// Applies stored zones and lines (this replica's writes and the others') to the
+    /// runtimes; after a lag, re-reads them.
+    async fn follow_geometry(self: Arc<Self>) {
+        let mut writes = self.store.subscribe_geometry();
+        loop {
+            match writes.recv().await {
+                Ok(g) => {
+                    if let Some(rt) = self.map.get(g.stream.as_str()) {
+                        rt.apply_geometry(g);
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    for (id, rt) in &self.map {
+                        match self.store.geometry(id).await {
+                            Ok(Some(g)) => {
+                                rt.apply_geometry(g);
+                            }
+                            Ok(None) => {}
+                            Err(e) => warn!(stream = %id, error = %e, "cannot re-read zones and lines"),
+                        }
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// Changes `id`'s zones and lines with `edit` (which may refuse with an error), checks the
+    /// result (ids, geometry, at most [`MAX_GEOMETRY_PER_STREAM`] each) and stores it
+    /// compare-and-set, editing again when another write came first. Returns what `edit`
+    /// returned and the stored geometry.
+    ///
+    /// Errors: unknown stream, `edit`'s error, invalid geometry (400), too many (413), the
+    /// store's.
+    pub(crate) async fn edit_geometry<T>(
+        &self,
+        id: &str,
+        edit: impl Fn(&mut Vec<ZoneConfig>, &mut Vec<LineConfig>) -> Result<T, Error>,
+    ) -> Result<(T, Arc<Geometry>), Error> {
+        let rt = self.require(id)?;
+        for _ in 0..8 {
+            let held = match self.store.geometry(id).await? {
+                Some(g) => g,
+                None => (*rt.geometry()).clone(),
+            };
+            let (mut zones, mut lines) = (held.zones.clone(), held.lines.clone());
+            let out = edit(&mut zones, &mut lines)?;
+            if zones.len() > MAX_GEOMETRY_PER_STREAM || lines.len() > MAX_GEOMETRY_PER_STREAM {
+                return Err(Error::GeometryLimit { stream: id.to_owned(), max: MAX_GEOMETRY_PER_STREAM });
+            }
+            let mut check = rt.config.clone();
+            (check.zones, check.lines) = (zones.clone(), lines.clone());
+            check.validate_geometry().map_err(Error::BadRequest)?;
+            let next = Geometry {
+                stream: id.to_owned(),
+                zones,
+                lines,
+                version: held.version + 1,
+                updated_at_ms: now_ms(),
+                updated_by: self.replica_id.clone(),
+            };
+            if self.store.put_geometry(&next, held.version).await? {
+                info!(stream = %id, version = next.version, zones = next.zones.len(), lines = next.lines.len(), "zones and lines changed");
+                rt.apply_geometry(next);
+                return Ok((out, rt.geometry()));
+            }
+        }
+        Err(Error::StoreUnavailable { cause: format!("zones and lines of {id:?}: too many concurrent writes; retry") })
     }
 
     /// One stream.

@@ -14,7 +14,7 @@ use crate::config::StreamConfig;
 use crate::core::shutdown::{Shutdown, StopReason};
 use crate::core::{Error, StreamId};
 use crate::metrics::limit_hit;
-use crate::state::StreamRecord;
+use crate::state::{Geometry, StreamRecord};
 
 /// One configured stream at run time.
 #[derive(Debug)]
@@ -29,6 +29,8 @@ pub(crate) struct StreamRuntime {
     pub(crate) audio: Arc<AudioHub>,
     health: watch::Sender<Health>,
     record: watch::Sender<StreamRecord>,
+    /// Zones and lines: the config's (version 0) until the API writes some.
+    geometry: watch::Sender<Arc<Geometry>>,
     consumers: watch::Sender<usize>,
     /// True while the camera is pulled (detection follows it).
     pulling: watch::Sender<bool>,
@@ -65,6 +67,14 @@ impl StreamRuntime {
             audio: Arc::new(AudioHub::new(id.clone())),
             id,
             health: watch::Sender::new(Health { state, ..Health::default() }),
+            geometry: watch::Sender::new(Arc::new(Geometry {
+                stream: config.id.clone(),
+                zones: config.zones.clone(),
+                lines: config.lines.clone(),
+                version: 0,
+                updated_at_ms: 0,
+                updated_by: String::new(),
+            })),
             record: watch::Sender::new(record),
             consumers: watch::Sender::new(0),
             pulling: watch::Sender::new(false),
@@ -143,6 +153,28 @@ impl StreamRuntime {
     /// The current record.
     pub(crate) fn record(&self) -> StreamRecord {
         self.record.borrow().clone()
+    }
+
+    /// The zones and lines in force.
+    pub(crate) fn geometry(&self) -> Arc<Geometry> {
+        self.geometry.borrow().clone()
+    }
+
+    /// The zones and lines in force now and after each change.
+    pub(crate) fn watch_geometry(&self) -> watch::Receiver<Arc<Geometry>> {
+        self.geometry.subscribe()
+    }
+
+    /// Takes stored zones and lines if newer than those held; returns whether they were.
+    pub(crate) fn apply_geometry(&self, geometry: Geometry) -> bool {
+        self.geometry.send_if_modified(|held| {
+            if geometry.version > held.version {
+                *held = Arc::new(geometry);
+                true
+            } else {
+                false
+            }
+        })
     }
 
     /// Takes a record from the store if it is newer than the one held; returns whether it was.
