@@ -53,6 +53,22 @@ impl Bbox {
         let union = self.w * self.h + other.w * other.h - inter;
         if union <= 0.0 { 0.0 } else { inter / union }
     }
+
+    /// The centre, as (x, y).
+    pub fn centre(&self) -> (f32, f32) {
+        (self.x + self.w / 2.0, self.y + self.h / 2.0)
+    }
+}
+
+/// Euclidean distance between two points.
+trait Distance {
+    fn distance(self, other: Self) -> f32;
+}
+
+impl Distance for (f32, f32) {
+    fn distance(self, other: (f32, f32)) -> f32 {
+        (self.0 - other.0).hypot(self.1 - other.1)
+    }
 }
 
 /// A frame this much older than the last one is not a late answer but a new timeline (a
@@ -124,6 +140,22 @@ struct Track {
     filter: BoxFilter,
     /// When it was last matched, ms.
     seen_ms: u64,
+    /// Carried over from another tracker ([`Tracker::resume`]) and not matched since: it may
+    /// be found again anywhere in the picture (see [`Tracker::resume`]).
+    resumed: bool,
+}
+
+/// A confirmed track as another tracker last saw it: what [`Tracker::resume`] continues.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TrackSeed {
+    /// Its id.
+    pub id: u64,
+    /// Its class.
+    pub class_id: u32,
+    /// Its last box.
+    pub bbox: Bbox,
+    /// When it was last seen, ms.
+    pub seen_ms: u64,
 }
 
 /// The tracks of one stream. See the crate docs.
@@ -147,6 +179,43 @@ impl Tracker {
     /// A tracker with no tracks; ids start at 1.
     pub fn new(config: TrackerConfig) -> Tracker {
         Tracker { config, tracks: Vec::new(), next_id: 1, last_ms: None, forgotten: Vec::new() }
+    }
+
+    /// A tracker continuing another's tracks (a detection lease taken over from a replica
+    /// that stopped): `seeds` keep their ids, new tracks are numbered from `next_id` (at
+    /// least past every seed). Time passed since they were seen (the takeover), so a seed may
+    /// be far from where it was: until it is matched, one that IoU does not match takes the
+    /// nearest unmatched confident detection of its class anywhere in the picture, before a
+    /// new track would (one object per class moves on; in a crowd, the nearest one). Seeds
+    /// still unmatched `max_lost_ms` after they were seen are forgotten as usual. The first
+    /// frame after a resume is a first frame: its new objects get ids at once.
+    pub fn resume(config: TrackerConfig, seeds: &[TrackSeed], next_id: u64) -> Tracker {
+        let tracks = seeds
+            .iter()
+            .map(|s| Track {
+                id: Some(s.id),
+                class_id: s.class_id,
+                state: State::Lost,
+                filter: BoxFilter::new(s.bbox, s.seen_ms),
+                seen_ms: s.seen_ms,
+                resumed: true,
+            })
+            .collect();
+        let next_id = seeds.iter().map(|s| s.id + 1).max().unwrap_or(1).max(next_id);
+        Tracker { config, tracks, next_id, last_ms: None, forgotten: Vec::new() }
+    }
+
+    /// The confirmed tracks now (tracked or lost), as [`Tracker::resume`] takes them.
+    pub fn seeds(&self) -> Vec<TrackSeed> {
+        self.tracks
+            .iter()
+            .filter_map(|t| t.id.map(|id| TrackSeed { id, class_id: t.class_id, bbox: t.filter.bbox(), seen_ms: t.seen_ms }))
+            .collect()
+    }
+
+    /// The id the next new track gets.
+    pub fn next_id(&self) -> u64 {
+        self.next_id
     }
 
     /// The ids of confirmed tracks forgotten (lost longer than `max_lost_ms`, or dropped with
@@ -205,6 +274,29 @@ impl Tracker {
         for (t, d) in matched {
             ids[d] = self.take(t, &detections[d], at_ms);
         }
+        // 3b. Resumed tracks not matched since the takeover: the nearest confident detection
+        // of their class, wherever it is.
+        let mut rest_high = rest_high;
+        let waiting: Vec<usize> =
+            (0..self.tracks.len()).filter(|&t| self.tracks[t].resumed && self.tracks[t].state == State::Lost).collect();
+        for t in waiting {
+            let (class, centre) = (self.tracks[t].class_id, self.tracks[t].filter.bbox().centre());
+            let nearest = rest_high
+                .iter()
+                .enumerate()
+                .filter(|&(_, &d)| detections[d].class_id == class && detections[d].score >= cfg.new_track_score)
+                .min_by(|a, b| {
+                    let da = detections[*a.1].bbox.centre().distance(centre);
+                    let db = detections[*b.1].bbox.centre().distance(centre);
+                    da.total_cmp(&db)
+                })
+                .map(|(i, &d)| (i, d));
+            if let Some((i, d)) = nearest {
+                rest_high.remove(i);
+                self.tracks[t].filter = BoxFilter::new(detections[d].bbox, at_ms);
+                ids[d] = self.take(t, &detections[d], at_ms);
+            }
+        }
         let mut gone = vec![false; self.tracks.len()];
         for t in unconfirmed {
             gone[t] = true;
@@ -235,6 +327,7 @@ impl Tracker {
                 state: if first_frame { State::Tracked } else { State::New },
                 filter: BoxFilter::new(det.bbox, at_ms),
                 seen_ms: at_ms,
+                resumed: false,
             });
         }
         ids
@@ -256,6 +349,7 @@ impl Tracker {
         track.filter.update(det.bbox);
         track.state = State::Tracked;
         track.seen_ms = at_ms;
+        track.resumed = false;
         track.id
     }
 
@@ -319,6 +413,38 @@ mod tests {
         assert_eq!(a.iou(&Bbox { x: 20.0, ..a }), 0.0);
         assert!((a.iou(&Bbox { x: 5.0, ..a }) - 50.0 / 150.0).abs() < 1e-6);
         assert_eq!(a.iou(&Bbox { w: 0.0, h: 0.0, ..a }), 0.0);
+    }
+
+    #[test]
+    fn a_resumed_tracker_keeps_ids_and_finds_its_objects_after_a_gap() {
+        let mut first = Tracker::new(TrackerConfig::default());
+        for f in 0..10u64 {
+            first.update(f * 100, &[det(100.0 + 4.0 * f as f32, 100.0, 0.9, 0), det(500.0, 300.0, 0.9, 1)]);
+        }
+        let seeds = first.seeds();
+        assert_eq!(seeds.len(), 2, "{seeds:?}");
+        let (person, car) = (seeds.iter().find(|s| s.class_id == 0).unwrap().id, seeds.iter().find(|s| s.class_id == 1).unwrap().id);
+        // Another replica takes over 6 s later: the person walked far (no IoU with where it
+        // was), the car stayed; a new person appears too.
+        let mut next = Tracker::resume(TrackerConfig::default(), &seeds, first.next_id());
+        let ids = next.update(7_000, &[det(700.0, 120.0, 0.9, 0), det(500.0, 300.0, 0.9, 1)]);
+        assert_eq!(ids, vec![Some(person), Some(car)], "the same objects, the same ids");
+        // From now on, as usual: a newcomer is a new track with a new id.
+        let ids = next.update(7_100, &[det(704.0, 120.0, 0.9, 0), det(500.0, 300.0, 0.9, 1), det(50.0, 600.0, 0.9, 0)]);
+        assert_eq!((ids[0], ids[1], ids[2]), (Some(person), Some(car), None));
+        let ids = next.update(7_200, &[det(708.0, 120.0, 0.9, 0), det(500.0, 300.0, 0.9, 1), det(52.0, 600.0, 0.9, 0)]);
+        assert!(ids[2].is_some_and(|id| id > person.max(car)), "new ids go on past the seeds: {ids:?}");
+        // A seed nobody finds is forgotten after max_lost_ms.
+        let mut lonely = Tracker::resume(TrackerConfig::default(), &seeds, 1);
+        lonely.update(1_500, &[]);
+        lonely.update(2_100, &[]);
+        let mut gone = lonely.take_forgotten();
+        gone.sort_unstable();
+        assert_eq!(gone, {
+            let mut v = vec![person, car];
+            v.sort_unstable();
+            v
+        });
     }
 
     #[test]

@@ -242,6 +242,11 @@ impl Analyzer {
         self.lines = lines;
     }
 
+    /// Forgets every object quietly (the tracks they belonged to are another numbering's).
+    pub fn clear_objects(&mut self) {
+        self.objects.clear();
+    }
+
     /// Objects followed now.
     pub fn objects(&self) -> usize {
         self.objects.len()

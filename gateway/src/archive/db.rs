@@ -38,7 +38,8 @@ macro_rules! on_pool {
 const INSERT_EVENT: &str = "INSERT INTO events (id, stream, kind, label, track_id, line, direction, zone, inside_ms, \
      ts_ms, seq, rtp_timestamp, box_x, box_y, box_w, box_h, snapshot_bytes, replica, stored_ms) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
-     ON CONFLICT (id) DO NOTHING";
+     ON CONFLICT (id) DO UPDATE SET snapshot_bytes = excluded.snapshot_bytes \
+     WHERE events.snapshot_bytes = 0 AND excluded.snapshot_bytes > 0";
 const INSERT_SNAPSHOT: &str = "INSERT INTO event_snapshots (id, jpeg) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING";
 const COLUMNS: &str = "id, stream, kind, label, track_id, line, direction, zone, inside_ms, ts_ms, seq, rtp_timestamp, \
      box_x, box_y, box_w, box_h, snapshot_bytes";
@@ -221,7 +222,9 @@ impl Db {
     }
 
     /// Stores `rows` in one transaction; an id already stored is left as it is (the same
-    /// event made again, e.g. after a lease failover). Returns how many were new.
+    /// event made again: by a replica following the lease holder, or after a failover),
+    /// except that a row stored without a snapshot takes this one's. Returns how many rows
+    /// were written.
     pub(crate) async fn insert(&self, rows: &[NewRow<'_>], replica: &str, now_ms: u64) -> Result<u64, sqlx::Error> {
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;

@@ -63,6 +63,11 @@ pub struct Detections {
     pub infer_ms: f32,
     /// Capture to this message, ms.
     pub latency_ms: f32,
+    /// Which numbering the boxes' `track_id`s belong to (the tracker's start, ms; kept when
+    /// another replica takes the detection lease over and continues the tracks). Absent
+    /// without tracking.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub track_epoch: Option<u64>,
     #[serde(skip)]
     json: OnceLock<Arc<str>>,
 }
@@ -70,14 +75,14 @@ pub struct Detections {
 impl Detections {
     /// The message for `frame`.
     pub fn new(frame: FrameMeta, boxes: Vec<NormalizedBox>, infer_ms: f32, latency_ms: f32) -> Detections {
-        Detections { kind: Kind::Detections, frame, boxes, infer_ms, latency_ms, json: OnceLock::new() }
+        Detections { kind: Kind::Detections, frame, boxes, infer_ms, latency_ms, track_epoch: None, json: OnceLock::new() }
     }
 
     /// The same boxes renamed to another copy of the frame (another replica's RTSP session
     /// numbers frames and stamps them with its own sequence and timestamps).
     pub fn renamed(&self, seq: u64, rtp_timestamp: RtpTimestamp) -> Detections {
         let frame = FrameMeta { seq, rtp_timestamp, ..self.frame.clone() };
-        Detections::new(frame, self.boxes.clone(), self.infer_ms, self.latency_ms)
+        Detections { track_epoch: self.track_epoch, ..Detections::new(frame, self.boxes.clone(), self.infer_ms, self.latency_ms) }
     }
 
     /// The JSON text, serialized on first use.

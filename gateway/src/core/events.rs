@@ -77,8 +77,10 @@ pub struct AnalyticsEvent {
     #[serde(rename = "type")]
     #[schema(example = "event")]
     pub message_type: &'static str,
-    /// Stable id: 16 hex digits derived from the stream, kind, track, zone or line and the
-    /// frame's capture time, so the same happening on the same frame has the same id.
+    /// Stable id: 16 hex digits derived from the stream, the tracker's epoch, the track, the
+    /// kind, the zone or line and how many times that track did that there before, so a
+    /// replica that takes the detection lease over and continues the tracks makes the same
+    /// id for the same happening (and the database keeps it once).
     pub id: String,
     /// What happened, to what, where.
     #[serde(flatten)]
@@ -135,12 +137,27 @@ fn fnv1a(parts: &[&[u8]]) -> u64 {
 }
 
 impl AnalyticsEvent {
-    /// The event with its id.
+    /// The event with an id for its frame (its capture time in place of the epoch and
+    /// ordinal of [`AnalyticsEvent::numbered`]).
     pub fn new(e: NewEvent) -> AnalyticsEvent {
+        let ts = e.ts_ms;
+        AnalyticsEvent::numbered(e, ts, 0)
+    }
+
+    /// The event with its id: the `ordinal`th time (from 1) track `track_id` of the tracker
+    /// started at `epoch` did `kind` at this zone or line.
+    pub fn numbered(e: NewEvent, epoch: u64, ordinal: u32) -> AnalyticsEvent {
         let place = e.line.as_deref().or(e.zone.as_deref()).unwrap_or("");
         let id = format!(
             "{:016x}",
-            fnv1a(&[e.stream.as_bytes(), e.kind.as_str().as_bytes(), place.as_bytes(), &e.track_id.to_le_bytes(), &e.ts_ms.to_le_bytes()])
+            fnv1a(&[
+                e.stream.as_bytes(),
+                &epoch.to_le_bytes(),
+                e.kind.as_str().as_bytes(),
+                place.as_bytes(),
+                &e.track_id.to_le_bytes(),
+                &ordinal.to_le_bytes(),
+            ])
         );
         AnalyticsEvent { message_type: "event", id, event: e, snapshot: None, json: OnceLock::new() }
     }
@@ -210,6 +227,17 @@ impl EventFanout {
             tracing::warn!(stream = %stream, id = %event.id, "event archive queue full or closed: event not stored (live only)");
         }
         let _ = self.tx.send(event);
+    }
+
+    /// Stores an event another replica made and published (followed here from its relayed
+    /// detections, so it is stored even if that replica dies before its own write): to the
+    /// archive only, without a snapshot.
+    pub fn store_only(&self, event: AnalyticsEvent) {
+        if let Some(archive) = self.archive.get()
+            && archive.queue.try_send(Recorded { event: Arc::new(event), picture: None }).is_err()
+        {
+            metrics::counter!("sightline_events_unstored_total", "stream" => "relayed").increment(1);
+        }
     }
 
     /// Events from now on.

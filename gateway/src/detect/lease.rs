@@ -16,10 +16,11 @@ use crate::pipeline::Pixels;
 use crate::state::ClusterStore;
 use crate::stream::StreamRuntime;
 
-/// Lifetime of the detection lease; its holder renews it every [`LEASE_RENEW`].
-const LEASE_TTL: Duration = Duration::from_secs(6);
+/// Lifetime of the detection lease; its holder renews it every [`LEASE_RENEW`]. A holder that
+/// dies is replaced within `LEASE_TTL + LEASE_RENEW` (4 s): the time nobody detects.
+const LEASE_TTL: Duration = Duration::from_secs(3);
 /// How often the lease is renewed, or tried by replicas that do not hold it.
-const LEASE_RENEW: Duration = Duration::from_secs(2);
+const LEASE_RENEW: Duration = Duration::from_secs(1);
 
 /// Follows `rt`'s pull for as long as the gateway runs; gives the lease back as soon as the
 /// pull stops (also on shutdown), so another replica takes detection over without waiting
@@ -39,12 +40,14 @@ pub(super) async fn follow(rt: Arc<StreamRuntime>, pixels: Arc<Pixels>, detect: 
             () = shutdown.wait() => {}
         }
         pixels.set_picture_sink(None);
-        here.store(false, Ordering::Relaxed);
+        if here.swap(false, Ordering::Relaxed) {
+            detect.lease_changed(&rt.id, false);
+        }
         // Always, and awaited: an acquire cut off by the stop may have taken the lease after
         // all, and a release left running could delete the lease a quick restart re-took.
         // The store deletes it only if this replica holds it.
         if let Err(e) = cluster.release_detect_lease(&rt.id).await {
-            debug!(stream = %rt.id, error = %e, "cannot release the detection lease; it lapses in 6 s");
+            debug!(stream = %rt.id, error = %e, "cannot release the detection lease; it lapses in 3 s");
         }
         if shutdown.is_set() {
             return;
@@ -65,6 +68,7 @@ async fn lead(rt: &StreamRuntime, pixels: &Arc<Pixels>, detect: &Detect, cluster
         };
         if held != here.swap(held, Ordering::Relaxed) {
             info!(stream = %rt.id, here = held, "detection lease {}", if held { "taken" } else { "held by another replica" });
+            detect.lease_changed(&rt.id, held);
             let sink: Arc<dyn PictureSink> = detect.scheduler().clone();
             pixels.set_picture_sink(held.then(|| (detect.config().fps, sink)));
         }

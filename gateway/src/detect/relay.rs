@@ -55,6 +55,7 @@ pub(super) async fn relay_in(detect: Arc<Detect>, streams: Arc<Streams>, mut rel
                 continue;
             }
         };
+        detect.follow_relayed(&message);
         let Some((seq, rtp_timestamp)) = rt.hub.unit_near(message.frame.capture_ms, RELAY_MATCH_MS) else {
             metrics::counter!("sightline_detect_relay_unmatched_total", "stream" => stream).increment(1);
             continue;

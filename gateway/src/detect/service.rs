@@ -106,11 +106,7 @@ impl Detect {
         let trackers = here
             .keys()
             .filter(|_| config.track)
-            .map(|id| {
-                let tracking =
-                    Tracking { tracker: track::Tracker::new(config.tracker()), min_score: config.confidence, ..Tracking::default() };
-                (id.clone(), Mutex::new(tracking))
-            })
+            .map(|id| (id.clone(), Mutex::new(Tracking::new(config.tracker(), config.confidence))))
             .collect();
         Detect {
             config: config.clone(),
@@ -180,6 +176,28 @@ impl Detect {
             metrics::counter!("sightline_detect_relay_dropped_total", "stream" => message.frame.stream.to_string()).increment(1);
         }
         self.fanout.publish(message);
+    }
+
+    /// The detection lease of `stream` came here (`held`) or went: here, the tracks the
+    /// previous holder's messages showed go on, with their ids.
+    pub(super) fn lease_changed(&self, stream: &str, held: bool) {
+        if let Some(tracking) = self.trackers.get(stream)
+            && held
+        {
+            let tracks = tracking.lock().take_over(crate::core::clock::now_ms());
+            tracing::info!(stream, tracks, "tracking here now, continuing the tracks last relayed");
+        }
+    }
+
+    /// Follows a message the lease holder relayed: the events its tracks made are stored here
+    /// too (the same ids: one row), and its tracks are remembered for a takeover.
+    pub(super) fn follow_relayed(&self, message: &Detections) {
+        if let Some(tracking) = self.trackers.get(&message.frame.stream) {
+            let events = tracking.lock().follow_relayed(message);
+            for e in events {
+                self.events.store_only(e);
+            }
+        }
     }
 
     /// Sets `stream`'s zones and lines (validated); objects in a changed zone leave it quietly.
@@ -257,21 +275,54 @@ impl Detect {
 }
 
 /// One stream's tracker and what its objects do in the stream's zones and lines.
+///
+/// On the lease holder, [`Tracking::follow`] tracks the boxes its workers find. On the other
+/// replicas, [`Tracking::follow_relayed`] follows the holder's messages (their track ids) through
+/// the same zones and lines, making the same events with the same ids (stored, so none is
+/// lost when the holder dies before its own write), and remembers each track's last box:
+/// when the lease comes here, [`Tracking::take_over`] continues those tracks, same ids, same
+/// numbering (`epoch`), so a happening both replicas see is one event.
 #[derive(Debug, Default)]
 struct Tracking {
     tracker: track::Tracker,
+    config: track::TrackerConfig,
     analyzer: track::zones::Analyzer,
     /// Each followed object's last box (for `object_left`).
     last_box: HashMap<u64, EventBox>,
     /// Boxes below this score (`detect.confidence`) reach viewers only when a track took them.
     min_score: f32,
+    /// The track numbering: when its first tracker started, ms (0: none yet).
+    epoch: u64,
+    /// How many times each (track, kind, zone or line) happened: the events' ordinals.
+    ordinals: HashMap<(u64, EventKind, String), u32>,
+    /// Every confirmed track's last sighting (own or relayed), to continue them.
+    seen: HashMap<u64, track::TrackSeed>,
 }
 
 impl Tracking {
+    fn new(config: track::TrackerConfig, min_score: f32) -> Tracking {
+        Tracking { tracker: track::Tracker::new(config.clone()), config, min_score, ..Tracking::default() }
+    }
+
+    /// The lease came here: continue the tracks last seen (relayed from the previous holder),
+    /// or start a numbering of our own. Returns how many tracks go on.
+    fn take_over(&mut self, now_ms: u64) -> usize {
+        if self.epoch == 0 {
+            self.epoch = now_ms;
+        }
+        let seeds: Vec<track::TrackSeed> = self.seen.values().copied().collect();
+        let next = seeds.iter().map(|s| s.id + 1).max().unwrap_or(1);
+        self.tracker = track::Tracker::resume(self.config.clone(), &seeds, next);
+        seeds.len()
+    }
+
     /// Gives the message's boxes their track ids, drops weak boxes no track took, and returns
     /// the events their objects made.
     fn follow(&mut self, message: &mut Detections) -> Vec<AnalyticsEvent> {
-        let stream = message.frame.stream.to_string();
+        if self.epoch == 0 {
+            self.epoch = crate::core::clock::now_ms();
+        }
+        message.track_epoch = Some(self.epoch);
         let dets: Vec<track::Detection> = message
             .boxes
             .iter()
@@ -284,6 +335,42 @@ impl Tracking {
             b.track_id = ids.next().flatten();
             b.score >= min_score || b.track_id.is_some()
         });
+        let forgotten = self.tracker.take_forgotten();
+        let events = self.analyze(message, forgotten);
+        metrics::gauge!("sightline_tracks_active", "stream" => message.frame.stream.to_string()).set(self.tracker.active() as f64);
+        for e in events.iter().map(|e| &e.event) {
+            if let (Some(line), Some(direction)) = (&e.line, e.direction) {
+                metrics::counter!("sightline_line_crossings_total", "stream" => e.stream.clone(), "line" => line.clone(), "direction" => direction, "label" => e.label.clone())
+                    .increment(1);
+            }
+        }
+        events
+    }
+
+    /// Follows a message of the lease holder (its track ids) through the zones and lines;
+    /// returns the events it made there (the holder publishes them; these are to store).
+    fn follow_relayed(&mut self, message: &Detections) -> Vec<AnalyticsEvent> {
+        let Some(epoch) = message.track_epoch else { return Vec::new() };
+        if epoch != self.epoch {
+            // Another numbering (a holder that started afresh): its tracks are not ours.
+            self.analyzer.clear_objects();
+            self.ordinals.clear();
+            self.seen.clear();
+            self.last_box.clear();
+            self.epoch = epoch;
+        }
+        let at = message.frame.capture_ms;
+        let max_lost = self.config.max_lost_ms;
+        let present: HashSet<u64> = message.boxes.iter().filter_map(|b| b.track_id).collect();
+        let forgotten: Vec<u64> =
+            self.seen.values().filter(|s| !present.contains(&s.id) && at.saturating_sub(s.seen_ms) > max_lost).map(|s| s.id).collect();
+        self.analyze(message, forgotten)
+    }
+
+    /// What the message's tracked boxes (and the `forgotten` tracks) did in the zones and
+    /// lines, as events numbered per track.
+    fn analyze(&mut self, message: &Detections, forgotten: Vec<u64>) -> Vec<AnalyticsEvent> {
+        let stream = message.frame.stream.to_string();
         let frame = &message.frame;
         let mut events = Vec::new();
         let event = |kind, label: &str, track_id, bbox: Option<EventBox>| NewEvent {
@@ -304,26 +391,39 @@ impl Tracking {
             let Some(id) = b.track_id else { continue };
             let bbox = EventBox { x: b.x, y: b.y, w: b.w, h: b.h };
             self.last_box.insert(id, bbox);
+            let seed = track::TrackSeed {
+                id,
+                class_id: b.class_id,
+                bbox: track::Bbox { x: b.x, y: b.y, w: b.w, h: b.h },
+                seen_ms: frame.capture_ms,
+            };
+            self.seen.insert(id, seed);
             for happening in self.analyzer.observe(id, &b.label, anchor(b), frame.capture_ms) {
-                events.push(describe(happening, event(EventKind::ObjectAppeared, &b.label, id, Some(bbox))));
+                let e = describe(happening, event(EventKind::ObjectAppeared, &b.label, id, Some(bbox)));
+                events.push(self.numbered(e));
             }
         }
-        for id in self.tracker.take_forgotten() {
+        for id in forgotten {
             let bbox = self.last_box.remove(&id);
+            self.seen.remove(&id);
             if let Some((label, happenings)) = self.analyzer.forget(id) {
                 for happening in happenings {
-                    events.push(describe(happening, event(EventKind::ObjectLeft, &label, id, bbox)));
+                    let e = describe(happening, event(EventKind::ObjectLeft, &label, id, bbox));
+                    events.push(self.numbered(e));
                 }
             }
-        }
-        metrics::gauge!("sightline_tracks_active", "stream" => stream.clone()).set(self.tracker.active() as f64);
-        for e in events.iter().map(|e| &e.event) {
-            if let (Some(line), Some(direction)) = (&e.line, e.direction) {
-                metrics::counter!("sightline_line_crossings_total", "stream" => stream.clone(), "line" => line.clone(), "direction" => direction, "label" => e.label.clone())
-                    .increment(1);
-            }
+            self.ordinals.retain(|(track, _, _), _| *track != id);
         }
         events
+    }
+
+    /// The event with its id: this numbering, this track's `n`th such happening here.
+    fn numbered(&mut self, e: NewEvent) -> AnalyticsEvent {
+        let place = e.line.clone().or_else(|| e.zone.clone()).unwrap_or_default();
+        let n = self.ordinals.entry((e.track_id, e.kind, place)).or_insert(0);
+        *n += 1;
+        let n = *n;
+        AnalyticsEvent::numbered(e, self.epoch, n)
     }
 }
 
@@ -333,7 +433,7 @@ fn anchor(b: &NormalizedBox) -> track::zones::Point {
 }
 
 /// The event for a happening, from a template with the object and frame filled in.
-fn describe(happening: track::zones::Happening, mut e: NewEvent) -> AnalyticsEvent {
+fn describe(happening: track::zones::Happening, mut e: NewEvent) -> NewEvent {
     use track::zones::Happening;
     match happening {
         Happening::Appeared => e.kind = EventKind::ObjectAppeared,
@@ -357,7 +457,7 @@ fn describe(happening: track::zones::Happening, mut e: NewEvent) -> AnalyticsEve
             e.inside_ms = Some(inside_ms);
         }
     }
-    AnalyticsEvent::new(e)
+    e
 }
 
 #[cfg(test)]
@@ -380,6 +480,63 @@ mod tests {
             .map(|&(x, score)| NormalizedBox { x, y: 0.2, w: 0.1, h: 0.2, class_id: 0, label: "person".into(), score, track_id: None })
             .collect();
         Detections::new(frame, boxes, 5.0, 20.0)
+    }
+
+    #[test]
+    fn a_replica_following_the_holder_makes_its_events_and_continues_its_tracks() {
+        let line = track::zones::Line {
+            id: "mid".into(),
+            points: vec![track::zones::Point { x: 0.5, y: 0.0 }, track::zones::Point { x: 0.5, y: 1.0 }],
+            labels: vec![],
+        };
+        let tracking = || {
+            let mut t = Tracking::new(track::TrackerConfig::default(), 0.5);
+            t.analyzer.set_geometry(vec![], vec![line.clone()]);
+            t
+        };
+        let (mut holder, mut other) = (tracking(), tracking());
+        holder.take_over(1_000_000);
+        // An object walking right, its anchor (bottom centre) at 0.33 .. 0.48: not across yet.
+        // Another one, far right, is there for the first 300 ms only: the walker's id is not
+        // the first (a replica numbering afresh would give it another).
+        let at = |t: u64| {
+            let walker = (0.28 + t as f32 * 0.0001, 0.9);
+            if t < 300 { message(t, &[(0.85, 0.9), walker]) } else { message(t, &[walker]) }
+        };
+        let mut made = Vec::new();
+        for t in (0..=1500).step_by(100) {
+            let mut m = at(t);
+            let mine: Vec<String> = holder.follow(&mut m).into_iter().map(|e| e.id).collect();
+            // Relayed as JSON, as Redis carries it.
+            let relayed: Detections = serde_json::from_str(m.json()).unwrap();
+            let theirs: Vec<String> = other.follow_relayed(&relayed).into_iter().map(|e| e.id).collect();
+            assert_eq!(mine, theirs, "t={t}: the same events, the same ids");
+            made.extend(mine);
+        }
+        assert_eq!(made.len(), 3, "two appeared, one left: {made:?}");
+        // The holder dies; 2.5 s later the other replica has the lease and sees the object
+        // across the line. Its crossing is the one the holder would have made: same track,
+        // same id.
+        let tracks = other.take_over(1_001_600);
+        assert_eq!(tracks, 1);
+        let mut m = at(4000);
+        let continued = other.follow(&mut m);
+        let mut m2 = at(4000);
+        let would_have = holder.follow(&mut m2);
+        let crossing = |events: &[AnalyticsEvent]| {
+            events.iter().find(|e| e.event.kind == EventKind::LineCrossed).map(|e| (e.id.clone(), e.event.track_id))
+        };
+        assert!(crossing(&continued).is_some_and(|(_, track)| track > 1), "{continued:?}");
+        assert_eq!(crossing(&continued), crossing(&would_have));
+        assert_eq!(m.track_epoch, m2.track_epoch, "one numbering");
+        // A holder that started afresh (another epoch): followers drop the old tracks.
+        let mut fresh = tracking();
+        fresh.take_over(2_000_000);
+        let mut m = at(5000);
+        fresh.follow(&mut m);
+        other.follow_relayed(&m);
+        assert_eq!(other.epoch, 2_000_000);
+        assert_eq!(other.seen.keys().copied().collect::<Vec<_>>(), vec![1], "only the new holder's track");
     }
 
     #[test]

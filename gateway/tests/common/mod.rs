@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
 
+mod postgres;
+#[allow(unused_imports, reason = "not every test binary starts PostgreSQL")]
+pub use postgres::Postgres;
+
 /// The workspace root (for `static/` and `scripts/`).
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
