@@ -542,6 +542,9 @@ async fn stored_as_seen(gw: &Gateway, seen: &HashMap<String, Vec<Value>>) {
     assert_eq!(reqwest::get(&gw.url("/api/events/0000000000000000/snapshot.jpg")).await.unwrap().status(), 404);
     // Counts: at least the crossings seen, per direction.
     let (_, counts) = get_json(&gw.url("/api/streams/yard/counts")).await;
+    // Objects in the zone now: the circle or nobody.
+    let occupancy = counts["occupancy"].as_array().unwrap_or_else(|| panic!("{counts}"));
+    assert!(occupancy.iter().all(|o| o["zone"] == "left" && o["label"] == "circle" && o["objects"] == 1), "{counts}");
     for direction in ["in", "out"] {
         let counted: u64 = counts["lines"]
             .as_array()

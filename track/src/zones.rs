@@ -247,6 +247,17 @@ impl Analyzer {
         self.objects.clear();
     }
 
+    /// How many objects are in each zone now, per label: `(zone, label, objects)`, sorted.
+    pub fn occupancy(&self) -> Vec<(String, String, usize)> {
+        let mut counts: std::collections::BTreeMap<(String, String), usize> = std::collections::BTreeMap::new();
+        for o in self.objects.values() {
+            for zone in o.inside.keys() {
+                *counts.entry((zone.clone(), o.label.clone())).or_default() += 1;
+            }
+        }
+        counts.into_iter().map(|((zone, label), n)| (zone, label, n)).collect()
+    }
+
     /// Objects followed now.
     pub fn objects(&self) -> usize {
         self.objects.len()
@@ -380,6 +391,7 @@ mod tests {
         // A car crosses too, but the fence counts only people; it still enters the yard.
         a.observe(2, "car", p(0.7, 0.2), 1700);
         assert_eq!(a.observe(2, "car", p(0.3, 0.2), 1800), vec![Happening::ZoneEnter { zone: "yard".into() }]);
+        assert_eq!(a.occupancy(), vec![("yard".into(), "car".into(), 1), ("yard".into(), "person".into(), 1)]);
         assert_eq!(a.forget(2), Some(("car".into(), vec![Happening::ZoneExit { zone: "yard".into() }, Happening::Left])));
         assert_eq!(a.forget(2), None);
         assert_eq!(a.objects(), 1);

@@ -200,6 +200,12 @@ impl Detect {
         }
     }
 
+    /// Objects in each of `stream`'s zones now, per label (`None` without tracking): what this
+    /// replica's tracker or, on the others, the holder's relayed tracks say.
+    pub(crate) fn occupancy(&self, stream: &str) -> Option<Vec<(String, String, usize)>> {
+        self.trackers.get(stream).map(|t| t.lock().analyzer.occupancy())
+    }
+
     /// Sets `stream`'s zones and lines (validated); objects in a changed zone leave it quietly.
     pub(crate) fn set_geometry(&self, stream: &str, zones: Vec<track::zones::Zone>, lines: Vec<track::zones::Line>) {
         if let Some(tracking) = self.trackers.get(stream) {

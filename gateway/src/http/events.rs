@@ -304,10 +304,24 @@ pub(crate) struct Counts {
     lines: Vec<LineCount>,
     /// Entries, exits and loitering per zone, label and bucket.
     zones: Vec<ZoneCount>,
+    /// Objects in each zone now, per label (from the tracks; empty without tracking).
+    occupancy: Vec<Occupancy>,
+}
+
+/// How many objects of a label are in a zone now.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct Occupancy {
+    /// The zone.
+    zone: String,
+    /// The objects' class label.
+    label: String,
+    /// Objects inside now.
+    objects: u64,
 }
 
 /// How many objects crossed each line of the stream (per label and direction), entered, left
-/// and loitered in each zone, per time bucket, from the stored events.
+/// and loitered in each zone, per time bucket, from the stored events; and how many are in
+/// each zone now.
 #[utoipa::path(get, path = "/api/streams/{id}/counts", tag = "events", params(("id" = String, Path, description = "Stream id"), CountsQuery),
     security(("bearer" = []), ("token" = []), ("cookie" = [])),
     responses((status = 200, description = "Counts", body = Counts),
@@ -344,5 +358,13 @@ pub(super) async fn stream_counts(
         return Err(Error::BadRequest(format!("bucket must be more than 0 and make at most {MAX_BUCKETS} buckets of the range")));
     }
     let (lines, zones) = state.archive.counts(&id, from_ms, to_ms, bucket_ms).await?;
-    Ok(Json(Counts { stream: id, from_ms, to_ms, bucket_ms, lines, zones }))
+    let occupancy = state
+        .detect
+        .as_ref()
+        .and_then(|d| d.occupancy(&id))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(zone, label, n)| Occupancy { zone, label, objects: n as u64 })
+        .collect();
+    Ok(Json(Counts { stream: id, from_ms, to_ms, bucket_ms, lines, zones, occupancy }))
 }
