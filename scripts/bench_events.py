@@ -42,7 +42,7 @@ def percentile(values, p):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=int, default=60)
-    ap.add_argument("--bin-dir")
+    ap.add_argument("--bin-dir", help="binaries built elsewhere (default: cargo build --release)")
     args = ap.parse_args()
     bin_dir = args.bin_dir
     if not bin_dir:
@@ -61,6 +61,7 @@ def main():
     base = base.replace('listen = "127.0.0.1:8554"', f'listen = "127.0.0.1:{cam_port}"', 1)
     base = base.replace('static_dir = "static"', f'static_dir = "{ROOT}/static"', 1)
     base = base.replace('data_dir = "data"', f'data_dir = "{tmp}/data"', 1)
+    base = base.replace("udp_port = 8189", "udp_port = 0", 1)
     base = base.replace('# url = "mqtt://127.0.0.1:1883"', f'url = "mqtt://127.0.0.1:{broker_port}"', 1)
     base = base.replace("rtsp://127.0.0.1:8554/testcam", f"rtsp://127.0.0.1:{cam_port}/testcam")
     cfg = os.path.join(tmp, "gateway.toml")
