@@ -177,12 +177,13 @@ async fn events_are_stored_once_when_the_lease_holder_is_killed_mid_crossing() {
         assert!(Instant::now() < deadline, "no crossing stored in 60 s; A:\n{}", replicas[0].as_ref().unwrap().log_text());
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
-    // Kill the holder (SIGKILL) 0.4 s before the circle crosses again: mid-crossing, its box
-    // astride the line.
+    // Kill the holder (SIGKILL) 0.4 s after the circle crossed, its box still astride the line:
+    // the holder has just made the event (capture to event: p99 184 ms) and may or may not
+    // have written it; it must be stored once, whoever writes it.
     let now = sightline::core::clock::now_ms();
     let upcoming = expected_crossings(frame_at(now + 1500), frame_at(now + 60_000));
     let &(crossing, _, _) = upcoming.iter().find(|c| !c.2).expect("a crossing within a minute");
-    let kill_at = time_of(crossing) - 400;
+    let kill_at = time_of(crossing) + 400;
     tokio::time::sleep(Duration::from_millis(kill_at.saturating_sub(sightline::core::clock::now_ms()))).await;
     let holder = redis.cli(&["GET", "sightline:lease:detect:cam"]).trim().to_owned();
     let (dead, alive) = if holder == "A" { (0, 1) } else { (1, 0) };
@@ -209,12 +210,16 @@ async fn events_are_stored_once_when_the_lease_holder_is_killed_mid_crossing() {
     tokio::time::sleep(Duration::from_millis(end_ms.saturating_sub(sightline::core::clock::now_ms()))).await;
     let stored: Vec<_> = crossings_of(survivor).await.into_iter().filter(|c| c.0 <= end_ms).collect();
     let expected = expected_crossings(frame_at(first) - 10, frame_at(end_ms - 500));
-    // In order: each expected crossing stored once, with its direction (an ambiguous one may
-    // be missing); nothing stored that did not happen; the one at the kill among them (its
-    // time may be the takeover's: nobody was detecting when it happened).
+    // In order: each expected crossing stored once, with its direction; nothing stored that did
+    // not happen; the one at the kill among them. May be missing: an ambiguous one, and one
+    // made while nobody detected (from the kill until the new holder's decoder had its first
+    // keyframe: its track is seen again on the other side, but a path from where it was to
+    // where it is may pass the line's end).
+    let blind = killed_ms..killed_ms + took_ms + 2500;
     let mut rest = stored.iter().peekable();
     let mut matched_at_kill = false;
     for &(n, inward, ambiguous) in &expected {
+        let ambiguous = ambiguous || blind.contains(&time_of(n));
         match rest.peek() {
             Some(s) if s.1 == inward => {
                 rest.next();
