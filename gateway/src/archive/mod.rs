@@ -73,12 +73,12 @@ impl Archive {
 
     /// The event `id`.
     pub(crate) async fn get(&self, id: &str) -> Result<EventRecord, Error> {
-        self.db()?.get(id).await.map_err(unavailable)?.ok_or_else(|| Error::UnknownEvent { what: "event", id: cut(id) })
+        self.db()?.get(id).await.map_err(unavailable)?.ok_or_else(|| Error::unknown_event("event", id))
     }
 
     /// The snapshot JPEG of event `id`.
     pub(crate) async fn snapshot(&self, id: &str) -> Result<Vec<u8>, Error> {
-        self.db()?.snapshot(id).await.map_err(unavailable)?.ok_or_else(|| Error::UnknownEvent { what: "snapshot of event", id: cut(id) })
+        self.db()?.snapshot(id).await.map_err(unavailable)?.ok_or_else(|| Error::unknown_event("snapshot of event", id))
     }
 
     /// `stream`'s line crossings and zone events in `[from_ms, to_ms)` per `bucket_ms`.
@@ -103,10 +103,6 @@ impl Archive {
 
 fn unavailable(e: sqlx::Error) -> Error {
     Error::EventsUnavailable { cause: e.to_string() }
-}
-
-fn cut(id: &str) -> String {
-    id.chars().take(40).collect()
 }
 
 /// The task that owns the queue's receiving end.

@@ -18,6 +18,8 @@ pub enum ErrorKind {
     BadRequest,
     /// 409: the stream is stopped.
     Conflict,
+    /// 409: what the request would create exists already.
+    Exists,
     /// 401 with a Bearer challenge.
     Unauthenticated,
     /// 403.
@@ -245,7 +247,8 @@ impl Error {
             UnknownStream { .. } | UnknownRoute { .. } | UnknownSession { .. } | UnknownEvent { .. } | UnknownGeometry { .. } => {
                 ErrorKind::NotFound
             }
-            StreamStopped { .. } | Exists(_) => ErrorKind::Conflict,
+            StreamStopped { .. } => ErrorKind::Conflict,
+            Exists(_) => ErrorKind::Exists,
             BadRequest(_) => ErrorKind::BadRequest,
             Unauthenticated { .. } => ErrorKind::Unauthenticated,
             Forbidden(_) => ErrorKind::Forbidden,
@@ -279,6 +282,12 @@ impl Error {
             | CameraEnded { stream } => Some(stream),
             _ => None,
         }
+    }
+
+    /// No stored event `id` (`what`: `event`, `snapshot of event`); the id cut to 40
+    /// characters for the answer.
+    pub fn unknown_event(what: &'static str, id: &str) -> Error {
+        Error::UnknownEvent { what, id: id.chars().take(40).collect() }
     }
 
     /// A WHEP error about `stream`.

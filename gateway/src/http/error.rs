@@ -33,7 +33,8 @@ pub(crate) fn status_and_kind(e: &Error) -> (StatusCode, &'static str) {
     match e.kind() {
         ErrorKind::NotFound => (StatusCode::NOT_FOUND, "not_found"),
         ErrorKind::BadRequest => (StatusCode::BAD_REQUEST, "bad_request"),
-        ErrorKind::Conflict => (StatusCode::CONFLICT, if matches!(e, Error::Exists(_)) { "conflict" } else { "stream_stopped" }),
+        ErrorKind::Conflict => (StatusCode::CONFLICT, "stream_stopped"),
+        ErrorKind::Exists => (StatusCode::CONFLICT, "conflict"),
         ErrorKind::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthorized"),
         ErrorKind::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
         ErrorKind::Timeout => (StatusCode::REQUEST_TIMEOUT, "timeout"),

@@ -245,12 +245,17 @@ pub(super) async fn search_events(
         (status = 503, description = "The event database is unavailable", body = super::error::ErrorBody),
         super::responses::Denied, super::responses::Guard))]
 pub(super) async fn get_event(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<EventRecord>, Error> {
+    Ok(Json(visible_event(&state, &caller, &id).await?))
+}
+
+/// The stored event `id` if the caller may see its stream; 404 as for an unknown one if not.
+async fn visible_event(state: &AppState, caller: &Caller, id: &str) -> Result<EventRecord, Error> {
     caller.require_any()?;
-    let event = state.archive.get(&id).await?;
+    let event = state.archive.get(id).await?;
     if !caller.may_view(&event.stream) {
-        return Err(Error::UnknownEvent { what: "event", id: id.chars().take(40).collect() });
+        return Err(Error::unknown_event("event", id));
     }
-    Ok(Json(event))
+    Ok(event)
 }
 
 /// The snapshot of event `id`: a JPEG of the frame it happened on with the object's box
@@ -262,11 +267,7 @@ pub(super) async fn get_event(State(state): State<AppState>, caller: Caller, Pat
         (status = 503, description = "The event database is unavailable", body = super::error::ErrorBody),
         super::responses::Denied, super::responses::Guard))]
 pub(super) async fn event_snapshot(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Response, Error> {
-    caller.require_any()?;
-    let event = state.archive.get(&id).await?;
-    if !caller.may_view(&event.stream) {
-        return Err(Error::UnknownEvent { what: "event", id: id.chars().take(40).collect() });
-    }
+    visible_event(&state, &caller, &id).await?;
     let jpeg = state.archive.snapshot(&id).await?;
     Ok(([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "private, max-age=86400, immutable")], jpeg).into_response())
 }

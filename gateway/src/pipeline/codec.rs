@@ -142,6 +142,23 @@ pub(super) fn range_tables() -> &'static ([u8; 256], [u8; 256]) {
     })
 }
 
+/// Tightly packed I420 planes (strides = widths) of a `width`×`height` picture, as
+/// libjpeg-turbo takes them (4:2:0).
+pub(super) fn i420_image([y, u, v]: [&[u8]; 3], width: usize, height: usize) -> turbojpeg::YuvPlanesImage<&[u8]> {
+    let chroma = width.div_ceil(2);
+    turbojpeg::YuvPlanesImage {
+        y_plane: y,
+        u_plane: u,
+        v_plane: v,
+        width,
+        height,
+        y_stride: width,
+        u_stride: chroma,
+        v_stride: chroma,
+        subsamp: turbojpeg::Subsamp::Sub2x2,
+    }
+}
+
 /// Initializes FFmpeg once; its own log is limited to fatal errors (ours says what failed,
 /// with the stream id, and counts it).
 pub(crate) fn ffmpeg_ready() -> Result<(), ffmpeg::Error> {
@@ -308,17 +325,7 @@ impl Codec {
         copy(pu, plane(1), cw, ch, chroma_t);
         copy(pv, plane(2), cw, ch, chroma_t);
 
-        let image = turbojpeg::YuvPlanesImage {
-            y_plane: &py[..],
-            u_plane: &pu[..],
-            v_plane: &pv[..],
-            width: w,
-            height: h,
-            y_stride: w,
-            u_stride: cw,
-            v_stride: cw,
-            subsamp: turbojpeg::Subsamp::Sub2x2,
-        };
+        let image = i420_image([&py[..], &pu[..], &pv[..]], w, h);
         let mut jpegs = Vec::with_capacity(qualities.len());
         for &quality in qualities {
             let started = Instant::now();

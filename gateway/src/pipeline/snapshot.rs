@@ -54,17 +54,7 @@ pub(crate) fn snapshot_jpeg(picture: &Picture, bbox: Option<EventBox>, quality: 
             }
         }
     }
-    let image = turbojpeg::YuvPlanesImage {
-        y_plane: &y[..],
-        u_plane: &u[..],
-        v_plane: &v[..],
-        width: w,
-        height: h,
-        y_stride: w,
-        u_stride: cw,
-        v_stride: cw,
-        subsamp: turbojpeg::Subsamp::Sub2x2,
-    };
+    let image = super::codec::i420_image([&y[..], &u[..], &v[..]], w, h);
     let mut compressor = turbojpeg::Compressor::new().map_err(|e| e.to_string())?;
     compressor.set_quality(i32::from(quality.clamp(1, 100))).map_err(|e| e.to_string())?;
     compressor.compress_yuv_planes_to_vec(&image).map_err(|e| e.to_string())
