@@ -68,18 +68,24 @@ async fn b_frames_are_decoded_in_presentation_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_plays_b_frames_and_h265_transcoded() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let avc = GstCamera::start(free_port(), &["--profile", "high", "--bframes", "2"]);
-    let hevc = GstCamera::start(free_port(), &["--codec", "h265"]);
-    let gw = Gateway::start_with(
-        &format!("[[streams]]\nid = \"avc-b\"\nurl = \"{}\"\n[[streams]]\nid = \"hevc\"\nurl = \"{}\"\n", avc.url(), hevc.url()),
-        false,
-    );
-    for (stream, reason) in
-        [("avc-b", "the camera sends B-frames"), ("hevc", "the camera sends H.265 (passed through to browsers whose offer has H.265)")]
-    {
+    // One camera at a time: a software H.265 encoder, the gateway's decoder and H.264 encoder
+    // and Chromium already fill the two cores (with both cameras running, Chromium showed 108
+    // of 121 pictures once in CI while decoding all of them).
+    for (stream, args, reason) in [
+        ("avc-b", &["--profile", "high", "--bframes", "2"][..], "the camera sends B-frames"),
+        ("hevc", &["--codec", "h265"][..], "the camera sends H.265 (passed through to browsers whose offer has H.265)"),
+    ] {
+        let cam = GstCamera::start(free_port(), args);
+        let gw = Gateway::start_with(&format!("[[streams]]\nid = \"{stream}\"\nurl = \"{}\"\n", cam.url()), false);
         let r = browser_whep(&gw, stream, 5).await;
         // The transcoded pictures keep the camera's 90 kHz timestamps, in presentation order.
-        assert_played(&r, stream);
+        assert_played_at(&r, stream, 85);
+        let steps = r["rtpSteps"].as_object().unwrap();
+        assert!(
+            steps.keys().all(|k| k.parse::<u64>().is_ok_and(|t| t > 0 && t % 3600 == 0)),
+            "{stream}: every step whole frames forward (presentation order): {r}"
+        );
+        assert!(r["framesDecoded"].as_u64().unwrap_or(0) >= 115, "{stream}: every transcoded picture decoded: {r}");
         assert_eq!(r["hello"]["rtp_offset"], 0, "{stream}: camera timestamps kept: {r}");
         let (_, s) = get_json(&gw.url(&format!("/api/streams/{stream}"))).await;
         assert_eq!(
@@ -91,16 +97,13 @@ async fn chromium_plays_b_frames_and_h265_transcoded() {
             metric(&gw, &format!("sightline_transcode_seconds_count{{stream=\"{stream}\"}}")).await.unwrap_or(0.0) >= 100.0,
             "{stream}: one transcode per picture"
         );
+        // The last viewer gone, the transcoder stops.
+        let active = format!("sightline_transcoders_active{{stream=\"{stream}\"}}");
+        assert!(
+            eventually(Duration::from_secs(5), || async { metric(&gw, &active).await == Some(0.0) }).await,
+            "{stream}: the transcoder stops with its last viewer"
+        );
     }
-    // The last viewer gone, the transcoders stop.
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            metric(&gw, "sightline_transcoders_active{stream=\"avc-b\"}").await == Some(0.0)
-                && metric(&gw, "sightline_transcoders_active{stream=\"hevc\"}").await == Some(0.0)
-        })
-        .await,
-        "transcoders stop with their last viewer"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

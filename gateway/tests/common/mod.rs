@@ -431,6 +431,12 @@ pub async fn browser_whep_audio(gw: &Gateway, stream: &str, seconds: u32) -> ser
 /// for >= 90 % of frames, `hello` and `state` on the data channel, DELETE answered 200, and
 /// the first frame within 3 s.
 pub fn assert_played(r: &serde_json::Value, what: &str) {
+    assert_played_at(r, what, 90);
+}
+
+/// [`assert_played`] with `percent` of displayed frames on the 25 fps grid: a 7200 step is a
+/// picture Chromium decoded but did not show (its compositor starved of CPU), not one it lacked.
+pub fn assert_played_at(r: &serde_json::Value, what: &str, percent: u64) {
     assert!(r["framesDecoded"].as_u64().unwrap_or(0) >= 100, "{what}: >= 100 frames decoded in 5 s: {r}");
     assert_eq!((r["width"].as_u64(), r["height"].as_u64()), (Some(1280), Some(720)), "{what}: {r}");
     assert_eq!(r["packetsLost"], 0, "{what}: {r}");
@@ -438,7 +444,7 @@ pub fn assert_played(r: &serde_json::Value, what: &str) {
     let steps = r["rtpSteps"].as_object().unwrap();
     let total: u64 = steps.values().map(|v| v.as_u64().unwrap()).sum();
     let exact = steps.get("3600").and_then(|v| v.as_u64()).unwrap_or(0);
-    assert!(exact * 10 >= total * 9, "{what}: 3600-tick steps {exact} of {total}: {r}");
+    assert!(exact * 100 >= total * percent, "{what}: 3600-tick steps {exact} of {total}: {r}");
     let messages: Vec<&str> = r["messages"].as_array().unwrap().iter().filter_map(|m| m.as_str()).collect();
     assert!(messages.contains(&"hello") && messages.contains(&"state"), "{what}: data channel messages {messages:?}");
     assert_eq!(r["deleteStatus"], 200, "{what}");
