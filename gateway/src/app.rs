@@ -18,7 +18,6 @@ use crate::http::guard::ControlRate;
 use crate::out::webrtc::Webrtc;
 use crate::pipeline::Pipelines;
 use crate::source::CameraSource;
-use crate::source::rtsp::RtspSource;
 use crate::state::{ClusterStore, MemoryStore, RedisStore, StateStore};
 use crate::stream::Streams;
 
@@ -71,7 +70,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
     let (shutdown_trigger, shutdown) = ShutdownTrigger::new();
-    let parts = assemble(&config, store, cluster, replica_id, Arc::new(RtspSource), shutdown.clone()).await?;
+    let parts = assemble(&config, store, cluster, replica_id, Arc::new(crate::source::any::Sources::default()), shutdown.clone()).await?;
     let (streams, detect, control_rate) = (parts.state.streams.clone(), parts.detection, parts.state.control_rate.clone());
     let archive = parts.state.archive.clone();
     let (_mqtt, _webhooks) = (parts.mqtt, parts.webhooks);

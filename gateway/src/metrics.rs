@@ -75,6 +75,10 @@ fn describe() {
     describe_counter!("sightline_ingest_frames_total", "Access units received from the camera");
     describe_counter!("sightline_ingest_bytes_total", Unit::Bytes, "H.264 bytes received from the camera");
     describe_counter!("sightline_ingest_reconnects_total", "Camera sessions that ended and were retried");
+    describe_counter!(
+        "sightline_file_frames_skipped_total",
+        "Access units of file sources skipped because the gateway fell behind the file's 1x clock"
+    );
     describe_gauge!("sightline_viewers", "Open viewers by kind (sse, mjpeg)");
     describe_counter!(
         "sightline_frames_dropped_total",

@@ -371,6 +371,11 @@ pub struct StreamConfig {
     /// for the stream) to WebRTC viewers whose offer has an audio m-line. Default `true`.
     #[serde(default = "yes")]
     pub audio: bool,
+    /// A `file://` source starts over at its end, timestamps going on (viewers keep their
+    /// session). Default `false`: at its end the file plays again as a new session, after the
+    /// reconnect delay.
+    #[serde(default, rename = "loop")]
+    pub looping: bool,
     /// Zones (polygons) tracked objects enter, leave and loiter in (issue #13). Default none.
     #[serde(default)]
     pub zones: Vec<ZoneConfig>,
@@ -617,6 +622,7 @@ impl StreamConfig {
             quality: default_quality(),
             detect: true,
             audio: true,
+            looping: false,
             zones: Vec::new(),
             lines: Vec::new(),
         }
@@ -739,8 +745,8 @@ impl Config {
                 return Err(format!("stream id {:?} is defined twice", s.id));
             }
             let url = url::Url::parse(&s.url).map_err(|e| format!("stream {}: bad url {}: {e}", s.id, redact_url(&s.url)))?;
-            if url.scheme() != "rtsp" && url.scheme() != "rtsps" {
-                return Err(format!("stream {}: url {} must be rtsp:// or rtsps://", s.id, redact_url(&s.url)));
+            if !matches!(url.scheme(), "rtsp" | "rtsps" | "file") {
+                return Err(format!("stream {}: url {} must be rtsp://, rtsps:// or file:///path", s.id, redact_url(&s.url)));
             }
             if !FPS_RANGE.contains(&s.fps) {
                 return Err(format!("stream {}: fps {} outside {FPS_RANGE:?}", s.id, s.fps));

@@ -1,8 +1,11 @@
 //! Where a stream's access units come from: the [`CameraSource`] trait, one camera session at
-//! a time. [`rtsp::RtspSource`] pulls RTSP cameras with retina; files and screens are other
-//! sources of the same shape. Reconnecting, health and the hub are the stream layer's
-//! (`stream::ingest`): a source only plays one session and reports what it receives.
+//! a time. [`rtsp::RtspSource`] pulls RTSP cameras with retina, [`file::FileSource`] plays
+//! video files at 1x, and [`any::Sources`] picks one by the URL's scheme. Reconnecting,
+//! health and the hub are the stream layer's (`stream::ingest`): a source only plays one
+//! session and reports what it receives.
 
+pub(crate) mod any;
+pub(crate) mod file;
 pub(crate) mod rtsp;
 
 use std::time::Duration;
@@ -29,6 +32,9 @@ pub(crate) trait SessionSink: Send {
     /// `packets` video RTP packets never arrived (or arrived after later ones, which the RTP
     /// client drops): UDP loss before the next unit.
     fn lost(&mut self, packets: u64);
+    /// `units` access units of a file were skipped: the gateway fell more than 300 ms behind
+    /// the file's 1x clock (a unit and the rest of its GOP go; the file never plays slower).
+    fn skipped(&mut self, units: u64);
 }
 
 /// One kind of camera. See the module docs.

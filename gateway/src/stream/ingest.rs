@@ -73,6 +73,9 @@ pub(crate) struct Health {
     /// Video RTP packets lost on the way from the camera since the gateway started (UDP: never
     /// arrived, or arrived after later ones); the units they belonged to are dropped.
     pub(crate) packets_lost: u64,
+    /// Access units of a `file://` source skipped since the gateway started because it fell
+    /// behind the file's 1x clock (never played slower); 0 for cameras.
+    pub(crate) frames_skipped: u64,
     /// The camera's audio as set up in its last session (`null`: none, or `audio = false`).
     pub(crate) audio: Option<AudioHealth>,
 }
@@ -248,6 +251,14 @@ impl SessionSink for HubSink {
         // Shown with the next once-a-second health update.
         self.health.send_if_modified(|h| {
             h.packets_lost += packets;
+            false
+        });
+    }
+
+    fn skipped(&mut self, units: u64) {
+        metrics::counter!("sightline_file_frames_skipped_total", "stream" => self.stream.clone()).increment(units);
+        self.health.send_if_modified(|h| {
+            h.frames_skipped += units;
             false
         });
     }
