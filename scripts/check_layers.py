@@ -29,8 +29,9 @@ ALLOWED = {
     "pipeline": {"core", "stream"},
     "detect": {"core", "config", "pipeline", "state", "stream"},
     "archive": {"core", "config", "pipeline"},
+    "record": {"core", "config", "metrics", "stream", "archive"},
     "out": {"core", "config", "metrics", "pipeline", "state", "stream"},
-    "http": {"core", "config", "metrics", "auth", "state", "stream", "pipeline", "detect", "out", "archive"},
+    "http": {"core", "config", "metrics", "auth", "state", "stream", "pipeline", "detect", "out", "archive", "record"},
     "app": None,
 }
 

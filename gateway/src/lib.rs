@@ -13,6 +13,7 @@
 //! out/sse, out/mjpeg, out/webrtc
 //!              one transport each: SSE events, multipart JPEG, WHEP sessions on str0m loops
 //! detect       worker processes, scheduler, connections, lease, cross-replica relay
+//! record       recordings: fragmented MP4 segments, their index, retention, export
 //! archive      analytics events stored (SQLite | PostgreSQL) with snapshots, retention
 //! pipeline     decode, JPEG encode, decimation; knows no consumer
 //! stream       hub (fan-out + GOP cache), ingest, on-demand pull, runtime, registry, viewers
@@ -72,6 +73,7 @@ pub(crate) mod http;
 pub(crate) mod metrics;
 pub(crate) mod out;
 pub mod pipeline;
+pub(crate) mod record;
 pub(crate) mod source;
 pub mod state;
 pub(crate) mod stream;

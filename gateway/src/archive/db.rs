@@ -381,4 +381,89 @@ impl Db {
             Ok(gone)
         })
     }
+
+    /// Stores or updates the index row of a recording segment.
+    pub(crate) async fn upsert_segment(&self, node: &str, seg: &Segment) -> Result<(), sqlx::Error> {
+        const SQL: &str = "INSERT INTO recordings (node, path, stream, start_ms, end_ms, bytes, keyframes, codec) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (node, path) DO UPDATE SET \
+             end_ms = excluded.end_ms, bytes = excluded.bytes, keyframes = excluded.keyframes";
+        on_pool!(self, pool => {
+            sqlx::query(SQL)
+                .bind(node)
+                .bind(&seg.path)
+                .bind(&seg.stream)
+                .bind(seg.start_ms as i64)
+                .bind(seg.end_ms as i64)
+                .bind(seg.bytes as i64)
+                .bind(seg.keyframes as i64)
+                .bind(&seg.codec)
+                .execute(pool)
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// `stream`'s segments on `node` that overlap `[from_ms, to_ms)`, oldest first (all of
+    /// them with `0..u64::MAX`).
+    pub(crate) async fn segments(&self, node: &str, stream: &str, from_ms: u64, to_ms: u64) -> Result<Vec<Segment>, sqlx::Error> {
+        const SQL: &str = "SELECT path, stream, start_ms, end_ms, bytes, keyframes, codec FROM recordings \
+             WHERE node = $1 AND stream = $2 AND end_ms > $3 AND start_ms < $4 ORDER BY start_ms";
+        let (from, to) = (i64::try_from(from_ms).unwrap_or(i64::MAX), i64::try_from(to_ms).unwrap_or(i64::MAX));
+        on_pool!(self, pool => {
+            let rows: Vec<SegmentRow> = sqlx::query_as(SQL).bind(node).bind(stream).bind(from).bind(to).fetch_all(pool).await?;
+            Ok(rows.into_iter().map(Segment::from).collect())
+        })
+    }
+
+    /// Removes the index row of segment `path`.
+    pub(crate) async fn delete_segment(&self, node: &str, path: &str) -> Result<(), sqlx::Error> {
+        on_pool!(self, pool => {
+            sqlx::query("DELETE FROM recordings WHERE node = $1 AND path = $2").bind(node).bind(path).execute(pool).await?;
+            Ok(())
+        })
+    }
+}
+
+/// The index row of one recording segment file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Segment {
+    /// `{stream}/{start_ms}.mp4`, under `{data_dir}/recordings`.
+    pub(crate) path: String,
+    pub(crate) stream: String,
+    /// Wall-clock time of its first access unit, ms since the Unix epoch.
+    pub(crate) start_ms: u64,
+    /// End of its last complete fragment, ms since the Unix epoch.
+    pub(crate) end_ms: u64,
+    /// File size, bytes.
+    pub(crate) bytes: u64,
+    /// Fragments starting with a keyframe.
+    pub(crate) keyframes: u64,
+    /// `h264` or `h265`.
+    pub(crate) codec: String,
+}
+
+#[derive(FromRow)]
+struct SegmentRow {
+    path: String,
+    stream: String,
+    start_ms: i64,
+    end_ms: i64,
+    bytes: i64,
+    keyframes: i64,
+    codec: String,
+}
+
+impl From<SegmentRow> for Segment {
+    fn from(r: SegmentRow) -> Segment {
+        let u = |v: i64| v.max(0) as u64;
+        Segment {
+            path: r.path,
+            stream: r.stream,
+            start_ms: u(r.start_ms),
+            end_ms: u(r.end_ms),
+            bytes: u(r.bytes),
+            keyframes: u(r.keyframes),
+            codec: r.codec,
+        }
+    }
 }

@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
 use self::db::NewRow;
-pub(crate) use self::db::{Db, EventQuery, EventRecord, LineCount, ZoneCount};
+pub(crate) use self::db::{Db, EventQuery, EventRecord, LineCount, Segment, ZoneCount};
 use crate::config::redact::redact_url;
 use crate::config::{Config, EventsConfig};
 use crate::core::Error;
@@ -90,6 +90,25 @@ impl Archive {
         bucket_ms: u64,
     ) -> Result<(Vec<LineCount>, Vec<ZoneCount>), Error> {
         self.db()?.counts(stream, from_ms, to_ms, bucket_ms).await.map_err(unavailable)
+    }
+
+    /// The database once it is open (recordings keep their index in it); `None` if the
+    /// archive stopped (shutdown) before it opened.
+    pub(crate) async fn database(&self, mut shutdown: Shutdown) -> Option<Db> {
+        loop {
+            if let Some(db) = self.db.get() {
+                return Some(db.clone());
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                () = shutdown.wait() => return None,
+            }
+        }
+    }
+
+    /// The open database, or 503 (for requests).
+    pub(crate) fn open_database(&self) -> Result<&Db, Error> {
+        self.db()
     }
 
     /// Resolves when the writer has stored what was queued at shutdown (or given up).

@@ -63,6 +63,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Analytics event storage.
     pub events: EventsConfig,
+    /// Recording: segment and fragment lengths, retention (streams choose `record`).
+    pub recording: RecordingConfig,
     /// Each analytics event POSTed to these URLs. Default none.
     pub webhooks: Vec<WebhookConfig>,
     /// The cameras. Default: one stream `testcam` pulling the built-in test camera.
@@ -376,6 +378,11 @@ pub struct StreamConfig {
     /// reconnect delay.
     #[serde(default, rename = "loop")]
     pub looping: bool,
+    /// `off` (default) or `continuous`: the camera's video stored as it arrives (fragmented
+    /// MP4 under `{data_dir}/recordings/{id}`, see `[recording]`). A recorded stream is pulled
+    /// whenever it is active, watched or not.
+    #[serde(default)]
+    pub record: RecordMode,
     /// Zones (polygons) tracked objects enter, leave and loiter in (issue #13). Default none.
     #[serde(default)]
     pub zones: Vec<ZoneConfig>,
@@ -412,6 +419,63 @@ impl MqttConfig {
     /// The topic prefix.
     pub fn prefix(&self) -> &str {
         self.topic_prefix.as_deref().unwrap_or("sightline")
+    }
+}
+
+/// A stream's `record` setting.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordMode {
+    /// Nothing stored.
+    #[default]
+    Off,
+    /// Everything stored, segment after segment.
+    Continuous,
+}
+
+/// `[recording]`: how recordings are cut and how long they are kept (per stream).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordingConfig {
+    /// A segment file is closed at the first keyframe after this long. Default `60s`.
+    #[serde(with = "humantime_serde")]
+    pub segment: Duration,
+    /// A fragment (what a crash may lose at most) is closed at the first keyframe after this
+    /// long, or at any access unit after twice as long. Default `1s`.
+    #[serde(with = "humantime_serde")]
+    pub fragment: Duration,
+    /// Segments older than this are deleted. Default `7d`.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Most bytes of recordings kept per stream; the oldest segments go first. Default
+    /// 10 GB.
+    pub max_bytes: u64,
+}
+
+impl Default for RecordingConfig {
+    fn default() -> Self {
+        RecordingConfig {
+            segment: Duration::from_secs(60),
+            fragment: Duration::from_secs(1),
+            max_age: Duration::from_secs(7 * 86_400),
+            max_bytes: 10_000_000_000,
+        }
+    }
+}
+
+impl RecordingConfig {
+    /// Checks the lengths.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(Duration::from_millis(100)..=Duration::from_secs(10)).contains(&self.fragment) {
+            return Err("recording.fragment must be 100ms to 10s".into());
+        }
+        if self.segment < self.fragment || self.segment > Duration::from_secs(3600) {
+            return Err("recording.segment must be from recording.fragment to 1h".into());
+        }
+        if self.max_bytes < 1_000_000 {
+            return Err("recording.max_bytes must be at least 1000000".into());
+        }
+        Ok(())
     }
 }
 
@@ -623,9 +687,16 @@ impl StreamConfig {
             detect: true,
             audio: true,
             looping: false,
+            record: RecordMode::Off,
             zones: Vec::new(),
             lines: Vec::new(),
         }
+    }
+
+    /// Whether the camera is pulled only while watched: `on_demand`, unless the stream is
+    /// recorded (then it is pulled whenever active).
+    pub fn pulled_on_demand(&self) -> bool {
+        self.on_demand && self.record == RecordMode::Off
     }
 
     /// Display name, falling back to the id.
@@ -656,6 +727,7 @@ impl Default for Config {
             mqtt: MqttConfig::default(),
             data_dir: PathBuf::from("data"),
             events: EventsConfig::default(),
+            recording: RecordingConfig::default(),
             webhooks: Vec::new(),
             streams: vec![stream],
         }
@@ -767,6 +839,7 @@ impl Config {
         }
         self.mqtt.broker()?;
         self.events.validate()?;
+        self.recording.validate()?;
         for w in &self.webhooks {
             w.validate()?;
         }

@@ -42,6 +42,8 @@ pub enum ErrorKind {
     Whep,
     /// The camera session failed (shown in the stream's health, never an HTTP answer).
     Camera,
+    /// 500: the gateway's own files could not be read (logged; the body is generic).
+    Internal,
 }
 
 /// Which `WWW-Authenticate` challenge a 401 carries (RFC 6750 §3.1).
@@ -113,6 +115,15 @@ pub enum Error {
         /// What failed (logged, not sent to clients).
         cause: String,
     },
+    /// Nothing of the stream is recorded in the asked range.
+    #[error("stream {stream:?} has no recording in the asked range")]
+    UnknownRecording {
+        /// The stream.
+        stream: String,
+    },
+    /// A recording file could not be read.
+    #[error("recording unreadable: {0}")]
+    RecordingUnreadable(String),
     /// The stream is stopped.
     #[error("stream {stream:?} is stopped; POST /api/streams/{stream}/start first")]
     StreamStopped {
@@ -244,9 +255,13 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         use Error::*;
         match self {
-            UnknownStream { .. } | UnknownRoute { .. } | UnknownSession { .. } | UnknownEvent { .. } | UnknownGeometry { .. } => {
-                ErrorKind::NotFound
-            }
+            UnknownStream { .. }
+            | UnknownRoute { .. }
+            | UnknownSession { .. }
+            | UnknownEvent { .. }
+            | UnknownGeometry { .. }
+            | UnknownRecording { .. } => ErrorKind::NotFound,
+            RecordingUnreadable(_) => ErrorKind::Internal,
             StreamStopped { .. } => ErrorKind::Conflict,
             Exists(_) => ErrorKind::Exists,
             BadRequest(_) => ErrorKind::BadRequest,
@@ -271,6 +286,7 @@ impl Error {
             UnknownStream { stream }
             | UnknownSession { stream, .. }
             | StreamStopped { stream }
+            | UnknownRecording { stream }
             | GeometryLimit { stream, .. }
             | UnknownGeometry { stream, .. }
             | ViewersPerStream { stream, .. }

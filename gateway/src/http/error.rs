@@ -50,7 +50,7 @@ pub(crate) fn status_and_kind(e: &Error) -> (StatusCode, &'static str) {
         },
         // Camera errors are shown in the stream's health, not answered; if one ever reaches a
         // client it is the gateway's failure.
-        ErrorKind::Camera => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        ErrorKind::Camera | ErrorKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     }
 }
 

@@ -123,7 +123,7 @@ fn event_kind(k: &str) -> Result<EventKind, Error> {
 
 /// A time given as Unix milliseconds or RFC 3339 (`2026-11-29T03:00:00Z`, `…+01:00`), in ms
 /// since the Unix epoch; 400 otherwise.
-fn parse_time(name: &str, raw: &str) -> Result<u64, Error> {
+pub(super) fn parse_time(name: &str, raw: &str) -> Result<u64, Error> {
     if !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit()) {
         return raw.parse().map_err(|_| Error::BadRequest(format!("{name}: {raw:?} is too large")));
     }

@@ -17,6 +17,7 @@ mod geometry;
 pub(crate) mod guard;
 pub(crate) mod openapi;
 mod ops;
+mod recordings;
 mod responses;
 pub(crate) mod server;
 mod state;
@@ -63,6 +64,8 @@ pub(crate) fn app(state: AppState, static_dir: &std::path::Path) -> Router {
         .route("/api/events/{id}", get(events::get_event))
         .route("/api/events/{id}/snapshot.jpg", get(events::event_snapshot))
         .route("/api/streams/{id}/counts", get(events::stream_counts))
+        .route("/api/streams/{id}/recordings", get(recordings::list_recordings))
+        .route("/api/streams/{id}/export.mp4", get(recordings::export_mp4))
         .route("/api/streams/{id}/zones", get(geometry::list_zones).post(geometry::create_zone))
         .route("/api/streams/{id}/zones/{zone}", axum::routing::put(geometry::put_zone).delete(geometry::delete_zone))
         .route("/api/streams/{id}/lines", get(geometry::list_lines).post(geometry::create_line))

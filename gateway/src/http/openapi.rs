@@ -40,6 +40,8 @@ impl Modify for Security {
         super::events::get_event,
         super::events::event_snapshot,
         super::events::stream_counts,
+        super::recordings::list_recordings,
+        super::recordings::export_mp4,
         super::geometry::list_zones,
         super::geometry::create_zone,
         super::geometry::put_zone,
@@ -59,6 +61,7 @@ impl Modify for Security {
         (name = "control", description = "Start/stop and tokens (control token)"),
         (name = "feeds", description = "SSE and MJPEG"),
         (name = "events", description = "Analytics events: tracked objects crossing lines, entering and leaving zones"),
+        (name = "recordings", description = "Recorded video: ranges and MP4 export"),
         (name = "whep", description = "WebRTC-HTTP egress (draft-ietf-wish-whep)"),
         (name = "operations", description = "Health, readiness, metrics"),
     )

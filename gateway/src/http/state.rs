@@ -30,6 +30,8 @@ pub(crate) struct AppState {
     pub(crate) events: Arc<EventFanout>,
     /// Stored analytics events.
     pub(crate) archive: Arc<crate::archive::Archive>,
+    /// Stream recorders and the recordings index.
+    pub(crate) recorders: Arc<crate::record::Recorders>,
     /// WHEP sessions; `None` when `webrtc.enabled = false`.
     pub(crate) webrtc: Option<Arc<Webrtc>>,
     /// The state store (for readiness).

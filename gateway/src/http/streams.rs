@@ -59,6 +59,9 @@ pub(crate) struct StreamView {
     pub(crate) zones: Vec<ZoneConfig>,
     /// Lines (tripwires) tracked objects cross.
     pub(crate) lines: Vec<LineConfig>,
+    /// Recording: `mode` (`off`, `continuous`), `state` (`off`, `waiting`, `recording`,
+    /// `failed` with `reason`).
+    pub(crate) recording: crate::record::RecordingStatus,
 }
 
 /// What each output does with the camera's video.
@@ -108,6 +111,7 @@ impl StreamView {
             detection: state.detect.as_ref().map_or_else(DetectionView::off, |d| d.view(&rt.id)),
             zones: geometry.zones.clone(),
             lines: geometry.lines.clone(),
+            recording: state.recorders.status(&rt.config.id),
         }
     }
 }

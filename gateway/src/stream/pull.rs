@@ -53,7 +53,7 @@ pub(super) async fn supervise(rt: Arc<StreamRuntime>, ingest_config: IngestConfi
             if !active || shutdown.is_set() {
                 break;
             }
-            if rt.config.on_demand && !watched {
+            if rt.config.pulled_on_demand() && !watched {
                 tokio::select! {
                     () = tokio::time::sleep(rt.config.linger) => break,
                     () = wait_change(&mut record, &mut consumers, &mut shutdown) => {}

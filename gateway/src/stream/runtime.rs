@@ -196,7 +196,7 @@ impl StreamRuntime {
 
     /// Whether the camera should be pulled now: active, and watched unless pulled always.
     pub(super) fn wants_pull(&self) -> bool {
-        self.record.borrow().active && (!self.config.on_demand || *self.consumers.borrow() > 0)
+        self.record.borrow().active && (!self.config.pulled_on_demand() || *self.consumers.borrow() > 0)
     }
 
     /// A viewer's end: when the stream stops (or stops and restarts), the gateway shuts down,

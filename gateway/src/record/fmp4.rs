@@ -1,0 +1,413 @@
+//! Fragmented MP4 for recordings (ISO/IEC 14496-12 §8.8 movie fragments; ISO/IEC 14496-15
+//! §5.3.3 `avcC` and §8.3.3 `hvcC`), built from mp4-atom's boxes:
+//!
+//! - an init segment (`ftyp` + `moov` with `mvex`) per codec configuration: one video track,
+//!   90 kHz timescale, the parameter sets in the sample entry (`avc1` / `hvc1`);
+//! - fragments (`moof` + `mdat`) of whole access units, samples length-prefixed (4 bytes),
+//!   parameter sets and access unit delimiters left out (they are in the init segment);
+//!   decoding times are the fragment's presentation times sorted (B-frames get signed
+//!   composition offsets, `trun` version 1), so a fragment needs no look-ahead;
+//! - [`scan`]: the fragments of a file written so, where the last complete one ends (crash
+//!   recovery), and each one's time and byte range (export, playback).
+
+use std::io::{Read, Seek, SeekFrom};
+
+use media::VideoCodec;
+use mp4_atom::{
+    Atom, Avc1, Avcc, AvccExt, Decode, Dinf, Dref, Encode, FourCC, Ftyp, Hdlr, Header, Hvc1, HvcCArray, Hvcc, Mdhd, Mdia, Mfhd, Minf, Moof,
+    Moov, Mvex, Mvhd, Stbl, Stco, Stsc, Stsd, Stsz, Stts, Tfdt, Tfhd, Tkhd, Traf, Trex, Trun, TrunEntry, TrunSamples, Url, Visual, Vmhd,
+};
+
+/// Media timescale: the RTP video clock, 90 kHz.
+pub(crate) const TIMESCALE: u64 = 90_000;
+const TRACK: u32 = 1;
+/// `trun` sample flags (§8.8.3.1): a sync sample (depends on no other).
+const SYNC: u32 = 0x0200_0000;
+/// A non-sync sample that depends on others.
+const NON_SYNC: u32 = 0x0101_0000;
+
+/// One access unit to store: its presentation time (90 kHz, from the segment's start) and
+/// its NAL units, length-prefixed.
+#[derive(Debug)]
+pub(crate) struct Sample {
+    pub(crate) pts: i64,
+    pub(crate) keyframe: bool,
+    pub(crate) data: Vec<u8>,
+}
+
+/// The parameter sets of an access unit (Annex B NAL units without start codes).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ParameterSets {
+    pub(crate) vps: Vec<Vec<u8>>,
+    pub(crate) sps: Vec<Vec<u8>>,
+    pub(crate) pps: Vec<Vec<u8>>,
+}
+
+impl ParameterSets {
+    /// Whether an SPS (and a PPS) are known: an init segment can be made.
+    pub(crate) fn complete(&self, codec: VideoCodec) -> bool {
+        !self.sps.is_empty() && !self.pps.is_empty() && (codec == VideoCodec::H264 || !self.vps.is_empty())
+    }
+}
+
+/// Splits an Annex B access unit into its parameter sets and the sample's length-prefixed
+/// NAL units (access unit delimiters dropped).
+pub(crate) fn sample_data(codec: VideoCodec, annexb: &[u8]) -> (ParameterSets, Vec<u8>) {
+    let mut sets = ParameterSets::default();
+    let mut data = Vec::with_capacity(annexb.len() + 16);
+    for nal in media::h264::nal_units(annexb).filter(|n| !n.is_empty()) {
+        let kind = match codec {
+            VideoCodec::H264 => match nal[0] & 0x1f {
+                7 => Some(&mut sets.sps),
+                8 => Some(&mut sets.pps),
+                9 => continue, // access unit delimiter
+                _ => None,
+            },
+            VideoCodec::H265 => match (nal[0] >> 1) & 0x3f {
+                32 => Some(&mut sets.vps),
+                33 => Some(&mut sets.sps),
+                34 => Some(&mut sets.pps),
+                35 => continue,
+                _ => None,
+            },
+        };
+        match kind {
+            Some(list) => list.push(nal.to_vec()),
+            None => {
+                data.extend_from_slice(&(nal.len() as u32).to_be_bytes());
+                data.extend_from_slice(nal);
+            }
+        }
+    }
+    (sets, data)
+}
+
+fn encode(atom: &impl Encode, out: &mut Vec<u8>) -> Result<(), String> {
+    atom.encode(out).map_err(|e| format!("MP4 encoding: {e}"))
+}
+
+/// The init segment (`ftyp` + `moov`) of a `width`×`height` video with `sets`.
+///
+/// Errors: parameter sets missing, or an SPS that does not parse.
+pub(crate) fn init_segment(codec: VideoCodec, sets: &ParameterSets, width: u32, height: u32) -> Result<Vec<u8>, String> {
+    if !sets.complete(codec) {
+        return Err("the keyframe carries no parameter sets".into());
+    }
+    let visual = Visual { width: width as u16, height: height as u16, ..Default::default() };
+    let entry = match codec {
+        VideoCodec::H264 => {
+            let sps = &sets.sps[0];
+            if sps.len() < 4 {
+                return Err("an SPS shorter than 4 bytes".into());
+            }
+            let high = matches!(sps[1], 100 | 110 | 122 | 244);
+            Avc1 {
+                visual,
+                avcc: Avcc {
+                    configuration_version: 1,
+                    avc_profile_indication: sps[1],
+                    profile_compatibility: sps[2],
+                    avc_level_indication: sps[3],
+                    length_size: 4,
+                    sequence_parameter_sets: sets.sps.clone(),
+                    picture_parameter_sets: sets.pps.clone(),
+                    ext: high.then(AvccExt::default),
+                },
+                btrt: None,
+                colr: None,
+                pasp: None,
+                taic: None,
+                fiel: None,
+                spatial: None,
+            }
+            .into()
+        }
+        VideoCodec::H265 => {
+            let info = media::h265::parse_sps(&sets.sps[0]).map_err(|e| format!("H.265 SPS: {e}"))?;
+            let compatibility = 1u32.checked_shl(31 - u32::from(info.profile_idc.min(31))).unwrap_or(0).to_be_bytes();
+            let array = |nal_unit_type: u8, nalus: &Vec<Vec<u8>>| HvcCArray { completeness: true, nal_unit_type, nalus: nalus.clone() };
+            Hvc1 {
+                visual,
+                hvcc: Hvcc {
+                    configuration_version: 1,
+                    general_tier_flag: info.high_tier,
+                    general_profile_idc: info.profile_idc,
+                    general_profile_compatibility_flags: compatibility,
+                    general_level_idc: info.level_idc,
+                    chroma_format_idc: 1,
+                    bit_depth_luma_minus8: info.bit_depth.saturating_sub(8),
+                    bit_depth_chroma_minus8: info.bit_depth.saturating_sub(8),
+                    num_temporal_layers: 1,
+                    temporal_id_nested: true,
+                    length_size_minus_one: 3,
+                    arrays: vec![array(32, &sets.vps), array(33, &sets.sps), array(34, &sets.pps)],
+                    ..Hvcc::new()
+                },
+                lhvc: None,
+                btrt: None,
+                colr: None,
+                pasp: None,
+                taic: None,
+                fiel: None,
+                ccst: None,
+                spatial: None,
+            }
+            .into()
+        }
+    };
+    let ftyp = Ftyp {
+        major_brand: FourCC::new(b"iso6"),
+        minor_version: 0,
+        compatible_brands: vec![FourCC::new(b"iso6"), FourCC::new(b"cmfc"), FourCC::new(b"mp41")],
+    };
+    let moov = Moov {
+        mvhd: Mvhd { timescale: 1000, next_track_id: TRACK + 1, ..Default::default() },
+        mvex: Some(Mvex { mehd: None, trex: vec![Trex { track_id: TRACK, default_sample_description_index: 1, ..Default::default() }] }),
+        trak: vec![mp4_atom::Trak {
+            tkhd: Tkhd {
+                track_id: TRACK,
+                enabled: true,
+                in_movie: true,
+                width: (width as u16).into(),
+                height: (height as u16).into(),
+                ..Default::default()
+            },
+            mdia: Mdia {
+                mdhd: Mdhd { timescale: TIMESCALE as u32, language: "und".into(), ..Default::default() },
+                hdlr: Hdlr { handler: FourCC::new(b"vide"), name: "Sightline video".into() },
+                minf: Minf {
+                    vmhd: Some(Vmhd::default()),
+                    dinf: Dinf { dref: Dref { entries: vec![Url::default().into()] } },
+                    stbl: Stbl {
+                        stsd: Stsd { codecs: vec![entry] },
+                        stts: Stts::default(),
+                        stsc: Stsc::default(),
+                        stsz: Stsz::default(),
+                        stco: Some(Stco::default()),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+            },
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let mut out = Vec::with_capacity(1024);
+    encode(&ftyp, &mut out)?;
+    encode(&moov, &mut out)?;
+    Ok(out)
+}
+
+/// One fragment (`moof` + `mdat`) numbered `sequence` of `samples` (decoding order, the
+/// first a keyframe or not), the last one lasting `last_duration` (90 kHz ticks).
+///
+/// Decoding times are the samples' presentation times sorted; `tfdt` is the first of them.
+pub(crate) fn fragment(sequence: u32, samples: &[Sample], last_duration: u32) -> Result<Vec<u8>, String> {
+    let mut dts: Vec<i64> = samples.iter().map(|s| s.pts).collect();
+    dts.sort_unstable();
+    let base = dts.first().copied().unwrap_or(0).max(0);
+    let entries: Vec<TrunEntry> = samples
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let duration = dts.get(i + 1).map_or(i64::from(last_duration), |next| next - dts[i]).clamp(1, i64::from(u32::MAX));
+            TrunEntry {
+                duration: Some(duration as u32),
+                size: Some(s.data.len() as u32),
+                flags: Some(if s.keyframe { SYNC } else { NON_SYNC }),
+                cts: Some(s.pts - dts[i]),
+            }
+        })
+        .collect();
+    let moof = |data_offset: i32| Moof {
+        mfhd: Mfhd { sequence_number: sequence },
+        traf: vec![Traf {
+            tfhd: Tfhd { track_id: TRACK, default_base_is_moof: true, ..Default::default() },
+            tfdt: Some(Tfdt { base_media_decode_time: base as u64 }),
+            trun: vec![Trun { data_offset: Some(data_offset), samples: TrunSamples::Explicit(entries.clone()) }],
+            ..Default::default()
+        }],
+    };
+    let mut out = Vec::new();
+    encode(&moof(0), &mut out)?;
+    let moof_len = out.len();
+    out.clear();
+    encode(&moof(moof_len as i32 + 8), &mut out)?;
+    let body: usize = samples.iter().map(|s| s.data.len()).sum();
+    out.reserve(body + 16);
+    let mdat_len = u32::try_from(body + 8).map_err(|_| "a fragment over 4 GiB")?;
+    out.extend_from_slice(&mdat_len.to_be_bytes());
+    out.extend_from_slice(b"mdat");
+    for s in samples {
+        out.extend_from_slice(&s.data);
+    }
+    Ok(out)
+}
+
+/// One stored fragment as [`scan`] found it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct FragmentInfo {
+    /// Byte offset of its `moof` in the file.
+    pub(crate) offset: u64,
+    /// Bytes of `moof` + `mdat`.
+    pub(crate) len: u64,
+    /// Bytes of the `moof` alone.
+    pub(crate) moof_len: u64,
+    /// `tfdt`: decoding time of its first sample, 90 kHz from the segment's start.
+    pub(crate) start: u64,
+    /// Sum of its sample durations, 90 kHz.
+    pub(crate) duration: u64,
+    /// Samples in it.
+    pub(crate) samples: u32,
+    /// Whether its first sample is a keyframe (a player may start here).
+    pub(crate) keyframe: bool,
+}
+
+/// What a recorded file holds.
+#[derive(Debug, Default)]
+pub(crate) struct Scan {
+    /// Bytes of `ftyp` + `moov` at the start.
+    pub(crate) init_len: u64,
+    /// Complete fragments, in file order.
+    pub(crate) fragments: Vec<FragmentInfo>,
+    /// Where the last complete box ends: what follows is a fragment cut short (a crash).
+    pub(crate) valid_len: u64,
+}
+
+impl Scan {
+    /// End of the last fragment, 90 kHz from the segment's start.
+    pub(crate) fn end(&self) -> u64 {
+        self.fragments.last().map_or(0, |f| f.start + f.duration)
+    }
+}
+
+/// Reads the box structure of a recording (`file` of `len` bytes): the init segment, then
+/// each `moof` (decoded) and `mdat` (skipped). Stops at the first box cut short or not
+/// understood; everything before it is usable.
+pub(crate) fn scan<R: Read + Seek>(file: &mut R, len: u64) -> Scan {
+    let mut scan = Scan::default();
+    let mut at = 0u64;
+    let mut pending: Option<(Moof, u64, u64)> = None; // a moof waiting for its mdat
+    while at < len {
+        let Some((header, header_len)) = read_header(file, at, len) else { break };
+        let Some(size) = header.size else { break };
+        let end = at + header_len + size as u64;
+        if end > len {
+            break;
+        }
+        match header.kind.as_ref() {
+            b"ftyp" | b"moov" if pending.is_none() && scan.fragments.is_empty() => scan.init_len = end,
+            b"moof" if pending.is_none() && scan.init_len > 0 => {
+                let mut body = vec![0u8; size];
+                if file.read_exact(&mut body).is_err() {
+                    break;
+                }
+                match Moof::decode_body(&mut &body[..]) {
+                    Ok(moof) => pending = Some((moof, at, end - at)),
+                    Err(_) => break,
+                }
+            }
+            b"mdat" if pending.is_some() => {
+                let (moof, offset, moof_len) = pending.take().expect("checked");
+                let Some(traf) = moof.traf.first() else { break };
+                let trun = traf.trun.first();
+                let samples = trun.map_or(0, |t| t.samples.len() as u32);
+                let duration = trun.map_or(0, |t| {
+                    t.samples.iter().map(|s| u64::from(s.duration.or(traf.tfhd.default_sample_duration).unwrap_or(0))).sum()
+                });
+                let first_flags = trun.and_then(|t| t.samples.get(0)).and_then(|s| s.flags).or(traf.tfhd.default_sample_flags).unwrap_or(0);
+                scan.fragments.push(FragmentInfo {
+                    offset,
+                    len: end - offset,
+                    moof_len,
+                    start: traf.tfdt.as_ref().map_or(0, |t| t.base_media_decode_time),
+                    duration,
+                    samples,
+                    keyframe: first_flags & 0x0001_0000 == 0,
+                });
+            }
+            _ => break,
+        }
+        at = end;
+        if pending.is_none() {
+            scan.valid_len = at;
+        }
+    }
+    scan
+}
+
+/// The box header at `at`, and its length in bytes.
+fn read_header<R: Read + Seek>(file: &mut R, at: u64, len: u64) -> Option<(Header, u64)> {
+    let want = (len - at).min(16) as usize;
+    if want < 8 {
+        return None;
+    }
+    let mut raw = [0u8; 16];
+    file.seek(SeekFrom::Start(at)).ok()?;
+    file.read_exact(&mut raw[..want]).ok()?;
+    let mut buf = &raw[..want];
+    let header = Header::decode(&mut buf).ok()?;
+    let header_len = (want - buf.len()) as u64;
+    file.seek(SeekFrom::Start(at + header_len)).ok()?;
+    Some((header, header_len))
+}
+
+/// A stored `moof` with its `tfdt` moved by `shift` ticks (an export starting elsewhere than
+/// its segment); the box keeps its size (`tfdt` is always version 1).
+pub(crate) fn shift_moof(moof: &[u8], shift: i64) -> Result<Vec<u8>, String> {
+    let bad = |e: mp4_atom::Error| format!("stored fragment: {e}");
+    let mut m = Moof::decode(&mut &moof[..]).map_err(bad)?;
+    for traf in &mut m.traf {
+        if let Some(t) = traf.tfdt.as_mut() {
+            t.base_media_decode_time = (t.base_media_decode_time as i64 + shift).max(0) as u64;
+        }
+    }
+    let mut out = Vec::with_capacity(moof.len());
+    encode(&m, &mut out)?;
+    if out.len() != moof.len() {
+        return Err("a stored fragment changed size when re-timed".into());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPS: [u8; 10] = [0x67, 0x42, 0xc0, 0x1e, 0xda, 0x02, 0x80, 0xbf, 0xe5, 0x84];
+    const PPS: [u8; 4] = [0x68, 0xce, 0x3c, 0x80];
+
+    fn unit(nals: &[&[u8]]) -> Vec<u8> {
+        nals.iter().flat_map(|n| [&[0, 0, 0, 1][..], n].concat()).collect()
+    }
+
+    #[test]
+    fn fragments_scan_back_and_a_cut_tail_is_found() {
+        let (sets, key) = sample_data(VideoCodec::H264, &unit(&[&[0x09, 0xf0], &SPS, &PPS, &[0x65, 1, 2, 3]]));
+        assert_eq!((sets.sps.len(), sets.pps.len()), (1, 1));
+        assert_eq!(key, vec![0, 0, 0, 4, 0x65, 1, 2, 3], "delimiter and parameter sets left out");
+        let mut file = init_segment(VideoCodec::H264, &sets, 640, 360).unwrap();
+        let init_len = file.len() as u64;
+        // Two fragments; the second with B-frames (presentation order 0, 3, 1, 2).
+        let s = |pts: i64, keyframe: bool| Sample { pts, keyframe, data: vec![0, 0, 0, 2, 0x41, 0] };
+        file.extend(fragment(1, &[s(0, true), s(3600, false)], 3600).unwrap());
+        let second = vec![s(7200, true), s(18000, false), s(10800, false), s(14400, false)];
+        file.extend(fragment(2, &second, 3600).unwrap());
+        let whole = file.len() as u64;
+        file.extend_from_slice(&[0, 0, 1, 0, b'm', b'o', b'o', b'f', 1, 2]); // cut short
+        let scan = scan(&mut std::io::Cursor::new(&file), file.len() as u64);
+        assert_eq!(scan.init_len, init_len);
+        assert_eq!(scan.valid_len, whole);
+        assert_eq!(scan.fragments.len(), 2);
+        assert_eq!((scan.fragments[0].start, scan.fragments[0].duration, scan.fragments[0].samples), (0, 7200, 2));
+        assert_eq!((scan.fragments[1].start, scan.fragments[1].duration, scan.fragments[1].keyframe), (7200, 14400, true));
+        assert_eq!(scan.end(), 21600);
+        // Re-timing keeps the size.
+        let f = &scan.fragments[1];
+        let moof = &file[f.offset as usize..(f.offset + f.moof_len) as usize];
+        assert_eq!(shift_moof(moof, -7200).unwrap().len(), moof.len());
+        // Garbage is no fragment, not a panic.
+        assert!(super::scan(&mut std::io::Cursor::new(&[7u8; 40][..]), 40).fragments.is_empty());
+    }
+}

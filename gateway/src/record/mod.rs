@@ -1,0 +1,473 @@
+//! Recording (issue #14): streams with `record = "continuous"` are stored as they arrive,
+//! without re-encoding, in fragmented MP4 segment files under
+//! `{data_dir}/recordings/{stream}/{start_ms}.mp4` ([`fmp4`]), indexed in the event database
+//! (`recordings` table, rows scoped by this data directory's `node_id`), and deleted by age and
+//! total size per stream (`[recording]`).
+//!
+//! One task per recorded stream ([`Recorder`]) follows the hub from a keyframe: it opens a
+//! segment (init segment first) at a keyframe that carries its parameter sets, appends a
+//! fragment about every `recording.fragment` (at a keyframe, or at any unit after twice as
+//! long), updates the index row after each fragment, and starts a new segment after
+//! `recording.segment`, when the parameter sets change, or when the camera's clock jumps (a
+//! reconnect). A `kill -9` loses at most the fragment being built: on start, each stream's
+//! directory is reconciled with the index ([`Recorder::reconcile`]: a fragment cut short is
+//! truncated away, files unknown to the index are indexed, rows without a file dropped). A
+//! write that fails (disk full, directory not writable) makes the status `failed` with the
+//! reason; live video goes on, and recording starts again at a keyframe 5 s later.
+
+pub(crate) mod export;
+pub(crate) mod fmp4;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use media::VideoCodec;
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use self::fmp4::{ParameterSets, Sample, TIMESCALE};
+use crate::archive::{Archive, Db, Segment};
+use crate::config::{Config, RecordMode, RecordingConfig};
+use crate::core::Error;
+use crate::core::clock::now_ms;
+use crate::core::frame::AccessUnit;
+use crate::core::shutdown::Shutdown;
+use crate::stream::{StreamRuntime, Streams};
+
+/// After a failed write, recording is tried again this much later.
+const RETRY: Duration = Duration::from_secs(5);
+/// No unit for this long: the open fragment is written and the segment closed.
+const IDLE: Duration = Duration::from_secs(2);
+/// Retention runs this often.
+const PRUNE_EVERY: Duration = Duration::from_secs(10);
+/// The camera's clock and ours disagreeing by more than this starts a new segment.
+const JUMP_MS: i64 = 3_000;
+
+/// What a stream's recorder is doing, in the stream status (`recording`).
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+pub(crate) struct RecordingStatus {
+    /// The stream's `record` setting.
+    pub(crate) mode: RecordMode,
+    /// `off`, `waiting` (for a keyframe or the database), `recording`, or `failed` (with
+    /// `reason`; tried again every 5 s).
+    pub(crate) state: &'static str,
+    /// Why recording failed (the file system's error), else `null`.
+    pub(crate) reason: Option<String>,
+    /// Start of the segment being written, ms since the Unix epoch.
+    pub(crate) segment_start_ms: Option<u64>,
+    /// Bytes written since the gateway started.
+    pub(crate) bytes_written: u64,
+}
+
+impl RecordingStatus {
+    fn off() -> RecordingStatus {
+        RecordingStatus { mode: RecordMode::Off, state: "off", reason: None, segment_start_ms: None, bytes_written: 0 }
+    }
+}
+
+/// Every stream's recorder, and where recordings are.
+#[derive(Debug)]
+pub(crate) struct Recorders {
+    /// `{data_dir}/recordings`.
+    dir: PathBuf,
+    /// This data directory's id in the index.
+    node: String,
+    archive: Arc<Archive>,
+    status: HashMap<String, watch::Receiver<RecordingStatus>>,
+}
+
+impl Recorders {
+    /// Starts a recorder for every stream with `record` set; they stop at `shutdown`, each
+    /// writing its open fragment first.
+    pub(crate) fn start(config: &Config, streams: &Streams, archive: Arc<Archive>, shutdown: &Shutdown) -> Arc<Recorders> {
+        let dir = config.data_dir.join("recordings");
+        let node = node_id(&config.data_dir);
+        let mut status = HashMap::new();
+        for rt in streams.all().filter(|rt| rt.config.record != RecordMode::Off) {
+            let (tx, rx) = watch::channel(RecordingStatus { mode: rt.config.record, state: "waiting", ..RecordingStatus::off() });
+            status.insert(rt.config.id.clone(), rx);
+            let recorder = Recorder {
+                rt: rt.clone(),
+                dir: dir.join(&rt.config.id),
+                node: node.clone(),
+                config: config.recording.clone(),
+                status: tx,
+                open: None,
+                retry_at: None,
+            };
+            tokio::spawn(recorder.run(archive.clone(), shutdown.clone()));
+        }
+        Arc::new(Recorders { dir, node, archive, status })
+    }
+
+    /// The recording status of stream `id`.
+    pub(crate) fn status(&self, id: &str) -> RecordingStatus {
+        self.status.get(id).map_or_else(RecordingStatus::off, |rx| rx.borrow().clone())
+    }
+
+    /// `stream`'s indexed segments overlapping `[from_ms, to_ms)`, oldest first.
+    ///
+    /// Errors: the database is not open (503).
+    pub(crate) async fn segments(&self, stream: &str, from_ms: u64, to_ms: u64) -> Result<Vec<Segment>, Error> {
+        let db = self.archive.open_database()?;
+        db.segments(&self.node, stream, from_ms, to_ms).await.map_err(|e| Error::EventsUnavailable { cause: e.to_string() })
+    }
+
+    /// The file of `segment`.
+    pub(crate) fn file(&self, segment: &Segment) -> PathBuf {
+        self.dir.join(&segment.path)
+    }
+}
+
+/// This data directory's id (`{data_dir}/node_id`, made once): index rows are this node's
+/// when replicas share a PostgreSQL database but not their disks.
+fn node_id(data_dir: &Path) -> String {
+    let path = data_dir.join("node_id");
+    if let Ok(id) = std::fs::read_to_string(&path)
+        && !id.trim().is_empty()
+    {
+        return id.trim().to_owned();
+    }
+    let id = format!("{:016x}", rand::random::<u64>());
+    if let Err(e) = std::fs::create_dir_all(data_dir).and_then(|()| std::fs::write(&path, &id)) {
+        warn!(error = %e, path = %path.display(), "cannot store the node id; recordings are indexed under a new one next start");
+    }
+    id
+}
+
+/// The segment being written.
+struct Open {
+    file: tokio::fs::File,
+    row: Segment,
+    codec: VideoCodec,
+    sets: ParameterSets,
+    /// The last unit's RTP timestamp and its time from the segment's start (90 kHz).
+    last_rtp: media::RtpTimestamp,
+    last_pts: i64,
+    sequence: u32,
+    fragment: Vec<Sample>,
+    fragment_started: i64,
+}
+
+impl Open {
+    /// End of what is written, ms since the Unix epoch.
+    fn end_ms(&self, end_ticks: i64) -> u64 {
+        self.row.start_ms + (end_ticks.max(0) as u64) * 1000 / TIMESCALE
+    }
+}
+
+/// One stream's recorder. See the module docs.
+struct Recorder {
+    rt: Arc<StreamRuntime>,
+    /// `{data_dir}/recordings/{stream}`.
+    dir: PathBuf,
+    node: String,
+    config: RecordingConfig,
+    status: watch::Sender<RecordingStatus>,
+    open: Option<Open>,
+    retry_at: Option<Instant>,
+}
+
+impl Recorder {
+    async fn run(mut self, archive: Arc<Archive>, mut shutdown: Shutdown) {
+        let stream = self.rt.config.id.clone();
+        let Some(db) = archive.database(shutdown.clone()).await else { return };
+        match self.reconcile(&db).await {
+            Ok((kept, dropped)) => info!(stream, kept, dropped, "recordings reconciled with the index"),
+            Err(e) => warn!(stream, error = %e, "cannot reconcile recordings"),
+        }
+        let mut sub = self.rt.hub.subscribe();
+        let mut prune = tokio::time::interval(PRUNE_EVERY);
+        loop {
+            tokio::select! {
+                unit = tokio::time::timeout(IDLE, sub.next()) => match unit {
+                    Ok(Some(au)) => self.unit(&db, &au).await,
+                    Ok(None) => break,
+                    Err(_) => self.close(&db, None).await,
+                },
+                _ = prune.tick() => self.prune(&db).await,
+                () = shutdown.wait() => break,
+            }
+        }
+        self.close(&db, None).await;
+    }
+
+    /// Takes one access unit: opens, cuts and closes segments and fragments around it.
+    async fn unit(&mut self, db: &Db, au: &AccessUnit) {
+        let (sets, data) = fmp4::sample_data(au.codec, &au.data);
+        if let Some(open) = &self.open {
+            let pts = open.last_pts + au.rtp_timestamp.ticks_since(open.last_rtp);
+            let wall_ms = open.end_ms(pts) as i64;
+            let jumped = (wall_ms - au.capture_ms as i64).abs() > JUMP_MS || pts < open.last_pts - i64::from(TIMESCALE as u32) * 2;
+            let new_sets = au.keyframe && sets.complete(au.codec) && sets != open.sets;
+            let long = au.keyframe && pts >= (self.config.segment.as_millis() as i64) * 90;
+            if jumped || new_sets || au.codec != open.codec || long {
+                self.close(db, (!jumped).then_some(pts)).await;
+            }
+        }
+        if self.open.is_none() && !self.begin(db, au, &sets).await {
+            return;
+        }
+        let Some(open) = self.open.as_mut() else { return };
+        let pts = open.last_pts + au.rtp_timestamp.ticks_since(open.last_rtp);
+        open.last_rtp = au.rtp_timestamp;
+        open.last_pts = pts;
+        let fragment_ticks = (self.config.fragment.as_millis() as i64) * 90;
+        let age = pts - open.fragment_started;
+        if !open.fragment.is_empty() && ((au.keyframe && age >= fragment_ticks) || age >= 2 * fragment_ticks) {
+            self.flush(db, Some(pts)).await;
+        }
+        if let Some(open) = self.open.as_mut() {
+            if open.fragment.is_empty() {
+                open.fragment_started = pts;
+            }
+            open.fragment.push(Sample { pts, keyframe: au.keyframe, data });
+        }
+    }
+
+    /// Opens a segment at `au` if it is a keyframe with its parameter sets (and no failure
+    /// is being waited out). Returns whether a segment is open.
+    async fn begin(&mut self, db: &Db, au: &AccessUnit, sets: &ParameterSets) -> bool {
+        if !au.keyframe || !sets.complete(au.codec) || self.retry_at.is_some_and(|t| Instant::now() < t) {
+            return false;
+        }
+        let stream = self.rt.config.id.clone();
+        let (width, height) = match au.codec.parse_sps(&sets.sps[0]) {
+            Ok(info) => info.dimensions(),
+            Err(e) => {
+                warn!(stream, error = %e, "keyframe with an SPS that does not parse; not recorded");
+                return false;
+            }
+        };
+        let init = match fmp4::init_segment(au.codec, sets, width, height) {
+            Ok(init) => init,
+            Err(e) => {
+                warn!(stream, error = %e, "cannot make an init segment; not recorded");
+                return false;
+            }
+        };
+        let start_ms = au.capture_ms;
+        let name = format!("{start_ms}.mp4");
+        let opened = async {
+            tokio::fs::create_dir_all(&self.dir).await?;
+            let mut file = tokio::fs::File::create(self.dir.join(&name)).await?;
+            file.write_all(&init).await?;
+            file.flush().await?;
+            Ok::<_, std::io::Error>(file)
+        }
+        .await;
+        let file = match opened {
+            Ok(file) => file,
+            Err(e) => {
+                self.fail(format!("cannot write {}: {e}", self.dir.join(&name).display()));
+                return false;
+            }
+        };
+        let row = Segment {
+            path: format!("{stream}/{name}"),
+            stream: stream.clone(),
+            start_ms,
+            end_ms: start_ms,
+            bytes: init.len() as u64,
+            keyframes: 0,
+            codec: au.codec.name().to_owned(),
+        };
+        if let Err(e) = db.upsert_segment(&self.node, &row).await {
+            warn!(stream, error = %e, "cannot index a new recording segment (reconciled at the next start)");
+        }
+        metrics::counter!("sightline_recording_bytes_total", "stream" => stream.clone()).increment(init.len() as u64);
+        self.retry_at = None;
+        self.status.send_modify(|s| {
+            s.state = "recording";
+            s.reason = None;
+            s.segment_start_ms = Some(start_ms);
+            s.bytes_written += init.len() as u64;
+        });
+        self.open = Some(Open {
+            file,
+            row,
+            codec: au.codec,
+            sets: sets.clone(),
+            last_rtp: au.rtp_timestamp,
+            last_pts: 0,
+            sequence: 0,
+            fragment: Vec::new(),
+            fragment_started: 0,
+        });
+        true
+    }
+
+    /// Writes the open fragment; `next_pts` is the next unit's time (the last sample's
+    /// duration), `None` at a segment's end (the typical frame interval then).
+    async fn flush(&mut self, db: &Db, next_pts: Option<i64>) {
+        let Some(open) = self.open.as_mut() else { return };
+        if open.fragment.is_empty() {
+            return;
+        }
+        let max_pts = open.fragment.iter().map(|s| s.pts).max().unwrap_or(0);
+        let min_pts = open.fragment.iter().map(|s| s.pts).min().unwrap_or(0);
+        let typical = if open.fragment.len() > 1 { (max_pts - min_pts) / (open.fragment.len() as i64 - 1) } else { 3600 };
+        let last = next_pts.map_or(typical, |n| n - max_pts).clamp(1, i64::from(TIMESCALE as u32));
+        open.sequence += 1;
+        let bytes = match fmp4::fragment(open.sequence, &open.fragment, last as u32) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                warn!(stream = %open.row.stream, error = %e, "cannot make a fragment; dropped");
+                open.fragment.clear();
+                return;
+            }
+        };
+        let keyframe = open.fragment[0].keyframe;
+        open.fragment.clear();
+        let written = async {
+            open.file.write_all(&bytes).await?;
+            open.file.flush().await
+        }
+        .await;
+        if let Err(e) = written {
+            let reason = format!("cannot write {}: {e}", open.row.path);
+            self.open = None; // what was written before stays, indexed up to its last fragment
+            self.fail(reason);
+            return;
+        }
+        open.row.bytes += bytes.len() as u64;
+        open.row.keyframes += u64::from(keyframe);
+        open.row.end_ms = open.end_ms(max_pts + last);
+        let stream = open.row.stream.clone();
+        metrics::counter!("sightline_recording_bytes_total", "stream" => stream.clone()).increment(bytes.len() as u64);
+        self.status.send_modify(|s| s.bytes_written += bytes.len() as u64);
+        if let Err(e) = db.upsert_segment(&self.node, &open.row).await {
+            warn!(stream, error = %e, "cannot update the recording index (reconciled at the next start)");
+        }
+    }
+
+    /// Writes the open fragment and closes the segment.
+    async fn close(&mut self, db: &Db, next_pts: Option<i64>) {
+        self.flush(db, next_pts).await;
+        if self.open.take().is_some() {
+            self.status.send_modify(|s| {
+                if s.state == "recording" {
+                    s.state = "waiting";
+                }
+                s.segment_start_ms = None;
+            });
+        }
+    }
+
+    fn fail(&mut self, reason: String) {
+        warn!(stream = %self.rt.config.id, reason, "recording failed; live video goes on, retried in 5 s");
+        metrics::counter!("sightline_recording_failures_total", "stream" => self.rt.config.id.clone()).increment(1);
+        self.retry_at = Some(Instant::now() + RETRY);
+        self.status.send_modify(|s| {
+            s.state = "failed";
+            s.reason = Some(reason);
+            s.segment_start_ms = None;
+        });
+    }
+
+    /// Makes the index and the stream's directory agree: each file scanned (a fragment cut
+    /// short truncated away, a file with no complete fragment removed) and indexed; rows
+    /// without a file dropped. Returns (segments kept, removed).
+    async fn reconcile(&self, db: &Db) -> Result<(usize, usize), String> {
+        let stream = self.rt.config.id.clone();
+        let dir = self.dir.clone();
+        let found = tokio::task::spawn_blocking(move || scan_dir(&stream, &dir)).await.map_err(|e| e.to_string())??;
+        let mut dropped = found.iter().filter(|f| f.is_none()).count();
+        let kept: Vec<Segment> = found.into_iter().flatten().collect();
+        for seg in &kept {
+            db.upsert_segment(&self.node, seg).await.map_err(|e| e.to_string())?;
+        }
+        let indexed = db.segments(&self.node, &self.rt.config.id, 0, u64::MAX).await.map_err(|e| e.to_string())?;
+        for seg in indexed.iter().filter(|s| !kept.iter().any(|k| k.path == s.path)) {
+            db.delete_segment(&self.node, &seg.path).await.map_err(|e| e.to_string())?;
+            dropped += 1;
+        }
+        Ok((kept.len(), dropped))
+    }
+
+    /// Deletes segments older than `max_age`, then the oldest while the stream's recordings
+    /// take more than `max_bytes` (never the one being written).
+    async fn prune(&mut self, db: &Db) {
+        let stream = self.rt.config.id.clone();
+        let Ok(segments) = db.segments(&self.node, &stream, 0, u64::MAX).await else { return };
+        let open = self.open.as_ref().map(|o| o.row.path.clone());
+        let oldest_kept = now_ms().saturating_sub(self.config.max_age.as_millis() as u64);
+        let mut total: u64 = segments.iter().map(|s| s.bytes).sum();
+        let mut gone = 0;
+        for seg in segments.iter().filter(|s| Some(&s.path) != open.as_ref()) {
+            if seg.end_ms >= oldest_kept && total <= self.config.max_bytes {
+                break;
+            }
+            let file = self.dir.join(seg.path.rsplit('/').next().unwrap_or(""));
+            match tokio::fs::remove_file(&file).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    warn!(stream, error = %e, file = %file.display(), "cannot delete an old recording");
+                    continue;
+                }
+            }
+            let _ = db.delete_segment(&self.node, &seg.path).await;
+            total = total.saturating_sub(seg.bytes);
+            gone += 1;
+        }
+        if gone > 0 {
+            info!(stream, segments = gone, "old recordings deleted");
+            metrics::counter!("sightline_recording_segments_deleted_total", "stream" => stream).increment(gone);
+        }
+    }
+}
+
+/// Every `{start_ms}.mp4` in `dir`, scanned: `Some(row)` for a file with fragments (a tail
+/// cut short truncated away), `None` for one removed (nothing playable in it).
+fn scan_dir(stream: &str, dir: &Path) -> Result<Vec<Option<Segment>>, String> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("cannot read {}: {e}", dir.display())),
+    };
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(start_ms) = name.strip_suffix(".mp4").and_then(|n| n.parse::<u64>().ok()) else { continue };
+        let path = entry.path();
+        let scanned = std::fs::OpenOptions::new().read(true).write(true).open(&path).and_then(|mut f| {
+            let len = f.metadata()?.len();
+            let scan = fmp4::scan(&mut f, len);
+            if !scan.fragments.is_empty() && scan.valid_len < len {
+                f.set_len(scan.valid_len)?;
+            }
+            Ok(scan)
+        });
+        match scanned {
+            Ok(scan) if !scan.fragments.is_empty() => found.push(Some(Segment {
+                path: format!("{stream}/{name}"),
+                stream: stream.to_owned(),
+                start_ms,
+                end_ms: start_ms + scan.end() * 1000 / TIMESCALE,
+                bytes: scan.valid_len,
+                keyframes: scan.fragments.iter().filter(|f| f.keyframe).count() as u64,
+                codec: codec_of(&path).to_owned(),
+            })),
+            _ => {
+                let _ = std::fs::remove_file(&path);
+                found.push(None);
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// `h264` or `h265`, from the sample entry of a recording's init segment.
+fn codec_of(path: &Path) -> &'static str {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(4096);
+    if let Ok(f) = std::fs::File::open(path) {
+        let _ = f.take(4096).read_to_end(&mut head);
+    }
+    if head.windows(4).any(|w| w == b"hvc1") { "h265" } else { "h264" }
+}

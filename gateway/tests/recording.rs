@@ -1,0 +1,163 @@
+//! Recording (issue #14): the built-in test camera recorded continuously into fragmented MP4
+//! segments; what is recorded listed as ranges; a 10 s export read by ffprobe (frame count,
+//! size, first frame a keyframe) and served in byte ranges; `kill -9` and a restart keep every
+//! earlier range playable (a fragment cut short is truncated away); a data directory that
+//! cannot be written makes the status `failed` while video plays, and recording resumes.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn config(data_dir: &Path) -> String {
+    format!("data_dir = \"{}\"\n[recording]\nsegment = \"4s\"\n#testcam-stream\nrecord = \"continuous\"\n", data_dir.display())
+}
+
+/// (frames, width, height, codec, first frame is a keyframe) of an MP4, by ffprobe.
+fn probe(file: &Path) -> (u64, u64, u64, String, bool) {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries", "stream=nb_read_frames,width,height,codec_name"])
+        .args(["-of", "json"])
+        .arg(file)
+        .output()
+        .expect("ffprobe");
+    assert!(out.status.success(), "ffprobe: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let s = &v["streams"][0];
+    let first = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-read_intervals", "%+#1", "-show_entries", "frame=key_frame", "-of", "csv=p=0"])
+        .arg(file)
+        .output()
+        .expect("ffprobe");
+    (
+        s["nb_read_frames"].as_str().and_then(|n| n.parse().ok()).unwrap_or(0),
+        s["width"].as_u64().unwrap_or(0),
+        s["height"].as_u64().unwrap_or(0),
+        s["codec_name"].as_str().unwrap_or("").to_owned(),
+        String::from_utf8_lossy(&first.stdout).trim() == "1",
+    )
+}
+
+async fn ranges(gw: &Gateway) -> Vec<(u64, u64)> {
+    let (status, r) = get_json(&gw.url("/api/streams/testcam/recordings")).await;
+    assert_eq!(status, 200, "{r}");
+    r["ranges"].as_array().unwrap().iter().map(|r| (r["start_ms"].as_u64().unwrap(), r["end_ms"].as_u64().unwrap())).collect()
+}
+
+async fn download(url: &str, to: &Path) -> reqwest::Response {
+    let r = reqwest::get(url).await.unwrap();
+    let status = r.status();
+    let headers = r.headers().clone();
+    let body = r.bytes().await.unwrap();
+    std::fs::write(to, &body).unwrap();
+    assert_eq!(status, 200, "{url}: {}", String::from_utf8_lossy(&body[..body.len().min(300)]));
+    assert_eq!(headers["content-length"].to_str().unwrap(), body.len().to_string());
+    reqwest::get(url).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn continuous_recording_exports_and_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut gw = Gateway::start_with(&config(&data), true);
+    // ~13 s recorded: segments of 4 s, fragments of 1 s (the camera's GOP is 2 s).
+    assert!(
+        eventually(Duration::from_secs(30), || async { ranges(&gw).await.first().is_some_and(|r| r.1 - r.0 >= 13_000) }).await,
+        "13 s recorded: {:?}",
+        ranges(&gw).await
+    );
+    let (_, s) = get_json(&gw.url("/api/streams/testcam")).await;
+    assert_eq!((s["recording"]["mode"].as_str(), s["recording"]["state"].as_str()), (Some("continuous"), Some("recording")), "{s}");
+    let r = ranges(&gw).await;
+    assert_eq!(r.len(), 1, "one continuous range: {r:?}");
+    // 10 s from 1 s in: from the keyframe at or before `from` (GOP 2 s) to `to`.
+    let (from, to) = (r[0].0 + 1_000, r[0].0 + 11_000);
+    let export = dir.path().join("export.mp4");
+    let url = gw.url(&format!("/api/streams/testcam/export.mp4?from={from}&to={to}"));
+    download(&url, &export).await;
+    let (frames, width, height, codec, key) = probe(&export);
+    assert_eq!((width, height, codec.as_str(), key), (1280, 720, "h264", true), "{export:?}");
+    assert!((248..=250 + 50 + 2).contains(&frames), "{frames} frames for 10 s at 25 fps from the keyframe before");
+    // RFC 3339 times work as well as milliseconds.
+    let rfc = |ms: u64| jiff::Timestamp::from_millisecond(ms as i64).unwrap().to_string();
+    let r2 = reqwest::get(gw.url(&format!("/api/streams/testcam/export.mp4?from={}&to={}", rfc(from), rfc(to)))).await.unwrap();
+    assert_eq!(r2.status(), 200);
+    let whole = std::fs::read(&export).unwrap();
+    assert_eq!(r2.bytes().await.unwrap().len(), whole.len());
+    // Byte ranges.
+    let part = reqwest::Client::new().get(&url).header("range", "bytes=100-1099").send().await.unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(part.headers()["content-range"].to_str().unwrap(), format!("bytes 100-1099/{}", whole.len()));
+    assert_eq!(&part.bytes().await.unwrap()[..], &whole[100..1100]);
+    let beyond = reqwest::Client::new().get(&url).header("range", format!("bytes={}-", whole.len())).send().await.unwrap();
+    assert_eq!(beyond.status(), 416);
+
+    // Bad input: clear 4xx with JSON.
+    for (q, status) in [
+        (format!("from={to}&to={from}"), 400),
+        ("from=0&to=315360000000".to_owned(), 400),
+        ("from=yesterday&to=1".to_owned(), 400),
+        (format!("from={from}"), 400),
+        ("from=1000&to=2000".to_owned(), 404),
+    ] {
+        let r = reqwest::get(gw.url(&format!("/api/streams/testcam/export.mp4?{q}"))).await.unwrap();
+        assert_eq!(r.status(), status, "{q}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert!(body["error"].is_string(), "{q}: {body}");
+    }
+    for path in ["/api/streams/nope/recordings", "/api/streams/..%2F..%2Fetc/export.mp4?from=1&to=2"] {
+        assert_eq!(reqwest::get(gw.url(path)).await.unwrap().status(), 404, "{path}");
+    }
+
+    // kill -9, a fragment cut short at the end of the newest file, restart.
+    let before = ranges(&gw).await;
+    gw.kill();
+    let stream_dir = data.join("recordings/testcam");
+    let mut files: Vec<_> = std::fs::read_dir(&stream_dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    assert!(files.len() >= 3, "4 s segments: {files:?}");
+    let newest = files.last().unwrap().clone();
+    let intact = std::fs::metadata(&newest).unwrap().len();
+    let mut bytes = std::fs::read(&newest).unwrap();
+    bytes.extend_from_slice(&[0, 0, 0x40, 0, b'm', b'o', b'o', b'f', 0, 0, 0, 0]);
+    std::fs::write(&newest, &bytes).unwrap();
+    let gw = Gateway::start_with(&config(&data), true);
+    assert!(eventually(Duration::from_secs(10), || async { gw.log_text().contains("recordings reconciled") }).await, "reconciled at start");
+    assert_eq!(std::fs::metadata(&newest).unwrap().len(), intact, "the cut fragment truncated away");
+    let after = ranges(&gw).await;
+    assert_eq!(after[0].0, before[0].0, "the earlier range is still listed: {before:?} -> {after:?}");
+    assert!(after[0].1 + 1_500 >= before[0].1, "up to the last complete fragment: {before:?} -> {after:?}");
+    let again = dir.path().join("again.mp4");
+    download(&gw.url(&format!("/api/streams/testcam/export.mp4?from={}&to={}", before[0].0, before[0].1)), &again).await;
+    let (frames, ..) = probe(&again);
+    let expected = (before[0].1 - before[0].0) / 40;
+    assert!(frames + 40 >= expected, "{frames} frames of ~{expected} recorded before the kill");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unwritable_recordings_directory_fails_recording_not_video() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    // A file where the recordings directory should be: nothing can be created under it.
+    std::fs::write(data.join("recordings"), "not a directory").unwrap();
+    let gw = Gateway::start_with(&config(&data), true);
+    let state = || async {
+        let (_, s) = get_json(&gw.url("/api/streams/testcam")).await;
+        (s["recording"]["state"].as_str().unwrap_or("").to_owned(), s["recording"]["reason"].as_str().unwrap_or("").to_owned())
+    };
+    assert!(eventually(Duration::from_secs(15), || async { state().await.0 == "failed" }).await, "{:?}", state().await);
+    assert!(state().await.1.contains("cannot write"), "{:?}", state().await);
+    // Live video is unaffected.
+    let mut feed = Feed::open(&gw.url("/api/streams/testcam/feed?fps=10")).await;
+    assert!(feed.frames_for(Duration::from_secs(3)).await.len() >= 20, "SSE plays while recording fails");
+    // Space back: recording resumes within the retry interval.
+    std::fs::remove_file(data.join("recordings")).unwrap();
+    let started = Instant::now();
+    assert!(eventually(Duration::from_secs(15), || async { state().await.0 == "recording" }).await, "{:?}", state().await);
+    assert!(started.elapsed() < Duration::from_secs(12));
+    assert!(!gw.log_text().contains("panicked"));
+}
