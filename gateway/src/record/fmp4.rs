@@ -207,23 +207,35 @@ pub(crate) fn fragment(sequence: u32, samples: &[Sample], last_duration: u32) ->
     let mut dts: Vec<i64> = samples.iter().map(|s| s.pts).collect();
     dts.sort_unstable();
     let base = dts.first().copied().unwrap_or(0).max(0);
+    let durations: Vec<u32> = (0..samples.len())
+        .map(|i| dts.get(i + 1).map_or(i64::from(last_duration), |next| next - dts[i]).clamp(1, i64::from(u32::MAX)) as u32)
+        .collect();
+    // Fields every sample shares go once in `tfhd` (as FFmpeg's muxer does): a constant
+    // duration, the non-sync flags (with the first sample's own), no composition offsets
+    // without B-frames.
+    let same_duration = durations.windows(2).all(|w| w[0] == w[1]);
+    let one_keyframe = samples.iter().skip(1).all(|s| !s.keyframe);
+    let reordered = samples.iter().zip(&dts).any(|(s, d)| s.pts != *d);
     let entries: Vec<TrunEntry> = samples
         .iter()
         .enumerate()
-        .map(|(i, s)| {
-            let duration = dts.get(i + 1).map_or(i64::from(last_duration), |next| next - dts[i]).clamp(1, i64::from(u32::MAX));
-            TrunEntry {
-                duration: Some(duration as u32),
-                size: Some(s.data.len() as u32),
-                flags: Some(if s.keyframe { SYNC } else { NON_SYNC }),
-                cts: Some(s.pts - dts[i]),
-            }
+        .map(|(i, s)| TrunEntry {
+            duration: (!same_duration).then_some(durations[i]),
+            size: Some(s.data.len() as u32),
+            flags: (i == 0 || !one_keyframe).then_some(if s.keyframe { SYNC } else { NON_SYNC }),
+            cts: reordered.then_some(s.pts - dts[i]),
         })
         .collect();
     let moof = |data_offset: i32| Moof {
         mfhd: Mfhd { sequence_number: sequence },
         traf: vec![Traf {
-            tfhd: Tfhd { track_id: TRACK, default_base_is_moof: true, ..Default::default() },
+            tfhd: Tfhd {
+                track_id: TRACK,
+                default_base_is_moof: true,
+                default_sample_duration: same_duration.then(|| durations.first().copied()).flatten(),
+                default_sample_flags: Some(NON_SYNC),
+                ..Default::default()
+            },
             tfdt: Some(Tfdt { base_media_decode_time: base as u64 }),
             trun: vec![Trun { data_offset: Some(data_offset), samples: TrunSamples::Explicit(entries.clone()) }],
             ..Default::default()
