@@ -52,16 +52,15 @@ pub(crate) struct Export {
 struct Found {
     file: PathBuf,
     init: Option<Bytes>,
-    segment_start_ms: u64,
     info: fmp4::FragmentInfo,
 }
 
 impl Found {
     fn start_ms(&self) -> u64 {
-        self.segment_start_ms + self.info.start * 1000 / TIMESCALE
+        self.info.start * 1000 / TIMESCALE
     }
     fn end_ms(&self) -> u64 {
-        self.segment_start_ms + (self.info.start + self.info.duration) * 1000 / TIMESCALE
+        (self.info.start + self.info.duration) * 1000 / TIMESCALE
     }
 }
 
@@ -71,7 +70,7 @@ impl Found {
 /// (503), a segment file unreadable (500).
 pub(crate) async fn plan(recorders: &Recorders, stream: &str, from_ms: u64, to_ms: u64) -> Result<Export, Error> {
     let segments = recorders.segments(stream, from_ms, to_ms).await?;
-    let files: Vec<(PathBuf, u64)> = segments.iter().map(|s| (recorders.file(s), s.start_ms)).collect();
+    let files: Vec<PathBuf> = segments.iter().map(|s| recorders.file(s)).collect();
     let found = tokio::task::spawn_blocking(move || scan_all(files))
         .await
         .map_err(|e| Error::RecordingUnreadable(e.to_string()))?
@@ -83,7 +82,7 @@ pub(crate) async fn plan(recorders: &Recorders, stream: &str, from_ms: u64, to_m
         return Err(Error::UnknownRecording { stream: stream.to_owned() });
     };
     let init = found[first].init.clone().expect("every scanned fragment carries its segment's init segment");
-    let base = found[first].segment_start_ms as i64 * 90 + found[first].info.start as i64;
+    let shift = -(found[first].info.start as i64);
     let mut pieces = vec![Piece::Memory(init.clone())];
     let mut end_ms = found[first].end_ms();
     let mut fragments = 0;
@@ -92,7 +91,6 @@ pub(crate) async fn plan(recorders: &Recorders, stream: &str, from_ms: u64, to_m
             break; // another codec configuration: the export ends before it
         }
         let moof = read_range(&f.file, f.info.offset, f.info.moof_len).await?;
-        let shift = f.segment_start_ms as i64 * 90 - base;
         let moof = fmp4::shift_moof(&moof, shift).map_err(|e| Error::RecordingUnreadable(e.to_string()))?;
         pieces.push(Piece::Memory(Bytes::from(moof)));
         pieces.push(Piece::File { path: f.file.clone(), offset: f.info.offset + f.info.moof_len, len: f.info.len - f.info.moof_len });
@@ -103,11 +101,11 @@ pub(crate) async fn plan(recorders: &Recorders, stream: &str, from_ms: u64, to_m
     Ok(Export { pieces, len, start_ms: found[first].start_ms(), end_ms, fragments })
 }
 
-/// Every fragment of `files` (path, segment start), in order, each with its segment's init.
-fn scan_all(files: Vec<(PathBuf, u64)>) -> std::io::Result<Vec<Found>> {
+/// Every fragment of `files`, in order, each with its segment's init.
+fn scan_all(files: Vec<PathBuf>) -> std::io::Result<Vec<Found>> {
     use std::io::{Read, Seek};
     let mut found = Vec::new();
-    for (path, segment_start_ms) in files {
+    for path in files {
         let mut file = match std::fs::File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue, // deleted meanwhile
@@ -120,7 +118,7 @@ fn scan_all(files: Vec<(PathBuf, u64)>) -> std::io::Result<Vec<Found>> {
         file.read_exact(&mut init)?;
         let init = Bytes::from(init);
         for info in scan.fragments {
-            found.push(Found { file: path.clone(), init: Some(init.clone()), segment_start_ms, info });
+            found.push(Found { file: path.clone(), init: Some(init.clone()), info });
         }
     }
     Ok(found)

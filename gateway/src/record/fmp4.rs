@@ -26,7 +26,7 @@ const SYNC: u32 = 0x0200_0000;
 /// A non-sync sample that depends on others.
 const NON_SYNC: u32 = 0x0101_0000;
 
-/// One access unit to store: its presentation time (90 kHz, from the segment's start) and
+/// One access unit to store: its presentation time (90 kHz ticks since the Unix epoch) and
 /// its NAL units, length-prefixed.
 #[derive(Debug)]
 pub(crate) struct Sample {
@@ -266,7 +266,8 @@ pub(crate) struct FragmentInfo {
     pub(crate) len: u64,
     /// Bytes of the `moof` alone.
     pub(crate) moof_len: u64,
-    /// `tfdt`: decoding time of its first sample, 90 kHz from the segment's start.
+    /// `tfdt`: decoding time of its first sample on the recording timeline (90 kHz ticks
+    /// since the Unix epoch).
     pub(crate) start: u64,
     /// Sum of its sample durations, 90 kHz.
     pub(crate) duration: u64,
@@ -288,7 +289,7 @@ pub(crate) struct Scan {
 }
 
 impl Scan {
-    /// End of the last fragment, 90 kHz from the segment's start.
+    /// End of the last fragment on the recording timeline.
     pub(crate) fn end(&self) -> u64 {
         self.fragments.last().map_or(0, |f| f.start + f.duration)
     }

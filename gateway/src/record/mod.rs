@@ -4,6 +4,11 @@
 //! (`recordings` table, rows scoped by this data directory's `node_id`), and deleted by age and
 //! total size per stream (`[recording]`).
 //!
+//! Stored times (`tfdt`) are on one wall-clock timeline, 90 kHz ticks since the Unix epoch:
+//! a segment starts at its first keyframe's capture time (or, cut from the one before, where
+//! that one's RTP clock says), so segments follow each other without re-timing and a
+//! fragment's wall-clock time is its `tfdt` / 90.
+//!
 //! One task per recorded stream ([`Recorder`]) follows the hub from a keyframe: it opens a
 //! segment (init segment first) at a keyframe that carries its parameter sets, appends a
 //! fragment about every `recording.fragment` (at a keyframe, or at any unit after twice as
@@ -97,6 +102,7 @@ impl Recorders {
                 config: config.recording.clone(),
                 status: tx,
                 open: None,
+                carry: None,
                 retry_at: None,
             };
             tokio::spawn(recorder.run(archive.clone(), shutdown.clone()));
@@ -145,6 +151,9 @@ struct Open {
     row: Segment,
     codec: VideoCodec,
     sets: ParameterSets,
+    /// Time of the segment's first unit: 90 kHz ticks since the Unix epoch (stored `tfdt`s
+    /// are on this wall-clock timeline, so segments follow each other without re-timing).
+    base: i64,
     /// The last unit's RTP timestamp and its time from the segment's start (90 kHz).
     last_rtp: media::RtpTimestamp,
     last_pts: i64,
@@ -154,9 +163,9 @@ struct Open {
 }
 
 impl Open {
-    /// End of what is written, ms since the Unix epoch.
-    fn end_ms(&self, end_ticks: i64) -> u64 {
-        self.row.start_ms + (end_ticks.max(0) as u64) * 1000 / TIMESCALE
+    /// A time on the recording timeline (90 kHz since the Unix epoch) in ms.
+    fn end_ms(&self, ticks: i64) -> u64 {
+        ticks.max(0) as u64 * 1000 / TIMESCALE
     }
 }
 
@@ -169,6 +178,8 @@ struct Recorder {
     config: RecordingConfig,
     status: watch::Sender<RecordingStatus>,
     open: Option<Open>,
+    /// The last closed segment's last unit: RTP timestamp and recording-timeline ticks.
+    carry: Option<(media::RtpTimestamp, i64)>,
     retry_at: Option<Instant>,
 }
 
@@ -201,7 +212,7 @@ impl Recorder {
         let (sets, data) = fmp4::sample_data(au.codec, &au.data);
         if let Some(open) = &self.open {
             let pts = open.last_pts + au.rtp_timestamp.ticks_since(open.last_rtp);
-            let wall_ms = open.end_ms(pts) as i64;
+            let wall_ms = open.end_ms(open.base + pts) as i64;
             let jumped = (wall_ms - au.capture_ms as i64).abs() > JUMP_MS || pts < open.last_pts - i64::from(TIMESCALE as u32) * 2;
             let new_sets = au.keyframe && sets.complete(au.codec) && sets != open.sets;
             let long = au.keyframe && pts >= (self.config.segment.as_millis() as i64) * 90;
@@ -225,7 +236,7 @@ impl Recorder {
             if open.fragment.is_empty() {
                 open.fragment_started = pts;
             }
-            open.fragment.push(Sample { pts, keyframe: au.keyframe, data });
+            open.fragment.push(Sample { pts: open.base + pts, keyframe: au.keyframe, data });
         }
     }
 
@@ -250,7 +261,16 @@ impl Recorder {
                 return false;
             }
         };
-        let start_ms = au.capture_ms;
+        // Continuing the closed segment's timeline (its RTP clock) unless that is not this
+        // camera session's (more than JUMP_MS off the capture time).
+        let wall = au.capture_ms as i64 * 90;
+        let base = self
+            .carry
+            .take()
+            .map(|(rtp, ticks)| ticks + au.rtp_timestamp.ticks_since(rtp))
+            .filter(|b| (b - wall).abs() <= JUMP_MS * 90)
+            .unwrap_or(wall);
+        let start_ms = base.max(0) as u64 / 90;
         let name = format!("{start_ms}.mp4");
         let opened = async {
             tokio::fs::create_dir_all(&self.dir).await?;
@@ -292,6 +312,7 @@ impl Recorder {
             row,
             codec: au.codec,
             sets: sets.clone(),
+            base,
             last_rtp: au.rtp_timestamp,
             last_pts: 0,
             sequence: 0,
@@ -311,7 +332,7 @@ impl Recorder {
         let max_pts = open.fragment.iter().map(|s| s.pts).max().unwrap_or(0);
         let min_pts = open.fragment.iter().map(|s| s.pts).min().unwrap_or(0);
         let typical = if open.fragment.len() > 1 { (max_pts - min_pts) / (open.fragment.len() as i64 - 1) } else { 3600 };
-        let last = next_pts.map_or(typical, |n| n - max_pts).clamp(1, i64::from(TIMESCALE as u32));
+        let last = next_pts.map(|n| n + open.base).map_or(typical, |n| n - max_pts).clamp(1, i64::from(TIMESCALE as u32));
         open.sequence += 1;
         let bytes = match fmp4::fragment(open.sequence, &open.fragment, last as u32) {
             Ok(bytes) => bytes,
@@ -348,7 +369,8 @@ impl Recorder {
     /// Writes the open fragment and closes the segment.
     async fn close(&mut self, db: &Db, next_pts: Option<i64>) {
         self.flush(db, next_pts).await;
-        if self.open.take().is_some() {
+        if let Some(open) = self.open.take() {
+            self.carry = Some((open.last_rtp, open.base + open.last_pts));
             self.status.send_modify(|s| {
                 if s.state == "recording" {
                     s.state = "waiting";
@@ -448,7 +470,7 @@ fn scan_dir(stream: &str, dir: &Path) -> Result<Vec<Option<Segment>>, String> {
                 path: format!("{stream}/{name}"),
                 stream: stream.to_owned(),
                 start_ms,
-                end_ms: start_ms + scan.end() * 1000 / TIMESCALE,
+                end_ms: scan.end() * 1000 / TIMESCALE,
                 bytes: scan.valid_len,
                 keyframes: scan.fragments.iter().filter(|f| f.keyframe).count() as u64,
                 codec: codec_of(&path).to_owned(),
