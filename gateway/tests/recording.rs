@@ -95,6 +95,36 @@ async fn continuous_recording_exports_and_survives_kill_9() {
     let beyond = reqwest::Client::new().get(&url).header("range", format!("bytes={}-", whole.len())).send().await.unwrap();
     assert_eq!(beyond.status(), 416);
 
+    // HLS VOD over the same range: the stored fragments by byte range (m3u8-rs reads it back).
+    let path = format!("/api/streams/testcam/vod.m3u8?from={from}&to={to}");
+    let text = reqwest::get(gw.url(&path)).await.unwrap().text().await.unwrap();
+    let Ok((_, m3u8_rs::Playlist::MediaPlaylist(list))) = m3u8_rs::parse_playlist(text.as_bytes()) else {
+        panic!("not a media playlist:\n{text}")
+    };
+    assert!(list.end_list && list.segments.len() >= 5, "{text}");
+    assert!(list.segments[0].map.is_some() && list.segments[0].program_date_time.is_some(), "{text}");
+    let total: f32 = list.segments.iter().map(|s| s.duration).sum();
+    assert!((10.0..=12.5).contains(&total), "{total} s in the playlist:\n{text}");
+    for s in &list.segments {
+        let range = s.byte_range.as_ref().unwrap();
+        let r = reqwest::Client::new()
+            .get(gw.url(&format!("/api/streams/testcam/{}", s.uri)))
+            .header("range", format!("bytes={}-{}", range.offset.unwrap(), range.offset.unwrap() + range.length - 1))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 206);
+        let body = r.bytes().await.unwrap();
+        assert_eq!(&body[4..8], b"moof", "each byte range is a fragment");
+    }
+    // Chromium with hls.js plays it from the keyframe at or before `from` (pixel clock).
+    let out = browser_script("hls.mjs", &[&gw.base, &path, "5"]).await;
+    let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert!(v["frames"].as_u64().unwrap_or(0) >= 100, "hls.js played: {}", out.chars().take(400).collect::<String>());
+    assert_eq!((v["width"].as_u64(), v["height"].as_u64()), (Some(1280), Some(720)));
+    let (clock_ms, _) = pixel_clock(&decode_frame(v["firstFrame"].as_str().unwrap())).expect("the first frame shows the pixel clock");
+    assert!(clock_ms <= from + 100 && clock_ms + 2_100 >= from, "first frame captured at {clock_ms}, from = {from} (GOP 2 s)");
+
     // Bad input: clear 4xx with JSON.
     for (q, status) in [
         (format!("from={to}&to={from}"), 400),
@@ -119,7 +149,9 @@ async fn continuous_recording_exports_and_survives_kill_9() {
     let mut files: Vec<_> = std::fs::read_dir(&stream_dir).unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();
     assert!(files.len() >= 3, "4 s segments: {files:?}");
-    let newest = files.last().unwrap().clone();
+    // The newest file with fragments (a segment opened just before the kill may hold only
+    // its init segment: reconciling removes it).
+    let newest = files.iter().rev().find(|f| std::fs::metadata(f).unwrap().len() > 100_000).unwrap().clone();
     let intact = std::fs::metadata(&newest).unwrap().len();
     let mut bytes = std::fs::read(&newest).unwrap();
     bytes.extend_from_slice(&[0, 0, 0x40, 0, b'm', b'o', b'o', b'f', 0, 0, 0, 0]);
@@ -210,4 +242,46 @@ async fn h265_and_b_frame_cameras_are_recorded_as_sent() {
         });
         assert!(steps.get(&3600).copied().unwrap_or(0) + 2 >= pts.len() - 1, "{id}: frames 40 ms apart in order: {steps:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_clip_holds_its_pre_and_post_roll() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(&format!(
+        "data_dir = \"{}\"\n[recording]\npre_roll = \"3s\"\npost_roll = \"2s\"\n\
+         [detect]\nmodel = \"{{workspace}}/models/testcam-shapes.onnx\"\nworkers = 1\nfps = 10\n\
+         [[streams]]\nid = \"yard\"\nurl = \"{{testcam}}\"\nrecord = \"continuous\"\n\
+         [[streams.lines]]\nid = \"middle\"\npoints = [[0.5, 0.0], [0.5, 1.0]]\nlabels = [\"circle\"]\n",
+        dir.path().join("data").display()
+    ));
+    // A stored crossing with 3 s recorded before it and 2 s after.
+    let recorded = || async {
+        let (_, r) = get_json(&gw.url("/api/streams/yard/recordings")).await;
+        r["ranges"].as_array().and_then(|a| a.first()).map(|r| (r["start_ms"].as_u64().unwrap(), r["end_ms"].as_u64().unwrap()))
+    };
+    let mut event = None;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while event.is_none() {
+        assert!(Instant::now() < deadline, "no crossing with its rolls recorded; log:\n{}", gw.log_text());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (_, list) = get_json(&gw.url("/api/events?stream=yard&kind=line_crossed")).await;
+        let Some((start, end)) = recorded().await else { continue };
+        event = list["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| {
+                let ts = e["ts_ms"].as_u64().unwrap();
+                ts >= start + 3_000 && ts + 2_500 <= end
+            })
+            .cloned();
+    }
+    let event = event.unwrap();
+    let file = dir.path().join("clip.mp4");
+    download(&gw.url(&format!("/api/events/{}/clip.mp4", event["id"].as_str().unwrap())), &file).await;
+    let (frames, width, height, _, key) = probe(&file);
+    assert_eq!((width, height, key), (1280, 720, true));
+    // 3 s before (from the keyframe at or before: up to one 2 s GOP more) and 2 s after.
+    assert!((5 * 25 - 3..=7 * 25 + 3).contains(&frames), "{frames} frames in the clip");
+    assert_eq!(reqwest::get(gw.url("/api/events/0123456789abcdef/clip.mp4")).await.unwrap().status(), 404);
 }

@@ -450,6 +450,13 @@ pub struct RecordingConfig {
     /// Most bytes of recordings kept per stream; the oldest segments go first. Default
     /// 10 GB.
     pub max_bytes: u64,
+    /// An event's clip (`/api/events/{id}/clip.mp4`) starts this long before the event (at
+    /// the keyframe at or before). Default `5s`.
+    #[serde(with = "humantime_serde")]
+    pub pre_roll: Duration,
+    /// An event's clip ends this long after the event. Default `5s`.
+    #[serde(with = "humantime_serde")]
+    pub post_roll: Duration,
 }
 
 impl Default for RecordingConfig {
@@ -459,6 +466,8 @@ impl Default for RecordingConfig {
             fragment: Duration::from_secs(1),
             max_age: Duration::from_secs(7 * 86_400),
             max_bytes: 10_000_000_000,
+            pre_roll: Duration::from_secs(5),
+            post_roll: Duration::from_secs(5),
         }
     }
 }
@@ -471,6 +480,9 @@ impl RecordingConfig {
         }
         if self.segment < self.fragment || self.segment > Duration::from_secs(3600) {
             return Err("recording.segment must be from recording.fragment to 1h".into());
+        }
+        if self.pre_roll > Duration::from_secs(600) || self.post_roll > Duration::from_secs(600) {
+            return Err("recording.pre_roll and recording.post_roll must be at most 10m".into());
         }
         if self.max_bytes < 1_000_000 {
             return Err("recording.max_bytes must be at least 1000000".into());

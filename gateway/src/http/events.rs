@@ -249,7 +249,7 @@ pub(super) async fn get_event(State(state): State<AppState>, caller: Caller, Pat
 }
 
 /// The stored event `id` if the caller may see its stream; 404 as for an unknown one if not.
-async fn visible_event(state: &AppState, caller: &Caller, id: &str) -> Result<EventRecord, Error> {
+pub(super) async fn visible_event(state: &AppState, caller: &Caller, id: &str) -> Result<EventRecord, Error> {
     caller.require_any()?;
     let event = state.archive.get(id).await?;
     if !caller.may_view(&event.stream) {

@@ -137,7 +137,13 @@ pub(super) async fn export_mp4(
     let len = export.len;
     tracing::info!(stream = %id, from_ms, to_ms, start_ms = export.start_ms, end_ms = export.end_ms, fragments = export.fragments, bytes = len, "export");
     let disposition = format!("attachment; filename=\"{id}-{}.mp4\"", export.start_ms);
-    let mut response = match byte_range(&headers, len) {
+    Ok(ranged(export, &headers, "video/mp4", Some(&disposition)))
+}
+
+/// `export` as the answer: 200 with all of it, 206 with the `Range` asked for, or 416.
+fn ranged(export: export::Export, headers: &HeaderMap, content_type: &'static str, disposition: Option<&str>) -> Response {
+    let len = export.len;
+    let mut response = match byte_range(headers, len) {
         ByteRange::Whole => {
             let mut r = Body::from_stream(export.body(0, len)).into_response();
             r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
@@ -154,17 +160,109 @@ pub(super) async fn export_mp4(
         ByteRange::Unsatisfiable => {
             let mut r = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
             r.headers_mut().insert(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes */{len}")).expect("ASCII"));
-            return Ok(r);
+            return r;
         }
     };
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp4"));
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
-    if let Ok(v) = HeaderValue::from_str(&disposition) {
+    if let Some(v) = disposition.and_then(|d| HeaderValue::from_str(d).ok()) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
-    Ok(response)
+    response
+}
+
+/// The recorded video around event `id`: from `recording.pre_roll` before it (at the keyframe
+/// at or before) to `recording.post_roll` after it (or as far as recorded yet), one MP4 as
+/// `export.mp4` gives it.
+#[utoipa::path(get, path = "/api/events/{id}/clip.mp4", tag = "recordings",
+    params(("id" = String, Path, description = "Event id")),
+    security(("bearer" = []), ("token" = []), ("cookie" = [])),
+    responses((status = 200, description = "The clip", content_type = "video/mp4"),
+        (status = 206, description = "The requested byte range", content_type = "video/mp4"),
+        (status = 404, description = "Unknown event, or its stream was not recorded then", body = super::error::ErrorBody),
+        (status = 503, description = "The database is unavailable", body = super::error::ErrorBody),
+        super::responses::Denied, super::responses::Guard))]
+pub(super) async fn event_clip(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Error> {
+    let event = super::events::visible_event(&state, &caller, &id).await?;
+    let (pre, post) = state.recorders.rolls;
+    let from_ms = event.ts_ms.saturating_sub(pre.as_millis() as u64);
+    let to_ms = event.ts_ms + post.as_millis() as u64;
+    let export = export::plan(&state.recorders, &event.stream, from_ms, to_ms).await?;
+    let disposition = format!("attachment; filename=\"{}-event-{}.mp4\"", event.stream, event.id);
+    Ok(ranged(export, &headers, "video/mp4", Some(&disposition)))
+}
+
+/// `?token=…` to append to the playlist's URIs when the playlist was asked for with a token
+/// in the query (players fetch segments by the playlist's relative URIs, without its query).
+fn token_suffix(raw_query: Option<&str>) -> String {
+    let token = raw_query
+        .and_then(|q| url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == crate::auth::TOKEN_QUERY).map(|(_, v)| v.into_owned()));
+    token.map_or_else(String::new, |t| {
+        format!("?{}", url::form_urlencoded::Serializer::new(String::new()).append_pair(crate::auth::TOKEN_QUERY, &t).finish())
+    })
+}
+
+/// An HLS VOD playlist (RFC 8216bis, fMP4) of the stream from the keyframe at or before `from`
+/// to `to`: the stored fragments by byte range, `EXT-X-PROGRAM-DATE-TIME` on each file and
+/// after each gap (`EXT-X-DISCONTINUITY`). At most 24 h.
+#[utoipa::path(get, path = "/api/streams/{id}/vod.m3u8", tag = "recordings",
+    params(("id" = String, Path, description = "Stream id"), RangeQuery),
+    security(("bearer" = []), ("token" = []), ("cookie" = [])),
+    responses((status = 200, description = "The playlist", content_type = "application/vnd.apple.mpegurl"),
+        (status = 400, description = "from/to missing or bad, or longer than 24 h", body = super::error::ErrorBody),
+        (status = 404, description = "Unknown stream, or nothing recorded in the range", body = super::error::ErrorBody),
+        (status = 503, description = "The database is unavailable", body = super::error::ErrorBody),
+        super::responses::Denied, super::responses::Guard))]
+pub(super) async fn vod_playlist(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    uri: axum::http::Uri,
+    query: Result<Query<RangeQuery>, QueryRejection>,
+) -> Result<Response, Error> {
+    caller.require_view(&id)?;
+    state.streams.require(&id)?;
+    let Query(q) = query.map_err(query_rejection)?;
+    let (from_ms, to_ms) = range(&q, true, MAX_EXPORT_MS)?;
+    let body = crate::record::vod::playlist(&state.recorders, &id, from_ms, to_ms, &token_suffix(uri.query())).await?;
+    Ok(([(header::CONTENT_TYPE, "application/vnd.apple.mpegurl"), (header::CACHE_CONTROL, "private, no-cache")], body).into_response())
+}
+
+/// One stored segment file (`{start_ms}.mp4`, fragmented MP4) as the VOD playlist names it;
+/// byte ranges answered with 206.
+#[utoipa::path(get, path = "/api/streams/{id}/recordings/{file}", tag = "recordings",
+    params(("id" = String, Path, description = "Stream id"), ("file" = String, Path, description = "`{start_ms}.mp4`")),
+    security(("bearer" = []), ("token" = []), ("cookie" = [])),
+    responses((status = 200, description = "The segment file", content_type = "video/mp4"),
+        (status = 206, description = "The requested byte range", content_type = "video/mp4"),
+        (status = 404, description = "Unknown stream or file", body = super::error::ErrorBody),
+        (status = 416, description = "The byte range is outside the file"),
+        super::responses::Denied, super::responses::Guard))]
+pub(super) async fn segment_file(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, file)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, Error> {
+    caller.require_view(&id)?;
+    state.streams.require(&id)?;
+    let unknown = || Error::UnknownRecording { stream: id.clone() };
+    // Only `{digits}.mp4`: no other path can be named.
+    let digits = file.strip_suffix(".mp4").filter(|d| !d.is_empty() && d.len() <= 20 && d.bytes().all(|b| b.is_ascii_digit()));
+    if digits.is_none() {
+        return Err(unknown());
+    }
+    let path = state.recorders.stream_dir(&id).join(&file);
+    let len = tokio::fs::metadata(&path).await.map_err(|_| unknown())?.len();
+    let export = export::Export::file(path, len);
+    Ok(ranged(export, &headers, "video/mp4", None))
 }
 
 /// A `Range` header's meaning for a body of `len` bytes (one range; several are answered

@@ -1,10 +1,12 @@
 //! One MP4 out of stored fragments (`GET /api/streams/{id}/export.mp4`): the first
 //! segment's init segment, then every fragment from the keyframe at or before `from` to the
-//! last one starting before `to`, re-timed so the file starts at 0 (only each `moof`'s
-//! `tfdt` is rewritten; the samples are read from the segment files as they are). The size is
-//! known before the first byte, so byte ranges (RFC 9110 §14) can be served.
+//! frame before `to`, re-timed so the file starts at 0 (each `moof` is rewritten: its
+//! `tfdt`, and the last one's sample count; the samples are read from the segment files as
+//! they are). The size is known before the first byte, so byte ranges (RFC 9110 §14) can be
+//! served.
 
 use std::io::SeekFrom;
+use std::ops::Range;
 use std::path::PathBuf;
 
 use bytes::Bytes;
@@ -48,18 +50,24 @@ pub(crate) struct Export {
     pub(crate) fragments: usize,
 }
 
-/// A fragment with the segment it is in.
-struct Found {
-    file: PathBuf,
-    init: Option<Bytes>,
-    info: fmp4::FragmentInfo,
+/// A stored fragment with the segment file it is in.
+#[derive(Debug)]
+pub(crate) struct Found {
+    /// The segment file.
+    pub(crate) file: PathBuf,
+    /// The segment's init segment.
+    pub(crate) init: Bytes,
+    /// Where the fragment is in the file, and its times.
+    pub(crate) info: fmp4::FragmentInfo,
 }
 
 impl Found {
-    fn start_ms(&self) -> u64 {
+    /// Wall-clock start, ms since the Unix epoch.
+    pub(crate) fn start_ms(&self) -> u64 {
         self.info.start * 1000 / TIMESCALE
     }
-    fn end_ms(&self) -> u64 {
+    /// Wall-clock end, ms since the Unix epoch.
+    pub(crate) fn end_ms(&self) -> u64 {
         (self.info.start + self.info.duration) * 1000 / TIMESCALE
     }
 }
@@ -69,36 +77,46 @@ impl Found {
 /// Errors: nothing recorded in the range (404 `UnknownRecording`), the database not open
 /// (503), a segment file unreadable (500).
 pub(crate) async fn plan(recorders: &Recorders, stream: &str, from_ms: u64, to_ms: u64) -> Result<Export, Error> {
+    let (found, range) = select(recorders, stream, from_ms, to_ms).await?;
+    let first = &found[range.start];
+    let init = first.init.clone();
+    let shift = -(first.info.start as i64);
+    let mut pieces = vec![Piece::Memory(init)];
+    let mut end_ms = first.end_ms();
+    let until = to_ms * TIMESCALE / 1000;
+    for f in &found[range.clone()] {
+        let moof = read_range(&f.file, f.info.offset, f.info.moof_len).await?;
+        // The last fragment is cut at `to` (to the frame).
+        let cut = (f.info.start + f.info.duration > until).then_some(until);
+        let (head, payload) = fmp4::retime(&moof, shift, cut).map_err(Error::RecordingUnreadable)?;
+        pieces.push(Piece::Memory(Bytes::from(head)));
+        pieces.push(Piece::File { path: f.file.clone(), offset: f.info.offset + f.info.moof_len + 8, len: payload });
+        end_ms = f.end_ms().min(to_ms);
+    }
+    let len = pieces.iter().map(Piece::len).sum();
+    Ok(Export { pieces, len, start_ms: first.start_ms(), end_ms, fragments: range.len() })
+}
+
+/// `stream`'s stored fragments for `[from_ms, to_ms)`: all fragments of the segments in the
+/// range, and which of them to play: from the keyframe fragment at or before `from` to the
+/// last one starting before `to`, ending early where the codec configuration changes.
+///
+/// Errors: nothing recorded in the range (404), the database not open (503), a segment file
+/// unreadable (500).
+pub(crate) async fn select(recorders: &Recorders, stream: &str, from_ms: u64, to_ms: u64) -> Result<(Vec<Found>, Range<usize>), Error> {
     let segments = recorders.segments(stream, from_ms, to_ms).await?;
     let files: Vec<PathBuf> = segments.iter().map(|s| recorders.file(s)).collect();
     let found = tokio::task::spawn_blocking(move || scan_all(files))
         .await
         .map_err(|e| Error::RecordingUnreadable(e.to_string()))?
         .map_err(|e| Error::RecordingUnreadable(e.to_string()))?;
-    // From the keyframe fragment at or before `from` to the last fragment starting before `to`.
     let first = found.iter().position(|f| f.end_ms() > from_ms);
-    let first = first.map(|i| (0..=i).rev().find(|&j| found[j].info.keyframe).unwrap_or(i));
-    let Some(first) = first else {
+    let Some(first) = first.map(|i| (0..=i).rev().find(|&j| found[j].info.keyframe).unwrap_or(i)) else {
         return Err(Error::UnknownRecording { stream: stream.to_owned() });
     };
-    let init = found[first].init.clone().expect("every scanned fragment carries its segment's init segment");
-    let shift = -(found[first].info.start as i64);
-    let mut pieces = vec![Piece::Memory(init.clone())];
-    let mut end_ms = found[first].end_ms();
-    let mut fragments = 0;
-    for f in found[first..].iter().take_while(|f| f.start_ms() < to_ms) {
-        if f.init.as_ref() != Some(&init) {
-            break; // another codec configuration: the export ends before it
-        }
-        let moof = read_range(&f.file, f.info.offset, f.info.moof_len).await?;
-        let moof = fmp4::shift_moof(&moof, shift).map_err(|e| Error::RecordingUnreadable(e.to_string()))?;
-        pieces.push(Piece::Memory(Bytes::from(moof)));
-        pieces.push(Piece::File { path: f.file.clone(), offset: f.info.offset + f.info.moof_len, len: f.info.len - f.info.moof_len });
-        end_ms = f.end_ms();
-        fragments += 1;
-    }
-    let len = pieces.iter().map(Piece::len).sum();
-    Ok(Export { pieces, len, start_ms: found[first].start_ms(), end_ms, fragments })
+    let init = found[first].init.clone();
+    let end = found[first..].iter().position(|f| f.start_ms() >= to_ms || f.init != init).map_or(found.len(), |n| first + n);
+    Ok((found, first..end.max(first + 1)))
 }
 
 /// Every fragment of `files`, in order, each with its segment's init.
@@ -118,7 +136,7 @@ fn scan_all(files: Vec<PathBuf>) -> std::io::Result<Vec<Found>> {
         file.read_exact(&mut init)?;
         let init = Bytes::from(init);
         for info in scan.fragments {
-            found.push(Found { file: path.clone(), init: Some(init.clone()), info });
+            found.push(Found { file: path.clone(), init: init.clone(), info });
         }
     }
     Ok(found)
@@ -134,6 +152,11 @@ async fn read_range(path: &PathBuf, offset: u64, len: u64) -> Result<Vec<u8>, Er
 }
 
 impl Export {
+    /// A whole file as an export (one segment file served as stored).
+    pub(crate) fn file(path: PathBuf, len: u64) -> Export {
+        Export { pieces: vec![Piece::File { path, offset: 0, len }], len, start_ms: 0, end_ms: 0, fragments: 0 }
+    }
+
     /// The bytes `[start, end)` of the file (the whole file: `0..len`), read as sent.
     pub(crate) fn body(self, start: u64, end: u64) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
         // The pieces cut to the range.

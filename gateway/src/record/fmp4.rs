@@ -366,22 +366,46 @@ fn read_header<R: Read + Seek>(file: &mut R, at: u64, len: u64) -> Option<(Heade
     Some((header, header_len))
 }
 
-/// A stored `moof` with its `tfdt` moved by `shift` ticks (an export starting elsewhere than
-/// its segment); the box keeps its size (`tfdt` is always version 1).
-pub(crate) fn shift_moof(moof: &[u8], shift: i64) -> Result<Vec<u8>, String> {
+/// A stored fragment made ready for an export: its `moof` (given) with `tfdt` moved by
+/// `shift` ticks, cut to the samples decoded before `until` (ticks on the stored timeline, at
+/// least one kept), followed by its new `mdat` header. Returns those bytes and how many bytes
+/// of the stored `mdat` payload (from its start) go with them.
+///
+/// Errors: a `moof` that does not decode, or not as this module writes them.
+pub(crate) fn retime(moof: &[u8], shift: i64, until: Option<u64>) -> Result<(Vec<u8>, u64), String> {
     let bad = |e: mp4_atom::Error| format!("stored fragment: {e}");
     let mut m = Moof::decode(&mut &moof[..]).map_err(bad)?;
-    for traf in &mut m.traf {
-        if let Some(t) = traf.tfdt.as_mut() {
-            t.base_media_decode_time = (t.base_media_decode_time as i64 + shift).max(0) as u64;
+    let traf = m.traf.first_mut().ok_or("stored fragment without a track")?;
+    let tfdt = traf.tfdt.as_mut().ok_or("stored fragment without tfdt")?;
+    let start = tfdt.base_media_decode_time;
+    tfdt.base_media_decode_time = (start as i64 + shift).max(0) as u64;
+    let (default_duration, default_size) = (traf.tfhd.default_sample_duration, traf.tfhd.default_sample_size);
+    let trun = traf.trun.first_mut().ok_or("stored fragment without trun")?;
+    let TrunSamples::Explicit(entries) = &mut trun.samples else { return Err("stored fragment without sample sizes".into()) };
+    let mut dts = start;
+    let mut keep = 0;
+    for e in entries.iter() {
+        if keep > 0 && until.is_some_and(|u| dts >= u) {
+            break;
         }
+        dts += u64::from(e.duration.or(default_duration).unwrap_or(0));
+        keep += 1;
     }
-    let mut out = Vec::with_capacity(moof.len());
+    entries.truncate(keep);
+    let payload: u64 = entries.iter().map(|e| u64::from(e.size.or(default_size).unwrap_or(0))).sum();
+    let mut out = Vec::with_capacity(moof.len() + 8);
+    trun.data_offset = Some(0);
     encode(&m, &mut out)?;
-    if out.len() != moof.len() {
-        return Err("a stored fragment changed size when re-timed".into());
+    let moof_len = out.len();
+    out.clear();
+    if let Some(t) = m.traf.first_mut().and_then(|t| t.trun.first_mut()) {
+        t.data_offset = Some(moof_len as i32 + 8);
     }
-    Ok(out)
+    encode(&m, &mut out)?;
+    let mdat_len = u32::try_from(payload + 8).map_err(|_| "a fragment over 4 GiB")?;
+    out.extend_from_slice(&mdat_len.to_be_bytes());
+    out.extend_from_slice(b"mdat");
+    Ok((out, payload))
 }
 
 #[cfg(test)]
@@ -416,10 +440,17 @@ mod tests {
         assert_eq!((scan.fragments[0].start, scan.fragments[0].duration, scan.fragments[0].samples), (0, 7200, 2));
         assert_eq!((scan.fragments[1].start, scan.fragments[1].duration, scan.fragments[1].keyframe), (7200, 14400, true));
         assert_eq!(scan.end(), 21600);
-        // Re-timing keeps the size.
+        // Re-timed and cut: two of the four samples (decoded before 14400), 12 bytes.
         let f = &scan.fragments[1];
         let moof = &file[f.offset as usize..(f.offset + f.moof_len) as usize];
-        assert_eq!(shift_moof(moof, -7200).unwrap().len(), moof.len());
+        let (head, payload) = retime(moof, -7200, Some(14_400)).unwrap();
+        assert_eq!(payload, 12);
+        let mut cut = file[..init_len as usize].to_vec();
+        cut.extend_from_slice(&head);
+        cut.extend_from_slice(&file[(f.offset + f.moof_len + 8) as usize..][..12]);
+        let again = super::scan(&mut std::io::Cursor::new(&cut), cut.len() as u64);
+        assert_eq!((again.fragments.len(), again.fragments[0].start, again.fragments[0].samples), (1, 0, 2));
+        assert_eq!(again.valid_len, cut.len() as u64);
         // Garbage is no fragment, not a panic.
         assert!(super::scan(&mut std::io::Cursor::new(&[7u8; 40][..]), 40).fragments.is_empty());
     }

@@ -22,6 +22,7 @@
 
 pub(crate) mod export;
 pub(crate) mod fmp4;
+pub(crate) mod vod;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -83,6 +84,8 @@ pub(crate) struct Recorders {
     node: String,
     archive: Arc<Archive>,
     status: HashMap<String, watch::Receiver<RecordingStatus>>,
+    /// Event clips: (pre-roll, post-roll).
+    pub(crate) rolls: (Duration, Duration),
 }
 
 impl Recorders {
@@ -107,7 +110,7 @@ impl Recorders {
             };
             tokio::spawn(recorder.run(archive.clone(), shutdown.clone()));
         }
-        Arc::new(Recorders { dir, node, archive, status })
+        Arc::new(Recorders { dir, node, archive, status, rolls: (config.recording.pre_roll, config.recording.post_roll) })
     }
 
     /// The recording status of stream `id`.
@@ -121,6 +124,11 @@ impl Recorders {
     pub(crate) async fn segments(&self, stream: &str, from_ms: u64, to_ms: u64) -> Result<Vec<Segment>, Error> {
         let db = self.archive.open_database()?;
         db.segments(&self.node, stream, from_ms, to_ms).await.map_err(|e| Error::EventsUnavailable { cause: e.to_string() })
+    }
+
+    /// `{data_dir}/recordings/{stream}`.
+    pub(crate) fn stream_dir(&self, stream: &str) -> PathBuf {
+        self.dir.join(stream)
     }
 
     /// The file of `segment`.
