@@ -196,6 +196,7 @@ pub(crate) async fn assemble(
         events,
         archive,
         recorders,
+        hls: Arc::default(),
         webrtc,
         store,
         feeds: config.feeds.clone(),

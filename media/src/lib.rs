@@ -14,11 +14,14 @@
 //!   (RFC 6184 §5.6, §5.8), H.265's (RFC 7798 §4.4).
 //! - [`rtcp`]: RTCP sender reports (RFC 3550 §6.4.1) and the [`rtcp::CaptureClock`] that turns
 //!   a camera's RTP timestamps into its wall-clock capture times.
+//! - [`fmp4`]: fragmented MP4 (init segments, `moof` + `mdat` fragments, scanning stored
+//!   files back) for recordings and HLS, with mp4-atom's boxes.
 //! - [`audio`]: [`AudioCodec`], the camera audio codecs the gateway takes (G.711, AAC).
 //! - [`Error`]: this crate's one error type.
 
 pub mod audio;
 pub mod codec;
+pub mod fmp4;
 pub mod frame;
 pub mod h264;
 pub mod h265;

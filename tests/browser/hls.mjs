@@ -3,7 +3,9 @@
 // Usage: node tests/browser/hls.mjs BASE_URL PLAYLIST_PATH [SECONDS] [lowlatency]
 // Prints one JSON line: frames (getVideoPlaybackQuality().totalVideoFrames after SECONDS of
 // playing), dropped, width, height, currentTime, firstFrameMs (load -> first frame shown),
-// firstFrame (that frame as a base64 JPEG, for its pixel clock), error (hls.js fatal error).
+// firstFrame (that frame as a base64 JPEG, for its pixel clock), lastFrame and lastFrameAt
+// (the picture shown at the end and the wall-clock ms it was read at: glass-to-glass
+// latency against the pixel clock), error (hls.js fatal error).
 import { createRequire } from 'node:module';
 import { startBrowserTest } from './chromium.mjs';
 
@@ -43,11 +45,21 @@ const result = await page.evaluate(async ({ url, seconds, lowLatency }) => {
   const shown = await Promise.race([first, new Promise((r) => setTimeout(() => r(null), 20_000))]);
   if (!shown) return { error: error || 'no frame within 20 s' };
   await new Promise((r) => setTimeout(r, seconds * 1000));
+  const last = await new Promise((resolve) => {
+    video.requestVideoFrameCallback(() => {
+      const canvas = document.createElement('canvas');
+      canvas.width = video.videoWidth;
+      canvas.height = video.videoHeight;
+      canvas.getContext('2d').drawImage(video, 0, 0);
+      resolve({ at: Date.now(), jpeg: canvas.toDataURL('image/jpeg', 0.95).split(',')[1] });
+    });
+  });
   const q = video.getVideoPlaybackQuality();
   const out = {
     frames: q.totalVideoFrames, dropped: q.droppedVideoFrames,
     width: video.videoWidth, height: video.videoHeight, currentTime: video.currentTime,
-    latency: hls.latency ?? null, firstFrameMs: shown.ms, firstFrame: shown.jpeg, error,
+    latency: hls.latency ?? null, firstFrameMs: shown.ms, firstFrame: shown.jpeg,
+    lastFrame: last.jpeg, lastFrameAt: last.at, error,
   };
   hls.destroy();
   return out;

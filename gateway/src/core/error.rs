@@ -121,6 +121,14 @@ pub enum Error {
         /// The stream.
         stream: String,
     },
+    /// No such LL-HLS part, segment or playlist (gone, not made yet, or no video yet).
+    #[error("no HLS {what} of stream {stream:?} (gone, or not made within 6 s)")]
+    UnknownHls {
+        /// The stream.
+        stream: String,
+        /// What was asked for (`part 12.3`, `segment 12`, `playlist`).
+        what: String,
+    },
     /// A recording file could not be read.
     #[error("recording unreadable: {0}")]
     RecordingUnreadable(String),
@@ -260,7 +268,8 @@ impl Error {
             | UnknownSession { .. }
             | UnknownEvent { .. }
             | UnknownGeometry { .. }
-            | UnknownRecording { .. } => ErrorKind::NotFound,
+            | UnknownRecording { .. }
+            | UnknownHls { .. } => ErrorKind::NotFound,
             RecordingUnreadable(_) => ErrorKind::Internal,
             StreamStopped { .. } => ErrorKind::Conflict,
             Exists(_) => ErrorKind::Exists,
@@ -287,6 +296,7 @@ impl Error {
             | UnknownSession { stream, .. }
             | StreamStopped { stream }
             | UnknownRecording { stream }
+            | UnknownHls { stream, .. }
             | GeometryLimit { stream, .. }
             | UnknownGeometry { stream, .. }
             | ViewersPerStream { stream, .. }

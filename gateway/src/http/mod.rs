@@ -15,6 +15,7 @@ mod extract;
 mod feeds;
 mod geometry;
 pub(crate) mod guard;
+mod hls;
 pub(crate) mod openapi;
 mod ops;
 mod recordings;
@@ -69,6 +70,11 @@ pub(crate) fn app(state: AppState, static_dir: &std::path::Path) -> Router {
         .route("/api/streams/{id}/export.mp4", get(recordings::export_mp4))
         .route("/api/streams/{id}/vod.m3u8", get(recordings::vod_playlist))
         .route("/api/streams/{id}/recordings/{file}", get(recordings::segment_file))
+        .route("/api/streams/{id}/hls/index.m3u8", get(hls::multivariant))
+        .route("/api/streams/{id}/hls/media.m3u8", get(hls::media))
+        .route("/api/streams/{id}/hls/init.mp4", get(hls::init))
+        .route("/api/streams/{id}/hls/part/{name}", get(hls::part))
+        .route("/api/streams/{id}/hls/seg/{name}", get(hls::segment))
         .route("/api/streams/{id}/zones", get(geometry::list_zones).post(geometry::create_zone))
         .route("/api/streams/{id}/zones/{zone}", axum::routing::put(geometry::put_zone).delete(geometry::delete_zone))
         .route("/api/streams/{id}/lines", get(geometry::list_lines).post(geometry::create_line))
@@ -99,12 +105,13 @@ fn cors() -> CorsLayer {
     CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE, Method::OPTIONS])
-        .allow_headers([header::CONTENT_TYPE, header::IF_MATCH, header::AUTHORIZATION])
+        .allow_headers([header::CONTENT_TYPE, header::IF_MATCH, header::AUTHORIZATION, header::RANGE])
         .expose_headers([
             header::LOCATION,
             header::ETAG,
             header::LINK,
             header::RETRY_AFTER,
+            header::CONTENT_RANGE,
             header::HeaderName::from_static("accept-patch"),
         ])
 }

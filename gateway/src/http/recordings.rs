@@ -201,7 +201,7 @@ pub(super) async fn event_clip(
 
 /// `?token=…` to append to the playlist's URIs when the playlist was asked for with a token
 /// in the query (players fetch segments by the playlist's relative URIs, without its query).
-fn token_suffix(raw_query: Option<&str>) -> String {
+pub(super) fn token_suffix(raw_query: Option<&str>) -> String {
     let token = raw_query
         .and_then(|q| url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == crate::auth::TOKEN_QUERY).map(|(_, v)| v.into_owned()));
     token.map_or_else(String::new, |t| {

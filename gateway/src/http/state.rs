@@ -30,6 +30,8 @@ pub(crate) struct AppState {
     pub(crate) events: Arc<EventFanout>,
     /// Stored analytics events.
     pub(crate) archive: Arc<crate::archive::Archive>,
+    /// Live LL-HLS producers.
+    pub(crate) hls: Arc<crate::out::hls::Hls>,
     /// Stream recorders and the recordings index.
     pub(crate) recorders: Arc<crate::record::Recorders>,
     /// WHEP sessions; `None` when `webrtc.enabled = false`.

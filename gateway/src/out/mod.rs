@@ -1,6 +1,7 @@
 //! How viewers receive a stream: one module per transport, none importing another.
 //!
 //! - [`sse`]: `text/event-stream` with base64 JPEG frames, state, detections and the stop.
+//! - [`hls`]: live LL-HLS, one producer per stream for every viewer (fMP4 parts).
 //! - [`mjpeg`]: `multipart/x-mixed-replace` JPEG parts, for `<img>` and VLC.
 //! - [`mqtt`]: analytics events to an MQTT broker (not a viewer: no place, no end).
 //! - [`webhook`]: analytics events POSTed to HTTP receivers, signed, retried.
@@ -11,6 +12,7 @@
 //! when the stream's [`EndWatch`](crate::stream::EndWatch) says so: the stream stopped, the
 //! gateway shuts down, or the viewer token expired.
 
+pub(crate) mod hls;
 pub(crate) mod mjpeg;
 pub(crate) mod mqtt;
 pub(crate) mod sse;

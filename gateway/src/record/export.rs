@@ -14,8 +14,8 @@ use futures::Stream;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::Recorders;
-use super::fmp4::{self, TIMESCALE};
 use crate::core::Error;
+use media::fmp4::{self, TIMESCALE};
 
 /// Bytes read from a file per chunk of the body.
 const CHUNK: u64 = 256 * 1024;

@@ -1,6 +1,6 @@
 //! Recording (issue #14): streams with `record = "continuous"` are stored as they arrive,
 //! without re-encoding, in fragmented MP4 segment files under
-//! `{data_dir}/recordings/{stream}/{start_ms}.mp4` ([`fmp4`]), indexed in the event database
+//! `{data_dir}/recordings/{stream}/{start_ms}.mp4` ([`media::fmp4`]), indexed in the event database
 //! (`recordings` table, rows scoped by this data directory's `node_id`), and deleted by age and
 //! total size per stream (`[recording]`).
 //!
@@ -21,7 +21,6 @@
 //! reason; live video goes on, and recording starts again at a keyframe 5 s later.
 
 pub(crate) mod export;
-pub(crate) mod fmp4;
 pub(crate) mod vod;
 
 use std::collections::HashMap;
@@ -35,7 +34,6 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use self::fmp4::{ParameterSets, Sample, TIMESCALE};
 use crate::archive::{Archive, Db, Segment};
 use crate::config::{Config, RecordMode, RecordingConfig};
 use crate::core::Error;
@@ -43,6 +41,7 @@ use crate::core::clock::now_ms;
 use crate::core::frame::AccessUnit;
 use crate::core::shutdown::Shutdown;
 use crate::stream::{StreamRuntime, Streams};
+use media::fmp4::{self, ParameterSets, Sample, TIMESCALE};
 
 /// After a failed write, recording is tried again this much later.
 const RETRY: Duration = Duration::from_secs(5);

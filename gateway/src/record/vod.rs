@@ -29,7 +29,7 @@ pub(crate) async fn playlist(recorders: &Recorders, stream: &str, from_ms: u64, 
         let uri = format!("recordings/{name}{suffix}");
         let new_file = previous.is_none_or(|p| p.file != f.file);
         let discontinuity = previous.is_some_and(|p| p.init != f.init || f.start_ms().abs_diff(p.end_ms()) > GAP_MS);
-        let duration = f.info.duration as f32 / super::fmp4::TIMESCALE as f32;
+        let duration = f.info.duration as f32 / media::fmp4::TIMESCALE as f32;
         longest = longest.max(duration);
         segments.push(MediaSegment {
             uri: uri.clone(),

@@ -19,11 +19,13 @@ pub(crate) enum ViewerKind {
     Mjpeg,
     /// A WHEP session.
     Webrtc,
+    /// The stream's LL-HLS producer (one place for all its HLS viewers).
+    Hls,
 }
 
 impl ViewerKind {
     /// Every kind, in the order of [`ViewerCounts`].
-    pub(crate) const ALL: [ViewerKind; 3] = [ViewerKind::Sse, ViewerKind::Mjpeg, ViewerKind::Webrtc];
+    pub(crate) const ALL: [ViewerKind; 4] = [ViewerKind::Sse, ViewerKind::Mjpeg, ViewerKind::Webrtc, ViewerKind::Hls];
 
     /// The `kind` label of `sightline_viewers`.
     pub(crate) fn label(self) -> &'static str {
@@ -31,6 +33,7 @@ impl ViewerKind {
             ViewerKind::Sse => "sse",
             ViewerKind::Mjpeg => "mjpeg",
             ViewerKind::Webrtc => "webrtc",
+            ViewerKind::Hls => "hls",
         }
     }
 
@@ -48,11 +51,13 @@ pub(crate) struct ViewerCounts {
     pub(crate) mjpeg: usize,
     /// WebRTC (WHEP) viewers.
     pub(crate) webrtc: usize,
+    /// 1 while the stream's LL-HLS producer runs (HLS viewers are plain HTTP requests).
+    pub(crate) hls: usize,
 }
 
 /// Live viewer counts of one stream, by kind.
 #[derive(Debug, Default)]
-pub(crate) struct Counters([AtomicUsize; 3]);
+pub(crate) struct Counters([AtomicUsize; 4]);
 
 impl Counters {
     pub(crate) fn add(&self, kind: ViewerKind) {
@@ -65,7 +70,12 @@ impl Counters {
 
     pub(crate) fn snapshot(&self) -> ViewerCounts {
         let get = |k: ViewerKind| self.0[k.index()].load(Ordering::Relaxed);
-        ViewerCounts { sse: get(ViewerKind::Sse), mjpeg: get(ViewerKind::Mjpeg), webrtc: get(ViewerKind::Webrtc) }
+        ViewerCounts {
+            sse: get(ViewerKind::Sse),
+            mjpeg: get(ViewerKind::Mjpeg),
+            webrtc: get(ViewerKind::Webrtc),
+            hls: get(ViewerKind::Hls),
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! Fragmented MP4 for recordings (ISO/IEC 14496-12 §8.8 movie fragments; ISO/IEC 14496-15
+//! Fragmented MP4 for recordings and HLS (ISO/IEC 14496-12 §8.8 movie fragments; ISO/IEC 14496-15
 //! §5.3.3 `avcC` and §8.3.3 `hvcC`), built from mp4-atom's boxes:
 //!
 //! - an init segment (`ftyp` + `moov` with `mvex`) per codec configuration: one video track,
@@ -12,14 +12,14 @@
 
 use std::io::{Read, Seek, SeekFrom};
 
-use media::VideoCodec;
+use crate::VideoCodec;
 use mp4_atom::{
     Atom, Avc1, Avcc, AvccExt, Decode, Dinf, Dref, Encode, FourCC, Ftyp, Hdlr, Header, Hvc1, HvcCArray, Hvcc, Mdhd, Mdia, Mfhd, Minf, Moof,
     Moov, Mvex, Mvhd, Stbl, Stco, Stsc, Stsd, Stsz, Stts, Tfdt, Tfhd, Tkhd, Traf, Trex, Trun, TrunEntry, TrunSamples, Url, Visual, Vmhd,
 };
 
 /// Media timescale: the RTP video clock, 90 kHz.
-pub(crate) const TIMESCALE: u64 = 90_000;
+pub const TIMESCALE: u64 = 90_000;
 const TRACK: u32 = 1;
 /// `trun` sample flags (§8.8.3.1): a sync sample (depends on no other).
 const SYNC: u32 = 0x0200_0000;
@@ -29,33 +29,39 @@ const NON_SYNC: u32 = 0x0101_0000;
 /// One access unit to store: its presentation time (90 kHz ticks since the Unix epoch) and
 /// its NAL units, length-prefixed.
 #[derive(Debug)]
-pub(crate) struct Sample {
-    pub(crate) pts: i64,
-    pub(crate) keyframe: bool,
-    pub(crate) data: Vec<u8>,
+pub struct Sample {
+    /// Presentation time, 90 kHz ticks (recordings: since the Unix epoch).
+    pub pts: i64,
+    /// Whether it is a keyframe (IDR/IRAP: a sync sample).
+    pub keyframe: bool,
+    /// Its NAL units, each after a 4-byte big-endian length.
+    pub data: Vec<u8>,
 }
 
 /// The parameter sets of an access unit (Annex B NAL units without start codes).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct ParameterSets {
-    pub(crate) vps: Vec<Vec<u8>>,
-    pub(crate) sps: Vec<Vec<u8>>,
-    pub(crate) pps: Vec<Vec<u8>>,
+pub struct ParameterSets {
+    /// H.265 video parameter sets.
+    pub vps: Vec<Vec<u8>>,
+    /// Sequence parameter sets.
+    pub sps: Vec<Vec<u8>>,
+    /// Picture parameter sets.
+    pub pps: Vec<Vec<u8>>,
 }
 
 impl ParameterSets {
     /// Whether an SPS (and a PPS) are known: an init segment can be made.
-    pub(crate) fn complete(&self, codec: VideoCodec) -> bool {
+    pub fn complete(&self, codec: VideoCodec) -> bool {
         !self.sps.is_empty() && !self.pps.is_empty() && (codec == VideoCodec::H264 || !self.vps.is_empty())
     }
 }
 
 /// Splits an Annex B access unit into its parameter sets and the sample's length-prefixed
 /// NAL units (access unit delimiters dropped).
-pub(crate) fn sample_data(codec: VideoCodec, annexb: &[u8]) -> (ParameterSets, Vec<u8>) {
+pub fn sample_data(codec: VideoCodec, annexb: &[u8]) -> (ParameterSets, Vec<u8>) {
     let mut sets = ParameterSets::default();
     let mut data = Vec::with_capacity(annexb.len() + 16);
-    for nal in media::h264::nal_units(annexb).filter(|n| !n.is_empty()) {
+    for nal in crate::h264::nal_units(annexb).filter(|n| !n.is_empty()) {
         let kind = match codec {
             VideoCodec::H264 => match nal[0] & 0x1f {
                 7 => Some(&mut sets.sps),
@@ -82,6 +88,24 @@ pub(crate) fn sample_data(codec: VideoCodec, annexb: &[u8]) -> (ParameterSets, V
     (sets, data)
 }
 
+/// The RFC 6381 `CODECS` value of a video with `sets` (HLS multivariant playlists): H.264
+/// `avc1.PPCCLL` from the SPS's profile, constraint flags and level; H.265
+/// `hvc1.P.C.TL.B0` (ISO/IEC 14496-15 Annex E) from its SPS. `None` without an SPS.
+pub fn codecs(codec: VideoCodec, sets: &ParameterSets) -> Option<String> {
+    let sps = sets.sps.first()?;
+    match codec {
+        VideoCodec::H264 => (sps.len() >= 4).then(|| format!("avc1.{:02x}{:02x}{:02x}", sps[1], sps[2], sps[3])),
+        VideoCodec::H265 => {
+            let info = crate::h265::parse_sps(sps).ok()?;
+            // The compatibility flags in reverse bit order: flag `profile_idc` alone, as in the
+            // init segment's hvcC.
+            let compatibility = 1u32.checked_shl(u32::from(info.profile_idc)).unwrap_or(0);
+            let tier = if info.high_tier { 'H' } else { 'L' };
+            Some(format!("hvc1.{}.{compatibility:X}.{tier}{}.B0", info.profile_idc, info.level_idc))
+        }
+    }
+}
+
 fn encode(atom: &impl Encode, out: &mut Vec<u8>) -> Result<(), String> {
     atom.encode(out).map_err(|e| format!("MP4 encoding: {e}"))
 }
@@ -89,7 +113,7 @@ fn encode(atom: &impl Encode, out: &mut Vec<u8>) -> Result<(), String> {
 /// The init segment (`ftyp` + `moov`) of a `width`×`height` video with `sets`.
 ///
 /// Errors: parameter sets missing, or an SPS that does not parse.
-pub(crate) fn init_segment(codec: VideoCodec, sets: &ParameterSets, width: u32, height: u32) -> Result<Vec<u8>, String> {
+pub fn init_segment(codec: VideoCodec, sets: &ParameterSets, width: u32, height: u32) -> Result<Vec<u8>, String> {
     if !sets.complete(codec) {
         return Err("the keyframe carries no parameter sets".into());
     }
@@ -123,7 +147,7 @@ pub(crate) fn init_segment(codec: VideoCodec, sets: &ParameterSets, width: u32, 
             .into()
         }
         VideoCodec::H265 => {
-            let info = media::h265::parse_sps(&sets.sps[0]).map_err(|e| format!("H.265 SPS: {e}"))?;
+            let info = crate::h265::parse_sps(&sets.sps[0]).map_err(|e| format!("H.265 SPS: {e}"))?;
             let compatibility = 1u32.checked_shl(31 - u32::from(info.profile_idc.min(31))).unwrap_or(0).to_be_bytes();
             let array = |nal_unit_type: u8, nalus: &Vec<Vec<u8>>| HvcCArray { completeness: true, nal_unit_type, nalus: nalus.clone() };
             Hvc1 {
@@ -203,7 +227,7 @@ pub(crate) fn init_segment(codec: VideoCodec, sets: &ParameterSets, width: u32, 
 /// first a keyframe or not), the last one lasting `last_duration` (90 kHz ticks).
 ///
 /// Decoding times are the samples' presentation times sorted; `tfdt` is the first of them.
-pub(crate) fn fragment(sequence: u32, samples: &[Sample], last_duration: u32) -> Result<Vec<u8>, String> {
+pub fn fragment(sequence: u32, samples: &[Sample], last_duration: u32) -> Result<Vec<u8>, String> {
     let mut dts: Vec<i64> = samples.iter().map(|s| s.pts).collect();
     dts.sort_unstable();
     let base = dts.first().copied().unwrap_or(0).max(0);
@@ -259,38 +283,38 @@ pub(crate) fn fragment(sequence: u32, samples: &[Sample], last_duration: u32) ->
 
 /// One stored fragment as [`scan`] found it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct FragmentInfo {
+pub struct FragmentInfo {
     /// Byte offset of its `moof` in the file.
-    pub(crate) offset: u64,
+    pub offset: u64,
     /// Bytes of `moof` + `mdat`.
-    pub(crate) len: u64,
+    pub len: u64,
     /// Bytes of the `moof` alone.
-    pub(crate) moof_len: u64,
+    pub moof_len: u64,
     /// `tfdt`: decoding time of its first sample on the recording timeline (90 kHz ticks
     /// since the Unix epoch).
-    pub(crate) start: u64,
+    pub start: u64,
     /// Sum of its sample durations, 90 kHz.
-    pub(crate) duration: u64,
+    pub duration: u64,
     /// Samples in it.
-    pub(crate) samples: u32,
+    pub samples: u32,
     /// Whether its first sample is a keyframe (a player may start here).
-    pub(crate) keyframe: bool,
+    pub keyframe: bool,
 }
 
 /// What a recorded file holds.
 #[derive(Debug, Default)]
-pub(crate) struct Scan {
+pub struct Scan {
     /// Bytes of `ftyp` + `moov` at the start.
-    pub(crate) init_len: u64,
+    pub init_len: u64,
     /// Complete fragments, in file order.
-    pub(crate) fragments: Vec<FragmentInfo>,
+    pub fragments: Vec<FragmentInfo>,
     /// Where the last complete box ends: what follows is a fragment cut short (a crash).
-    pub(crate) valid_len: u64,
+    pub valid_len: u64,
 }
 
 impl Scan {
     /// End of the last fragment on the recording timeline.
-    pub(crate) fn end(&self) -> u64 {
+    pub fn end(&self) -> u64 {
         self.fragments.last().map_or(0, |f| f.start + f.duration)
     }
 }
@@ -298,7 +322,7 @@ impl Scan {
 /// Reads the box structure of a recording (`file` of `len` bytes): the init segment, then
 /// each `moof` (decoded) and `mdat` (skipped). Stops at the first box cut short or not
 /// understood; everything before it is usable.
-pub(crate) fn scan<R: Read + Seek>(file: &mut R, len: u64) -> Scan {
+pub fn scan<R: Read + Seek>(file: &mut R, len: u64) -> Scan {
     let mut scan = Scan::default();
     let mut at = 0u64;
     let mut pending: Option<(Moof, u64, u64)> = None; // a moof waiting for its mdat
@@ -372,7 +396,7 @@ fn read_header<R: Read + Seek>(file: &mut R, at: u64, len: u64) -> Option<(Heade
 /// of the stored `mdat` payload (from its start) go with them.
 ///
 /// Errors: a `moof` that does not decode, or not as this module writes them.
-pub(crate) fn retime(moof: &[u8], shift: i64, until: Option<u64>) -> Result<(Vec<u8>, u64), String> {
+pub fn retime(moof: &[u8], shift: i64, until: Option<u64>) -> Result<(Vec<u8>, u64), String> {
     let bad = |e: mp4_atom::Error| format!("stored fragment: {e}");
     let mut m = Moof::decode(&mut &moof[..]).map_err(bad)?;
     let traf = m.traf.first_mut().ok_or("stored fragment without a track")?;
@@ -423,6 +447,7 @@ mod tests {
     fn fragments_scan_back_and_a_cut_tail_is_found() {
         let (sets, key) = sample_data(VideoCodec::H264, &unit(&[&[0x09, 0xf0], &SPS, &PPS, &[0x65, 1, 2, 3]]));
         assert_eq!((sets.sps.len(), sets.pps.len()), (1, 1));
+        assert_eq!(codecs(VideoCodec::H264, &sets).as_deref(), Some("avc1.42c01e"), "RFC 6381 from the SPS");
         assert_eq!(key, vec![0, 0, 0, 4, 0x65, 1, 2, 3], "delimiter and parameter sets left out");
         let mut file = init_segment(VideoCodec::H264, &sets, 640, 360).unwrap();
         let init_len = file.len() as u64;
