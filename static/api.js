@@ -225,6 +225,21 @@ export function streamCounts(id, fromMs) {
   return send('GET', `${streamPath(id)}/counts${eventQuery({ from: fromMs })}`);
 }
 
+/** GET /api/streams/{id}/recordings?from=&to= (ms) -> {ranges: [{start_ms, end_ms}], segments, bytes}. */
+export function recordingsOf(id, fromMs, toMs) {
+  return send('GET', `${streamPath(id)}/recordings${eventQuery({ from: fromMs, to: toMs })}`);
+}
+
+/** The HLS VOD playlist of a stream's recording from `fromMs` to `toMs`. */
+export function vodUrl(id, fromMs, toMs) {
+  return `${streamPath(id)}/vod.m3u8${eventQuery({ from: fromMs, to: toMs })}`;
+}
+
+/** One MP4 of a stream's recording from `fromMs` to `toMs`. */
+export function exportUrl(id, fromMs, toMs) {
+  return `${streamPath(id)}/export.mp4${eventQuery({ from: fromMs, to: toMs })}`;
+}
+
 /** An API path the gateway returns ("/api/…") relative to the page, like the others here. */
 export function relativePath(path) {
   return String(path).replace(/^\/+/, '');

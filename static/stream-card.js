@@ -20,6 +20,7 @@ import { DetectionOverlay } from './detection-overlay.js';
 import { LatencyProbe } from './pixel-clock.js';
 import { SsePlayer } from './sse-player.js';
 import { WhepPlayer } from './whep-player.js';
+import { Timeline } from './timeline.js';
 
 const FPS_CHOICES = Array.from({ length: 30 }, (_, i) => i + 1);
 const QUALITY_CHOICES = [30, 40, 50, 60, 70, 75, 80, 85, 90, 95];
@@ -89,6 +90,7 @@ export class StreamCard {
   #syncDelay = 0;
   #draft = null; // {kind: 'zone' | 'line', points} while the editor draws one
   #countsAt = -Infinity;
+  #timeline = null;
 
   /**
    * @param {object} stream Stream object from the API
@@ -168,6 +170,7 @@ export class StreamCard {
     this.#closeFeed();
     for (const fn of this.#viewListeners) fn(null);
     this.#viewListeners.clear();
+    this.#timeline?.destroy();
     this.#ui.root.remove();
   }
 
@@ -241,6 +244,7 @@ export class StreamCard {
     ui.mjpeg = h('a', { class: 'mjpeg-link', target: '_blank', rel: 'noopener', text: 'MJPEG',
       title: 'Open the MJPEG stream in a new tab' });
     ui.error = h('p', { class: 'card-error', role: 'alert', hidden: true });
+    this.#timeline = new Timeline(this.#id);
 
     ui.root = h('article', { class: 'card' },
       h('header', { class: 'card-head' },
@@ -260,6 +264,7 @@ export class StreamCard {
               'quality', ui.qualitySelect)),
           h('div', { class: 'buttons' }, ui.start, ui.stop, ui.mjpeg, ui.editToggle)),
         ui.editor,
+        this.#timeline.element,
         ui.error));
   }
 
@@ -288,6 +293,7 @@ export class StreamCard {
     this.#renderAspect(health);
     this.#renderMedia();
     this.#renderGeometry();
+    this.#timeline.setEnabled(Boolean(s.recording && s.recording.mode !== 'off'));
   }
 
   #renderHealth(health) {

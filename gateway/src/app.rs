@@ -165,7 +165,7 @@ pub(crate) async fn assemble(
     // Detection is optional: if its socket cannot be set up, video still runs.
     let events = Arc::new(EventFanout::default());
     let archive = crate::archive::Archive::start(config, &replica_id, &events, shutdown.clone());
-    let recorders = crate::record::Recorders::start(config, &streams, archive.clone(), &shutdown);
+    let recorders = crate::record::Recorders::start(config, &streams, archive.clone(), &events, &shutdown);
     let mqtt = crate::out::mqtt::start(&config.mqtt, &replica_id, &events);
     let webhooks = crate::out::webhook::start(&config.webhooks, &events);
     let detection = match config.detect.enabled {

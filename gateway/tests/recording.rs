@@ -2,7 +2,9 @@
 //! segments; what is recorded listed as ranges; a 10 s export read by ffprobe (frame count,
 //! size, first frame a keyframe) and served in byte ranges; `kill -9` and a restart keep every
 //! earlier range playable (a fragment cut short is truncated away); a data directory that
-//! cannot be written makes the status `failed` while video plays, and recording resumes.
+//! cannot be written makes the status `failed` while video plays, and recording resumes; the
+//! UI's timeline plays a recorded range and downloads it; `events` mode keeps only the windows
+//! around events.
 
 mod common;
 
@@ -124,6 +126,10 @@ async fn continuous_recording_exports_and_survives_kill_9() {
     assert_eq!((v["width"].as_u64(), v["height"].as_u64()), (Some(1280), Some(720)));
     let (clock_ms, _) = pixel_clock(&decode_frame(v["firstFrame"].as_str().unwrap())).expect("the first frame shows the pixel clock");
     assert!(clock_ms <= from + 100 && clock_ms + 2_100 >= from, "first frame captured at {clock_ms}, from = {from} (GOP 2 s)");
+
+    // The UI: the card's timeline shows the range, a click plays it, the download is an MP4.
+    let out = browser_script("timeline.mjs", &[&gw.base, "testcam"]).await;
+    assert!(out.contains("ok the download is an MP4"), "{out}");
 
     // Bad input: clear 4xx with JSON.
     for (q, status) in [
@@ -284,4 +290,75 @@ async fn an_event_clip_holds_its_pre_and_post_roll() {
     // 3 s before (from the keyframe at or before: up to one 2 s GOP more) and 2 s after.
     assert!((5 * 25 - 3..=7 * 25 + 3).contains(&frames), "{frames} frames in the clip");
     assert_eq!(reqwest::get(gw.url("/api/events/0123456789abcdef/clip.mp4")).await.unwrap().status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_mode_keeps_only_the_windows_around_events() {
+    let dir = tempfile::tempdir().unwrap();
+    // A line near the right edge: the circle crosses it twice (out and back) every ~11.6 s.
+    let gw = Gateway::start(&format!(
+        "data_dir = \"{}\"\n[recording]\npre_roll = \"1s\"\npost_roll = \"1s\"\nfragment = \"200ms\"\n\
+         [detect]\nmodel = \"{{workspace}}/models/testcam-shapes.onnx\"\nworkers = 1\nfps = 10\n\
+         [[streams]]\nid = \"yard\"\nurl = \"{{testcam}}\"\nrecord = \"events\"\n\
+         [[streams.lines]]\nid = \"edge\"\npoints = [[0.85, 0.0], [0.85, 1.0]]\nlabels = [\"circle\"]\n",
+        dir.path().join("data").display()
+    ));
+    let started = now_ms();
+    let ranges = || async {
+        let (_, r) = get_json(&gw.url("/api/streams/yard/recordings")).await;
+        r["ranges"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|r| (r["start_ms"].as_u64().unwrap(), r["end_ms"].as_u64().unwrap()))
+            .collect::<Vec<_>>()
+    };
+    // Every event of the stream opens a window (crossings, and tracks appearing or leaving).
+    let crossings = || async {
+        let (_, list) = get_json(&gw.url("/api/events?stream=yard&limit=500")).await;
+        list["events"].as_array().cloned().unwrap_or_default().iter().map(|e| e["ts_ms"].as_u64().unwrap()).collect::<Vec<_>>()
+    };
+    // Two windows closed (the second one's end 4 s old: fragments follow the 2 s GOP).
+    let deadline = Instant::now() + Duration::from_secs(75);
+    let r = loop {
+        let r = ranges().await;
+        if r.len() >= 2 && r[1].1 + 4_000 < now_ms() {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "ranges {r:?}, crossings {:?}\nlog:\n{}", crossings().await, gw.log_text());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let (_, s) = get_json(&gw.url("/api/streams/yard")).await;
+    assert_eq!(s["recording"]["mode"], "events", "{s}");
+    let events: Vec<u64> = crossings().await.into_iter().filter(|ts| *ts < r[1].1).collect();
+    assert!(events.len() >= 2, "{events:?}");
+    // Every crossing inside a window with its rolls (pre-roll from a keyframe at least 1 s
+    // before; post-roll to at least 1 s after) ...
+    // (events in the first seconds of the stream have no video before them)
+    for ts in events.iter().filter(|ts| **ts > r[0].0 + 3_000) {
+        assert!(r.iter().any(|(s, e)| *s + 1_000 <= *ts + 50 && *ts + 1_000 <= *e + 50), "event at {ts} without its rolls: {r:?}");
+    }
+    // ... and nothing recorded far from one: a window starts at most pre-roll + one GOP
+    // (2 s) before an event, ends at most post-roll + one fragment (0.4 s) after one, and
+    // holds no stretch longer than those two without an event.
+    let before = 1_000 + 2_000 + 300;
+    let after = 1_000 + 400 + 300;
+    for (s, e) in &r[..2] {
+        let mut inside: Vec<u64> = events.iter().copied().filter(|ts| *ts + after >= *s && *ts <= *e + before).collect();
+        inside.sort_unstable();
+        assert!(!inside.is_empty(), "window {s}..{e} without an event: {events:?}");
+        assert!(inside[0] <= s + before, "window {s}..{e} starts long before its first event {}", inside[0]);
+        assert!(inside[inside.len() - 1] + after >= *e, "window {s}..{e} ends long after its last event {inside:?}");
+        for w in inside.windows(2) {
+            assert!(w[1] - w[0] <= before + after, "window {s}..{e} goes on between events {} and {}", w[0], w[1]);
+        }
+    }
+    assert!(r[1].0 > r[0].1, "a gap between the windows: {r:?}");
+    let recorded: u64 = r.iter().map(|(s, e)| e - s).sum();
+    eprintln!("events mode: {recorded} ms recorded of {} ms, windows {r:?}", now_ms() - started);
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
 }

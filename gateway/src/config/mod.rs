@@ -378,9 +378,10 @@ pub struct StreamConfig {
     /// reconnect delay.
     #[serde(default, rename = "loop")]
     pub looping: bool,
-    /// `off` (default) or `continuous`: the camera's video stored as it arrives (fragmented
-    /// MP4 under `{data_dir}/recordings/{id}`, see `[recording]`). A recorded stream is pulled
-    /// whenever it is active, watched or not.
+    /// `off` (default), `continuous` (the camera's video stored as it arrives: fragmented MP4
+    /// under `{data_dir}/recordings/{id}`, see `[recording]`) or `events` (only around the
+    /// stream's analytics events). A recorded stream is pulled whenever it is active, watched
+    /// or not.
     #[serde(default)]
     pub record: RecordMode,
     /// Zones (polygons) tracked objects enter, leave and loiter in (issue #13). Default none.
@@ -431,6 +432,9 @@ pub enum RecordMode {
     Off,
     /// Everything stored, segment after segment.
     Continuous,
+    /// Only around the stream's analytics events: `recording.pre_roll` before (kept in
+    /// memory) to `recording.post_roll` after the last one.
+    Events,
 }
 
 /// `[recording]`: how recordings are cut and how long they are kept (per stream).
@@ -450,8 +454,8 @@ pub struct RecordingConfig {
     /// Most bytes of recordings kept per stream; the oldest segments go first. Default
     /// 10 GB.
     pub max_bytes: u64,
-    /// An event's clip (`/api/events/{id}/clip.mp4`) starts this long before the event (at
-    /// the keyframe at or before). Default `5s`.
+    /// An event's clip (`/api/events/{id}/clip.mp4`), and in `events` mode what is recorded,
+    /// starts this long before the event (at the keyframe at or before). Default `5s`.
     #[serde(with = "humantime_serde")]
     pub pre_roll: Duration,
     /// An event's clip ends this long after the event. Default `5s`.

@@ -9,6 +9,11 @@
 //! that one's RTP clock says), so segments follow each other without re-timing and a
 //! fragment's wall-clock time is its `tfdt` / 90.
 //!
+//! With `record = "events"` the same segments are made in memory and only written around
+//! analytics events of the stream: from the keyframe fragment at least `recording.pre_roll`
+//! before the event (kept in memory) to `recording.post_roll` after the last one; nothing
+//! outside those windows reaches the disk.
+//!
 //! One task per recorded stream ([`Recorder`]) follows the hub from a keyframe: it opens a
 //! segment (init segment first) at a keyframe that carries its parameter sets, appends a
 //! fragment about every `recording.fragment` (at a keyframe, or at any unit after twice as
@@ -47,6 +52,8 @@ use media::fmp4::{self, ParameterSets, Sample, TIMESCALE};
 const RETRY: Duration = Duration::from_secs(5);
 /// No unit for this long: the open fragment is written and the segment closed.
 const IDLE: Duration = Duration::from_secs(2);
+/// `events` mode: how late an event may arrive after its frame and still get its pre-roll.
+const EVENT_DELAY: Duration = Duration::from_secs(3);
 /// Retention runs this often.
 const PRUNE_EVERY: Duration = Duration::from_secs(10);
 /// The camera's clock and ours disagreeing by more than this starts a new segment.
@@ -90,7 +97,13 @@ pub(crate) struct Recorders {
 impl Recorders {
     /// Starts a recorder for every stream with `record` set; they stop at `shutdown`, each
     /// writing its open fragment first.
-    pub(crate) fn start(config: &Config, streams: &Streams, archive: Arc<Archive>, shutdown: &Shutdown) -> Arc<Recorders> {
+    pub(crate) fn start(
+        config: &Config,
+        streams: &Streams,
+        archive: Arc<Archive>,
+        events: &crate::core::events::EventFanout,
+        shutdown: &Shutdown,
+    ) -> Arc<Recorders> {
         let dir = config.data_dir.join("recordings");
         let node = node_id(&config.data_dir);
         let mut status = HashMap::new();
@@ -106,6 +119,9 @@ impl Recorders {
                 open: None,
                 carry: None,
                 retry_at: None,
+                mode: rt.config.record,
+                events: (rt.config.record == RecordMode::Events).then(|| events.subscribe()),
+                until_ms: 0,
             };
             tokio::spawn(recorder.run(archive.clone(), shutdown.clone()));
         }
@@ -152,9 +168,20 @@ fn node_id(data_dir: &Path) -> String {
     id
 }
 
-/// The segment being written.
+/// A fragment kept in memory (`events` mode, no event near): the pre-roll.
+struct Pending {
+    bytes: Vec<u8>,
+    start_ms: u64,
+    end_ms: u64,
+    keyframe: bool,
+}
+
+/// The segment being written (or, in `events` mode until an event comes, kept in memory).
 struct Open {
-    file: tokio::fs::File,
+    /// `None` while the segment lives in `pending` only.
+    file: Option<tokio::fs::File>,
+    init: Vec<u8>,
+    pending: std::collections::VecDeque<Pending>,
     row: Segment,
     codec: VideoCodec,
     sets: ParameterSets,
@@ -188,6 +215,11 @@ struct Recorder {
     /// The last closed segment's last unit: RTP timestamp and recording-timeline ticks.
     carry: Option<(media::RtpTimestamp, i64)>,
     retry_at: Option<Instant>,
+    mode: RecordMode,
+    /// `events` mode: the analytics events (taken by `run`).
+    events: Option<tokio::sync::broadcast::Receiver<Arc<crate::core::events::AnalyticsEvent>>>,
+    /// `events` mode: record until this wall-clock time (the last event's post-roll), ms.
+    until_ms: u64,
 }
 
 impl Recorder {
@@ -200,12 +232,18 @@ impl Recorder {
         }
         let mut sub = self.rt.hub.subscribe();
         let mut prune = tokio::time::interval(PRUNE_EVERY);
+        let mut events = self.events.take();
         loop {
             tokio::select! {
                 unit = tokio::time::timeout(IDLE, sub.next()) => match unit {
                     Ok(Some(au)) => self.unit(&db, &au).await,
                     Ok(None) => break,
                     Err(_) => self.close(&db, None).await,
+                },
+                event = async { events.as_mut().expect("only polled with a receiver").recv().await }, if events.is_some() => match event {
+                    Ok(e) if e.event.stream == stream => self.event(&db, e.event.ts_ms).await,
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => events = None,
                 },
                 _ = prune.tick() => self.prune(&db).await,
                 () = shutdown.wait() => break,
@@ -222,7 +260,7 @@ impl Recorder {
             let wall_ms = open.end_ms(open.base + pts) as i64;
             let jumped = (wall_ms - au.capture_ms as i64).abs() > JUMP_MS || pts < open.last_pts - i64::from(TIMESCALE as u32) * 2;
             let new_sets = au.keyframe && sets.complete(au.codec) && sets != open.sets;
-            let long = au.keyframe && pts >= (self.config.segment.as_millis() as i64) * 90;
+            let long = au.keyframe && open.file.is_some() && pts >= (self.config.segment.as_millis() as i64) * 90;
             if jumped || new_sets || au.codec != open.codec || long {
                 self.close(db, (!jumped).then_some(pts)).await;
             }
@@ -278,44 +316,19 @@ impl Recorder {
             .filter(|b| (b - wall).abs() <= JUMP_MS * 90)
             .unwrap_or(wall);
         let start_ms = base.max(0) as u64 / 90;
-        let name = format!("{start_ms}.mp4");
-        let opened = async {
-            tokio::fs::create_dir_all(&self.dir).await?;
-            let mut file = tokio::fs::File::create(self.dir.join(&name)).await?;
-            file.write_all(&init).await?;
-            file.flush().await?;
-            Ok::<_, std::io::Error>(file)
-        }
-        .await;
-        let file = match opened {
-            Ok(file) => file,
-            Err(e) => {
-                self.fail(format!("cannot write {}: {e}", self.dir.join(&name).display()));
-                return false;
-            }
-        };
         let row = Segment {
-            path: format!("{stream}/{name}"),
+            path: String::new(),
             stream: stream.clone(),
             start_ms,
             end_ms: start_ms,
-            bytes: init.len() as u64,
+            bytes: 0,
             keyframes: 0,
             codec: au.codec.name().to_owned(),
         };
-        if let Err(e) = db.upsert_segment(&self.node, &row).await {
-            warn!(stream, error = %e, "cannot index a new recording segment (reconciled at the next start)");
-        }
-        metrics::counter!("sightline_recording_bytes_total", "stream" => stream.clone()).increment(init.len() as u64);
-        self.retry_at = None;
-        self.status.send_modify(|s| {
-            s.state = "recording";
-            s.reason = None;
-            s.segment_start_ms = Some(start_ms);
-            s.bytes_written += init.len() as u64;
-        });
         self.open = Some(Open {
-            file,
+            file: None,
+            init,
+            pending: Default::default(),
             row,
             codec: au.codec,
             sets: sets.clone(),
@@ -326,7 +339,88 @@ impl Recorder {
             fragment: Vec::new(),
             fragment_started: 0,
         });
+        if self.mode == RecordMode::Continuous || au.capture_ms <= self.until_ms {
+            return self.materialize(db, None).await;
+        }
         true
+    }
+
+    /// Writes the segment kept in memory to its file (init segment, then the pre-roll) and
+    /// indexes it; from now on fragments go to the file. Returns whether a segment is open.
+    /// With `event_ms`, the pre-roll kept starts at the newest keyframe fragment at least
+    /// `recording.pre_roll` before it.
+    async fn materialize(&mut self, db: &Db, event_ms: Option<u64>) -> bool {
+        let Some(open) = self.open.as_mut() else { return false };
+        if open.file.is_some() {
+            return true;
+        }
+        if let Some(ts) = event_ms {
+            let from = ts.saturating_sub(self.config.pre_roll.as_millis() as u64);
+            if let Some(i) = open.pending.iter().rposition(|p| p.keyframe && p.start_ms <= from) {
+                open.pending.drain(..i);
+            }
+        }
+        let start_ms = open.pending.front().map_or(open.row.start_ms, |p| p.start_ms);
+        let mut head = open.init.clone();
+        let (mut keyframes, mut end_ms) = (0, start_ms);
+        for p in open.pending.drain(..) {
+            head.extend_from_slice(&p.bytes);
+            keyframes += u64::from(p.keyframe);
+            end_ms = p.end_ms;
+        }
+        let dir = self.dir.clone();
+        let opened = async {
+            tokio::fs::create_dir_all(&dir).await?;
+            // Never over another segment: a name taken (two segments starting within the same
+            // millisecond) moves on by a millisecond.
+            let mut at = start_ms;
+            loop {
+                let name = format!("{at}.mp4");
+                match tokio::fs::OpenOptions::new().write(true).create_new(true).open(dir.join(&name)).await {
+                    Ok(mut file) => {
+                        file.write_all(&head).await?;
+                        file.flush().await?;
+                        return Ok::<_, std::io::Error>((file, name));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && at < start_ms + 10 => at += 1,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        .await;
+        let (file, name) = match opened {
+            Ok(opened) => opened,
+            Err(e) => {
+                self.open = None;
+                self.fail(format!("cannot write {}: {e}", dir.join(format!("{start_ms}.mp4")).display()));
+                return false;
+            }
+        };
+        let stream = self.rt.config.id.clone();
+        open.file = Some(file);
+        open.row = Segment { path: format!("{stream}/{name}"), start_ms, end_ms, bytes: head.len() as u64, keyframes, ..open.row.clone() };
+        if let Err(e) = db.upsert_segment(&self.node, &open.row).await {
+            warn!(stream, error = %e, "cannot index a new recording segment (reconciled at the next start)");
+        }
+        metrics::counter!("sightline_recording_bytes_total", "stream" => stream).increment(head.len() as u64);
+        self.retry_at = None;
+        self.status.send_modify(|s| {
+            s.state = "recording";
+            s.reason = None;
+            s.segment_start_ms = Some(start_ms);
+            s.bytes_written += head.len() as u64;
+        });
+        true
+    }
+
+    /// `events` mode: an event of this stream captured at `ts_ms`: record from its pre-roll
+    /// (kept in memory) to its post-roll.
+    async fn event(&mut self, db: &Db, ts_ms: u64) {
+        tracing::debug!(stream = %self.rt.config.id, ts_ms, "recording around an event");
+        self.until_ms = self.until_ms.max(ts_ms + self.config.post_roll.as_millis() as u64);
+        if self.open.as_ref().is_some_and(|o| o.file.is_none()) {
+            self.materialize(db, Some(ts_ms)).await;
+        }
     }
 
     /// Writes the open fragment; `next_pts` is the next unit's time (the last sample's
@@ -351,9 +445,21 @@ impl Recorder {
         };
         let keyframe = open.fragment[0].keyframe;
         open.fragment.clear();
+        let Some(file) = open.file.as_mut() else {
+            // In memory: keep the pre-roll, from the newest keyframe fragment at least
+            // `pre_roll` before the end, and EVENT_DELAY more (an event arrives after its
+            // frame: detection and tracking take time).
+            let end_ms = open.end_ms(max_pts + last);
+            open.pending.push_back(Pending { bytes, start_ms: open.end_ms(min_pts), end_ms, keyframe });
+            let keep_from = end_ms.saturating_sub((self.config.pre_roll + EVENT_DELAY).as_millis() as u64);
+            if let Some(i) = open.pending.iter().rposition(|p| p.keyframe && p.start_ms <= keep_from) {
+                open.pending.drain(..i);
+            }
+            return;
+        };
         let written = async {
-            open.file.write_all(&bytes).await?;
-            open.file.flush().await
+            file.write_all(&bytes).await?;
+            file.flush().await
         }
         .await;
         if let Err(e) = written {
@@ -370,6 +476,19 @@ impl Recorder {
         self.status.send_modify(|s| s.bytes_written += bytes.len() as u64);
         if let Err(e) = db.upsert_segment(&self.node, &open.row).await {
             warn!(stream, error = %e, "cannot update the recording index (reconciled at the next start)");
+        }
+        // `events` mode: past the last event's post-roll, the file ends; the segment goes on
+        // in memory (an event arriving late, after its frame, still finds its pre-roll there,
+        // and the next file continues this one's timeline).
+        if self.mode == RecordMode::Events && open.row.end_ms > self.until_ms {
+            open.file = None;
+            open.row.bytes = 0;
+            open.row.keyframes = 0;
+            open.row.start_ms = open.row.end_ms; // the next file starts where this one ended
+            self.status.send_modify(|s| {
+                s.state = "waiting";
+                s.segment_start_ms = None;
+            });
         }
     }
 
