@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory as _, Parser, Subcommand};
 
+mod hls;
 mod jpeg;
 mod report;
 mod sse;
@@ -35,6 +36,8 @@ enum Mode {
     Sse(sse::SseArgs),
     /// N concurrent WebRTC viewers over WHEP (`/api/streams/{ID}/whep`), no decoding.
     Whep(whep::WhepArgs),
+    /// N concurrent LL-HLS viewers (`/api/streams/{ID}/hls/index.m3u8`), fetching like hls.js.
+    Hls(hls::HlsArgs),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +59,7 @@ fn validate(mode: &Mode) -> Result<(), String> {
     match mode {
         Mode::Sse(args) => args.validate(),
         Mode::Whep(args) => args.validate(),
+        Mode::Hls(args) => args.validate(),
     }
 }
 
@@ -66,6 +70,7 @@ fn run(mode: &Mode) -> anyhow::Result<()> {
         match mode {
             Mode::Sse(args) => report::print(&sse::run(args).await?),
             Mode::Whep(args) => whep::print(&whep::run(args).await?),
+            Mode::Hls(args) => report::print(&hls::run(args).await?),
         }
     });
     // Don't wait for aborted tasks or lingering connections on the way out.

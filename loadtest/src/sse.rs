@@ -109,7 +109,7 @@ pub(crate) async fn run(args: &SseArgs) -> anyhow::Result<Report> {
 
 /// Awaits every viewer task until `hard_deadline`; a task still running then is aborted and
 /// reported as an error, as is a panicked one.
-async fn collect(handles: Vec<JoinHandle<ViewerStats>>, hard_deadline: TokioInstant) -> Vec<ViewerStats> {
+pub(crate) async fn collect(handles: Vec<JoinHandle<ViewerStats>>, hard_deadline: TokioInstant) -> Vec<ViewerStats> {
     let mut out = Vec::with_capacity(handles.len());
     for mut handle in handles {
         let stats = match timeout_at(hard_deadline, &mut handle).await {

@@ -5,7 +5,8 @@
 // playing), dropped, width, height, currentTime, firstFrameMs (load -> first frame shown),
 // firstFrame (that frame as a base64 JPEG, for its pixel clock), lastFrame and lastFrameAt
 // (the picture shown at the end and the wall-clock ms it was read at: glass-to-glass
-// latency against the pixel clock), error (hls.js fatal error).
+// latency against the pixel clock), latencies (glass-to-glass every 250 ms, ms, read with the
+// UI's pixel-clock reader), error (hls.js fatal error).
 import { createRequire } from 'node:module';
 import { startBrowserTest } from './chromium.mjs';
 
@@ -44,7 +45,16 @@ const result = await page.evaluate(async ({ url, seconds, lowLatency }) => {
   video.play().catch(() => {});
   const shown = await Promise.race([first, new Promise((r) => setTimeout(() => r(null), 20_000))]);
   if (!shown) return { error: error || 'no frame within 20 s' };
+  // Glass-to-glass every 250 ms: the pixel clock of the picture shown (the UI's reader).
+  const { ClockReader } = await import('/pixel-clock.js');
+  const reader = new ClockReader();
+  const latencies = [];
+  const sampler = setInterval(() => {
+    const c = reader.read(video, video.videoWidth, video.videoHeight);
+    if (c) latencies.push(Date.now() - c.ms);
+  }, 250);
   await new Promise((r) => setTimeout(r, seconds * 1000));
+  clearInterval(sampler);
   const last = await new Promise((resolve) => {
     video.requestVideoFrameCallback(() => {
       const canvas = document.createElement('canvas');
@@ -59,7 +69,7 @@ const result = await page.evaluate(async ({ url, seconds, lowLatency }) => {
     frames: q.totalVideoFrames, dropped: q.droppedVideoFrames,
     width: video.videoWidth, height: video.videoHeight, currentTime: video.currentTime,
     latency: hls.latency ?? null, firstFrameMs: shown.ms, firstFrame: shown.jpeg,
-    lastFrame: last.jpeg, lastFrameAt: last.at, error,
+    lastFrame: last.jpeg, lastFrameAt: last.at, latencies, error,
   };
   hls.destroy();
   return out;
