@@ -190,6 +190,11 @@ export function feedUrl(id, params) {
   return withQuery(`${streamPath(id)}/feed`, params);
 }
 
+/** The LL-HLS multivariant playlist of a stream. */
+export function hlsUrl(id) {
+  return `${streamPath(id)}/hls/index.m3u8`;
+}
+
 /** WHEP endpoint of a stream (POST an SDP offer). */
 export function whepUrl(id) {
   return `${streamPath(id)}/whep`;

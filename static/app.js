@@ -1,8 +1,8 @@
 // Sightline web UI entry point: polls the stream list and keeps one card per
 // stream. Cards own their live feeds; polling only refreshes their state.
 //
-// URL options: ?transport=webrtc|sse forces a live-view transport (default:
-// WebRTC with SSE fallback); ?debug=1 shows glass-to-glass latency read from
+// URL options: ?transport=webrtc|hls|sse forces a live-view transport (default:
+// WebRTC, falling back to LL-HLS, then SSE); ?debug=1 shows glass-to-glass latency read from
 // the test camera's pixel clock.
 
 import { describeError, listStreams, setToken, useToken } from './api.js';
@@ -20,7 +20,7 @@ const connStatus = document.getElementById('conn-status');
 const banner = document.getElementById('banner');
 
 const query = new URLSearchParams(window.location.search);
-const TRANSPORT = ['webrtc', 'sse'].includes(query.get('transport')) ? query.get('transport') : 'auto';
+const TRANSPORT = ['webrtc', 'hls', 'sse'].includes(query.get('transport')) ? query.get('transport') : 'auto';
 const DEBUG = query.get('debug') === '1';
 
 const cards = new Map();

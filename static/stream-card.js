@@ -5,13 +5,14 @@
 // stack on top.
 //
 // Live view prefers WebRTC (WHEP). If the WHEP POST fails or no frame is
-// rendered within 4 s of the answer, the card falls back to the SSE feed until
-// the stream is stopped and started again. `transport: 'sse' | 'webrtc'`
+// rendered within 4 s of the answer, the card falls back to LL-HLS (the same
+// <video>, hls.js), and if that cannot play either, to the SSE feed, until the
+// stream is stopped and started again. `transport: 'webrtc' | 'hls' | 'sse'`
 // forces one transport.
 
 import {
   addGeometry, ApiError, deleteGeometry, describeError, feedUrl, getStream, mjpegUrl, startStream,
-  stopStream, streamCounts, whepUrl,
+  stopStream, streamCounts, whepUrl, hlsUrl,
 } from './api.js';
 import {
   formatBitrate, formatCount, formatFps, formatResolution, h, setText,
@@ -20,6 +21,7 @@ import { DetectionOverlay } from './detection-overlay.js';
 import { LatencyProbe } from './pixel-clock.js';
 import { SsePlayer } from './sse-player.js';
 import { WhepPlayer } from './whep-player.js';
+import { HlsPlayer, canPlayHls } from './hls-player.js';
 import { Timeline } from './timeline.js';
 
 const FPS_CHOICES = Array.from({ length: 30 }, (_, i) => i + 1);
@@ -81,8 +83,10 @@ export class StreamCard {
   #viewListeners = new Set();
   #onOpenViewer;
   #transportMode;
-  #transport = null; // 'webrtc' | 'sse': transport of the current/last player
-  #webrtcFallback = false;
+  #transport = null; // 'webrtc' | 'hls' | 'sse': transport of the current/last player
+  // How far the live view fell back: 0 WebRTC, 1 LL-HLS, 2 SSE (until the stream restarts).
+  #fallback = 0;
+  #hlsStream = null; // the LL-HLS <video> captured for the full-screen viewer
   #webrtcStats = null;
   #latencyProbe = null;
   #latency = null;
@@ -95,7 +99,7 @@ export class StreamCard {
   /**
    * @param {object} stream Stream object from the API
    * @param {{onOpenViewer: (card: StreamCard) => void, paused?: boolean,
-   *          transport?: 'auto' | 'webrtc' | 'sse', debug?: boolean}} opts
+   *          transport?: 'auto' | 'webrtc' | 'hls' | 'sse', debug?: boolean}} opts
    */
   constructor(stream, { onOpenViewer, paused = false, transport = 'auto', debug = false }) {
     this.#id = stream.id;
@@ -362,7 +366,7 @@ export class StreamCard {
     return 'Connecting…';
   }
 
-  /** 'webrtc' | 'sse' while that transport shows a picture, else null. */
+  /** 'webrtc' | 'hls' | 'sse' while that transport shows a picture, else null. */
   #showing() {
     return this.#hasFrame ? this.#transport : null;
   }
@@ -382,6 +386,9 @@ export class StreamCard {
     const latency = this.#latency != null ? `latency ${Math.round(this.#latency)} ms` : '';
     if (this.#transport === 'webrtc') {
       return { tag: 'WebRTC', fps: formatWebrtcStats(this.#webrtcStats), seq: latency };
+    }
+    if (this.#transport === 'hls') {
+      return { tag: 'LL-HLS', fps: `${player.receivedFps().toFixed(1)} fps shown`, seq: latency };
     }
     const note = player.status === 'reconnecting' ? ' · reconnecting' : '';
     const seq = this.#frameSeq != null ? `#${this.#frameSeq}` : '';
@@ -582,7 +589,7 @@ export class StreamCard {
       id: this.#id,
       name: this.name,
       url: showing === 'sse' ? this.#frameUrl : null,
-      stream: showing === 'webrtc' ? this.#player?.stream ?? null : null,
+      stream: showing === 'webrtc' ? this.#player?.stream ?? null : showing === 'hls' ? this.#hlsCapture() : null,
       message: this.#mediaMessage(),
       hud: [hud.tag, hud.fps, hud.seq].filter(Boolean).join('  '),
     };
@@ -603,7 +610,7 @@ export class StreamCard {
   #syncFeed() {
     if (!this.#wantsFeed()) {
       // Stopped: the next start tries WebRTC again.
-      if (!this.#stream.active) this.#webrtcFallback = false;
+      if (!this.#stream.active) this.#fallback = 0;
       this.#cancelRetry();
       if (this.#player) this.#closeFeed();
       this.#clearFrame();
@@ -612,14 +619,57 @@ export class StreamCard {
     if (!this.#player && !this.#retryTimer) this.#openFeed();
   }
 
-  #prefersWebrtc() {
-    if (this.#transportMode !== 'auto') return this.#transportMode === 'webrtc';
-    return !this.#webrtcFallback && typeof RTCPeerConnection === 'function';
+  /** The live view's transport: WebRTC, else LL-HLS, else SSE (or the one the URL forces). */
+  #nextTransport() {
+    if (this.#transportMode !== 'auto') return this.#transportMode;
+    if (this.#fallback === 0 && typeof RTCPeerConnection === 'function') return 'webrtc';
+    if (this.#fallback <= 1 && canPlayHls(this.#ui.video)) return 'hls';
+    return 'sse';
   }
 
   #openFeed() {
-    if (this.#prefersWebrtc()) this.#openWebrtc();
+    const transport = this.#nextTransport();
+    if (transport === 'webrtc') this.#openWebrtc();
+    else if (transport === 'hls') this.#openHls();
     else this.#openSse();
+  }
+
+  #openHls() {
+    const player = new HlsPlayer(hlsUrl(this.#id), {
+      onStatus: (status, err) => this.#ifCurrent(player, () => this.#onHlsStatus(status, err)),
+    });
+    this.#player = player;
+    this.#transport = 'hls';
+    this.#hasFrame = false;
+    player.start(this.#ui.video);
+    this.#renderMedia();
+  }
+
+  /** A MediaStream of the LL-HLS picture (for the full-screen viewer), made once per player. */
+  #hlsCapture() {
+    this.#hlsStream ??= this.#ui.video.captureStream?.() ?? null;
+    return this.#hlsStream;
+  }
+
+  #onHlsStatus(status) {
+    if (status === 'playing') {
+      this.#retryDelay = 0;
+      this.#hasFrame = true;
+      this.#latencyProbe?.watchVideo(this.#ui.video);
+      this.#renderMedia();
+    } else if (status === 'failed') {
+      const played = this.#player?.played;
+      this.#closeFeed();
+      if (this.#transportMode === 'auto' && !played) {
+        this.#fallback = 2; // SSE until the stream is started again
+        this.#syncFeed();
+        return;
+      }
+      this.#scheduleRetry();
+      this.#refresh();
+    } else {
+      this.#renderMedia();
+    }
   }
 
   #openWebrtc() {
@@ -666,6 +716,10 @@ export class StreamCard {
     if (player instanceof WhepPlayer) {
       player.stop(); // DELETE; the <video> goes blank
       this.#webrtcStats = null;
+      this.#hasFrame = false;
+    } else if (player instanceof HlsPlayer) {
+      player.stop();
+      this.#hlsStream = null;
       this.#hasFrame = false;
     } else {
       player?.close();
@@ -757,7 +811,7 @@ export class StreamCard {
       || (err instanceof ApiError && (err.status === 404 || err.status === 409));
     this.#closeFeed();
     if (this.#transportMode === 'auto' && !retry) {
-      this.#webrtcFallback = true; // SSE until the stream is started again
+      this.#fallback = 1; // LL-HLS (then SSE) until the stream is started again
       this.#syncFeed();
       return;
     }

@@ -1,29 +1,15 @@
 // The recording timeline under a stream card (issue #14): the last hour's recorded ranges
 // (GET /api/streams/{id}/recordings) and stored events (GET /api/events) on a bar. A click on
 // the bar plays the recording from that moment (HLS VOD, vod.m3u8, with hls.js from
-// static/vendor, loaded on first use; Safari plays HLS itself); "Download" exports what is
-// played as one MP4 (export.mp4). Each event marker's title names it; its clip is
-// /api/events/{id}/clip.mp4.
+// static/vendor, loaded on first use; Safari on iPhone plays HLS itself); "Download" exports
+// what is played as one MP4 (export.mp4). Each event marker's title names it.
 import { h, setText } from './dom.js';
 import { recordingsOf, searchEvents, vodUrl, exportUrl } from './api.js';
+import { loadHls } from './hls-player.js';
 
 const WINDOW_MS = 60 * 60 * 1000;
 const PLAY_MS = 10 * 60 * 1000;
 const REFRESH_MS = 10_000;
-
-let hlsLoading = null;
-/** hls.js (window.Hls), loaded once from static/vendor. */
-function loadHls() {
-  if (window.Hls) return Promise.resolve(window.Hls);
-  hlsLoading ??= new Promise((resolve, reject) => {
-    const s = document.createElement('script');
-    s.src = 'vendor/hls.min.js';
-    s.onload = () => resolve(window.Hls);
-    s.onerror = () => reject(new Error('cannot load hls.js'));
-    document.head.append(s);
-  });
-  return hlsLoading;
-}
 
 function clock(ms) {
   return new Date(ms).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
@@ -133,13 +119,14 @@ export class Timeline {
     ui.download.href = exportUrl(this.#id, from, to);
     ui.download.setAttribute('download', `${this.#id}-${from}.mp4`);
     ui.video.dataset.from = String(from);
-    if (ui.video.canPlayType('application/vnd.apple.mpegurl')) {
-      ui.video.src = src;
-    } else {
-      const Hls = await loadHls();
+    // hls.js where Media Source Extensions exist, the browser's own HLS otherwise (iPhone).
+    const Hls = typeof MediaSource === 'function' ? await loadHls().catch(() => null) : null;
+    if (Hls?.isSupported()) {
       this.#hls = new Hls();
       this.#hls.loadSource(src);
       this.#hls.attachMedia(ui.video);
+    } else {
+      ui.video.src = src;
     }
     ui.video.play().catch(() => {});
   }

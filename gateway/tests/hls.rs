@@ -111,3 +111,10 @@ async fn ll_hls_plays_live_with_parts_and_blocking_reload() {
     assert!(p50.is_some_and(|p| p < 4_000), "glass-to-glass samples {samples:?}");
     assert!((0..4_000).contains(&latency), "glass-to-glass {latency} ms");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_view_falls_back_to_ll_hls_then_sse() {
+    let gw = Gateway::start("[webrtc]\nenabled = false\n");
+    let out = browser_script("fallback.mjs", &[&gw.base, "testcam"]).await;
+    assert!(out.contains("ok without hls.js the card plays SSE"), "{out}");
+}
