@@ -46,7 +46,7 @@ async fn ll_hls_plays_live_with_parts_and_blocking_reload() {
         "#EXT-X-VERSION:9",
         "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=",
         "#EXT-X-PART-INF:PART-TARGET=0.200",
-        "#EXT-X-MAP:URI=\"init.mp4\"",
+        "#EXT-X-MAP:URI=\"init.mp4?v=",
         "#EXT-X-PROGRAM-DATE-TIME:",
         "INDEPENDENT=YES",
     ] {

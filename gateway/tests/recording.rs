@@ -45,6 +45,9 @@ fn probe(file: &Path) -> (u64, u64, u64, String, bool) {
 
 async fn ranges(gw: &Gateway) -> Vec<(u64, u64)> {
     let (status, r) = get_json(&gw.url("/api/streams/testcam/recordings")).await;
+    if status == 503 {
+        return Vec::new(); // the database opens in the background at start
+    }
     assert_eq!(status, 200, "{r}");
     r["ranges"].as_array().unwrap().iter().map(|r| (r["start_ms"].as_u64().unwrap(), r["end_ms"].as_u64().unwrap())).collect()
 }

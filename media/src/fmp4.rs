@@ -18,6 +18,8 @@ use mp4_atom::{
     Moov, Mvex, Mvhd, Stbl, Stco, Stsc, Stsd, Stsz, Stts, Tfdt, Tfhd, Tkhd, Traf, Trex, Trun, TrunEntry, TrunSamples, Url, Visual, Vmhd,
 };
 
+/// A `moof` larger than this is not one of ours (a scan stops there rather than allocate it).
+const MAX_MOOF: usize = 4 << 20;
 /// Media timescale: the RTP video clock, 90 kHz.
 pub const TIMESCALE: u64 = 90_000;
 const TRACK: u32 = 1;
@@ -185,7 +187,7 @@ pub fn init_segment(codec: VideoCodec, sets: &ParameterSets, width: u32, height:
         compatible_brands: vec![FourCC::new(b"iso6"), FourCC::new(b"cmfc"), FourCC::new(b"mp41")],
     };
     let moov = Moov {
-        mvhd: Mvhd { timescale: 1000, next_track_id: TRACK + 1, ..Default::default() },
+        mvhd: Mvhd { timescale: 1000, rate: 1.into(), volume: 1.into(), next_track_id: TRACK + 1, ..Default::default() },
         mvex: Some(Mvex { mehd: None, trex: vec![Trex { track_id: TRACK, default_sample_description_index: 1, ..Default::default() }] }),
         trak: vec![mp4_atom::Trak {
             tkhd: Tkhd {
@@ -329,13 +331,12 @@ pub fn scan<R: Read + Seek>(file: &mut R, len: u64) -> Scan {
     while at < len {
         let Some((header, header_len)) = read_header(file, at, len) else { break };
         let Some(size) = header.size else { break };
-        let end = at + header_len + size as u64;
-        if end > len {
+        let Some(end) = at.checked_add(header_len).and_then(|e| e.checked_add(size as u64)).filter(|&e| e <= len) else {
             break;
-        }
+        };
         match header.kind.as_ref() {
             b"ftyp" | b"moov" if pending.is_none() && scan.fragments.is_empty() => scan.init_len = end,
-            b"moof" if pending.is_none() && scan.init_len > 0 => {
+            b"moof" if pending.is_none() && scan.init_len > 0 && size <= MAX_MOOF => {
                 let mut body = vec![0u8; size];
                 if file.read_exact(&mut body).is_err() {
                     break;

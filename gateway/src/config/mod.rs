@@ -485,6 +485,9 @@ impl RecordingConfig {
         if self.segment < self.fragment || self.segment > Duration::from_secs(3600) {
             return Err("recording.segment must be from recording.fragment to 1h".into());
         }
+        if self.max_age < Duration::from_secs(60) {
+            return Err("recording.max_age must be at least 1m".into());
+        }
         if self.pre_roll > Duration::from_secs(600) || self.post_roll > Duration::from_secs(600) {
             return Err("recording.pre_roll and recording.post_roll must be at most 10m".into());
         }

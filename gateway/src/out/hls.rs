@@ -61,7 +61,7 @@ impl Hls {
         let (tx, _) = watch::channel(0u64);
         let live = Arc::new(Live {
             stream: rt.config.id.clone(),
-            state: parking_lot::Mutex::new(State::default()),
+            state: parking_lot::Mutex::new(State { next_msn: crate::core::clock::now_ms() / 1000, ..State::default() }),
             changed: tx,
             last_request: parking_lot::Mutex::new(Instant::now()),
         });
@@ -106,6 +106,16 @@ impl Segment {
 #[derive(Debug, Default)]
 struct State {
     init: Option<Bytes>,
+    /// Bumped with each new init segment (its URI carries it: caches keep no stale one).
+    generation: u32,
+    /// The next segment's media sequence number: never reused, seeded from the wall clock
+    /// (segments last >= 1 s, so a producer started later starts above an earlier one's).
+    next_msn: u64,
+    /// `EXT-X-DISCONTINUITY-SEQUENCE`: bumped when the producer starts over (new parameter
+    /// sets, or the camera's clock jumped).
+    discontinuity: u64,
+    /// `EXT-X-TARGETDURATION`: the longest segment so far, s (never lowered).
+    target: u64,
     /// RFC 6381 codecs and the picture size, for the multivariant playlist.
     codecs: String,
     size: (u32, u32),
@@ -125,7 +135,14 @@ impl State {
     }
 
     fn target_duration(&self) -> u64 {
-        self.segments.iter().filter(|s| s.complete).map(|s| s.duration().ceil() as u64).max().unwrap_or(2).max(1)
+        self.target.max(1)
+    }
+
+    /// Starts over after the last segment: a new init segment and timeline follow.
+    fn start_over(&mut self) {
+        self.segments.clear();
+        self.init = None;
+        self.discontinuity += 1;
     }
 }
 
@@ -150,6 +167,9 @@ struct Cutter {
     part_start: i64,
     segment_start: i64,
     sequence: u32,
+    /// B-frames seen: parts then end before keyframes only (decoding times are each part's
+    /// presentation times sorted).
+    reorders: bool,
 }
 
 impl Live {
@@ -181,11 +201,18 @@ impl Live {
 
     fn unit(&self, cutter: &mut Option<Cutter>, au: &crate::core::frame::AccessUnit) {
         let (sets, data) = fmp4::sample_data(au.codec, &au.data);
-        if cutter.as_ref().is_some_and(|c| c.codec != au.codec || (au.keyframe && sets.complete(au.codec) && sets != c.sets)) {
-            // Another codec configuration: start over (players reload on the new init).
-            debug!(stream = %self.stream, "LL-HLS: new parameter sets; starting over");
+        let jumped = cutter.as_ref().is_some_and(|c| {
+            // The camera's clock against ours (a reconnect, a file starting over).
+            let pts = c.last_pts + au.rtp_timestamp.ticks_since(c.last_rtp);
+            ((c.base + pts) / 90 - au.capture_ms as i64).abs() > 3_000 || pts < c.last_pts - 2 * TIMESCALE as i64
+        });
+        if jumped || cutter.as_ref().is_some_and(|c| c.codec != au.codec || (au.keyframe && sets.complete(au.codec) && sets != c.sets)) {
+            // Another codec configuration or timeline: start over (a discontinuity; players
+            // load the new init segment).
+            debug!(stream = %self.stream, jumped, "LL-HLS: starting over");
             *cutter = None;
-            *self.state.lock() = State::default();
+            self.state.lock().start_over();
+            self.changed.send_modify(|n| *n += 1);
         }
         let Some(c) = cutter.as_mut() else {
             if !au.keyframe || !sets.complete(au.codec) {
@@ -195,6 +222,7 @@ impl Live {
             let Ok(init) = fmp4::init_segment(au.codec, &sets, width, height) else { return };
             let mut state = self.state.lock();
             state.init = Some(Bytes::from(init));
+            state.generation += 1;
             state.codecs = fmp4::codecs(au.codec, &sets).unwrap_or_default();
             state.size = (width, height);
             drop(state);
@@ -208,6 +236,7 @@ impl Live {
                 part_start: 0,
                 segment_start: 0,
                 sequence: 0,
+                reorders: false,
             });
             return self.unit_cut(cutter.as_mut().expect("just set"), au, data);
         };
@@ -216,10 +245,17 @@ impl Live {
 
     fn unit_cut(&self, c: &mut Cutter, au: &crate::core::frame::AccessUnit, data: Vec<u8>) {
         let pts = c.last_pts + au.rtp_timestamp.ticks_since(c.last_rtp);
+        let step = pts - c.last_pts;
         c.last_rtp = au.rtp_timestamp;
         c.last_pts = pts;
+        if step < 0 {
+            c.reorders = true;
+        }
         let part_ticks = PART_TARGET.as_millis() as i64 * 90;
-        if !c.samples.is_empty() && (au.keyframe || pts - c.part_start >= part_ticks) {
+        // A part ends before the unit that would take it past the part target (RFC 8216bis
+        // §4.4.4.9: no part longer than PART-TARGET).
+        let full = pts - c.part_start + step.clamp(1, part_ticks) > part_ticks;
+        if !c.samples.is_empty() && (au.keyframe || (full && !c.reorders)) {
             let new_segment = au.keyframe && pts - c.segment_start >= SEGMENT_MIN.as_millis() as i64 * 90;
             self.close_part(c, pts, new_segment);
             if new_segment {
@@ -248,12 +284,16 @@ impl Live {
         let start_ms = (min.max(0) as u64) * 1000 / TIMESCALE;
         c.samples.clear();
         let mut state = self.state.lock();
-        let next_msn = state.segments.back().map_or(0, |s| s.msn + 1);
         if state.segments.back().is_none_or(|s| s.complete) {
-            state.segments.push_back(Segment { msn: next_msn, parts: Vec::new(), start_ms, complete: false });
+            let msn = state.next_msn;
+            state.next_msn += 1;
+            state.segments.push_back(Segment { msn, parts: Vec::new(), start_ms, complete: false });
         }
         let open = state.segments.back_mut().expect("just ensured");
         open.parts.push(part);
+        let open_duration = open.duration().ceil() as u64;
+        state.target = state.target.max(open_duration);
+        let open = state.segments.back_mut().expect("just ensured");
         if end_segment {
             open.complete = true;
             while state.segments.len() > KEEP {
@@ -314,10 +354,14 @@ impl Live {
         let _ = write!(
             out,
             "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:{}\n#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={:.3}\n\
-             #EXT-X-PART-INF:PART-TARGET={pt:.3}\n#EXT-X-MEDIA-SEQUENCE:{}\n#EXT-X-MAP:URI=\"init.mp4{suffix}\"\n",
+             #EXT-X-PART-INF:PART-TARGET={pt:.3}\n#EXT-X-MEDIA-SEQUENCE:{}\n#EXT-X-DISCONTINUITY-SEQUENCE:{}\n\
+             #EXT-X-MAP:URI=\"init.mp4?v={}{}\"\n",
             state.target_duration(),
             3.0 * pt,
-            first.msn
+            first.msn,
+            state.discontinuity,
+            state.generation,
+            suffix.replacen('?', "&", 1)
         );
         let with_parts = state.segments.len().saturating_sub(WITH_PARTS);
         for (i, seg) in state.segments.iter().enumerate() {

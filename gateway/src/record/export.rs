@@ -114,9 +114,19 @@ pub(crate) async fn select(recorders: &Recorders, stream: &str, from_ms: u64, to
     let Some(first) = first.map(|i| (0..=i).rev().find(|&j| found[j].info.keyframe).unwrap_or(i)) else {
         return Err(Error::UnknownRecording { stream: stream.to_owned() });
     };
-    let init = found[first].init.clone();
-    let end = found[first..].iter().position(|f| f.start_ms() >= to_ms || f.init != init).map_or(found.len(), |n| first + n);
-    Ok((found, first..end.max(first + 1)))
+    // The end: `to`, another codec configuration, or a fragment starting before the one
+    // before it ended (a camera clock set back between segments: the file's timeline would
+    // go backwards).
+    let init = &found[first].init;
+    let mut end = first + 1;
+    while end < found.len() {
+        let (prev, f) = (&found[end - 1].info, &found[end]);
+        if f.start_ms() >= to_ms || f.init != *init || f.info.start + TIMESCALE / 20 < prev.start + prev.duration {
+            break;
+        }
+        end += 1;
+    }
+    Ok((found, first..end))
 }
 
 /// Every fragment of `files`, in order, each with its segment's init.

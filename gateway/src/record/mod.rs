@@ -194,6 +194,8 @@ struct Open {
     sequence: u32,
     fragment: Vec<Sample>,
     fragment_started: i64,
+    /// Whether B-frames were seen (units shown before units decoded earlier).
+    reorders: bool,
 }
 
 impl Open {
@@ -233,13 +235,22 @@ impl Recorder {
         let mut sub = self.rt.hub.subscribe();
         let mut prune = tokio::time::interval(PRUNE_EVERY);
         let mut events = self.events.take();
+        // Reset by units only (other streams' events must not keep it from firing).
+        let idle = tokio::time::sleep(IDLE);
+        tokio::pin!(idle);
         loop {
             tokio::select! {
-                unit = tokio::time::timeout(IDLE, sub.next()) => match unit {
-                    Ok(Some(au)) => self.unit(&db, &au).await,
-                    Ok(None) => break,
-                    Err(_) => self.close(&db, None).await,
+                unit = sub.next() => match unit {
+                    Some(au) => {
+                        idle.as_mut().reset(tokio::time::Instant::now() + IDLE);
+                        self.unit(&db, &au).await;
+                    }
+                    None => break,
                 },
+                () = &mut idle => {
+                    idle.as_mut().reset(tokio::time::Instant::now() + IDLE);
+                    self.close(&db, None).await;
+                }
                 event = async { events.as_mut().expect("only polled with a receiver").recv().await }, if events.is_some() => match event {
                     Ok(e) if e.event.stream == stream => self.event(&db, e.event.ts_ms).await,
                     Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
@@ -260,7 +271,7 @@ impl Recorder {
             let wall_ms = open.end_ms(open.base + pts) as i64;
             let jumped = (wall_ms - au.capture_ms as i64).abs() > JUMP_MS || pts < open.last_pts - i64::from(TIMESCALE as u32) * 2;
             let new_sets = au.keyframe && sets.complete(au.codec) && sets != open.sets;
-            let long = au.keyframe && open.file.is_some() && pts >= (self.config.segment.as_millis() as i64) * 90;
+            let long = au.keyframe && open.file.is_some() && wall_ms as u64 >= open.row.start_ms + self.config.segment.as_millis() as u64;
             if jumped || new_sets || au.codec != open.codec || long {
                 self.close(db, (!jumped).then_some(pts)).await;
             }
@@ -274,7 +285,13 @@ impl Recorder {
         open.last_pts = pts;
         let fragment_ticks = (self.config.fragment.as_millis() as i64) * 90;
         let age = pts - open.fragment_started;
-        if !open.fragment.is_empty() && ((au.keyframe && age >= fragment_ticks) || age >= 2 * fragment_ticks) {
+        // Decoding times are each fragment's presentation times sorted: with B-frames
+        // (a unit shown before one decoded earlier) a fragment must end before a keyframe.
+        if open.fragment.last().is_some_and(|s| s.pts > open.base + pts) {
+            open.reorders = true;
+        }
+        let anywhere = !open.reorders && age >= 2 * fragment_ticks;
+        if !open.fragment.is_empty() && ((au.keyframe && age >= fragment_ticks) || anywhere) {
             self.flush(db, Some(pts)).await;
         }
         if let Some(open) = self.open.as_mut() {
@@ -338,6 +355,7 @@ impl Recorder {
             sequence: 0,
             fragment: Vec::new(),
             fragment_started: 0,
+            reorders: false,
         });
         if self.mode == RecordMode::Continuous || au.capture_ms <= self.until_ms {
             return self.materialize(db, None).await;
@@ -450,6 +468,9 @@ impl Recorder {
             // `pre_roll` before the end, and EVENT_DELAY more (an event arrives after its
             // frame: detection and tracking take time).
             let end_ms = open.end_ms(max_pts + last);
+            if open.pending.is_empty() && !keyframe {
+                return; // a file must start at a keyframe: nothing is kept before one
+            }
             open.pending.push_back(Pending { bytes, start_ms: open.end_ms(min_pts), end_ms, keyframe });
             let keep_from = end_ms.saturating_sub((self.config.pre_roll + EVENT_DELAY).as_millis() as u64);
             if let Some(i) = open.pending.iter().rposition(|p| p.keyframe && p.start_ms <= keep_from) {
@@ -583,15 +604,24 @@ fn scan_dir(stream: &str, dir: &Path) -> Result<Vec<Option<Segment>>, String> {
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some(start_ms) = name.strip_suffix(".mp4").and_then(|n| n.parse::<u64>().ok()) else { continue };
         let path = entry.path();
-        let scanned = std::fs::OpenOptions::new().read(true).write(true).open(&path).and_then(|mut f| {
+        let scanned = std::fs::File::open(&path).and_then(|mut f| {
             let len = f.metadata()?.len();
             let scan = fmp4::scan(&mut f, len);
+            // A fragment cut short (a crash) is truncated away; if the file cannot be written,
+            // readers stop where the scan did anyway.
             if !scan.fragments.is_empty() && scan.valid_len < len {
-                f.set_len(scan.valid_len)?;
+                let cut = std::fs::OpenOptions::new().write(true).open(&path).and_then(|f| f.set_len(scan.valid_len));
+                if let Err(e) = cut {
+                    warn!(stream, file = %path.display(), error = %e, "cannot truncate a fragment cut short");
+                }
             }
             Ok(scan)
         });
         match scanned {
+            Err(e) => {
+                // Unreadable now (permissions, a read-only copy, I/O): kept, not indexed.
+                warn!(stream, file = %path.display(), error = %e, "cannot scan a recording; left as it is");
+            }
             Ok(scan) if !scan.fragments.is_empty() => found.push(Some(Segment {
                 path: format!("{stream}/{name}"),
                 stream: stream.to_owned(),
@@ -601,7 +631,8 @@ fn scan_dir(stream: &str, dir: &Path) -> Result<Vec<Option<Segment>>, String> {
                 keyframes: scan.fragments.iter().filter(|f| f.keyframe).count() as u64,
                 codec: codec_of(&path).to_owned(),
             })),
-            _ => {
+            Ok(_) => {
+                // Read and holds no complete fragment (an init segment alone, or not ours).
                 let _ = std::fs::remove_file(&path);
                 found.push(None);
             }
