@@ -6,6 +6,9 @@
 //   playing    – a picture is shown
 //   failed     – hls.js missing or unsupported, or a fatal error (error says which)
 
+/** No picture this long after start: failed (the card then falls back to SSE). */
+const FRAME_TIMEOUT_MS = 10_000;
+
 let hlsLoading = null;
 
 /** hls.js (`window.Hls`), loaded once from static/vendor. */
@@ -37,6 +40,7 @@ export class HlsPlayer {
   #status = 'idle';
   #played = false;
   #frames = { count: 0, at: 0, fps: 0 };
+  #timer = null;
 
   constructor(url, { onStatus } = {}) {
     this.#url = url;
@@ -74,11 +78,19 @@ export class HlsPlayer {
     this.#video = video;
     this.#set('connecting');
     video.srcObject = null;
-    video.requestVideoFrameCallback?.(() => {
+    // A picture shown (the first frame callback, or the 'playing' event where frame
+    // callbacks are missing); none within FRAME_TIMEOUT_MS is a failure.
+    const shown = () => {
       if (this.#status !== 'connecting') return;
+      clearTimeout(this.#timer);
       this.#played = true;
       this.#set('playing');
-    });
+    };
+    video.requestVideoFrameCallback?.(shown);
+    video.addEventListener('playing', shown, { once: true });
+    this.#timer = setTimeout(() => {
+      if (this.#status === 'connecting') this.#set('failed', new Error('LL-HLS: no picture within 10 s'));
+    }, FRAME_TIMEOUT_MS);
     // hls.js wherever Media Source Extensions exist (it does LL-HLS; Chromium answers
     // canPlayType for HLS "maybe" but its own player cannot parse fMP4 parts), the browser's
     // own HLS only without them (Safari on iPhone).
@@ -107,6 +119,7 @@ export class HlsPlayer {
   }
 
   stop() {
+    clearTimeout(this.#timer);
     this.#status = 'stopped';
     this.#hls?.destroy();
     this.#hls = null;

@@ -57,7 +57,9 @@ async fn ll_hls_plays_live_with_parts_and_blocking_reload() {
         .filter_map(|l| l.strip_prefix("#EXT-X-PART:DURATION="))
         .map(|l| l.split(',').next().unwrap().parse().unwrap())
         .collect();
-    assert!(parts.len() >= 5 && parts.iter().all(|d| *d > 0.0 && *d <= 0.25), "parts of ~200 ms: {parts:?}");
+    // Parts of <= 200 ms, unless the camera skipped frames (the last one lasts to the next).
+    let short = parts.iter().filter(|d| **d > 0.0 && **d <= 0.2001).count();
+    assert!(parts.len() >= 5 && short * 10 >= parts.len() * 8 && parts.iter().all(|d| *d <= 0.5), "parts of ~200 ms: {parts:?}");
     // Blocking reload: the hinted part's playlist comes when the part exists (~200 ms).
     let (msn, part) = preload_hint(&playlist);
     let asked = Instant::now();

@@ -18,7 +18,7 @@ try {
   await page.goto(`${base}/`);
   const card = page.locator('article.card', { hasText: stream });
   await card.locator('.media-tag', { hasText: 'WebRTC' }).waitFor({ timeout: 15_000 });
-  const video = await card.locator('video').elementHandle();
+  const video = await card.locator('video.media-video').elementHandle();
   await page.waitForFunction((el) => el.currentTime > 0.5, video, { timeout: 10_000 });
   const tracks = await video.evaluate((el) => ({
     muted: el.muted, audio: el.srcObject?.getAudioTracks().length, video: el.srcObject?.getVideoTracks().length,

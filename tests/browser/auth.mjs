@@ -32,7 +32,7 @@ try {
   const { page, card } = await signIn('');
   console.log('ok 401 from the API opens the token dialog; the token shows the card');
   await card.locator('.media-tag', { hasText: 'WebRTC' }).waitFor({ timeout: 15_000 });
-  const video = await card.locator('video').elementHandle();
+  const video = await card.locator('video.media-video').elementHandle();
   await page.waitForFunction((el) => el.videoWidth === 1280 && el.currentTime > 0.5, video, { timeout: 15_000 });
   console.log('ok WebRTC plays with the viewer token (WHEP bearer)');
 

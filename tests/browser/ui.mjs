@@ -1,7 +1,8 @@
 // Drives the Sightline web UI in headless Debian Chromium (playwright-core, no browser
 // download): the test camera's card plays over WebRTC (WHEP), Stop ends the session,
 // Start plays again; ?transport=sse plays the SSE fallback; a failing WHEP POST or a
-// video that renders nothing within 4 s falls back to SSE; ?debug=1 shows the
+// video that renders nothing within 4 s falls back to LL-HLS (and, without hls.js, to
+// SSE); ?debug=1 shows the
 // glass-to-glass latency read from the test camera's pixel clock.
 // Usage: node tests/browser/ui.mjs BASE_URL [SCREENSHOT_DIR]
 // Prints one line per check and exits non-zero on the first failure.
@@ -47,7 +48,7 @@ async function openPage(query = '', initScript = null) {
  */
 async function expectWebrtcPlaying(page, card, ms = 15_000) {
   await card.locator('.media-tag', { hasText: 'WebRTC' }).waitFor({ timeout: ms });
-  const video = await card.locator('video').elementHandle();
+  const video = await card.locator('video.media-video').elementHandle();
   await page.waitForFunction((el) => el.videoWidth === 1280 && el.videoHeight === 720 && el.currentTime > 0,
     video, { timeout: ms });
   const progress = (el) => [el.currentTime, el.getVideoPlaybackQuality().totalVideoFrames];
@@ -65,6 +66,14 @@ async function expectSsePlaying(page, card, ms = 15_000) {
   const first = await img.evaluate((el) => el.currentSrc);
   await page.waitForFunction(([el, prev]) => el.currentSrc !== prev && el.naturalWidth === 1280,
     [img, first], { timeout: 5_000 });
+}
+
+/** The card plays LL-HLS in its <video>: tag "LL-HLS", 1280x720 frames shown. */
+async function expectHlsPlaying(page, card, ms = 15_000) {
+  await card.locator('.media-tag', { hasText: 'LL-HLS' }).waitFor({ timeout: ms });
+  const video = await card.locator('video.media-video').elementHandle();
+  await page.waitForFunction((el) => el.videoWidth === 1280 && el.getVideoPlaybackQuality().totalVideoFrames >= 10,
+    video, { timeout: ms });
 }
 
 /** The latency the card's HUD shows in debug mode (0..2000 ms). */
@@ -117,14 +126,18 @@ try {
   console.log(`ok ?debug=1 shows SSE glass-to-glass latency ${sseMs} ms`);
   await shot(sse.page, 'ui-sse.png');
 
-  // A refused WHEP POST falls back to SSE on its own.
+  // A refused WHEP POST falls back to LL-HLS on its own; without hls.js, to SSE.
   await sse.page.route('**/whep', (route) => route.fulfill({
     status: 503, contentType: 'application/json', headers: { 'Retry-After': '5' },
     body: JSON.stringify({ error: 'capacity', detail: 'test: no WebRTC capacity' }),
   }));
   await sse.page.goto(`${base}/`);
+  await expectHlsPlaying(sse.page, sse.card);
+  console.log('ok a failing WHEP POST falls back to LL-HLS');
+  await sse.page.route('**/vendor/hls.min.js', (route) => route.abort());
+  await sse.page.goto(`${base}/`);
   await expectSsePlaying(sse.page, sse.card);
-  console.log('ok a failing WHEP POST falls back to SSE');
+  console.log('ok a failing WHEP POST without hls.js falls back to SSE');
   await sse.page.goto('about:blank');
 
   // A session whose video never renders a frame falls back after 4 s and is deleted.
@@ -132,9 +145,9 @@ try {
     HTMLVideoElement.prototype.requestVideoFrameCallback = () => 0;
   });
   await stalled.card.locator('.media-tag', { hasText: 'WebRTC' }).waitFor({ timeout: 5_000 });
-  await expectSsePlaying(stalled.page, stalled.card, 10_000);
-  await waitViewers({ webrtc: 1, sse: 1 }, 2_000, 'stalled WHEP session deleted');
-  console.log('ok no WebRTC frame within 4 s falls back to SSE and ends the session');
+  await expectHlsPlaying(stalled.page, stalled.card, 10_000);
+  await waitViewers({ webrtc: 1, hls: 1 }, 2_000, 'stalled WHEP session deleted');
+  console.log('ok no WebRTC frame within 4 s falls back to LL-HLS and ends the session');
   await stalled.page.goto('about:blank');
 
   // Navigating away ends the old session (pagehide -> DELETE), the new one plays.
