@@ -99,6 +99,12 @@ async fn continuous_recording_exports_and_survives_kill_9() {
     assert_eq!(&part.bytes().await.unwrap()[..], &whole[100..1100]);
     let beyond = reqwest::Client::new().get(&url).header("range", format!("bytes={}-", whole.len())).send().await.unwrap();
     assert_eq!(beyond.status(), 416);
+    // If-Range: the same ETag gets the range, another one the whole file.
+    let etag = reqwest::get(&url).await.unwrap().headers()["etag"].to_str().unwrap().to_owned();
+    let same = reqwest::Client::new().get(&url).header("range", "bytes=0-9").header("if-range", &etag).send().await.unwrap();
+    assert_eq!(same.status(), 206);
+    let other = reqwest::Client::new().get(&url).header("range", "bytes=0-9").header("if-range", "\"old\"").send().await.unwrap();
+    assert_eq!((other.status().as_u16(), other.bytes().await.unwrap().len()), (200, whole.len()));
 
     // HLS VOD over the same range: the stored fragments by byte range (m3u8-rs reads it back).
     let path = format!("/api/streams/testcam/vod.m3u8?from={from}&to={to}");

@@ -143,7 +143,12 @@ pub(super) async fn export_mp4(
 /// `export` as the answer: 200 with all of it, 206 with the `Range` asked for, or 416.
 fn ranged(export: export::Export, headers: &HeaderMap, content_type: &'static str, disposition: Option<&str>) -> Response {
     let len = export.len;
-    let mut response = match byte_range(headers, len) {
+    let etag = export.etag();
+    // If-Range (RFC 9110 §13.1.5): a range of the representation the client has, or all of
+    // the current one.
+    let stale = headers.get(header::IF_RANGE).is_some_and(|v| v.to_str().ok() != Some(etag.as_str()));
+    let range = if stale { ByteRange::Whole } else { byte_range(headers, len) };
+    let mut response = match range {
         ByteRange::Whole => {
             let mut r = Body::from_stream(export.body(0, len)).into_response();
             r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
@@ -166,6 +171,9 @@ fn ranged(export: export::Export, headers: &HeaderMap, content_type: &'static st
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        h.insert(header::ETAG, v);
+    }
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
     if let Some(v) = disposition.and_then(|d| HeaderValue::from_str(d).ok()) {
         h.insert(header::CONTENT_DISPOSITION, v);

@@ -167,6 +167,13 @@ impl Export {
         Export { pieces: vec![Piece::File { path, offset: 0, len }], len, start_ms: 0, end_ms: 0, fragments: 0 }
     }
 
+    /// An entity tag (RFC 9110 §8.8.3) that changes when the bytes would: the size, the
+    /// time covered and the fragment count (an export whose range is still being recorded
+    /// grows; a segment file grows).
+    pub(crate) fn etag(&self) -> String {
+        format!("\"{:x}-{:x}-{:x}-{:x}\"", self.len, self.start_ms, self.end_ms, self.fragments)
+    }
+
     /// The bytes `[start, end)` of the file (the whole file: `0..len`), read as sent.
     pub(crate) fn body(self, start: u64, end: u64) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
         // The pieces cut to the range.
