@@ -10,6 +10,10 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
+/// One test at a time: each runs a gateway, the test camera and a Chromium on two cores
+/// (together, hls.js stalled once in CI: 53 frames in 6 s).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn get_text(url: &str) -> (u16, reqwest::header::HeaderMap, String) {
     let r = reqwest::Client::new().get(url).header("origin", "https://player.example").send().await.unwrap();
     (r.status().as_u16(), r.headers().clone(), r.text().await.unwrap())
@@ -25,6 +29,7 @@ fn preload_hint(playlist: &str) -> (u64, usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ll_hls_plays_live_with_parts_and_blocking_reload() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let gw = Gateway::start("");
     let (status, headers, index) = get_text(&gw.url("/api/streams/testcam/hls/index.m3u8")).await;
     assert_eq!(status, 200, "{index}");
@@ -116,6 +121,7 @@ async fn ll_hls_plays_live_with_parts_and_blocking_reload() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_view_falls_back_to_ll_hls_then_sse() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let gw = Gateway::start("[webrtc]\nenabled = false\n");
     let out = browser_script("fallback.mjs", &[&gw.base, "testcam"]).await;
     assert!(out.contains("ok without hls.js the card plays SSE"), "{out}");
