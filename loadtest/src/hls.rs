@@ -12,7 +12,7 @@ use reqwest::{Client, StatusCode, Url};
 use tokio::time::{Instant as TokioInstant, sleep_until, timeout_at};
 
 use crate::report::{Report, RunInfo, ViewerStats, summarize};
-use crate::sse::{collect, parse_base_url};
+use crate::sse::{check_ramp, collect, parse_base_url, stream_url};
 
 /// TCP connect timeout per viewer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -42,24 +42,12 @@ pub(crate) struct HlsArgs {
 impl HlsArgs {
     /// The ramp must end before the deadline.
     pub(crate) fn validate(&self) -> Result<(), String> {
-        let ramp_ms = self.ramp_ms.saturating_mul(u64::from(self.viewers - 1));
-        if ramp_ms >= self.seconds.saturating_mul(1000) {
-            return Err(format!("ramp of {ramp_ms} ms does not fit in --seconds {}", self.seconds));
-        }
-        Ok(())
+        check_ramp(self.viewers, self.ramp_ms, self.seconds)
     }
 
     /// `{base}/api/streams/{stream}/hls/` (the playlists' URIs are relative to it).
     fn hls_base(&self) -> Url {
-        let mut url = self.url.clone();
-        url.path_segments_mut().expect("parse_base_url only accepts base URLs").pop_if_empty().extend([
-            "api",
-            "streams",
-            &self.stream,
-            "hls",
-            "",
-        ]);
-        url
+        stream_url(&self.url, &self.stream, &["hls", ""])
     }
 }
 

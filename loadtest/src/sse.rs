@@ -52,31 +52,35 @@ pub(crate) struct SseArgs {
 impl SseArgs {
     /// Cross-argument checks clap cannot express: the ramp must end before the deadline.
     pub(crate) fn validate(&self) -> Result<(), String> {
-        let ramp_ms = self.ramp_ms.saturating_mul(u64::from(self.viewers - 1));
-        if ramp_ms >= self.seconds.saturating_mul(1000) {
-            return Err(format!(
-                "ramp of {ramp_ms} ms ({} viewers x --ramp-ms {}) does not fit in --seconds {}",
-                self.viewers, self.ramp_ms, self.seconds
-            ));
-        }
-        Ok(())
+        check_ramp(self.viewers, self.ramp_ms, self.seconds)
     }
 
     /// The feed URL with the stream id as one path segment and the query parameters.
     fn feed_url(&self) -> Url {
-        let mut url = self.url.clone();
-        url.path_segments_mut().expect("parse_base_url only accepts base URLs").pop_if_empty().extend([
-            "api",
-            "streams",
-            &self.stream,
-            "feed",
-        ]);
+        let mut url = stream_url(&self.url, &self.stream, &["feed"]);
         url.query_pairs_mut().append_pair("fps", &self.fps.to_string());
         if let Some(q) = self.quality {
             url.query_pairs_mut().append_pair("quality", &q.to_string());
         }
         url
     }
+}
+
+/// Every mode's cross-argument check clap cannot express: `viewers` started `ramp_ms` apart
+/// must all have started before the run's `seconds` end.
+pub(crate) fn check_ramp(viewers: u32, ramp_ms: u64, seconds: u64) -> Result<(), String> {
+    let ramp = ramp_ms.saturating_mul(u64::from(viewers - 1));
+    if ramp >= seconds.saturating_mul(1000) {
+        return Err(format!("ramp of {ramp} ms ({viewers} viewers x --ramp-ms {ramp_ms}) does not fit in --seconds {seconds}"));
+    }
+    Ok(())
+}
+
+/// `{base}/api/streams/{stream}/{tail…}`, the stream id as one path segment.
+pub(crate) fn stream_url(base: &Url, stream: &str, tail: &[&str]) -> Url {
+    let mut url = base.clone();
+    url.path_segments_mut().expect("parse_base_url only accepts base URLs").pop_if_empty().extend(["api", "streams", stream]).extend(tail);
+    url
 }
 
 /// Accepts an `http://` base URL (this build has no TLS).

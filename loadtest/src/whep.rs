@@ -100,17 +100,11 @@ impl Dump {
 impl WhepArgs {
     /// The ramp must end before the deadline.
     pub(crate) fn validate(&self) -> Result<(), String> {
-        let ramp_ms = self.ramp_ms.saturating_mul(u64::from(self.viewers - 1));
-        if ramp_ms >= self.seconds.saturating_mul(1000) {
-            return Err(format!("ramp of {ramp_ms} ms does not fit in --seconds {}", self.seconds));
-        }
-        Ok(())
+        crate::sse::check_ramp(self.viewers, self.ramp_ms, self.seconds)
     }
 
     fn endpoint(&self) -> Url {
-        let mut url = self.url.clone();
-        url.path_segments_mut().expect("base URL").pop_if_empty().extend(["api", "streams", &self.stream, "whep"]);
-        url
+        crate::sse::stream_url(&self.url, &self.stream, &["whep"])
     }
 }
 

@@ -31,15 +31,17 @@ const result = await page.evaluate(async ({ url, seconds, lowLatency }) => {
   let error = null;
   hls.on(Hls.Events.ERROR, (_e, d) => { if (d.fatal) error = `${d.type}: ${d.details}`; });
   const t0 = performance.now();
-  const first = new Promise((resolve) => {
+  // The picture shown at the next frame callback, as a base64 JPEG, and when it was read.
+  const grab = () => new Promise((resolve) => {
     video.requestVideoFrameCallback(() => {
       const canvas = document.createElement('canvas');
       canvas.width = video.videoWidth;
       canvas.height = video.videoHeight;
       canvas.getContext('2d').drawImage(video, 0, 0);
-      resolve({ ms: performance.now() - t0, jpeg: canvas.toDataURL('image/jpeg', 0.95).split(',')[1] });
+      resolve({ ms: performance.now() - t0, at: Date.now(), jpeg: canvas.toDataURL('image/jpeg', 0.95).split(',')[1] });
     });
   });
+  const first = grab();
   hls.loadSource(url);
   hls.attachMedia(video);
   video.play().catch(() => {});
@@ -55,15 +57,7 @@ const result = await page.evaluate(async ({ url, seconds, lowLatency }) => {
   }, 250);
   await new Promise((r) => setTimeout(r, seconds * 1000));
   clearInterval(sampler);
-  const last = await new Promise((resolve) => {
-    video.requestVideoFrameCallback(() => {
-      const canvas = document.createElement('canvas');
-      canvas.width = video.videoWidth;
-      canvas.height = video.videoHeight;
-      canvas.getContext('2d').drawImage(video, 0, 0);
-      resolve({ at: Date.now(), jpeg: canvas.toDataURL('image/jpeg', 0.95).split(',')[1] });
-    });
-  });
+  const last = await grab();
   const q = video.getVideoPlaybackQuality();
   const out = {
     frames: q.totalVideoFrames, dropped: q.droppedVideoFrames,
