@@ -19,7 +19,7 @@ RUN pip install --no-cache-dir onnxruntime==1.31.1 \
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \
-        libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 \
+        libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 fonts-dejavu-core \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --home /opt/sightline sightline \
     && install -d -o sightline /var/lib/sightline

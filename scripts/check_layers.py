@@ -29,9 +29,10 @@ ALLOWED = {
     "pipeline": {"core", "stream"},
     "detect": {"core", "config", "pipeline", "state", "stream"},
     "archive": {"core", "config", "pipeline"},
+    "jobs": {"core", "config", "metrics", "source", "pipeline"},
     "record": {"core", "config", "metrics", "stream", "archive"},
     "out": {"core", "config", "metrics", "pipeline", "state", "stream"},
-    "http": {"core", "config", "metrics", "auth", "state", "stream", "pipeline", "detect", "out", "archive", "record"},
+    "http": {"core", "config", "metrics", "auth", "state", "stream", "pipeline", "detect", "out", "archive", "record", "jobs"},
     "app": None,
 }
 

@@ -13,7 +13,8 @@ for group in "$@"; do
     build) packages+=(cmake nasm pkg-config clang libclang-dev libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev) ;;
     test) packages+=(ffmpeg chromium redis-server nginx-light gstreamer1.0-tools gstreamer1.0-libav python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp
                      gstreamer1.0-plugins-base gstreamer1.0-plugins-good
-                     gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-x mosquitto mosquitto-clients postgresql) ;;
+                     gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-x mosquitto mosquitto-clients postgresql
+                     fonts-dejavu-core) ;;
     *) echo "deps.sh: unknown group $group (build, test)" >&2; exit 2 ;;
   esac
 done

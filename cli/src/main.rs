@@ -4,6 +4,12 @@
 //! detections (one `frame,id,x,y,w,h,score[,...]` line per box, frames from 1, `id` ignored)
 //! and writes MOTChallenge results (`frame,track_id,x,y,w,h,score,-1,-1,-1`): the entry point of
 //! the tracking benchmark (README "Performance").
+//!
+//! `sightline job submit VIDEO --pipeline blur,detect --out result.mp4 [--server URL]` runs an
+//! offline job on a gateway (upload, progress bar, result and metrics downloaded);
+//! `sightline job status|list|cancel` manage them.
+
+mod job;
 
 use std::io::{BufRead, BufWriter, Write};
 use std::path::PathBuf;
@@ -23,6 +29,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Offline video jobs on a gateway: submit, status, list, cancel.
+    Job {
+        #[command(flatten)]
+        server: job::Server,
+        #[command(subcommand)]
+        command: job::JobCommand,
+    },
     /// Track MOTChallenge-format detections (frame,id,x,y,w,h,score,...) and print
     /// MOTChallenge results (frame,track_id,x,y,w,h,score,-1,-1,-1) to stdout.
     Track {
@@ -109,6 +122,7 @@ fn track(mot: &PathBuf, fps: f64, config: TrackerConfig) -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Job { server, command } => job::run(&server, command),
         Command::Track { mot, fps, high_score, max_lost_ms } => {
             let config = TrackerConfig { high_score, max_lost_ms, ..TrackerConfig::default() };
             track(&mot, fps, config)

@@ -75,7 +75,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let archive = parts.state.archive.clone();
     let (_mqtt, _webhooks) = (parts.mqtt, parts.webhooks);
     let router = crate::http::app(parts.state, &config.static_dir);
-    let listener = TcpListener::bind(config.listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    let listener = listen(config.listen).map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     info!(addr = %listener.local_addr()?, "HTTP listening; web UI at http://{}/", listener.local_addr()?);
     // Histogram samples wait in the recorder until drained: without a scrape they would pile
     // up for ever (the 30-minute soak showed +0.4 MiB/min with 200 viewers). The Prometheus
@@ -189,7 +189,16 @@ pub(crate) async fn assemble(
         true => Some(Webrtc::start(&config.webrtc, config.listen, cluster).await?),
         false => None,
     };
+    // Jobs are optional too: without their directory (or Redis) live video still runs.
+    let jobs = match crate::jobs::Jobs::start(config).await {
+        Ok(j) => Some(j),
+        Err(e) => {
+            tracing::error!(error = %e, "jobs disabled");
+            None
+        }
+    };
     let state = AppState {
+        jobs,
         streams,
         pipelines,
         detect: detection.as_ref().map(|d| d.service().clone()),
@@ -207,6 +216,22 @@ pub(crate) async fn assemble(
         shutdown,
     };
     Ok(Assembled { state, detection, mqtt, webhooks })
+}
+
+/// The HTTP listener. `[::]:PORT` takes IPv4 clients too, whatever `net.ipv6.bindv6only`
+/// says (one socket with `IPV6_V6ONLY` off, RFC 3493 §5.3); a specific address takes its own
+/// family only.
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        socket.set_only_v6(false)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
 }
 
 /// Resolves on SIGINT or SIGTERM.

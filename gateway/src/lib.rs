@@ -13,6 +13,7 @@
 //! out/sse, out/mjpeg, out/webrtc
 //!              one transport each: SSE events, multipart JPEG, WHEP sessions on str0m loops
 //! detect       worker processes, scheduler, connections, lease, cross-replica relay
+//! jobs         offline video jobs: split into GOP chunks, workers (local | Redis Streams), MP4
 //! record       recordings: fragmented MP4 segments, their index, retention, export
 //! archive      analytics events stored (SQLite | PostgreSQL) with snapshots, retention
 //! pipeline     decode, JPEG encode, decimation; knows no consumer
@@ -70,6 +71,7 @@ pub mod config;
 pub mod core;
 pub(crate) mod detect;
 pub(crate) mod http;
+pub(crate) mod jobs;
 pub(crate) mod metrics;
 pub(crate) mod out;
 pub mod pipeline;

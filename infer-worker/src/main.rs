@@ -80,6 +80,10 @@ enum Command {
         #[command(flatten)]
         model: ModelArgs,
     },
+    /// Process offline job chunks (decode, filters, encode): from the gateway on stdin/stdout
+    /// (`--stdio`, how the gateway runs local workers) or from Redis Streams (`--redis URL`,
+    /// workers on any machine).
+    Job(JobArgs),
     /// Detect objects in one JPEG and print JSON.
     Detect {
         /// A JPEG picture.
@@ -88,6 +92,72 @@ enum Command {
         #[command(flatten)]
         model: ModelArgs,
     },
+}
+
+/// `infer-worker job` options.
+#[derive(Debug, clap::Args)]
+struct JobArgs {
+    /// Take chunks from stdin and answer on stdout (a local gateway).
+    #[arg(long, conflicts_with = "redis")]
+    stdio: bool,
+    /// Take chunks from this Redis (Streams consumer group `workers`).
+    #[arg(long, required_unless_present = "stdio")]
+    redis: Option<String>,
+    /// This worker's name in metrics and in the consumer group (default: host-pid).
+    #[arg(long)]
+    name: Option<String>,
+    /// A task whose worker stopped refreshing its claim this long is taken over, ms.
+    #[arg(long, default_value_t = 15_000)]
+    claim_idle_ms: u64,
+    /// x264 threads per chunk.
+    #[arg(long, default_value_t = 1)]
+    encode_threads: usize,
+    /// x264 preset (ultrafast … veryslow).
+    #[arg(long, default_value = "veryfast")]
+    preset: String,
+    /// The ONNX model for `detect` stages (without one, pipelines with `detect` fail).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// libonnxruntime.so path (default: ORT_DYLIB_PATH, else the onnxruntime Python package).
+    #[arg(long)]
+    onnxruntime: Option<PathBuf>,
+    /// Minimum score.
+    #[arg(long, default_value_t = 0.5)]
+    confidence: f32,
+    /// ONNX Runtime intra-op threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+fn job(args: JobArgs) -> anyhow::Result<()> {
+    let detector = match &args.model {
+        Some(model) => Some(
+            ModelArgs {
+                model: model.clone(),
+                onnxruntime: args.onnxruntime.clone(),
+                confidence: args.confidence,
+                iou: 0.45,
+                threads: args.threads,
+                labels: None,
+                provider: Provider::Cpu,
+            }
+            .load()?,
+        ),
+        None => None,
+    };
+    let model = args.model.as_ref().and_then(|m| m.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = args.name.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "worker".into());
+        format!("{host}-{}", std::process::id())
+    });
+    let processor = infer::job::Processor::new(name, detector, args.encode_threads, &args.preset);
+    match args.redis {
+        Some(url) if !args.stdio => {
+            let options = infer::jobq::RedisOptions { url, claim_idle: std::time::Duration::from_millis(args.claim_idle_ms), model };
+            infer::jobq::redis(processor, &options)
+        }
+        _ => infer::jobq::stdio(processor),
+    }
 }
 
 fn detect(model: &ModelArgs, image: PathBuf) -> anyhow::Result<()> {
@@ -153,6 +223,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { socket, model } => serve(socket, &model),
         Command::Detect { image, model } => detect(&model, image),
+        Command::Job(args) => job(args),
         Command::Bench { seconds, width, height, model } => bench(&model, seconds, width, height),
     };
     match result {

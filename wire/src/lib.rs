@@ -11,6 +11,7 @@
 //! more bytes are needed, or an error for garbage (the caller closes that connection).
 
 pub mod fdpass;
+pub mod job;
 
 use media::FrameMeta;
 use serde::{Deserialize, Serialize};

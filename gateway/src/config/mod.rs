@@ -65,6 +65,8 @@ pub struct Config {
     pub events: EventsConfig,
     /// Recording: segment and fragment lengths, retention (streams choose `record`).
     pub recording: RecordingConfig,
+    /// Offline video jobs (`POST /api/jobs`).
+    pub jobs: JobsConfig,
     /// Each analytics event POSTed to these URLs. Default none.
     pub webhooks: Vec<WebhookConfig>,
     /// The cameras. Default: one stream `testcam` pulling the built-in test camera.
@@ -498,6 +500,90 @@ impl RecordingConfig {
     }
 }
 
+/// `[jobs]`: offline video jobs (issue #15): a whole file through a pipeline of filters on
+/// worker processes, chunk by chunk (a GOP or more each), re-assembled into an MP4.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    /// Where uploads, results, metrics and previews are kept (one directory per job).
+    /// Default `{data_dir}/jobs`.
+    pub dir: Option<PathBuf>,
+    /// Jobs may name a file under this directory instead of uploading one (`{"path": …}`);
+    /// paths outside it are refused. Default none (uploads only).
+    pub input_dir: Option<PathBuf>,
+    /// Largest upload, bytes (413 above). Default 4 GB.
+    pub max_upload_bytes: u64,
+    /// `infer-worker job` processes the gateway runs: on stdin/stdout without Redis, as
+    /// Redis Streams consumers with `state.redis_url` (then workers on other machines join
+    /// them). Default 2; 0 runs none (with Redis: external workers only).
+    pub workers: usize,
+    /// A chunk holds whole GOPs, at least this many pictures (a GOP longer than this is one
+    /// chunk). Default 50.
+    pub chunk_frames: usize,
+    /// Chunks queued or being processed per job, at most (bounds memory and Redis). Default 8.
+    pub max_in_flight: usize,
+    /// A chunk not answered this long fails its job ("no worker"). Default `10m`.
+    #[serde(with = "humantime_serde")]
+    pub chunk_timeout: Duration,
+    /// Redis workers take over a chunk whose worker stopped refreshing its claim this long.
+    /// Default `15s`.
+    #[serde(with = "humantime_serde")]
+    pub claim_idle: Duration,
+    /// x264 preset of the output. Default `veryfast`.
+    pub preset: String,
+    /// Finished jobs (their files too) are deleted this long after they end. Default `7d`.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig {
+            dir: None,
+            input_dir: None,
+            max_upload_bytes: 4_000_000_000,
+            workers: 2,
+            chunk_frames: 50,
+            max_in_flight: 8,
+            chunk_timeout: Duration::from_secs(600),
+            claim_idle: Duration::from_secs(15),
+            preset: "veryfast".into(),
+            max_age: Duration::from_secs(7 * 86_400),
+        }
+    }
+}
+
+/// x264 presets `jobs.preset` may name.
+pub const X264_PRESETS: [&str; 9] = ["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"];
+
+impl JobsConfig {
+    /// Checks the limits.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=10_000).contains(&self.chunk_frames) {
+            return Err("jobs.chunk_frames must be 1 to 10000".into());
+        }
+        if !(1..=256).contains(&self.max_in_flight) {
+            return Err("jobs.max_in_flight must be 1 to 256".into());
+        }
+        if self.workers > 256 {
+            return Err("jobs.workers must be at most 256".into());
+        }
+        if self.claim_idle < Duration::from_secs(2) {
+            return Err("jobs.claim_idle must be at least 2s (workers refresh their claim every second)".into());
+        }
+        if self.chunk_timeout < Duration::from_secs(1) {
+            return Err("jobs.chunk_timeout must be at least 1s".into());
+        }
+        if !X264_PRESETS.contains(&self.preset.as_str()) {
+            return Err(format!("jobs.preset must be one of {}", X264_PRESETS.join(", ")));
+        }
+        if self.max_upload_bytes == 0 {
+            return Err("jobs.max_upload_bytes must be positive".into());
+        }
+        Ok(())
+    }
+}
+
 /// `[events]`: where analytics events are stored and for how long.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -747,6 +833,7 @@ impl Default for Config {
             data_dir: PathBuf::from("data"),
             events: EventsConfig::default(),
             recording: RecordingConfig::default(),
+            jobs: JobsConfig::default(),
             webhooks: Vec::new(),
             streams: vec![stream],
         }
@@ -859,6 +946,7 @@ impl Config {
         self.mqtt.broker()?;
         self.events.validate()?;
         self.recording.validate()?;
+        self.jobs.validate()?;
         for w in &self.webhooks {
             w.validate()?;
         }

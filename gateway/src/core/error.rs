@@ -129,6 +129,29 @@ pub enum Error {
         /// What was asked for (`part 12.3`, `segment 12`, `playlist`).
         what: String,
     },
+    /// No job with this id (never submitted, or deleted).
+    #[error("no job {id:?}")]
+    UnknownJob {
+        /// The id asked for.
+        id: String,
+    },
+    /// The job's output is not ready (it is queued, running, failed or cancelled).
+    #[error("job {id:?} is {state}; its output exists once it is done")]
+    JobNotDone {
+        /// The job.
+        id: String,
+        /// Its state.
+        state: String,
+    },
+    /// A job's files could not be written or read.
+    #[error("job storage: {0}")]
+    JobIo(String),
+    /// An upload larger than `jobs.max_upload_bytes`.
+    #[error("the upload is larger than {limit} bytes (jobs.max_upload_bytes)")]
+    UploadTooLarge {
+        /// The limit, bytes.
+        limit: u64,
+    },
     /// A recording file could not be read.
     #[error("recording unreadable: {0}")]
     RecordingUnreadable(String),
@@ -269,15 +292,17 @@ impl Error {
             | UnknownEvent { .. }
             | UnknownGeometry { .. }
             | UnknownRecording { .. }
-            | UnknownHls { .. } => ErrorKind::NotFound,
-            RecordingUnreadable(_) => ErrorKind::Internal,
+            | UnknownHls { .. }
+            | UnknownJob { .. } => ErrorKind::NotFound,
+            RecordingUnreadable(_) | JobIo(_) => ErrorKind::Internal,
+            JobNotDone { .. } => ErrorKind::Exists,
             StreamStopped { .. } => ErrorKind::Conflict,
             Exists(_) => ErrorKind::Exists,
             BadRequest(_) => ErrorKind::BadRequest,
             Unauthenticated { .. } => ErrorKind::Unauthenticated,
             Forbidden(_) => ErrorKind::Forbidden,
             Timeout(_) => ErrorKind::Timeout,
-            PayloadTooLarge | GeometryLimit { .. } => ErrorKind::PayloadTooLarge,
+            PayloadTooLarge | GeometryLimit { .. } | UploadTooLarge { .. } => ErrorKind::PayloadTooLarge,
             RateLimited { .. } => ErrorKind::RateLimited,
             HeadersTooLarge(_) => ErrorKind::HeadersTooLarge,
             ViewersPerStream { .. } | Viewers { .. } | WebrtcSessions { .. } | ShuttingDown => ErrorKind::AtCapacity,

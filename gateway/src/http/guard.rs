@@ -22,6 +22,10 @@ pub(crate) async fn guard(State(limits): State<Arc<LimitsConfig>>, req: axum::ex
     if let Err(detail) = check_headers(req.headers(), limits.max_header_bytes, limits.max_headers) {
         return Error::HeadersTooLarge(detail).into_response();
     }
+    // An upload takes as long as it takes; its handler bounds each read instead.
+    if req.method() == axum::http::Method::POST && req.uri().path() == "/api/jobs" {
+        return next.run(req).await;
+    }
     match tokio::time::timeout(limits.request_timeout, next.run(req)).await {
         Ok(resp) => resp,
         Err(_) => {

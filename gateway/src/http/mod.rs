@@ -16,6 +16,7 @@ mod feeds;
 mod geometry;
 pub(crate) mod guard;
 mod hls;
+mod jobs;
 pub(crate) mod openapi;
 mod ops;
 mod recordings;
@@ -79,6 +80,12 @@ pub(crate) fn app(state: AppState, static_dir: &std::path::Path) -> Router {
         .route("/api/streams/{id}/zones/{zone}", axum::routing::put(geometry::put_zone).delete(geometry::delete_zone))
         .route("/api/streams/{id}/lines", get(geometry::list_lines).post(geometry::create_line))
         .route("/api/streams/{id}/lines/{line}", axum::routing::put(geometry::put_line).delete(geometry::delete_line))
+        .route("/api/jobs", get(jobs::list).post(jobs::submit).layer(DefaultBodyLimit::disable()))
+        .route("/api/jobs/{id}", get(jobs::get_job).delete(jobs::delete))
+        .route("/api/jobs/{id}/events", get(jobs::events))
+        .route("/api/jobs/{id}/result.mp4", get(jobs::result))
+        .route("/api/jobs/{id}/metrics.json", get(jobs::metrics_json))
+        .route("/api/jobs/{id}/preview", get(jobs::preview))
         .route("/api/tokens", post(ops::mint_token))
         .route("/api/openapi.json", get(openapi::serve))
         .route("/api/{*rest}", axum::routing::any(api_not_found))

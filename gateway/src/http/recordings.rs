@@ -141,7 +141,7 @@ pub(super) async fn export_mp4(
 }
 
 /// `export` as the answer: 200 with all of it, 206 with the `Range` asked for, or 416.
-fn ranged(export: export::Export, headers: &HeaderMap, content_type: &'static str, disposition: Option<&str>) -> Response {
+pub(super) fn ranged(export: export::Export, headers: &HeaderMap, content_type: &'static str, disposition: Option<&str>) -> Response {
     let len = export.len;
     let etag = export.etag();
     // If-Range (RFC 9110 §13.1.5): a range of the representation the client has, or all of

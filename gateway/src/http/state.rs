@@ -34,6 +34,8 @@ pub(crate) struct AppState {
     pub(crate) hls: Arc<crate::out::hls::Hls>,
     /// Stream recorders and the recordings index.
     pub(crate) recorders: Arc<crate::record::Recorders>,
+    /// Offline video jobs; `None` when their directory or Redis could not be set up.
+    pub(crate) jobs: Option<Arc<crate::jobs::Jobs>>,
     /// WHEP sessions; `None` when `webrtc.enabled = false`.
     pub(crate) webrtc: Option<Arc<Webrtc>>,
     /// The state store (for readiness).

@@ -194,7 +194,7 @@ fn demux(
 /// (an MP4 and a Matroska reader) to find bytes FFmpeg holds would be more code, not less
 /// risk. This read is the crate's one `unsafe` block.
 #[allow(unsafe_code)]
-fn extradata(params: &ffmpeg::codec::Parameters) -> Vec<u8> {
+pub(crate) fn extradata(params: &ffmpeg::codec::Parameters) -> Vec<u8> {
     // SAFETY: `params` borrows (or owns a copy of) a valid `AVCodecParameters`, alive for this
     // call; FFmpeg keeps `extradata` either null or pointing at `extradata_size` bytes.
     unsafe {
@@ -209,7 +209,7 @@ fn extradata(params: &ffmpeg::codec::Parameters) -> Vec<u8> {
 /// How a container frames its units: already Annex B (MPEG-TS), or length-prefixed NAL units
 /// (MP4, MKV, MOV) with the parameter sets in the codec configuration record.
 #[derive(Debug)]
-struct Framing {
+pub(crate) struct Framing {
     /// Bytes of each NAL unit's length prefix; 0 for Annex B.
     length_size: usize,
     /// The parameter sets, Annex B, put in front of keyframes that lack them.
@@ -222,7 +222,7 @@ const START_CODE: [u8; 4] = [0, 0, 0, 1];
 impl Framing {
     /// Reads an `avcC` (H.264) or `hvcC` (H.265) record; empty or Annex B extradata means the
     /// units are Annex B already.
-    fn from_extradata(codec: VideoCodec, extra: &[u8]) -> Result<Framing, String> {
+    pub(crate) fn from_extradata(codec: VideoCodec, extra: &[u8]) -> Result<Framing, String> {
         if extra.is_empty() || extra.starts_with(&[0, 0, 1]) || extra.starts_with(&START_CODE) {
             return Ok(Framing { length_size: 0, parameter_sets: extra.to_vec(), codec });
         }
@@ -269,7 +269,7 @@ impl Framing {
 
     /// One packet as an Annex B access unit, the parameter sets in front of a keyframe that
     /// does not carry its own.
-    fn annexb(&self, data: &[u8], keyframe: bool) -> Result<Vec<u8>, String> {
+    pub(crate) fn annexb(&self, data: &[u8], keyframe: bool) -> Result<Vec<u8>, String> {
         let mut out = Vec::with_capacity(data.len() + self.parameter_sets.len() + 16);
         let body = if self.length_size == 0 {
             data.to_vec()

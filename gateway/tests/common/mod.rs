@@ -75,7 +75,13 @@ impl Gateway {
         // Top-level keys, then the test's own TOML (which may start with top-level keys), then
         // the harness's tables: WebRTC on free UDP ports with one event loop (unless the test
         // sets its own [webrtc]) and the test camera.
-        let mut toml = format!("listen = \"127.0.0.1:{port}\"\nstatic_dir = \"{}\"\n", workspace().join("static").display());
+        // A test may listen elsewhere (`listen = "[::]:{port}"`); the harness still reaches it
+        // at 127.0.0.1.
+        let own_listen = extra.lines().any(|l| l.starts_with("listen ="));
+        let mut toml = format!("static_dir = \"{}\"\n", workspace().join("static").display());
+        if !own_listen {
+            toml.push_str(&format!("listen = \"127.0.0.1:{port}\"\n"));
+        }
         // The event database in the test's own directory (unless the test names one).
         if !extra.contains("data_dir =") {
             toml.push_str(&format!("data_dir = \"{}\"\n", dir.path().join("data").display()));
@@ -86,7 +92,8 @@ impl Gateway {
         toml.push_str(
             &extra
                 .replace("{testcam}", &format!("rtsp://127.0.0.1:{testcam_port}/testcam"))
-                .replace("{workspace}", &workspace().display().to_string()),
+                .replace("{workspace}", &workspace().display().to_string())
+                .replace("{port}", &port.to_string()),
         );
         if !extra.contains("[webrtc]") {
             toml.push_str("\n[webrtc]\nudp_port = 0\nloops = 1\n");
