@@ -249,3 +249,53 @@ export function exportUrl(id, fromMs, toMs) {
 export function relativePath(path) {
   return String(path).replace(/^\/+/, '');
 }
+
+// Offline video jobs (control token).
+
+export function listJobs() {
+  return send('GET', 'api/jobs');
+}
+
+export function deleteJob(id) {
+  return send('DELETE', `api/jobs/${encodeURIComponent(id)}`);
+}
+
+/**
+ * Upload `file` as a job with `pipeline` (an array of filter names). XMLHttpRequest rather than
+ * fetch: it reports upload progress (`onProgress(fraction)`). Resolves to the job.
+ */
+export function submitJob(file, pipeline, onProgress) {
+  return new Promise((resolve, reject) => {
+    const form = new FormData();
+    form.append('video', file, file.name);
+    form.append('pipeline', JSON.stringify(pipeline));
+    const xhr = new XMLHttpRequest();
+    xhr.open('POST', 'api/jobs');
+    for (const [k, v] of Object.entries(authHeaders())) xhr.setRequestHeader(k, v);
+    xhr.upload.onprogress = (e) => {
+      if (e.lengthComputable && onProgress) onProgress(e.loaded / e.total);
+    };
+    xhr.onload = () => {
+      let body = null;
+      try {
+        body = JSON.parse(xhr.responseText);
+      } catch {
+        // not JSON
+      }
+      if (xhr.status === 201 && body) resolve(body);
+      else reject(new ApiError(xhr.status, body?.error ?? 'error', body?.detail ?? `HTTP ${xhr.status}`));
+    };
+    xhr.onerror = () => reject(new ApiError(0, 'network', 'gateway unreachable'));
+    xhr.send(form);
+  });
+}
+
+/** A job's file (`result.mp4`, `metrics.json`, `preview`) as an object URL (sent with the token). */
+export async function jobFileUrl(id, name) {
+  const res = await fetch(`api/jobs/${encodeURIComponent(id)}/${name}`, { headers: authHeaders(), cache: 'no-store' });
+  if (!res.ok) {
+    const payload = await readJson(res);
+    throw new ApiError(res.status, payload?.error ?? 'error', payload?.detail ?? `HTTP ${res.status}`);
+  }
+  return URL.createObjectURL(await res.blob());
+}

@@ -4,7 +4,8 @@
 //! reads the result's frame count, size, rate and duration, and the pixel clock read back from
 //! every output picture proves order (no frame missing or duplicated). With Redis, two workers
 //! of a consumer group share a job and one is `kill -9`ed mid-job. Bad input is a clear 4xx
-//! that leaves nothing on disk.
+//! that leaves nothing on disk. The `sightline job` client over IPv4 and IPv6, and the jobs
+//! page in Chromium.
 
 mod common;
 
@@ -232,6 +233,12 @@ async fn local_workers_blur_and_detect_keep_every_frame_in_order() {
         }
     }
     assert!(with_boxes >= 20, "boxes drawn around the shapes in {with_boxes} of 25 sampled pictures");
+
+    // The jobs page: upload, follow, preview, download, and the result plays in Chromium.
+    let short = dir.path().join("short.mp4");
+    make_input(&short, 75);
+    let out = browser_script("jobs.mjs", &[&gw.base, short.to_str().unwrap(), &W.to_string(), &H.to_string()]).await;
+    assert!(out.contains("ok the result plays"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

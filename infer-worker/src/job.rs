@@ -1,6 +1,6 @@
 //! Offline job chunks (issue #15): decode a chunk (libavcodec, H.264/H.265, B-frames), run
-//! its filters on each picture (the `image` and `imageproc` crates; the YOLO model for
-//! `detect`), encode it again (x264 through libavcodec, no B-frames, SPS/PPS in front of the
+//! its filters on each picture's 4:2:0 planes as decoded (`libblur` for the Gaussian blur,
+//! `imageproc` for Canny edges and drawing; the YOLO model for `detect`), encode it again (x264 through libavcodec, no B-frames, SPS/PPS in front of the
 //! keyframe) and answer a [`ChunkResult`] with per-picture timings and a preview JPEG.
 //!
 //! Each chunk starts at a keyframe and decodes on its own; its output starts with an IDR, so
@@ -12,7 +12,7 @@ use std::time::Instant;
 use ffmpeg::format::Pixel;
 use ffmpeg::software::scaling::{Context as Scaler, Flags};
 use ffmpeg_next as ffmpeg;
-use image::{GrayImage, Rgb, RgbImage};
+use image::{GrayImage, Luma};
 use wire::job::{ChunkResult, Codec, FrameTiming, ResultHeader, Stage, Task, Unit, unit_slices};
 
 use crate::runtime::Detector;
@@ -119,41 +119,41 @@ impl Processor {
             );
         }
         let frame_rate = frame_rate(&h.units);
+        let motion = h.pipeline.contains(&Stage::Motion);
         let mut encoder: Option<Encoder> = None;
         let mut previous: Option<GrayImage> = None;
         let mut units = Vec::new();
         let mut preview: Option<Vec<u8>> = None;
-        let mut rgb_of = RgbConverter::default();
+        let mut planes = PlaneReader::default();
         for (i, frame) in pictures.iter().enumerate() {
             let t = Instant::now();
-            let mut rgb = rgb_of.convert(frame)?;
-            let gray = image::imageops::grayscale(&rgb);
-            // Motion against the previous picture; a chunk's first compares with its second.
-            let reference = previous
-                .take()
-                .or_else(|| pictures.get(i + 1).and_then(|f| rgb_of.convert(f).ok()).map(|n| image::imageops::grayscale(&n)));
+            let mut picture = planes.read(frame)?;
+            // Motion against the previous picture's luma; a chunk's first compares with its second.
+            let reference =
+                if motion { previous.take().or_else(|| pictures.get(i + 1).and_then(|f| planes.read(f).ok()).map(|p| p.y)) } else { None };
+            let luma = motion.then(|| picture.y.clone());
             for stage in &h.pipeline {
-                rgb = self.filter(stage, rgb, &gray, reference.as_ref())?;
+                self.filter(stage, &mut picture, reference.as_ref())?;
             }
-            previous = Some(gray);
+            previous = luma;
             let filter_ms = ms(t);
             spent.filter += filter_ms;
             if i == 0 {
                 // Held until the units are in: the preview goes last.
-                preview = Some(preview_jpeg(&rgb)?);
+                preview = Some(preview_jpeg(&picture)?);
             }
             let t = Instant::now();
             let pts = frame.pts().unwrap_or_default();
             let enc = match encoder.as_mut() {
                 Some(e) => e,
-                None => encoder.insert(Encoder::open(rgb.width(), rgb.height(), frame_rate, self.threads, &self.preset)?),
+                None => encoder.insert(Encoder::open(picture.width(), picture.height(), frame_rate, self.threads, &self.preset)?),
             };
-            enc.send(&rgb, pts, &mut units, payload)?;
+            enc.send(&picture, pts, &mut units, payload)?;
             let encode_ms = ms(t);
             spent.encode += encode_ms;
             header.frames.push(FrameTiming { pts, ms: filter_ms + encode_ms });
-            header.width = rgb.width();
-            header.height = rgb.height();
+            header.width = enc.width;
+            header.height = enc.height;
         }
         if let Some(mut enc) = encoder {
             let t = Instant::now();
@@ -171,68 +171,165 @@ impl Processor {
         Ok(())
     }
 
-    fn filter(&mut self, stage: &Stage, rgb: RgbImage, gray: &GrayImage, reference: Option<&GrayImage>) -> anyhow::Result<RgbImage> {
-        Ok(match stage {
-            // Three box blurs approximating a Gaussian (image's `fast_blur`): the cost does not
-            // grow with sigma, unlike a true separable Gaussian kernel.
-            Stage::Blur { sigma } => image::imageops::fast_blur(&rgb, *sigma),
-            Stage::Grayscale => gray_to_rgb(&image::imageops::grayscale(&rgb)),
-            Stage::Edges { low, high } => gray_to_rgb(&imageproc::edges::canny(&image::imageops::grayscale(&rgb), *low, *high)),
-            Stage::Motion => motion(&rgb, gray, reference),
-            Stage::Detect => self.detect(rgb)?,
-        })
+    /// One stage on the picture's planes (4:2:0, limited range): no conversion to RGB and back.
+    fn filter(&mut self, stage: &Stage, p: &mut Planes, reference: Option<&GrayImage>) -> anyhow::Result<()> {
+        match stage {
+            Stage::Blur { sigma } => {
+                p.y = gaussian(&p.y, *sigma)?;
+                // Chroma planes are half size: half the sigma is the same blur.
+                let chroma = (*sigma / 2.0).max(0.5);
+                p.u = gaussian(&p.u, chroma)?;
+                p.v = gaussian(&p.v, chroma)?;
+            }
+            Stage::Grayscale => p.neutral_chroma(),
+            Stage::Edges { low, high } => {
+                p.y = imageproc::edges::canny(&p.y, *low, *high);
+                p.neutral_chroma();
+            }
+            Stage::Motion => motion(p, reference),
+            Stage::Detect => self.detect(p)?,
+        }
+        Ok(())
     }
 
-    fn detect(&mut self, mut rgb: RgbImage) -> anyhow::Result<RgbImage> {
+    fn detect(&mut self, p: &mut Planes) -> anyhow::Result<()> {
         let Some(detector) = self.detector.as_mut() else { anyhow::bail!("no model") };
-        let (w, h) = rgb.dimensions();
-        let boxes = detector.detect_rgb(rgb.as_raw(), w, h)?;
+        let (w, h) = p.y.dimensions();
+        let picture = crate::image::I420 {
+            width: w,
+            height: h,
+            y: p.y.as_raw(),
+            u: p.u.as_raw(),
+            v: p.v.as_raw(),
+            strides: (w, p.u.width()),
+            full_range: false,
+        };
+        let boxes = detector.detect_i420(&picture)?;
         for d in &boxes {
-            let colour = palette(d.class_id);
+            let (cy, cu, cv) = yuv(palette(d.class_id));
             let (x, y) = (d.x.max(0.0) as i32, d.y.max(0.0) as i32);
-            let (bw, bh) = (d.w.max(1.0) as u32, d.h.max(1.0) as u32);
-            for inset in 0..3i32 {
-                let (iw, ih) = (bw.saturating_sub(2 * inset as u32).max(1), bh.saturating_sub(2 * inset as u32).max(1));
-                imageproc::drawing::draw_hollow_rect_mut(&mut rgb, imageproc::rect::Rect::at(x + inset, y + inset).of_size(iw, ih), colour);
+            let (bw, bh) = (d.w.max(2.0) as u32, d.h.max(2.0) as u32);
+            for inset in 0..4i32 {
+                let shrink = 2 * inset as u32;
+                let rect = |x: i32, y: i32, w: u32, h: u32| imageproc::rect::Rect::at(x, y).of_size(w.max(1), h.max(1));
+                imageproc::drawing::draw_hollow_rect_mut(
+                    &mut p.y,
+                    rect(x + inset, y + inset, bw.saturating_sub(shrink), bh.saturating_sub(shrink)),
+                    Luma([cy]),
+                );
+                if inset < 2 {
+                    let (hx, hy, hw, hh) =
+                        ((x + inset * 2) / 2, (y + inset * 2) / 2, bw.saturating_sub(shrink * 2) / 2, bh.saturating_sub(shrink * 2) / 2);
+                    imageproc::drawing::draw_hollow_rect_mut(&mut p.u, rect(hx, hy, hw, hh), Luma([cu]));
+                    imageproc::drawing::draw_hollow_rect_mut(&mut p.v, rect(hx, hy, hw, hh), Luma([cv]));
+                }
             }
             if let Some(font) = &self.font {
                 let name = detector.names.get(d.class_id).cloned().unwrap_or_else(|| d.class_id.to_string());
                 let label = format!("{name} {:.0}%", d.score * 100.0);
                 let scale = ab_glyph::PxScale::from(16.0);
                 let (tw, th) = imageproc::drawing::text_size(scale, font, &label);
-                let ty = (y - th as i32 - 4).max(0);
-                imageproc::drawing::draw_filled_rect_mut(&mut rgb, imageproc::rect::Rect::at(x, ty).of_size(tw + 6, th + 4), colour);
-                imageproc::drawing::draw_text_mut(&mut rgb, Rgb([0, 0, 0]), x + 3, ty + 2, scale, font, &label);
+                let ty = (y - th as i32 - 4).max(0) & !1;
+                let (lw, lh) = ((tw + 6 + 1) & !1, (th + 4 + 1) & !1);
+                let x = x & !1;
+                imageproc::drawing::draw_filled_rect_mut(&mut p.y, imageproc::rect::Rect::at(x, ty).of_size(lw, lh), Luma([cy]));
+                imageproc::drawing::draw_filled_rect_mut(
+                    &mut p.u,
+                    imageproc::rect::Rect::at(x / 2, ty / 2).of_size(lw / 2, lh / 2),
+                    Luma([cu]),
+                );
+                imageproc::drawing::draw_filled_rect_mut(
+                    &mut p.v,
+                    imageproc::rect::Rect::at(x / 2, ty / 2).of_size(lw / 2, lh / 2),
+                    Luma([cv]),
+                );
+                imageproc::drawing::draw_text_mut(&mut p.y, Luma([16]), x + 3, ty + 2, scale, font, &label);
             }
         }
-        Ok(rgb)
+        Ok(())
     }
 }
 
-/// A heat map of change: the picture dimmed to grey, red where its luma differs from
-/// `reference` (the previous picture), in proportion to the difference.
-fn motion(rgb: &RgbImage, gray: &GrayImage, reference: Option<&GrayImage>) -> RgbImage {
-    let (w, h) = rgb.dimensions();
-    RgbImage::from_fn(w, h, |x, y| {
-        let g = gray.get_pixel(x, y)[0];
-        let diff = reference.filter(|r| r.dimensions() == (w, h)).map_or(0, |r| g.abs_diff(r.get_pixel(x, y)[0]));
-        let heat = u16::from(diff).saturating_mul(4).min(255) as u8;
-        let base = g / 2;
-        Rgb([base.saturating_add(heat), base.saturating_sub(heat / 2), base.saturating_sub(heat / 2)])
-    })
+/// A picture as its three 4:2:0 planes (chroma half size, rounded up).
+struct Planes {
+    y: GrayImage,
+    u: GrayImage,
+    v: GrayImage,
 }
 
-fn gray_to_rgb(gray: &GrayImage) -> RgbImage {
-    RgbImage::from_fn(gray.width(), gray.height(), |x, y| {
-        let v = gray.get_pixel(x, y)[0];
-        Rgb([v, v, v])
-    })
+impl Planes {
+    fn width(&self) -> u32 {
+        self.y.width()
+    }
+
+    fn height(&self) -> u32 {
+        self.y.height()
+    }
+
+    /// No colour: both chroma planes at their neutral value.
+    fn neutral_chroma(&mut self) {
+        for plane in [&mut self.u, &mut self.v] {
+            for px in plane.iter_mut() {
+                *px = 128;
+            }
+        }
+    }
+}
+
+/// Gaussian blur of one plane (libblur: separable kernel, fixed-point, SIMD; one thread: a
+/// worker is one core).
+fn gaussian(plane: &GrayImage, sigma: f32) -> anyhow::Result<GrayImage> {
+    let (w, h) = plane.dimensions();
+    let src = libblur::BlurImage::borrow(plane.as_raw(), w, h, libblur::FastBlurChannels::Plane);
+    let mut out = vec![0u8; (w * h) as usize];
+    let mut dst = libblur::BlurImageMut::borrow(&mut out, w, h, libblur::FastBlurChannels::Plane);
+    libblur::gaussian_blur(
+        &src,
+        &mut dst,
+        libblur::GaussianBlurParams::new_from_sigma(f64::from(sigma)),
+        libblur::EdgeMode2D::new(libblur::EdgeMode::Clamp),
+        libblur::ThreadingPolicy::Single,
+        libblur::ConvolutionMode::FixedPoint,
+    )
+    .map_err(|e| anyhow::anyhow!("blur: {e:?}"))?;
+    GrayImage::from_raw(w, h, out).ok_or_else(|| anyhow::anyhow!("blur: plane size"))
+}
+
+/// A heat map of change: the picture dimmed, red where its luma differs from `reference` (the
+/// previous picture's), in proportion to the difference.
+fn motion(p: &mut Planes, reference: Option<&GrayImage>) {
+    let (w, h) = p.y.dimensions();
+    let reference = reference.filter(|r| r.dimensions() == (w, h));
+    let heat = |x: u32, y: u32, luma: u8| -> u8 {
+        reference.map_or(0, |r| u16::from(luma.abs_diff(r.get_pixel(x, y)[0])).saturating_mul(4).min(255) as u8)
+    };
+    let (cw, ch) = p.u.dimensions();
+    for cy in 0..ch {
+        for cx in 0..cw {
+            let (x, y) = ((2 * cx).min(w - 1), (2 * cy).min(h - 1));
+            let hot = heat(x, y, p.y.get_pixel(x, y)[0]);
+            p.v.put_pixel(cx, cy, Luma([128u8.saturating_add(hot / 2)]));
+            p.u.put_pixel(cx, cy, Luma([128u8.saturating_sub(hot / 4)]));
+        }
+    }
+    for px in p.y.iter_mut() {
+        *px = 16 + (*px).saturating_sub(16) / 2;
+    }
+}
+
+/// BT.601 limited-range Y, Cb, Cr of an RGB colour.
+fn yuv(rgb: [u8; 3]) -> (u8, u8, u8) {
+    let [r, g, b] = rgb.map(f32::from);
+    let y = 16.0 + (65.481 * r + 128.553 * g + 24.966 * b) / 255.0;
+    let u = 128.0 + (-37.797 * r - 74.203 * g + 112.0 * b) / 255.0;
+    let v = 128.0 + (112.0 * r - 93.786 * g - 18.214 * b) / 255.0;
+    (y.round() as u8, u.round() as u8, v.round() as u8)
 }
 
 /// A distinct colour per class.
-fn palette(class: usize) -> Rgb<u8> {
+fn palette(class: usize) -> [u8; 3] {
     const COLOURS: [[u8; 3]; 6] = [[255, 64, 64], [64, 200, 64], [64, 128, 255], [255, 200, 0], [200, 64, 255], [0, 220, 220]];
-    Rgb(COLOURS[class % COLOURS.len()])
+    COLOURS[class % COLOURS.len()]
 }
 
 /// The frame rate the units' presentation times show (the most common step), for the
@@ -243,23 +340,20 @@ fn frame_rate(units: &[Unit]) -> ffmpeg::Rational {
     let mut steps: Vec<i64> = pts.windows(2).map(|w| w[1] - w[0]).filter(|d| *d > 0).collect();
     steps.sort_unstable();
     match steps.get(steps.len() / 2) {
-        Some(&step) => ffmpeg::Rational::new(90_000 / step.gcd_with(90_000) as i32, (step / step.gcd_with(90_000)) as i32),
+        Some(&step) => {
+            let g = gcd(step, 90_000);
+            ffmpeg::Rational::new((90_000 / g) as i32, (step / g) as i32)
+        }
         None => ffmpeg::Rational::new(25, 1),
     }
 }
 
-trait Gcd {
-    fn gcd_with(self, other: i64) -> i64;
-}
-
-impl Gcd for i64 {
-    fn gcd_with(self, other: i64) -> i64 {
-        let (mut a, mut b) = (self.abs(), other.abs());
-        while b != 0 {
-            (a, b) = (b, a % b);
-        }
-        a.max(1)
+fn gcd(a: i64, b: i64) -> i64 {
+    let (mut a, mut b) = (a.abs(), b.abs());
+    while b != 0 {
+        (a, b) = (b, a % b);
     }
+    a.max(1)
 }
 
 /// Decodes the units (decoding order) into pictures (presentation order), pts kept.
@@ -294,58 +388,75 @@ fn decode(codec: Codec, units: &[Unit], payload: &[u8]) -> anyhow::Result<Vec<ff
     Ok(out)
 }
 
-/// Decoded pictures to packed RGB (swscale; BT.601, the picture's own range), the scaler
-/// kept while the format and size stay.
+/// Decoded pictures as packed 8-bit 4:2:0 planes: copied as they are, or through swscale for
+/// other formats (10-bit, 4:2:2, 4:4:4), the scaler kept while format and size stay.
 #[derive(Default)]
-struct RgbConverter {
+struct PlaneReader {
     scaler: Option<(Pixel, u32, u32, Scaler)>,
 }
 
-impl RgbConverter {
-    fn convert(&mut self, frame: &ffmpeg::frame::Video) -> anyhow::Result<RgbImage> {
+impl PlaneReader {
+    fn read(&mut self, frame: &ffmpeg::frame::Video) -> anyhow::Result<Planes> {
         let (w, h, format) = (frame.width(), frame.height(), frame.format());
+        if matches!(format, Pixel::YUV420P | Pixel::YUVJ420P) {
+            return planes_of(frame, w, h);
+        }
         if !self.scaler.as_ref().is_some_and(|(f, sw, sh, _)| (*f, *sw, *sh) == (format, w, h)) {
-            self.scaler = Some((format, w, h, Scaler::get(format, w, h, Pixel::RGB24, w, h, Flags::BILINEAR)?));
+            self.scaler = Some((format, w, h, Scaler::get(format, w, h, Pixel::YUV420P, w, h, Flags::BILINEAR)?));
         }
         let Some((_, _, _, scaler)) = self.scaler.as_mut() else { anyhow::bail!("no scaler") };
-        let mut rgb = ffmpeg::frame::Video::empty();
-        scaler.run(frame, &mut rgb)?;
-        packed_rgb(&rgb, w, h)
+        let mut yuv = ffmpeg::frame::Video::empty();
+        scaler.run(frame, &mut yuv)?;
+        planes_of(&yuv, w, h)
     }
 }
 
-fn packed_rgb(rgb: &ffmpeg::frame::Video, w: u32, h: u32) -> anyhow::Result<RgbImage> {
-    let stride = rgb.stride(0);
-    let data = rgb.data(0);
-    let row = w as usize * 3;
-    let mut packed = Vec::with_capacity(row * h as usize);
-    for y in 0..h as usize {
-        packed.extend_from_slice(&data[y * stride..y * stride + row]);
-    }
-    RgbImage::from_raw(w, h, packed).ok_or_else(|| anyhow::anyhow!("picture size {w}x{h}"))
-}
-
-fn preview_jpeg(rgb: &RgbImage) -> anyhow::Result<Vec<u8>> {
-    let (w, h) = rgb.dimensions();
-    let pw = PREVIEW_WIDTH.min(w).max(1);
-    let ph = (u64::from(h) * u64::from(pw) / u64::from(w.max(1))).max(1) as u32;
-    let small = image::imageops::thumbnail(rgb, pw, ph);
-    let img = turbojpeg::Image {
-        pixels: small.as_raw().as_slice(),
-        width: pw as usize,
-        pitch: pw as usize * 3,
-        height: ph as usize,
-        format: turbojpeg::PixelFormat::RGB,
+fn planes_of(frame: &ffmpeg::frame::Video, w: u32, h: u32) -> anyhow::Result<Planes> {
+    let plane = |i: usize, pw: u32, ph: u32| -> anyhow::Result<GrayImage> {
+        let stride = frame.stride(i);
+        let data = frame.data(i);
+        let mut packed = Vec::with_capacity((pw * ph) as usize);
+        for row in 0..ph as usize {
+            packed.extend_from_slice(
+                data.get(row * stride..row * stride + pw as usize).ok_or_else(|| anyhow::anyhow!("plane {i} too short"))?,
+            );
+        }
+        GrayImage::from_raw(pw, ph, packed).ok_or_else(|| anyhow::anyhow!("plane {i} size"))
     };
-    Ok(turbojpeg::compress(img, 75, turbojpeg::Subsamp::Sub2x2)?.to_vec())
+    let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+    Ok(Planes { y: plane(0, w, h)?, u: plane(1, cw, ch)?, v: plane(2, cw, ch)? })
+}
+
+fn preview_jpeg(p: &Planes) -> anyhow::Result<Vec<u8>> {
+    let (w, h) = (p.width(), p.height());
+    let pw = PREVIEW_WIDTH.min(w).max(2) & !1;
+    let ph = ((u64::from(h) * u64::from(pw) / u64::from(w.max(1))).max(2) as u32) & !1;
+    let y = image::imageops::thumbnail(&p.y, pw, ph);
+    let u = image::imageops::thumbnail(&p.u, pw / 2, ph / 2);
+    let v = image::imageops::thumbnail(&p.v, pw / 2, ph / 2);
+    let planes = turbojpeg::YuvPlanesImage {
+        y_plane: y.as_raw().as_slice(),
+        u_plane: u.as_raw().as_slice(),
+        v_plane: v.as_raw().as_slice(),
+        width: pw as usize,
+        height: ph as usize,
+        y_stride: pw as usize,
+        u_stride: pw as usize / 2,
+        v_stride: pw as usize / 2,
+        subsamp: turbojpeg::Subsamp::Sub2x2,
+    };
+    let mut c = turbojpeg::Compressor::new()?;
+    c.set_quality(75)?;
+    Ok(c.compress_yuv_planes_to_vec(&planes)?)
 }
 
 /// x264 through libavcodec for one chunk: the first picture an IDR with SPS/PPS, no
-/// B-frames (decoding order = presentation order), quality by CRF.
+/// B-frames (decoding order = presentation order), quality by CRF. Odd sizes lose their last
+/// column or row (4:2:0 needs even ones).
 struct Encoder {
     encoder: ffmpeg::encoder::Video,
-    scaler: Scaler,
-    rgb: ffmpeg::frame::Video,
+    width: u32,
+    height: u32,
     first: bool,
 }
 
@@ -353,9 +464,9 @@ impl Encoder {
     fn open(width: u32, height: u32, frame_rate: ffmpeg::Rational, threads: usize, preset: &str) -> anyhow::Result<Encoder> {
         let codec = ffmpeg::encoder::find_by_name("libx264").ok_or_else(|| anyhow::anyhow!("libavcodec has no libx264 encoder"))?;
         let mut encoder = ffmpeg::codec::Context::new_with_codec(codec).encoder().video()?;
-        // x264 wants even sizes for 4:2:0; the scaler pads nothing, so round down.
-        encoder.set_width(width & !1);
-        encoder.set_height(height & !1);
+        let (width, height) = (width & !1, height & !1);
+        encoder.set_width(width);
+        encoder.set_height(height);
         encoder.set_format(Pixel::YUV420P);
         encoder.set_time_base(ffmpeg::Rational::new(1, 90_000));
         encoder.set_frame_rate(Some(frame_rate));
@@ -367,24 +478,28 @@ impl Encoder {
         options.set("threads", &threads.to_string());
         options.set("x264-params", "repeat-headers=1:scenecut=0");
         let encoder = encoder.open_with(options)?;
-        let scaler = Scaler::get(Pixel::RGB24, width, height, Pixel::YUV420P, width & !1, height & !1, Flags::BILINEAR)?;
-        Ok(Encoder { encoder, scaler, rgb: ffmpeg::frame::Video::new(Pixel::RGB24, width, height), first: true })
+        Ok(Encoder { encoder, width, height, first: true })
     }
 
-    fn send(&mut self, picture: &RgbImage, pts: i64, units: &mut Vec<Unit>, payload: &mut Vec<u8>) -> anyhow::Result<()> {
-        let row = picture.width() as usize * 3;
-        let stride = self.rgb.stride(0);
-        let src = picture.as_raw();
-        let dst = self.rgb.data_mut(0);
-        for y in 0..picture.height() as usize {
-            dst[y * stride..y * stride + row].copy_from_slice(&src[y * row..(y + 1) * row]);
+    fn send(&mut self, picture: &Planes, pts: i64, units: &mut Vec<Unit>, payload: &mut Vec<u8>) -> anyhow::Result<()> {
+        let mut frame = ffmpeg::frame::Video::new(Pixel::YUV420P, self.width, self.height);
+        for (i, plane, w, h) in [
+            (0, &picture.y, self.width, self.height),
+            (1, &picture.u, self.width / 2, self.height / 2),
+            (2, &picture.v, self.width / 2, self.height / 2),
+        ] {
+            let stride = frame.stride(i);
+            let src_stride = plane.width() as usize;
+            let src = plane.as_raw();
+            let dst = frame.data_mut(i);
+            for row in 0..h as usize {
+                dst[row * stride..row * stride + w as usize].copy_from_slice(&src[row * src_stride..row * src_stride + w as usize]);
+            }
         }
-        let mut yuv = ffmpeg::frame::Video::empty();
-        self.scaler.run(&self.rgb, &mut yuv)?;
-        yuv.set_pts(Some(pts));
-        yuv.set_kind(if self.first { ffmpeg::picture::Type::I } else { ffmpeg::picture::Type::None });
+        frame.set_pts(Some(pts));
+        frame.set_kind(if self.first { ffmpeg::picture::Type::I } else { ffmpeg::picture::Type::None });
         self.first = false;
-        self.encoder.send_frame(&yuv)?;
+        self.encoder.send_frame(&frame)?;
         self.receive(units, payload);
         Ok(())
     }
@@ -407,4 +522,60 @@ impl Encoder {
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn planes(w: u32, h: u32, luma: u8) -> Planes {
+        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+        Planes {
+            y: GrayImage::from_pixel(w, h, Luma([luma])),
+            u: GrayImage::from_pixel(cw, ch, Luma([128])),
+            v: GrayImage::from_pixel(cw, ch, Luma([128])),
+        }
+    }
+
+    #[test]
+    fn frame_rate_from_presentation_times() {
+        let units = |step: i64| (0..10).map(|i| Unit { pts: (i * 7 % 10) * step, key: i == 0, len: 1 }).collect::<Vec<_>>();
+        assert_eq!(frame_rate(&units(3600)), ffmpeg::Rational::new(25, 1), "25 fps, B-frame order");
+        assert_eq!(frame_rate(&units(3003)), ffmpeg::Rational::new(30_000, 1001), "29.97 fps");
+        assert_eq!(frame_rate(&units(3600)[..1]), ffmpeg::Rational::new(25, 1), "one unit: the default");
+    }
+
+    #[test]
+    fn motion_marks_what_changed_and_blur_smooths() {
+        let mut p = planes(64, 32, 100);
+        let mut reference = GrayImage::from_pixel(64, 32, Luma([100]));
+        for x in 0..8 {
+            for y in 0..8 {
+                reference.put_pixel(40 + x, 10 + y, Luma([180]));
+            }
+        }
+        motion(&mut p, Some(&reference));
+        assert!(p.v.get_pixel(22, 7)[0] > 200, "red where the picture changed");
+        assert_eq!(p.v.get_pixel(2, 2)[0], 128, "neutral where it did not");
+        assert_eq!(p.y.get_pixel(2, 2)[0], 58, "the picture dimmed (limited range)");
+
+        let mut edge = GrayImage::from_pixel(32, 8, Luma([16]));
+        for x in 16..32 {
+            for y in 0..8 {
+                edge.put_pixel(x, y, Luma([235]));
+            }
+        }
+        let blurred = gaussian(&edge, 2.0).unwrap();
+        let (a, b) = (blurred.get_pixel(15, 4)[0], blurred.get_pixel(16, 4)[0]);
+        assert!(a > 16 && b < 235 && a < b, "a soft step: {a} {b}");
+        assert_eq!(blurred.get_pixel(0, 4)[0], 16, "far from the step: unchanged");
+    }
+
+    #[test]
+    fn palette_colours_in_limited_range_yuv() {
+        assert_eq!(yuv([255, 255, 255]), (235, 128, 128));
+        assert_eq!(yuv([0, 0, 0]), (16, 128, 128));
+        let (_, u, v) = yuv(palette(0));
+        assert!(v > 200 && u < 128, "red: high Cr");
+    }
 }

@@ -148,8 +148,13 @@ pub(crate) struct Metrics {
     /// Longest such wait, ms.
     pub(crate) queue_wait_max_ms: u64,
     /// Median per-chunk distribution overhead, ms: from being queued to its result back at
-    /// the gateway, less the worker's time on it (queue, transfer both ways, Redis).
+    /// the gateway, less the worker's time on it (waiting for a free worker, transfer both
+    /// ways, Redis).
     pub(crate) overhead_p50_ms: f64,
+    /// Median time from a worker's end of a chunk to its result at the gateway, ms: the
+    /// result's way back (message, Redis `RPUSH` and `BLPOP`, or the pipe), without any wait
+    /// (worker and gateway clocks; across machines their skew adds in).
+    pub(crate) return_p50_ms: f64,
     /// Per worker.
     pub(crate) workers: BTreeMap<String, WorkerMetric>,
     /// Per picture, in output order.
@@ -158,6 +163,8 @@ pub(crate) struct Metrics {
     waits: Vec<u64>,
     #[serde(skip)]
     overheads: Vec<f64>,
+    #[serde(skip)]
+    returns: Vec<f64>,
 }
 
 impl Metrics {
@@ -168,6 +175,7 @@ impl Metrics {
         let wait = h.started_ms.saturating_sub(queued_ms);
         self.waits.push(wait);
         self.overheads.push((back_ms.saturating_sub(queued_ms) as f64 - f64::from(h.total_ms)).max(0.0));
+        self.returns.push((back_ms as f64 - h.started_ms as f64 - f64::from(h.total_ms)).max(0.0));
         self.chunks += 1;
         self.worker_s += f64::from(h.total_ms) / 1000.0;
         self.decode_ms += f64::from(h.decode_ms);
@@ -206,6 +214,8 @@ impl Metrics {
         self.queue_wait_max_ms = self.waits.last().copied().unwrap_or(0);
         self.overheads.sort_by(f64::total_cmp);
         self.overhead_p50_ms = self.overheads.get(self.overheads.len() / 2).copied().unwrap_or(0.0);
+        self.returns.sort_by(f64::total_cmp);
+        self.return_p50_ms = self.returns.get(self.returns.len() / 2).copied().unwrap_or(0.0);
     }
 }
 
