@@ -8,6 +8,8 @@ import { h, setText } from './dom.js';
 const FILTERS = [
   ['blur', 'Blur (Gaussian)'],
   ['detect', 'Detect objects (boxes, labels)'],
+  ['blur_faces', 'Blur faces'],
+  ['faces', 'Outline faces'],
   ['grayscale', 'Grayscale'],
   ['edges', 'Edges (Canny)'],
   ['motion', 'Motion heat map'],

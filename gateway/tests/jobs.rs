@@ -310,13 +310,15 @@ async fn the_cli_submits_over_ipv4_and_ipv6_to_one_dual_stack_socket() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("short.mp4");
     make_input(&input, 50);
-    for server in [format!("http://127.0.0.1:{port}"), format!("http://[::1]:{port}")] {
+    for (server, pipeline) in
+        [(format!("http://127.0.0.1:{port}"), "grayscale,motion"), (format!("http://[::1]:{port}"), "blur_faces,faces,edges")]
+    {
         let out = dir.path().join("out.mp4");
         let metrics = dir.path().join("m.json");
         let run = Command::new(sibling("sightline"))
             .args(["job", "submit"])
             .arg(&input)
-            .args(["--pipeline", "grayscale,motion", "--server", &server, "--token", TOKEN, "--out"])
+            .args(["--pipeline", pipeline, "--server", &server, "--token", TOKEN, "--out"])
             .arg(&out)
             .arg("--metrics")
             .arg(&metrics)

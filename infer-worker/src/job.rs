@@ -25,11 +25,20 @@ const PREVIEW_WIDTH: u32 = 320;
 /// Fonts tried for `detect` labels (Debian's `fonts-dejavu-core`); without one, boxes only.
 const FONTS: [&str; 2] = ["/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf", "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"];
 
+/// The SeetaFace frontal face model (FuSt cascade, BSD-2-Clause), from the `rustface` crate's
+/// package (build.rs).
+const FACE_MODEL: &[u8] = include_bytes!(env!("SEETA_FD_MODEL"));
+/// Faces are looked for on the luma scaled down to at most this width (1080p and smaller as
+/// they are): the detector's cost grows with the pixels, and its window is 20 px at least
+/// (at 640 px wide it missed 28 of the 29 faces of the Solvay photograph, ~12 px there).
+const FACE_WIDTH: u32 = 1920;
+
 /// Processes chunks; one per worker process, reused for every chunk.
 pub struct Processor {
     /// This worker's name in results and metrics.
     pub worker: String,
     detector: Option<Detector>,
+    faces: Option<Box<dyn rustface::Detector>>,
     font: Option<ab_glyph::FontArc>,
     /// x264 threads per chunk.
     threads: usize,
@@ -59,7 +68,7 @@ impl Processor {
     /// A processor named `worker`; `detector` serves `detect` stages (without one they fail).
     pub fn new(worker: String, detector: Option<Detector>, threads: usize, preset: &str) -> Processor {
         let font = FONTS.iter().find_map(|p| std::fs::read(p).ok()).and_then(|b| ab_glyph::FontArc::try_from_vec(b).ok());
-        Processor { worker, detector, font, threads: threads.max(1), preset: preset.to_owned() }
+        Processor { worker, detector, faces: None, font, threads: threads.max(1), preset: preset.to_owned() }
     }
 
     /// Processes one task; never panics on bad input: an error goes back in the result.
@@ -188,8 +197,70 @@ impl Processor {
             }
             Stage::Motion => motion(p, reference),
             Stage::Detect => self.detect(p)?,
+            Stage::BlurFaces { sigma } => {
+                for (x, y, w, h) in self.find_faces(p)? {
+                    // The whole head: the detector's box is the face's inner part.
+                    let (mx, my) = (w / 4, h / 3);
+                    let (x, y, w, h) = (x.saturating_sub(mx) & !1, y.saturating_sub(my) & !1, (w + 2 * mx + 1) & !1, (h + 2 * my + 1) & !1);
+                    blur_region(&mut p.y, x, y, w, h, *sigma)?;
+                    blur_region(&mut p.u, x / 2, y / 2, w / 2, h / 2, *sigma / 2.0)?;
+                    blur_region(&mut p.v, x / 2, y / 2, w / 2, h / 2, *sigma / 2.0)?;
+                }
+            }
+            Stage::Faces => {
+                let (cy, cu, cv) = yuv([0, 220, 220]);
+                for (x, y, w, h) in self.find_faces(p)? {
+                    outline(p, (x as i32, y as i32, w, h), (cy, cu, cv));
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Faces in the picture, as (x, y, width, height) in its pixels: SeetaFace's frontal
+    /// detector (`rustface`) on the luma, scaled to at most 1920 px wide.
+    pub fn find_faces_in(&mut self, luma: &GrayImage) -> anyhow::Result<Vec<(u32, u32, u32, u32)>> {
+        let detector = match self.faces.as_mut() {
+            Some(d) => d,
+            None => {
+                let model = rustface::read_model(std::io::Cursor::new(FACE_MODEL)).map_err(|e| anyhow::anyhow!("face model: {e}"))?;
+                let mut d = rustface::create_detector_with_model(model);
+                d.set_min_face_size(20);
+                d.set_score_thresh(2.0);
+                d.set_pyramid_scale_factor(0.8);
+                d.set_slide_window_step(4, 4);
+                self.faces.insert(d)
+            }
+        };
+        let (w, h) = luma.dimensions();
+        if w < 20 || h < 20 {
+            return Ok(Vec::new());
+        }
+        let scaled;
+        let (small, scale) = if w > FACE_WIDTH {
+            let sh = (u64::from(h) * u64::from(FACE_WIDTH) / u64::from(w)).max(20) as u32;
+            scaled = image::imageops::resize(luma, FACE_WIDTH, sh, image::imageops::FilterType::Triangle);
+            (&scaled, f64::from(w) / f64::from(FACE_WIDTH))
+        } else {
+            (luma, 1.0)
+        };
+        let faces = detector.detect(&rustface::ImageData::new(small.as_raw(), small.width(), small.height()));
+        Ok(faces
+            .iter()
+            .map(|f| {
+                let b = f.bbox();
+                let x = (f64::from(b.x().max(0)) * scale) as u32;
+                let y = (f64::from(b.y().max(0)) * scale) as u32;
+                let bw = ((f64::from(b.width()) * scale) as u32).min(w.saturating_sub(x));
+                let bh = ((f64::from(b.height()) * scale) as u32).min(h.saturating_sub(y));
+                (x, y, bw, bh)
+            })
+            .filter(|&(_, _, bw, bh)| bw > 0 && bh > 0)
+            .collect())
+    }
+
+    fn find_faces(&mut self, p: &Planes) -> anyhow::Result<Vec<(u32, u32, u32, u32)>> {
+        self.find_faces_in(&p.y)
     }
 
     fn detect(&mut self, p: &mut Planes) -> anyhow::Result<()> {
@@ -208,22 +279,7 @@ impl Processor {
         for d in &boxes {
             let (cy, cu, cv) = yuv(palette(d.class_id));
             let (x, y) = (d.x.max(0.0) as i32, d.y.max(0.0) as i32);
-            let (bw, bh) = (d.w.max(2.0) as u32, d.h.max(2.0) as u32);
-            for inset in 0..4i32 {
-                let shrink = 2 * inset as u32;
-                let rect = |x: i32, y: i32, w: u32, h: u32| imageproc::rect::Rect::at(x, y).of_size(w.max(1), h.max(1));
-                imageproc::drawing::draw_hollow_rect_mut(
-                    &mut p.y,
-                    rect(x + inset, y + inset, bw.saturating_sub(shrink), bh.saturating_sub(shrink)),
-                    Luma([cy]),
-                );
-                if inset < 2 {
-                    let (hx, hy, hw, hh) =
-                        ((x + inset * 2) / 2, (y + inset * 2) / 2, bw.saturating_sub(shrink * 2) / 2, bh.saturating_sub(shrink * 2) / 2);
-                    imageproc::drawing::draw_hollow_rect_mut(&mut p.u, rect(hx, hy, hw, hh), Luma([cu]));
-                    imageproc::drawing::draw_hollow_rect_mut(&mut p.v, rect(hx, hy, hw, hh), Luma([cv]));
-                }
-            }
+            outline(p, (x, y, d.w.max(2.0) as u32, d.h.max(2.0) as u32), (cy, cu, cv));
             if let Some(font) = &self.font {
                 let name = detector.names.get(d.class_id).cloned().unwrap_or_else(|| d.class_id.to_string());
                 let label = format!("{name} {:.0}%", d.score * 100.0);
@@ -248,6 +304,38 @@ impl Processor {
         }
         Ok(())
     }
+}
+
+/// A box 4 px wide in colour `(y, u, v)` around `(x, y, w, h)`, on all three planes.
+fn outline(p: &mut Planes, (x, y, bw, bh): (i32, i32, u32, u32), (cy, cu, cv): (u8, u8, u8)) {
+    let rect = |x: i32, y: i32, w: u32, h: u32| imageproc::rect::Rect::at(x, y).of_size(w.max(1), h.max(1));
+    for inset in 0..4i32 {
+        let shrink = 2 * inset as u32;
+        imageproc::drawing::draw_hollow_rect_mut(
+            &mut p.y,
+            rect(x + inset, y + inset, bw.saturating_sub(shrink), bh.saturating_sub(shrink)),
+            Luma([cy]),
+        );
+        if inset < 2 {
+            let (hx, hy, hw, hh) =
+                ((x + inset * 2) / 2, (y + inset * 2) / 2, bw.saturating_sub(shrink * 2) / 2, bh.saturating_sub(shrink * 2) / 2);
+            imageproc::drawing::draw_hollow_rect_mut(&mut p.u, rect(hx, hy, hw, hh), Luma([cu]));
+            imageproc::drawing::draw_hollow_rect_mut(&mut p.v, rect(hx, hy, hw, hh), Luma([cv]));
+        }
+    }
+}
+
+/// Blurs the part `(x, y, w, h)` of a plane (clipped to it) in place.
+fn blur_region(plane: &mut GrayImage, x: u32, y: u32, w: u32, h: u32, sigma: f32) -> anyhow::Result<()> {
+    let (pw, ph) = plane.dimensions();
+    let (w, h) = (w.min(pw.saturating_sub(x)), h.min(ph.saturating_sub(y)));
+    if w < 2 || h < 2 {
+        return Ok(());
+    }
+    let part = image::imageops::crop_imm(plane, x, y, w, h).to_image();
+    let blurred = gaussian(&part, sigma)?;
+    image::imageops::replace(plane, &blurred, i64::from(x), i64::from(y));
+    Ok(())
 }
 
 /// A picture as its three 4:2:0 planes (chroma half size, rounded up).
@@ -569,6 +657,40 @@ mod tests {
         let (a, b) = (blurred.get_pixel(15, 4)[0], blurred.get_pixel(16, 4)[0]);
         assert!(a > 16 && b < 235 && a < b, "a soft step: {a} {b}");
         assert_eq!(blurred.get_pixel(0, 4)[0], 16, "far from the step: unchanged");
+    }
+
+    /// SeetaFace on a face you can see: the rustface package's test picture, the 1927 Solvay
+    /// conference photograph (29 people facing the camera, 1666x1136).
+    #[test]
+    fn faces_found_on_the_solvay_photograph_and_blurred() {
+        let path = std::path::Path::new(env!("RUSTFACE_DIR")).join("test.png");
+        let luma = image::open(&path).expect("rustface's test.png").to_luma8();
+        let mut processor = Processor::new("test".into(), None, 1, "ultrafast");
+        let faces = processor.find_faces_in(&luma).unwrap();
+        eprintln!("faces found: {} of 29", faces.len());
+        assert!((27..=31).contains(&faces.len()), "{} faces of 29: {faces:?}", faces.len());
+        for &(x, y, w, h) in &faces {
+            assert!(
+                y < luma.height() * 3 / 4 && (15..200).contains(&w) && (15..200).contains(&h),
+                "a face in the group, face-sized: {x},{y} {w}x{h}"
+            );
+        }
+        // blur_faces: detail gone inside the faces, the rest untouched.
+        let (w, h) = luma.dimensions();
+        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+        let mut p =
+            Planes { y: luma.clone(), u: GrayImage::from_pixel(cw, ch, Luma([128])), v: GrayImage::from_pixel(cw, ch, Luma([128])) };
+        processor.filter(&Stage::BlurFaces { sigma: 12.0 }, &mut p, None).unwrap();
+        let detail = |img: &GrayImage, (x, y, w, h): (u32, u32, u32, u32)| -> u64 {
+            (y..y + h)
+                .flat_map(|yy| (x..x + w - 1).map(move |xx| (xx, yy)))
+                .map(|(xx, yy)| u64::from(img.get_pixel(xx, yy)[0].abs_diff(img.get_pixel(xx + 1, yy)[0])))
+                .sum()
+        };
+        let face = faces[0];
+        assert!(detail(&p.y, face) * 3 < detail(&luma, face), "the face is blurred");
+        let ground = (100, h - 100, 300, 50);
+        assert_eq!(detail(&p.y, ground), detail(&luma, ground), "away from faces nothing changes");
     }
 
     #[test]

@@ -71,6 +71,13 @@ pub enum Stage {
     Motion,
     /// The YOLO model of the worker: boxes and labels drawn.
     Detect,
+    /// Faces found (SeetaFace frontal detector) blurred, Gaussian, standard deviation `sigma` px.
+    BlurFaces {
+        /// Standard deviation, px (0.5..=50).
+        sigma: f32,
+    },
+    /// Faces found outlined.
+    Faces,
 }
 
 impl Stage {
@@ -82,17 +89,19 @@ impl Stage {
             Stage::Edges { .. } => "edges",
             Stage::Motion => "motion",
             Stage::Detect => "detect",
+            Stage::BlurFaces { .. } => "blur_faces",
+            Stage::Faces => "faces",
         }
     }
 }
 
 /// The filters a pipeline may name.
-pub const FILTERS: [&str; 5] = ["blur", "grayscale", "edges", "motion", "detect"];
+pub const FILTERS: [&str; 7] = ["blur", "grayscale", "edges", "motion", "detect", "blur_faces", "faces"];
 
 /// Reads a pipeline: a JSON array of stage names (`["detect", "blur"]`) or objects with a
 /// `name` and parameters (`[{"name": "blur", "sigma": 8}]`); a string of comma-separated
-/// names is accepted too. Parameters left out take their defaults (blur `sigma` 6; edges
-/// `low` 40, `high` 100).
+/// names is accepted too. Parameters left out take their defaults (blur `sigma` 6; blur_faces
+/// `sigma` 12; edges `low` 40, `high` 100).
 ///
 /// Errors: an unknown filter, a parameter out of range, an empty pipeline (more than 8 stages
 /// is an error too), with a message naming what is wrong.
@@ -132,7 +141,7 @@ fn stage(item: &serde_json::Value) -> Result<Stage, String> {
         }
     };
     let known: &[&str] = match name {
-        "blur" => &["name", "sigma"],
+        "blur" | "blur_faces" => &["name", "sigma"],
         "edges" => &["name", "low", "high"],
         _ => &["name"],
     };
@@ -151,6 +160,8 @@ fn stage(item: &serde_json::Value) -> Result<Stage, String> {
         }
         "motion" => Stage::Motion,
         "detect" => Stage::Detect,
+        "blur_faces" => Stage::BlurFaces { sigma: number("sigma", 12.0, 0.5..=50.0)? },
+        "faces" => Stage::Faces,
         other => return Err(format!("unknown filter {other:?}; filters: {}", FILTERS.join(", "))),
     })
 }

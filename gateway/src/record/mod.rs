@@ -372,6 +372,12 @@ impl Recorder {
         if open.file.is_some() {
             return true;
         }
+        if event_ms.is_some() && open.pending.is_empty() {
+            // Nothing kept yet (the window before closed less than a GOP ago): a file starts
+            // at a keyframe, so it opens with the next keyframe fragment (`flush`). Opening it
+            // now would start it without one, and index it from the last file's end.
+            return true;
+        }
         if let Some(ts) = event_ms {
             let from = ts.saturating_sub(self.config.pre_roll.as_millis() as u64);
             if let Some(i) = open.pending.iter().rposition(|p| p.keyframe && p.start_ms <= from) {
@@ -475,6 +481,11 @@ impl Recorder {
             let keep_from = end_ms.saturating_sub((self.config.pre_roll + EVENT_DELAY).as_millis() as u64);
             if let Some(i) = open.pending.iter().rposition(|p| p.keyframe && p.start_ms <= keep_from) {
                 open.pending.drain(..i);
+            }
+            // An event's window is open but its file waited for this keyframe fragment.
+            let first_start = open.pending.front().map(|p| p.start_ms);
+            if self.mode == RecordMode::Events && first_start.is_some_and(|s| s <= self.until_ms) {
+                self.materialize(db, None).await;
             }
             return;
         };
