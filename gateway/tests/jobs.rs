@@ -259,23 +259,30 @@ async fn redis_workers_share_a_job_and_survive_a_kill_9() {
                 .expect("infer-worker (cargo build --workspace)"),
         )
     };
+    // `a` alone first; frozen (SIGSTOP) the moment it holds a chunk, then killed with it: the
+    // chunk stays pending in the group until `b` takes it over (XAUTOCLAIM after 3 s idle).
     let mut a = worker("a");
-    let _b = worker("b");
     let (code, job) = submit(&gw, &input, r#"[{"name": "blur", "sigma": 1}]"#).await;
     assert_eq!(code, 201, "{job}");
     assert_eq!(job["workers"], "redis");
     let id = job["id"].as_str().unwrap().to_owned();
-    // Both busy (8 chunks in flight), then `a` dies with its chunk.
-    assert!(
-        eventually(Duration::from_secs(60), || async {
-            let (_, s) = get_json(&gw.url(&format!("/api/jobs/{id}"))).await;
-            s["frames_done"].as_u64().unwrap_or(0) >= 50
-        })
-        .await,
-        "the job runs on Redis workers"
-    );
+    let signal = |sig: &str, pid: u32| assert!(Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success());
+    let pid = a.0.id();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(std::time::Instant::now() < deadline, "worker a never held a chunk");
+        signal("-STOP", pid);
+        let pending: u64 =
+            redis.cli(&["XPENDING", "sightline:jobs:tasks", "workers"]).lines().next().and_then(|l| l.trim().parse().ok()).unwrap_or(0);
+        if pending > 0 {
+            break;
+        }
+        signal("-CONT", pid);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     a.0.kill().unwrap();
     a.0.wait().unwrap();
+    let _b = worker("b");
     let status = wait_done(&gw, &id, Duration::from_secs(240)).await;
     assert_eq!(status["state"], "done", "{status}\n{}", gw.log_text());
     assert!(status["retried_chunks"].as_u64().unwrap_or(0) >= 1, "a's chunk was taken over: {status}");

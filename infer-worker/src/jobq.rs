@@ -76,6 +76,8 @@ pub struct RedisOptions {
     pub claim_idle: Duration,
     /// Model and provider, for the heartbeat.
     pub model: String,
+    /// Exit when the parent process goes (a worker the gateway started dies with it).
+    pub exit_with_parent: bool,
 }
 
 /// Serves Redis Streams: reads tasks as consumer `processor.worker` of group [`keys::GROUP`]
@@ -88,7 +90,7 @@ pub struct RedisOptions {
 pub fn redis(processor: Processor, options: &RedisOptions) -> anyhow::Result<()> {
     let client = ::redis::Client::open(options.url.as_str())?;
     let current: Arc<Mutex<Option<String>>> = Arc::default();
-    heartbeat(client.clone(), processor.worker.clone(), options.model.clone(), current.clone());
+    heartbeat(client.clone(), processor.worker.clone(), options.model.clone(), current.clone(), options.exit_with_parent);
     let mut processor = processor;
     loop {
         match serve_redis(&client, &mut processor, options, &current) {
@@ -171,6 +173,8 @@ fn handle(
     *current.lock().unwrap_or_else(|e| e.into_inner()) = Some(entry.id.clone());
     let result = processor.process(&task, retried);
     *current.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    // The result and the acknowledgement in one transaction: a worker stopped in between
+    // would leave a chunk both answered and pending (processed twice, answered twice).
     let key = keys::result(&task.header.job, task.header.chunk);
     ::redis::pipe()
         .atomic()
@@ -185,8 +189,17 @@ fn handle(
         .arg(&key)
         .arg(keys::RESULT_TTL_S)
         .ignore()
+        .cmd("XACK")
+        .arg(keys::TASKS)
+        .arg(keys::GROUP)
+        .arg(&entry.id)
+        .ignore()
+        .cmd("XDEL")
+        .arg(keys::TASKS)
+        .arg(&entry.id)
+        .ignore()
         .query::<()>(con)?;
-    done(con, &entry.id)
+    Ok(())
 }
 
 /// Acknowledges and deletes a task entry.
@@ -217,11 +230,17 @@ pub fn ensure_group(con: &mut ::redis::Connection) -> anyhow::Result<()> {
 
 /// Every second: the worker's heartbeat key (TTL 5 s) and, while it works on a task, a
 /// refresh of its claim (`XCLAIM … 0 id JUSTID` resets the entry's idle time).
-fn heartbeat(client: ::redis::Client, name: String, model: String, current: Arc<Mutex<Option<String>>>) {
+fn heartbeat(client: ::redis::Client, name: String, model: String, current: Arc<Mutex<Option<String>>>, exit_with_parent: bool) {
     let info = serde_json::json!({ "name": name, "pid": std::process::id(), "model": model }).to_string();
+    let parent = std::os::unix::process::parent_id();
     std::thread::spawn(move || {
         let mut con = None;
         loop {
+            if exit_with_parent && std::os::unix::process::parent_id() != parent {
+                // Orphaned (the gateway was killed): its chunk goes back to the group.
+                eprintln!("infer-worker job: the parent process is gone; exiting");
+                std::process::exit(0);
+            }
             if con.is_none() {
                 con = client.get_connection().ok();
             }

@@ -112,6 +112,9 @@ struct JobArgs {
     /// x264 threads per chunk.
     #[arg(long, default_value_t = 1)]
     encode_threads: usize,
+    /// Exit when the parent process goes (how the gateway runs its own Redis workers).
+    #[arg(long)]
+    exit_with_parent: bool,
     /// x264 preset (ultrafast … veryslow).
     #[arg(long, default_value = "veryfast")]
     preset: String,
@@ -153,7 +156,12 @@ fn job(args: JobArgs) -> anyhow::Result<()> {
     let processor = infer::job::Processor::new(name, detector, args.encode_threads, &args.preset);
     match args.redis {
         Some(url) if !args.stdio => {
-            let options = infer::jobq::RedisOptions { url, claim_idle: std::time::Duration::from_millis(args.claim_idle_ms), model };
+            let options = infer::jobq::RedisOptions {
+                url,
+                claim_idle: std::time::Duration::from_millis(args.claim_idle_ms),
+                model,
+                exit_with_parent: args.exit_with_parent,
+            };
             infer::jobq::redis(processor, &options)
         }
         _ => infer::jobq::stdio(processor),

@@ -33,7 +33,7 @@ try {
   await page.waitForFunction(() => {
     const img = document.querySelector('article.job .job-preview');
     return img && !img.hidden && img.complete && img.naturalWidth > 0;
-  }, null, { timeout: 10_000 });
+  }, null, { timeout: 20_000 });
   console.log('ok the preview shows');
 
   const [download] = await Promise.all([page.waitForEvent('download'), job.locator('button.job-download').click()]);
@@ -49,7 +49,10 @@ try {
     v.src = src;
     document.body.append(v);
     await v.play();
-    await new Promise((ok) => setTimeout(ok, 1500));
+    // Up to 10 s for 20 frames (a loaded machine decodes slower than real time).
+    for (let i = 0; i < 100 && v.getVideoPlaybackQuality().totalVideoFrames < 20; i++) {
+      await new Promise((ok) => setTimeout(ok, 100));
+    }
     return { frames: v.getVideoPlaybackQuality().totalVideoFrames, width: v.videoWidth, height: v.videoHeight };
   }, `api/jobs/${id}/result.mp4`);
   if (played.frames < 20 || played.width !== Number(width) || played.height !== Number(height)) await fail(`the result plays: ${JSON.stringify(played)}`);

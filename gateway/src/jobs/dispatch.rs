@@ -215,7 +215,13 @@ impl RedisQueue {
         {
             return Err(e.into());
         }
-        let extra = vec!["--redis".to_owned(), url.to_owned(), "--claim-idle-ms".to_owned(), config.claim_idle.as_millis().to_string()];
+        let extra = vec![
+            "--redis".to_owned(),
+            url.to_owned(),
+            "--claim-idle-ms".to_owned(),
+            config.claim_idle.as_millis().to_string(),
+            "--exit-with-parent".to_owned(),
+        ];
         let handles = (0..workers).map(|i| tokio::spawn(supervise(command.clone(), extra.clone(), i))).collect();
         Ok(RedisQueue { client, timeout: config.chunk_timeout, _workers: handles })
     }
