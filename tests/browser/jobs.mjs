@@ -23,17 +23,22 @@ try {
   await page.check('#filter-blur');
   if ((await page.textContent('#order-blur')) !== '2') await fail('the filters are numbered in the order ticked');
   await page.click('#job-submit');
-  const job = page.locator('article.job').first();
-  await job.waitFor({ state: 'attached', timeout: 20_000 });
-  const title = await job.locator('.job-title').textContent();
-  if (!title.includes('grayscale → blur')) await fail(`the pipeline in order: ${title}`);
+  // Earlier jobs of this gateway are listed too: this one is named by its file and pipeline.
+  const name = video.split('/').pop();
+  const job = page.locator('article.job', { hasText: `${name} · grayscale → blur` });
+  try {
+    await job.waitFor({ state: 'attached', timeout: 20_000 });
+  } catch {
+    await fail(`no job "${name} · grayscale → blur" (the pipeline in the order ticked): ${await page.locator('article.job .job-title').allTextContents()}`);
+  }
   console.log('ok the upload made a job (grayscale → blur)');
-  await page.waitForSelector('article.job[data-state="done"]', { timeout: 90_000 });
+  await page.waitForFunction((n) => [...document.querySelectorAll('article.job[data-state="done"]')].some((j) => j.textContent.includes(n)), name, { timeout: 90_000 });
   console.log('ok the job ran to done');
-  await page.waitForFunction(() => {
-    const img = document.querySelector('article.job .job-preview');
+  await page.waitForFunction((n) => {
+    const row = [...document.querySelectorAll('article.job')].find((j) => j.textContent.includes(n));
+    const img = row?.querySelector('.job-preview');
     return img && !img.hidden && img.complete && img.naturalWidth > 0;
-  }, null, { timeout: 20_000 });
+  }, name, { timeout: 20_000 });
   console.log('ok the preview shows');
 
   const [download] = await Promise.all([page.waitForEvent('download'), job.locator('button.job-download').click()]);
