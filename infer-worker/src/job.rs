@@ -423,12 +423,8 @@ fn palette(class: usize) -> [u8; 3] {
 /// The frame rate the units' presentation times show (the most common step), for the
 /// encoder's rate control; 25 when there is a single unit.
 fn frame_rate(units: &[Unit]) -> ffmpeg::Rational {
-    let mut pts: Vec<i64> = units.iter().map(|u| u.pts).collect();
-    pts.sort_unstable();
-    let mut steps: Vec<i64> = pts.windows(2).map(|w| w[1] - w[0]).filter(|d| *d > 0).collect();
-    steps.sort_unstable();
-    match steps.get(steps.len() / 2) {
-        Some(&step) => {
+    match wire::job::frame_step(units.iter().map(|u| u.pts)) {
+        Some(step) => {
             let g = gcd(step, 90_000);
             ffmpeg::Rational::new((90_000 / g) as i32, (step / g) as i32)
         }

@@ -359,6 +359,16 @@ impl ChunkResult {
     }
 }
 
+/// The most common step between presentation times (sorted; the median of the positive
+/// steps), 90 kHz ticks; `None` with fewer than two distinct times.
+pub fn frame_step(pts: impl IntoIterator<Item = i64>) -> Option<i64> {
+    let mut sorted: Vec<i64> = pts.into_iter().collect();
+    sorted.sort_unstable();
+    let mut steps: Vec<i64> = sorted.windows(2).map(|w| w[1] - w[0]).filter(|d| *d > 0).collect();
+    steps.sort_unstable();
+    steps.get(steps.len() / 2).copied()
+}
+
 /// Splits a payload into the units' bytes, one slice per unit.
 pub fn unit_slices<'a>(units: &'a [Unit], payload: &'a [u8]) -> impl Iterator<Item = (&'a Unit, &'a [u8])> + 'a {
     let mut at = 0usize;

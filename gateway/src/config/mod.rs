@@ -301,6 +301,16 @@ impl DetectConfig {
         }
     }
 
+    /// The `infer-worker` binary: `worker_bin`, else `infer-worker` next to this executable.
+    pub fn worker_binary(&self) -> PathBuf {
+        self.worker_bin.clone().unwrap_or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .and_then(|exe| exe.parent().map(|dir| dir.join("infer-worker")))
+                .unwrap_or_else(|| PathBuf::from("infer-worker"))
+        })
+    }
+
     /// Workers to spawn: `workers`, or cores - 1 (at least 1) when 0.
     pub fn worker_count(&self) -> usize {
         match self.workers {

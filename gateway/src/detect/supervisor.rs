@@ -24,15 +24,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// 10 s: killed every 10 s, the restart delay then grew to 2 s and more — chaos run.)
 const HEALTHY_RUN: Duration = Duration::from_secs(2);
 
-/// The worker binary: `detect.worker_bin`, else `infer-worker` next to this executable.
+/// The worker binary ([`crate::config::DetectConfig::worker_binary`]).
 pub(crate) fn worker_binary(detect: &Detect) -> PathBuf {
-    if let Some(bin) = &detect.config().worker_bin {
-        return bin.clone();
-    }
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|dir| dir.join("infer-worker")))
-        .unwrap_or_else(|| PathBuf::from("infer-worker"))
+    detect.config().worker_binary()
 }
 
 fn command(detect: &Detect) -> Command {

@@ -47,12 +47,7 @@ impl WorkerCommand {
     /// detection model for `detect` stages, `jobs.preset`.
     pub(crate) fn new(config: &Config) -> WorkerCommand {
         let d = &config.detect;
-        let bin = d.worker_bin.clone().unwrap_or_else(|| {
-            std::env::current_exe()
-                .ok()
-                .and_then(|exe| exe.parent().map(|dir| dir.join("infer-worker")))
-                .unwrap_or_else(|| PathBuf::from("infer-worker"))
-        });
+        let bin = d.worker_binary();
         let mut args = vec!["job".to_owned(), "--preset".to_owned(), config.jobs.preset.clone()];
         if d.model.exists() {
             args.extend(["--model".to_owned(), d.model.display().to_string(), "--confidence".to_owned(), d.confidence.to_string()]);

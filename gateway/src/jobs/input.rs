@@ -160,11 +160,7 @@ pub(crate) fn probe(path: &Path) -> Result<InputInfo, String> {
 /// The most common step between sorted presentation times, 90 kHz ticks (3600 = 25 fps when
 /// unknown).
 pub(crate) fn frame_step(pts: &[i64]) -> i64 {
-    let mut sorted = pts.to_vec();
-    sorted.sort_unstable();
-    let mut steps: Vec<i64> = sorted.windows(2).map(|w| w[1] - w[0]).filter(|d| *d > 0).collect();
-    steps.sort_unstable();
-    steps.get(steps.len() / 2).copied().unwrap_or(3600)
+    wire::job::frame_step(pts.iter().copied()).unwrap_or(3600)
 }
 
 /// The wire codec of a probed input.
