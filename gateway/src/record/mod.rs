@@ -207,6 +207,25 @@ impl Open {
     }
 }
 
+/// Whether the fragment being built ends before the next unit.
+///
+/// A keyframe starts a fragment unless the fragment it would end began with a keyframe less
+/// than `fragment_ticks` (90 kHz) ago (all-intra video: fragments of about `fragment_ticks`).
+/// Between keyframes a fragment is cut after twice `fragment_ticks`, unless the video has
+/// B-frames (a fragment's decoding times are its presentation times sorted, so it must end
+/// before a keyframe). Every GOP thus starts a fragment: an `events` file and an export need
+/// one to begin at, and a frame lost before a keyframe must not shift the cuts off the
+/// keyframes for good (fragments of 2x`fragment_ticks` in a GOP of a multiple of that).
+fn cut_before(keyframe: bool, starts_with_keyframe: bool, empty: bool, age: i64, fragment_ticks: i64, reorders: bool) -> bool {
+    if empty {
+        return false;
+    }
+    if keyframe {
+        return !starts_with_keyframe || age >= fragment_ticks;
+    }
+    !reorders && age >= 2 * fragment_ticks
+}
+
 /// One stream's recorder. See the module docs.
 struct Recorder {
     rt: Arc<StreamRuntime>,
@@ -292,8 +311,8 @@ impl Recorder {
         if open.fragment.last().is_some_and(|s| s.pts > open.base + pts) {
             open.reorders = true;
         }
-        let anywhere = !open.reorders && age >= 2 * fragment_ticks;
-        if !open.fragment.is_empty() && ((au.keyframe && age >= fragment_ticks) || anywhere) {
+        let starts_with_keyframe = open.fragment.first().is_some_and(|s| s.keyframe);
+        if cut_before(au.keyframe, starts_with_keyframe, open.fragment.is_empty(), age, fragment_ticks, open.reorders) {
             self.flush(db, Some(pts)).await;
         }
         if let Some(open) = self.open.as_mut() {
@@ -662,4 +681,49 @@ fn codec_of(path: &Path) -> &'static str {
         let _ = f.take(4096).read_to_end(&mut head);
     }
     if head.windows(4).any(|w| w == b"hvc1") { "h265" } else { "h264" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cut_before;
+
+    /// 25 fps (3600 ticks a frame), 200 ms fragments, a keyframe every 50 frames; `lost`
+    /// frames missing. Returns the frame numbers that start a fragment.
+    fn cuts(frames: u32, lost: &[u32], gop: u32) -> Vec<u32> {
+        let (mut starts, mut first, mut first_key) = (Vec::new(), None::<u32>, false);
+        for n in (0..frames).filter(|n| !lost.contains(n)) {
+            let key = n % gop == 0;
+            let age = first.map_or(0, |f| i64::from(n - f) * 3600);
+            if first.is_none() || cut_before(key, first_key, false, age, 18_000, false) {
+                starts.push(n);
+                first = Some(n);
+                first_key = key;
+            }
+        }
+        starts
+    }
+
+    #[test]
+    fn every_keyframe_starts_a_fragment_even_after_a_lost_frame() {
+        // Frames 10-15 lost (a burst a slow subscriber skips): the 400 ms cuts move from
+        // 0, 10, 20 ... to 16, 26, 36, 46, and frame 50, a keyframe 4 frames into a fragment,
+        // must still start one (cut only 200 ms or more into a fragment, it never would
+        // again: 96, 146 ... all miss their keyframe by 4 frames).
+        for lost in [&[][..], &[7], &[10, 11, 12, 13, 14, 15], &[3, 44], &[46, 47, 48, 49]] {
+            let starts = cuts(200, lost, 50);
+            for k in [0, 50, 100, 150] {
+                assert!(starts.contains(&k), "lost {lost:?}: keyframe {k} inside a fragment: {starts:?}");
+            }
+            // No fragment longer than 400 ms.
+            assert!(starts.windows(2).all(|w| w[1] - w[0] <= 10 + lost.len() as u32), "{starts:?}");
+        }
+    }
+
+    #[test]
+    fn all_intra_video_is_cut_by_duration_not_at_every_frame() {
+        let starts = cuts(50, &[], 1);
+        assert_eq!(starts, (0..50).step_by(5).collect::<Vec<_>>());
+        assert!(!cut_before(true, true, true, 10_000_000, 18_000, false), "an empty fragment is never cut");
+        assert!(!cut_before(false, true, false, 50_000, 18_000, true), "with B-frames only a keyframe cuts");
+    }
 }
