@@ -8,6 +8,7 @@ import { h, setText } from './dom.js';
 const FILTERS = [
   ['blur', 'Blur (Gaussian)'],
   ['detect', 'Detect objects (boxes, labels)'],
+  ['track', 'Track objects (boxes with track ids)'],
   ['blur_faces', 'Blur faces'],
   ['faces', 'Outline faces'],
   ['grayscale', 'Grayscale'],
@@ -95,7 +96,9 @@ function render(job) {
   row.bar.value = job.progress;
   const eta = job.state === 'running' && job.eta_s != null ? `, ${job.eta_s.toFixed(0)} s left` : '';
   const error = job.error ? ` — ${job.error}` : '';
-  setText(row.stats, `${job.frames_done}/${job.frames_total} frames (${pct(job.progress)}), ${job.fps.toFixed(1)} fps${eta}; `
+  // A `track` job first runs the model over the whole video (frames_detected), then draws.
+  const pass = job.frames_done === 0 && job.frames_detected > 0 ? `detection pass ${job.frames_detected}/${job.frames_total}, ` : '';
+  setText(row.stats, `${pass}${job.frames_done}/${job.frames_total} frames (${pct(job.progress)}), ${job.fps.toFixed(1)} fps${eta}; `
     + `${job.input.width}×${job.input.height} ${job.input.codec}, ${job.retried_chunks} chunks retried, ${job.workers} workers${error}`);
   // The preview while running (every few seconds) and once done.
   const now = Date.now();

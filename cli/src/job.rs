@@ -169,9 +169,13 @@ fn submit(
     bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} frames  {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()));
     let status = loop {
         let (_, s) = client.json(client.request(reqwest::Method::GET, &format!("/api/jobs/{id}")))?;
-        bar.set_position(s["frames_done"].as_u64().unwrap_or(0));
+        // `progress` counts a `track` job's detection pass as its first half.
+        let total = s["frames_total"].as_u64().unwrap_or(0);
+        bar.set_position((s["progress"].as_f64().unwrap_or(0.0) * total as f64).round() as u64);
+        let detecting = s["frames_done"].as_u64() == Some(0) && s["frames_detected"].as_u64().is_some_and(|d| d > 0);
         bar.set_message(format!(
-            "{:.1} fps, ETA {}",
+            "{}{:.1} fps, ETA {}",
+            if detecting { "detection pass for tracking, " } else { "" },
             s["fps"].as_f64().unwrap_or(0.0),
             s["eta_s"].as_f64().map_or_else(|| "-".to_owned(), |e| format!("{e:.0} s"))
         ));

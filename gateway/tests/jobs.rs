@@ -2,7 +2,8 @@
 //! audio, drawn by the test camera's renderer with its pixel clock (frame number in every
 //! picture), goes through `blur` and `detect` on local `infer-worker job` processes; ffprobe
 //! reads the result's frame count, size, rate and duration, and the pixel clock read back from
-//! every output picture proves order (no frame missing or duplicated). With Redis, two workers
+//! every output picture proves order (no frame missing or duplicated); `track` keeps one id
+//! per object across chunks. With Redis, two workers
 //! of a consumer group share a job and one is `kill -9`ed mid-job. Bad input is a clear 4xx
 //! that leaves nothing on disk. The `sightline job` client over IPv4 and IPv6, and the jobs
 //! page in Chromium.
@@ -82,6 +83,19 @@ fn probe(path: &Path) -> (u64, u64, u64, String, f64, String) {
     )
 }
 
+/// ffprobe's view of a file's audio: (codec, start s, duration s); empty codec: none.
+fn probe_audio(path: &Path) -> (String, f64, f64) {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "a:0", "-print_format", "json", "-show_entries", "stream=codec_name,start_time,duration"])
+        .arg(path)
+        .output()
+        .expect("ffprobe");
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let s = &j["streams"][0];
+    let number = |k: &str| s[k].as_str().and_then(|d| d.parse().ok()).unwrap_or(-1.0);
+    (s["codec_name"].as_str().unwrap_or("").to_owned(), number("start_time"), number("duration"))
+}
+
 /// Every picture of a video as 8-bit luma (`W`×`H`), in presentation order.
 fn lumas(path: &Path) -> Vec<Vec<u8>> {
     let out = Command::new("ffmpeg")
@@ -152,6 +166,34 @@ fn assert_same_frames(result: &Path, frames: u64, what: &str) -> Vec<Vec<u8>> {
     pictures
 }
 
+/// Of 25 sampled pictures, those where the output differs strongly from the input on the
+/// outlines of boxes around the test camera's shapes (within 24 px of a shape's edge, labels
+/// above it) and hardly anywhere else.
+fn boxes_around_shapes(original: &[Vec<u8>], processed: &[Vec<u8>]) -> usize {
+    let mut with_boxes = 0;
+    for n in (0..250).step_by(10) {
+        let (a, b) = (&original[n], &processed[n]);
+        let shapes = shapes_at(n as u64, W, H);
+        let changed: Vec<(usize, usize)> = (0..W * H).filter(|&i| a[i].abs_diff(b[i]) > 80).map(|i| (i % W, i / W)).collect();
+        let near = changed
+            .iter()
+            .filter(|(x, y)| {
+                shapes.iter().any(|s| {
+                    let (x, y) = (*x as i64, *y as i64);
+                    // A label is up to ~130 px wide, above the box.
+                    x >= s.x - 24 && x <= s.x + s.w.max(130) + 24 && y >= s.y - 40 && y <= s.y + s.h + 24
+                })
+            })
+            .count();
+        if changed.len() >= 200 && near * 10 >= changed.len() * 9 {
+            with_boxes += 1;
+        } else {
+            eprintln!("picture {n}: {} pixels changed, {near} of them around the shapes", changed.len());
+        }
+    }
+    with_boxes
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_workers_blur_and_detect_keep_every_frame_in_order() {
     let gw = Gateway::start_with(&job_config("workers = 2"), false);
@@ -185,6 +227,10 @@ async fn local_workers_blur_and_detect_keep_every_frame_in_order() {
     let result = dir.path().join("blur.mp4");
     download(&gw, &format!("/api/jobs/{id}/result.mp4"), &result).await;
     let blurred = assert_same_frames(&result, 250, "blur");
+    // The input's AAC tone, copied beside the video from its start to its end.
+    let (codec, start, duration) = probe_audio(&result);
+    assert_eq!(codec, "aac", "the result's audio");
+    assert!(start.abs() < 0.05 && (duration - 10.0).abs() < 0.1, "audio from {start} s for {duration} s");
     // Blurred: the picture's fine detail (the frame counter's digits) is softer than the input's.
     let original = lumas(&input);
     let detail = |y: &[u8]| y.windows(2).take(W * 40).map(|p| u64::from(p[0].abs_diff(p[1]))).sum::<u64>();
@@ -192,6 +238,7 @@ async fn local_workers_blur_and_detect_keep_every_frame_in_order() {
 
     let (_, metrics) = get_json(&gw.url(&format!("/api/jobs/{id}/metrics.json"))).await;
     let m = &metrics["metrics"];
+    assert_eq!(metrics["audio"], serde_json::json!({"copied": true, "codec": "aac"}), "{metrics}");
     assert_eq!((m["frames"].as_u64(), m["chunks"].as_u64()), (Some(250), Some(5)), "GOPs of 50 pictures, chunks of >= 25: {m}");
     assert_eq!(m["per_frame"].as_array().map(Vec::len), Some(250));
     assert!(m["effective_fps"].as_f64().unwrap() > 0.0 && m["workers"].as_object().is_some_and(|w| !w.is_empty()), "{m}");
@@ -209,30 +256,25 @@ async fn local_workers_blur_and_detect_keep_every_frame_in_order() {
     let result = dir.path().join("detect.mp4");
     download(&gw, &format!("/api/jobs/{id}/result.mp4"), &result).await;
     let detected = assert_same_frames(&result, 250, "detect");
-    // Where the output differs strongly from the input: on the outlines of boxes around the
-    // shapes (within 24 px of a shape's edge, labels above it), in most pictures.
-    let mut with_boxes = 0;
-    for n in (0..250).step_by(10) {
-        let (a, b) = (&original[n], &detected[n]);
-        let shapes = shapes_at(n as u64, W, H);
-        let changed: Vec<(usize, usize)> = (0..W * H).filter(|&i| a[i].abs_diff(b[i]) > 80).map(|i| (i % W, i / W)).collect();
-        let near = changed
-            .iter()
-            .filter(|(x, y)| {
-                shapes.iter().any(|s| {
-                    let (x, y) = (*x as i64, *y as i64);
-                    // A label is up to ~130 px wide, above the box.
-                    x >= s.x - 24 && x <= s.x + s.w.max(130) + 24 && y >= s.y - 40 && y <= s.y + s.h + 24
-                })
-            })
-            .count();
-        if changed.len() >= 200 && near * 10 >= changed.len() * 9 {
-            with_boxes += 1;
-        } else {
-            eprintln!("picture {n}: {} pixels changed, {near} of them around the shapes", changed.len());
-        }
-    }
+    let with_boxes = boxes_around_shapes(&original, &detected);
     assert!(with_boxes >= 20, "boxes drawn around the shapes in {with_boxes} of 25 sampled pictures");
+
+    // Track: the same boxes with track ids, one id per shape through the whole video although
+    // five chunks were detected in parallel (ids that restarted per chunk would be 15).
+    let (code, job) = submit(&gw, &input, r#"["track", "detect"]"#).await;
+    assert_eq!(code, 201, "{job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    let status = wait_done(&gw, &id, Duration::from_secs(240)).await;
+    assert_eq!(status["state"], "done", "{status}\n{}", gw.log_text());
+    assert_eq!((status["frames_detected"].as_u64(), status["frames_done"].as_u64()), (Some(250), Some(250)), "{status}");
+    let result = dir.path().join("track.mp4");
+    download(&gw, &format!("/api/jobs/{id}/result.mp4"), &result).await;
+    let tracked = assert_same_frames(&result, 250, "track");
+    let with_boxes = boxes_around_shapes(&original, &tracked);
+    assert!(with_boxes >= 20, "tracked boxes around the shapes in {with_boxes} of 25 sampled pictures");
+    let (_, metrics) = get_json(&gw.url(&format!("/api/jobs/{id}/metrics.json"))).await;
+    let ids = metrics["tracking"]["tracks"].as_u64().unwrap_or(0);
+    assert!((3..=4).contains(&ids), "3 shapes, {ids} track ids: {}", metrics["tracking"]);
 
     // The jobs page: upload, follow, preview, download, and the result plays in Chromium.
     let short = dir.path().join("short.mp4");

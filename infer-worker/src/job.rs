@@ -13,7 +13,7 @@ use ffmpeg::format::Pixel;
 use ffmpeg::software::scaling::{Context as Scaler, Flags};
 use ffmpeg_next as ffmpeg;
 use image::{GrayImage, Luma};
-use wire::job::{ChunkResult, Codec, FrameTiming, ResultHeader, Stage, Task, Unit, unit_slices};
+use wire::job::{ChunkResult, Codec, FrameBoxes, FrameTiming, JobBox, ResultHeader, Stage, Task, Unit, unit_slices};
 
 use crate::runtime::Detector;
 
@@ -92,6 +92,7 @@ impl Processor {
             encode_ms: 0.0,
             total_ms: 0.0,
             preview_len: 0,
+            detections: Vec::new(),
         };
         let mut payload = Vec::new();
         let mut spent = Spent::default();
@@ -113,7 +114,7 @@ impl Processor {
 
     fn run(&mut self, task: &Task, header: &mut ResultHeader, payload: &mut Vec<u8>, spent: &mut Spent) -> anyhow::Result<()> {
         let h = &task.header;
-        if h.pipeline.contains(&Stage::Detect) && self.detector.is_none() {
+        if (h.pipeline.contains(&Stage::Detect) || h.detect_only) && self.detector.is_none() {
             anyhow::bail!("the pipeline has `detect` but this worker has no model (start it with --model)");
         }
         crate::ffmpeg_ready()?;
@@ -127,8 +128,12 @@ impl Processor {
                 pictures.len()
             );
         }
+        if h.detect_only {
+            return self.detect_all(&pictures, header, spent);
+        }
         let frame_rate = frame_rate(&h.units);
         let motion = h.pipeline.contains(&Stage::Motion);
+        let tracks: std::collections::HashMap<i64, &[JobBox]> = h.tracks.iter().map(|f| (f.pts, f.boxes.as_slice())).collect();
         let mut encoder: Option<Encoder> = None;
         let mut previous: Option<GrayImage> = None;
         let mut units = Vec::new();
@@ -141,8 +146,9 @@ impl Processor {
             let reference =
                 if motion { previous.take().or_else(|| pictures.get(i + 1).and_then(|f| planes.read(f).ok()).map(|p| p.y)) } else { None };
             let luma = motion.then(|| picture.y.clone());
+            let boxes = tracks.get(&frame.pts().unwrap_or_default()).copied().unwrap_or_default();
             for stage in &h.pipeline {
-                self.filter(stage, &mut picture, reference.as_ref())?;
+                self.filter(stage, &mut picture, reference.as_ref(), boxes)?;
             }
             previous = luma;
             let filter_ms = ms(t);
@@ -180,8 +186,25 @@ impl Processor {
         Ok(())
     }
 
-    /// One stage on the picture's planes (4:2:0, limited range): no conversion to RGB and back.
-    fn filter(&mut self, stage: &Stage, p: &mut Planes, reference: Option<&GrayImage>) -> anyhow::Result<()> {
+    /// A `detect_only` task: the model's boxes on every picture, nothing encoded.
+    fn detect_all(&mut self, pictures: &[ffmpeg::frame::Video], header: &mut ResultHeader, spent: &mut Spent) -> anyhow::Result<()> {
+        let mut planes = PlaneReader::default();
+        for frame in pictures {
+            let t = Instant::now();
+            let picture = planes.read(frame)?;
+            let boxes = self.boxes(&picture)?;
+            let pts = frame.pts().unwrap_or_default();
+            let took = ms(t);
+            spent.filter += took;
+            header.frames.push(FrameTiming { pts, ms: took });
+            header.detections.push(FrameBoxes { pts, boxes });
+        }
+        Ok(())
+    }
+
+    /// One stage on the picture's planes (4:2:0, limited range): no conversion to RGB and
+    /// back. `tracks`: the picture's tracked boxes (a `track` stage draws them).
+    fn filter(&mut self, stage: &Stage, p: &mut Planes, reference: Option<&GrayImage>, tracks: &[JobBox]) -> anyhow::Result<()> {
         match stage {
             Stage::Blur { sigma } => {
                 p.y = gaussian(&p.y, *sigma)?;
@@ -196,7 +219,18 @@ impl Processor {
                 p.neutral_chroma();
             }
             Stage::Motion => motion(p, reference),
-            Stage::Detect => self.detect(p)?,
+            Stage::Detect => {
+                for b in self.boxes(p)? {
+                    let label = format!("{} {:.0}%", b.label, b.bbox.score * 100.0);
+                    self.draw_box(p, &b, palette(b.bbox.class_id as usize), &label);
+                }
+            }
+            Stage::Track => {
+                for b in tracks {
+                    let id = b.track_id.unwrap_or_default();
+                    self.draw_box(p, b, palette(id as usize), &format!("{} #{id}", b.label));
+                }
+            }
             Stage::BlurFaces { sigma } => {
                 for (x, y, w, h) in self.find_faces(p)? {
                     // The whole head: the detector's box is the face's inner part.
@@ -263,8 +297,11 @@ impl Processor {
         self.find_faces_in(&p.y)
     }
 
-    fn detect(&mut self, p: &mut Planes) -> anyhow::Result<()> {
-        let Some(detector) = self.detector.as_mut() else { anyhow::bail!("no model") };
+    /// The model's boxes on the picture.
+    fn boxes(&mut self, p: &Planes) -> anyhow::Result<Vec<JobBox>> {
+        let Some(detector) = self.detector.as_mut() else {
+            anyhow::bail!("the pipeline needs the model (`detect`, `track`) but this worker has none (start it with --model)")
+        };
         let (w, h) = p.y.dimensions();
         let picture = crate::image::I420 {
             width: w,
@@ -275,34 +312,34 @@ impl Processor {
             strides: (w, p.u.width()),
             full_range: false,
         };
-        let boxes = detector.detect_i420(&picture)?;
-        for d in &boxes {
-            let (cy, cu, cv) = yuv(palette(d.class_id));
-            let (x, y) = (d.x.max(0.0) as i32, d.y.max(0.0) as i32);
-            outline(p, (x, y, d.w.max(2.0) as u32, d.h.max(2.0) as u32), (cy, cu, cv));
-            if let Some(font) = &self.font {
-                let name = detector.names.get(d.class_id).cloned().unwrap_or_else(|| d.class_id.to_string());
-                let label = format!("{name} {:.0}%", d.score * 100.0);
-                let scale = ab_glyph::PxScale::from(16.0);
-                let (tw, th) = imageproc::drawing::text_size(scale, font, &label);
-                let ty = (y - th as i32 - 4).max(0) & !1;
-                let (lw, lh) = ((tw + 6 + 1) & !1, (th + 4 + 1) & !1);
-                let x = x & !1;
-                imageproc::drawing::draw_filled_rect_mut(&mut p.y, imageproc::rect::Rect::at(x, ty).of_size(lw, lh), Luma([cy]));
-                imageproc::drawing::draw_filled_rect_mut(
-                    &mut p.u,
-                    imageproc::rect::Rect::at(x / 2, ty / 2).of_size(lw / 2, lh / 2),
-                    Luma([cu]),
-                );
-                imageproc::drawing::draw_filled_rect_mut(
-                    &mut p.v,
-                    imageproc::rect::Rect::at(x / 2, ty / 2).of_size(lw / 2, lh / 2),
-                    Luma([cv]),
-                );
-                imageproc::drawing::draw_text_mut(&mut p.y, Luma([16]), x + 3, ty + 2, scale, font, &label);
-            }
-        }
-        Ok(())
+        let found = detector.detect_i420(&picture)?;
+        Ok(found
+            .iter()
+            .map(|d| JobBox {
+                bbox: wire::WireBox { x: d.x, y: d.y, w: d.w, h: d.h, class_id: d.class_id as u32, score: d.score },
+                label: detector.names.get(d.class_id).cloned().unwrap_or_else(|| d.class_id.to_string()),
+                track_id: None,
+            })
+            .collect())
+    }
+
+    /// A box outlined in `rgb` with `label` on a filled tab above it (DejaVu Sans, 16 px;
+    /// no label without the font).
+    fn draw_box(&self, p: &mut Planes, b: &JobBox, rgb: [u8; 3], label: &str) {
+        let (cy, cu, cv) = yuv(rgb);
+        let b = &b.bbox;
+        let (x, y) = (b.x.max(0.0) as i32, b.y.max(0.0) as i32);
+        outline(p, (x, y, b.w.max(2.0) as u32, b.h.max(2.0) as u32), (cy, cu, cv));
+        let Some(font) = &self.font else { return };
+        let scale = ab_glyph::PxScale::from(16.0);
+        let (tw, th) = imageproc::drawing::text_size(scale, font, label);
+        let ty = (y - th as i32 - 4).max(0) & !1;
+        let (lw, lh) = ((tw + 6 + 1) & !1, (th + 4 + 1) & !1);
+        let x = x & !1;
+        imageproc::drawing::draw_filled_rect_mut(&mut p.y, imageproc::rect::Rect::at(x, ty).of_size(lw, lh), Luma([cy]));
+        imageproc::drawing::draw_filled_rect_mut(&mut p.u, imageproc::rect::Rect::at(x / 2, ty / 2).of_size(lw / 2, lh / 2), Luma([cu]));
+        imageproc::drawing::draw_filled_rect_mut(&mut p.v, imageproc::rect::Rect::at(x / 2, ty / 2).of_size(lw / 2, lh / 2), Luma([cv]));
+        imageproc::drawing::draw_text_mut(&mut p.y, Luma([16]), x + 3, ty + 2, scale, font, label);
     }
 }
 
@@ -676,7 +713,7 @@ mod tests {
         let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
         let mut p =
             Planes { y: luma.clone(), u: GrayImage::from_pixel(cw, ch, Luma([128])), v: GrayImage::from_pixel(cw, ch, Luma([128])) };
-        processor.filter(&Stage::BlurFaces { sigma: 12.0 }, &mut p, None).unwrap();
+        processor.filter(&Stage::BlurFaces { sigma: 12.0 }, &mut p, None, &[]).unwrap();
         let detail = |img: &GrayImage, (x, y, w, h): (u32, u32, u32, u32)| -> u64 {
             (y..y + h)
                 .flat_map(|yy| (x..x + w - 1).map(move |xx| (xx, yy)))

@@ -62,6 +62,7 @@ fn error_result(processor: &Processor, why: &str) -> ChunkResult {
             encode_ms: 0.0,
             total_ms: 0.0,
             preview_len: 0,
+            detections: Vec::new(),
         },
         payload: Vec::new(),
     }

@@ -78,6 +78,11 @@ pub enum Stage {
     },
     /// Faces found outlined.
     Faces,
+    /// The YOLO model's objects followed through the whole video (ByteTrack-style tracker,
+    /// in the gateway): each box drawn with its label and track id, ids kept across chunks.
+    /// Takes a first pass over the video (decode + model only) before the drawing pass; a
+    /// `detect` beside it in the pipeline is the same boxes and is drawn once.
+    Track,
 }
 
 impl Stage {
@@ -91,12 +96,13 @@ impl Stage {
             Stage::Detect => "detect",
             Stage::BlurFaces { .. } => "blur_faces",
             Stage::Faces => "faces",
+            Stage::Track => "track",
         }
     }
 }
 
 /// The filters a pipeline may name.
-pub const FILTERS: [&str; 7] = ["blur", "grayscale", "edges", "motion", "detect", "blur_faces", "faces"];
+pub const FILTERS: [&str; 8] = ["blur", "grayscale", "edges", "motion", "detect", "track", "blur_faces", "faces"];
 
 /// Reads a pipeline: a JSON array of stage names (`["detect", "blur"]`) or objects with a
 /// `name` and parameters (`[{"name": "blur", "sigma": 8}]`); a string of comma-separated
@@ -160,6 +166,7 @@ fn stage(item: &serde_json::Value) -> Result<Stage, String> {
         }
         "motion" => Stage::Motion,
         "detect" => Stage::Detect,
+        "track" => Stage::Track,
         "blur_faces" => Stage::BlurFaces { sigma: number("sigma", 12.0, 0.5..=50.0)? },
         "faces" => Stage::Faces,
         other => return Err(format!("unknown filter {other:?}; filters: {}", FILTERS.join(", "))),
@@ -206,6 +213,37 @@ pub struct TaskHeader {
     pub units: Vec<Unit>,
     /// When the gateway queued it, ms since the Unix epoch (queue wait in the metrics).
     pub queued_ms: u64,
+    /// Run the model on every picture and answer its boxes ([`ResultHeader::detections`]),
+    /// nothing encoded: the first pass of a `track` pipeline.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub detect_only: bool,
+    /// The boxes a `track` stage draws, per picture (presentation order), with their
+    /// track ids: the gateway's tracker over the first pass.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tracks: Vec<FrameBoxes>,
+}
+
+/// An object's box on one picture, in its pixels: the model's [`crate::WireBox`] (its fields
+/// flat in the JSON) with its class name and, from a `track` pass, its track id.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobBox {
+    /// Where, which class, how confident.
+    #[serde(flatten)]
+    pub bbox: crate::WireBox,
+    /// The class's name.
+    pub label: String,
+    /// Its track id (a `track` pass), `None` from the model alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub track_id: Option<u64>,
+}
+
+/// The boxes of one picture.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FrameBoxes {
+    /// The picture's presentation time, 90 kHz ticks.
+    pub pts: i64,
+    /// Its boxes.
+    pub boxes: Vec<JobBox>,
 }
 
 /// A task: its header and the access units' bytes, concatenated.
@@ -261,6 +299,9 @@ pub struct ResultHeader {
     pub total_ms: f32,
     /// Bytes of the preview JPEG after the units (0: none).
     pub preview_len: u32,
+    /// A `detect_only` task's answer: each picture's boxes, presentation order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub detections: Vec<FrameBoxes>,
 }
 
 /// A result: header, the encoded units, then the preview JPEG.
@@ -415,10 +456,19 @@ mod tests {
             pipeline: vec![Stage::Motion],
             units: vec![Unit { pts: 0, key: true, len: 3 }, Unit { pts: 3600, key: false, len: 2 }],
             queued_ms: 1,
+            detect_only: false,
+            tracks: Vec::new(),
         };
         let task = Task { header, payload: vec![1, 2, 3, 4, 5] };
         let bytes = task.encode();
         assert_eq!(Task::decode(&bytes).unwrap(), task);
+        // A drawing pass's tracked boxes travel with the task.
+        let mut tracked = task.clone();
+        tracked.header.pipeline = vec![Stage::Track];
+        let bbox = crate::WireBox { x: 1.5, y: 2.0, w: 30.0, h: 40.0, class_id: 2, score: 0.75 };
+        let b = JobBox { bbox, label: "bar".into(), track_id: Some(7) };
+        tracked.header.tracks = vec![FrameBoxes { pts: 3600, boxes: vec![b] }];
+        assert_eq!(Task::decode(&tracked.encode()).unwrap(), tracked);
         let slices: Vec<&[u8]> = unit_slices(&task.header.units, &task.payload).map(|(_, s)| s).collect();
         assert_eq!(slices, vec![&[1, 2, 3][..], &[4, 5][..]]);
         assert_eq!(Task::decode(&bytes[..bytes.len() - 1]), Err(JobWireError::Payload { got: 4, want: 5 }));

@@ -28,7 +28,8 @@ pub(crate) struct InputInfo {
     pub(crate) fps: f64,
     /// Duration, s.
     pub(crate) duration_s: f64,
-    /// Whether the file has an audio stream (not copied to the output yet).
+    /// Whether the file has an audio stream (copied to the result as encoded when MP4 can
+    /// carry its codec; `metrics.json` says whether it was).
     pub(crate) audio: bool,
 }
 

@@ -11,6 +11,7 @@
 pub(crate) mod dispatch;
 pub(crate) mod input;
 pub(crate) mod output;
+pub(crate) mod tracking;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -22,11 +23,12 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
-use wire::job::{ChunkResult, Stage, Task, TaskHeader};
+use wire::job::{ChunkResult, FrameBoxes, Stage, Task, TaskHeader};
 
 use self::dispatch::Dispatch;
 use self::input::{Chunk, InputInfo};
 use self::output::{Metrics, Mp4Writer};
+use self::tracking::ChunkTracker;
 use crate::config::{Config, JobsConfig};
 use crate::core::Error;
 use crate::core::clock::now_ms;
@@ -73,9 +75,13 @@ pub(crate) struct JobStatus {
     pub(crate) input: InputInfo,
     /// Pictures processed.
     pub(crate) frames_done: u64,
+    /// A `track` job's first pass: pictures the model has seen (the tracker follows its
+    /// boxes through the whole video before the drawing pass starts).
+    #[serde(default)]
+    pub(crate) frames_detected: u64,
     /// Pictures in the input.
     pub(crate) frames_total: u64,
-    /// `frames_done / frames_total`, 0..=1.
+    /// `frames_done / frames_total`, 0..=1 (a `track` job: each pass counts half).
     pub(crate) progress: f64,
     /// Pictures processed per second so far.
     pub(crate) fps: f64,
@@ -112,6 +118,8 @@ pub(crate) struct Jobs {
     config: JobsConfig,
     dispatch: Arc<dyn Dispatch>,
     jobs: Mutex<HashMap<String, Arc<Entry>>>,
+    /// `[detect]`'s tracker thresholds (`track` stages).
+    tracker: track::TrackerConfig,
 }
 
 /// A job's directory name: 16 lowercase hex digits.
@@ -126,7 +134,13 @@ impl Jobs {
         let dir = config.jobs.dir.clone().unwrap_or_else(|| config.data_dir.join("jobs"));
         std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
         let dispatch = dispatch::from_config(config).await?;
-        let jobs = Arc::new(Jobs { dir, config: config.jobs.clone(), dispatch, jobs: Mutex::new(HashMap::new()) });
+        let jobs = Arc::new(Jobs {
+            dir,
+            config: config.jobs.clone(),
+            dispatch,
+            jobs: Mutex::new(HashMap::new()),
+            tracker: config.detect.tracker(),
+        });
         jobs.load();
         let weak = Arc::downgrade(&jobs);
         tokio::spawn(async move {
@@ -254,6 +268,7 @@ impl Jobs {
             frames_total: info.frames,
             input: info,
             frames_done: 0,
+            frames_detected: 0,
             progress: 0.0,
             fps: 0.0,
             eta_s: None,
@@ -379,6 +394,12 @@ enum Outcome {
     Cancelled,
 }
 
+/// What the workers do with each chunk in one pass over the input.
+struct Pass {
+    pipeline: Vec<Stage>,
+    detect_only: bool,
+}
+
 /// One job's run.
 struct Run {
     jobs: Arc<Jobs>,
@@ -392,34 +413,28 @@ impl Run {
         self.entry.status.send_modify(f);
     }
 
-    async fn run(&self) -> Result<Outcome, String> {
-        let started = Instant::now();
+    /// Sends every chunk of the input to the workers (at most `jobs.max_in_flight` out at
+    /// once) as `pass` says, and hands each result to `on_result` with the times its chunk
+    /// was handed over, queued (ms) and back (ms). Returns the number of chunks, `None` when
+    /// the job was cancelled.
+    async fn pass(
+        &self,
+        pass: Pass,
+        mut tracks_of: impl FnMut(u32) -> Vec<FrameBoxes>,
+        mut on_result: impl FnMut(ChunkResult, u32, u64, u64) -> Result<(), String>,
+    ) -> Result<Option<u32>, String> {
         let config = &self.jobs.config;
-        self.update(|s| {
-            s.state = JobState::Running;
-            s.started_ms = Some(now_ms());
-        });
         let status = self.entry.status.borrow().clone();
-        let _ = write_status(&self.dir, &status);
-        let (id, pipeline, info) = (status.id.clone(), status.pipeline.clone(), status.input.clone());
-        let step = (90_000.0 / info.fps.max(0.001)).round() as i64;
-        let chunk_estimate = (info.frames as usize).div_ceil(config.chunk_frames).max(1);
-        let preview_every = chunk_estimate.div_ceil(PREVIEWS).max(1) as u32;
-
+        let (id, info) = (status.id.clone(), status.input.clone());
+        let codec = input::wire_codec(&info);
         let (tx, mut rx) = mpsc::channel::<Chunk>(2);
         let path = self.input.clone();
         let min_frames = config.chunk_frames;
         let splitter = tokio::task::spawn_blocking(move || input::split(&path, min_frames, |c| tx.blocking_send(c).is_ok()));
-        let part = self.dir.join("result.mp4.part");
-        let mut writer = Mp4Writer::create(&part, step).map_err(|e| format!("cannot create {}: {e}", part.display()))?;
-        let mut metrics = Metrics::default();
-        // Per chunk in flight: when it was queued, times handed over, when it came back.
-        let mut chunk_times: HashMap<u32, (u64, u32, u64)> = HashMap::new();
+        let mut queued: HashMap<u32, u64> = HashMap::new();
         let mut in_flight: JoinSet<(u32, Dispatched)> = JoinSet::new();
         let mut split_done = false;
         let mut cancel = self.entry.cancel.subscribe();
-        let mut last_save = Instant::now();
-        let codec = input::wire_codec(&info);
         loop {
             if split_done && in_flight.is_empty() {
                 break;
@@ -429,7 +444,7 @@ impl Run {
                 _ = cancel.wait_for(|c| *c) => {
                     in_flight.abort_all();
                     splitter.abort();
-                    return Ok(Outcome::Cancelled);
+                    return Ok(None);
                 }
                 chunk = rx.recv(), if !split_done && in_flight.len() < config.max_in_flight => {
                     let Some(chunk) = chunk else {
@@ -437,16 +452,18 @@ impl Run {
                         continue;
                     };
                     let queued_ms = now_ms();
-                    chunk_times.insert(chunk.index, (queued_ms, 0, queued_ms));
+                    queued.insert(chunk.index, queued_ms);
                     let header = TaskHeader {
                         job: id.clone(),
                         chunk: chunk.index,
                         codec,
                         width: info.width,
                         height: info.height,
-                        pipeline: pipeline.clone(),
+                        pipeline: pass.pipeline.clone(),
                         units: chunk.units,
                         queued_ms,
+                        detect_only: pass.detect_only,
+                        tracks: tracks_of(chunk.index),
                     };
                     let bytes = Task { header, payload: chunk.payload }.encode();
                     let (dispatch, job, index) = (self.jobs.dispatch.clone(), id.clone(), chunk.index);
@@ -462,38 +479,127 @@ impl Run {
                     if result.header.chunk != index {
                         return Err(format!("asked for chunk {index}, a worker answered chunk {}", result.header.chunk));
                     }
-                    let back_ms = now_ms();
-                    let done_frames = result.header.frames.len() as u64;
+                    let queued_ms = queued.remove(&index).unwrap_or_else(now_ms);
+                    on_result(result, retries, queued_ms, now_ms())?;
+                }
+            }
+        }
+        let chunks = splitter.await.map_err(|e| format!("splitting failed: {e}"))??;
+        Ok(Some(chunks))
+    }
+
+    /// Progress after `detected` pictures of a `track` job's first pass (0 otherwise) and
+    /// `done` of the drawing pass, `elapsed` s into the job: each pass is half of a `track`
+    /// job.
+    fn progress(&self, detected: u64, done: u64, tracking: bool, elapsed: f64) {
+        self.update(|s| {
+            s.frames_detected = detected;
+            s.frames_done = done;
+            let work = if tracking { (detected + done) as f64 / 2.0 } else { done as f64 };
+            s.progress = (work / s.frames_total.max(1) as f64).min(1.0);
+            s.fps = work / elapsed.max(0.001);
+            s.eta_s = (s.fps > 0.0).then(|| (s.frames_total as f64 - work).max(0.0) / s.fps);
+        });
+    }
+
+    async fn run(&self) -> Result<Outcome, String> {
+        let started = Instant::now();
+        let config = &self.jobs.config;
+        self.update(|s| {
+            s.state = JobState::Running;
+            s.started_ms = Some(now_ms());
+        });
+        let status = self.entry.status.borrow().clone();
+        let _ = write_status(&self.dir, &status);
+        let (id, pipeline, info) = (status.id.clone(), status.pipeline.clone(), status.input.clone());
+        let step = (90_000.0 / info.fps.max(0.001)).round() as i64;
+        let chunk_estimate = (info.frames as usize).div_ceil(config.chunk_frames).max(1);
+        let preview_every = chunk_estimate.div_ceil(PREVIEWS).max(1) as u32;
+        let mut last_save = Instant::now();
+        let mut save = |run: &Run| {
+            if last_save.elapsed() > Duration::from_secs(1) {
+                last_save = Instant::now();
+                let _ = write_status(&run.dir, &run.entry.status.borrow());
+            }
+        };
+
+        // `track`: a first pass runs the model on every picture; one tracker follows the
+        // boxes through the whole video; the drawing pass gets each chunk's tracked boxes.
+        let tracking = pipeline.contains(&Stage::Track);
+        let mut tracks = HashMap::new();
+        let mut tracking_metrics = None;
+        if tracking {
+            let mut tracker = ChunkTracker::new(self.jobs.tracker.clone());
+            let (mut detected, mut worker_s) = (0u64, 0.0f64);
+            let first = Pass { pipeline: vec![Stage::Detect], detect_only: true };
+            let chunks = self
+                .pass(
+                    first,
+                    |_| Vec::new(),
+                    |result, _, _, _| {
+                        let h = &result.header;
+                        if h.detections.len() != h.frames.len() {
+                            return Err(format!("chunk {}: {} pictures, boxes for {}", h.chunk, h.frames.len(), h.detections.len()));
+                        }
+                        detected += h.frames.len() as u64;
+                        worker_s += f64::from(h.total_ms) / 1000.0;
+                        tracker.push(h.chunk, result.header.detections);
+                        self.progress(detected, 0, true, started.elapsed().as_secs_f64());
+                        save(self);
+                        Ok(())
+                    },
+                )
+                .await?;
+            let Some(chunks) = chunks else { return Ok(Outcome::Cancelled) };
+            if detected != info.frames {
+                return Err(format!("the detection pass saw {detected} pictures, the input has {}", info.frames));
+            }
+            let (tracked, ids) = tracker.finish(chunks)?;
+            tracks = tracked;
+            tracking_metrics = Some(serde_json::json!({
+                "detection_pass_s": started.elapsed().as_secs_f64(),
+                "detection_worker_s": worker_s,
+                "tracks": ids,
+            }));
+        }
+
+        let part = self.dir.join("result.mp4.part");
+        let mut writer = Mp4Writer::create(&part, step).map_err(|e| format!("cannot create {}: {e}", part.display()))?;
+        let mut metrics = Metrics::default();
+        let mut retried: HashMap<u32, (u32, u64, u64)> = HashMap::new();
+        let mut done = 0u64;
+        let detected = if tracking { info.frames } else { 0 };
+        // With `track`, `detect` draws the same boxes: once is enough.
+        let drawing =
+            Pass { pipeline: pipeline.iter().filter(|s| !(tracking && **s == Stage::Detect)).cloned().collect(), detect_only: false };
+        let chunks = self
+            .pass(
+                drawing,
+                |index| tracks.remove(&index).unwrap_or_default(),
+                |result, retries, queued_ms, back_ms| {
+                    let index = result.header.chunk;
                     if index % preview_every == 0 && !result.preview().is_empty() {
                         let mut previews = self.entry.previews.lock();
                         if previews.len() < PREVIEWS {
                             previews.push(result.preview().to_vec());
                         }
                     }
-                    let retried = retries > 0;
-                    if let Some(t) = chunk_times.get_mut(&index) {
-                        (t.1, t.2) = (retries, back_ms);
+                    if retries > 0 {
+                        self.update(|s| s.retried_chunks += 1);
                     }
+                    done += result.header.frames.len() as u64;
+                    retried.insert(index, (retries, queued_ms, back_ms));
                     for written in writer.push(result)? {
-                        let (queued_ms, retries, back_ms) = chunk_times.remove(&written.header.chunk).unwrap_or((back_ms, 0, back_ms));
+                        let (retries, queued_ms, back_ms) = retried.remove(&written.header.chunk).unwrap_or((0, back_ms, back_ms));
                         metrics.add(&written, retries, queued_ms, back_ms);
                     }
-                    let elapsed = started.elapsed().as_secs_f64();
-                    self.update(|s| {
-                        s.frames_done += done_frames;
-                        s.progress = (s.frames_done as f64 / s.frames_total.max(1) as f64).min(1.0);
-                        s.fps = s.frames_done as f64 / elapsed.max(0.001);
-                        s.eta_s = (s.fps > 0.0).then(|| s.frames_total.saturating_sub(s.frames_done) as f64 / s.fps);
-                        s.retried_chunks += u32::from(retried);
-                    });
-                    if last_save.elapsed() > Duration::from_secs(1) {
-                        last_save = Instant::now();
-                        let _ = write_status(&self.dir, &self.entry.status.borrow());
-                    }
-                }
-            }
-        }
-        let chunks = splitter.await.map_err(|e| format!("splitting failed: {e}"))??;
+                    self.progress(detected, done, tracking, started.elapsed().as_secs_f64());
+                    save(self);
+                    Ok(())
+                },
+            )
+            .await?;
+        let Some(chunks) = chunks else { return Ok(Outcome::Cancelled) };
         if writer.written() != chunks {
             return Err(format!("{} of {chunks} chunks came back", writer.written()));
         }
@@ -502,6 +608,25 @@ impl Run {
         }
         writer.finish().map_err(|e| format!("cannot write the result: {e}"))?;
         let result = self.dir.join("result.mp4");
+        // The input's audio, copied as encoded beside the processed video.
+        let audio = if info.audio {
+            let (video, input, with) = (part.clone(), self.input.clone(), self.dir.join(WITH_AUDIO));
+            let copied =
+                tokio::task::spawn_blocking(move || output::add_audio(&video, &input, &with)).await.unwrap_or_else(|e| Err(e.to_string()));
+            match copied {
+                Ok(codec) => {
+                    std::fs::rename(self.dir.join(WITH_AUDIO), &part).map_err(|e| format!("cannot write the result: {e}"))?;
+                    serde_json::json!({"copied": true, "codec": codec})
+                }
+                Err(reason) => {
+                    warn!(job = %id, reason, "the input's audio is not in the result");
+                    let _ = std::fs::remove_file(self.dir.join(WITH_AUDIO));
+                    serde_json::json!({"copied": false, "reason": reason})
+                }
+            }
+        } else {
+            serde_json::json!({"copied": false, "reason": "the input has no audio"})
+        };
         std::fs::rename(&part, &result).map_err(|e| format!("cannot write the result: {e}"))?;
         metrics.finish(started.elapsed().as_secs_f64());
         let json = serde_json::to_vec_pretty(&serde_json::json!({
@@ -509,6 +634,8 @@ impl Run {
             "pipeline": pipeline,
             "input": info,
             "workers": self.jobs.dispatch.kind(),
+            "audio": audio,
+            "tracking": tracking_metrics,
             "metrics": metrics,
         }))
         .map_err(|e| e.to_string())?;
@@ -523,9 +650,13 @@ impl Run {
     }
 }
 
+/// The result with the input's audio added, while it is written.
+const WITH_AUDIO: &str = "result.audio.mp4.part";
+
 /// Removes what only a running job needs (a partial result).
 fn remove_work_files(dir: &Path) {
     let _ = std::fs::remove_file(dir.join("result.mp4.part"));
+    let _ = std::fs::remove_file(dir.join(WITH_AUDIO));
 }
 
 /// Writes `job.json` (through a temporary file: never half written).

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
+use ffmpeg_next as ffmpeg;
 use media::VideoCodec;
 use media::fmp4::{self, Sample};
 use serde::Serialize;
@@ -83,6 +84,110 @@ impl Mp4Writer {
         self.file.flush()?;
         self.file.get_ref().sync_all()
     }
+}
+
+/// Copies the audio of `source` (its main audio stream, as encoded: no re-encode) beside the
+/// video of `video` into a new MP4 at `out` (`moov` first, so players start before the end
+/// has loaded). The audio is aligned on the source's first video packet, which is the
+/// result's time 0 ([`super::input`] times pictures from it); audio before that picture is
+/// left out. Packets are written in time order from both files (a two-way merge: memory
+/// stays small whatever the length).
+///
+/// Returns the audio codec's name (`aac`, `opus`, `mp3`, ...). Errors when a file does not
+/// open or read, or the codec cannot be carried in MP4 (PCM from a MOV or MKV, for one).
+pub(crate) fn add_audio(video: &Path, source: &Path, out: &Path) -> Result<String, String> {
+    use ffmpeg::Rescale;
+    crate::pipeline::codec::ffmpeg_ready().map_err(|e| format!("FFmpeg: {e}"))?;
+    let mut vin = ffmpeg::format::input(&video).map_err(|e| format!("the result: {e}"))?;
+    let mut ain = ffmpeg::format::input(&source).map_err(|e| format!("the input: {e}"))?;
+    let vst = vin.streams().best(ffmpeg::media::Type::Video).ok_or("the result has no video stream")?;
+    let (v_index, v_tb, v_params) = (vst.index(), vst.time_base(), vst.parameters());
+    let ast = ain.streams().best(ffmpeg::media::Type::Audio).ok_or("the input has no audio stream")?;
+    let (a_index, a_tb, a_params) = (ast.index(), ast.time_base(), ast.parameters());
+    let codec = format!("{:?}", a_params.id()).to_lowercase();
+    let src_video = ain.streams().best(ffmpeg::media::Type::Video).map(|s| (s.index(), s.time_base()));
+    // The source's first video packet, as the splitter saw it.
+    let origin = match src_video {
+        Some((index, tb)) => {
+            let mut probe = ffmpeg::format::input(&source).map_err(|e| format!("the input: {e}"))?;
+            let first = probe.packets().find(|(s, _)| s.index() == index).and_then(|(_, p)| p.pts().or(p.dts())).unwrap_or(0);
+            first.rescale(tb, a_tb)
+        }
+        None => 0,
+    };
+    let mut octx = ffmpeg::format::output_as(&out, "mp4").map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    for params in [v_params, a_params] {
+        let mut stream = octx.add_stream(ffmpeg::encoder::find(ffmpeg::codec::Id::None)).map_err(|e| e.to_string())?;
+        stream.set_parameters(params);
+    }
+    let mut options = ffmpeg::Dictionary::new();
+    options.set("movflags", "+faststart");
+    octx.write_header_with(options).map_err(|e| format!("{codec} audio cannot be carried in MP4 ({e})"))?;
+    let out_tb = |octx: &ffmpeg::format::context::Output, i: usize| octx.stream(i).map(|s| s.time_base());
+    let (ov_tb, oa_tb) = (out_tb(&octx, 0).ok_or("no output video stream")?, out_tb(&octx, 1).ok_or("no output audio stream")?);
+    let seconds = |p: &ffmpeg::Packet, tb: ffmpeg::Rational| p.dts().or(p.pts()).unwrap_or(0) as f64 * f64::from(tb);
+    let next = |ctx: &mut ffmpeg::format::context::Input, index: usize| -> Result<Option<ffmpeg::Packet>, String> {
+        loop {
+            let mut packet = ffmpeg::Packet::empty();
+            match packet.read(ctx) {
+                Ok(()) if packet.stream() == index => return Ok(Some(packet)),
+                Ok(()) => {}
+                Err(ffmpeg::Error::Eof) => return Ok(None),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    };
+    let mut v = next(&mut vin, v_index)?;
+    let mut a = loop {
+        // Audio before the first picture is left out.
+        match next(&mut ain, a_index)? {
+            Some(mut p) => {
+                let (pts, dts) = (p.pts().map(|t| t - origin), p.dts().map(|t| t - origin));
+                if pts.or(dts).is_some_and(|t| t < 0) {
+                    continue;
+                }
+                p.set_pts(pts);
+                p.set_dts(dts);
+                break Some(p);
+            }
+            None => break None,
+        }
+    };
+    let mut last_duration = 0;
+    while v.is_some() || a.is_some() {
+        let video_first = match (&v, &a) {
+            (Some(vp), Some(ap)) => seconds(vp, v_tb) <= seconds(ap, a_tb),
+            (Some(_), None) => true,
+            _ => false,
+        };
+        let (mut packet, stream, from, to) = if video_first {
+            let mut packet = v.take().expect("checked");
+            v = next(&mut vin, v_index)?;
+            // Durations: libavformat reads none from the fragments, and the MP4 muxer's
+            // edit list would then end at the last picture's start (players drop it).
+            if packet.duration() <= 0 {
+                let step = v.as_ref().and_then(|n| Some(n.dts()? - packet.dts()?)).filter(|d| *d > 0);
+                packet.set_duration(step.unwrap_or(last_duration));
+            }
+            last_duration = packet.duration();
+            (packet, 0, v_tb, ov_tb)
+        } else {
+            (a.take().expect("checked"), 1, a_tb, oa_tb)
+        };
+        packet.rescale_ts(from, to);
+        packet.set_position(-1);
+        packet.set_stream(stream);
+        packet.write_interleaved(&mut octx).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+        if !video_first {
+            a = next(&mut ain, a_index)?.map(|mut p| {
+                p.set_pts(p.pts().map(|t| t - origin));
+                p.set_dts(p.dts().map(|t| t - origin));
+                p
+            });
+        }
+    }
+    octx.write_trailer().map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    Ok(codec)
 }
 
 /// One picture in the metrics.
