@@ -70,6 +70,7 @@ pub mod auth;
 pub mod config;
 pub mod core;
 pub(crate) mod detect;
+pub mod doctor;
 pub(crate) mod http;
 pub(crate) mod jobs;
 pub(crate) mod metrics;

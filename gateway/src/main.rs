@@ -61,6 +61,22 @@ enum Command {
     },
     /// Load and validate the configuration, print it (credentials redacted) and exit.
     CheckConfig,
+    /// Check what this configuration needs and report each check with a hint when it fails:
+    /// config, ports, state store (round trip, publish/subscribe, replicas, clock skew),
+    /// database (reachable, migrated), ONNX Runtime and the model (loads, runs one frame),
+    /// each camera (DESCRIBE: codec, resolution, audio; credentials redacted). Exits 1 when a
+    /// check fails. Takes the same --config, --listen, --stream and --redis as the gateway.
+    Doctor {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Also stop, start and watch this stream (first SSE frame) on the running gateway.
+        #[arg(long, value_name = "ID")]
+        start_stop: Option<String>,
+        /// Give up on a network check (Redis, database, a camera) after this long.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Print a viewer token (JWT, HS256 with auth.jwt_secret) for the given streams.
     ///
     /// Send it as `Authorization: Bearer` (WHEP), `?token=` or the `sightline_token` cookie
@@ -78,9 +94,8 @@ enum Command {
     },
 }
 
-fn init_logging(json: bool) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,retina=warn"));
+fn init_logging(json: bool, default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if json {
         builder.json().init();
@@ -107,8 +122,25 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_json);
+    // The doctor's report is on stdout; only warnings on stderr.
+    let quiet = matches!(cli.command, Some(Command::Doctor { .. }));
+    init_logging(cli.log_json, if quiet { "warn,retina=error" } else { "info,retina=warn" });
     let result = match &cli.command {
+        Some(Command::Doctor { json, start_stop, timeout }) => {
+            let report = match load_config(&cli) {
+                Ok(config) => {
+                    let options = sightline::doctor::Options { timeout: *timeout, start_stop: start_stop.clone() };
+                    sightline::doctor::run(&config, &options).await
+                }
+                Err(e) => sightline::doctor::config_failed(&e),
+            };
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            } else {
+                print!("{}", report.text());
+            }
+            return if report.ok { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE };
+        }
         None => match load_config(&cli) {
             Ok(config) => sightline::run(config).await,
             Err(e) => Err(e),

@@ -213,6 +213,50 @@ impl Db {
         Ok(Db::Postgres(pool))
     }
 
+    /// `gateway doctor`: reaches the database without changing it (no file created, no
+    /// migration run) and counts the schema migrations applied against those this build
+    /// knows. `url`: PostgreSQL, else SQLite at `{dir}/events.db`. Returns (backend,
+    /// applied, known); applied is 0 for a database not created yet. Errors: unreachable,
+    /// refused, not a database; messages never show the URL.
+    pub(crate) async fn migration_status(dir: &Path, url: Option<&str>) -> Result<(&'static str, usize, usize), String> {
+        const APPLIED: &str = "SELECT COUNT(*) FROM _sqlx_migrations WHERE success";
+        let missing_table = |e: &sqlx::Error| e.to_string().contains("_sqlx_migrations");
+        match url {
+            Some(url) => {
+                let known = POSTGRES_MIGRATIONS.iter().count();
+                let pool = PgPoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(Duration::from_secs(5))
+                    .connect(url)
+                    .await
+                    .map_err(|e| format!("PostgreSQL: {e}"))?;
+                let applied = match sqlx::query_scalar::<_, i64>(APPLIED).fetch_one(&pool).await {
+                    Ok(n) => n as usize,
+                    Err(e) if missing_table(&e) => 0,
+                    Err(e) => return Err(format!("PostgreSQL: {e}")),
+                };
+                pool.close().await;
+                Ok(("postgres", applied, known))
+            }
+            None => {
+                let known = SQLITE_MIGRATIONS.iter().count();
+                let path = dir.join("events.db");
+                if !path.exists() {
+                    return Ok(("sqlite", 0, known));
+                }
+                let options = SqliteConnectOptions::new().filename(&path).read_only(true).busy_timeout(Duration::from_secs(5));
+                let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await.map_err(|e| format!("SQLite: {e}"))?;
+                let applied = match sqlx::query_scalar::<_, i64>(APPLIED).fetch_one(&pool).await {
+                    Ok(n) => n as usize,
+                    Err(e) if missing_table(&e) => 0,
+                    Err(e) => return Err(format!("SQLite {}: {e}", path.display())),
+                };
+                pool.close().await;
+                Ok(("sqlite", applied, known))
+            }
+        }
+    }
+
     /// `sqlite` or `postgres`.
     pub(crate) fn backend(&self) -> &'static str {
         match self {

@@ -184,6 +184,55 @@ impl Clocks {
     }
 }
 
+/// What a camera's `DESCRIBE` (RFC 2326 §10.2) announces: `gateway doctor` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct Described {
+    /// Video codec (`h264`, `h265`), or the SDP's encoding name when not one of those.
+    pub(crate) codec: String,
+    /// Whether the gateway takes that codec.
+    pub(crate) supported: bool,
+    /// Picture size from the SDP's parameter sets (`sprop-parameter-sets`), px; `None` when
+    /// the camera sends them in band only.
+    pub(crate) width: Option<u32>,
+    /// Picture height, px.
+    pub(crate) height: Option<u32>,
+    /// Audio codec (`aac`, `opus`, `pcma`, …) when the camera offers audio.
+    pub(crate) audio: Option<String>,
+}
+
+/// Sends one `DESCRIBE` to the stream's camera within `timeout` (no `SETUP`, no `PLAY`: the
+/// camera's session count is not used). Errors: the URL does not parse, the camera does not
+/// answer in time, refuses (401, 404, …; credentials scrubbed from the message), or offers no
+/// video.
+pub(crate) async fn describe(stream: &StreamConfig, timeout: Duration) -> Result<Described, Error> {
+    let id = stream.id.as_str();
+    let (url, creds) = split_credentials(id, &stream.url)?;
+    let password = creds.as_ref().map(|c| c.password.clone());
+    let options = SessionOptions::default().creds(creds).user_agent("Sightline doctor".into());
+    let described = tokio::time::timeout(timeout, retina::client::Session::describe(url, options))
+        .await
+        .map_err(|_| Error::Rtsp { stream: id.into(), detail: format!("DESCRIBE timed out after {timeout:?}") })?
+        .map_err(|e| Error::Rtsp { stream: id.into(), detail: scrub(&e.to_string(), password.as_deref()) })?;
+    let streams = described.streams();
+    let video = streams
+        .iter()
+        .find(|s| s.media() == "video" && VideoCodec::from_encoding_name(s.encoding_name()).is_some())
+        .or_else(|| streams.iter().find(|s| s.media() == "video"))
+        .ok_or_else(|| Error::NoVideo { stream: id.into() })?;
+    let codec = VideoCodec::from_encoding_name(video.encoding_name());
+    let size = match video.parameters() {
+        Some(ParametersRef::Video(p)) => Some(p.pixel_dimensions()),
+        _ => None,
+    };
+    Ok(Described {
+        codec: codec.map_or_else(|| video.encoding_name().to_ascii_lowercase(), |c| c.to_string()),
+        supported: codec.is_some(),
+        width: size.map(|s| s.0),
+        height: size.map(|s| s.1),
+        audio: pick_audio(streams).map(|(_, health, _)| health.codec),
+    })
+}
+
 /// The audio stream to set up: the first one of a codec the gateway takes, else the first one
 /// (reported, not set up). `(index, health, info)`; `info` is `None` for a codec not taken.
 fn pick_audio(streams: &[retina::client::Stream]) -> Option<(usize, AudioHealth, Option<AudioInfo>)> {

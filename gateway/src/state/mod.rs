@@ -14,5 +14,6 @@ mod redis;
 mod store;
 
 pub use memory::MemoryStore;
+pub(crate) use redis::{HEARTBEAT_TTL, REPLICA_PATTERN};
 pub use redis::{RedisStore, ReplicaInfo};
 pub use store::{Action, ClusterStore, Geometry, StartParams, StateEvent, StateStore, StreamRecord, apply};

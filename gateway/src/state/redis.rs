@@ -5,7 +5,8 @@
 //!   `updated_at` (ms since the Unix epoch), `updated_by` (replica id), `generation`.
 //! - `sightline:events`: pub/sub; every write publishes `{stream, action, generation, by,
 //!   record}` from inside the same Lua script, so events follow writes in generation order.
-//! - `sightline:replica:{rid}`: heartbeat string with a TTL: `{http, started_at_ms, viewers}`.
+//! - `sightline:replica:{rid}`: heartbeat string with a TTL: `{http, started_at_ms, now_ms}`
+//!   (`now_ms`: the replica's clock when it wrote it; `gateway doctor` compares clocks).
 //! - `sightline:whep:{session}`: the replica that owns a WHEP session, with a TTL.
 //! - `sightline:lease:detect:{id}`: the replica that runs detection for the stream (PX lease,
 //!   renewed by its holder, taken with SET NX by another when it lapses).
@@ -78,6 +79,12 @@ fn keepalive_channel(rid: &str) -> String {
 fn stream_key(id: &str) -> String {
     format!("sightline:stream:{id}")
 }
+
+/// Every replica's heartbeat key.
+pub(crate) const REPLICA_PATTERN: &str = "sightline:replica:*";
+
+/// A heartbeat key's lifetime: three missed heartbeats.
+pub(crate) const HEARTBEAT_TTL: Duration = Duration::from_secs(HEARTBEAT.as_secs() * 3);
 
 fn replica_key(rid: &str) -> String {
     format!("sightline:replica:{rid}")
@@ -198,6 +205,10 @@ pub struct ReplicaInfo {
     pub http: String,
     /// Start time, ms since the Unix epoch.
     pub started_at_ms: u64,
+    /// The replica's clock when it wrote this heartbeat, ms since the Unix epoch (0 from
+    /// replicas before this field).
+    #[serde(default)]
+    pub now_ms: u64,
 }
 
 /// The Redis store. Build with [`RedisStore::connect`].
@@ -255,7 +266,7 @@ impl RedisStore {
             client,
             conn,
             replica_id: replica_id.to_owned(),
-            replica: ReplicaInfo { http: http.to_owned(), started_at_ms: now_ms() },
+            replica: ReplicaInfo { http: http.to_owned(), started_at_ms: now_ms(), now_ms: 0 },
             events: broadcast::channel(EVENT_BUFFER).0,
             records: RwLock::default(),
             ready: AtomicBool::new(true),
@@ -427,10 +438,10 @@ impl RedisStore {
     /// Refreshes this replica's heartbeat key, and the WHEP ownership keys it holds.
     async fn heartbeat(self: Arc<Self>) {
         let key = replica_key(&self.replica_id);
-        let body = serde_json::to_string(&self.replica).expect("serializable");
         loop {
+            let body = serde_json::to_string(&ReplicaInfo { now_ms: now_ms(), ..self.replica.clone() }).expect("serializable");
             let mut conn = self.conn();
-            let ttl = HEARTBEAT.as_secs() * 3;
+            let ttl = HEARTBEAT_TTL.as_secs();
             match self.run(conn.set_ex::<_, _, ()>(&key, &body, ttl)).await {
                 Ok(()) => {
                     let _ = self.run(conn.publish::<_, _, ()>(keepalive_channel(&self.replica_id), "1")).await;
