@@ -408,8 +408,10 @@ async fn model(config: &Config, checks: &mut Checks) {
     match ran {
         Ok(Ok(out)) if out.status.success() => {
             let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            let providers: Vec<&str> = j["providers"].as_array().into_iter().flatten().filter_map(|p| p.as_str()).collect();
             let detail = format!(
-                "{model} loads in ONNX Runtime with provider {}; one 640x360 frame: {:.1} ms (model {:.1} ms)",
+                "{model} loads in ONNX Runtime (providers: {}) with provider {}; one 640x360 frame: {:.1} ms (model {:.1} ms)",
+                providers.join(", "),
                 d.provider,
                 j["pre_ms"].as_f64().unwrap_or(0.0) + j["infer_ms"].as_f64().unwrap_or(0.0) + j["post_ms"].as_f64().unwrap_or(0.0),
                 j["infer_ms"].as_f64().unwrap_or(0.0)

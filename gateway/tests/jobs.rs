@@ -405,16 +405,6 @@ async fn the_cli_submits_over_ipv4_and_ipv6_to_one_dual_stack_socket() {
     }
 }
 
-/// A child process killed when the test ends, passed or not.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_a_clear_4xx_and_leaves_nothing_on_disk() {
     let inputs = tempfile::tempdir().unwrap();

@@ -209,11 +209,13 @@ fn bench(model: &ModelArgs, seconds: f64, width: u32, height: u32) -> anyhow::Re
     }
     let wall = started.elapsed().as_secs_f64();
     let n = frames.max(1) as f64;
+    let providers: Vec<&str> = <Provider as clap::ValueEnum>::value_variants().iter().filter(|p| p.available()).map(|p| p.name()).collect();
     println!(
         "{}",
         serde_json::json!({
             "frames": frames, "frames_per_s": frames as f64 / wall, "threads": model.threads,
             "pre_ms": pre / n, "infer_ms": run / n, "post_ms": post / n, "width": width, "height": height,
+            "provider": model.provider.name(), "providers": providers,
         })
     );
     Ok(())

@@ -109,6 +109,18 @@ impl Provider {
         }
     }
 
+    /// Whether the loaded ONNX Runtime library has this provider (call after a model
+    /// loaded: the library is loaded with it).
+    pub fn available(self) -> bool {
+        use ort::ep::ExecutionProvider;
+        match self {
+            Provider::Cpu => true,
+            Provider::Cuda => ort::ep::CUDA::is_available().unwrap_or(false),
+            Provider::Tensorrt => ort::ep::TensorRT::is_available().unwrap_or(false),
+            Provider::Openvino => ort::ep::OpenVINO::is_available().unwrap_or(false),
+        }
+    }
+
     /// The provider's registration, or `None` for the CPU default.
     fn dispatch(self) -> Result<Option<ort::ep::ExecutionProviderDispatch>, RuntimeError> {
         use ort::ep::ExecutionProvider;

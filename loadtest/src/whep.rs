@@ -59,6 +59,10 @@ pub(crate) struct WhepArgs {
     /// Write the first viewer's video (Annex B, as depacketized) to this file.
     #[arg(long)]
     dump: Option<PathBuf>,
+    /// `Authorization: Bearer` for the WHEP POST and DELETE when the gateway's auth is on (a
+    /// viewer token for the stream, or a control token).
+    #[arg(long)]
+    token: Option<String>,
 }
 
 /// The video codec in the viewers' offers.
@@ -184,7 +188,11 @@ fn starts_keyframe(codec: OfferCodec, payload: &[u8]) -> bool {
 
 /// Runs the WHEP load and summarizes it.
 pub(crate) async fn run(args: &WhepArgs) -> anyhow::Result<WhepReport> {
-    let client = Client::builder().pool_max_idle_per_host(args.viewers as usize).tcp_nodelay(true).build()?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = &args.token {
+        headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse()?);
+    }
+    let client = Client::builder().pool_max_idle_per_host(args.viewers as usize).tcp_nodelay(true).default_headers(headers).build()?;
     let endpoint = Arc::new(args.endpoint());
     let start = TokioInstant::now();
     let deadline = start + Duration::from_secs(args.seconds);

@@ -61,6 +61,19 @@ impl StreamRuntime {
         for kind in ViewerKind::ALL {
             metrics::gauge!("sightline_viewers", "stream" => config.id.clone(), "kind" => kind.label()).set(0.0);
         }
+        // Counters too (`increment(0)` registers without resetting one already counting):
+        // `rate()` and `increase()` over a series that appears only at its first event miss
+        // that event, and the dashboard (deploy/grafana) shows a flat zero rather than a gap.
+        for name in [
+            "sightline_ingest_frames_total",
+            "sightline_ingest_reconnects_total",
+            "sightline_ingest_rtp_packets_lost_total",
+            "sightline_webrtc_packets_sent_total",
+            "sightline_webrtc_packets_lost_total",
+        ] {
+            metrics::counter!(name, "stream" => config.id.clone()).increment(0);
+        }
+        metrics::counter!("sightline_frames_dropped_total", "stream" => config.id.clone(), "reason" => "slow_consumer").increment(0);
         let state = if record.active { IngestState::Idle } else { IngestState::Stopped };
         Arc::new(StreamRuntime {
             hub: Arc::new(Hub::new(id.clone())),

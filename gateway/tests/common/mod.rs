@@ -15,6 +15,16 @@ mod postgres;
 #[allow(unused_imports, reason = "not every test binary starts PostgreSQL")]
 pub use postgres::Postgres;
 
+/// A child process killed (and reaped) when the test lets go of it, panics included.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The workspace root (for `static/` and `scripts/`).
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
