@@ -5,7 +5,7 @@
 #   scripts/deps.sh build test   + the real components the tests run: GStreamer's RTSP server
 #                                (with Debian's python3-gi), ffmpeg/ffprobe, Chromium, Redis, nginx, Mosquitto,
 #                                PostgreSQL (the tests start their own server with initdb/pg_ctl),
-#                                Prometheus (the dashboard test queries a real one)
+#                                Prometheus (the dashboard test queries a real one), Xvfb (screen sources)
 set -euo pipefail
 
 packages=()
@@ -15,7 +15,7 @@ for group in "$@"; do
     test) packages+=(ffmpeg chromium redis-server nginx-light gstreamer1.0-tools gstreamer1.0-libav python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp
                      gstreamer1.0-plugins-base gstreamer1.0-plugins-good
                      gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-x mosquitto mosquitto-clients postgresql
-                     fonts-dejavu-core prometheus) ;;
+                     fonts-dejavu-core prometheus xvfb) ;;
     *) echo "deps.sh: unknown group $group (build, test)" >&2; exit 2 ;;
   esac
 done

@@ -8,7 +8,7 @@
 //! Redis's `TIME`); the event database (reachable, migrations applied; nothing changed);
 //! ONNX Runtime and the detection model (`infer-worker bench` loads it with the configured
 //! provider and runs one frame); each camera (`DESCRIBE` only: codec, resolution, audio;
-//! credentials never shown; `file://` sources probed); and with `--start-stop ID`, a stop,
+//! credentials never shown; `file://` sources probed, `screen://` displays opened); and with `--start-stop ID`, a stop,
 //! start and first SSE frame of one stream on the running gateway.
 //!
 //! The built-in test camera is started for the camera checks when the configuration enables
@@ -503,6 +503,17 @@ async fn camera(stream: &StreamConfig, options: &Options, checks: &mut Checks) {
                     format!("{shown}: {e}"),
                     Some("the file must be an H.264/H.265 MP4, MKV, MOV or TS".into()),
                 ),
+                Err(e) => checks.push(name, t, Status::Fail, format!("{shown}: {e}"), None),
+            }
+        }
+        "screen" => {
+            let url = stream.url.clone();
+            match tokio::task::spawn_blocking(move || crate::source::screen::probe(&url)).await {
+                Ok(Ok((w, h))) => checks.push(name, t, Status::Ok, format!("{shown}: X display captured at {w}x{h}"), None),
+                Ok(Err(e)) => {
+                    let hint = "start the X server (Xvfb :99) or fix the display; the gateway needs its XAUTHORITY cookie".to_owned();
+                    checks.push(name, t, Status::Fail, format!("{shown}: {e}"), Some(hint))
+                }
                 Err(e) => checks.push(name, t, Status::Fail, format!("{shown}: {e}"), None),
             }
         }

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 pub mod auth;
 pub mod limits;
 pub mod redact;
+pub mod screen;
 
 pub use auth::{AuthConfig, AuthMode};
 pub use limits::LimitsConfig;
@@ -932,9 +933,14 @@ impl Config {
             if !seen.insert(&s.id) {
                 return Err(format!("stream id {:?} is defined twice", s.id));
             }
-            let url = url::Url::parse(&s.url).map_err(|e| format!("stream {}: bad url {}: {e}", s.id, redact_url(&s.url)))?;
-            if !matches!(url.scheme(), "rtsp" | "rtsps" | "file") {
-                return Err(format!("stream {}: url {} must be rtsp://, rtsps:// or file:///path", s.id, redact_url(&s.url)));
+            if s.url.starts_with("screen:") {
+                screen::ScreenUrl::parse(&s.url).map_err(|e| format!("stream {}: {e}", s.id))?;
+            } else {
+                let url = url::Url::parse(&s.url).map_err(|e| format!("stream {}: bad url {}: {e}", s.id, redact_url(&s.url)))?;
+                if !matches!(url.scheme(), "rtsp" | "rtsps" | "file") {
+                    let shown = redact_url(&s.url);
+                    return Err(format!("stream {}: url {shown} must be rtsp://, rtsps://, file:///path or screen://:DISPLAY", s.id));
+                }
             }
             if !FPS_RANGE.contains(&s.fps) {
                 return Err(format!("stream {}: fps {} outside {FPS_RANGE:?}", s.id, s.fps));

@@ -10,7 +10,8 @@ use super::{CameraSource, SessionSink};
 use crate::config::StreamConfig;
 use crate::core::Error;
 
-/// Every kind of source, by URL scheme: `file://` files, anything else RTSP.
+/// Every kind of source, by URL scheme: `file://` files, `screen://` X11 displays, anything
+/// else RTSP.
 #[derive(Debug, Default)]
 pub(crate) struct Sources {
     file: FileSource,
@@ -21,6 +22,8 @@ impl CameraSource for Sources {
     async fn session(&self, stream: &StreamConfig, stall: Duration, sink: &mut dyn SessionSink) -> Result<(), Error> {
         if stream.url.starts_with("file:") {
             self.file.session(stream, stall, sink).await
+        } else if stream.url.starts_with("screen:") {
+            super::screen::session(stream, stall, sink).await
         } else {
             RtspSource.session(stream, stall, sink).await
         }

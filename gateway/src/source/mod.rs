@@ -1,12 +1,14 @@
 //! Where a stream's access units come from: the [`CameraSource`] trait, one camera session at
 //! a time. [`rtsp::RtspSource`] pulls RTSP cameras with retina, [`file::FileSource`] plays
-//! video files at 1x, and [`any::Sources`] picks one by the URL's scheme. Reconnecting,
+//! video files at 1x, [`screen`] captures an X11 display, and [`any::Sources`] picks one by
+//! the URL's scheme. Reconnecting,
 //! health and the hub are the stream layer's (`stream::ingest`): a source only plays one
 //! session and reports what it receives.
 
 pub(crate) mod any;
 pub(crate) mod file;
 pub(crate) mod rtsp;
+pub(crate) mod screen;
 
 use std::time::Duration;
 
