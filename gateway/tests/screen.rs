@@ -24,7 +24,9 @@ fn xvfb() -> (Killed, u32) {
             continue;
         }
         let child = Command::new("Xvfb")
-            .args([&format!(":{n}"), "-screen", "0", &format!("{W}x{H}x24"), "-nolisten", "tcp"])
+            // -noreset: by default Xvfb resets when its last client leaves, and a client
+            // connecting meanwhile is refused (our readiness probe is such a client).
+            .args([&format!(":{n}"), "-screen", "0", &format!("{W}x{H}x24"), "-nolisten", "tcp", "-noreset"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
