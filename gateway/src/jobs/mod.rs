@@ -528,6 +528,8 @@ impl Run {
         let tracking = pipeline.contains(&Stage::Track);
         let mut tracks = HashMap::new();
         let mut tracking_metrics = None;
+        // Workers' time on the detection pass, s (in `speedup_vs_one_worker` with the rest).
+        let mut detection_worker_s = 0.0;
         if tracking {
             let mut tracker = ChunkTracker::new(self.jobs.tracker.clone());
             let (mut detected, mut worker_s) = (0u64, 0.0f64);
@@ -556,6 +558,7 @@ impl Run {
             }
             let (tracked, ids) = tracker.finish(chunks)?;
             tracks = tracked;
+            detection_worker_s = worker_s;
             tracking_metrics = Some(serde_json::json!({
                 "detection_pass_s": started.elapsed().as_secs_f64(),
                 "detection_worker_s": worker_s,
@@ -628,6 +631,7 @@ impl Run {
             serde_json::json!({"copied": false, "reason": "the input has no audio"})
         };
         std::fs::rename(&part, &result).map_err(|e| format!("cannot write the result: {e}"))?;
+        metrics.worker_s += detection_worker_s;
         metrics.finish(started.elapsed().as_secs_f64());
         let json = serde_json::to_vec_pretty(&serde_json::json!({
             "job": id,

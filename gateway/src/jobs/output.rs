@@ -231,8 +231,8 @@ pub(crate) struct Metrics {
     pub(crate) wall_s: f64,
     /// `frames / wall_s`.
     pub(crate) effective_fps: f64,
-    /// Workers' time on the chunks (decode, filters, encode), s: the wall time one worker
-    /// would need.
+    /// Workers' time on the chunks (decode, filters, encode; a `track` job's detection pass
+    /// too), s: the wall time one worker would need.
     pub(crate) worker_s: f64,
     /// `worker_s / wall_s`: how many workers' worth of work ran at once.
     pub(crate) speedup_vs_one_worker: f64,
