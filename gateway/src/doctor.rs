@@ -205,9 +205,8 @@ async fn ports(config: &Config, options: &Options, checks: &mut Checks) -> bool 
     }
     if config.webrtc.enabled && config.webrtc.udp_port != 0 {
         let t = Instant::now();
-        let ip = config.webrtc.ip.unwrap_or(config.listen.ip());
-        let loops =
-            if config.webrtc.loops == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { config.webrtc.loops };
+        // The sockets the gateway would bind.
+        let (ip, loops) = (config.webrtc.bind_ip(config.listen), config.webrtc.loop_count());
         let busy: Vec<String> = (0..loops as u16)
             .map(|i| config.webrtc.udp_port + i)
             .filter(|p| std::net::UdpSocket::bind((ip, *p)).is_err())

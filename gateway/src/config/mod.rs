@@ -201,6 +201,22 @@ pub struct WebrtcConfig {
     pub connect_timeout: std::time::Duration,
 }
 
+impl WebrtcConfig {
+    /// The IP the UDP sockets bind: `webrtc.ip` (0.0.0.0 needs `public_ips` to announce),
+    /// else the HTTP listen IP, else (an unspecified listen IP) loopback.
+    pub fn bind_ip(&self, http_listen: SocketAddr) -> IpAddr {
+        self.ip.unwrap_or_else(|| {
+            let ip = http_listen.ip();
+            if ip.is_unspecified() { IpAddr::V4(std::net::Ipv4Addr::LOCALHOST) } else { ip }
+        })
+    }
+
+    /// Event loops (one UDP socket each, on `udp_port + i`): `loops`, or with 0 one per core.
+    pub fn loop_count(&self) -> usize {
+        if self.loops == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { self.loops }
+    }
+}
+
 impl Default for WebrtcConfig {
     fn default() -> Self {
         WebrtcConfig {

@@ -15,7 +15,7 @@ pub(crate) mod registry;
 mod tap;
 pub(crate) mod timeline;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -173,15 +173,6 @@ pub(crate) struct Webrtc {
     _refresh: AbortOnDrop,
 }
 
-/// The IP the sockets bind: `webrtc.ip` (0.0.0.0 needs `public_ips` to announce), else the
-/// HTTP listen IP, else loopback.
-fn bind_ip(config: &WebrtcConfig, http_listen: SocketAddr) -> IpAddr {
-    config.ip.unwrap_or_else(|| {
-        let ip = http_listen.ip();
-        if ip.is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { ip }
-    })
-}
-
 impl Webrtc {
     /// Binds one UDP socket per event loop and starts the loops. Session ownership is
     /// published in `cluster` (for WHEP redirects between replicas).
@@ -190,8 +181,8 @@ impl Webrtc {
         http_listen: SocketAddr,
         cluster: Arc<dyn ClusterStore>,
     ) -> anyhow::Result<Arc<Webrtc>> {
-        let ip = bind_ip(config, http_listen);
-        let loops = if config.loops == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { config.loops };
+        let ip = config.bind_ip(http_listen);
+        let loops = config.loop_count();
         let registry = Registry::new(cluster);
         let refresh = AbortOnDrop::spawn(registry.clone().refresh_ownership());
         let mut handles = Vec::with_capacity(loops);
