@@ -750,8 +750,18 @@ export class StreamCard {
   #onFrame({ url, seq }) {
     this.#retryDelay = 0;
     this.#frameUrl = url;
-    this.#frameSeq = seq;
-    this.#ui.img.src = url;
+    // Decoded off screen first, then shown in the same task as its boxes: the <img> and the
+    // overlay change in one rendering update (an <img> given a new src shows it only once
+    // decoded, a frame or two after the overlay would have moved on).
+    const player = this.#player;
+    const next = new Image();
+    next.src = url;
+    next.decode().catch(() => {}).then(() => {
+      if (this.#player !== player || this.#frameUrl !== url) return; // a newer frame came
+      this.#frameSeq = seq;
+      this.#ui.img.src = url;
+      this.#overlay.showFrame(seq);
+    });
     if (!this.#hasFrame) {
       this.#hasFrame = true;
       this.#renderMedia();
@@ -832,7 +842,6 @@ export class StreamCard {
   // ---- debug: glass-to-glass latency from the test camera's pixel clock --
 
   #onImageLoad() {
-    if (this.#transport === 'sse' && this.#player) this.#overlay.showFrame(this.#frameSeq);
     if (this.#latencyProbe && this.#transport === 'sse' && this.#player) {
       this.#latencyProbe.sampleImage(this.#ui.img);
     }

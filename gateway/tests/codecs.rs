@@ -193,24 +193,24 @@ async fn detections_land_on_the_shapes_of_an_h265_picture() {
         &["--codec", "h265", "--bitrate", "4000", "--relay", &format!("rtsp://127.0.0.1:{}/testcam", gw.testcam_port)],
     );
     let mut feed = Feed::open(&gw.url("/api/streams/hevc/feed?fps=25")).await;
-    let mut frames: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    let mut pairs = Pairs::default();
     let mut checked = 0;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while checked < 8 {
         assert!(std::time::Instant::now() < deadline, "only {checked} detections matched a frame; log:\n{}", gw.log_text());
         let e = feed.next(Duration::from_secs(20)).await.expect("feed open");
-        match e.event.as_str() {
-            "frame" => {
-                frames.insert(e.id.clone(), e.data);
-            }
+        let pair = match e.event.as_str() {
+            "frame" => pairs.frame(&e.id, e.data),
             "detections" => {
                 let d: serde_json::Value = serde_json::from_str(&e.data).unwrap();
                 assert_eq!((d["stream"].as_str(), d["width"].as_u64()), (Some("hevc"), Some(1280)), "{d}");
-                let Some(data) = frames.get(&d["seq"].to_string()) else { continue };
-                assert_boxes_on_shapes(&d, data);
-                checked += 1;
+                pairs.message(d)
             }
-            _ => {}
+            _ => None,
+        };
+        if let Some((d, data)) = pair {
+            assert_boxes_on_shapes(&d, &data);
+            checked += 1;
         }
     }
     assert_eq!(health(&gw, "hevc").await["codec"], "h265");

@@ -39,20 +39,15 @@ async fn boxes_land_on_the_shapes_of_their_frame() {
     let gw = Gateway::start(&detect_config());
     // Every camera frame (25 fps) so each detection's frame is among the SSE frames.
     let mut feed = Feed::open(&gw.url("/api/streams/testcam/feed?fps=25")).await;
-    let mut frames: HashMap<String, String> = HashMap::new();
+    let mut pairs = Pairs::default();
     let mut checked = 0;
     let mut last_ts: Option<u64> = None;
     let deadline = Instant::now() + Duration::from_secs(60);
     while checked < 12 {
         assert!(Instant::now() < deadline, "only {checked} detections matched a frame; log:\n{}", gw.log_text());
         let e = feed.next(Duration::from_secs(20)).await.expect("feed open");
-        match e.event.as_str() {
-            "frame" => {
-                frames.insert(e.id.clone(), e.data);
-                if frames.len() > 200 {
-                    frames.clear();
-                }
-            }
+        let pair = match e.event.as_str() {
+            "frame" => pairs.frame(&e.id, e.data),
             "detections" => {
                 let d: Value = serde_json::from_str(&e.data).unwrap();
                 assert_eq!(d["type"], "detections");
@@ -66,11 +61,13 @@ async fn boxes_land_on_the_shapes_of_their_frame() {
                     assert_eq!(step % 3600, 0, "detections carry their frame's 90 kHz RTP timestamp (25 fps): {prev} -> {ts}");
                 }
                 last_ts = Some(ts);
-                let Some(data) = frames.get(&d["seq"].to_string()) else { continue };
-                assert_boxes_on_shapes(&d, data);
-                checked += 1;
+                pairs.message(d)
             }
-            _ => {}
+            _ => None,
+        };
+        if let Some((d, data)) = pair {
+            assert_boxes_on_shapes(&d, &data);
+            checked += 1;
         }
     }
     let detection = wait_detection_state(&gw, "running", Duration::from_secs(1)).await;
@@ -90,26 +87,23 @@ async fn capture_times_come_from_the_cameras_sender_reports() {
     // the receive time would be later by the encode and the transfer.
     let gw = Gateway::start(&detect_config());
     let mut feed = Feed::open(&gw.url("/api/streams/testcam/feed?fps=25")).await;
-    let mut frames: HashMap<String, String> = HashMap::new();
+    let mut pairs = Pairs::default();
     let (mut matched, mut exact) = (0, 0);
     let deadline = Instant::now() + Duration::from_secs(60);
     while matched < 20 {
         assert!(Instant::now() < deadline, "only {matched} detections matched a frame; log:\n{}", gw.log_text());
         let e = feed.next(Duration::from_secs(20)).await.expect("feed open");
-        match e.event.as_str() {
-            "frame" => {
-                frames.insert(e.id.clone(), e.data);
+        let pair = match e.event.as_str() {
+            "frame" => pairs.frame(&e.id, e.data),
+            "detections" => pairs.message(serde_json::from_str(&e.data).unwrap()),
+            _ => None,
+        };
+        if let Some((d, data)) = pair {
+            let (clock_ms, _) = pixel_clock(&decode_frame(&data)).expect("pixel clock");
+            matched += 1;
+            if d["capture_ms"].as_u64().unwrap().abs_diff(clock_ms) <= 1 {
+                exact += 1;
             }
-            "detections" => {
-                let d: Value = serde_json::from_str(&e.data).unwrap();
-                let Some(data) = frames.get(&d["seq"].to_string()) else { continue };
-                let (clock_ms, _) = pixel_clock(&decode_frame(data)).expect("pixel clock");
-                matched += 1;
-                if d["capture_ms"].as_u64().unwrap().abs_diff(clock_ms) <= 1 {
-                    exact += 1;
-                }
-            }
-            _ => {}
         }
     }
     assert!(exact >= 18, "{exact} of {matched} detections carry their frame's capture time from the camera's clock");

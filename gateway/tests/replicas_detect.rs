@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -24,27 +23,26 @@ fn replica_config(redis: &RedisServer, rid: &str, camera: &str) -> String {
 /// Reads the feed until `want` detection messages for frames captured after `after_ms` name a
 /// frame this feed delivered, checking each against the camera's shapes.
 async fn detections_on_own_frames(feed: &mut Feed, want: usize, after_ms: u64, what: &str) {
-    let mut frames: HashMap<String, String> = HashMap::new();
+    let mut pairs = Pairs::default();
     let mut matched = 0;
     let deadline = Instant::now() + Duration::from_secs(30);
     while matched < want {
         assert!(Instant::now() < deadline, "{what}: only {matched} detections matched this replica's frames");
         let e = feed.next(Duration::from_secs(10)).await.expect("feed open");
-        match e.event.as_str() {
-            "frame" => {
-                frames.insert(e.id.clone(), e.data);
-            }
+        let pair = match e.event.as_str() {
+            "frame" => pairs.frame(&e.id, e.data),
             "detections" => {
                 let d: Value = serde_json::from_str(&e.data).unwrap();
                 if d["capture_ms"].as_u64().unwrap() <= after_ms {
                     continue;
                 }
-                if let Some(data) = frames.get(&d["seq"].to_string()) {
-                    assert_boxes_on_shapes(&d, data);
-                    matched += 1;
-                }
+                pairs.message(d)
             }
-            _ => {}
+            _ => None,
+        };
+        if let Some((d, data)) = pair {
+            assert_boxes_on_shapes(&d, &data);
+            matched += 1;
         }
     }
 }

@@ -164,11 +164,17 @@ pub struct FeedsConfig {
     /// SSE keep-alive comment interval. Default `15s`.
     #[serde(with = "humantime_serde")]
     pub keepalive: Duration,
+    /// The longest an SSE frame that went to detection is held back for its detection
+    /// message, so the message arrives before its frame and players draw the boxes on their
+    /// own picture. `0s` sends frames at once (boxes then arrive after their frame). Default
+    /// `250ms`.
+    #[serde(with = "humantime_serde")]
+    pub detections_wait: Duration,
 }
 
 impl Default for FeedsConfig {
     fn default() -> Self {
-        FeedsConfig { viewer_queue: 4, keepalive: Duration::from_secs(15) }
+        FeedsConfig { viewer_queue: 4, keepalive: Duration::from_secs(15), detections_wait: Duration::from_millis(250) }
     }
 }
 

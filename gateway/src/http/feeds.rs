@@ -83,7 +83,7 @@ pub(super) async fn sse_feed(
     query: Result<Query<FeedQuery>, QueryRejection>,
 ) -> Result<Response, Error> {
     let o = check(&state, &caller, &id, query)?;
-    let body = sse::open(o.rt, o.pixels, o.fps, o.quality, state.detections(&id), state.feeds.keepalive, caller.expires())?;
+    let body = sse::open(o.rt, o.pixels, o.fps, o.quality, state.detections(&id), &state.feeds, caller.expires())?;
     Ok(streaming(Body::from_stream(body), sse::CONTENT_TYPE))
 }
 

@@ -82,7 +82,7 @@ mod tests {
     fn a_part_frames_one_jpeg() {
         let meta =
             FrameMeta { stream: "s".into(), seq: 42, rtp_timestamp: media::RtpTimestamp::new(0), capture_ms: 0, width: 2, height: 2 };
-        let frame = JpegFrame::for_test(meta, Bytes::from_static(b"\xff\xd8jpeg\xff\xd9"));
+        let frame = JpegFrame::for_test(meta, Bytes::from_static(b"\xff\xd8jpeg\xff\xd9"), false);
         let p = part(&frame);
         let text = String::from_utf8_lossy(&p);
         assert!(text.starts_with("--sightlineframe\r\nContent-Type: image/jpeg\r\nContent-Length: 8\r\nX-Frame-Seq: 42\r\n\r\n"), "{text}");

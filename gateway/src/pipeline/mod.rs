@@ -50,6 +50,9 @@ pub(crate) struct JpegFrame {
     pub(crate) meta: FrameMeta,
     /// The JFIF bytes.
     pub(crate) jpeg: Bytes,
+    /// This picture was offered to detection: its detection message follows, unless no
+    /// worker takes it before a newer picture replaces it (DESIGN.md step 6).
+    pub(crate) detecting: bool,
     derived: Derived,
 }
 
@@ -64,8 +67,8 @@ impl JpegFrame {
 #[cfg(test)]
 impl JpegFrame {
     /// A frame outside any pipeline.
-    pub(crate) fn for_test(meta: FrameMeta, jpeg: Bytes) -> JpegFrame {
-        JpegFrame { meta, jpeg, derived: Derived::default() }
+    pub(crate) fn for_test(meta: FrameMeta, jpeg: Bytes, detecting: bool) -> JpegFrame {
+        JpegFrame { meta, jpeg, detecting, derived: Derived::default() }
     }
 }
 
@@ -221,12 +224,14 @@ impl Pixels {
             };
             codec = Some(c);
             for (meta, wanted, sink, mut encoded) in pictures {
+                let mut detecting = false;
                 if let (Some(sink), Some(e)) = (sink, &mut encoded)
                     && let Some(planes) = e.picture.take()
                 {
                     sink.offer(Picture { meta: meta.clone(), full_range: e.full_range, planes, offered: Instant::now() });
+                    detecting = true;
                 }
-                self.deliver(meta, wanted, encoded);
+                self.deliver(meta, wanted, encoded, detecting);
             }
         }
         debug!(stream = %self.stream_id, "decoder stopped");
@@ -270,14 +275,14 @@ impl Pixels {
         metrics::counter!("sightline_frames_dropped_total", "stream" => self.stream_id.to_string(), "reason" => "slow_viewer").increment(1);
     }
 
-    fn deliver(&self, meta: FrameMeta, wanted: Wanted, encoded: Option<Encoded>) {
+    fn deliver(&self, meta: FrameMeta, wanted: Wanted, encoded: Option<Encoded>, detecting: bool) {
         let Some(encoded) = encoded else { return };
         if wanted.is_empty() {
             return;
         }
         let v = self.viewers.lock();
         for ((_, ids), jpeg) in wanted.into_iter().zip(encoded.jpegs) {
-            let frame = Arc::new(JpegFrame { meta: meta.clone(), jpeg, derived: Derived::default() });
+            let frame = Arc::new(JpegFrame { meta: meta.clone(), jpeg, detecting, derived: Derived::default() });
             for viewer in v.list.iter().filter(|viewer| ids.contains(&viewer.id)) {
                 if viewer.tx.try_send(frame.clone()).is_err() {
                     self.count_slow_viewer();

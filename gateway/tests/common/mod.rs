@@ -294,6 +294,43 @@ where
     }
 }
 
+/// Pairs detection messages with their SSE frames (same `seq`), in whichever order they come:
+/// a frame that went to detection follows its message (out::sse), a frame sent before the
+/// feed knew of detection precedes it.
+#[derive(Default)]
+pub struct Pairs {
+    frames: std::collections::HashMap<u64, String>,
+    messages: std::collections::HashMap<u64, serde_json::Value>,
+}
+
+impl Pairs {
+    /// A frame event; its message with the frame's data if the message came first.
+    pub fn frame(&mut self, id: &str, data: String) -> Option<(serde_json::Value, String)> {
+        let seq = id.parse().unwrap();
+        if let Some(d) = self.messages.remove(&seq) {
+            return Some((d, data));
+        }
+        if self.frames.len() > 200 {
+            self.frames.clear();
+        }
+        self.frames.insert(seq, data);
+        None
+    }
+
+    /// A detection message; with its frame's data if the frame came first.
+    pub fn message(&mut self, d: serde_json::Value) -> Option<(serde_json::Value, String)> {
+        let seq = d["seq"].as_u64().unwrap();
+        if let Some(data) = self.frames.remove(&seq) {
+            return Some((d, data));
+        }
+        if self.messages.len() > 200 {
+            self.messages.clear();
+        }
+        self.messages.insert(seq, d);
+        None
+    }
+}
+
 /// An open SSE feed.
 pub struct Feed {
     events: std::pin::Pin<Box<dyn futures::Stream<Item = Result<eventsource_stream::Event, String>> + Send>>,

@@ -1,0 +1,182 @@
+// Do the boxes drawn on the live view sit on the picture shown under them? (issue 17 §5)
+//
+// For each transport (WebRTC, SSE) one page of the web UI plays the test camera with
+// detection on. About every 150 ms, in one task, the page reads the picture shown (the
+// <video>'s current frame or the SSE <img>, drawn to a canvas) and the boxes drawn on the
+// overlay at that moment (the canvas's `sightlineDrawn`), finds each test-camera shape in
+// the picture by its colour and scores each drawn box against the shape of its label by IoU.
+// The ceiling is measured in the same page at the same time: the model's boxes on their own
+// frame (an SSE feed at the camera's rate; a detection message and the frame with the same
+// `seq`). The live view must match as well as the ceiling: its share of boxes with
+// IoU >= 0.8 at most 3 points below the ceiling's.
+//
+// Usage: node tests/browser/overlay-match.mjs BASE_URL [SECONDS=15]
+// Prints one JSON line per transport and exits non-zero when a transport misses.
+import { startBrowserTest } from './chromium.mjs';
+import assert from 'node:assert/strict';
+
+const [base, secondsArg] = process.argv.slice(2);
+assert.ok(base, 'usage: node overlay-match.mjs BASE_URL [SECONDS]');
+const seconds = Number(secondsArg || 15);
+const MARGIN = 0.03;
+
+const { browser, fail, done } = await startBrowserTest((seconds * 2 + 90) * 1000);
+
+/** Runs in the page: samples the live card and the ceiling for `seconds`. */
+async function measure({ seconds, stream }) {
+  // The test camera's shapes (testcam/src/scene.rs): colour test and size in units of
+  // min(width, height) / 6.
+  const SHAPES = {
+    circle: { is: (r, g, b) => r > 150 && g < 110 && b < 110, w: 1, h: 1 },
+    square: { is: (r, g, b) => g > 140 && r < 120 && b < 130, w: 1, h: 1 },
+    bar: { is: (r, g, b) => r > 170 && g > 140 && b < 120, w: 2, h: 1 },
+  };
+  const W = 640;
+  const H = 360;
+  const work = document.createElement('canvas');
+  work.width = W;
+  work.height = H;
+  const ctx = work.getContext('2d', { willReadFrequently: true });
+
+  /** Each shape's box in `source` (0..1 of the picture), or none where it is hidden. */
+  function shapesIn(source) {
+    ctx.drawImage(source, 0, 0, W, H);
+    const data = ctx.getImageData(0, 0, W, H).data;
+    const unit = Math.min(W, H) / 6;
+    const found = {};
+    for (const [label, s] of Object.entries(SHAPES)) {
+      const cols = new Uint16Array(W);
+      const rows = new Uint16Array(H);
+      for (let y = 0; y < H; y += 1) {
+        for (let x = 0; x < W; x += 1) {
+          const i = (y * W + x) * 4;
+          if (s.is(data[i], data[i + 1], data[i + 2])) {
+            cols[x] += 1;
+            rows[y] += 1;
+          }
+        }
+      }
+      const span = (counts) => {
+        let lo = -1;
+        let hi = -1;
+        counts.forEach((c, i) => {
+          if (c >= 3) {
+            if (lo < 0) lo = i;
+            hi = i;
+          }
+        });
+        return lo < 0 ? null : [lo, hi + 1];
+      };
+      const xs = span(cols);
+      const ys = span(rows);
+      if (!xs || !ys) continue;
+      const [w, h] = [xs[1] - xs[0], ys[1] - ys[0]];
+      // Partly hidden behind another shape: not a reference.
+      if (Math.abs(w - s.w * unit) > 0.08 * s.w * unit || Math.abs(h - s.h * unit) > 0.08 * s.h * unit) continue;
+      found[label] = { x: xs[0] / W, y: ys[0] / H, w: w / W, h: h / H };
+    }
+    return found;
+  }
+
+  const iou = (a, b) => {
+    const ix = Math.max(0, Math.min(a.x + a.w, b.x + b.w) - Math.max(a.x, b.x));
+    const iy = Math.max(0, Math.min(a.y + a.h, b.y + b.h) - Math.max(a.y, b.y));
+    const inter = ix * iy;
+    return inter / (a.w * a.h + b.w * b.h - inter);
+  };
+  const score = (boxes, truth, into) => {
+    for (const b of boxes) {
+      const t = truth[b.label];
+      if (t) into.push(iou(b, t));
+    }
+  };
+
+  // The ceiling: detections on their own frame, from an SSE feed of every frame.
+  const ceiling = [];
+  const frames = new Map();
+  const messages = new Map();
+  const pending = [];
+  const feed = new EventSource(`/api/streams/${stream}/feed?fps=25`);
+  const pair = (seq) => {
+    const frame = frames.get(seq);
+    const msg = messages.get(seq);
+    if (!frame || !msg) return;
+    frames.delete(seq);
+    messages.delete(seq);
+    const bytes = Uint8Array.from(atob(frame), (c) => c.charCodeAt(0));
+    pending.push(createImageBitmap(new Blob([bytes], { type: 'image/jpeg' })).then((bitmap) => {
+      score(msg.boxes, shapesIn(bitmap), ceiling);
+    }));
+  };
+  const trim = (map) => {
+    while (map.size > 60) map.delete(map.keys().next().value);
+  };
+  feed.addEventListener('frame', (ev) => {
+    frames.set(Number(ev.lastEventId), ev.data);
+    trim(frames);
+    pair(Number(ev.lastEventId));
+  });
+  feed.addEventListener('detections', (ev) => {
+    const msg = JSON.parse(ev.data);
+    messages.set(msg.seq, msg);
+    trim(messages);
+    pair(msg.seq);
+  });
+
+  // The live card: what is shown, sampled in one task.
+  const card = [...document.querySelectorAll('article.card')].find((c) => c.textContent.includes(stream));
+  const overlay = card.querySelector('canvas.media-overlay');
+  const live = [];
+  let samples = 0;
+  let withBoxes = 0;
+  const started = performance.now();
+  while (performance.now() - started < seconds * 1000) {
+    await new Promise((r) => setTimeout(r, 50 + Math.random() * 60));
+    const video = card.querySelector('video');
+    const img = card.querySelector('img.media-img');
+    const source = video && !video.hidden && video.readyState >= 2 ? video
+      : (img && !img.hidden && img.complete && img.naturalWidth ? img : null);
+    if (!source) continue;
+    const drawn = overlay.sightlineDrawn?.boxes ?? [];
+    samples += 1;
+    if (drawn.length) withBoxes += 1;
+    score(drawn, shapesIn(source), live);
+  }
+  feed.close();
+  await Promise.all(pending);
+  const summary = (v) => {
+    const s = [...v].sort((a, b) => a - b);
+    return {
+      boxes: s.length,
+      median: s.length ? Number(s[Math.floor(s.length / 2)].toFixed(3)) : null,
+      share08: s.length ? Number((s.filter((x) => x >= 0.8).length / s.length).toFixed(3)) : null,
+    };
+  };
+  return { samples, withBoxes, live: summary(live), ceiling: summary(ceiling), counts: { ...overlay.dataset } };
+}
+
+try {
+  const errors = [];
+  let missed = [];
+  for (const [query, what] of [['', 'webrtc'], ['?transport=sse', 'sse']]) {
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    page.on('pageerror', (e) => errors.push(String(e)));
+    await page.goto(`${base}/${query}`);
+    const canvas = page.locator('article.card', { hasText: 'testcam' }).locator('canvas.media-overlay');
+    await canvas.waitFor({ timeout: 10_000 });
+    // Playing, with boxes drawn on their own frame.
+    await page.waitForFunction(() => Number(document.querySelector('canvas.media-overlay')?.dataset.exact || 0) >= 5,
+      null, { timeout: 30_000 });
+    const r = await page.evaluate(measure, { seconds, stream: 'testcam' });
+    console.log(JSON.stringify({ transport: what, ...r }));
+    assert.ok(r.ceiling.boxes >= 30, `${what}: the ceiling has enough boxes ${JSON.stringify(r)}`);
+    assert.ok(r.live.boxes >= 30, `${what}: enough boxes drawn ${JSON.stringify(r)}`);
+    if (r.live.share08 < r.ceiling.share08 - MARGIN) missed.push(`${what}: ${r.live.share08} < ${r.ceiling.share08} - ${MARGIN}`);
+    await page.close();
+  }
+  assert.deepEqual(errors, [], 'no page errors');
+  assert.deepEqual(missed, [], 'boxes drawn live match their picture as well as the model matches its own frame');
+} catch (e) {
+  await fail(e.stack || String(e));
+}
+await done();
