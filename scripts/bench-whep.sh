@@ -11,6 +11,9 @@ cd "$(dirname "$0")/.."
 # CAMERA_ARGS="--bframes 2 --profile high" (or "--codec h265") gives the GStreamer camera
 # B-frames or H.265: the gateway then transcodes for WebRTC, once per stream; the transcoder's
 # share of the gateway CPU is printed as transcode_cpu.
+# LOSS=0.01 makes each viewer drop 1 % of its RTP datagrams (loadtest whep --loss): NACKs and
+# resends must repair them (the JSON line's packets_lost counts what was never repaired).
+# SIGHTLINE_WEBRTC__NACK_HISTORY=N sets the packets kept per viewer for resends.
 # PIN_CPUS=1 puts the gateway on CPU 0 and the camera and load generator on the others: on a
 # 2-core machine unpinned runs of one binary spread +-10 %, pinned ones much less.
 gw_pin=() rest_pin=()
@@ -44,7 +47,7 @@ for viewers in ${@:-100 200 400}; do
   # Warm up: start the pull so the GOP cache is filled.
   curl -sN "http://127.0.0.1:$port/api/streams/cam/feed?fps=1" -o /dev/null --max-time 4 || true
   "${rest_pin[@]}" $BIN_DIR/loadtest whep --url "http://127.0.0.1:$port" --stream cam --viewers "$viewers" \
-    --seconds "$seconds" --ramp-ms 10 > /tmp/bench-loadtest.out &
+    --seconds "$seconds" --ramp-ms 10 --loss "${LOSS:-0}" > /tmp/bench-loadtest.out &
   lt=$!
   sleep $(( viewers / 100 + 6 ))   # ramp-up
   ticks() { awk '{print $14 + $15}' "/proc/$gw/stat"; }
@@ -66,8 +69,8 @@ print(f"p50<={q(0.5)} p90<={q(0.9)} p99<={q(0.99)}")')
   awk -v t0="$t0" -v t1="$t1" -v s0="$s0" -v s1="$s1" -v p0="$p0" -v p1="$p1" -v hz="$hz" -v n="$viewers" -v rss="$rss" -v d="$delay_p99" \
     -v x0="${x0:-0}" -v x1="${x1:-0}" 'BEGIN {
     cpu = (t1 - t0) / hz; wall = s1 - s0; pk = p1 - p0;
-    printf "viewers=%d gateway_cpu=%.1f%% transcode_cpu=%.1f%% rss=%dMiB packets_per_s=%.0f us_per_packet_per_viewer=%.2f send_delay %s\n",
-      n, cpu / wall * 100, (x1 - x0) / wall * 100, rss / 1024, pk / wall, (pk > 0 ? cpu * 1e6 / pk : 0), d }'
+    printf "viewers=%d gateway_cpu=%.1f%% transcode_cpu=%.1f%% rss=%dMiB rss_kib=%d packets_per_s=%.0f us_per_packet_per_viewer=%.2f send_delay %s\n",
+      n, cpu / wall * 100, (x1 - x0) / wall * 100, rss / 1024, rss, pk / wall, (pk > 0 ? cpu * 1e6 / pk : 0), d }'
   tail -1 /tmp/bench-loadtest.out
   kill $gw; wait $gw 2>/dev/null || true
   trap 'kill $camera 2>/dev/null' EXIT

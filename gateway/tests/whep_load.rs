@@ -1,28 +1,30 @@
 //! 50 WHEP sessions from `loadtest whep` (str0m peers, no decoding) all receive media with
-//! no loss; time to the first keyframe stays low with a 2 s GOP thanks to the cached GOP.
+//! no loss; time to the first keyframe stays low with a 2 s GOP thanks to the cached GOP. With
+//! 2 % of their RTP datagrams dropped, NACKs and resends repair (nearly) all of it.
 
 mod common;
 
 use common::*;
 
+/// Warms the stream up (the GOP cache holds frames, as on a watched stream), runs `loadtest whep`
+/// with `args` against `gw` and returns its JSON report.
+async fn loadtest_whep(gw: &Gateway, args: &[&str]) -> serde_json::Value {
+    let mut feed = Feed::open(&gw.url("/api/streams/testcam/feed?fps=1")).await;
+    feed.next_frame(std::time::Duration::from_secs(20)).await;
+    let loadtest = std::path::Path::new(env!("CARGO_BIN_EXE_gateway")).with_file_name("loadtest");
+    assert!(loadtest.exists(), "{} missing: build the workspace first (scripts/test does)", loadtest.display());
+    let out =
+        tokio::process::Command::new(&loadtest).args(["whep", "--url", &gw.base, "--stream", "testcam"]).args(args).output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_whep_sessions_receive_media() {
     // The test camera's default GOP is 50 frames at 25 fps: 2 s.
     let gw = Gateway::start("");
-    // Warm up: pull the camera so the GOP cache holds frames (as it would on a watched stream).
-    let mut feed = Feed::open(&gw.url("/api/streams/testcam/feed?fps=1")).await;
-    feed.next_frame(std::time::Duration::from_secs(20)).await;
-
-    let loadtest = std::path::Path::new(env!("CARGO_BIN_EXE_gateway")).with_file_name("loadtest");
-    assert!(loadtest.exists(), "{} missing: build the workspace first (scripts/test does)", loadtest.display());
-    let out = tokio::process::Command::new(&loadtest)
-        .args(["whep", "--url", &gw.base, "--stream", "testcam", "--viewers", "50", "--seconds", "6", "--ramp-ms", "20"])
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let r: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let r = loadtest_whep(&gw, &["--viewers", "50", "--seconds", "6", "--ramp-ms", "20"]).await;
     assert_eq!(r["connected"], 50, "{r}");
     assert_eq!(r["viewers_with_media"], 50, "{r}");
     assert_eq!(r["errors"], 0, "{r}");
@@ -30,7 +32,21 @@ async fn fifty_whep_sessions_receive_media() {
     assert!(r["datachannel_messages_min"].as_u64().unwrap() >= 1, "{r}");
     let p50 = r["ttfk_ms_p50"].as_f64().unwrap();
     assert!(p50 < 300.0, "time to first keyframe p50 {p50} ms with a 2 s GOP: {r}");
-    drop(feed);
     let gone = || async { get_json(&gw.url("/readyz")).await.1["webrtc"]["sessions"] == 0 };
     assert!(eventually(std::time::Duration::from_secs(2), gone).await, "every session was deleted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nacks_repair_random_loss() {
+    // Each viewer drops 2 % of its RTP datagrams before SRTP (`loadtest whep --loss`): its
+    // NACKs (RFC 4585) and the gateway's RTX resends (RFC 4588) from the per-viewer history
+    // (`webrtc.nack_history`, a small one here) must repair them.
+    let gw = Gateway::start("[webrtc]\nudp_port = 0\nloops = 1\nnack_history = 64\n");
+    let r = loadtest_whep(&gw, &["--viewers", "10", "--seconds", "8", "--ramp-ms", "20", "--loss", "0.02"]).await;
+    assert_eq!(r["viewers_with_media"], 10, "{r}");
+    let dropped = r["packets_dropped"].as_u64().unwrap();
+    let lost = r["packets_lost"].as_u64().unwrap();
+    assert!(dropped >= 40, "2 % of ~10 viewers x 8 s x 57 packets/s dropped: {r}");
+    // Unrepaired: a resend dropped again (2 % of them), or a drop in the last round trip.
+    assert!(lost * 10 <= dropped, "{lost} of {dropped} dropped packets never repaired: {r}");
 }

@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use media::rtp::{H264Depacketizer, H265Depacketizer};
+use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng as _};
 use reqwest::{Client, StatusCode, Url};
 use serde::Serialize;
 use str0m::change::SdpAnswer;
@@ -63,6 +65,25 @@ pub(crate) struct WhepArgs {
     /// viewer token for the stream, or a control token).
     #[arg(long)]
     token: Option<String>,
+    /// Drop this fraction (0 to 0.5) of the RTP datagrams each viewer receives, at random,
+    /// before SRTP, as a lossy network would: the viewers' NACKs (RFC 4585 §6.2.1) and the
+    /// gateway's resends (RTX, RFC 4588) must repair them, so `lost` counts what was never
+    /// repaired and `dropped` what this option dropped.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_loss)]
+    loss: f64,
+}
+
+fn parse_loss(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=0.5).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a fraction from 0 to 0.5")),
+    }
+}
+
+/// Whether a datagram is RTP (not RTCP, STUN or DTLS): first byte 128..=191 (RFC 7983 §7),
+/// and a second byte that is not an RTCP packet type 192..=223 (RFC 5761 §4).
+fn is_rtp(datagram: &[u8]) -> bool {
+    matches!(datagram, [0x80..=0xbf, b, ..] if !(192..=223).contains(b))
 }
 
 /// The video codec in the viewers' offers.
@@ -125,6 +146,8 @@ struct ViewerStats {
     max_gap: Duration,
     ttfk: Option<Duration>,
     messages: u64,
+    /// RTP datagrams dropped by `--loss`.
+    dropped: u64,
     errors: Vec<String>,
     codec: Option<OfferCodec>,
     dump: Option<Dump>,
@@ -156,6 +179,7 @@ pub(crate) struct WhepReport {
     packets_total: u64,
     packets_lost: u64,
     loss_ratio: f64,
+    packets_dropped: u64,
     ttfk_ms_p50: Option<f64>,
     ttfk_ms_p95: Option<f64>,
     ttfk_ms_max: Option<f64>,
@@ -200,7 +224,8 @@ pub(crate) async fn run(args: &WhepArgs) -> anyhow::Result<WhepReport> {
     let handles: Vec<_> = (0..args.viewers)
         .map(|i| {
             let dump = i == 0 && args.dump.is_some();
-            tokio::spawn(viewer(client.clone(), endpoint.clone(), args.bind, args.codec, dump, start + ramp * i, deadline))
+            let net = Net { bind: args.bind, loss: args.loss };
+            tokio::spawn(viewer(client.clone(), endpoint.clone(), net, args.codec, dump, start + ramp * i, deadline))
         })
         .collect();
     let mut stats = Vec::with_capacity(handles.len());
@@ -238,6 +263,7 @@ fn summarize(args: &WhepArgs, stats: &[ViewerStats], end: Instant) -> WhepReport
         packets_total: packets,
         packets_lost: lost,
         loss_ratio: if packets + lost == 0 { 0.0 } else { lost as f64 / (packets + lost) as f64 },
+        packets_dropped: stats.iter().map(|s| s.dropped).sum(),
         ttfk_ms_p50: median(&ttfk).map(round2),
         ttfk_ms_p95: percentile(&ttfk, 95.0).map(round2),
         ttfk_ms_max: ttfk.last().copied().map(round2),
@@ -263,6 +289,9 @@ pub(crate) fn print(r: &WhepReport) -> anyhow::Result<()> {
         r.packets_total + r.packets_lost,
         r.loss_ratio * 100.0
     );
+    if r.packets_dropped > 0 {
+        println!("dropped on purpose (--loss): {} RTP datagrams; the lost ones above were never repaired", r.packets_dropped);
+    }
     println!("time to first keyframe: p50 {:?} ms, p95 {:?} ms, max {:?} ms", r.ttfk_ms_p50, r.ttfk_ms_p95, r.ttfk_ms_max);
     println!("data channel messages per viewer: min {}; errors {} {:?}", r.datachannel_messages_min, r.errors, r.error_samples);
     println!("longest gap between packets {:.0} ms; viewers stale at the end {}", r.max_gap_ms, r.viewers_stale_at_end);
@@ -270,11 +299,19 @@ pub(crate) fn print(r: &WhepReport) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A viewer's side of the network: the address its socket binds, and the share of RTP
+/// datagrams it drops (`--loss`).
+#[derive(Clone, Copy, Debug)]
+struct Net {
+    bind: IpAddr,
+    loss: f64,
+}
+
 /// One viewer: offer, answer, receive until the deadline, DELETE.
 async fn viewer(
     client: Client,
     endpoint: Arc<Url>,
-    bind: IpAddr,
+    net: Net,
     codec: OfferCodec,
     dump: bool,
     start_at: TokioInstant,
@@ -282,14 +319,14 @@ async fn viewer(
 ) -> ViewerStats {
     sleep_until(start_at).await;
     let mut stats = ViewerStats { codec: Some(codec), dump: dump.then(Dump::default), ..Default::default() };
-    if let Err(e) = session(&client, &endpoint, bind, deadline, &mut stats).await {
+    if let Err(e) = session(&client, &endpoint, net, deadline, &mut stats).await {
         stats.errors.push(e);
     }
     stats
 }
 
-async fn session(client: &Client, endpoint: &Url, bind: IpAddr, deadline: TokioInstant, stats: &mut ViewerStats) -> Result<(), String> {
-    let socket = bind_socket(SocketAddr::new(bind, 0)).map_err(|e| format!("bind: {e}"))?;
+async fn session(client: &Client, endpoint: &Url, net: Net, deadline: TokioInstant, stats: &mut ViewerStats) -> Result<(), String> {
+    let socket = bind_socket(SocketAddr::new(net.bind, 0)).map_err(|e| format!("bind: {e}"))?;
     let local = socket.local_addr().map_err(|e| e.to_string())?;
     let builder = Rtc::builder().set_rtp_mode(true).clear_codecs();
     let builder = match stats.codec {
@@ -320,7 +357,7 @@ async fn session(client: &Client, endpoint: &Url, bind: IpAddr, deadline: TokioI
     let answer = SdpAnswer::from_sdp_string(&answer).map_err(|e| format!("bad answer: {e}"))?;
     rtc.sdp_api().accept_answer(pending, answer).map_err(|e| format!("answer rejected: {e}"))?;
 
-    let result = receive(&mut rtc, &socket, local, deadline, requested, stats).await;
+    let result = receive(&mut rtc, &socket, local, net.loss, deadline, requested, stats).await;
     let mut resource = endpoint.clone();
     resource.set_path(&location);
     if let Err(e) = client.delete(resource).send().await {
@@ -343,11 +380,13 @@ async fn receive(
     rtc: &mut Rtc,
     socket: &UdpSocket,
     local: SocketAddr,
+    loss: f64,
     deadline: TokioInstant,
     requested: Instant,
     stats: &mut ViewerStats,
 ) -> Result<(), String> {
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut rng = StdRng::from_os_rng();
     loop {
         let timeout = loop {
             match rtc.poll_output().map_err(|e| format!("peer: {e}"))? {
@@ -362,6 +401,10 @@ async fn receive(
         tokio::select! {
             r = socket.recv_from(&mut buf) => {
                 let (n, source) = r.map_err(|e| format!("recv: {e}"))?;
+                if loss > 0.0 && is_rtp(&buf[..n]) && rng.random::<f64>() < loss {
+                    stats.dropped += 1;
+                    continue;
+                }
                 if let Ok(rx) = Receive::new(Protocol::Udp, source, local, &buf[..n]) {
                     let _ = rtc.handle_input(Input::Receive(Instant::now(), rx));
                 }
@@ -428,5 +471,10 @@ mod tests {
         let s = ViewerStats { packets: 8, first_seq: Some(100), max_seq: 109, ..Default::default() };
         assert_eq!(s.lost(), 2);
         assert_eq!(ViewerStats::default().lost(), 0);
+        // What --loss may drop: RTP, not RTCP (a sender report here), STUN or DTLS.
+        assert!(is_rtp(&[0x80, 96, 0, 1]) && is_rtp(&[0x90, 0xe0, 0, 1]), "video, marker bit set");
+        assert!(!is_rtp(&[0x80, 200, 0, 6]), "RTCP SR");
+        assert!(!is_rtp(&[0x00, 0x01, 0, 0]) && !is_rtp(&[22, 0xfe, 0xfd]), "STUN, DTLS");
+        assert!(parse_loss("0.01").is_ok() && parse_loss("0.9").is_err() && parse_loss("x").is_err());
     }
 }

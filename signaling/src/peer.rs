@@ -17,7 +17,7 @@ use str0m::channel::ChannelId;
 use str0m::format::Codec;
 use str0m::media::{KeyframeRequestKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{RtpWrite, SeqNo};
+use str0m::rtp::{Extension, RtpWrite, SeqNo};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
 use crate::whep::WhepError;
@@ -48,6 +48,9 @@ pub struct PeerConfig {
     pub h265: bool,
     /// The audio the gateway has for this viewer, if any.
     pub audio: Option<PeerAudio>,
+    /// Video RTP packets kept to answer the viewer's NACKs with resends (str0m's send buffer;
+    /// at least 1).
+    pub nack_history: usize,
 }
 
 /// An audio codec a peer may send (all three are mandatory or common in WebRTC, RFC 7874 §3).
@@ -200,13 +203,22 @@ impl ViewerPeer {
         let mut cfg = Rtc::builder()
             .set_ice_lite(true)
             .set_rtp_mode(true)
+            // Header extensions: the MID (RFC 8843 §15) and abs-send-time only. No
+            // transport-wide sequence numbers (draft-holmer-rmcat-transport-wide-cc-extensions):
+            // their feedback drives a send-side bandwidth estimate, and a passthrough sender
+            // cannot change the camera's bitrate; str0m kept 1 000 send records (~90 KB) per
+            // viewer for it and parsed each viewer's feedback every ~100 ms.
+            .clear_extension_map()
+            .set_extension(2, Extension::AbsoluteSendTime)
+            .set_extension(4, Extension::RtpMid)
             .clear_codecs()
             // Opus always, so an offer with audio first keeps m-line 0 (where str0m puts the
             // candidates) accepted even when no audio is sent.
             .enable_opus(true, false)
             .enable_pcma(config.audio == Some(PeerAudio::Pcma), false)
             .enable_pcmu(config.audio == Some(PeerAudio::Pcmu), false)
-            .set_stats_interval(Some(STATS_INTERVAL));
+            .set_stats_interval(Some(STATS_INTERVAL))
+            .set_send_buffer_video(config.nack_history.max(1));
         let codecs = cfg.codec_config();
         codecs.add_h264(H264_PT.into(), Some(H264_RTX_PT.into()), true, config.profile_level_id);
         // Other profiles as fallbacks (one entry per profile_idc: two entries of one profile
@@ -448,7 +460,13 @@ mod tests {
     const AUDIO_VIDEO: &str = include_str!("../testdata/chromium156_recvonly_audio_video.sdp");
 
     fn config(plid: u32) -> PeerConfig {
-        PeerConfig { candidates: vec!["127.0.0.1:8189".parse().unwrap()], profile_level_id: plid, h265: false, audio: None }
+        PeerConfig {
+            candidates: vec!["127.0.0.1:8189".parse().unwrap()],
+            profile_level_id: plid,
+            h265: false,
+            audio: None,
+            nack_history: 256,
+        }
     }
 
     #[test]

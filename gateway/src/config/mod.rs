@@ -205,6 +205,11 @@ pub struct WebrtcConfig {
     /// A session whose ICE/DTLS has not connected after this long is dropped. Default `15s`.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: std::time::Duration,
+    /// Video RTP packets kept per viewer to answer its NACKs (RFC 4585 §6.2.1) with resends
+    /// (RTX, RFC 4588): the larger part of a viewer's memory (~1.2 KB each). 256 packets are
+    /// ~1 s of a 2 Mbit/s camera, several round trips on any network a live view works on.
+    /// Default 256.
+    pub nack_history: usize,
 }
 
 impl WebrtcConfig {
@@ -235,6 +240,7 @@ impl Default for WebrtcConfig {
             ice_servers: Vec::new(),
             first_frame_timeout: std::time::Duration::from_secs(5),
             connect_timeout: std::time::Duration::from_secs(15),
+            nack_history: 256,
         }
     }
 }
@@ -977,6 +983,9 @@ impl Config {
         }
         if self.webrtc.max_sessions == 0 {
             return Err("webrtc.max_sessions must be at least 1".into());
+        }
+        if !(16..=10_000).contains(&self.webrtc.nack_history) {
+            return Err(format!("webrtc.nack_history must be 16..=10000 packets, not {}", self.webrtc.nack_history));
         }
         if let Some(bad) = self.webrtc.ice_servers.iter().find(|s| !["stun:", "turn:", "turns:"].iter().any(|p| s.url.starts_with(p))) {
             return Err(format!("webrtc.ice_servers: {:?} must start with stun:, turn: or turns:", bad.url));

@@ -266,6 +266,7 @@ impl Webrtc {
             profile_level_id: video.profile_level_id,
             h265: video.h265,
             audio: Self::audio_codec(stream),
+            nack_history: self.config.nack_history,
         };
         let (peer, answer) = ViewerPeer::accept(offer, &config, Instant::now()).map_err(|e| Error::whep(&stream.id, e))?;
         // Only a viewer that negotiated audio holds the audio transcoder.
