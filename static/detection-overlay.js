@@ -16,9 +16,13 @@
 //            carry the same `seq`.
 // Boxes are drawn when their frame is on screen: at once if the message
 // arrives while that frame is displayed, or when the frame is displayed if
-// the message came first ("exact"). A message at most one frame interval
-// late (its frame was just replaced) is drawn on the next frame ("late");
-// older ones are dropped ("stale"). Between detected frames (detection runs
+// the message came first ("exact"). Over WebRTC a message that comes after
+// its frame was replaced has its tracked boxes carried to the frame shown
+// (as below, at most 300 ms; "late"), so the video need not wait for the
+// model; without tracking (no velocities) such a message asks the player to
+// delay playout (`onLate`), and over SSE (where the feed sends boxes before
+// their frame) one at most one frame late is drawn on the next frame; older
+// ones are dropped ("stale"). Between detected frames (detection runs
 // at a lower rate than video: 10 of 25 fps) the last boxes are carried
 // forward while they are at most one detection interval plus one frame
 // interval old ("held"), then cleared: each box that continues a track is
@@ -41,6 +45,8 @@ const KEEP_MESSAGES = 32;
 const MAX_VELOCITY_SPAN = 45_000;
 /** RTP ticks per frame before the stream shows its own (25 fps). */
 const DEFAULT_FRAME_TICKS = 3600;
+/** A late message's boxes are carried to the shown frame at most this far (90 kHz: 300 ms). */
+const MAX_CARRY = 27_000;
 
 /** Signed difference a - b of two 32-bit RTP timestamps. */
 const rtpDiff = (a, b) => (a - b) | 0;
@@ -66,6 +72,8 @@ export class DetectionOverlay {
   #seen = new Map(); // track id -> its last detection {at: rtp_timestamp, seq, box}
   #velocity = new WeakMap(); // box -> its track's velocity {x, y, w, h} (per tick) when detected
   #ticksPerSeq = DEFAULT_FRAME_TICKS; // SSE: RTP ticks between consecutive seq numbers
+  #lateness = 0; // WebRTC: how late (ticks) the last carried message came after its frame
+  #tracked = false; // some box came with a track id: the stream is tracked
   #rvfcVideo = null;
   #rvfcHandle = null;
   #counts = { exact: 0, late: 0, stale: 0, held: 0, cleared: 0 };
@@ -140,9 +148,21 @@ export class DetectionOverlay {
       this.#draw(msg, key, 'exact');
     } else if (this.#frameKey !== null) {
       const late = this.#diff(this.#frameKey, key);
-      if (late > 0 && late <= this.#frameStep) this.#draw(msg, key, 'late');
-      else if (late > 0) this.#count('stale');
-      if (late > 0 && this.#mode === 'rtp') this.#onLate?.(late / 90);
+      if (late > 0 && this.#mode === 'rtp' && late <= MAX_CARRY && this.#movable(msg)) {
+        // Its frame is gone: carry its tracked boxes to the frame shown now.
+        this.#lateness = late;
+        this.#drawn = msg;
+        this.#drawnKey = key;
+        this.#count('late');
+        this.#paintCarried(late);
+      } else {
+        if (late > 0 && late <= this.#frameStep) this.#draw(msg, key, 'late');
+        else if (late > 0) this.#count('stale');
+        // Without tracking boxes cannot be carried: ask the player to delay the video
+        // instead. With tracking, a box without a velocity yet (a new track, or one not
+        // confirmed) gets one with a later message.
+        if (late > 0 && this.#mode === 'rtp' && !this.#tracked) this.#onLate?.(late / 90);
+      }
     }
   }
 
@@ -159,6 +179,8 @@ export class DetectionOverlay {
     this.#frameKey = null;
     this.#lastMessageKey = null;
     this.#offset = 0;
+    this.#lateness = 0;
+    this.#tracked = false;
     this.#seen.clear();
     this.#clear();
   }
@@ -234,7 +256,7 @@ export class DetectionOverlay {
     }
     if (this.#drawn) {
       const age = this.#diff(key, this.#drawnKey);
-      const hold = Math.max(this.#messageStep, this.#frameStep) + this.#frameStep;
+      const hold = Math.max(this.#messageStep, this.#frameStep) + this.#frameStep + this.#lateness;
       if (age >= 0 && age <= hold) {
         this.#count('held');
         this.#paintCarried(age);
@@ -250,6 +272,7 @@ export class DetectionOverlay {
     const at = msg.rtp_timestamp >>> 0;
     for (const b of msg.boxes) {
       if (b.track_id == null) continue;
+      this.#tracked = true;
       const prev = this.#seen.get(b.track_id);
       const dt = prev ? rtpDiff(at, prev.at) : 0;
       if (dt > 0 && dt <= MAX_VELOCITY_SPAN) {
@@ -260,6 +283,11 @@ export class DetectionOverlay {
       if (dt > 0 || !prev) this.#seen.set(b.track_id, { at, seq: msg.seq, box: b });
     }
     if (this.#seen.size > 256) this.#seen.delete(this.#seen.keys().next().value);
+  }
+
+  /** Whether every box of `msg` continues a track with a known velocity. */
+  #movable(msg) {
+    return msg.boxes.every((b) => this.#velocity.has(b));
   }
 
   /** The drawn message's tracked boxes, moved on by `age` (in frame keys) along their velocity. */

@@ -800,7 +800,8 @@ export class StreamCard {
   }
 
   /**
-   * Detection boxes arrive after their frame was shown: delay WebRTC playout by that much
+   * Detection boxes of an untracked stream arrive after their frame was shown (tracked boxes
+   * are carried to the shown frame instead, see DetectionOverlay): delay WebRTC playout by that much
    * (plus 20 ms), only ever raising it within a session and never beyond 500 ms.
    */
   #onDetectionsLate(ms) {

@@ -340,6 +340,15 @@ async fn redis_workers_share_a_job_and_survive_a_kill_9() {
     // Nothing left behind in Redis: tasks acknowledged and deleted, results taken.
     assert_eq!(redis.cli(&["XLEN", "sightline:jobs:tasks"]).trim(), "0");
     assert_eq!(redis.cli(&["--scan", "--pattern", "sightline:jobs:result:*"]).trim(), "");
+    // The dead worker's consumer leaves the group (no heartbeat, nothing pending, idle past
+    // claim_idle); the live one stays.
+    let consumers = || {
+        let out = redis.cli(&["XINFO", "CONSUMERS", "sightline:jobs:tasks", "workers"]);
+        let lines: Vec<&str> = out.lines().map(str::trim).collect();
+        lines.windows(2).filter(|w| w[0] == "name").map(|w| w[1].to_owned()).collect::<Vec<_>>()
+    };
+    let pruned = || async { consumers() == ["b"] };
+    assert!(eventually(Duration::from_secs(15), pruned).await, "consumers left in the group: {:?}", consumers());
 }
 
 /// A binary of the workspace built beside the gateway's.

@@ -4,9 +4,9 @@
 
 use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use ::redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use ::redis::streams::{StreamAutoClaimReply, StreamId, StreamInfoConsumersReply, StreamReadReply};
 use wire::job::{ChunkResult, MAX_MESSAGE, Task, keys};
 
 use crate::job::Processor;
@@ -113,7 +113,14 @@ fn serve_redis(
     let mut con = client.get_connection()?;
     ensure_group(&mut con)?;
     let me = processor.worker.clone();
+    let mut pruned_at: Option<Instant> = None;
     loop {
+        if pruned_at.is_none_or(|t| t.elapsed() >= options.claim_idle) {
+            pruned_at = Some(Instant::now());
+            for gone in prune_consumers(&mut con, &me, options.claim_idle)? {
+                eprintln!("infer-worker job: removed the consumer of worker {gone} from the group (no heartbeat, nothing pending)");
+            }
+        }
         let claimed: StreamAutoClaimReply = ::redis::cmd("XAUTOCLAIM")
             .arg(keys::TASKS)
             .arg(keys::GROUP)
@@ -217,6 +224,29 @@ fn done(con: &mut ::redis::Connection, id: &str) -> anyhow::Result<()> {
         .ignore()
         .query::<()>(con)?;
     Ok(())
+}
+
+/// Removes from the group the consumers of workers that are gone, so `XINFO CONSUMERS` (and
+/// anything counting consumers) shows the workers that exist: a consumer other than `me` whose
+/// worker's heartbeat key expired, with no pending task (a dead worker's task is first taken
+/// over by `XAUTOCLAIM`, which moves it to the taker) and idle longer than `idle`. Deleting a
+/// consumer with pending tasks would drop them from the group (`XGROUP DELCONSUMER`), so
+/// those are left. Returns the names removed.
+pub fn prune_consumers(con: &mut ::redis::Connection, me: &str, idle: Duration) -> anyhow::Result<Vec<String>> {
+    let info: StreamInfoConsumersReply = ::redis::cmd("XINFO").arg("CONSUMERS").arg(keys::TASKS).arg(keys::GROUP).query(con)?;
+    let mut removed = Vec::new();
+    for c in info.consumers {
+        if c.name == me || c.pending > 0 || (c.idle as u128) < idle.as_millis() {
+            continue;
+        }
+        let alive: bool = ::redis::cmd("EXISTS").arg(keys::worker(&c.name)).query(con)?;
+        if alive {
+            continue;
+        }
+        let _dropped: i64 = ::redis::cmd("XGROUP").arg("DELCONSUMER").arg(keys::TASKS).arg(keys::GROUP).arg(&c.name).query(con)?;
+        removed.push(c.name);
+    }
+    Ok(removed)
 }
 
 /// Creates the consumer group (and the stream) unless it exists.

@@ -10,6 +10,11 @@
 // `seq`). The live view must match as well as the ceiling: its share of boxes with
 // IoU >= 0.8 at most 3 points below the ceiling's.
 //
+// Glass-to-glass latency with detection on is reported beside it (`g2g_ms`, not asserted:
+// timings are benchmarks): the test camera's pixel clock read from each picture as it is
+// presented (requestVideoFrameCallback for WebRTC, the <img>'s load for SSE) against the
+// browser's clock, with the web UI's own reader (static/pixel-clock.js).
+//
 // Usage: node tests/browser/overlay-match.mjs BASE_URL [SECONDS=15]
 // Prints one JSON line per transport and exits non-zero when a transport misses.
 import { startBrowserTest } from './chromium.mjs';
@@ -126,6 +131,17 @@ async function measure({ seconds, stream }) {
   // The live card: what is shown, sampled in one task.
   const card = [...document.querySelectorAll('article.card')].find((c) => c.textContent.includes(stream));
   const overlay = card.querySelector('canvas.media-overlay');
+  // Glass-to-glass, from each presented picture's pixel clock.
+  const { LatencyProbe } = await import('/pixel-clock.js');
+  const g2g = [];
+  const probe = new LatencyProbe((ms) => {
+    if (ms != null && ms >= 0 && ms < 10_000) g2g.push(ms);
+  });
+  const shownVideo = card.querySelector('video');
+  const shownImg = card.querySelector('img.media-img');
+  const onImg = () => probe.sampleImage(shownImg);
+  if (shownVideo?.srcObject) probe.watchVideo(shownVideo);
+  else shownImg.addEventListener('load', onImg);
   const live = [];
   let samples = 0;
   let withBoxes = 0;
@@ -143,6 +159,8 @@ async function measure({ seconds, stream }) {
     score(drawn, shapesIn(source), live);
   }
   feed.close();
+  probe.unwatch();
+  shownImg.removeEventListener('load', onImg);
   await Promise.all(pending);
   const summary = (v) => {
     const s = [...v].sort((a, b) => a - b);
@@ -152,7 +170,12 @@ async function measure({ seconds, stream }) {
       share08: s.length ? Number((s.filter((x) => x >= 0.8).length / s.length).toFixed(3)) : null,
     };
   };
-  return { samples, withBoxes, live: summary(live), ceiling: summary(ceiling), counts: { ...overlay.dataset } };
+  const ms = [...g2g].sort((a, b) => a - b);
+  const at = (q) => (ms.length ? ms[Math.min(ms.length - 1, Math.floor(q * ms.length))] : null);
+  return {
+    samples, withBoxes, live: summary(live), ceiling: summary(ceiling), counts: { ...overlay.dataset },
+    g2g_ms: { pictures: ms.length, p50: at(0.5), p90: at(0.9) },
+  };
 }
 
 try {
