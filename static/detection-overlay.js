@@ -145,10 +145,12 @@ export class DetectionOverlay {
     this.#messages.push(msg);
     if (this.#messages.length > KEEP_MESSAGES) this.#messages.shift();
     if (key === this.#frameKey) {
+      this.#lateness = 0;
       this.#draw(msg, key, 'exact');
     } else if (this.#frameKey !== null) {
       const late = this.#diff(this.#frameKey, key);
-      if (late > 0 && this.#mode === 'rtp' && late <= MAX_CARRY && this.#movable(msg)) {
+      const newer = this.#drawnKey === null || this.#diff(key, this.#drawnKey) > 0;
+      if (late > 0 && this.#mode === 'rtp' && late <= MAX_CARRY && newer && this.#movable(msg)) {
         // Its frame is gone: carry its tracked boxes to the frame shown now.
         this.#lateness = late;
         this.#drawn = msg;

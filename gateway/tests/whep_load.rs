@@ -50,3 +50,14 @@ async fn nacks_repair_random_loss() {
     // Unrepaired: a resend dropped again (2 % of them), or a drop in the last round trip.
     assert!(lost * 10 <= dropped, "{lost} of {dropped} dropped packets never repaired: {r}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webrtc_over_ipv6_when_configured() {
+    // `webrtc.ip = "::1"`: the event loop's UDP socket binds [::1] and the answer's host
+    // candidate is IPv6; the WHEP POST itself goes over IPv4 HTTP.
+    let gw = Gateway::start("[webrtc]\nudp_port = 0\nloops = 1\nip = \"::1\"\n");
+    let r = loadtest_whep(&gw, &["--viewers", "3", "--seconds", "4", "--ramp-ms", "20", "--bind", "::1"]).await;
+    assert_eq!(r["viewers_with_media"], 3, "{r}");
+    assert_eq!(r["packets_lost"], 0, "{r}");
+    assert!(gw.log_text().contains("announced=[::1]:"), "the loop announces its IPv6 address:\n{}", gw.log_text());
+}

@@ -186,7 +186,8 @@ pub struct WebrtcConfig {
     pub enabled: bool,
     /// Local IP the UDP sockets bind and announce as host candidates. Default: the HTTP
     /// listen IP, or 127.0.0.1 when that is unspecified (0.0.0.0/::): set this to the LAN
-    /// address for viewers on other machines.
+    /// address for viewers on other machines. IPv4 or IPv6 (`"::1"`, a global IPv6 address):
+    /// the candidates are of that family (one family per gateway).
     pub ip: Option<IpAddr>,
     /// NAT 1:1: the public IP to announce instead of `ip` (at most one). Default none.
     pub public_ips: Vec<IpAddr>,
