@@ -28,6 +28,7 @@ use tokio::time::Instant;
 
 use crate::config::FeedsConfig;
 use crate::core::Error;
+use crate::core::clock::sleep_until_some;
 use crate::core::detections::{Detections, next_message};
 use crate::core::shutdown::StopReason;
 use crate::pipeline::{JpegFrame, JpegSubscription, Pixels};
@@ -181,7 +182,7 @@ impl Feed {
                         return Some(chunk);
                     }
                 }
-                () = sleep_until(self.playout.deadline()) => {
+                () = sleep_until_some(self.playout.deadline()) => {
                     if let Some(chunk) = chunk(None, self.playout.release(Instant::now())) {
                         return Some(chunk);
                     }
@@ -209,14 +210,6 @@ impl Feed {
                 _ = self.keepalive.tick() => return Some(Bytes::from_static(b": keepalive\n\n")),
             }
         }
-    }
-}
-
-/// Sleeps until `at`, or forever.
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -11,6 +11,7 @@ use super::hub::Hub;
 use super::ingest::{Health, IngestState};
 use super::viewers::{Counters, ViewerBudget, ViewerCounts, ViewerKind};
 use crate::config::StreamConfig;
+use crate::core::clock::sleep_until_some;
 use crate::core::shutdown::{Shutdown, StopReason};
 use crate::core::{Error, StreamId};
 use crate::metrics::limit_hit;
@@ -271,14 +272,6 @@ impl EndWatch {
                 }
             }
         }
-    }
-}
-
-/// Sleeps until `at`, or forever when there is none.
-async fn sleep_until_some(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -299,35 +299,36 @@ where
 /// feed knew of detection precedes it.
 #[derive(Default)]
 pub struct Pairs {
-    frames: std::collections::HashMap<u64, String>,
-    messages: std::collections::HashMap<u64, serde_json::Value>,
+    /// By seq: the message and the frame's data that came so far.
+    halves: std::collections::HashMap<u64, (Option<serde_json::Value>, Option<String>)>,
 }
 
 impl Pairs {
     /// A frame event; its message with the frame's data if the message came first.
     pub fn frame(&mut self, id: &str, data: String) -> Option<(serde_json::Value, String)> {
-        let seq = id.parse().unwrap();
-        if let Some(d) = self.messages.remove(&seq) {
-            return Some((d, data));
-        }
-        if self.frames.len() > 200 {
-            self.frames.clear();
-        }
-        self.frames.insert(seq, data);
-        None
+        self.meet(id.parse().unwrap(), None, Some(data))
     }
 
     /// A detection message; with its frame's data if the frame came first.
     pub fn message(&mut self, d: serde_json::Value) -> Option<(serde_json::Value, String)> {
         let seq = d["seq"].as_u64().unwrap();
-        if let Some(data) = self.frames.remove(&seq) {
-            return Some((d, data));
+        self.meet(seq, Some(d), None)
+    }
+
+    /// Adds a half of the pair `seq`; the whole pair once both halves are in.
+    fn meet(&mut self, seq: u64, message: Option<serde_json::Value>, frame: Option<String>) -> Option<(serde_json::Value, String)> {
+        // Halves whose other half never comes (frames not detected) are dropped in bulk.
+        if self.halves.len() > 400 {
+            self.halves.clear();
         }
-        if self.messages.len() > 200 {
-            self.messages.clear();
+        let half = self.halves.entry(seq).or_default();
+        half.0 = half.0.take().or(message);
+        half.1 = half.1.take().or(frame);
+        if half.0.is_none() || half.1.is_none() {
+            return None;
         }
-        self.messages.insert(seq, d);
-        None
+        let (d, data) = self.halves.remove(&seq)?;
+        Some((d?, data?))
     }
 }
 

@@ -30,6 +30,7 @@ use super::registry::Registry;
 use super::tap::{self, AudioTapKey, TapKey, TapMessage};
 use super::timeline::Timeline;
 use crate::core::audio::AudioFrame;
+use crate::core::clock::sleep_until_some;
 use crate::core::detections::Detections;
 use crate::core::frame::AccessUnit;
 use crate::core::shutdown::StopReason;
@@ -237,12 +238,7 @@ impl EventLoop {
         let mut media_streak = 0u32;
         loop {
             let next = self.sessions.values().filter_map(|s| s.next_timeout).min();
-            let sleep = async {
-                match next {
-                    Some(at) => tokio::time::sleep_until(at.into()).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let sleep = sleep_until_some(next.map(Into::into));
             tokio::select! {
                 // Media first: a unit waiting behind RTCP and STUN is latency for every viewer;
                 // but never only media, or ICE/DTLS/commands starve when the loop is behind.
@@ -556,10 +552,10 @@ impl EventLoop {
         let gop = s.video.cached_gop();
         s.last_burst = Some(Instant::now());
         for (au, ts) in s.timeline.burst(&gop) {
-            write_unit(s, &au, &rtp_payloads(&au), ts, &mut Drain { out: &mut self.out, events: &mut self.events });
-            s.peer.handle_timeout(Instant::now());
+            let mut drain = Drain { out: &mut self.out, events: &mut self.events };
+            write_unit(s, &au, &rtp_payloads(&au), ts, &mut drain);
             // Events found here are handled by the caller's `drive`, which polls again.
-            s.next_timeout = s.peer.poll(&mut self.out, &mut self.events);
+            drain.release(s);
         }
     }
 
@@ -708,9 +704,7 @@ fn write_unit(s: &mut Session, au: &AccessUnit, payloads: &RtpPayloads, ts: RtpT
     let last = payloads.0.len().saturating_sub(1);
     for (i, payload) in payloads.0.iter().enumerate() {
         if i > 0 && i % WRITE_CHUNK == 0 {
-            // Release and drain what is queued (see WRITE_CHUNK).
-            s.peer.handle_timeout(Instant::now());
-            s.next_timeout = s.peer.poll(drain.out, drain.events);
+            drain.release(s); // see WRITE_CHUNK
         }
         s.peer.write_rtp(payload.clone(), ts.get(), i == last, au.received);
     }
@@ -734,6 +728,15 @@ const WRITE_CHUNK: usize = 16;
 struct Drain<'a> {
     out: &'a mut Vec<Datagram>,
     events: &'a mut Vec<PeerEvent>,
+}
+
+impl Drain<'_> {
+    /// Releases what `s` has queued (str0m sends queued RTP on a timeout) and drains the
+    /// peer's datagrams and events into the loop's.
+    fn release(&mut self, s: &mut Session) {
+        s.peer.handle_timeout(Instant::now());
+        s.next_timeout = s.peer.poll(self.out, self.events);
+    }
 }
 
 /// The data-channel message that tells a player why its session ends.
