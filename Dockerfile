@@ -35,7 +35,7 @@ COPY config /opt/sightline/config
 COPY models /opt/sightline/models
 WORKDIR /opt/sightline
 USER sightline
-EXPOSE 8080 8554 8189-8190/udp
+EXPOSE 8080 8554 8000-8001/udp 8189-8190/udp
 HEALTHCHECK --interval=10s --timeout=3s CMD curl -fsS http://127.0.0.1:8080/healthz || exit 1
 ENTRYPOINT ["gateway"]
 CMD ["--listen", "0.0.0.0:8080"]

@@ -10,6 +10,8 @@
 # the gateway's hand-off time per frame (copy into the ring + header), frame-to-box p50/p99,
 # and loadtest's line (WebRTC loss while the workers are saturated). Release build; loopback.
 set -euo pipefail
+# Gateways here serve no RTSP restream on the default ports (two would collide on 8554).
+export SIGHTLINE_RESTREAM__LISTEN=${SIGHTLINE_RESTREAM__LISTEN:-127.0.0.1:0} SIGHTLINE_RESTREAM__UDP_PORT=${SIGHTLINE_RESTREAM__UDP_PORT:-0}
 cd "$(dirname "$0")/.."
 streams=${1:-4}
 workers=${2:-1}

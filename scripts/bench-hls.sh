@@ -6,6 +6,8 @@
 # Prints, per N, the gateway's CPU% (of one core) and RSS over the measuring window, then
 # loadtest's JSON line. Release build; bounded in time; loopback only.
 set -euo pipefail
+# Gateways here serve no RTSP restream on the default ports (two would collide on 8554).
+export SIGHTLINE_RESTREAM__LISTEN=${SIGHTLINE_RESTREAM__LISTEN:-127.0.0.1:0} SIGHTLINE_RESTREAM__UDP_PORT=${SIGHTLINE_RESTREAM__UDP_PORT:-0}
 cd "$(dirname "$0")/.."
 if [ -z "${BIN_DIR:-}" ]; then
   cargo build --release --bin gateway --bin loadtest >&2

@@ -10,6 +10,10 @@ Prints p50/p90/p99/max in ms. Run: python3 scripts/bench-propagation.py [TOGGLES
 """
 import http.client, json, os, socket, subprocess, sys, tempfile, time
 
+# Gateways started here serve no RTSP restream on the default ports (two would collide on 8554).
+os.environ.setdefault("SIGHTLINE_RESTREAM__LISTEN", "127.0.0.1:0")
+os.environ.setdefault("SIGHTLINE_RESTREAM__UDP_PORT", "0")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GATEWAY = os.path.join(ROOT, "target", "release", "gateway")
 

@@ -7,6 +7,8 @@
 # container overhead of the segment files (moof/mdat headers and init against the samples).
 #   scripts/bench-record.sh
 set -euo pipefail
+# Gateways here serve no RTSP restream on the default ports (two would collide on 8554).
+export SIGHTLINE_RESTREAM__LISTEN=${SIGHTLINE_RESTREAM__LISTEN:-127.0.0.1:0} SIGHTLINE_RESTREAM__UDP_PORT=${SIGHTLINE_RESTREAM__UDP_PORT:-0}
 cd "$(dirname "$0")/.."
 if [ -z "${BIN_DIR:-}" ]; then
   cargo build --release --bin gateway >&2

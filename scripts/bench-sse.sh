@@ -5,6 +5,8 @@
 # Prints, per N, loadtest's JSON line and the gateway's CPU% (of one core) and RSS, read from
 # /proc over the measuring window. Release build; bounded in time; loopback only.
 set -euo pipefail
+# Gateways here serve no RTSP restream on the default ports (two would collide on 8554).
+export SIGHTLINE_RESTREAM__LISTEN=${SIGHTLINE_RESTREAM__LISTEN:-127.0.0.1:0} SIGHTLINE_RESTREAM__UDP_PORT=${SIGHTLINE_RESTREAM__UDP_PORT:-0}
 cd "$(dirname "$0")/.."
 # BIN_DIR=<dir> runs binaries built elsewhere (e.g. another commit's, side by side).
 if [ -z "${BIN_DIR:-}" ]; then

@@ -6,6 +6,8 @@
 # gateway CPU per RTP packet per viewer, the send-delay p99 (access unit in -> packets out)
 # and loadtest's JSON line. Release build; loopback only; bounded in time.
 set -euo pipefail
+# Gateways here serve no RTSP restream on the default ports (two would collide on 8554).
+export SIGHTLINE_RESTREAM__LISTEN=${SIGHTLINE_RESTREAM__LISTEN:-127.0.0.1:0} SIGHTLINE_RESTREAM__UDP_PORT=${SIGHTLINE_RESTREAM__UDP_PORT:-0}
 cd "$(dirname "$0")/.."
 # BIN_DIR=<dir> runs binaries built elsewhere (e.g. another commit's, side by side).
 # CAMERA_ARGS="--bframes 2 --profile high" (or "--codec h265") gives the GStreamer camera

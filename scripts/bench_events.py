@@ -58,12 +58,14 @@ def main():
     with open(os.path.join(ROOT, "config", "sightline.toml")) as f:
         base = f.read()
     base = base.replace('listen = "127.0.0.1:8080"', f'listen = "127.0.0.1:{http_port}"', 1)
-    base = base.replace('listen = "127.0.0.1:8554"', f'listen = "127.0.0.1:{cam_port}"', 1)
+    base = base.replace('listen = "127.0.0.1:8555"', f'listen = "127.0.0.1:{cam_port}"', 1)
+    base = base.replace('listen = "127.0.0.1:8554"', 'listen = "127.0.0.1:0"', 1)
+    base = base.replace("udp_port = 8000", "udp_port = 0", 1)
     base = base.replace('static_dir = "static"', f'static_dir = "{ROOT}/static"', 1)
     base = base.replace('data_dir = "data"', f'data_dir = "{tmp}/data"', 1)
     base = base.replace("udp_port = 8189", "udp_port = 0", 1)
     base = base.replace('# url = "mqtt://127.0.0.1:1883"', f'url = "mqtt://127.0.0.1:{broker_port}"', 1)
-    base = base.replace("rtsp://127.0.0.1:8554/testcam", f"rtsp://127.0.0.1:{cam_port}/testcam")
+    base = base.replace("rtsp://127.0.0.1:8555/testcam", f"rtsp://127.0.0.1:{cam_port}/testcam")
     cfg = os.path.join(tmp, "gateway.toml")
     with open(cfg, "w") as f:
         f.write(base)

@@ -26,6 +26,10 @@ import tempfile
 import time
 import urllib.request
 
+# Gateways started here serve no RTSP restream on the default ports (two would collide on 8554).
+os.environ.setdefault("SIGHTLINE_RESTREAM__LISTEN", "127.0.0.1:0")
+os.environ.setdefault("SIGHTLINE_RESTREAM__UDP_PORT", "0")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

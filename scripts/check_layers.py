@@ -33,6 +33,7 @@ ALLOWED = {
     "record": {"core", "config", "metrics", "stream", "archive"},
     "out": {"core", "config", "metrics", "pipeline", "state", "stream"},
     "http": {"core", "config", "metrics", "auth", "state", "stream", "pipeline", "detect", "out", "archive", "record", "jobs"},
+    "restream": {"core", "config", "auth", "stream"},
     "doctor": {"core", "config", "state", "archive", "source", "jobs"},
     "app": None,
 }

@@ -1,4 +1,4 @@
-//! Fuzzes the test camera's RTSP server connection (`testcam::rtsp`): arbitrary
+//! Fuzzes the RTSP server connection (`media::rtsp`, behind the test camera and the restream): arbitrary
 //! bytes, as a client could send them, arrive in chunks and are handled as the tokio shell
 //! (`testcam/src/server.rs`) handles them: call `handle` while it returns a message, drop the
 //! bytes it consumed, read more on `Ok(None)`, close on `Err`.
@@ -10,25 +10,44 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use media::{RtpTimestamp, SeqNo};
+use media::rtsp::{MAX_MESSAGE, MediaKind, MediaSection, Mounts, Presentation, Refusal, RtspConnection, ServerInfo, Target};
+use media::{Pt, RtpTimestamp, SeqNo};
 use rtsp_types::{Message, headers};
-use testcam::rtsp::{MAX_MESSAGE, MediaInfo, RtspConnection};
+
+/// Serves `cam1` (video and audio) with a token, like the restream; other paths 404.
+struct Mount;
+
+impl Mounts for Mount {
+    fn describe(&mut self, t: &Target<'_>) -> Result<Presentation, Refusal> {
+        if t.path != "cam1" {
+            return Err(Refusal::NotFound);
+        }
+        if t.query != Some("token=t") && t.authorization.is_none() {
+            return Err(Refusal::Unauthorized { realm: "sightline".into() });
+        }
+        let section = |kind, pt: u8, rtpmap: &str| MediaSection {
+            kind,
+            payload_type: Pt::new(pt),
+            rtpmap: rtpmap.into(),
+            fmtp: None,
+            attributes: Vec::new(),
+            rtptime: Some(RtpTimestamp::new(1234)),
+        };
+        Ok(Presentation { name: "fuzz".into(), media: vec![section(MediaKind::Video, 96, "H264/90000"), section(MediaKind::Audio, 8, "PCMA/8000")] })
+    }
+}
 
 fuzz_target!(|data: &[u8]| {
     // First byte: the read size, 1..=256 bytes, as TCP may split a request anywhere.
     let Some((&chunk, data)) = data.split_first() else { return };
     let chunk = usize::from(chunk) + 1;
-    let media = MediaInfo {
-        fmtp: "packetization-mode=1;profile-level-id=42c01f;sprop-parameter-sets=Z0LAH9oBQBbsBEAAAAMAQAAADKPGDKg=,aM4PyA==".into(),
-        fps: 25,
-        next_rtp_timestamp: RtpTimestamp::new(1234),
-    };
-    let mut conn = RtspConnection::new("B15B09E75A17C942".into(), SeqNo(100));
+    let server = ServerInfo { name: "fuzz".into(), udp_ports: Some((6970, 6971)) };
+    let mut conn = RtspConnection::new(server, "B15B09E75A17C942".into(), SeqNo(100));
     let mut buf = Vec::new();
     for read in data.chunks(chunk) {
         buf.extend_from_slice(read);
         loop {
-            match conn.handle(&buf, &media) {
+            match conn.handle(&buf, &mut Mount) {
                 Ok(Some(out)) => {
                     assert!(out.consumed > 0 && out.consumed <= buf.len(), "consumed {} of {}", out.consumed, buf.len());
                     if let Some(resp) = out.response {

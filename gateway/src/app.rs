@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::auth::Auth;
@@ -74,8 +73,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (streams, detect, control_rate) = (parts.state.streams.clone(), parts.detection, parts.state.control_rate.clone());
     let archive = parts.state.archive.clone();
     let (_mqtt, _webhooks) = (parts.mqtt, parts.webhooks);
+    // Authentication follows each listener: `auth.mode = "auto"` turns it on for a restream
+    // reachable beyond loopback even when HTTP listens on loopback only.
+    let restream_auth = Arc::new(Auth::new(&config.auth, config.restream.listen));
+    crate::restream::start(&config.restream, streams.clone(), restream_auth, shutdown.clone()).await?;
     let router = crate::http::app(parts.state, &config.static_dir);
-    let listener = listen(config.listen).map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    let listener = crate::core::net::tcp_listener(config.listen).map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     info!(addr = %listener.local_addr()?, "HTTP listening; web UI at http://{}/", listener.local_addr()?);
     // Histogram samples wait in the recorder until drained: without a scrape they would pile
     // up for ever (the 30-minute soak showed +0.4 MiB/min with 200 viewers). The Prometheus
@@ -216,22 +219,6 @@ pub(crate) async fn assemble(
         shutdown,
     };
     Ok(Assembled { state, detection, mqtt, webhooks })
-}
-
-/// The HTTP listener. `[::]:PORT` takes IPv4 clients too, whatever `net.ipv6.bindv6only`
-/// says (one socket with `IPV6_V6ONLY` off, RFC 3493 §5.3); a specific address takes its own
-/// family only.
-fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    if addr.is_ipv6() && addr.ip().is_unspecified() {
-        socket.set_only_v6(false)?;
-    }
-    socket.set_reuse_address(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(1024)?;
-    TcpListener::from_std(socket.into())
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -240,6 +240,33 @@ impl Auth {
         }
     }
 
+    /// The caller behind an RTSP request (the restream): `Authorization: Basic` (RFC 7617)
+    /// with a token as the password (the user name is ignored; a token as the user name
+    /// with an empty password is taken too), which may be a control token as a header is;
+    /// else a `token` query parameter, a viewer token only (as for HTTP).
+    pub fn rtsp_caller(&self, authorization: Option<&str>, query: Option<&str>) -> Caller {
+        if !self.enabled {
+            return Caller::Open;
+        }
+        if let Some(text) = authorization {
+            use base64::Engine as _;
+            let decoded = text
+                .strip_prefix("Basic ")
+                .or_else(|| text.strip_prefix("basic "))
+                .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+                .and_then(|b| String::from_utf8(b).ok());
+            return match decoded.as_deref().and_then(|d| d.split_once(':')) {
+                Some((user, "")) if !user.is_empty() => self.check_token(user, true),
+                Some((_, password)) => self.check_token(password, true),
+                None => Caller::Invalid("Authorization must be `Basic` with a token as the password".into()),
+            };
+        }
+        match query.and_then(query_token) {
+            Some(t) => self.check_token(&t, false),
+            None => Caller::Anonymous,
+        }
+    }
+
     /// The caller behind what a request presents.
     pub fn caller(&self, presented: &Presented<'_>) -> Caller {
         if !self.enabled {

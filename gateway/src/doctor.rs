@@ -203,6 +203,24 @@ async fn ports(config: &Config, options: &Options, checks: &mut Checks) -> bool 
             ),
         }
     }
+    if config.restream.enabled {
+        let t = Instant::now();
+        let (addr, udp) = (config.restream.listen, config.restream.udp_port);
+        let tcp_free = addr.port() == 0 || std::net::TcpListener::bind(addr).is_ok();
+        let udp_free = udp == 0 || [udp, udp + 1].iter().all(|p| std::net::UdpSocket::bind((addr.ip(), *p)).is_ok());
+        let what = format!("{addr} (UDP {}-{})", udp, udp.saturating_add(1));
+        if tcp_free && udp_free {
+            checks.push("port restream", t, Status::Ok, format!("{what} free"), None);
+        } else if running {
+            checks.push("port restream", t, Status::Ok, format!("{what}: the running gateway's RTSP restream"), None);
+        } else {
+            let hint = format!(
+                "another program holds {}: set restream.listen / restream.udp_port (0 picks free ports), or restream.enabled = false",
+                if tcp_free { "the UDP ports" } else { "the RTSP port" }
+            );
+            checks.push("port restream", t, Status::Fail, format!("{what}: in use"), Some(hint));
+        }
+    }
     if config.webrtc.enabled && config.webrtc.udp_port != 0 {
         let t = Instant::now();
         // The sockets the gateway would bind.

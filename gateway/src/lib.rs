@@ -10,6 +10,7 @@
 //! ```text
 //! app          wiring: run(), the shutdown order
 //! http         router, handlers (+ OpenAPI), extractors, errors as answers, limits, server
+//! restream     every stream re-served over RTSP (media's sans-IO server, a tokio shell)
 //! out/sse, out/mjpeg, out/webrtc
 //!              one transport each: SSE events, multipart JPEG, WHEP sessions on str0m loops
 //! detect       worker processes, scheduler, connections, lease, cross-replica relay
@@ -77,6 +78,7 @@ pub(crate) mod metrics;
 pub(crate) mod out;
 pub mod pipeline;
 pub(crate) mod record;
+pub(crate) mod restream;
 pub(crate) mod source;
 pub mod state;
 pub(crate) mod stream;

@@ -41,7 +41,7 @@ enum Command {
     /// Run only the built-in RTSP test camera (rtsp://ADDR/testcam).
     Testcam {
         /// RTSP listen address.
-        #[arg(long, default_value = "127.0.0.1:8554", value_name = "ADDR")]
+        #[arg(long, default_value = "127.0.0.1:8555", value_name = "ADDR")]
         listen: SocketAddr,
         /// Picture width, px.
         #[arg(long, default_value_t = 1280)]

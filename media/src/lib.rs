@@ -17,6 +17,8 @@
 //! - [`fmp4`]: fragmented MP4 (init segments, `moof` + `mdat` fragments, scanning stored
 //!   files back) for recordings and HLS, with mp4-atom's boxes.
 //! - [`audio`]: [`AudioCodec`], the camera audio codecs the gateway takes (G.711, AAC).
+//! - [`rtsp`]: the sans-IO RTSP/1.0 server connection (RFC 2326) behind the test camera and
+//!   the restream, and AAC's RTP payload format (RFC 3640).
 //! - [`Error`]: this crate's one error type.
 
 pub mod audio;
@@ -28,6 +30,7 @@ pub mod h265;
 pub mod ids;
 pub mod rtcp;
 pub mod rtp;
+pub mod rtsp;
 
 pub use audio::AudioCodec;
 pub use codec::{SequenceInfo, VideoCodec};

@@ -5,12 +5,11 @@
 //!
 //! # Layout
 //! - [`scene`]: draws each picture (moving shapes, frame counter, pixel clock) in I420.
-//! - [`rtsp`]: the sans-IO RTSP connection state machine (requests in, responses out).
-//! - [`server`]: the tokio shell — accepts connections, drives [`rtsp`], sends RTP.
+//! - [`server`]: the tokio shell — accepts connections, drives media's sans-IO
+//!   [`media::rtsp::RtspConnection`], sends RTP.
 //! - this file: the encoder thread that renders and encodes frames with `openh264` while at
 //!   least one client plays, and hands them out as shared [`EncodedFrame`]s.
 
-pub mod rtsp;
 pub mod scene;
 pub mod server;
 

@@ -1,5 +1,6 @@
 //! The test camera's tokio shell: accepts RTSP connections and drives one
-//! [`RtspConnection`] per connection, sending RTP interleaved on the same TCP connection
+//! [`RtspConnection`] (media's sans-IO server) per connection, serving one H.264 track at
+//! any path, sending RTP interleaved on the same TCP connection
 //! (RFC 2326 §10.12: `$`, channel, 16-bit length, packet), and an RTCP sender report on the
 //! next channel at the first frame and every second after it.
 
@@ -12,12 +13,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast::error::RecvError;
 use tracing::{Instrument, debug, info, warn};
 
+use crate::{EncodedFrame, TestCamera};
 use media::rtcp::{SenderReport, ntp_from_unix_ms};
 use media::rtp::RtpHeader;
-use media::{SeqNo, Ssrc};
-
-use crate::rtsp::{Event, MediaInfo, PAYLOAD_TYPE, RtspConnection};
-use crate::{EncodedFrame, TestCamera};
+use media::rtsp::{Event, MediaKind, MediaSection, Mounts, Presentation, Refusal, RtspConnection, ServerInfo, Target, Transport};
+use media::{Pt, SeqNo, Ssrc};
 
 /// How often a playing client gets a sender report: RFC 3550 §6.2's 5 s minimum is for
 /// sessions sharing bandwidth; one report a second costs 32 bytes/s and lets a client map
@@ -71,10 +71,34 @@ struct Sender {
     last_report: Option<std::time::Instant>,
 }
 
+/// RTP payload type advertised for H.264 (dynamic range, RFC 3551 §6).
+pub const PAYLOAD_TYPE: Pt = Pt::new(96);
+
+/// The camera's one presentation, at any path.
+struct CameraMount<'a>(&'a TestCamera);
+
+impl Mounts for CameraMount<'_> {
+    fn describe(&mut self, _: &Target<'_>) -> Result<Presentation, Refusal> {
+        let camera = self.0;
+        Ok(Presentation {
+            name: "Sightline test camera".into(),
+            media: vec![MediaSection {
+                kind: MediaKind::Video,
+                payload_type: PAYLOAD_TYPE,
+                rtpmap: "H264/90000".into(),
+                fmtp: Some(camera.fmtp()),
+                attributes: vec![format!("framerate:{}", camera.settings().fps)],
+                rtptime: Some(camera.next_rtp_timestamp()),
+            }],
+        })
+    }
+}
+
 async fn connection(mut sock: TcpStream, camera: &TestCamera) -> anyhow::Result<()> {
     sock.set_nodelay(true)?;
     let session_id = format!("{:016X}", rand::random::<u64>());
-    let mut conn = RtspConnection::new(session_id, SeqNo(rand::random()));
+    let server = ServerInfo { name: "Sightline test camera".into(), udp_ports: None };
+    let mut conn = RtspConnection::new(server, session_id, SeqNo(rand::random()));
     let mut inbuf = BytesMut::with_capacity(4096);
     let mut out = BytesMut::with_capacity(64 * 1024);
     let mut sender: Option<Sender> = None;
@@ -84,23 +108,25 @@ async fn connection(mut sock: TcpStream, camera: &TestCamera) -> anyhow::Result<
                 if read? == 0 {
                     return Ok(());
                 }
-                let media = MediaInfo {
-                    fmtp: camera.fmtp(),
-                    fps: camera.settings().fps,
-                    next_rtp_timestamp: camera.next_rtp_timestamp(),
-                };
-                while let Some(o) = conn.handle(&inbuf, &media)? {
+                while let Some(o) = conn.handle(&inbuf, &mut CameraMount(camera))? {
                     let request = inbuf.split_to(o.consumed);
                     tracing::trace!(request = %String::from_utf8_lossy(&request[..request.len().min(600)]), replied = o.response.is_some(), "RTSP message");
                     if let Some(resp) = o.response {
                         sock.write_all(&resp).await?;
                     }
                     match o.event {
-                        Some(Event::Play { channel, sequence_number }) => {
+                        Some(Event::Play { tracks, .. }) => {
+                            // Without UDP ports the connection sets up interleaved tracks only.
+                            let Some((channel, sequence_number, ssrc)) = tracks.first().and_then(|t| match t.transport {
+                                Transport::Interleaved { channel } => Some((channel, t.sequence_number, t.ssrc)),
+                                Transport::Udp { .. } => None,
+                            }) else {
+                                continue;
+                            };
                             sender = Some(Sender {
                                 channel,
                                 sequence_number,
-                                ssrc: Ssrc(rand::random()),
+                                ssrc,
                                 frames: camera.subscribe(),
                                 need_keyframe: true,
                                 packets: 0,
@@ -123,7 +149,7 @@ async fn connection(mut sock: TcpStream, camera: &TestCamera) -> anyhow::Result<
                         s.need_keyframe = false;
                         out.clear();
                         let n = write_interleaved(&mut out, s, &frame);
-                        conn.packets_sent(n);
+                        conn.packets_sent(0, n);
                         sock.write_all(&out).await?;
                     }
                     Err(RecvError::Lagged(skipped)) => {

@@ -51,6 +51,8 @@ pub struct Config {
     pub feeds: FeedsConfig,
     /// WebRTC (WHEP) live view.
     pub webrtc: WebrtcConfig,
+    /// Every stream re-served over RTSP.
+    pub restream: RestreamConfig,
     /// Object detection in `infer-worker` processes.
     pub detect: DetectConfig,
     /// Control and viewer tokens.
@@ -80,7 +82,7 @@ pub struct Config {
 pub struct TestCamConfig {
     /// Run the test camera inside the gateway. Default `true`.
     pub enabled: bool,
-    /// RTSP listen address. Default `127.0.0.1:8554`.
+    /// RTSP listen address. Default `127.0.0.1:8555` (8554 is the restream's).
     pub listen: SocketAddr,
     /// Picture width, px. Default 1280.
     pub width: u32,
@@ -99,7 +101,7 @@ impl Default for TestCamConfig {
         let s = TestCamSettings::default();
         TestCamConfig {
             enabled: true,
-            listen: SocketAddr::from(([127, 0, 0, 1], 8554)),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8555)),
             width: s.width,
             height: s.height,
             fps: s.fps,
@@ -118,6 +120,38 @@ impl TestCamConfig {
     /// The URL a stream uses to pull this camera.
     pub fn url(&self) -> String {
         format!("rtsp://{}/testcam", self.listen)
+    }
+}
+
+/// `[restream]`: every stream re-served at `rtsp://HOST:PORT/{id}` (RFC 2326) for NVRs, VLC,
+/// ffmpeg and GStreamer: the camera's video (H.264/H.265) and audio (G.711, AAC) as received,
+/// over TCP (interleaved) or UDP, from the gateway's one camera connection.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RestreamConfig {
+    /// Serve RTSP. Default `true`.
+    pub enabled: bool,
+    /// RTSP listen address (TCP). `[::]:PORT` takes IPv4 clients too. Default
+    /// `127.0.0.1:8554`.
+    pub listen: SocketAddr,
+    /// UDP port RTP goes out from (RTCP from the next one; RFC 3550 §11: even). `0`: any free
+    /// pair, chosen at start. Default 8000 (8001 for RTCP), as MediaMTX.
+    pub udp_port: u16,
+}
+
+impl Default for RestreamConfig {
+    fn default() -> Self {
+        RestreamConfig { enabled: true, listen: SocketAddr::from(([127, 0, 0, 1], 8554)), udp_port: 8000 }
+    }
+}
+
+impl RestreamConfig {
+    /// Checks `udp_port` (even, so RTCP has the next one).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.udp_port % 2 == 1 {
+            return Err(format!("restream.udp_port = {} must be even (RTCP goes on the next port)", self.udp_port));
+        }
+        Ok(())
     }
 }
 
@@ -864,6 +898,7 @@ impl Default for Config {
             state: StateConfig::default(),
             testcam,
             ingest: IngestConfig::default(),
+            restream: RestreamConfig::default(),
             feeds: FeedsConfig::default(),
             webrtc: WebrtcConfig::default(),
             detect: DetectConfig::default(),
@@ -995,6 +1030,7 @@ impl Config {
         self.events.validate()?;
         self.recording.validate()?;
         self.jobs.validate()?;
+        self.restream.validate()?;
         for w in &self.webhooks {
             w.validate()?;
         }
@@ -1018,6 +1054,9 @@ impl Config {
             return Err("shutdown_grace must be at most 3s (the gateway exits within 10 s of SIGTERM)".into());
         }
         self.auth.validate(self.listen)?;
+        if self.restream.enabled {
+            self.auth.validate(self.restream.listen)?;
+        }
         self.limits.validate()?;
         if self.limits.request_timeout <= self.webrtc.first_frame_timeout {
             return Err("limits.request_timeout must be longer than webrtc.first_frame_timeout (a WHEP POST waits that long)".into());
@@ -1046,7 +1085,7 @@ mod tests {
         let c = Config::default();
         c.validate().unwrap();
         assert_eq!(c.streams.len(), 1);
-        assert_eq!(c.streams[0].url, "rtsp://127.0.0.1:8554/testcam");
+        assert_eq!(c.streams[0].url, "rtsp://127.0.0.1:8555/testcam");
     }
 
     #[test]
@@ -1101,6 +1140,19 @@ mod tests {
             .map(|i| format!("[[streams.lines]]\nid = \"l{i}\"\npoints = [[0.1, 0.1], [0.2, 0.5]]\n"))
             .collect();
         assert!(with(&many).unwrap_err().contains("at most 100"));
+    }
+
+    #[test]
+    fn a_public_restream_needs_tokens_and_an_even_udp_port() {
+        let c = Config::from_toml_str("[restream]\nlisten = \"0.0.0.0:8554\"\n").unwrap();
+        let err = c.validate().unwrap_err();
+        assert!(err.contains("0.0.0.0:8554") && err.contains("auth.control_tokens"), "{err}");
+        let c = Config::from_toml_str("[restream]\nlisten = \"0.0.0.0:8554\"\nenabled = false\n").unwrap();
+        c.validate().unwrap();
+        let c = Config::from_toml_str("[restream]\nudp_port = 8001\n").unwrap();
+        assert!(c.validate().unwrap_err().contains("even"));
+        assert_eq!(Config::default().restream.listen.port(), 8554);
+        assert_eq!(Config::default().testcam.listen.port(), 8555);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! - [`error`]: the crate's one error type.
 //! - [`clock`]: wall-clock milliseconds.
 //! - [`shutdown`]: the signal every task follows, and why a viewer's session ends.
+//! - [`net`]: dual-stack TCP listeners.
 //! - [`task`]: running a task again after it panics.
 
 pub mod audio;
@@ -19,6 +20,7 @@ pub mod detections;
 pub mod error;
 pub mod events;
 pub mod frame;
+pub mod net;
 pub mod shutdown;
 pub mod task;
 #[cfg(test)]

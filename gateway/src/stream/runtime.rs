@@ -309,7 +309,7 @@ pub(crate) mod tests {
         let a = rt.try_consumer(ViewerKind::Sse).unwrap();
         let b = rt.try_consumer(ViewerKind::Webrtc).unwrap();
         assert!(matches!(rt.try_consumer(ViewerKind::Mjpeg), Err(Error::ViewersPerStream { max: 2, .. })));
-        assert_eq!(rt.health_view().viewers, ViewerCounts { sse: 1, mjpeg: 0, webrtc: 1, hls: 0 });
+        assert_eq!(rt.health_view().viewers, ViewerCounts { sse: 1, mjpeg: 0, webrtc: 1, hls: 0, rtsp: 0 });
         assert!(rt.wants_pull(), "watched and active");
         drop((a, b));
         assert_eq!(rt.health_view().viewers, ViewerCounts::default());

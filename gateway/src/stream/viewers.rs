@@ -21,11 +21,13 @@ pub(crate) enum ViewerKind {
     Webrtc,
     /// The stream's LL-HLS producer (one place for all its HLS viewers).
     Hls,
+    /// An RTSP restream client.
+    Rtsp,
 }
 
 impl ViewerKind {
     /// Every kind, in the order of [`ViewerCounts`].
-    pub(crate) const ALL: [ViewerKind; 4] = [ViewerKind::Sse, ViewerKind::Mjpeg, ViewerKind::Webrtc, ViewerKind::Hls];
+    pub(crate) const ALL: [ViewerKind; 5] = [ViewerKind::Sse, ViewerKind::Mjpeg, ViewerKind::Webrtc, ViewerKind::Hls, ViewerKind::Rtsp];
 
     /// The `kind` label of `sightline_viewers`.
     pub(crate) fn label(self) -> &'static str {
@@ -34,6 +36,7 @@ impl ViewerKind {
             ViewerKind::Mjpeg => "mjpeg",
             ViewerKind::Webrtc => "webrtc",
             ViewerKind::Hls => "hls",
+            ViewerKind::Rtsp => "rtsp",
         }
     }
 
@@ -53,11 +56,13 @@ pub(crate) struct ViewerCounts {
     pub(crate) webrtc: usize,
     /// 1 while the stream's LL-HLS producer runs (HLS viewers are plain HTTP requests).
     pub(crate) hls: usize,
+    /// RTSP restream clients.
+    pub(crate) rtsp: usize,
 }
 
 /// Live viewer counts of one stream, by kind.
 #[derive(Debug, Default)]
-pub(crate) struct Counters([AtomicUsize; 4]);
+pub(crate) struct Counters([AtomicUsize; 5]);
 
 impl Counters {
     pub(crate) fn add(&self, kind: ViewerKind) {
@@ -75,6 +80,7 @@ impl Counters {
             mjpeg: get(ViewerKind::Mjpeg),
             webrtc: get(ViewerKind::Webrtc),
             hls: get(ViewerKind::Hls),
+            rtsp: get(ViewerKind::Rtsp),
         }
     }
 }

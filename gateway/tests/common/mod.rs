@@ -108,6 +108,10 @@ impl Gateway {
         if !extra.contains("[webrtc]") {
             toml.push_str("\n[webrtc]\nudp_port = 0\nloops = 1\n");
         }
+        // The RTSP restream on any free ports, unless the test sets its own.
+        if !extra.contains("[restream]") {
+            toml.push_str("\n[restream]\nlisten = \"127.0.0.1:0\"\nudp_port = 0\n");
+        }
         // Detection only where a test asks for it (it spawns worker processes).
         if !extra.contains("[detect]") {
             toml.push_str("\n[detect]\nenabled = false\n");
@@ -195,6 +199,14 @@ impl Gateway {
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("gateway still running {within:?} after SIGTERM; log:\n{}", self.log_text());
+    }
+
+    /// `rtsp://ADDR/{path}` of this gateway's RTSP restream (the address it logged).
+    pub fn restream_url(&self, path: &str) -> String {
+        let log = self.log_text();
+        let at = log.find("RTSP restream listening: rtsp://").expect("the restream logs its address") + "RTSP restream listening: ".len();
+        let addr = log[at..].split("/{stream}").next().unwrap();
+        format!("{addr}/{path}")
     }
 
     pub fn log_text(&self) -> String {
