@@ -7,7 +7,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use crate::auth::Auth;
-use crate::config::Config;
+use crate::config::{Config, PullMode};
 use crate::core::detections::DetectionFanout;
 use crate::core::events::EventFanout;
 use crate::core::shutdown::{Shutdown, ShutdownTrigger};
@@ -69,14 +69,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
     let (shutdown_trigger, shutdown) = ShutdownTrigger::new();
-    let parts = assemble(&config, store, cluster, replica_id, Arc::new(crate::source::any::Sources::default()), shutdown.clone()).await?;
+    // The restream binds first: its address is how other replicas relay `one_per_cluster`
+    // streams from this one.
+    let restream = crate::restream::bind(&config.restream).await?;
+    let mut source: Arc<dyn CameraSource> = Arc::new(crate::source::any::Sources::default());
+    if let Some(bound) = restream.as_ref().filter(|_| redis.is_some() && config.streams.iter().any(|s| s.pull == PullMode::OnePerCluster)) {
+        let advertised = crate::restream::advertised(&config, bound.addr);
+        info!(restream = %advertised, "streams with pull = \"one_per_cluster\" are pulled by one replica, relayed by the others");
+        let token = config.auth.control_tokens.first().cloned();
+        source = Arc::new(crate::stream::cluster_pull::ClusterPull::new(source, cluster.clone(), &replica_id, &advertised, token));
+    }
+    let parts = assemble(&config, store, cluster, replica_id, source, shutdown.clone()).await?;
     let (streams, detect, control_rate) = (parts.state.streams.clone(), parts.detection, parts.state.control_rate.clone());
     let archive = parts.state.archive.clone();
     let (_mqtt, _webhooks) = (parts.mqtt, parts.webhooks);
     // Authentication follows each listener: `auth.mode = "auto"` turns it on for a restream
     // reachable beyond loopback even when HTTP listens on loopback only.
-    let restream_auth = Arc::new(Auth::new(&config.auth, config.restream.listen));
-    crate::restream::start(&config.restream, streams.clone(), restream_auth, shutdown.clone()).await?;
+    if let Some(bound) = restream {
+        let restream_auth = Arc::new(Auth::new(&config.auth, config.restream.listen));
+        crate::restream::serve(bound, streams.clone(), restream_auth, shutdown.clone())?;
+    }
     let router = crate::http::app(parts.state, &config.static_dir);
     let listener = crate::core::net::tcp_listener(config.listen).map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     info!(addr = %listener.local_addr()?, "HTTP listening; web UI at http://{}/", listener.local_addr()?);

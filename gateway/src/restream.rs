@@ -70,16 +70,19 @@ struct Shared {
     udp: Option<(Arc<UdpSocket>, Arc<UdpSocket>)>,
 }
 
-/// Binds `[restream] listen` (and the UDP pair) and serves until `shutdown`; returns the
-/// bound RTSP address, `None` when the restream is off.
+/// The restream's sockets, bound before the streams start (their address is what other
+/// replicas relay from).
+pub(crate) struct Bound {
+    listener: TcpListener,
+    udp: (UdpSocket, UdpSocket),
+    /// The RTSP address bound.
+    pub(crate) addr: SocketAddr,
+}
+
+/// Binds `[restream] listen` and the UDP pair; `None` when the restream is off.
 ///
 /// Errors: the TCP address or the UDP ports cannot be bound.
-pub(crate) async fn start(
-    config: &RestreamConfig,
-    streams: Arc<Streams>,
-    auth: Arc<Auth>,
-    shutdown: Shutdown,
-) -> anyhow::Result<Option<SocketAddr>> {
+pub(crate) async fn bind(config: &RestreamConfig) -> anyhow::Result<Option<Bound>> {
     if !config.enabled {
         return Ok(None);
     }
@@ -89,6 +92,12 @@ pub(crate) async fn start(
     let udp = bind_udp_pair(addr.ip(), config.udp_port)
         .await
         .map_err(|e| anyhow::anyhow!("RTSP restream cannot bind UDP {}:{}-{}: {e}", addr.ip(), config.udp_port, config.udp_port + 1))?;
+    Ok(Some(Bound { listener, udp, addr }))
+}
+
+/// Serves the restream on `bound` until `shutdown`.
+pub(crate) fn serve(bound: Bound, streams: Arc<Streams>, auth: Arc<Auth>, shutdown: Shutdown) -> anyhow::Result<()> {
+    let Bound { listener, udp, addr } = bound;
     let ports = (udp.0.local_addr()?.port(), udp.1.local_addr()?.port());
     info!(%addr, udp_rtp = ports.0, udp_rtcp = ports.1, auth = auth.enabled(), "RTSP restream listening: rtsp://{addr}/{{stream}}");
     let shared = Arc::new(Shared {
@@ -98,7 +107,25 @@ pub(crate) async fn start(
         udp: Some((Arc::new(udp.0), Arc::new(udp.1))),
     });
     tokio::spawn(accept(listener, shared, shutdown));
-    Ok(Some(addr))
+    Ok(())
+}
+
+/// How other replicas reach this restream: `[restream] advertise`, else `rtsp://{addr}` with
+/// a wildcard address replaced by the host of `advertise_url` (or loopback).
+pub(crate) fn advertised(config: &crate::config::Config, addr: SocketAddr) -> String {
+    if let Some(a) = &config.restream.advertise {
+        return a.trim_end_matches('/').to_owned();
+    }
+    if !addr.ip().is_unspecified() {
+        return format!("rtsp://{addr}");
+    }
+    let host = config
+        .advertise_url
+        .as_deref()
+        .and_then(|u| url::Url::parse(u).ok())
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_else(|| "127.0.0.1".into());
+    format!("rtsp://{host}:{}", addr.port())
 }
 
 /// RTP and RTCP sockets on `port` and `port + 1`; with `port` 0, any free even pair.

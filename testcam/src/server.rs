@@ -123,6 +123,7 @@ async fn connection(mut sock: TcpStream, camera: &TestCamera) -> anyhow::Result<
                             }) else {
                                 continue;
                             };
+                            info!(channel, "client playing");
                             sender = Some(Sender {
                                 channel,
                                 sequence_number,

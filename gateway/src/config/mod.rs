@@ -137,11 +137,15 @@ pub struct RestreamConfig {
     /// UDP port RTP goes out from (RTCP from the next one; RFC 3550 §11: even). `0`: any free
     /// pair, chosen at start. Default 8000 (8001 for RTCP), as MediaMTX.
     pub udp_port: u16,
+    /// How other replicas reach this restream (`rtsp://host:port`), for streams with
+    /// `pull = "one_per_cluster"`. Default: `rtsp://{listen}` with the port bound, the host of
+    /// `advertise_url` when `listen` is a wildcard address.
+    pub advertise: Option<String>,
 }
 
 impl Default for RestreamConfig {
     fn default() -> Self {
-        RestreamConfig { enabled: true, listen: SocketAddr::from(([127, 0, 0, 1], 8554)), udp_port: 8000 }
+        RestreamConfig { enabled: true, listen: SocketAddr::from(([127, 0, 0, 1], 8554)), udp_port: 8000, advertise: None }
     }
 }
 
@@ -150,6 +154,11 @@ impl RestreamConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.udp_port % 2 == 1 {
             return Err(format!("restream.udp_port = {} must be even (RTCP goes on the next port)", self.udp_port));
+        }
+        if let Some(a) = &self.advertise
+            && !a.starts_with("rtsp://")
+        {
+            return Err(format!("restream.advertise = {a:?} must be rtsp://host:port"));
         }
         Ok(())
     }
@@ -460,6 +469,12 @@ pub struct StreamConfig {
     /// or not.
     #[serde(default)]
     pub record: RecordMode,
+    /// Who connects to the camera: `every_replica` (default: each replica with viewers pulls
+    /// it) or `one_per_cluster` (with Redis, the replica holding the stream's pull lease pulls
+    /// it and the others relay its access units from that replica's RTSP restream; for
+    /// cameras that allow few sessions). Needs `[restream]` enabled.
+    #[serde(default)]
+    pub pull: PullMode,
     /// Zones (polygons) tracked objects enter, leave and loiter in (issue #13). Default none.
     #[serde(default)]
     pub zones: Vec<ZoneConfig>,
@@ -497,6 +512,18 @@ impl MqttConfig {
     pub fn prefix(&self) -> &str {
         self.topic_prefix.as_deref().unwrap_or("sightline")
     }
+}
+
+/// A stream's `pull` setting.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PullMode {
+    /// Every replica with viewers connects to the camera.
+    #[default]
+    EveryReplica,
+    /// One replica in the cluster connects to the camera (the pull lease's holder); the
+    /// others relay from it.
+    OnePerCluster,
 }
 
 /// A stream's `record` setting.
@@ -867,6 +894,7 @@ impl StreamConfig {
             audio: true,
             looping: false,
             record: RecordMode::Off,
+            pull: PullMode::EveryReplica,
             zones: Vec::new(),
             lines: Vec::new(),
         }
@@ -1056,6 +1084,8 @@ impl Config {
         self.auth.validate(self.listen)?;
         if self.restream.enabled {
             self.auth.validate(self.restream.listen)?;
+        } else if let Some(s) = self.streams.iter().find(|s| s.pull == PullMode::OnePerCluster) {
+            return Err(format!("stream {:?}: pull = \"one_per_cluster\" relays through the RTSP restream; enable [restream]", s.id));
         }
         self.limits.validate()?;
         if self.limits.request_timeout <= self.webrtc.first_frame_timeout {
@@ -1151,6 +1181,12 @@ mod tests {
         c.validate().unwrap();
         let c = Config::from_toml_str("[restream]\nudp_port = 8001\n").unwrap();
         assert!(c.validate().unwrap_err().contains("even"));
+        let one = "[[streams]]\nid = \"c\"\nurl = \"rtsp://h/\"\npull = \"one_per_cluster\"\n";
+        let c = Config::from_toml_str(&format!("[restream]\nenabled = false\n{one}")).unwrap();
+        assert!(c.validate().unwrap_err().contains("enable [restream]"));
+        let c = Config::from_toml_str(&format!("[restream]\nadvertise = \"http://h:1\"\n{one}")).unwrap();
+        assert!(c.validate().unwrap_err().contains("rtsp://"));
+        assert_eq!(Config::from_toml_str(one).unwrap().streams[0].pull, PullMode::OnePerCluster);
         assert_eq!(Config::default().restream.listen.port(), 8554);
         assert_eq!(Config::default().testcam.listen.port(), 8555);
     }

@@ -10,6 +10,9 @@
 //! - `sightline:whep:{session}`: the replica that owns a WHEP session, with a TTL.
 //! - `sightline:lease:detect:{id}`: the replica that runs detection for the stream (PX lease,
 //!   renewed by its holder, taken with SET NX by another when it lapses).
+//! - `sightline:lease:pull:{id}`: for streams with `pull = "one_per_cluster"`, the replica
+//!   that pulls the camera, as `{replica id} {restream URL}` (PX lease renewed by its holder);
+//!   the others relay from that URL.
 //! - `sightline:detections:{id}`: pub/sub; the lease holder's detection messages, each sent
 //!   as `{replica id}\n{json}` so the sender skips its own.
 //! - `sightline:geometry:{id}`: the stream's zones and lines as JSON (`Geometry`), written
@@ -94,6 +97,10 @@ fn lease_key(stream: &str) -> String {
     format!("sightline:lease:detect:{stream}")
 }
 
+fn pull_lease_key(stream: &str) -> String {
+    format!("sightline:lease:pull:{stream}")
+}
+
 /// Pattern of the detection relay channels.
 const DETECTIONS_PATTERN: &str = "sightline:detections:*";
 
@@ -107,6 +114,13 @@ local holder = redis.call('GET', KEYS[1])
 if holder == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
 if not holder then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
 return 0";
+
+/// Takes or renews a lease and answers its holder: ARGV = holder, ttl ms.
+const HOLD: &str = r"
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return holder end
+if not holder then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return ARGV[1] end
+return holder";
 
 /// Deletes a lease only if the caller holds it: ARGV = replica id.
 const RELEASE: &str = r"
@@ -229,6 +243,7 @@ pub struct RedisStore {
     restore: redis::Script,
     put_geometry: redis::Script,
     lease: redis::Script,
+    hold: redis::Script,
     release: redis::Script,
     /// Other replicas' detection messages.
     detections: broadcast::Sender<(String, Arc<str>)>,
@@ -276,6 +291,7 @@ impl RedisStore {
             restore: redis::Script::new(RESTORE),
             put_geometry: redis::Script::new(PUT_GEOMETRY),
             lease: redis::Script::new(LEASE),
+            hold: redis::Script::new(HOLD),
             release: redis::Script::new(RELEASE),
             detections: broadcast::channel(EVENT_BUFFER).0,
             geometry_events: broadcast::channel(EVENT_BUFFER).0,
@@ -581,6 +597,20 @@ impl ClusterStore for RedisStore {
 
     async fn release_detect_lease(&self, stream: &str) -> Result<(), Error> {
         self.lease_call(&self.release, stream, None).await.map(|_| ())
+    }
+
+    async fn acquire_pull_lease(&self, stream: &str, holder: &str, ttl: Duration) -> Result<String, Error> {
+        let mut call = self.hold.key(pull_lease_key(stream));
+        call.arg(holder).arg(ttl.as_millis() as u64);
+        let mut conn = self.conn();
+        self.run(call.invoke_async::<String>(&mut conn)).await
+    }
+
+    async fn release_pull_lease(&self, stream: &str, holder: &str) -> Result<(), Error> {
+        let mut call = self.release.key(pull_lease_key(stream));
+        call.arg(holder);
+        let mut conn = self.conn();
+        self.run(call.invoke_async::<i64>(&mut conn)).await.map(|_| ())
     }
 
     async fn publish_detections(&self, stream: &str, json: &str) -> Result<(), Error> {

@@ -143,6 +143,19 @@ pub trait ClusterStore: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Takes or renews the pull lease of `stream` (`sightline:lease:pull:{id}`) for `ttl`,
+    /// naming this replica as `holder` (its id and how other replicas reach its RTSP
+    /// restream); answers the holder afterwards: `holder` itself when this replica pulls the
+    /// camera, another's when it should relay from that replica.
+    async fn acquire_pull_lease(&self, _stream: &str, holder: &str, _ttl: std::time::Duration) -> Result<String, Error> {
+        Ok(holder.to_owned())
+    }
+
+    /// Gives the pull lease back if `holder` holds it.
+    async fn release_pull_lease(&self, _stream: &str, _holder: &str) -> Result<(), Error> {
+        Ok(())
+    }
+
     /// Sends a detection message (JSON) to the other replicas (`sightline:detections:{id}`).
     async fn publish_detections(&self, _stream: &str, _json: &str) -> Result<(), Error> {
         Ok(())

@@ -356,6 +356,12 @@ impl Feed {
         let resp = reqwest::get(url).await.unwrap();
         let status = resp.status().as_u16();
         assert_eq!(status, 200, "feed {url}: {}", resp.text().await.unwrap_or_default());
+        Feed::from_response(resp)
+    }
+
+    /// A feed from an answer already checked to be 200 (e.g. a request with a bearer token).
+    pub fn from_response(resp: reqwest::Response) -> Feed {
+        let status = resp.status().as_u16();
         let ct = resp.headers().get("content-type").unwrap().to_str().unwrap().to_owned();
         assert!(ct.starts_with("text/event-stream"), "{ct}");
         let events = resp.bytes_stream().eventsource().map(|r| r.map_err(|e| e.to_string())).boxed();
@@ -448,6 +454,14 @@ pub async fn post(url: &str, body: Option<&str>) -> (u16, serde_json::Value) {
 /// GETs JSON from the API.
 pub async fn get_json(url: &str) -> (u16, serde_json::Value) {
     let resp = reqwest::get(url).await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+}
+
+/// [`get_json`] with `Authorization: Bearer {token}`.
+pub async fn get_json_with(url: &str, token: &str) -> (u16, serde_json::Value) {
+    let resp = reqwest::Client::new().get(url).bearer_auth(token).send().await.unwrap();
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap();
     (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
