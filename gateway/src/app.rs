@@ -75,6 +75,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut source: Arc<dyn CameraSource> = Arc::new(crate::source::any::Sources::default());
     if let Some(bound) = restream.as_ref().filter(|_| redis.is_some() && config.streams.iter().any(|s| s.pull == PullMode::OnePerCluster)) {
         let advertised = crate::restream::advertised(&config, bound.addr);
+        let redis_local = config
+            .state
+            .redis_url
+            .as_deref()
+            .and_then(|u| url::Url::parse(u).ok())
+            .is_some_and(|u| matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")));
+        if advertised.contains("://127.") && !redis_local {
+            warn!(restream = %advertised, "the restream is advertised on loopback but Redis is elsewhere: replicas on other hosts cannot relay from this one; set restream.listen or restream.advertise");
+        }
         info!(restream = %advertised, "streams with pull = \"one_per_cluster\" are pulled by one replica, relayed by the others");
         let token = config.auth.control_tokens.first().cloned();
         source = Arc::new(crate::stream::cluster_pull::ClusterPull::new(source, cluster.clone(), &replica_id, &advertised, token));
@@ -87,7 +96,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // reachable beyond loopback even when HTTP listens on loopback only.
     if let Some(bound) = restream {
         let restream_auth = Arc::new(Auth::new(&config.auth, config.restream.listen));
-        crate::restream::serve(bound, streams.clone(), restream_auth, shutdown.clone())?;
+        crate::restream::serve(bound, streams.clone(), restream_auth, config.limits.max_connections, shutdown.clone())?;
     }
     let router = crate::http::app(parts.state, &config.static_dir);
     let listener = crate::core::net::tcp_listener(config.listen).map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;

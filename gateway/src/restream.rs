@@ -17,7 +17,8 @@
 //! `Basic` password (a control token or a viewer token covering the stream) or a viewer
 //! token as `?token=`; the session ends when its viewer token expires, the stream stops or
 //! the gateway shuts down (the connection is closed: RTSP/1.0 cannot tell a client why).
-//! A client that stops reading for [`WRITE_TIMEOUT`] is dropped; one that falls behind skips
+//! A client that stops reading for [`WRITE_TIMEOUT`] is dropped, and so is one that sends
+//! nothing for 90 s while it plays over UDP or has not started playing; one that falls behind skips
 //! to the next keyframe, as every consumer of the hub does.
 
 use std::net::{IpAddr, SocketAddr};
@@ -51,8 +52,9 @@ pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a DESCRIBE waits for a stream's first keyframe (the camera connecting).
 const FIRST_KEYFRAME_WAIT: Duration = Duration::from_secs(10);
 /// A UDP client that sends nothing on its RTSP connection (keep-alives) for this long is
-/// gone: the session timeout announced (60 s) and half again.
-const UDP_SESSION_TIMEOUT: Duration = Duration::from_secs(90);
+/// gone: the session timeout announced (60 s) and half again. So is a connection that has not
+/// started playing (it may hold a viewer place, and so the camera).
+const SESSION_TIMEOUT: Duration = Duration::from_secs(90);
 /// Sender reports per track, at most this often (as the test camera).
 const SENDER_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// Payload type of the video track (dynamic, RFC 3551 §6).
@@ -64,6 +66,8 @@ const REALM: &str = "sightline";
 
 /// What every connection shares.
 struct Shared {
+    /// Open RTSP connections, at most `limits.max_connections` (as for HTTP).
+    connections: Arc<tokio::sync::Semaphore>,
     streams: Arc<Streams>,
     auth: Arc<Auth>,
     server: ServerInfo,
@@ -96,11 +100,18 @@ pub(crate) async fn bind(config: &RestreamConfig) -> anyhow::Result<Option<Bound
 }
 
 /// Serves the restream on `bound` until `shutdown`.
-pub(crate) fn serve(bound: Bound, streams: Arc<Streams>, auth: Arc<Auth>, shutdown: Shutdown) -> anyhow::Result<()> {
+pub(crate) fn serve(
+    bound: Bound,
+    streams: Arc<Streams>,
+    auth: Arc<Auth>,
+    max_connections: usize,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
     let Bound { listener, udp, addr } = bound;
     let ports = (udp.0.local_addr()?.port(), udp.1.local_addr()?.port());
     info!(%addr, udp_rtp = ports.0, udp_rtcp = ports.1, auth = auth.enabled(), "RTSP restream listening: rtsp://{addr}/{{stream}}");
     let shared = Arc::new(Shared {
+        connections: Arc::new(tokio::sync::Semaphore::new(max_connections.max(1))),
         streams,
         auth,
         server: ServerInfo { name: "Sightline".into(), udp_ports: Some(ports) },
@@ -172,6 +183,10 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>, mut shutdown: Shutdo
                 }
             },
         };
+        let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
+            warn!(%peer, "RTSP connection refused: limits.max_connections reached");
+            continue;
+        };
         let shared = shared.clone();
         let span = tracing::info_span!("rtsp_client", %peer);
         tokio::spawn(
@@ -180,6 +195,7 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>, mut shutdown: Shutdo
                     Ok(()) => debug!("RTSP client left"),
                     Err(e) => debug!(error = %e, "RTSP client connection ended"),
                 }
+                drop(permit);
             }
             .instrument(span),
         );
@@ -249,6 +265,8 @@ fn redacted(caller: &crate::auth::Caller) -> &'static str {
 /// `sprop-parameter-sets` (RFC 6184 §8.1) or `H265/90000` with `sprop-vps/sps/pps`
 /// (RFC 7798 §7.1), from the parameter sets in front of the keyframe.
 fn video_section(keyframe: &AccessUnit) -> Option<MediaSection> {
+    // A new session's first packet is this keyframe's (sessions start with the cached GOP).
+    let rtptime = Some(keyframe.rtp_timestamp);
     let b64 = |nal: &[u8]| base64::engine::general_purpose::STANDARD.encode(nal);
     let codec = keyframe.codec;
     let find = |t: u8| media::h264::nal_units(&keyframe.data).find(|n| !n.is_empty() && codec.nal_type(n) == t);
@@ -269,7 +287,7 @@ fn video_section(keyframe: &AccessUnit) -> Option<MediaSection> {
         rtpmap: rtpmap.into(),
         fmtp: Some(fmtp),
         attributes: Vec::new(),
-        rtptime: None,
+        rtptime,
     })
 }
 
@@ -301,11 +319,52 @@ struct Sending {
     packets: u32,
     octets: u32,
     last_report: Option<Instant>,
+    /// Added to the source's RTP timestamps, and the last (source, sent) pair: a new camera
+    /// session (a reconnect, a failover to another holder) starts at another random base,
+    /// which the client must not see as a jump (RFC 3550 §5.1: one SSRC, one timeline).
+    offset: u32,
+    last: Option<(u32, u32)>,
+    /// The track's clock rate, Hz.
+    clock_rate: u32,
 }
 
+/// A source timestamp further than this from the last one starts a new timeline, seconds.
+const TIMESTAMP_STEP_S: u32 = 10;
+
 impl Sending {
-    fn new(setup: TrackSetup, payload_type: Pt, marker: bool) -> Sending {
-        Sending { setup, payload_type, marker, sequence_number: setup.sequence_number, packets: 0, octets: 0, last_report: None }
+    fn new(setup: TrackSetup, payload_type: Pt, marker: bool, clock_rate: u32) -> Sending {
+        Sending {
+            setup,
+            payload_type,
+            marker,
+            sequence_number: setup.sequence_number,
+            packets: 0,
+            octets: 0,
+            last_report: None,
+            offset: 0,
+            last: None,
+            clock_rate,
+        }
+    }
+
+    /// The timestamp to send for the source's `ts`: continuous across a step of more than
+    /// [`TIMESTAMP_STEP_S`] (the next unit then follows the last sent by 1/25 s).
+    fn timestamp(&mut self, ts: RtpTimestamp) -> RtpTimestamp {
+        let ts = ts.get();
+        if let Some((last_in, last_out)) = self.last {
+            let step = ts.wrapping_sub(last_in) as i32;
+            if step.unsigned_abs() > TIMESTAMP_STEP_S * self.clock_rate {
+                self.offset = last_out.wrapping_add(self.clock_rate / 25).wrapping_sub(ts);
+            }
+        }
+        let out = ts.wrapping_add(self.offset);
+        self.last = Some((ts, out));
+        RtpTimestamp::new(out)
+    }
+
+    /// RTP packets sent since the track's first, for the connection's next `RTP-Info`.
+    fn sent(&self) -> u16 {
+        self.sequence_number.0.wrapping_sub(self.setup.sequence_number.0)
     }
 
     /// The RTP packets of one unit's `payloads` at `timestamp` (marker on the last).
@@ -361,23 +420,28 @@ async fn connection(mut sock: TcpStream, peer: SocketAddr, shared: &Shared) -> a
     let mut conn = RtspConnection::new(shared.server.clone(), session_id, SeqNo(rand::random()));
     let mut mounts = StreamMounts { shared, watching: None, expires: None, gave_up: false };
     let mut inbuf = BytesMut::with_capacity(4096);
-    let mut out = BytesMut::with_capacity(64 * 1024);
+    let mut out = BytesMut::new();
     let Playing { mut video, mut audio, mut end } = Playing::default();
     let mut last_read = Instant::now();
     loop {
-        let udp_deadline = end.as_ref().filter(|e| e.2).map(|_| tokio::time::Instant::from_std(last_read + UDP_SESSION_TIMEOUT));
+        // Over TCP a playing client is there as long as its connection (it takes the bytes).
+        let quiet_deadline = match &end {
+            Some((_, _, false)) => None,
+            _ => Some(tokio::time::Instant::from_std(last_read + SESSION_TIMEOUT)),
+        };
         tokio::select! {
             read = sock.read_buf(&mut inbuf) => {
                 if read? == 0 {
                     return Ok(());
                 }
-                last_read = Instant::now();
                 while let Some(o) = conn.handle(&inbuf, &mut mounts)? {
                     if let Some(path) = o.wait {
                         wait_for_keyframe(shared, &path).await;
                         mounts.gave_up = shared.streams.get(&path).is_some_and(|rt| rt.hub.cached_gop_len() == 0);
                         continue;
                     }
+                    // Only whole messages count as activity (a byte now and then does not).
+                    last_read = Instant::now();
                     let request = inbuf.split_to(o.consumed);
                     // The method only: the URL may carry a token, the headers a password.
                     let method = request[..].split(|&b| b == b' ').next().filter(|m| m.len() < 16 && o.response.is_some());
@@ -391,8 +455,12 @@ async fn connection(mut sock: TcpStream, peer: SocketAddr, shared: &Shared) -> a
                             Playing { video, audio, end } = play(rt, &tracks, mounts.expires);
                             info!(stream = %path, tracks = tracks.len(), udp = end.as_ref().is_some_and(|e| e.2), "RTSP client playing");
                         }
-                        Some(Event::Pause) => Playing { video, audio, end } = Playing::default(),
+                        Some(Event::Pause) => {
+                            count_sent(&mut conn, &video, &audio);
+                            Playing { video, audio, end } = Playing::default();
+                        }
                         Some(Event::Teardown) => {
+                            count_sent(&mut conn, &video, &audio);
                             Playing { video, audio, end } = Playing::default();
                             mounts.watching = None;
                         }
@@ -403,14 +471,15 @@ async fn connection(mut sock: TcpStream, peer: SocketAddr, shared: &Shared) -> a
             au = next_video(&mut video) => {
                 let (Some((sending, _)), Some(au)) = (video.as_mut(), au) else { return Ok(()) };
                 let payloads = au.derived(|au| RestreamPayloads(packetize(au.codec, &au.data, DEFAULT_MAX_PAYLOAD)));
-                let report = sending.report(au.rtp_timestamp, au.capture_ms);
-                let packets = sending.packets(&payloads.0, au.rtp_timestamp);
+                let ts = sending.timestamp(au.rtp_timestamp);
+                let report = sending.report(ts, au.capture_ms);
+                let packets = sending.packets(&payloads.0, ts);
                 send(&mut sock, &mut out, shared, peer, sending.setup.transport, &packets, report.as_deref()).await?;
             }
             frame = next_audio(&mut audio) => {
                 let (Some((sending, _, info)), Some(frame)) = (audio.as_mut(), frame) else { return Ok(()) };
                 let Some(payload) = audio_payload(info, &frame) else { continue };
-                let ts = RtpTimestamp::new(frame.rtp_timestamp);
+                let ts = sending.timestamp(RtpTimestamp::new(frame.rtp_timestamp));
                 let report = sending.report(ts, crate::core::clock::now_ms());
                 let packets = sending.packets(std::slice::from_ref(&payload), ts);
                 send(&mut sock, &mut out, shared, peer, sending.setup.transport, &packets, report.as_deref()).await?;
@@ -420,11 +489,22 @@ async fn connection(mut sock: TcpStream, peer: SocketAddr, shared: &Shared) -> a
                 info!(stream = %stream, reason = reason.as_str(), "RTSP session ended; closing the connection");
                 return Ok(());
             }
-            () = crate::core::clock::sleep_until_some(udp_deadline) => {
-                info!("RTSP client over UDP sent no keep-alive for {} s; closing", UDP_SESSION_TIMEOUT.as_secs());
+            () = crate::core::clock::sleep_until_some(quiet_deadline) => {
+                info!("RTSP client sent nothing for {} s (no keep-alive over UDP, or never played); closing", SESSION_TIMEOUT.as_secs());
                 return Ok(());
             }
         }
+    }
+}
+
+/// Tells the connection how many packets each track sent, so a later PLAY goes on from there
+/// (RFC 3550 §5.1: sequence numbers never repeat within an SSRC).
+fn count_sent(conn: &mut RtspConnection, video: &Option<(Sending, Subscription)>, audio: &Option<(Sending, AudioSubscription, AudioInfo)>) {
+    if let Some((s, _)) = video {
+        conn.packets_sent(s.setup.track, s.sent());
+    }
+    if let Some((s, _, _)) = audio {
+        conn.packets_sent(s.setup.track, s.sent());
     }
 }
 
@@ -442,13 +522,13 @@ fn play(rt: &Arc<StreamRuntime>, tracks: &[TrackSetup], expires: Option<Instant>
     let mut playing = Playing::default();
     for t in tracks {
         match t.track {
-            0 => playing.video = Some((Sending::new(*t, VIDEO_PT, true), rt.hub.subscribe())),
+            0 => playing.video = Some((Sending::new(*t, VIDEO_PT, true, RtpTimestamp::CLOCK_HZ), rt.hub.subscribe())),
             _ => {
                 if let Some(info) = rt.audio.info()
                     && let Some(section) = audio_section(&info)
                 {
                     let aac = info.codec == Some(AudioCodec::Aac);
-                    playing.audio = Some((Sending::new(*t, section.payload_type, aac), rt.audio.subscribe(), info));
+                    playing.audio = Some((Sending::new(*t, section.payload_type, aac, info.clock_rate.max(1)), rt.audio.subscribe(), info));
                 }
             }
         }
@@ -543,5 +623,27 @@ async fn write(sock: &mut TcpStream, bytes: &[u8]) -> anyhow::Result<()> {
     match tokio::time::timeout(WRITE_TIMEOUT, sock.write_all(bytes)).await {
         Ok(r) => Ok(r?),
         Err(_) => anyhow::bail!("client took no bytes for {} s", WRITE_TIMEOUT.as_secs()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_stay_continuous_across_a_new_camera_session() {
+        let setup =
+            TrackSetup { track: 0, transport: Transport::Interleaved { channel: 0 }, sequence_number: SeqNo(65530), ssrc: media::Ssrc(1) };
+        let mut s = Sending::new(setup, VIDEO_PT, true, 90_000);
+        let out = |s: &mut Sending, ts: u32| s.timestamp(RtpTimestamp::new(ts)).get();
+        assert_eq!(out(&mut s, 1000), 1000, "the first session's timestamps as the camera sent them");
+        assert_eq!(out(&mut s, 4600), 4600);
+        assert_eq!(out(&mut s, 2_000_000_000), 8200, "a new base (failover) follows the last sent by 1/25 s");
+        assert_eq!(out(&mut s, 2_000_003_600), 11_800, "and goes on from there");
+        assert_eq!(out(&mut s, 2_000_003_600u32.wrapping_sub(5_000)), 6_800, "a small step back is the camera's own (B-frames)");
+        let payloads = [Bytes::from_static(b"a"), Bytes::from_static(b"b")];
+        let packets = s.packets(&payloads, RtpTimestamp::new(0));
+        assert_eq!((packets[0].0.marker, packets[1].0.marker), (false, true));
+        assert_eq!(s.sent(), 2, "sequence numbers counted across the wrap");
     }
 }

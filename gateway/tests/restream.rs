@@ -181,6 +181,17 @@ async fn h265_and_camera_audio_go_out_as_received() {
     // Audio starts with the PLAY, video with the cached GOP up to 2 s before it: ffmpeg's 3 s
     // from the first timestamp hold 1-3 s of audio (AAC at 16 kHz: 15.6 frames a second).
     assert!(counts[0] >= 60 && counts[1] >= 12, "H.265 pictures and AAC frames decoded: {counts:?} {err}");
+    // retina reads video and audio (a second gateway relays the restream).
+    let relay = Gateway::start_with(&format!("[[streams]]\nid = \"relay\"\nurl = \"{}\"\n", gw.restream_url("hevc")), false);
+    let mut feed = Feed::open(&relay.url("/api/streams/relay/feed?fps=5")).await;
+    let played = tokio::time::timeout(Duration::from_secs(15), async {
+        while feed.next(Duration::from_secs(20)).await.is_some_and(|e| e.event != "frame") {}
+    })
+    .await;
+    assert!(played.is_ok(), "the relay plays H.265 + AAC:\n{}", relay.log_text());
+    let (_, s) = get_json(&relay.url("/api/streams/relay")).await;
+    assert_eq!((&s["health"]["codec"], &s["health"]["audio"]["codec"]), (&serde_json::json!("h265"), &serde_json::json!("aac")), "{s}");
+    drop(feed);
     let streams = probe(&gw.restream_url("pcma")).await.unwrap();
     assert_eq!(streams, vec![("video".into(), "h264".into(), "640x360".into()), ("audio".into(), "pcm_alaw".into(), "8000/1".into())]);
     let (counts, err) = decode(&gw.restream_url("pcma"), "udp", 3).await;

@@ -311,7 +311,18 @@ impl RtspConnection {
         }
     }
 
+    /// 459 when the request names another presentation than the session's (RFC 2326 §10.4),
+    /// checked before the shell is asked (which may hold resources for the path it is asked).
+    fn other_presentation(&self, req: &Request<Vec<u8>>) -> Option<Answer> {
+        let session_path = self.path.as_deref()?;
+        let (path, _, _) = split_uri(req.request_uri()?.as_str());
+        (path != session_path).then(|| (status(StatusCode::AggregateOperationNotAllowed), Vec::new(), None))
+    }
+
     fn describe(&self, req: &Request<Vec<u8>>, mounts: &mut dyn Mounts) -> Result<Answer, String> {
+        if let Some(answer) = self.other_presentation(req) {
+            return Ok(answer);
+        }
         let (p, _, _) = match Self::lookup(req, mounts)? {
             Ok(found) => found,
             Err(answer) => return Ok(answer),
@@ -354,6 +365,9 @@ impl RtspConnection {
         if !self.session_matches(req) {
             return Ok((status(StatusCode::SessionNotFound), Vec::new(), None));
         }
+        if let Some(answer) = self.other_presentation(req) {
+            return Ok(answer);
+        }
         let (p, path, track) = match Self::lookup(req, mounts)? {
             Ok(found) => found,
             Err(answer) => return Ok(answer),
@@ -364,10 +378,6 @@ impl RtspConnection {
             None if p.media.len() == 1 => 0,
             _ => return Ok((status(StatusCode::NotFound), Vec::new(), None)),
         };
-        if self.path.as_ref().is_some_and(|p| *p != path) {
-            // RFC 2326 §10.4: aggregate control of tracks of another presentation.
-            return Ok((status(StatusCode::AggregateOperationNotAllowed), Vec::new(), None));
-        }
         let transports = match req.typed_header::<Transports>() {
             Ok(Some(t)) => t,
             _ => return Ok((status(StatusCode::BadRequest), Vec::new(), None)),
@@ -420,6 +430,9 @@ impl RtspConnection {
         let Some(path) = self.path.clone().filter(|_| !self.tracks.is_empty()) else {
             return Ok((status(StatusCode::MethodNotValidInThisState), Vec::new(), None));
         };
+        if let Some(answer) = self.other_presentation(req) {
+            return Ok(answer);
+        }
         let (p, _, _) = match Self::lookup(req, mounts)? {
             Ok(found) => found,
             Err(answer) => return Ok(answer),
@@ -655,11 +668,19 @@ mod tests {
         assert!(r.contains("interleaved=2-3"), "the second track's default channels: {r}");
         let other =
             req("SETUP", "rtsp://h:8554/late/trackID=0", 6, "Transport: RTP/AVP/TCP;unicast\r\nAuthorization: Basic dXNlcjpzZWNyZXQ=\r\n");
-        let out = c.handle(&other, &mut gw).unwrap().unwrap();
-        assert_eq!((out.consumed, out.wait.as_deref()), (0, Some("late")), "not ready: nothing consumed");
         let (r, _) = run(&mut c, &mut gw, &other);
-        assert!(r.starts_with("RTSP/1.0 459 "), "another presentation in the same session: {r}");
-        let (r, e) = run(&mut c, &mut gw, &req("PLAY", "rtsp://h:8554/cam1?token=secret/", 7, "Session: S2\r\n"));
+        assert!(r.starts_with("RTSP/1.0 459 "), "another presentation in the same session, refused before the shell is asked: {r}");
+        assert!(!gw.asked_late);
+        let (r, _) = run(&mut c, &mut gw, &req("PLAY", "rtsp://h:8554/late/", 7, "Session: S2\r\n"));
+        assert!(r.starts_with("RTSP/1.0 459 "), "{r}");
+        // Without a session, a path that is not ready yet: nothing consumed, wait, then again.
+        let mut fresh = RtspConnection::new(server(true), "S3".into(), SeqNo(1));
+        let describe = req("DESCRIBE", "rtsp://h:8554/late", 1, "Authorization: Basic dXNlcjpzZWNyZXQ=\r\n");
+        let out = fresh.handle(&describe, &mut gw).unwrap().unwrap();
+        assert_eq!((out.consumed, out.wait.as_deref()), (0, Some("late")), "not ready: nothing consumed");
+        let (r, _) = run(&mut fresh, &mut gw, &describe);
+        assert!(r.starts_with("RTSP/1.0 200 "), "{r}");
+        let (r, e) = run(&mut c, &mut gw, &req("PLAY", "rtsp://h:8554/cam1?token=secret/", 8, "Session: S2\r\n"));
         assert!(
             r.contains(
                 "RTP-Info: url=rtsp://h:8554/cam1?token=secret/trackID=0;seq=1,url=rtsp://h:8554/cam1?token=secret/trackID=1;seq=1\r\n"
@@ -669,7 +690,7 @@ mod tests {
         let Some(Event::Play { path, tracks }) = e else { panic!("{e:?}") };
         assert_eq!((path.as_str(), tracks.len()), ("cam1", 2));
         assert_ne!(tracks[0].ssrc, tracks[1].ssrc);
-        let (_, e) = run(&mut c, &mut gw, &req("PAUSE", "rtsp://h:8554/cam1?token=secret/", 8, "Session: S2\r\n"));
+        let (_, e) = run(&mut c, &mut gw, &req("PAUSE", "rtsp://h:8554/cam1?token=secret/", 9, "Session: S2\r\n"));
         assert_eq!(e, Some(Event::Pause));
     }
 

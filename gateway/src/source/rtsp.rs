@@ -20,7 +20,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use media::rtcp::CaptureClock;
 use media::{AudioCodec, RtpTimestamp, VideoCodec};
-use retina::client::{PlayOptions, SessionOptions, SetupOptions};
+use retina::client::{InitialTimestampPolicy, PlayOptions, SessionOptions, SetupOptions};
 use retina::codec::{CodecItem, FrameFormat, ParametersRef};
 use tracing::{debug, info, warn};
 
@@ -94,14 +94,18 @@ impl CameraSource for RtspSource {
             Some((_, health, None)) => (Some(health), None),
             None => (None, None),
         };
-        let playing = tokio::time::timeout(stall, described.play(PlayOptions::default())).await.map_err(timed("PLAY"))?.map_err(err)?;
+        // `rtptime` is used when the server gives it for every track, else the first packet
+        // starts each track (retina's default would refuse audio + video without it).
+        let play = PlayOptions::default().initial_timestamp(InitialTimestampPolicy::Permissive);
+        let playing = tokio::time::timeout(stall, described.play(play)).await.map_err(timed("PLAY"))?.map_err(err)?;
         let mut demuxed = playing.demuxed().map_err(err)?;
         info!(stream = id, url = %redact_url(&stream.url), %codec, audio = ?audio_health.as_ref().map(|a| &a.codec), "camera session playing");
         let audio_index = audio.as_ref().map(|(i, _)| *i);
         sink.audio_setup(audio_health, audio.map(|(_, info)| info));
 
         // Parameters from the SDP's sprop-parameter-sets, if the camera sent them.
-        note_parameters(id, &demuxed, video, sink);
+        let mut parameter_sets = ParameterSets::default();
+        note_parameters(id, &demuxed, video, sink, &mut parameter_sets);
         let mut clock = Clocks { capture: CaptureClock::default(), skew_logged: false };
         // A stall is no video for `stall`, whatever audio arrives meanwhile.
         let mut video_deadline = tokio::time::Instant::now() + stall;
@@ -130,12 +134,13 @@ impl CameraSource for RtspSource {
                 sink.lost(u64::from(frame.loss()));
             }
             if frame.has_new_parameters() {
-                note_parameters(id, &demuxed, video, sink);
+                note_parameters(id, &demuxed, video, sink, &mut parameter_sets);
             }
             let rtp_timestamp = RtpTimestamp::new(frame.timestamp().timestamp() as u32);
             let capture_ms = clock.capture_ms(id, rtp_timestamp);
             let keyframe = frame.is_random_access_point();
-            sink.unit(NewAccessUnit { rtp_timestamp, capture_ms, keyframe, codec, data: Bytes::from(frame.into_data()) });
+            let (keyframe, data) = parameter_sets.complete(codec, keyframe, frame.into_data());
+            sink.unit(NewAccessUnit { rtp_timestamp, capture_ms, keyframe, codec, data });
         }
     }
 }
@@ -250,17 +255,49 @@ fn pick_audio(streams: &[retina::client::Stream]) -> Option<(usize, AudioHealth,
 }
 
 /// Reports the stream's picture size (from its SPS) to the sink.
-fn note_parameters(stream: &str, demuxed: &retina::client::Demuxed, video: usize, sink: &mut dyn SessionSink) {
+fn note_parameters(stream: &str, demuxed: &retina::client::Demuxed, video: usize, sink: &mut dyn SessionSink, sets: &mut ParameterSets) {
     if let Some(ParametersRef::Video(p)) = demuxed.streams()[video].parameters() {
         let (w, h) = p.pixel_dimensions();
         debug!(stream, w, h, codec = p.rfc6381_codec(), "video parameters");
         sink.parameters(w, h);
+        if p.rfc6381_codec().starts_with("hvc1") {
+            sets.take_extra_data(p.extra_data());
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn h265_irap_pictures_get_their_parameter_sets() {
+        // NAL unit header bytes: type << 1, then layer 0 / tid 1.
+        let nal = |t: u8| [0u8, 0, 0, 1, t << 1, 1, 0xAA];
+        let au = |types: &[u8]| types.iter().flat_map(|&t| nal(t)).collect::<Vec<u8>>();
+        let mut p = ParameterSets::default();
+        assert!(!p.complete(VideoCodec::H265, false, au(&[19])).0, "no parameter sets yet: not a starting point");
+        let (k, first) = p.complete(VideoCodec::H265, true, au(&[32, 33, 34, 19]));
+        assert!(k && first.len() == 28);
+        assert!(!p.complete(VideoCodec::H265, false, au(&[1])).0, "a trailing picture");
+        let (k, cra) = p.complete(VideoCodec::H265, false, au(&[21]));
+        assert!(k, "a CRA picture is a keyframe whatever retina said");
+        assert_eq!(&cra[..], &au(&[32, 33, 34, 21])[..], "with the VPS, SPS and PPS in front");
+        let mut hvcc = vec![0u8; 22];
+        hvcc.push(3);
+        for t in [32u8, 33, 34] {
+            hvcc.extend_from_slice(&[t, 0, 1, 0, 3, t << 1, 1, 0xBB]);
+        }
+        let mut q = ParameterSets::default();
+        q.take_extra_data(&hvcc);
+        let (k, cra) = q.complete(VideoCodec::H265, false, au(&[21]));
+        assert!(k && cra.len() == 4 * 7 && cra[4] == 32 << 1, "parameter sets from hvcC (the SDP's), before any keyframe");
+        let mut r = ParameterSets::default();
+        r.take_extra_data(&au(&[32, 33, 34]));
+        assert_eq!(&r.complete(VideoCodec::H265, false, au(&[21])).1[..], &au(&[32, 33, 34, 21])[..], "from Annex B extra data");
+        let (k, avc) = p.complete(VideoCodec::H264, false, vec![0, 0, 0, 1, 0x65]);
+        assert!(!k && avc.len() == 5, "H.264 as retina gave it");
+    }
 
     #[test]
     fn credentials_leave_the_url() {
@@ -288,5 +325,88 @@ mod tests {
         clocks.capture.sender_report(media::rtcp::ntp_from_unix_ms(1_000), ts);
         assert!(clocks.capture_ms("s", ts).abs_diff(now) < 1000, "a camera clock in 1970 is not believed");
         assert!(clocks.skew_logged);
+    }
+}
+
+/// The H.265 parameter sets last seen, to complete keyframes retina did not see as such.
+///
+/// retina 0.4 calls an H.265 access unit a random access point only when none of its slices
+/// is inter-coded by its reckoning, which misses the IRAP pictures x265 (GStreamer's
+/// `x265enc`) sends after the first; it then neither flags them nor puts the VPS/SPS/PPS in
+/// front. The NAL unit type says it is a keyframe (H.265 Table 7-1); the parameter sets are
+/// put in front here, as every consumer expects them before a keyframe.
+#[derive(Default)]
+struct ParameterSets {
+    /// Annex B VPS, SPS and PPS, in order.
+    h265: Option<Vec<u8>>,
+}
+
+impl ParameterSets {
+    /// Takes the parameter sets of retina's `extra_data` (from the SDP's `sprop-vps/sps/pps`
+    /// or the last keyframe it recognized): Annex B NAL units with the Annex B framing the
+    /// gateway asks for, else an `hvcC` box body (ISO/IEC 14496-15 §8.3.3.1: 22 bytes, then
+    /// arrays of NAL units by type, each behind a 16-bit length).
+    fn take_extra_data(&mut self, extra: &[u8]) {
+        if extra.starts_with(&[0, 0, 1]) || extra.starts_with(&[0, 0, 0, 1]) {
+            let mut sets = Vec::new();
+            for nal in media::h264::nal_units(extra).filter(|n| (32..=34).contains(&media::h265::nal_type(n))) {
+                sets.extend_from_slice(&[0, 0, 0, 1]);
+                sets.extend_from_slice(nal);
+            }
+            if !sets.is_empty() {
+                self.h265 = Some(sets);
+            }
+            return;
+        }
+        let hvcc = extra;
+        let mut sets = Vec::new();
+        let mut at = 23; // 22 bytes of fields, then numOfArrays
+        for _ in 0..*hvcc.get(22).unwrap_or(&0) {
+            let Some(&[_, n0, n1]) = hvcc.get(at..at + 3).map(|b| <&[u8; 3]>::try_from(b).unwrap_or(&[0; 3])) else { return };
+            at += 3;
+            for _ in 0..u16::from_be_bytes([n0, n1]) {
+                let Some(len) = hvcc.get(at..at + 2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]]))) else { return };
+                let Some(nal) = hvcc.get(at + 2..at + 2 + len) else { return };
+                at += 2 + len;
+                if (32..=34).contains(&media::h265::nal_type(nal)) {
+                    sets.extend_from_slice(&[0, 0, 0, 1]);
+                    sets.extend_from_slice(nal);
+                }
+            }
+        }
+        if !sets.is_empty() {
+            self.h265 = Some(sets);
+        }
+    }
+
+    /// `(keyframe, data)` for one access unit of `codec` as retina gave it.
+    fn complete(&mut self, codec: VideoCodec, keyframe: bool, data: Vec<u8>) -> (bool, Bytes) {
+        if codec != VideoCodec::H265 {
+            return (keyframe, Bytes::from(data));
+        }
+        use media::h265::{is_irap, nal_type};
+        let types: Vec<u8> = media::h264::nal_units(&data).map(nal_type).collect();
+        if types.contains(&33) {
+            let mut sets = Vec::new();
+            for nal in media::h264::nal_units(&data).filter(|n| (32..=34).contains(&nal_type(n))) {
+                sets.extend_from_slice(&[0, 0, 0, 1]);
+                sets.extend_from_slice(nal);
+            }
+            self.h265 = Some(sets);
+            return (keyframe || types.iter().any(|&t| is_irap(t)), Bytes::from(data));
+        }
+        if !types.iter().any(|&t| is_irap(t)) {
+            return (keyframe, Bytes::from(data));
+        }
+        match &self.h265 {
+            Some(sets) => {
+                let mut out = Vec::with_capacity(sets.len() + data.len());
+                out.extend_from_slice(sets);
+                out.extend_from_slice(&data);
+                (true, Bytes::from(out))
+            }
+            // No parameter sets yet: not decodable on its own, so not a keyframe to start at.
+            None => (keyframe, Bytes::from(data)),
+        }
     }
 }

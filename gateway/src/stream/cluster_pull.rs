@@ -58,9 +58,13 @@ impl ClusterPull {
 
     /// The stream's config with its URL pointing at `holder`'s restream.
     fn relay_config(&self, stream: &StreamConfig, holder: &str) -> Result<StreamConfig, Error> {
-        let base = holder.split_once(' ').map_or(holder, |(_, url)| url);
-        let mut url = url::Url::parse(&format!("{base}/{}", stream.id))
-            .map_err(|e| Error::CameraUrl { stream: stream.id.clone(), detail: format!("pull lease names {base:?}: {e}") })?;
+        let base = holder.rsplit_once(' ').map_or(holder, |(_, url)| url);
+        let bad = |why: String| Error::CameraUrl { stream: stream.id.clone(), detail: format!("the pull lease names {base:?}: {why}") };
+        // Only an RTSP restream: the lease must not point this replica at a file or elsewhere.
+        if !base.starts_with("rtsp://") {
+            return Err(bad("not rtsp://".into()));
+        }
+        let mut url = url::Url::parse(&format!("{base}/{}", stream.id)).map_err(|e| bad(e.to_string()))?;
         if let Some(token) = &self.token {
             let _ = url.set_username("sightline");
             let _ = url.set_password(Some(token));
@@ -118,6 +122,34 @@ impl Drop for ReleaseOnDrop {
     }
 }
 
+/// A sink that counts the access units passing through (did a relay session play?).
+struct Counting<'a> {
+    sink: &'a mut dyn SessionSink,
+    units: u64,
+}
+
+impl SessionSink for Counting<'_> {
+    fn parameters(&mut self, width: u32, height: u32) {
+        self.sink.parameters(width, height);
+    }
+    fn unit(&mut self, unit: crate::core::frame::NewAccessUnit) {
+        self.units += 1;
+        self.sink.unit(unit);
+    }
+    fn audio_setup(&mut self, health: Option<crate::core::audio::AudioHealth>, info: Option<crate::core::audio::AudioInfo>) {
+        self.sink.audio_setup(health, info);
+    }
+    fn audio(&mut self, frame: crate::core::audio::AudioFrame) {
+        self.sink.audio(frame);
+    }
+    fn lost(&mut self, packets: u64) {
+        self.sink.lost(packets);
+    }
+    fn skipped(&mut self, units: u64) {
+        self.sink.skipped(units);
+    }
+}
+
 #[async_trait]
 impl CameraSource for ClusterPull {
     async fn session(&self, stream: &StreamConfig, stall: Duration, sink: &mut dyn SessionSink) -> Result<(), Error> {
@@ -139,9 +171,9 @@ impl CameraSource for ClusterPull {
             }
             let relay = self.relay_config(stream, &holder)?;
             info!(stream = %stream.id, from = %crate::config::redact::redact_url(&relay.url), "relaying from the replica that pulls the camera");
-            let started = Instant::now();
-            let result = self.inner.session(&relay, stall, sink).await;
-            if started.elapsed() > LEASE_TTL {
+            let mut counting = Counting { sink, units: 0 };
+            let result = self.inner.session(&relay, stall, &mut counting).await;
+            if counting.units > 0 {
                 // It played: the holder just went away. Its lease lapses within LEASE_TTL.
                 give_up = Instant::now() + LEASE_TTL + Duration::from_secs(1);
             }
