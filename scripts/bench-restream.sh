@@ -3,7 +3,7 @@
 # 2 Mbit/s), each an independent client: `ffmpeg -c copy -f null` (RTP over TCP interleaved,
 # or UDP with TRANSPORT=udp; depacketized, not decoded). The camera runs as its own process
 # (`gateway testcam`), so its encoder is not counted.
-#   scripts/bench-restream.sh [CLIENTS...]      (default: 1 10 50; 20 s each)
+#   scripts/bench-restream.sh [CLIENTS...]      (default: 1 10 50 100; 20 s each)
 # Prints, per N: the gateway's CPU% (of one core) and RSS over the window, read from /proc,
 # the clients still running at the end, and the warm DESCRIBE -> first frame time of one more
 # client (ffprobe). Release build; bounded in time; loopback only.
@@ -21,8 +21,9 @@ rtsp=18554
 $BIN_DIR/gateway testcam --listen 127.0.0.1:$cam 2>/tmp/bench-testcam.log &
 camera=$!
 trap 'kill $camera 2>/dev/null' EXIT
-for n in ${@:-1 10 50}; do
-  SIGHTLINE_TESTCAM__ENABLED=false SIGHTLINE_RESTREAM__LISTEN=127.0.0.1:$rtsp SIGHTLINE_RESTREAM__UDP_PORT=0 \
+for n in ${@:-1 10 50 100}; do
+  # Detection off: it would decode the stream (10 fps) whatever the clients do.
+  SIGHTLINE_DETECT__ENABLED=false SIGHTLINE_TESTCAM__ENABLED=false SIGHTLINE_RESTREAM__LISTEN=127.0.0.1:$rtsp SIGHTLINE_RESTREAM__UDP_PORT=0 \
     $BIN_DIR/gateway --listen 127.0.0.1:$port --stream testcam=rtsp://127.0.0.1:$cam/testcam 2>/tmp/bench-gateway.log &
   gw=$!
   trap 'kill $gw $camera 2>/dev/null; pkill -f "ffmpeg -nostats -v error -rtsp_transport" || true' EXIT
