@@ -297,8 +297,12 @@ impl RtspConnection {
     }
 
     /// Asks the shell for the presentation the request names: `Ok(Err(answer))` is a refusal
-    /// to send, `Err(path)` means not ready.
-    fn lookup(req: &Request<Vec<u8>>, mounts: &mut dyn Mounts) -> Result<Lookup, String> {
+    /// to send, `Err(path)` means not ready. A path other than the session's is refused (459)
+    /// before the shell is asked.
+    fn lookup(&self, req: &Request<Vec<u8>>, mounts: &mut dyn Mounts) -> Result<Lookup, String> {
+        if let Some(answer) = self.other_presentation(req) {
+            return Ok(Err(answer));
+        }
         let Some(url) = req.request_uri() else {
             return Ok(Err((status(StatusCode::BadRequest), Vec::new(), None)));
         };
@@ -320,10 +324,7 @@ impl RtspConnection {
     }
 
     fn describe(&self, req: &Request<Vec<u8>>, mounts: &mut dyn Mounts) -> Result<Answer, String> {
-        if let Some(answer) = self.other_presentation(req) {
-            return Ok(answer);
-        }
-        let (p, _, _) = match Self::lookup(req, mounts)? {
+        let (p, _, _) = match self.lookup(req, mounts)? {
             Ok(found) => found,
             Err(answer) => return Ok(answer),
         };
@@ -365,10 +366,7 @@ impl RtspConnection {
         if !self.session_matches(req) {
             return Ok((status(StatusCode::SessionNotFound), Vec::new(), None));
         }
-        if let Some(answer) = self.other_presentation(req) {
-            return Ok(answer);
-        }
-        let (p, path, track) = match Self::lookup(req, mounts)? {
+        let (p, path, track) = match self.lookup(req, mounts)? {
             Ok(found) => found,
             Err(answer) => return Ok(answer),
         };
@@ -430,10 +428,7 @@ impl RtspConnection {
         let Some(path) = self.path.clone().filter(|_| !self.tracks.is_empty()) else {
             return Ok((status(StatusCode::MethodNotValidInThisState), Vec::new(), None));
         };
-        if let Some(answer) = self.other_presentation(req) {
-            return Ok(answer);
-        }
-        let (p, _, _) = match Self::lookup(req, mounts)? {
+        let (p, _, _) = match self.lookup(req, mounts)? {
             Ok(found) => found,
             Err(answer) => return Ok(answer),
         };

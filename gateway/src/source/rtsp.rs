@@ -362,9 +362,10 @@ impl ParameterSets {
         let mut sets = Vec::new();
         let mut at = 23; // 22 bytes of fields, then numOfArrays
         for _ in 0..*hvcc.get(22).unwrap_or(&0) {
-            let Some(&[_, n0, n1]) = hvcc.get(at..at + 3).map(|b| <&[u8; 3]>::try_from(b).unwrap_or(&[0; 3])) else { return };
+            // array_completeness/NAL_unit_type, then numNalus.
+            let Some(head) = hvcc.get(at..at + 3) else { return };
             at += 3;
-            for _ in 0..u16::from_be_bytes([n0, n1]) {
+            for _ in 0..u16::from_be_bytes([head[1], head[2]]) {
                 let Some(len) = hvcc.get(at..at + 2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]]))) else { return };
                 let Some(nal) = hvcc.get(at + 2..at + 2 + len) else { return };
                 at += 2 + len;
