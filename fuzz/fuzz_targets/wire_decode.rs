@@ -1,11 +1,11 @@
-//! Fuzzes the gateway <-> worker wire format (`wire::decode`): arbitrary bytes, as a
+//! Fuzzes the gateway <-> worker wire format (`wire::decode_from_gateway`, which reads every kind `wire::decode` reads and large pictures too): arbitrary bytes, as a
 //! peer could send them, are decoded frame after frame. Decoding must never panic; every
 //! message it accepts must re-encode to a frame that decodes to the same message; and no
 //! frame may claim more bytes than it was given.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wire::{decode, encode};
+use wire::{decode_from_gateway as decode, encode};
 
 fuzz_target!(|data: &[u8]| {
     let mut at = 0;

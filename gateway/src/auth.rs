@@ -153,11 +153,6 @@ fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// Compares without an early exit on the first differing byte (no timing oracle).
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 impl Auth {
     /// The settings for a gateway listening on `listen` (call [`AuthConfig::validate`] first).
     pub fn new(config: &AuthConfig, listen: std::net::SocketAddr) -> Auth {
@@ -212,7 +207,7 @@ impl Auth {
 
     /// Classifies one presented token.
     pub fn check_token(&self, token: &str, from_header: bool) -> Caller {
-        if from_header && self.control_tokens.iter().any(|t| constant_time_eq(t.as_bytes(), token.as_bytes())) {
+        if from_header && self.control_tokens.iter().any(|t| crate::core::constant_time_eq(t.as_bytes(), token.as_bytes())) {
             return Caller::Control;
         }
         let Some((_, decoding)) = &self.keys else {

@@ -2,8 +2,9 @@
 //! check with a hint when it fails (issue #16).
 //!
 //! Checks, in order: the configuration (valid, or nothing else runs); the ports it listens on
-//! (HTTP, the test camera's RTSP, WebRTC's UDP: free, or held by a running Sightline gateway,
-//! which `/healthz` tells apart from another program); the state store (Redis: `PING` round
+//! (HTTP, the test camera's RTSP, the RTSP restream, remote detection workers' TCP, WebRTC's
+//! UDP: free, or held by a running Sightline gateway, which `/healthz` tells apart from
+//! another program); the state store (Redis: `PING` round
 //! trip, a publish/subscribe round trip, the replicas' heartbeats and their clocks against
 //! Redis's `TIME`); the event database (reachable, migrations applied; nothing changed);
 //! ONNX Runtime and the detection model (`infer-worker bench` loads it with the configured
@@ -219,6 +220,22 @@ async fn ports(config: &Config, options: &Options, checks: &mut Checks) -> bool 
                 if tcp_free { "the UDP ports" } else { "the RTSP port" }
             );
             checks.push("port restream", t, Status::Fail, format!("{what}: in use"), Some(hint));
+        }
+    }
+    if let Some(addr) = config.detect.remote.listen.filter(|a| config.detect.enabled && a.port() != 0) {
+        let t = Instant::now();
+        match std::net::TcpListener::bind(addr) {
+            Ok(_) => checks.push("port detect.remote", t, Status::Ok, format!("{addr} is free (remote detection workers)"), None),
+            Err(_) if running => {
+                checks.push("port detect.remote", t, Status::Ok, format!("{addr}: the running gateway's remote workers' port"), None)
+            }
+            Err(e) => checks.push(
+                "port detect.remote",
+                t,
+                Status::Fail,
+                format!("{addr}: {e}"),
+                Some(format!("another program holds {addr}: set detect.remote.listen, or remove [detect.remote]")),
+            ),
         }
     }
     if config.webrtc.enabled && config.webrtc.udp_port != 0 {

@@ -267,8 +267,14 @@ async fn the_gateway_side_of_the_protocol_and_garbage_from_workers() {
     let s = socket.clone();
     tokio::task::spawn_blocking(move || {
         let mut w = FakeWorker::connect(&s);
-        let hello =
-            wire::encode(&Message::Hello(Hello { model: "x".into(), input_size: 640, names: vec![], provider: "cpu".into(), pid: 1 }));
+        let hello = wire::encode(&Message::Hello(Hello {
+            model: "x".into(),
+            input_size: 640,
+            names: vec![],
+            provider: "cpu".into(),
+            pid: 1,
+            ..Hello::default()
+        }));
         w.sock.write_all(&hello[..hello.len() / 2]).unwrap();
     })
     .await
@@ -285,6 +291,7 @@ async fn the_gateway_side_of_the_protocol_and_garbage_from_workers() {
             names: vec!["thing".into()],
             provider: "cpu".into(),
             pid: std::process::id(),
+            ..Hello::default()
         }));
         let Message::Ring(ring) = w.recv() else { panic!("the ring comes first") };
         assert!(ring.slots >= 1 && ring.slot_bytes >= 1280 * 720 * 3 / 2, "{ring:?}");
@@ -307,6 +314,7 @@ async fn the_gateway_side_of_the_protocol_and_garbage_from_workers() {
                         pre_ms: 0.1,
                         infer_ms: 1.5,
                         post_ms: 0.1,
+                        decode_ms: None,
                     }));
                     answered.push((f.meta.seq, n));
                 }

@@ -61,3 +61,23 @@ async fn webrtc_over_ipv6_when_configured() {
     assert_eq!(r["packets_lost"], 0, "{r}");
     assert!(gw.log_text().contains("announced=[::1]:"), "the loop announces its IPv6 address:\n{}", gw.log_text());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webrtc_over_ipv4_and_ipv6_at_once() {
+    // `webrtc.ip = "::"`: one dual-stack socket per event loop, and a host candidate of each
+    // family in every answer; viewers of either family play from the same loop.
+    let gw = Gateway::start("[webrtc]\nudp_port = 0\nloops = 1\nip = \"::\"\npublic_ips = [\"127.0.0.1\", \"::1\"]\n");
+    let (v6, v4) = tokio::join!(
+        loadtest_whep(&gw, &["--viewers", "3", "--seconds", "4", "--ramp-ms", "20", "--bind", "::1"]),
+        loadtest_whep(&gw, &["--viewers", "3", "--seconds", "4", "--ramp-ms", "20", "--bind", "127.0.0.1"]),
+    );
+    for (family, r) in [("IPv6", &v6), ("IPv4", &v4)] {
+        assert_eq!((r["viewers_with_media"].as_u64(), r["packets_lost"].as_u64()), (Some(3), Some(0)), "{family}: {r}");
+    }
+    let (_, ready) = get_json(&gw.url("/readyz")).await;
+    let udp: Vec<&str> = ready["webrtc"]["udp"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert!(udp.len() == 2 && udp[0].starts_with("127.0.0.1:") && udp[1].starts_with("[::1]:"), "{ready}");
+    // A browser (IPv4 here) picks its family's candidate from the same answer.
+    let r = browser_whep(&gw, "testcam", 4).await;
+    assert_played(&r, "Chromium on a dual-stack loop");
+}

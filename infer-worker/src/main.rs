@@ -2,7 +2,9 @@
 //!
 //! `infer-worker detect --model M.onnx --image frame.jpg` prints the detections of one JPEG
 //! as JSON (boxes in source pixels); `infer-worker serve --socket S --model M.onnx` connects
-//! to the gateway and answers the frames it sends (the `sightline-wire` crate's protocol);
+//! to the gateway and answers the frames it sends (the `sightline-wire` crate's protocol),
+//! and `infer-worker serve --connect tcp://HOST:PORT --token T --model M.onnx` does the same
+//! from another machine;
 //! `infer-worker bench --model M.onnx` measures bare throughput (the baseline the gateway's
 //! end-to-end detections/s are compared with, `scripts/bench-detect.sh`).
 
@@ -57,11 +59,23 @@ impl ModelArgs {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Connect to the gateway's worker socket and detect on the frames it sends.
+    /// Connect to the gateway and detect on the pictures it sends: its Unix socket
+    /// (`--socket`, same machine, pictures in shared memory) or its remote workers' port
+    /// (`--connect tcp://HOST:PORT` or `tls://HOST:PORT` with `--token`, pictures inline;
+    /// reconnects until refused).
     Serve {
         /// The gateway's Unix socket.
+        #[arg(long, required_unless_present = "connect", conflicts_with = "connect")]
+        socket: Option<PathBuf>,
+        /// The gateway's `detect.remote.listen` address: `tcp://HOST:PORT` or `tls://HOST:PORT`.
         #[arg(long)]
-        socket: PathBuf,
+        connect: Option<String>,
+        /// The gateway's `detect.remote.token` (with `--connect`).
+        #[arg(long, env = "SIGHTLINE_WORKER_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// PEM certificates to trust for `tls://` (default: the Mozilla roots).
+        #[arg(long, requires = "connect")]
+        tls_ca: Option<PathBuf>,
         #[command(flatten)]
         model: ModelArgs,
     },
@@ -221,17 +235,28 @@ fn bench(model: &ModelArgs, seconds: f64, width: u32, height: u32) -> anyhow::Re
     Ok(())
 }
 
-fn serve(socket: PathBuf, model: &ModelArgs) -> anyhow::Result<()> {
+fn serve(socket: Option<PathBuf>, remote: Option<infer::serve::Remote>, model: &ModelArgs) -> anyhow::Result<()> {
     let detector = model.load()?;
     let name = model.model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    infer::serve::serve(&socket, detector, &name, model.provider.name())?;
+    let announce = infer::serve::Announce { model: name, provider: model.provider.name().to_owned() };
+    match (socket, remote) {
+        (Some(socket), _) => infer::serve::serve(&socket, detector, &announce)?,
+        (None, Some(remote)) => infer::serve::serve_remote(&remote, detector, &announce)?,
+        (None, None) => anyhow::bail!("--socket or --connect is required"),
+    }
     Ok(())
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve { socket, model } => serve(socket, &model),
+        Command::Serve { socket, connect, token, tls_ca, model } => match (connect, token) {
+            (Some(url), None) => Err(anyhow::anyhow!("--connect {url} needs --token (or SIGHTLINE_WORKER_TOKEN)")),
+            (connect, token) => {
+                let remote = connect.map(|url| infer::serve::Remote { url, token: token.unwrap_or_default(), ca: tls_ca });
+                serve(socket, remote, &model)
+            }
+        },
         Command::Detect { image, model } => detect(&model, image),
         Command::Job(args) => job(args),
         Command::Bench { seconds, width, height, model } => bench(&model, seconds, width, height),

@@ -57,6 +57,82 @@ fn boxes_land_on_the_drawn_shapes() {
     }
 }
 
+/// Mean IoU of each fully visible shape's best box of its class against where the camera
+/// drew it, over `frames`, for pictures made by `picture` from the rendered planes.
+fn mean_iou(det: &mut Detector, frames: &[u64], mut picture: impl FnMut(&[u8]) -> Vec<u8>) -> (f32, f32) {
+    let (w, h) = (1280usize, 720usize);
+    let scene = SceneRenderer::new(w, h);
+    let (mut sum, mut worst, mut n_shapes) = (0.0f32, 1.0f32, 0);
+    for &n in frames {
+        let frame = scene.render(n, 1_700_000_000_000);
+        let packed = [&frame.y[..], &frame.u[..], &frame.v[..]].concat();
+        let planes = picture(&packed);
+        let (y, rest) = planes.split_at(w * h);
+        let (u, v) = rest.split_at(w * h / 4);
+        let i420 = I420 { width: w as u32, height: h as u32, y, u, v, strides: (w as u32, (w / 2) as u32), full_range: false };
+        let found = det.detect_i420(&i420).unwrap();
+        let shapes = shapes_at(n, w, h);
+        let truths: Vec<Detection> = shapes
+            .iter()
+            .map(|s| Detection { x: s.x as f32, y: s.y as f32, w: s.w as f32, h: s.h as f32, class_id: 0, score: 1.0 })
+            .collect();
+        for (i, shape) in shapes.iter().enumerate() {
+            if truths[i + 1..].iter().any(|later| iou(later, &truths[i]) > 0.0) {
+                continue;
+            }
+            let best =
+                found.iter().filter(|d| det.names[d.class_id] == shape.kind.label()).map(|d| iou(d, &truths[i])).fold(0.0f32, f32::max);
+            sum += best;
+            worst = worst.min(best);
+            n_shapes += 1;
+        }
+    }
+    (sum / n_shapes as f32, worst)
+}
+
+/// What a remote worker gets with `detect.remote.encoding = "jpeg"`: a JPEG of the YUV 4:2:0
+/// planes (no colour conversion), decoded back to planes. Boxes on such pictures are as good
+/// as on the raw planes at the default quality (90); the sizes and times are printed for the
+/// README's remote-worker table (the test camera's flat shapes compress far better than a
+/// real scene: see `scripts/bench-remote.sh` for a camera's picture).
+#[test]
+fn jpeg_pictures_keep_the_boxes() {
+    let mut det = detector();
+    let frames: Vec<u64> = (0..2000).step_by(97).collect();
+    let (raw, raw_worst) = mean_iou(&mut det, &frames, <[u8]>::to_vec);
+    eprintln!("i420: {} bytes/frame, mean IoU {raw:.3} (worst {raw_worst:.3})", 1280 * 720 * 3 / 2);
+    for quality in [50, 75, 90] {
+        let (mut bytes, mut encode_ms, mut decode_ms, mut count) = (0usize, 0f64, 0f64, 0u32);
+        let (mean, worst) = mean_iou(&mut det, &frames, |planes| {
+            let mut c = turbojpeg::Compressor::new().unwrap();
+            c.set_quality(quality).unwrap();
+            let t = std::time::Instant::now();
+            let yuv = turbojpeg::YuvImage { pixels: planes, width: 1280, align: 1, height: 720, subsamp: turbojpeg::Subsamp::Sub2x2 };
+            let jpeg = c.compress_yuv_to_vec(yuv).unwrap();
+            encode_ms += t.elapsed().as_secs_f64() * 1000.0;
+            let mut out = vec![0u8; planes.len()];
+            let t = std::time::Instant::now();
+            let mut d = turbojpeg::Decompressor::new().unwrap();
+            let yuv = turbojpeg::YuvImage { pixels: &mut out[..], width: 1280, align: 1, height: 720, subsamp: turbojpeg::Subsamp::Sub2x2 };
+            d.decompress_to_yuv(&jpeg, yuv).unwrap();
+            decode_ms += t.elapsed().as_secs_f64() * 1000.0;
+            bytes += jpeg.len();
+            count += 1;
+            out
+        });
+        let n = f64::from(count);
+        eprintln!(
+            "jpeg q{quality}: {} bytes/frame, encode {:.2} ms, decode {:.2} ms, mean IoU {mean:.3} (worst {worst:.3})",
+            bytes / count as usize,
+            encode_ms / n,
+            decode_ms / n
+        );
+        if quality == 90 {
+            assert!((mean - raw).abs() <= 0.01 && worst >= 0.5, "q90: mean IoU {mean:.3} vs {raw:.3} raw, worst {worst:.3}");
+        }
+    }
+}
+
 #[test]
 fn a_missing_library_or_model_is_a_clear_error() {
     let err = find_library(Some(Path::new("/nonexistent/libonnxruntime.so.1"))).unwrap_err();

@@ -230,9 +230,12 @@ pub struct WebrtcConfig {
     /// Local IP the UDP sockets bind and announce as host candidates. Default: the HTTP
     /// listen IP, or 127.0.0.1 when that is unspecified (0.0.0.0/::): set this to the LAN
     /// address for viewers on other machines. IPv4 or IPv6 (`"::1"`, a global IPv6 address):
-    /// the candidates are of that family (one family per gateway).
+    /// the candidates are of that family. `"::"` binds each event loop's socket for both
+    /// families (`IPV6_V6ONLY` off, RFC 3493 §5.3) and announces `public_ips`, one address of
+    /// each family: IPv4 and IPv6 viewers at once.
     pub ip: Option<IpAddr>,
-    /// NAT 1:1: the public IP to announce instead of `ip` (at most one). Default none.
+    /// The IPs to announce instead of `ip` (NAT 1:1, or the two families of a `"::"` socket):
+    /// at most one per family. Default none.
     pub public_ips: Vec<IpAddr>,
     /// First UDP port; event loop `i` uses `udp_port + i`. 0 picks free ports. Default 8189.
     pub udp_port: u16,
@@ -331,6 +334,76 @@ pub struct DetectConfig {
     /// matched again within it keeps its id. Default `1s`.
     #[serde(with = "humantime_serde")]
     pub track_max_lost: Duration,
+    /// Spawn the `workers` local worker processes. `false`: only workers that connect on their
+    /// own (to `socket`, or to `[detect.remote]` from other machines). Default `true`.
+    pub spawn: bool,
+    /// `[detect.remote]`: workers on other machines over TCP. Off by default.
+    pub remote: RemoteWorkersConfig,
+}
+
+/// `[detect.remote]`: detection workers on other machines (`infer-worker serve --connect
+/// tcp://HOST:PORT --token T`) take frames from the same scheduler as local ones; their
+/// pictures travel inline (JPEG or I420) instead of through shared memory.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RemoteWorkersConfig {
+    /// Listen address for remote workers (TCP; `[::]:PORT` takes IPv4 too). Default none: off.
+    pub listen: Option<SocketAddr>,
+    /// The token a remote worker presents in its `Hello` (`SIGHTLINE_DETECT__REMOTE__TOKEN`);
+    /// at least 16 bytes; required with `listen`.
+    pub token: Option<String>,
+    /// PEM certificate chain: with `tls_key`, remote workers connect over TLS (`tls://`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// How pictures travel: `jpeg` (default; ~20x fewer bytes, a few ms to encode and decode)
+    /// or `i420` (raw planes, 1.38 MB per 720p frame).
+    pub encoding: String,
+    /// JPEG quality, 1..=100. Default 90.
+    pub jpeg_quality: u8,
+}
+
+impl std::fmt::Debug for RemoteWorkersConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteWorkersConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("encoding", &self.encoding)
+            .field("jpeg_quality", &self.jpeg_quality)
+            .finish()
+    }
+}
+
+impl Default for RemoteWorkersConfig {
+    fn default() -> Self {
+        RemoteWorkersConfig { listen: None, token: None, tls_cert: None, tls_key: None, encoding: "jpeg".into(), jpeg_quality: 90 }
+    }
+}
+
+/// Shortest accepted `detect.remote.token`, bytes.
+pub const MIN_WORKER_TOKEN_BYTES: usize = 16;
+
+impl RemoteWorkersConfig {
+    /// Checks the token, TLS pair, encoding and quality when remote workers are on.
+    pub fn validate(&self) -> Result<(), String> {
+        if !["jpeg", "i420"].contains(&self.encoding.as_str()) {
+            return Err(format!("detect.remote.encoding {:?} must be \"jpeg\" or \"i420\"", self.encoding));
+        }
+        if !(1..=100).contains(&self.jpeg_quality) {
+            return Err("detect.remote.jpeg_quality must be 1..=100".into());
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("detect.remote.tls_cert and detect.remote.tls_key go together".into());
+        }
+        if self.listen.is_some() && self.token.as_ref().is_none_or(|t| t.len() < MIN_WORKER_TOKEN_BYTES) {
+            return Err(format!(
+                "detect.remote.listen needs detect.remote.token of at least {MIN_WORKER_TOKEN_BYTES} bytes (remote workers receive the cameras' pictures)"
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for DetectConfig {
@@ -351,6 +424,8 @@ impl Default for DetectConfig {
             timeout: Duration::from_secs(10),
             track: true,
             track_max_lost: Duration::from_secs(1),
+            spawn: true,
+            remote: RemoteWorkersConfig::default(),
         }
     }
 }
@@ -384,8 +459,12 @@ impl DetectConfig {
         })
     }
 
-    /// Workers to spawn: `workers`, or cores - 1 (at least 1) when 0.
+    /// Workers to spawn: none without `spawn`; else `workers`, or cores - 1 (at least 1)
+    /// when 0.
     pub fn worker_count(&self) -> usize {
+        if !self.spawn {
+            return 0;
+        }
         match self.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()).saturating_sub(1).max(1),
             n => n,
@@ -1042,8 +1121,15 @@ impl Config {
             }
             s.validate_geometry()?;
         }
-        if self.webrtc.public_ips.len() > 1 {
-            return Err("webrtc.public_ips: at most one public IP is supported".into());
+        let v4 = self.webrtc.public_ips.iter().filter(|ip| ip.is_ipv4()).count();
+        if v4 > 1 || self.webrtc.public_ips.len() - v4 > 1 {
+            return Err("webrtc.public_ips: at most one IPv4 and one IPv6 address".into());
+        }
+        if let Some(ip) = self.webrtc.ip
+            && ip.is_ipv4()
+            && self.webrtc.public_ips.iter().any(IpAddr::is_ipv6)
+        {
+            return Err(format!("webrtc.public_ips has an IPv6 address but webrtc.ip {ip} is IPv4: use \"::\" for both families"));
         }
         if self.webrtc.max_sessions == 0 {
             return Err("webrtc.max_sessions must be at least 1".into());
@@ -1075,6 +1161,7 @@ impl Config {
         if d.threads == 0 || d.timeout.is_zero() {
             return Err("detect.threads and detect.timeout must be above 0".into());
         }
+        d.remote.validate()?;
         if self.ingest.backoff_min.is_zero() || self.ingest.backoff_min > self.ingest.backoff_max {
             return Err("ingest.backoff_min must be > 0 and <= ingest.backoff_max".into());
         }
@@ -1116,6 +1203,30 @@ mod tests {
         c.validate().unwrap();
         assert_eq!(c.streams.len(), 1);
         assert_eq!(c.streams[0].url, "rtsp://127.0.0.1:8555/testcam");
+    }
+
+    #[test]
+    fn remote_workers_need_a_token_and_a_known_encoding() {
+        let check = |toml: &str| Config::from_toml_str(toml).unwrap().validate();
+        let on = "[detect.remote]\nlisten = \"0.0.0.0:7000\"\n";
+        assert!(check(on).unwrap_err().contains("detect.remote.token"));
+        assert!(check(&format!("{on}token = \"short\"\n")).unwrap_err().contains("at least 16 bytes"));
+        let ok = format!("{on}token = \"0123456789abcdef\"\n");
+        check(&ok).unwrap();
+        assert!(check(&format!("{ok}encoding = \"png\"\n")).unwrap_err().contains("encoding"));
+        assert!(check(&format!("{ok}jpeg_quality = 0\n")).unwrap_err().contains("jpeg_quality"));
+        assert!(check(&format!("{ok}tls_cert = \"c.pem\"\n")).unwrap_err().contains("go together"));
+        let c = Config::from_toml_str(&ok).unwrap();
+        assert!(!format!("{:?}", c.detect).contains("0123456789abcdef"), "the token is not in Debug output");
+        assert_eq!(Config::from_toml_str("[detect]\nspawn = false\nworkers = 3\n").unwrap().detect.worker_count(), 0);
+    }
+
+    #[test]
+    fn public_ips_take_one_address_per_family() {
+        let check = |toml: &str| Config::from_toml_str(toml).unwrap().validate();
+        check("[webrtc]\nip = \"::\"\npublic_ips = [\"192.0.2.5\", \"2001:db8::5\"]\n").unwrap();
+        assert!(check("[webrtc]\npublic_ips = [\"192.0.2.5\", \"192.0.2.6\"]\n").unwrap_err().contains("one IPv4 and one IPv6"));
+        assert!(check("[webrtc]\nip = \"10.0.0.1\"\npublic_ips = [\"2001:db8::5\"]\n").unwrap_err().contains("is IPv4"));
     }
 
     #[test]

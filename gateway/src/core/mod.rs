@@ -28,3 +28,9 @@ pub(crate) mod test_util;
 
 pub use error::{Error, Result};
 pub use media::{FrameMeta, RtpTimestamp, StreamId};
+
+/// Compares two secrets without an early exit on the first differing byte (no timing
+/// oracle); different lengths differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,26 +1,33 @@
-//! One connected worker: `Hello` first, then the gateway sends the shared-memory ring
-//! (a memfd with SCM_RIGHTS) and one [`Frame`] at a time, each answered by
-//! [`Detections`] or a [`Failure`]. An idle worker gets a `Ping` every
-//! [`HEARTBEAT`]; a worker that answers neither a frame nor a ping within `detect.timeout`
-//! is killed (if this gateway spawned it) and its connection closed.
+//! One connected worker: `Hello` first, then one picture at a time, each answered by
+//! [`Detections`] or a [`Failure`]. An idle worker gets a `Ping` every [`HEARTBEAT`]; a
+//! worker that answers neither a picture nor a ping within `detect.timeout` is killed (if
+//! this gateway spawned it) and its connection closed.
+//!
+//! Two links (the `wire` crate's transports): a local worker on the Unix socket gets the
+//! shared-memory ring (a memfd with SCM_RIGHTS) and a [`Frame`] naming a slot per picture; a
+//! remote worker (TCP or TLS, see [`super::remote`]) must present `detect.remote.token` in its
+//! `Hello` (else it gets [`Message::Refused`] and the connection closes, logged with its
+//! address), and gets each picture inline ([`Message::Picture`]: a JPEG of the YUV planes at
+//! `detect.remote.jpeg_quality`, or the I420 planes).
 //!
 //! Garbage from a worker (bad length, version, kind or JSON) closes that connection with a
 //! logged error; the gateway and the other workers go on, and the supervisor restarts a
 //! spawned worker that exits.
 
 use std::fs::File;
+use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::UnixStream;
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
-use wire::{Frame, Heartbeat, Message, Ring};
+use wire::{Encoding, Frame, Heartbeat, Message, PictureHeader, Refusal, Ring};
 
-use super::service::Detect;
+use super::service::{Detect, WorkerInfo};
 use crate::core::clock::now_ms;
 use crate::core::detections::{Detections, NormalizedBox};
 use crate::core::frame::Picture;
@@ -47,10 +54,44 @@ enum Ended {
     Timeout(Duration),
 }
 
-struct RingFile {
+pub(super) struct RingFile {
     file: File,
     ring: Ring,
     next: u32,
+}
+
+/// Where a worker is and how its pictures reach it.
+pub(super) enum Link {
+    /// The Unix socket: pictures through the shared-memory ring.
+    Local { write: OwnedWriteHalf, ring: Option<RingFile> },
+    /// TCP or TLS from `peer`: pictures inline, encoded as `encoding`.
+    Remote {
+        write: Box<dyn AsyncWrite + Send + Unpin>,
+        peer: SocketAddr,
+        tls: bool,
+        encoding: Encoding,
+        quality: u8,
+        jpeg: Option<turbojpeg::Compressor>,
+    },
+}
+
+impl Link {
+    /// A remote worker's link (`detect.remote`'s encoding and quality).
+    pub(super) fn remote(detect: &Detect, write: Box<dyn AsyncWrite + Send + Unpin>, peer: SocketAddr, tls: bool) -> Link {
+        let r = &detect.config().remote;
+        let encoding = if r.encoding == "i420" { Encoding::I420 } else { Encoding::Jpeg };
+        Link::Remote { write, peer, tls, encoding, quality: r.jpeg_quality, jpeg: None }
+    }
+
+    async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Link::Local { write, .. } => write.write_all(bytes).await,
+            Link::Remote { write, .. } => {
+                write.write_all(bytes).await?;
+                write.flush().await
+            }
+        }
+    }
 }
 
 struct Conn<'a> {
@@ -58,30 +99,39 @@ struct Conn<'a> {
     id: u64,
     pid: u32,
     names: Vec<String>,
-    write: OwnedWriteHalf,
+    link: Link,
     incoming: mpsc::Receiver<Result<Message, String>>,
-    ring: Option<RingFile>,
     nonce: u64,
 }
 
-/// Serves one worker connection until it ends.
+/// Serves one worker on the Unix socket until it ends.
 pub(crate) async fn serve(detect: Arc<Detect>, stream: UnixStream, id: u64) {
     let (read, write) = stream.into_split();
+    serve_link(detect, read, Link::Local { write, ring: None }, id).await;
+}
+
+/// Serves one worker connection until it ends: `read` is its half of the connection, `link`
+/// the other.
+pub(super) async fn serve_link(detect: Arc<Detect>, read: impl AsyncRead + Send + Unpin + 'static, mut link: Link, id: u64) {
     let (tx, mut incoming) = mpsc::channel(8);
     let reader = tokio::spawn(read_messages(read, tx));
+    let peer = match &link {
+        Link::Local { .. } => None,
+        Link::Remote { peer, .. } => Some(*peer),
+    };
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, incoming.recv()).await {
         Ok(Some(Ok(Message::Hello(hello)))) => Some(hello),
         Ok(Some(Ok(other))) => {
-            warn!(worker = id, kind = other.kind(), "worker's first message is not Hello; closing");
+            warn!(worker = id, ?peer, kind = other.kind(), "worker's first message is not Hello; closing");
             None
         }
         Ok(Some(Err(e))) => {
-            warn!(worker = id, error = %e, "garbage from a connecting worker; closing");
+            warn!(worker = id, ?peer, error = %e, "garbage from a connecting worker; closing");
             None
         }
         Ok(None) => None,
         Err(_) => {
-            warn!(worker = id, "worker sent no Hello within {HELLO_TIMEOUT:?}; closing");
+            warn!(worker = id, ?peer, "worker sent no Hello within {HELLO_TIMEOUT:?}; closing");
             None
         }
     };
@@ -89,25 +139,46 @@ pub(crate) async fn serve(detect: Arc<Detect>, stream: UnixStream, id: u64) {
         reader.abort();
         return;
     };
-    info!(worker = id, pid = hello.pid, model = %hello.model, input_size = hello.input_size, classes = hello.names.len(), provider = %hello.provider, "detection worker connected");
-    detect.worker_connected(id, hello.pid, &hello.model, &hello.provider);
-    let mut conn = Conn { detect: &detect, id, pid: hello.pid, names: hello.names, write, incoming, ring: None, nonce: 0 };
+    if let Some(peer) = peer
+        && !detect.remote_token_matches(hello.token.as_deref())
+    {
+        let reason = if hello.token.is_some() { "wrong worker token" } else { "no worker token" };
+        warn!(worker = id, %peer, host = %hello.host, reason, "remote detection worker refused");
+        metrics::counter!("sightline_detect_workers_refused_total").increment(1);
+        let _ = link.send(&wire::encode(&Message::Refused(Refusal { reason: reason.into() }))).await;
+        reader.abort();
+        return;
+    }
+    let info = match &link {
+        Link::Local { .. } => WorkerInfo::local(&hello),
+        Link::Remote { peer, tls, encoding, .. } => WorkerInfo::remote(&hello, *peer, *tls, *encoding),
+    };
+    info!(worker = id, kind = info.kind, host = %info.host, pid = hello.pid, model = %hello.model, input_size = hello.input_size, classes = hello.names.len(), provider = %hello.provider, "detection worker connected");
+    let configured = detect.config().model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if hello.model != configured {
+        // Its boxes carry its own class names; the stream's messages then mix two models.
+        warn!(worker = id, host = %info.host, model = %hello.model, configured = %configured, "worker runs another model than detect.model");
+    }
+    detect.worker_connected(id, info);
+    let mut conn = Conn { detect: &detect, id, pid: hello.pid, names: hello.names, link, incoming, nonce: 0 };
     let ended = conn.run().await;
     reader.abort();
     detect.worker_gone(id);
     match ended {
-        Ended::Closed => info!(worker = id, pid = conn.pid, "detection worker disconnected"),
+        Ended::Closed => info!(worker = id, pid = conn.pid, ?peer, "detection worker disconnected"),
         Ended::Timeout(_) => {
-            warn!(worker = id, pid = conn.pid, error = %ended, "detection worker hung; killing it");
-            detect.kill_child(conn.pid);
+            warn!(worker = id, pid = conn.pid, ?peer, error = %ended, "detection worker hung; killing it");
+            if peer.is_none() {
+                detect.kill_child(conn.pid);
+            }
         }
-        other => warn!(worker = id, pid = conn.pid, error = %other, "detection worker connection closed"),
+        other => warn!(worker = id, pid = conn.pid, ?peer, error = %other, "detection worker connection closed"),
     }
 }
 
 /// Decodes the worker's messages (sans-IO [`wire::decode`]) into `tx`; a decode error is
 /// sent as `Err` and ends reading.
-async fn read_messages(mut read: OwnedReadHalf, tx: mpsc::Sender<Result<Message, String>>) {
+async fn read_messages(mut read: impl AsyncRead + Unpin, tx: mpsc::Sender<Result<Message, String>>) {
     let mut buf = Vec::with_capacity(4096);
     loop {
         loop {
@@ -164,7 +235,7 @@ impl Conn<'_> {
     async fn heartbeat(&mut self) -> Result<(), Ended> {
         self.nonce += 1;
         let nonce = self.nonce;
-        self.write.write_all(&wire::encode(&Message::Ping(Heartbeat { nonce }))).await?;
+        self.link.send(&wire::encode(&Message::Ping(Heartbeat { nonce }))).await?;
         self.answer(|m| matches!(m, Message::Pong(h) if h.nonce == nonce)).await.map(|_| ())
     }
 
@@ -194,22 +265,29 @@ impl Conn<'_> {
         let started = Instant::now();
         let labels = [("stream", picture.meta.stream.to_string())];
         metrics::histogram!("sightline_detect_slot_wait_seconds", &labels).record(picture.offered.elapsed().as_secs_f64());
-        let bytes = picture.planes.len() as u64;
-        if self.ring.as_ref().is_none_or(|r| r.ring.slot_bytes < bytes) {
-            self.new_ring(bytes.max(FIRST_SLOT_BYTES)).await?;
-        }
-        let ring = self.ring.as_mut().expect("ring was just made");
-        let slot = ring.next;
-        ring.next = (ring.next + 1) % ring.ring.slots;
-        ring.file.write_all_at(&picture.planes, u64::from(slot) * ring.ring.slot_bytes)?;
-        let header = Frame {
-            meta: picture.meta.clone(),
-            y_stride: picture.meta.width,
-            uv_stride: picture.meta.width.div_ceil(2),
-            full_range: picture.full_range,
-            slot,
+        let (picture, sent) = match &mut self.link {
+            Link::Local { .. } => {
+                self.write_slot(&picture).await?;
+                (picture, 0)
+            }
+            Link::Remote { encoding, quality, jpeg, .. } => {
+                let (encoding, quality, compressor) = (*encoding, *quality, jpeg.take());
+                // JPEG: a few ms for 720p, off the async threads.
+                let (picture, bytes, compressor) = tokio::task::spawn_blocking(move || {
+                    let (bytes, compressor) = inline(&picture, encoding, quality, compressor);
+                    (picture, bytes, compressor)
+                })
+                .await
+                .map_err(|e| Ended::Io(std::io::Error::other(e)))?;
+                if let Link::Remote { jpeg, .. } = &mut self.link {
+                    *jpeg = compressor;
+                }
+                let header = PictureHeader { meta: picture.meta.clone(), full_range: picture.full_range, encoding };
+                let message = wire::encode(&Message::Picture(header, bytes?));
+                self.link.send(&message).await?;
+                (picture, message.len())
+            }
         };
-        self.write.write_all(&wire::encode(&Message::Frame(header))).await?;
         metrics::histogram!("sightline_detect_handoff_seconds").record(started.elapsed().as_secs_f64());
         let seq = picture.meta.seq;
         let answer = self
@@ -220,7 +298,10 @@ impl Conn<'_> {
             })
             .await?;
         match answer {
-            Message::Detections(d) => self.publish(picture, d),
+            Message::Detections(d) => {
+                self.detect.worker_answered(self.id, sent as u64, d.infer_ms, d.decode_ms);
+                self.publish(picture, d);
+            }
             Message::Failure(f) => {
                 metrics::counter!("sightline_detect_failures_total", &labels).increment(1);
                 warn!(stream = %picture.meta.stream, seq, worker = self.id, error = %f.message, "worker could not process a frame");
@@ -230,23 +311,26 @@ impl Conn<'_> {
         Ok(())
     }
 
-    async fn new_ring(&mut self, slot_bytes: u64) -> Result<(), Ended> {
-        let slot_bytes = slot_bytes.next_multiple_of(4096);
-        let ring = Ring { slots: RING_SLOTS, slot_bytes };
-        let file = wire::fdpass::create_ring("sightline-frames", slot_bytes * u64::from(RING_SLOTS))?;
-        let data = wire::encode(&Message::Ring(ring));
-        let sock: &UnixStream = self.write.as_ref();
-        let sent = loop {
-            sock.writable().await?;
-            match sock.try_io(Interest::WRITABLE, || wire::fdpass::send_fd_once(sock, &data, &file)) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e.into()),
-            }
+    /// Writes `picture` to the next ring slot (a new, larger ring first if it does not fit)
+    /// and sends the [`Frame`] naming it.
+    async fn write_slot(&mut self, picture: &Picture) -> Result<(), Ended> {
+        let Link::Local { write, ring } = &mut self.link else { unreachable!("local links only") };
+        let bytes = picture.planes.len() as u64;
+        if ring.as_ref().is_none_or(|r| r.ring.slot_bytes < bytes) {
+            *ring = Some(new_ring(write, bytes.max(FIRST_SLOT_BYTES), self.id).await?);
+        }
+        let ring = ring.as_mut().expect("ring was just made");
+        let slot = ring.next;
+        ring.next = (ring.next + 1) % ring.ring.slots;
+        ring.file.write_all_at(&picture.planes, u64::from(slot) * ring.ring.slot_bytes)?;
+        let header = Frame {
+            meta: picture.meta.clone(),
+            y_stride: picture.meta.width,
+            uv_stride: picture.meta.width.div_ceil(2),
+            full_range: picture.full_range,
+            slot,
         };
-        self.write.write_all(&data[sent..]).await?;
-        debug!(worker = self.id, slot_bytes, "frame ring sent");
-        self.ring = Some(RingFile { file, ring, next: 0 });
+        write.write_all(&wire::encode(&Message::Frame(header))).await?;
         Ok(())
     }
 
@@ -278,6 +362,58 @@ impl Conn<'_> {
         metrics::histogram!("sightline_detect_inference_seconds", &labels).record(f64::from(d.infer_ms) / 1000.0);
         metrics::histogram!("sightline_detect_frame_to_box_seconds", &labels).record(f64::from(latency_ms) / 1000.0);
         self.detect.publish(Detections::new(picture.meta.clone(), boxes, d.infer_ms, latency_ms), Some(picture));
+    }
+}
+
+/// A new shared-memory ring of [`RING_SLOTS`] slots of `slot_bytes`, sent to the worker.
+async fn new_ring(write: &mut OwnedWriteHalf, slot_bytes: u64, worker: u64) -> Result<RingFile, Ended> {
+    let slot_bytes = slot_bytes.next_multiple_of(4096);
+    let ring = Ring { slots: RING_SLOTS, slot_bytes };
+    let file = wire::fdpass::create_ring("sightline-frames", slot_bytes * u64::from(RING_SLOTS))?;
+    let data = wire::encode(&Message::Ring(ring));
+    let sock: &UnixStream = write.as_ref();
+    let sent = loop {
+        sock.writable().await?;
+        match sock.try_io(Interest::WRITABLE, || wire::fdpass::send_fd_once(sock, &data, &file)) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    write.write_all(&data[sent..]).await?;
+    debug!(worker, slot_bytes, "frame ring sent");
+    Ok(RingFile { file, ring, next: 0 })
+}
+
+/// The bytes of `picture` as a remote worker gets them: its packed I420 planes, or a JPEG of
+/// them (libjpeg-turbo straight from the YUV planes: no colour conversion); the JPEG
+/// compressor comes back for the next picture.
+fn inline(
+    picture: &Picture,
+    encoding: Encoding,
+    quality: u8,
+    compressor: Option<turbojpeg::Compressor>,
+) -> (std::io::Result<Vec<u8>>, Option<turbojpeg::Compressor>) {
+    match encoding {
+        Encoding::I420 => (Ok(picture.planes.clone()), compressor),
+        Encoding::Jpeg => {
+            let mut compressor = match compressor.map_or_else(turbojpeg::Compressor::new, Ok) {
+                Ok(c) => c,
+                Err(e) => return (Err(std::io::Error::other(format!("JPEG encoder: {e}"))), None),
+            };
+            let image = turbojpeg::YuvImage {
+                pixels: &picture.planes[..],
+                width: picture.meta.width as usize,
+                align: 1,
+                height: picture.meta.height as usize,
+                subsamp: turbojpeg::Subsamp::Sub2x2,
+            };
+            let jpeg = compressor
+                .set_quality(i32::from(quality))
+                .and_then(|()| compressor.compress_yuv_to_vec(image))
+                .map_err(|e| std::io::Error::other(format!("JPEG: {e}")));
+            (jpeg, Some(compressor))
+        }
     }
 }
 
@@ -337,7 +473,8 @@ mod tests {
         }
 
         fn hello(&mut self) {
-            let hello = Hello { model: "m.onnx".into(), input_size: 640, names: vec!["square".into()], provider: "cpu".into(), pid: 0 };
+            let hello =
+                Hello { model: "m.onnx".into(), input_size: 640, names: vec!["square".into()], provider: "cpu".into(), ..Hello::default() };
             self.send(&Message::Hello(hello));
         }
     }
@@ -378,6 +515,7 @@ mod tests {
                 pre_ms: 0.1,
                 infer_ms: 3.0,
                 post_ms: 0.1,
+                decode_ms: None,
             }));
             worker
         });

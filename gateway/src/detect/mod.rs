@@ -9,20 +9,24 @@
 //!   where messages go, and the status the API shows per stream.
 //! - [`scheduler`]: per-stream slots holding only the newest picture; idle workers take from
 //!   the stream served longest ago.
-//! - [`connection`]: one task per connected worker: handshake, its shared-memory frame ring,
-//!   one frame in flight, heartbeats, answers to detection messages.
+//! - [`connection`]: one task per connected worker: handshake, its shared-memory frame ring
+//!   (or inline pictures for a remote worker), one frame in flight, heartbeats, answers to
+//!   detection messages.
+//! - [`remote`]: the TCP/TLS port remote workers connect to (`[detect.remote]`).
 //! - [`supervisor`]: spawns `detect.workers` worker processes and restarts them with backoff.
 //! - [`lease`]: per stream, while its camera is pulled, holds the cluster's detection lease
 //!   and turns the stream's pictures towards the scheduler while it holds it.
 //! - [`relay`]: this replica's messages to the other replicas, and theirs to this one's
 //!   viewers, renamed to this replica's copy of the frame.
 //!
-//! Pictures cross to the worker in a memfd ring sent once with SCM_RIGHTS; each frame is then
-//! a small header naming its slot (see the `wire` crate).
+//! Pictures cross to a local worker in a memfd ring sent once with SCM_RIGHTS; each frame is
+//! then a small header naming its slot. A remote worker gets each picture inline, as a JPEG or
+//! raw I420 (see the `wire` crate).
 
 mod connection;
 mod lease;
 mod relay;
+mod remote;
 mod scheduler;
 mod service;
 mod supervisor;
@@ -33,9 +37,9 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tokio::net::UnixListener;
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
-pub(crate) use self::service::{Detect, DetectionView};
+pub(crate) use self::service::{Detect, DetectionView, WorkerView};
 use crate::config::DetectConfig;
 use crate::core::detections::DetectionFanout;
 use crate::core::events::EventFanout;
@@ -99,6 +103,11 @@ pub(crate) fn start(
     metrics::gauge!("sightline_detect_workers").set(0.0);
     metrics::counter!("sightline_detect_worker_restarts_total").absolute(0);
     tokio::spawn(accept(service.clone(), listener));
+    match remote::listen(&config.remote, service.clone()) {
+        Ok(Some(addr)) => service.set_remote_listen(addr),
+        Ok(None) => {}
+        Err(e) => error!(error = %e, "remote detection workers cannot connect (local workers go on)"),
+    }
     if let Some(relayed) = relayed {
         tokio::spawn(relay::relay_in(service.clone(), streams.clone(), relayed));
     }
@@ -132,12 +141,10 @@ impl Detection {
 
 /// Accepts worker connections forever, one [`connection::serve`] task each.
 async fn accept(detect: Arc<Detect>, listener: UnixListener) {
-    let mut next_id = 0u64;
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                next_id += 1;
-                tokio::spawn(connection::serve(detect.clone(), stream, next_id));
+                tokio::spawn(connection::serve(detect.clone(), stream, detect.next_worker_id()));
             }
             Err(e) => {
                 warn!(error = %e, "worker socket accept failed");

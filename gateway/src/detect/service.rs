@@ -3,9 +3,11 @@
 //! holders, relay) live in the sibling modules; `detect::start` starts them.
 
 use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -50,11 +52,142 @@ impl DetectionView {
     }
 }
 
-/// A connected worker, for status.
+/// A connected worker, for status (`GET /api/workers`).
 #[derive(Clone, Debug)]
-struct WorkerInfo {
+pub(crate) struct WorkerInfo {
+    /// `local` (Unix socket, shared memory) or `remote` (TCP/TLS, pictures inline).
+    pub(crate) kind: &'static str,
+    /// The worker's host name (a remote worker's own, else this machine's `localhost`).
+    pub(crate) host: String,
+    /// A remote worker's address.
+    peer: Option<SocketAddr>,
+    /// `unix`, `tcp` or `tls`.
+    transport: &'static str,
+    /// How pictures reach it: `shared_memory`, `jpeg` or `i420`.
+    pictures: &'static str,
+    pid: u32,
     model: String,
     provider: String,
+    capacity: u32,
+    connected_ms: u64,
+    /// Frames answered, the bytes sent for them (inline pictures), and the answers' times.
+    frames: u64,
+    bytes: u64,
+    infer_ms: f64,
+    decode_ms: f64,
+    /// When each of the last frames was answered (for fps over [`FPS_WINDOW`]).
+    recent: std::collections::VecDeque<Instant>,
+}
+
+/// The window `fps` is measured over.
+const FPS_WINDOW: Duration = Duration::from_secs(10);
+
+impl WorkerInfo {
+    /// A worker on the Unix socket.
+    pub(crate) fn local(hello: &wire::Hello) -> WorkerInfo {
+        WorkerInfo::new(hello, "local", "localhost".into(), None, "unix", "shared_memory")
+    }
+
+    /// A worker connected from `peer`.
+    pub(crate) fn remote(hello: &wire::Hello, peer: SocketAddr, tls: bool, encoding: wire::Encoding) -> WorkerInfo {
+        let host = if hello.host.is_empty() { peer.ip().to_string() } else { hello.host.clone() };
+        let pictures = match encoding {
+            wire::Encoding::Jpeg => "jpeg",
+            wire::Encoding::I420 => "i420",
+        };
+        WorkerInfo::new(hello, "remote", host, Some(peer), if tls { "tls" } else { "tcp" }, pictures)
+    }
+
+    fn new(
+        hello: &wire::Hello,
+        kind: &'static str,
+        host: String,
+        peer: Option<SocketAddr>,
+        transport: &'static str,
+        pictures: &'static str,
+    ) -> WorkerInfo {
+        WorkerInfo {
+            kind,
+            host,
+            peer,
+            transport,
+            pictures,
+            pid: hello.pid,
+            model: hello.model.clone(),
+            provider: hello.provider.clone(),
+            capacity: hello.capacity,
+            connected_ms: crate::core::clock::now_ms(),
+            frames: 0,
+            bytes: 0,
+            infer_ms: 0.0,
+            decode_ms: 0.0,
+            recent: std::collections::VecDeque::new(),
+        }
+    }
+
+    fn view(&self, id: u64, now: Instant) -> WorkerView {
+        let recent = self.recent.iter().filter(|t| now.duration_since(**t) <= FPS_WINDOW).count();
+        let connected_for = Duration::from_millis(crate::core::clock::now_ms().saturating_sub(self.connected_ms));
+        let window = connected_for.clamp(Duration::from_secs(1), FPS_WINDOW).as_secs_f64();
+        let n = self.frames.max(1) as f64;
+        WorkerView {
+            id,
+            kind: self.kind,
+            host: self.host.clone(),
+            address: self.peer.map(|p| p.to_string()),
+            transport: self.transport,
+            pictures: self.pictures,
+            pid: self.pid,
+            model: self.model.clone(),
+            provider: self.provider.clone(),
+            capacity: self.capacity,
+            connected_at_ms: self.connected_ms,
+            frames: self.frames,
+            fps: (recent as f64 / window * 10.0).round() / 10.0,
+            bytes_per_frame: (self.bytes as f64 / n).round() as u64,
+            infer_ms: (self.infer_ms / n * 100.0).round() / 100.0,
+            decode_ms: (self.pictures == "jpeg").then(|| (self.decode_ms / n * 100.0).round() / 100.0),
+        }
+    }
+}
+
+/// A connected detection worker, as `GET /api/workers` shows it.
+#[derive(Clone, Debug, Serialize, PartialEq, utoipa::ToSchema)]
+pub(crate) struct WorkerView {
+    /// This gateway's number for the connection.
+    pub(crate) id: u64,
+    /// `local` (this machine, Unix socket) or `remote` (TCP or TLS).
+    pub(crate) kind: &'static str,
+    /// The worker's host name (`localhost` for local workers).
+    pub(crate) host: String,
+    /// A remote worker's address (`ip:port`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) address: Option<String>,
+    /// `unix`, `tcp` or `tls`.
+    pub(crate) transport: &'static str,
+    /// How pictures reach it: `shared_memory`, `jpeg` or `i420`.
+    pub(crate) pictures: &'static str,
+    /// Its process id (on its host).
+    pub(crate) pid: u32,
+    /// Model file name.
+    pub(crate) model: String,
+    /// Execution provider (`cpu`, `cuda`, …).
+    pub(crate) provider: String,
+    /// Frames in flight it takes at once.
+    pub(crate) capacity: u32,
+    /// When it connected, ms since the Unix epoch.
+    pub(crate) connected_at_ms: u64,
+    /// Frames it answered.
+    pub(crate) frames: u64,
+    /// Frames answered per second over the last 10 s.
+    pub(crate) fps: f64,
+    /// Mean bytes sent per frame (0 for shared memory, where only a slot number travels).
+    pub(crate) bytes_per_frame: u64,
+    /// Mean inference time, ms.
+    pub(crate) infer_ms: f64,
+    /// Mean JPEG decode time on the worker, ms (JPEG pictures only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) decode_ms: Option<f64>,
 }
 
 #[derive(Debug, Default)]
@@ -89,6 +222,10 @@ pub(crate) struct Detect {
     relay: Option<mpsc::Sender<Arc<Detections>>>,
     /// Fires when detection shuts down: supervisors kill their worker and stop restarting.
     stopping: ShutdownTrigger,
+    /// The last worker connection's number.
+    connections: std::sync::atomic::AtomicU64,
+    /// Where remote workers connect, once bound.
+    remote_listen: std::sync::OnceLock<SocketAddr>,
 }
 
 impl Detect {
@@ -119,6 +256,8 @@ impl Detect {
             events,
             relay,
             stopping: ShutdownTrigger::new().0,
+            connections: std::sync::atomic::AtomicU64::new(0),
+            remote_listen: std::sync::OnceLock::new(),
         }
     }
 
@@ -234,12 +373,61 @@ impl Detect {
         }
     }
 
-    pub(super) fn worker_connected(&self, id: u64, pid: u32, model: &str, provider: &str) {
+    /// Where remote workers connect (`detect.remote.listen` as bound), when on.
+    pub(crate) fn remote_listen(&self) -> Option<SocketAddr> {
+        self.remote_listen.get().copied()
+    }
+
+    pub(super) fn set_remote_listen(&self, addr: SocketAddr) {
+        let _ = self.remote_listen.set(addr);
+    }
+
+    /// A number for a new worker connection (local or remote), unique in this process.
+    pub(super) fn next_worker_id(&self) -> u64 {
+        self.connections.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Whether a remote worker's `token` is `detect.remote.token` (compared in constant time).
+    pub(super) fn remote_token_matches(&self, token: Option<&str>) -> bool {
+        match (&self.config.remote.token, token) {
+            (Some(want), Some(got)) => crate::core::constant_time_eq(want.as_bytes(), got.as_bytes()),
+            _ => false,
+        }
+    }
+
+    /// Every connected worker, by connection number.
+    pub(crate) fn workers(&self) -> Vec<WorkerView> {
+        let now = Instant::now();
+        let status = self.status.lock();
+        let mut list: Vec<WorkerView> = status.connected.iter().map(|(id, w)| w.view(*id, now)).collect();
+        list.sort_by_key(|w| w.id);
+        list
+    }
+
+    pub(super) fn worker_connected(&self, id: u64, info: WorkerInfo) {
         let mut status = self.status.lock();
-        status.connected.insert(id, WorkerInfo { model: model.to_owned(), provider: provider.to_owned() });
-        status.greeted.insert(pid);
+        if info.kind == "local" {
+            status.greeted.insert(info.pid);
+        }
+        status.connected.insert(id, info);
         status.failure = None;
         metrics::gauge!("sightline_detect_workers").set(status.connected.len() as f64);
+    }
+
+    /// Worker `id` answered a frame that took `bytes` on the wire.
+    pub(super) fn worker_answered(&self, id: u64, bytes: u64, infer_ms: f32, decode_ms: Option<f32>) {
+        let now = Instant::now();
+        let mut status = self.status.lock();
+        if let Some(w) = status.connected.get_mut(&id) {
+            w.frames += 1;
+            w.bytes += bytes;
+            w.infer_ms += f64::from(infer_ms);
+            w.decode_ms += f64::from(decode_ms.unwrap_or(0.0));
+            w.recent.push_back(now);
+            while w.recent.front().is_some_and(|t| now.duration_since(*t) > FPS_WINDOW) {
+                w.recent.pop_front();
+            }
+        }
     }
 
     pub(super) fn worker_gone(&self, id: u64) {

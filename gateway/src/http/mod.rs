@@ -87,6 +87,7 @@ pub(crate) fn app(state: AppState, static_dir: &std::path::Path) -> Router {
         .route("/api/jobs/{id}/metrics.json", get(jobs::metrics_json))
         .route("/api/jobs/{id}/preview", get(jobs::preview))
         .route("/api/tokens", post(ops::mint_token))
+        .route("/api/workers", get(ops::workers))
         .route("/api/openapi.json", get(openapi::serve))
         .route("/api/{*rest}", axum::routing::any(api_not_found))
         .route("/metrics", get(ops::metrics))

@@ -67,6 +67,7 @@ impl Modify for Security {
         super::geometry::put_line,
         super::geometry::delete_line,
         super::ops::mint_token,
+        super::ops::workers,
         super::ops::metrics,
         super::ops::healthz,
         super::ops::readyz,

@@ -1,5 +1,5 @@
 //! Operations and tokens: `GET /metrics` (Prometheus), `GET /healthz`, `GET /readyz`,
-//! `POST /api/tokens` (viewer tokens).
+//! `GET /api/workers` (detection workers), `POST /api/tokens` (viewer tokens).
 
 use axum::Json;
 use axum::body::Bytes;
@@ -101,6 +101,30 @@ pub(super) async fn mint_token(
     let (token, expires_at) = state.auth.mint(subject, &req.streams, ttl)?;
     tracing::info!(subject, streams = ?req.streams, ttl_s = ttl.as_secs(), "viewer token minted");
     Ok(Json(TokenResponse { token, expires_at, streams: req.streams }))
+}
+
+/// `GET /api/workers` answer.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct WorkersResponse {
+    /// Whether detection runs on this gateway (`detect.enabled` and its socket made).
+    pub(crate) detection: bool,
+    /// Where remote workers connect (`detect.remote.listen`, as bound); absent when off.
+    pub(crate) remote_listen: Option<String>,
+    /// The connected detection workers, local and remote.
+    pub(crate) workers: Vec<crate::detect::WorkerView>,
+}
+
+/// The detection workers connected to this replica (control token required): local (Unix
+/// socket, shared memory) and remote (TCP/TLS), with host, model, provider and fps.
+#[utoipa::path(get, path = "/api/workers", tag = "operations", security(("bearer" = [])),
+    responses((status = 200, description = "Connected workers", body = WorkersResponse), super::responses::Control, super::responses::Guard))]
+pub(super) async fn workers(State(state): State<AppState>, _: Controller) -> Json<WorkersResponse> {
+    let detect = state.detect.as_ref();
+    Json(WorkersResponse {
+        detection: detect.is_some(),
+        remote_listen: detect.and_then(|d| d.remote_listen()).map(|a| a.to_string()),
+        workers: detect.map(|d| d.workers()).unwrap_or_default(),
+    })
 }
 
 /// Liveness: 200 while the process runs.

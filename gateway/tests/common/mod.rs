@@ -87,7 +87,8 @@ impl Gateway {
         // sets its own [webrtc]) and the test camera.
         // A test may listen elsewhere (`listen = "[::]:{port}"`); the harness still reaches it
         // at 127.0.0.1.
-        let own_listen = extra.lines().any(|l| l.starts_with("listen ="));
+        // (Top-level only: tables such as `[detect.remote]` have a `listen` of their own.)
+        let own_listen = extra.lines().take_while(|l| !l.starts_with('[')).any(|l| l.starts_with("listen ="));
         let mut toml = format!("static_dir = \"{}\"\n", workspace().join("static").display());
         if !own_listen {
             toml.push_str(&format!("listen = \"127.0.0.1:{port}\"\n"));

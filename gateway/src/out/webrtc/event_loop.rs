@@ -152,7 +152,10 @@ struct Tap {
 pub(crate) struct EventLoop {
     index: usize,
     socket: UdpSocket,
-    announced: SocketAddr,
+    /// The host candidates, one per family.
+    announced: Vec<SocketAddr>,
+    /// The socket takes both families (bound to `[::]`): IPv4 peers are IPv4-mapped there.
+    dual_stack: bool,
     commands: mpsc::Receiver<Command>,
     registry: Arc<Registry>,
     count: Arc<AtomicUsize>,
@@ -171,11 +174,11 @@ pub(crate) struct EventLoop {
 }
 
 impl EventLoop {
-    /// A loop on `socket`, announcing `announced` as its host candidate.
+    /// A loop on `socket`, announcing `announced` as its host candidates (one per family).
     pub(crate) fn new(
         index: usize,
         socket: UdpSocket,
-        announced: SocketAddr,
+        announced: Vec<SocketAddr>,
         commands: mpsc::Receiver<Command>,
         registry: Arc<Registry>,
         count: Arc<AtomicUsize>,
@@ -183,6 +186,7 @@ impl EventLoop {
     ) -> std::io::Result<EventLoop> {
         let (media_tx, media_rx) = mpsc::channel(MEDIA_QUEUE);
         let udp = quinn_udp::UdpSocketState::new((&socket).into())?;
+        let dual_stack = socket.local_addr()?.is_ipv6() && announced.iter().any(SocketAddr::is_ipv4);
         debug!(loop_index = index, gso_segments = udp.max_gso_segments(), "UDP send batching");
         Ok(EventLoop {
             udp,
@@ -190,6 +194,7 @@ impl EventLoop {
             index,
             socket,
             announced,
+            dual_stack,
             commands,
             registry,
             count,
@@ -287,7 +292,7 @@ impl EventLoop {
                 &self.batch
             };
             let transmit = quinn_udp::Transmit {
-                destination: first.destination,
+                destination: self.outgoing(first.destination),
                 ecn: None,
                 contents,
                 segment_size: (end - i > 1).then_some(size),
@@ -297,7 +302,7 @@ impl EventLoop {
                 // The batch was refused (EMSGSIZE or no GSO after all): one by one.
                 for d in &out[i..end] {
                     let single = quinn_udp::Transmit {
-                        destination: d.destination,
+                        destination: self.outgoing(d.destination),
                         ecn: None,
                         contents: &d.contents,
                         segment_size: None,
@@ -312,9 +317,20 @@ impl EventLoop {
         self.out.clear();
     }
 
+    /// Where a datagram for `destination` goes on this socket: an IPv4 peer of a dual-stack
+    /// socket is addressed IPv4-mapped.
+    fn outgoing(&self, destination: SocketAddr) -> SocketAddr {
+        match destination {
+            SocketAddr::V4(v4) if self.dual_stack => SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port()),
+            other => other,
+        }
+    }
+
     fn on_datagram(&mut self, source: SocketAddr, data: &[u8]) {
         let now = Instant::now();
-        let announced = self.announced;
+        // An IPv4 peer on a dual-stack socket arrives IPv4-mapped: ICE knows it as IPv4.
+        let source = SocketAddr::new(source.ip().to_canonical(), source.port());
+        let Some(announced) = self.announced.iter().copied().find(|a| a.is_ipv4() == source.is_ipv4()) else { return };
         let cached = self
             .by_addr
             .get(&source)
@@ -759,7 +775,7 @@ mod tests {
         let announced = socket.local_addr().unwrap();
         let registry = Registry::new(Arc::new(crate::state::MemoryStore::default()));
         let (tx, rx) = mpsc::channel(4);
-        let el = EventLoop::new(0, socket, announced, rx, registry, Arc::new(AtomicUsize::new(0)), Duration::from_secs(15)).unwrap();
+        let el = EventLoop::new(0, socket, vec![announced], rx, registry, Arc::new(AtomicUsize::new(0)), Duration::from_secs(15)).unwrap();
         let task = tokio::spawn(el.run());
         tx.send(Command::Panic).await.unwrap();
         let (reply, answer) = tokio::sync::oneshot::channel();

@@ -154,8 +154,8 @@ pub(crate) fn policy(codec: Option<VideoCodec>, b_frames: bool) -> WebrtcVideo {
 #[derive(Debug)]
 struct LoopHandle {
     commands: mpsc::Sender<Command>,
-    /// The address announced as host candidate.
-    announced: SocketAddr,
+    /// The addresses announced as host candidates (one per family).
+    announced: Vec<SocketAddr>,
     sessions: Arc<AtomicUsize>,
 }
 
@@ -173,6 +173,19 @@ pub(crate) struct Webrtc {
     _refresh: AbortOnDrop,
 }
 
+/// A UDP socket on `addr`; on `[::]` for both families (`IPV6_V6ONLY` off: IPv4 peers appear
+/// as IPv4-mapped IPv6 addresses, RFC 4291 §2.5.5.2).
+fn bind_udp(addr: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        socket.set_only_v6(false)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    tokio::net::UdpSocket::from_std(socket.into())
+}
+
 impl Webrtc {
     /// Binds one UDP socket per event loop and starts the loops. Session ownership is
     /// published in `cluster` (for WHEP redirects between replicas).
@@ -188,19 +201,25 @@ impl Webrtc {
         let mut handles = Vec::with_capacity(loops);
         for i in 0..loops {
             let port = if config.udp_port == 0 { 0 } else { config.udp_port + i as u16 };
-            let socket =
-                tokio::net::UdpSocket::bind((ip, port)).await.map_err(|e| anyhow::anyhow!("WebRTC cannot bind UDP {ip}:{port}: {e}"))?;
+            let socket = bind_udp(SocketAddr::new(ip, port)).map_err(|e| anyhow::anyhow!("WebRTC cannot bind UDP {ip}:{port}: {e}"))?;
             let local = socket.local_addr()?;
-            let announced = SocketAddr::new(config.public_ips.first().copied().unwrap_or(ip), local.port());
-            if announced.ip().is_unspecified() {
-                anyhow::bail!("webrtc.ip {ip} is unspecified: set webrtc.public_ips to the address browsers reach");
+            let announced: Vec<SocketAddr> = match config.public_ips.as_slice() {
+                [] => vec![SocketAddr::new(ip, local.port())],
+                ips => ips.iter().map(|ip| SocketAddr::new(*ip, local.port())).collect(),
+            };
+            if announced.iter().any(|a| a.ip().is_unspecified()) {
+                anyhow::bail!("webrtc.ip {ip} is unspecified: set webrtc.public_ips to the addresses browsers reach");
+            }
+            if ip.is_ipv4() && announced.iter().any(SocketAddr::is_ipv6) {
+                anyhow::bail!("webrtc.public_ips has an IPv6 address but webrtc.ip {ip} is IPv4: use \"::\" for both families");
             }
             let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
             let sessions = Arc::new(AtomicUsize::new(0));
-            let el = EventLoop::new(i, socket, announced, rx, registry.clone(), sessions.clone(), config.connect_timeout)
+            let el = EventLoop::new(i, socket, announced.clone(), rx, registry.clone(), sessions.clone(), config.connect_timeout)
                 .map_err(|e| anyhow::anyhow!("WebRTC UDP socket {local}: {e}"))?;
             tokio::spawn(el.run());
-            info!(loop_index = i, %local, %announced, "WebRTC event loop listening");
+            let shown = announced.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+            info!(loop_index = i, %local, announced = %shown, "WebRTC event loop listening");
             handles.push(LoopHandle { commands: tx, announced, sessions });
         }
         let servers: Vec<IceServer> = config
@@ -230,9 +249,9 @@ impl Webrtc {
         self.registry.len()
     }
 
-    /// The UDP addresses announced as host candidates, one per event loop.
+    /// The UDP addresses announced as host candidates: per event loop, one per family.
     pub(crate) fn announced_addrs(&self) -> Vec<SocketAddr> {
-        self.loops.iter().map(|l| l.announced).collect()
+        self.loops.iter().flat_map(|l| l.announced.iter().copied()).collect()
     }
 
     /// Answers a WHEP offer for an active stream (the caller checked stream and state).
@@ -262,7 +281,7 @@ impl Webrtc {
         let (loop_index, handle) =
             self.loops.iter().enumerate().min_by_key(|(_, l)| l.sessions.load(Ordering::Relaxed)).ok_or(Error::WebrtcStopping)?;
         let config = PeerConfig {
-            candidates: vec![handle.announced],
+            candidates: handle.announced.clone(),
             profile_level_id: video.profile_level_id,
             h265: video.h265,
             audio: Self::audio_codec(stream),
@@ -399,7 +418,7 @@ impl Webrtc {
                 let (ufrag, pwd) = rx.await.map_err(|_| unknown())?.map_err(|e| Error::whep(stream, e))?;
                 let etag = ETag::from_random(rand::random());
                 self.registry.set_etag(&sid, etag);
-                let fragment = whep::ice_restart_answer(&ufrag, &pwd, &[handle.announced]);
+                let fragment = whep::ice_restart_answer(&ufrag, &pwd, &handle.announced);
                 Ok(Patched::IceRestart { etag, fragment })
             }
         }
