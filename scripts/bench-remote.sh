@@ -56,7 +56,7 @@ run() {
   pids=("$gw")
   if [ "$mode" != local ]; then
     sleep 1
-    $BIN_DIR/infer-worker serve --connect "tcp://127.0.0.1:$remote" --token "$token" --model $model --threads 1 2> "$dir/worker-$mode.log" &
+    SIGHTLINE_WORKER_TOKEN=$token $BIN_DIR/infer-worker serve --connect "tcp://127.0.0.1:$remote" --model $model --threads 1 2> "$dir/worker-$mode.log" &
     worker=$!
     pids+=("$worker")
   fi

@@ -418,6 +418,10 @@ async fn model(config: &Config, checks: &mut Checks) {
         checks.push("detection", t, Status::Skip, why, None);
         return;
     }
+    if !d.spawn {
+        checks.push("detection", t, Status::Skip, "detect.spawn = false: the models run on the workers that connect", None);
+        return;
+    }
     if !d.model.exists() {
         let hint = "set detect.model to a YOLO ONNX export (models/testcam-shapes.onnx finds the test camera's shapes)".to_owned();
         checks.push("detection", t, Status::Fail, format!("model {} not found", d.model.display()), Some(hint));

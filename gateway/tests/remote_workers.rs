@@ -19,10 +19,12 @@ fn worker_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_gateway")).with_file_name("infer-worker")
 }
 
-/// `infer-worker serve --connect URL --token TOKEN` with the test model; stderr to `log`.
+/// `infer-worker serve --connect URL` with the test model and `token` (from the environment,
+/// as the README advises: a `--token` argument shows in `ps`); stderr to `log`.
 fn remote_worker(url: &str, token: &str, extra: &[&str], log: &std::path::Path) -> Child {
     Command::new(worker_binary())
-        .args(["serve", "--connect", url, "--token", token, "--model"])
+        .env("SIGHTLINE_WORKER_TOKEN", token)
+        .args(["serve", "--connect", url, "--model"])
         .arg(workspace().join("models/testcam-shapes.onnx"))
         .args(extra)
         .stdout(Stdio::null())

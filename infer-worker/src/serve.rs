@@ -103,8 +103,9 @@ pub fn serve(socket: &Path, detector: Detector, announce: &Announce) -> Result<(
     worker.run(&mut stream, worker.hello(announce, None, String::new()))
 }
 
-/// Where a remote worker connects: `tcp://host:port` or `tls://host:port`.
-#[derive(Clone, Debug)]
+/// Where a remote worker connects: `tcp://host:port` or `tls://host:port`. Its `Debug`
+/// output leaves the token out.
+#[derive(Clone)]
 pub struct Remote {
     /// The gateway's worker address.
     pub url: String,
@@ -114,10 +115,35 @@ pub struct Remote {
     pub ca: Option<PathBuf>,
 }
 
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote").field("url", &self.url).field("token", &"<redacted>").field("ca", &self.ca).finish()
+    }
+}
+
 /// First wait before reconnecting; doubles to [`RECONNECT_MAX`], and starts over after a
 /// connection that served.
 const RECONNECT_MIN: Duration = Duration::from_millis(250);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
+
+/// A connection attempt gives up after this.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A gateway silent this long (no picture, no ping) is taken for gone: reconnect.
+const SILENT_GATEWAY: Duration = Duration::from_secs(30);
+
+/// Connects to the first address of `addr` (`host:port`) that answers within
+/// [`CONNECT_TIMEOUT`].
+fn connect(addr: &str) -> std::io::Result<TcpStream> {
+    use std::net::ToSocketAddrs;
+    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, format!("{addr}: no address"));
+    for a in addr.to_socket_addrs()? {
+        match TcpStream::connect_timeout(&a, CONNECT_TIMEOUT) {
+            Ok(tcp) => return Ok(tcp),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
 
 /// Serves the gateway at `remote` forever: reconnects when the connection is lost or cannot
 /// be made. Returns only on a refusal (a wrong token) or unusable settings.
@@ -133,9 +159,11 @@ pub fn serve_remote(remote: &Remote, detector: Detector, announce: &Announce) ->
     loop {
         let started = Instant::now();
         let hello = worker.hello(announce, Some(remote.token.clone()), host.clone());
-        let result = match TcpStream::connect(&target.addr) {
+        let result = match connect(&target.addr) {
             Ok(tcp) => {
                 let _ = tcp.set_nodelay(true);
+                // An idle gateway pings every 2 s: silence this long means it is gone.
+                let _ = tcp.set_read_timeout(Some(SILENT_GATEWAY));
                 eprintln!("infer-worker: connected to {}", remote.url);
                 match (&target.tls, &tls) {
                     (Some(name), Some(config)) => match rustls::ClientConnection::new(config.clone(), name.clone()) {
@@ -314,27 +342,35 @@ impl Worker {
                 }
                 self.picture.clear();
                 self.picture.extend_from_slice(bytes);
-                None
+                None::<f32>
             }
             Encoding::Jpeg => {
+                // 4:2:0 JPEG planes have even sizes: the gateway leaves out an odd last
+                // column and row (boxes keep their coordinates).
+                let (ew, eh) = (w & !1, h & !1);
+                if ew == 0 || eh == 0 {
+                    return Err(format!("no JPEG of a {w}x{h} picture"));
+                }
                 if self.jpeg.is_none() {
                     self.jpeg = Some(turbojpeg::Decompressor::new().map_err(|e| format!("JPEG decoder: {e}"))?);
                 }
                 let jpeg = self.jpeg.as_mut().expect("made above");
                 let found = jpeg.read_header(bytes).map_err(|e| format!("JPEG: {e}"))?;
-                if (found.width, found.height, found.subsamp) != (w, h, turbojpeg::Subsamp::Sub2x2) {
-                    return Err(format!("JPEG of {}x{} {:?}, expected {w}x{h} 4:2:0", found.width, found.height, found.subsamp));
+                if (found.width, found.height, found.subsamp) != (ew, eh, turbojpeg::Subsamp::Sub2x2) {
+                    return Err(format!("JPEG of {}x{} {:?}, expected {ew}x{eh} 4:2:0", found.width, found.height, found.subsamp));
                 }
-                self.picture.resize(size, 0);
+                self.picture.resize(ew * eh * 3 / 2, 0);
                 let out = turbojpeg::YuvImage {
                     pixels: &mut self.picture[..],
-                    width: w,
+                    width: ew,
                     align: 1,
-                    height: h,
+                    height: eh,
                     subsamp: turbojpeg::Subsamp::Sub2x2,
                 };
                 jpeg.decompress_to_yuv(bytes, out).map_err(|e| format!("JPEG: {e}"))?;
-                Some(started.elapsed().as_secs_f32() * 1000.0)
+                let decode_ms = started.elapsed().as_secs_f32() * 1000.0;
+                let even = wire::FrameMeta { width: ew as u32, height: eh as u32, ..meta.clone() };
+                return self.run_model(&even, (ew as u32, (ew / 2) as u32), header.full_range, started, Some(decode_ms));
             }
         };
         self.run_model(meta, (meta.width, cw as u32), header.full_range, started, decode_ms)

@@ -36,8 +36,9 @@ pub const MAX_PICTURE: usize = 16 * 1024 * 1024;
 /// Bytes of the frame header: length (4), version (1), kind (1).
 const HEADER: usize = 6;
 
-/// Worker -> gateway, first message: what the worker runs.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// Worker -> gateway, first message: what the worker runs. Its `Debug` output leaves the
+/// token out.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Hello {
     /// Model file name.
     pub model: String,
@@ -52,7 +53,8 @@ pub struct Hello {
     /// The worker's host name (remote workers; status and logs).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub host: String,
-    /// Frames in flight the worker takes at once (1: one frame, then its answer).
+    /// Frames in flight the worker can take at once. Advisory: the gateway sends one at a
+    /// time (newest picture wins), whatever it says.
     #[serde(default = "one")]
     pub capacity: u32,
     /// The gateway's worker token (`detect.remote.token`); required over TCP, unused on the
@@ -63,6 +65,21 @@ pub struct Hello {
 
 fn one() -> u32 {
     1
+}
+
+impl std::fmt::Debug for Hello {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hello")
+            .field("model", &self.model)
+            .field("input_size", &self.input_size)
+            .field("names", &self.names)
+            .field("provider", &self.provider)
+            .field("pid", &self.pid)
+            .field("host", &self.host)
+            .field("capacity", &self.capacity)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl Default for Hello {
@@ -316,9 +333,10 @@ fn decode_limited(buf: &[u8], max_picture: usize) -> Result<Option<(Message, usi
     if len > MAX_FRAME {
         // Only a picture may be larger, and only up to the reader's limit: refuse the rest
         // before buffering them.
-        match buf.get(5) {
-            None if len <= max_picture => return Ok(None),
-            Some(&8) if len <= max_picture => {}
+        match (buf.get(4), buf.get(5)) {
+            (Some(&version), _) if version != VERSION => return Err(WireError::Version(version)),
+            (_, None) if len <= max_picture => return Ok(None),
+            (_, Some(&8)) if len <= max_picture => {}
             _ => return Err(WireError::TooLarge(len)),
         }
     }
@@ -458,6 +476,9 @@ mod tests {
         let bytes = encode(&picture);
         assert!(matches!(decode(&bytes), Err(WireError::TooLarge(_))), "the gateway refuses a worker's large frame");
         assert!(matches!(decode(&bytes[..5]), Err(WireError::TooLarge(_))), "even before its kind arrives");
+        let mut other_version = bytes[..6].to_vec();
+        other_version[4] = 9;
+        assert_eq!(decode_from_gateway(&other_version), Err(WireError::Version(9)), "before buffering the picture");
         assert_eq!(decode_from_gateway(&bytes).unwrap().unwrap(), (picture, bytes.len()));
         for cut in [0, 4, 5, 6, 100, bytes.len() - 1] {
             assert_eq!(decode_from_gateway(&bytes[..cut]), Ok(None), "cut at {cut}");

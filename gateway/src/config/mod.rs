@@ -232,7 +232,9 @@ pub struct WebrtcConfig {
     /// address for viewers on other machines. IPv4 or IPv6 (`"::1"`, a global IPv6 address):
     /// the candidates are of that family. `"::"` binds each event loop's socket for both
     /// families (`IPV6_V6ONLY` off, RFC 3493 §5.3) and announces `public_ips`, one address of
-    /// each family: IPv4 and IPv6 viewers at once.
+    /// each family: IPv4 and IPv6 viewers at once. Replies from a `"::"` socket leave from the
+    /// address the kernel routes from: on a host with several addresses of a family, announce
+    /// the one its routes use, or bind a specific address.
     pub ip: Option<IpAddr>,
     /// The IPs to announce instead of `ip` (NAT 1:1, or the two families of a `"::"` socket):
     /// at most one per family. Default none.
@@ -1030,7 +1032,9 @@ fn redacted_errors(errors: figment::Error) -> String {
     let messages: Vec<String> = errors
         .into_iter()
         .map(|e| match (&e.kind, e.path.first().map(String::as_str)) {
-            (Kind::InvalidType(_, expected) | Kind::InvalidValue(_, expected), Some("auth")) => {
+            (Kind::InvalidType(_, expected) | Kind::InvalidValue(_, expected), Some(first))
+                if first == "auth" || e.path.iter().map(String::as_str).eq(["detect", "remote", "token"]) =>
+            {
                 format!("invalid value for key \"{}\": expected {expected} (value not shown)", e.path.join("."))
             }
             // A TOML syntax error quotes its source line, which may hold a secret or a camera
@@ -1126,10 +1130,10 @@ impl Config {
             return Err("webrtc.public_ips: at most one IPv4 and one IPv6 address".into());
         }
         if let Some(ip) = self.webrtc.ip
-            && ip.is_ipv4()
-            && self.webrtc.public_ips.iter().any(IpAddr::is_ipv6)
+            && !(ip.is_ipv6() && ip.is_unspecified())
+            && self.webrtc.public_ips.iter().any(|p| p.is_ipv4() != ip.is_ipv4())
         {
-            return Err(format!("webrtc.public_ips has an IPv6 address but webrtc.ip {ip} is IPv4: use \"::\" for both families"));
+            return Err(format!("webrtc.public_ips has an address of the other family than webrtc.ip {ip}: use \"::\" for both families"));
         }
         if self.webrtc.max_sessions == 0 {
             return Err("webrtc.max_sessions must be at least 1".into());
@@ -1218,6 +1222,8 @@ mod tests {
         assert!(check(&format!("{ok}tls_cert = \"c.pem\"\n")).unwrap_err().contains("go together"));
         let c = Config::from_toml_str(&ok).unwrap();
         assert!(!format!("{:?}", c.detect).contains("0123456789abcdef"), "the token is not in Debug output");
+        let err = Config::from_toml_str("[detect.remote]\ntoken = 1234567890123456\n").unwrap_err().to_string();
+        assert!(!err.contains("1234567890") && err.contains("detect.remote.token"), "{err}");
         assert_eq!(Config::from_toml_str("[detect]\nspawn = false\nworkers = 3\n").unwrap().detect.worker_count(), 0);
     }
 
@@ -1226,7 +1232,8 @@ mod tests {
         let check = |toml: &str| Config::from_toml_str(toml).unwrap().validate();
         check("[webrtc]\nip = \"::\"\npublic_ips = [\"192.0.2.5\", \"2001:db8::5\"]\n").unwrap();
         assert!(check("[webrtc]\npublic_ips = [\"192.0.2.5\", \"192.0.2.6\"]\n").unwrap_err().contains("one IPv4 and one IPv6"));
-        assert!(check("[webrtc]\nip = \"10.0.0.1\"\npublic_ips = [\"2001:db8::5\"]\n").unwrap_err().contains("is IPv4"));
+        assert!(check("[webrtc]\nip = \"10.0.0.1\"\npublic_ips = [\"2001:db8::5\"]\n").unwrap_err().contains("other family"));
+        assert!(check("[webrtc]\nip = \"::1\"\npublic_ips = [\"192.0.2.5\"]\n").unwrap_err().contains("other family"));
     }
 
     #[test]

@@ -34,6 +34,8 @@ use crate::core::frame::Picture;
 
 /// How long a connecting worker has to send `Hello`.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// The same for a remote worker (its TLS handshake, if any, came before).
+const REMOTE_HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle time after which the gateway pings a worker.
 pub(crate) const HEARTBEAT: Duration = Duration::from_secs(2);
 /// Slots per ring: one frame in flight, one being written next.
@@ -102,24 +104,36 @@ struct Conn<'a> {
     link: Link,
     incoming: mpsc::Receiver<Result<Message, String>>,
     nonce: u64,
+    /// Reasons pictures were not sent, each logged once.
+    skipped: std::collections::HashSet<String>,
 }
 
 /// Serves one worker on the Unix socket until it ends.
 pub(crate) async fn serve(detect: Arc<Detect>, stream: UnixStream, id: u64) {
     let (read, write) = stream.into_split();
-    serve_link(detect, read, Link::Local { write, ring: None }, id).await;
+    serve_link(detect, read, Link::Local { write, ring: None }, id, None).await;
 }
 
 /// Serves one worker connection until it ends: `read` is its half of the connection, `link`
 /// the other.
-pub(super) async fn serve_link(detect: Arc<Detect>, read: impl AsyncRead + Send + Unpin + 'static, mut link: Link, id: u64) {
+///
+/// `handshake` (remote connections) is a place among the connections that have not shown a
+/// valid `Hello` yet; it is given back once they have, or when they end.
+pub(super) async fn serve_link(
+    detect: Arc<Detect>,
+    read: impl AsyncRead + Send + Unpin + 'static,
+    mut link: Link,
+    id: u64,
+    handshake: Option<tokio::sync::OwnedSemaphorePermit>,
+) {
     let (tx, mut incoming) = mpsc::channel(8);
     let reader = tokio::spawn(read_messages(read, tx));
     let peer = match &link {
         Link::Local { .. } => None,
         Link::Remote { peer, .. } => Some(*peer),
     };
-    let hello = match tokio::time::timeout(HELLO_TIMEOUT, incoming.recv()).await {
+    let hello_timeout = if peer.is_some() { REMOTE_HELLO_TIMEOUT } else { HELLO_TIMEOUT };
+    let hello = match tokio::time::timeout(hello_timeout, incoming.recv()).await {
         Ok(Some(Ok(Message::Hello(hello)))) => Some(hello),
         Ok(Some(Ok(other))) => {
             warn!(worker = id, ?peer, kind = other.kind(), "worker's first message is not Hello; closing");
@@ -131,7 +145,7 @@ pub(super) async fn serve_link(detect: Arc<Detect>, read: impl AsyncRead + Send 
         }
         Ok(None) => None,
         Err(_) => {
-            warn!(worker = id, ?peer, "worker sent no Hello within {HELLO_TIMEOUT:?}; closing");
+            warn!(worker = id, ?peer, "worker sent no Hello within {hello_timeout:?}; closing");
             None
         }
     };
@@ -143,12 +157,15 @@ pub(super) async fn serve_link(detect: Arc<Detect>, read: impl AsyncRead + Send 
         && !detect.remote_token_matches(hello.token.as_deref())
     {
         let reason = if hello.token.is_some() { "wrong worker token" } else { "no worker token" };
-        warn!(worker = id, %peer, host = %hello.host, reason, "remote detection worker refused");
+        // The host name is the unauthenticated client's word: shown short and quoted.
+        let host: String = hello.host.chars().take(64).collect();
+        warn!(worker = id, %peer, ?host, reason, "remote detection worker refused");
         metrics::counter!("sightline_detect_workers_refused_total").increment(1);
         let _ = link.send(&wire::encode(&Message::Refused(Refusal { reason: reason.into() }))).await;
         reader.abort();
         return;
     }
+    drop(handshake);
     let info = match &link {
         Link::Local { .. } => WorkerInfo::local(&hello),
         Link::Remote { peer, tls, encoding, .. } => WorkerInfo::remote(&hello, *peer, *tls, *encoding),
@@ -160,7 +177,7 @@ pub(super) async fn serve_link(detect: Arc<Detect>, read: impl AsyncRead + Send 
         warn!(worker = id, host = %info.host, model = %hello.model, configured = %configured, "worker runs another model than detect.model");
     }
     detect.worker_connected(id, info);
-    let mut conn = Conn { detect: &detect, id, pid: hello.pid, names: hello.names, link, incoming, nonce: 0 };
+    let mut conn = Conn { detect: &detect, id, pid: hello.pid, names: hello.names, link, incoming, nonce: 0, skipped: Default::default() };
     let ended = conn.run().await;
     reader.abort();
     detect.worker_gone(id);
@@ -235,8 +252,16 @@ impl Conn<'_> {
     async fn heartbeat(&mut self) -> Result<(), Ended> {
         self.nonce += 1;
         let nonce = self.nonce;
-        self.link.send(&wire::encode(&Message::Ping(Heartbeat { nonce }))).await?;
+        self.send(&wire::encode(&Message::Ping(Heartbeat { nonce }))).await?;
         self.answer(|m| matches!(m, Message::Pong(h) if h.nonce == nonce)).await.map(|_| ())
+    }
+
+    /// Sends `bytes`, within `detect.timeout`: a worker that stops reading (or a network that
+    /// stops carrying) ends the connection instead of holding it for TCP's own give-up time.
+    async fn send(&mut self, bytes: &[u8]) -> Result<(), Ended> {
+        let timeout = self.detect.config().timeout;
+        tokio::time::timeout(timeout, self.link.send(bytes)).await.map_err(|_| Ended::Timeout(timeout))??;
+        Ok(())
     }
 
     /// Waits up to `detect.timeout` for a message `wanted` accepts; pongs and stale answers
@@ -283,8 +308,24 @@ impl Conn<'_> {
                     *jpeg = compressor;
                 }
                 let header = PictureHeader { meta: picture.meta.clone(), full_range: picture.full_range, encoding };
-                let message = wire::encode(&Message::Picture(header, bytes?));
-                self.link.send(&message).await?;
+                let bytes = match bytes {
+                    Ok(bytes) => bytes,
+                    Err(e) => {
+                        self.skip(&picture, &e.to_string());
+                        return Ok(());
+                    }
+                };
+                let message = wire::encode(&Message::Picture(header, bytes));
+                if message.len() > wire::MAX_PICTURE {
+                    let why = format!(
+                        "a {}-byte picture is over the workers' {}-byte limit (use encoding = \"jpeg\")",
+                        message.len(),
+                        wire::MAX_PICTURE
+                    );
+                    self.skip(&picture, &why);
+                    return Ok(());
+                }
+                self.send(&message).await?;
                 (picture, message.len())
             }
         };
@@ -309,6 +350,15 @@ impl Conn<'_> {
             _ => unreachable!("answer() returns only what the filter accepts"),
         }
         Ok(())
+    }
+
+    /// A picture that cannot go to this worker: counted and logged (each reason once per
+    /// connection), the connection goes on.
+    fn skip(&mut self, picture: &Picture, why: &str) {
+        metrics::counter!("sightline_detect_failures_total", "stream" => picture.meta.stream.to_string()).increment(1);
+        if self.skipped.insert(why.to_owned()) {
+            warn!(stream = %picture.meta.stream, seq = picture.meta.seq, worker = self.id, reason = why, "picture not sent to the remote worker");
+        }
     }
 
     /// Writes `picture` to the next ring slot (a new, larger ring first if it does not fit)
@@ -397,17 +447,25 @@ fn inline(
     match encoding {
         Encoding::I420 => (Ok(picture.planes.clone()), compressor),
         Encoding::Jpeg => {
+            let (w, h) = (picture.meta.width as usize, picture.meta.height as usize);
+            // libjpeg-turbo's 4:2:0 planes have even sizes: an odd last row or column is left
+            // out (boxes keep their coordinates; the worker expects the even size).
+            let (ew, eh) = (w & !1, h & !1);
+            if ew == 0 || eh == 0 || picture.planes.len() < Picture::packed_len(picture.meta.width, picture.meta.height) {
+                return (Err(std::io::Error::other(format!("no JPEG of a {w}x{h} picture"))), compressor);
+            }
+            let cropped;
+            let pixels = if (ew, eh) == (w, h) {
+                &picture.planes[..]
+            } else {
+                cropped = even_crop(&picture.planes, w, h);
+                &cropped[..]
+            };
             let mut compressor = match compressor.map_or_else(turbojpeg::Compressor::new, Ok) {
                 Ok(c) => c,
                 Err(e) => return (Err(std::io::Error::other(format!("JPEG encoder: {e}"))), None),
             };
-            let image = turbojpeg::YuvImage {
-                pixels: &picture.planes[..],
-                width: picture.meta.width as usize,
-                align: 1,
-                height: picture.meta.height as usize,
-                subsamp: turbojpeg::Subsamp::Sub2x2,
-            };
+            let image = turbojpeg::YuvImage { pixels, width: ew, align: 1, height: eh, subsamp: turbojpeg::Subsamp::Sub2x2 };
             let jpeg = compressor
                 .set_quality(i32::from(quality))
                 .and_then(|()| compressor.compress_yuv_to_vec(image))
@@ -415,6 +473,21 @@ fn inline(
             (jpeg, Some(compressor))
         }
     }
+}
+
+/// The packed I420 planes of a `w`x`h` picture without its odd last column and row.
+fn even_crop(planes: &[u8], w: usize, h: usize) -> Vec<u8> {
+    let (ew, eh, cw, ch) = (w & !1, h & !1, w.div_ceil(2), h.div_ceil(2));
+    let mut out = Vec::with_capacity(ew * eh * 3 / 2);
+    for row in planes[..w * h].chunks_exact(w).take(eh) {
+        out.extend_from_slice(&row[..ew]);
+    }
+    for plane in planes[w * h..w * h + 2 * cw * ch].chunks_exact(cw * ch) {
+        for row in plane.chunks_exact(cw).take(eh / 2) {
+            out.extend_from_slice(&row[..ew / 2]);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -534,6 +607,20 @@ mod tests {
         drop(worker.await.unwrap());
         tokio::time::timeout(Duration::from_secs(5), conn).await.expect("closing the socket ends the connection").unwrap();
         assert_eq!(detect.view("cam").workers, 0);
+    }
+
+    #[test]
+    fn odd_pictures_go_as_even_jpegs() {
+        // 5x3: Y 0..15, U 15..21 (3x2), V 21..27.
+        let meta = FrameMeta { stream: "cam".into(), seq: 1, rtp_timestamp: RtpTimestamp::new(0), capture_ms: 0, width: 5, height: 3 };
+        let planes: Vec<u8> = (0..27).collect();
+        assert_eq!(even_crop(&planes, 5, 3), [0, 1, 2, 3, 5, 6, 7, 8, 15, 16, 21, 22]);
+        let picture = Picture { meta, full_range: false, planes, offered: Instant::now() };
+        let (jpeg, _) = inline(&picture, Encoding::Jpeg, 90, None);
+        let header = turbojpeg::Decompressor::new().unwrap().read_header(&jpeg.unwrap()).unwrap();
+        assert_eq!((header.width, header.height), (4, 2));
+        let tiny = Picture { meta: FrameMeta { width: 1, height: 1, ..picture.meta.clone() }, planes: vec![0; 3], ..picture };
+        assert!(inline(&tiny, Encoding::Jpeg, 90, None).0.is_err(), "no panic on a 1x1 picture");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

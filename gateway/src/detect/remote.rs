@@ -19,6 +19,9 @@ use crate::config::RemoteWorkersConfig;
 
 /// Remote connections served at once (handshaking or working); more wait in the backlog.
 const MAX_CONNECTIONS: usize = 256;
+/// Of those, connections that have not shown a valid `Hello` yet; more are closed at once,
+/// so silent clients cannot keep workers out.
+const MAX_HANDSHAKES: usize = 16;
 /// A TLS handshake must finish within this.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -58,6 +61,7 @@ fn acceptor(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Result<tok
 
 async fn accept(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, detect: Arc<Detect>) {
     let places = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
     loop {
         let Ok(place) = places.clone().acquire_owned().await else { return };
         let (tcp, peer) = match listener.accept().await {
@@ -68,6 +72,12 @@ async fn accept(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, d
                 continue;
             }
         };
+        // An IPv4 worker on a `[::]` listener is shown as IPv4.
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+        let Ok(handshake) = handshakes.clone().try_acquire_owned() else {
+            warn!(%peer, "{MAX_HANDSHAKES} remote worker connections are handshaking already; closing this one");
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let (detect, tls, id) = (detect.clone(), tls.clone(), detect.next_worker_id());
         tokio::spawn(async move {
@@ -76,13 +86,13 @@ async fn accept(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, d
                 None => {
                     let (read, write) = tcp.into_split();
                     let link = Link::remote(&detect, Box::new(write), peer, false);
-                    connection::serve_link(detect, read, link, id).await;
+                    connection::serve_link(detect, read, link, id, Some(handshake)).await;
                 }
                 Some(tls) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
                     Ok(Ok(stream)) => {
                         let (read, write) = tokio::io::split(stream);
                         let link = Link::remote(&detect, Box::new(write), peer, true);
-                        connection::serve_link(detect, read, link, id).await;
+                        connection::serve_link(detect, read, link, id, Some(handshake)).await;
                     }
                     Ok(Err(e)) => warn!(%peer, error = %e, "remote worker's TLS handshake failed"),
                     Err(_) => warn!(%peer, "remote worker's TLS handshake took over {TLS_HANDSHAKE_TIMEOUT:?}"),

@@ -173,7 +173,7 @@ pub(crate) struct WorkerView {
     pub(crate) model: String,
     /// Execution provider (`cpu`, `cuda`, …).
     pub(crate) provider: String,
-    /// Frames in flight it takes at once.
+    /// Frames in flight it says it can take (advisory: each worker gets one at a time).
     pub(crate) capacity: u32,
     /// When it connected, ms since the Unix epoch.
     pub(crate) connected_at_ms: u64,
