@@ -19,10 +19,21 @@ fn worker_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_gateway")).with_file_name("infer-worker")
 }
 
+/// A worker process, killed when dropped (a failing assertion must not leave it reconnecting
+/// forever).
+struct Worker(Child);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `infer-worker serve --connect URL` with the test model and `token` (from the environment,
 /// as the README advises: a `--token` argument shows in `ps`); stderr to `log`.
-fn remote_worker(url: &str, token: &str, extra: &[&str], log: &std::path::Path) -> Child {
-    Command::new(worker_binary())
+fn remote_worker(url: &str, token: &str, extra: &[&str], log: &std::path::Path) -> Worker {
+    let child = Command::new(worker_binary())
         .env("SIGHTLINE_WORKER_TOKEN", token)
         .args(["serve", "--connect", url, "--model"])
         .arg(workspace().join("models/testcam-shapes.onnx"))
@@ -30,7 +41,8 @@ fn remote_worker(url: &str, token: &str, extra: &[&str], log: &std::path::Path) 
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
-        .unwrap()
+        .unwrap();
+    Worker(child)
 }
 
 /// `GET /api/workers`.
@@ -91,7 +103,7 @@ async fn a_remote_worker_over_tcp_detects_beside_the_local_pool_and_a_wrong_toke
     let mut wrong = remote_worker(&format!("tcp://{listen}"), "not-the-token-at-all", &[], &dir.path().join("wrong.log"));
     let started = Instant::now();
     let status = loop {
-        if let Some(status) = wrong.try_wait().unwrap() {
+        if let Some(status) = wrong.0.try_wait().unwrap() {
             break status;
         }
         assert!(started.elapsed() < Duration::from_secs(30), "a refused worker keeps running");
@@ -126,8 +138,8 @@ async fn a_remote_worker_over_tcp_detects_beside_the_local_pool_and_a_wrong_toke
     let mut feed = Feed::open(&gw.url("/api/streams/testcam/feed?fps=5")).await;
     let killed_ms = sightline::core::clock::now_ms();
     let killed = Instant::now();
-    assert!(Command::new("kill").args(["-9", &remote.id().to_string()]).status().unwrap().success());
-    let _ = remote.wait();
+    assert!(Command::new("kill").args(["-9", &remote.0.id().to_string()]).status().unwrap().success());
+    let _ = remote.0.wait();
     let mut resumed = None;
     while resumed.is_none() && killed.elapsed() < Duration::from_secs(4) {
         if let Some(e) = feed.next(Duration::from_secs(1)).await
@@ -168,11 +180,10 @@ async fn a_remote_worker_over_tls_gets_jpeg_pictures_and_detects_alone() {
     let _viewer = Feed::open(&gw.url("/api/streams/testcam/feed?fps=1")).await;
 
     // Plain TCP to a TLS port never becomes a worker.
-    let mut plain = remote_worker(&format!("tcp://{listen}"), TOKEN, &[], &dir.path().join("plain.log"));
-    let mut remote = remote_worker(&format!("tls://localhost:{port}"), TOKEN, &["--tls-ca", ca], &dir.path().join("remote.log"));
+    let plain = remote_worker(&format!("tcp://{listen}"), TOKEN, &[], &dir.path().join("plain.log"));
+    let remote = remote_worker(&format!("tls://localhost:{port}"), TOKEN, &["--tls-ca", ca], &dir.path().join("remote.log"));
     let w = wait_remote(&gw, 5, Duration::from_secs(60)).await;
-    let _ = plain.kill();
-    let _ = plain.wait();
+    drop(plain);
     assert_eq!((w["transport"].as_str(), w["pictures"].as_str(), w["provider"].as_str()), (Some("tls"), Some("jpeg"), Some("cpu")), "{w}");
     let bytes = w["bytes_per_frame"].as_u64().unwrap();
     assert!(bytes > 5_000 && bytes < 400_000, "a JPEG, not raw I420: {w}");
@@ -182,6 +193,5 @@ async fn a_remote_worker_over_tls_gets_jpeg_pictures_and_detects_alone() {
     assert_eq!(list["workers"].as_array().unwrap().len(), 1, "only the TLS worker: {list}");
     let (_, stream) = get_json(&gw.url("/api/streams/testcam")).await;
     assert_eq!((stream["detection"]["state"].as_str(), stream["detection"]["workers"].as_u64()), (Some("running"), Some(1)), "{stream}");
-    let _ = remote.kill();
-    let _ = remote.wait();
+    drop(remote);
 }
