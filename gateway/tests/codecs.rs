@@ -13,10 +13,29 @@ use common::*;
 
 /// At least 90 % of the requested 10 fps over 5 s, every JPEG 1280x720, no frame twice. Frame
 /// ids are the units' numbers in decoding order: with B-frames they do not always increase.
+/// The feed takes frames by RTP timestamp (10 of each 25 the camera encodes), so a camera
+/// encoding slower than real time (x265 on a busy two-core machine: 16-20 fps seen) sends
+/// fewer: the 90 % is of what the camera delivered (its `health.fps`, sampled meanwhile).
 async fn assert_sse_full_rate(gw: &Gateway, stream: &str) {
     let mut feed = Feed::open(&gw.url(&format!("/api/streams/{stream}/feed?fps=10"))).await;
+    let url = gw.url(&format!("/api/streams/{stream}"));
+    let sampler = tokio::spawn(async move {
+        let mut samples = Vec::new();
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if let Some(fps) = get_json(&url).await.1["health"]["fps"].as_f64() {
+                samples.push(fps);
+            }
+            if samples.len() >= 12 {
+                return samples;
+            }
+        }
+    });
     let frames = feed.frames_for(Duration::from_secs(5)).await;
-    assert!(frames.len() >= 46, "{stream}: {} frames in 5 s at fps=10", frames.len());
+    let samples = sampler.await.unwrap();
+    let camera_fps = samples.iter().sum::<f64>() / samples.len() as f64;
+    let wanted = (45.0 * (camera_fps / 25.0).min(1.0)).ceil() as usize + 1;
+    assert!(frames.len() >= wanted, "{stream}: {} frames in 5 s at fps=10 (camera {camera_fps:.1} fps: {samples:?})", frames.len());
     let mut ids = std::collections::HashSet::new();
     for f in &frames {
         let pic = decode_frame(&f.data);

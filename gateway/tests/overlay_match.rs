@@ -12,12 +12,18 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 
+/// One test at a time: each runs a gateway with a detection worker (and one Chromium), and
+/// both measure timing-dependent behaviour on two cores; side by side they starved each other
+/// (a model run slower than `detections_wait`, boxes drawn late) on a slower machine.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn detect_config() -> String {
     "[detect]\nmodel = \"{workspace}/models/testcam-shapes.onnx\"\nworkers = 1\nfps = 10\n".to_owned()
 }
 
 #[tokio::test]
 async fn sse_sends_a_frames_detections_before_the_frame() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let gw = Gateway::start(&detect_config());
     let mut feed = Feed::open(&gw.url("/api/streams/testcam/feed?fps=10")).await;
     let mut frames = HashSet::new();
@@ -53,6 +59,7 @@ async fn sse_sends_a_frames_detections_before_the_frame() {
 
 #[tokio::test]
 async fn boxes_drawn_live_match_their_picture_as_well_as_the_model_matches_its_frame() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let gw = Gateway::start(&detect_config());
     let stdout = browser_script("overlay-match.mjs", &[&gw.base, "20"]).await;
     eprintln!("{stdout}");
