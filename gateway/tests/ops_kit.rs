@@ -114,6 +114,8 @@ async fn prometheus_scrapes_with_the_token_and_every_dashboard_query_has_data() 
         .args(["--token", &viewer])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // Not left sending WHEP requests into the next test when this one ends early.
+        .kill_on_drop(true)
         .spawn()
         .unwrap();
 
