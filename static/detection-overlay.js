@@ -3,8 +3,25 @@
 //
 // Detection messages (data channel type "detections", SSE `event: detections`):
 //   {stream, seq, rtp_timestamp, capture_ms, width, height,
-//    boxes: [{x, y, w, h (0..1 of the frame), class_id, label, score, track_id}],
+//    models: [name, …],
+//    boxes: [{x, y, w, h (0..1 of the frame), class_id, label, score, track_id, model}],
 //    infer_ms, latency_ms}
+// A stream may run several models (`[[detect.models]]`), each at its own rate. `models`
+// names the models whose answers the message carries (one that found nothing is listed
+// with no boxes); each box names its `model`. A frame that several models took gets one
+// message with all their boxes; rarely a second message for the same frame (same seq and
+// rtp_timestamp) follows with every box of that frame so far (a superset), when a model
+// answered after the gateway stopped waiting for it. Older gateways send neither field:
+// a box without `model` is the stream's one model, a message without `models` carries
+// all models.
+//
+// Each model is drawn on its own ("lanes" below): its boxes come from the latest message
+// that lists it, and every rule that follows (exact, late, held, cleared, carrying along
+// tracks) applies to each model separately, with the model's own detection interval, so
+// a 2 fps model beside a 10 fps one keeps its boxes between its own detections instead
+// of losing them to the fast model's next message. A later message for a frame a model
+// already has is ignored for that model (the superset repeats its boxes); the models it
+// adds are taken as that frame's answer for them.
 //
 // Matching a message to a frame:
 //   WebRTC – requestVideoFrameCallback reports each displayed frame's RTP
@@ -16,37 +33,56 @@
 //            carry the same `seq`.
 // Boxes are drawn when their frame is on screen: at once if the message
 // arrives while that frame is displayed, or when the frame is displayed if
-// the message came first ("exact"). Over WebRTC a message that comes after
-// its frame was replaced has its tracked boxes carried to the frame shown
-// (as below, at most 300 ms; "late"), so the video need not wait for the
-// model; without tracking (no velocities) such a message asks the player to
-// delay playout (`onLate`), and over SSE (where the feed sends boxes before
-// their frame) one at most one frame late is drawn on the next frame; older
-// ones are dropped ("stale"). Between detected frames (detection runs
-// at a lower rate than video: 10 of 25 fps) the last boxes are carried
-// forward while they are at most one detection interval plus one frame
-// interval old ("held"), then cleared: each box that continues a track is
-// moved to where its track's velocity (from its last two detections, in
-// 0..1 of the picture per 90 kHz tick) puts it at the shown frame's time;
-// a box without a track id or a velocity yet is not drawn on that frame. A
-// box held in place would sit 8 px (of a 120 px shape) off per 25 fps frame
-// on the test camera, which is what brought the share of boxes that match
-// their picture from 76 % down to 57 % (tests/browser/overlay-match.mjs).
+// the message came first ("exact"); one that came first for a frame the player
+// never displayed (it skipped it) is carried to the next frame shown ("late").
+// Over WebRTC a message that comes after its frame was replaced has its tracked
+// boxes carried to the frame shown (as below, at most 300 ms; "late"), so the
+// video need not wait for the model; without tracking (no velocities) such a
+// message asks the player to delay playout (`onLate`), and over SSE (where the
+// feed sends boxes before their frame) one at most one frame late is drawn on
+// the next frame; older ones are dropped ("stale"). Between detected frames
+// (detection runs at a lower rate than video: 10 of 25 fps) a model's last
+// boxes are carried forward while they are at most one detection interval of
+// that model (the spacing of its last two messages; before there are two,
+// 1 / its fps in the stream status) plus one frame interval old ("held"), then
+// cleared: each box that continues a track is moved to where its track's
+// velocity (from the model's last two detections of it, at most 0.5 s or two
+// of the model's intervals apart, in 0..1 of the picture per 90 kHz tick) puts
+// it at the shown frame's time; a box without a track id or a velocity yet is
+// not drawn on that frame. A box held in place would sit 8 px (of a 120 px
+// shape) off per 25 fps frame on the test camera, which is what brought the
+// share of boxes that match their picture from 76 % down to 57 %
+// (tests/browser/overlay-match.mjs).
+//
+// Models can be hidden (setHiddenModels, the card's per-model toggles): their lanes keep
+// following the messages (and counting), so they come back at once, but their boxes are
+// not drawn.
+// With two or more models each box's label starts with its model's name, and each
+// model has its own outline (solid, dashed, dotted, …) and label corner.
 //
 // Layout: the canvas covers the media box; the picture is letterboxed inside
 // it (object-fit: contain), so boxes are mapped into the picture's rectangle.
-// The canvas keeps counters for tests and debugging in data-* attributes:
+// The canvas keeps counters for tests and debugging in data-* attributes, summed
+// over the models (with two models, a frame on which both are held counts two):
 // data-exact (boxes drawn on their own frame), data-late, data-stale,
-// data-held, data-cleared, data-boxes (boxes drawn now), and the boxes drawn
-// now as the property `sightlineDrawn` ({boxes}, 0..1 of the picture).
+// data-held, data-cleared, data-boxes (boxes drawn now), data-models (the models
+// with boxes drawn now, comma-separated), and what is drawn now as the property
+// `sightlineDrawn`: {boxes (0..1 of the picture, each with its `model`),
+// models: {name: {boxes (drawn now), hidden, exact, late, stale, held, cleared,
+// step_ms (its detection interval)}}}.
 
 const KEEP_MESSAGES = 32;
-/** A track's velocity comes from two detections at most this far apart (90 kHz ticks: 0.5 s). */
+/**
+ * A track's velocity comes from two detections at most this far apart (90 kHz ticks: 0.5 s),
+ * or for a slower model, two of its detection intervals.
+ */
 const MAX_VELOCITY_SPAN = 45_000;
 /** RTP ticks per frame before the stream shows its own (25 fps). */
 const DEFAULT_FRAME_TICKS = 3600;
 /** A late message's boxes are carried to the shown frame at most this far (90 kHz: 300 ms). */
 const MAX_CARRY = 27_000;
+/** Box outlines by the model's place in the stream's list (CSS px): the first model's solid. */
+const MODEL_DASHES = [[], [8, 4], [2, 3], [12, 3, 2, 3]];
 
 /** Signed difference a - b of two 32-bit RTP timestamps. */
 const rtpDiff = (a, b) => (a - b) | 0;
@@ -56,23 +92,51 @@ function classColour(classId) {
   return `hsl(${hue.toFixed(0)} 90% 55%)`;
 }
 
+/** What the overlay keeps of one model: its latest messages, what of it is drawn, its tracks. */
+class Lane {
+  /** @param {string} name the model's name */
+  constructor(name) {
+    this.name = name;
+    /** @type {{key: number, msg: object, boxes: object[], early: boolean}[]} its latest messages
+     *  (`boxes`: its own; `early`: came before its frame was displayed) */
+    this.entries = [];
+    /** @type {?{key: number, msg: object, boxes: object[], early: boolean}} the entry on screen */
+    this.drawn = null;
+    /** @type {object[]} its boxes on screen now (moved along their tracks) */
+    this.shown = [];
+    this.lastKey = null;
+    this.messageStep = 0; // frame keys between its last two messages
+    this.lateness = 0; // WebRTC: how late (ticks) its last carried message came after its frame
+    this.seen = new Map(); // track id -> its last detection {at: rtp_timestamp, seq, box}
+    this.fps = 0; // its rate from the stream status (0: unknown)
+    this.counts = { exact: 0, late: 0, stale: 0, held: 0, cleared: 0 };
+  }
+
+  /** Forget the session (a new player): messages, what is drawn, tracks. */
+  reset() {
+    this.entries = [];
+    this.drawn = null;
+    this.shown = [];
+    this.lastKey = null;
+    this.lateness = 0;
+    this.seen.clear();
+  }
+}
+
 export class DetectionOverlay {
   #canvas;
   #ctx;
-  #messages = [];
   #mode = null; // 'rtp' (WebRTC <video>) | 'seq' (SSE <img>)
   #source = null;
   #offset = 0;
   #frameKey = null;
   #frameStep = 0;
-  #messageStep = 0;
-  #lastMessageKey = null;
-  #drawn = null; // message on screen
-  #drawnKey = null;
-  #seen = new Map(); // track id -> its last detection {at: rtp_timestamp, seq, box}
+  /** @type {Map<string, Lane>} model name -> its lane, in the stream's order of models */
+  #lanes = new Map();
+  #hidden = new Set(); // names of the models whose boxes are not drawn
+  #loneModel = ''; // the model a box without `model` belongs to (the stream's only one)
   #velocity = new WeakMap(); // box -> its track's velocity {x, y, w, h} (per tick) when detected
   #ticksPerSeq = DEFAULT_FRAME_TICKS; // SSE: RTP ticks between consecutive seq numbers
-  #lateness = 0; // WebRTC: how late (ticks) the last carried message came after its frame
   #tracked = false; // some box came with a track id: the stream is tracked
   #rvfcVideo = null;
   #rvfcHandle = null;
@@ -131,41 +195,49 @@ export class DetectionOverlay {
     if (Number.isInteger(offset)) this.#offset = offset >>> 0;
   }
 
+  /**
+   * The stream's models from its status (`detection.models`: [{name, fps}, …]): their
+   * order (outlines and label corners follow it), each one's rate (how long its boxes are
+   * held before the spacing of its messages is known) and, when there is one, the name
+   * that boxes without a `model` get. Kept across players.
+   * @param {{name: string, fps?: number}[] | undefined} models
+   */
+  setModels(models) {
+    const list = Array.isArray(models) ? models.filter((m) => typeof m?.name === 'string' && m.name !== '') : [];
+    const lanes = new Map();
+    for (const m of list) {
+      const lane = this.#lanes.get(m.name) ?? new Lane(m.name);
+      lane.fps = Number.isFinite(m.fps) && m.fps > 0 ? m.fps : 0;
+      lanes.set(m.name, lane);
+    }
+    // Models the status does not list (any more) stay while their boxes are on screen.
+    for (const [name, lane] of this.#lanes) {
+      if (!lanes.has(name) && (!list.length || lane.drawn)) lanes.set(name, lane);
+    }
+    this.#lanes = lanes;
+    this.#loneModel = list.length === 1 ? list[0].name : '';
+  }
+
+  /**
+   * Draw no boxes of these models (names); all others are drawn. Takes effect at once and
+   * lasts across players (stop() keeps it).
+   * @param {Iterable<string>} names
+   */
+  setHiddenModels(names) {
+    const next = new Set(names ?? []);
+    if (next.size === this.#hidden.size && [...next].every((n) => this.#hidden.has(n))) return;
+    this.#hidden = next;
+    this.redraw();
+  }
+
   /** A detection message arrived. */
   push(msg) {
     if (!msg || !Array.isArray(msg.boxes) || !this.#mode) return;
     const key = this.#keyOf(msg);
     if (key === null) return;
-    if (this.#lastMessageKey !== null) {
-      const step = this.#diff(key, this.#lastMessageKey);
-      if (step > 0) this.#messageStep = step;
-    }
-    this.#lastMessageKey = key;
-    this.#learn(msg);
-    this.#messages.push(msg);
-    if (this.#messages.length > KEEP_MESSAGES) this.#messages.shift();
-    if (key === this.#frameKey) {
-      this.#lateness = 0;
-      this.#draw(msg, key, 'exact');
-    } else if (this.#frameKey !== null) {
-      const late = this.#diff(this.#frameKey, key);
-      const newer = this.#drawnKey === null || this.#diff(key, this.#drawnKey) > 0;
-      if (late > 0 && this.#mode === 'rtp' && late <= MAX_CARRY && newer && this.#movable(msg)) {
-        // Its frame is gone: carry its tracked boxes to the frame shown now.
-        this.#lateness = late;
-        this.#drawn = msg;
-        this.#drawnKey = key;
-        this.#count('late');
-        this.#paintCarried(late);
-      } else {
-        if (late > 0 && late <= this.#frameStep) this.#draw(msg, key, 'late');
-        else if (late > 0) this.#count('stale');
-        // Without tracking boxes cannot be carried: ask the player to delay the video
-        // instead. With tracking, a box without a velocity yet (a new track, or one not
-        // confirmed) gets one with a later message.
-        if (late > 0 && this.#mode === 'rtp' && !this.#tracked) this.#onLate?.(late / 90);
-      }
-    }
+    let changed = false;
+    for (const lane of this.#lanesOf(msg)) changed = this.#pushTo(lane, msg, key) || changed;
+    if (changed) this.#paintLanes();
   }
 
   /** Stop following; clear the canvas. */
@@ -177,13 +249,10 @@ export class DetectionOverlay {
     this.#rvfcHandle = null;
     this.#mode = null;
     this.#source = null;
-    this.#messages = [];
     this.#frameKey = null;
-    this.#lastMessageKey = null;
     this.#offset = 0;
-    this.#lateness = 0;
     this.#tracked = false;
-    this.#seen.clear();
+    for (const lane of this.#lanes.values()) lane.reset();
     this.#clear();
   }
 
@@ -228,10 +297,9 @@ export class DetectionOverlay {
     return [Math.round(x * 1000) / 1000, Math.round(y * 1000) / 1000];
   }
 
-  /** Redraw after a layout change (resize, full screen) or new geometry. */
+  /** Redraw after a layout change (resize, full screen), new geometry or hidden models. */
   redraw() {
-    if (this.#drawn) this.#paint(this.#drawn);
-    else if (this.#source) this.#paint({ boxes: [] });
+    if (this.#source || this.#anyDrawn()) this.#paintLanes();
   }
 
   #keyOf(msg) {
@@ -243,6 +311,81 @@ export class DetectionOverlay {
     return this.#mode === 'rtp' ? rtpDiff(a, b) : a - b;
   }
 
+  #anyDrawn() {
+    for (const lane of this.#lanes.values()) if (lane.drawn) return true;
+    return false;
+  }
+
+  /** The model a box belongs to (one without a name: the stream's only model). */
+  #modelOf(box) {
+    return typeof box.model === 'string' && box.model !== '' ? box.model : this.#loneModel;
+  }
+
+  #lane(name) {
+    let lane = this.#lanes.get(name);
+    if (!lane) {
+      lane = new Lane(name);
+      this.#lanes.set(name, lane);
+    }
+    return lane;
+  }
+
+  /** The lanes of the models `msg` answers for: those it lists, else every known one. */
+  #lanesOf(msg) {
+    const listed = Array.isArray(msg.models);
+    const names = new Set(listed ? msg.models.filter((n) => typeof n === 'string' && n !== '') : this.#lanes.keys());
+    for (const b of msg.boxes) names.add(this.#modelOf(b));
+    if (!names.size && !listed) names.add(this.#loneModel);
+    return [...names].map((name) => this.#lane(name));
+  }
+
+  /** `msg` answers for `lane`'s model; whether what is drawn of it changed. */
+  #pushTo(lane, msg, key) {
+    // A second message for a frame the model already answered (a superset, for a model that
+    // answered late) repeats its boxes: nothing new for this model.
+    if (lane.entries.some((e) => e.key === key)) return false;
+    const boxes = [];
+    for (const b of msg.boxes) {
+      if (this.#modelOf(b) === lane.name) boxes.push(b.model === lane.name ? b : { ...b, model: lane.name });
+    }
+    const early = this.#frameKey === null || this.#diff(key, this.#frameKey) > 0;
+    const entry = { key, msg, boxes, early };
+    if (lane.lastKey !== null) {
+      const step = this.#diff(key, lane.lastKey);
+      if (step > 0) lane.messageStep = step;
+    }
+    lane.lastKey = key;
+    this.#learn(lane, entry);
+    lane.entries.push(entry);
+    if (lane.entries.length > KEEP_MESSAGES) lane.entries.shift();
+    if (key === this.#frameKey) {
+      lane.lateness = 0;
+      this.#show(lane, entry, 'exact');
+      return true;
+    }
+    if (this.#frameKey === null) return false;
+    const late = this.#diff(this.#frameKey, key);
+    const newer = lane.drawn === null || this.#diff(key, lane.drawn.key) > 0;
+    if (late > 0 && this.#mode === 'rtp' && late <= MAX_CARRY && newer && this.#movable(entry)) {
+      // Its frame is gone: carry its tracked boxes to the frame shown now.
+      lane.lateness = late;
+      this.#carry(lane, entry, late, 'late');
+      return true;
+    }
+    let changed = false;
+    if (late > 0 && late <= this.#frameStep) {
+      this.#show(lane, entry, 'late');
+      changed = true;
+    } else if (late > 0) {
+      this.#count(lane, 'stale');
+    }
+    // Without tracking boxes cannot be carried: ask the player to delay the video
+    // instead. With tracking, a box without a velocity yet (a new track, or one not
+    // confirmed) gets one with a later message.
+    if (late > 0 && this.#mode === 'rtp' && !this.#tracked) this.#onLate?.(late / 90);
+    return changed;
+  }
+
   #onFrame(key) {
     const first = this.#frameKey === null;
     if (!first) {
@@ -250,80 +393,139 @@ export class DetectionOverlay {
       if (step > 0) this.#frameStep = step;
     }
     this.#frameKey = key;
-    if (first && !this.#drawn) this.redraw(); // the zones and lines, before any box
-    const exact = this.#messages.find((m) => this.#keyOf(m) === key);
-    if (exact) {
-      this.#draw(exact, key, 'exact');
-      return;
-    }
-    if (this.#drawn) {
-      const age = this.#diff(key, this.#drawnKey);
-      const hold = Math.max(this.#messageStep, this.#frameStep) + this.#frameStep + this.#lateness;
-      if (age >= 0 && age <= hold) {
-        this.#count('held');
-        this.#paintCarried(age);
-        return;
-      }
-      this.#count('cleared');
-      this.#clear();
-    }
+    if (first && !this.#anyDrawn()) this.redraw(); // the zones and lines, before any box
+    let changed = false;
+    for (const lane of this.#lanes.values()) changed = this.#frameTo(lane, key) || changed;
+    if (changed) this.#paintLanes();
   }
 
-  /** Each track's velocity from this message's box and the track's previous one. */
-  #learn(msg) {
+  /** The frame `key` is displayed: what of `lane` goes on it; whether that changed. */
+  #frameTo(lane, key) {
+    const exact = lane.entries.find((e) => e.key === key);
+    if (exact) {
+      this.#show(lane, exact, 'exact');
+      return true;
+    }
+    const hold = this.#hold(lane);
+    // A message that came before its frame, and that frame was never displayed (the player
+    // skipped it): its boxes, carried to this frame.
+    const skipped = lane.entries.findLast((e) => e.early && this.#diff(key, e.key) > 0
+      && (lane.drawn === null || this.#diff(e.key, lane.drawn.key) > 0));
+    if (skipped && this.#diff(key, skipped.key) <= hold) {
+      this.#carry(lane, skipped, this.#diff(key, skipped.key), 'late');
+      return true;
+    }
+    if (!lane.drawn) return false;
+    const age = this.#diff(key, lane.drawn.key);
+    if (age >= 0 && age <= hold) {
+      this.#carry(lane, lane.drawn, age, 'held');
+      return true;
+    }
+    this.#count(lane, 'cleared');
+    lane.drawn = null;
+    lane.shown = [];
+    return true;
+  }
+
+  /**
+   * How old (in frame keys) `lane`'s boxes may get before they are cleared: one interval of
+   * its model plus one frame, plus how late its last carried message came.
+   */
+  #hold(lane) {
+    let step = lane.messageStep;
+    if (!step && lane.fps) step = this.#mode === 'rtp' ? 90_000 / lane.fps : 90_000 / lane.fps / this.#ticksPerSeq;
+    return Math.max(step, this.#frameStep) + this.#frameStep + lane.lateness;
+  }
+
+  /** `lane`'s detection interval in 90 kHz ticks (0: not known yet). */
+  #stepTicks(lane) {
+    if (lane.messageStep) return this.#mode === 'rtp' ? lane.messageStep : lane.messageStep * this.#ticksPerSeq;
+    return lane.fps ? 90_000 / lane.fps : 0;
+  }
+
+  /** Each track's velocity from this entry's box and the track's previous one (of the same model). */
+  #learn(lane, entry) {
+    const { msg } = entry;
     const at = msg.rtp_timestamp >>> 0;
-    for (const b of msg.boxes) {
+    const span = Math.max(MAX_VELOCITY_SPAN, 2 * this.#stepTicks(lane));
+    for (const b of entry.boxes) {
       if (b.track_id == null) continue;
       this.#tracked = true;
-      const prev = this.#seen.get(b.track_id);
+      const prev = lane.seen.get(b.track_id);
       const dt = prev ? rtpDiff(at, prev.at) : 0;
-      if (dt > 0 && dt <= MAX_VELOCITY_SPAN) {
+      if (dt > 0 && dt <= span) {
         const p = prev.box;
         this.#velocity.set(b, { x: (b.x - p.x) / dt, y: (b.y - p.y) / dt, w: (b.w - p.w) / dt, h: (b.h - p.h) / dt });
         if (this.#mode === 'seq' && msg.seq > prev.seq) this.#ticksPerSeq = dt / (msg.seq - prev.seq);
       }
-      if (dt > 0 || !prev) this.#seen.set(b.track_id, { at, seq: msg.seq, box: b });
+      if (dt > 0 || !prev) lane.seen.set(b.track_id, { at, seq: msg.seq, box: b });
     }
-    if (this.#seen.size > 256) this.#seen.delete(this.#seen.keys().next().value);
+    if (lane.seen.size > 256) lane.seen.delete(lane.seen.keys().next().value);
   }
 
-  /** Whether every box of `msg` continues a track with a known velocity. */
-  #movable(msg) {
-    return msg.boxes.every((b) => this.#velocity.has(b));
+  /** Whether every box of `entry` continues a track with a known velocity. */
+  #movable(entry) {
+    return entry.boxes.every((b) => this.#velocity.has(b));
   }
 
-  /** The drawn message's tracked boxes, moved on by `age` (in frame keys) along their velocity. */
-  #paintCarried(age) {
-    const msg = this.#drawn;
-    const ticks = this.#mode === 'rtp' ? age : age * this.#ticksPerSeq;
-    const boxes = [];
-    for (const b of msg.boxes) {
-      const v = this.#velocity.get(b);
-      if (!v) continue;
-      boxes.push({ ...b, x: b.x + v.x * ticks, y: b.y + v.y * ticks, w: b.w + v.w * ticks, h: b.h + v.h * ticks });
-    }
-    this.#paint({ ...msg, boxes });
-  }
-
-  #count(what) {
+  #count(lane, what) {
+    lane.counts[what] += 1;
     this.#counts[what] += 1;
     this.#canvas.dataset[what] = String(this.#counts[what]);
   }
 
-  #draw(msg, key, how) {
-    this.#drawn = msg;
-    this.#drawnKey = key;
-    this.#count(how);
-    this.#paint(msg);
+  /** `entry`'s boxes as they are, on screen for `lane`. */
+  #show(lane, entry, how) {
+    lane.drawn = entry;
+    lane.shown = entry.boxes;
+    this.#count(lane, how);
+  }
+
+  /** `entry`'s tracked boxes, moved on by `age` (in frame keys) along their velocity, on screen for `lane`. */
+  #carry(lane, entry, age, how) {
+    const ticks = this.#mode === 'rtp' ? age : age * this.#ticksPerSeq;
+    const boxes = [];
+    for (const b of entry.boxes) {
+      const v = this.#velocity.get(b);
+      if (!v) continue;
+      boxes.push({ ...b, x: b.x + v.x * ticks, y: b.y + v.y * ticks, w: b.w + v.w * ticks, h: b.h + v.h * ticks });
+    }
+    lane.drawn = entry;
+    lane.shown = boxes;
+    this.#count(lane, how);
+  }
+
+  /** Every shown model's boxes, in one picture. */
+  #paintLanes() {
+    const boxes = [];
+    let msg = null;
+    for (const lane of this.#lanes.values()) {
+      msg ??= lane.drawn?.msg ?? null;
+      if (!this.#hidden.has(lane.name)) boxes.push(...lane.shown);
+    }
+    this.#paint({ width: msg?.width, height: msg?.height, boxes });
+  }
+
+  /** What is drawn now, for tests: the boxes and each model's numbers. */
+  #publish(boxes) {
+    const c = this.#canvas;
+    const models = {};
+    const drawn = [];
+    for (const lane of this.#lanes.values()) {
+      const hidden = this.#hidden.has(lane.name);
+      const n = hidden ? 0 : lane.shown.length;
+      if (n > 0) drawn.push(lane.name);
+      models[lane.name] = { boxes: n, hidden, ...lane.counts, step_ms: Math.round(this.#stepTicks(lane) / 90) };
+    }
+    c.dataset.boxes = String(boxes.length);
+    c.dataset.models = drawn.join(',');
+    c.sightlineDrawn = { boxes, models };
   }
 
   #clear() {
-    this.#drawn = null;
-    this.#drawnKey = null;
     const c = this.#canvas;
     this.#ctx?.clearRect(0, 0, c.width, c.height);
-    c.dataset.boxes = '0';
-    c.sightlineDrawn = { boxes: [] };
+    this.#publish([]);
     if (this.#source && (this.#zones.length || this.#lines.length || this.#draft)) this.#paint({ boxes: [] });
   }
 
@@ -416,24 +618,39 @@ export class DetectionOverlay {
     ctx.lineWidth = Math.max(2, Math.round(2 * dpr));
     ctx.textBaseline = 'top';
     this.#paintGeometry(ctx, r, dpr);
+    // With several models, each has its own outline and label corner, and its name leads
+    // its labels: boxes of two models on one object stay apart and readable.
+    const models = [...this.#lanes.keys()];
+    const several = models.length > 1;
     for (const b of msg.boxes) {
       const x = r.x + b.x * r.w;
       const y = r.y + b.y * r.h;
       const w = b.w * r.w;
       const h = b.h * r.h;
+      const place = Math.max(0, models.indexOf(b.model));
       const colour = classColour(b.class_id);
       ctx.strokeStyle = colour;
+      const dash = MODEL_DASHES[place % MODEL_DASHES.length];
+      if (dash.length) ctx.setLineDash(dash.map((d) => d * dpr));
       ctx.strokeRect(x, y, w, h);
+      if (dash.length) ctx.setLineDash([]);
       const id = b.track_id != null ? ` #${b.track_id}` : '';
-      const text = `${b.label ?? b.class_id}${id} ${Math.round((b.score ?? 0) * 100)}%`;
+      const model = several && b.model ? `${b.model}: ` : '';
+      const text = `${model}${b.label ?? b.class_id}${id} ${Math.round((b.score ?? 0) * 100)}%`;
       const tw = ctx.measureText(text).width + 8;
-      const ty = y - font - 6 >= r.y ? y - font - 6 : y;
+      const th = font + 6;
+      // Above the box's top left corner (inside it at the picture's top edge); the second
+      // model's below its bottom left, the third's and fourth's on the right; within the
+      // picture's width.
+      const tx = Math.max(r.x, Math.min(place % 4 >= 2 ? x + w - tw : x, r.x + r.w - tw));
+      let ty;
+      if (place % 2 === 0) ty = y - th >= r.y ? y - th : y;
+      else ty = y + h + th <= r.y + r.h ? y + h : y + h - th;
       ctx.fillStyle = colour;
-      ctx.fillRect(x, ty, tw, font + 6);
+      ctx.fillRect(tx, ty, tw, th);
       ctx.fillStyle = '#000';
-      ctx.fillText(text, x + 4, ty + 3);
+      ctx.fillText(text, tx + 4, ty + 3);
     }
-    c.dataset.boxes = String(msg.boxes.length);
-    c.sightlineDrawn = { boxes: msg.boxes };
+    this.#publish(msg.boxes);
   }
 }

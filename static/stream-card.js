@@ -9,6 +9,11 @@
 // <video>, hls.js), and if that cannot play either, to the SSE feed, until the
 // stream is stopped and started again. `transport: 'webrtc' | 'hls' | 'sse'`
 // forces one transport.
+//
+// A stream whose detection runs two or more models gets one checkbox per model ("Models":
+// name and rate), all ticked at first: an unticked model's boxes are not drawn, whatever
+// the player. The unticked ones are remembered per stream in localStorage
+// (`sightline_hidden_models:{id}`, a JSON list of model names).
 
 import {
   addGeometry, ApiError, deleteGeometry, describeError, feedUrl, getStream, mjpegUrl, startStream,
@@ -33,6 +38,7 @@ const RETRY_MAX_MS = 30000;
 const MAX_SYNC_DELAY_MS = 500;
 const COUNTS_EVERY_MS = 5000;
 const KNOWN_STATES = new Set(['playing', 'connecting', 'backoff', 'stopped', 'idle']);
+const HIDDEN_MODELS_KEY = 'sightline_hidden_models:';
 
 const isInt = (v, lo, hi) => Number.isInteger(v) && v >= lo && v <= hi;
 
@@ -57,6 +63,32 @@ function formatWebrtcStats(s) {
   if (Number.isFinite(s.jitterBufferMs)) parts.push(`jb ${Math.round(s.jitterBufferMs)} ms`);
   parts.push(`lost ${formatCount(s.packetsLost)}`);
   return parts.join(' · ');
+}
+
+/** The names of the models whose boxes the user hid on stream `id` (localStorage). */
+function loadHiddenModels(id) {
+  try {
+    const names = JSON.parse(localStorage.getItem(`${HIDDEN_MODELS_KEY}${id}`) ?? '[]');
+    return new Set(Array.isArray(names) ? names.filter((n) => typeof n === 'string') : []);
+  } catch {
+    return new Set(); // storage disabled, or not a list
+  }
+}
+
+function saveHiddenModels(id, hidden) {
+  try {
+    const key = `${HIDDEN_MODELS_KEY}${id}`;
+    if (hidden.size) localStorage.setItem(key, JSON.stringify([...hidden]));
+    else localStorage.removeItem(key);
+  } catch {
+    // Storage disabled: the choice lasts as long as the page.
+  }
+}
+
+/** The stream's detection models from its status ([{name, model, fps, workers}]). */
+function detectionModels(detection) {
+  const models = detection?.models;
+  return Array.isArray(models) ? models.filter((m) => typeof m?.name === 'string' && m.name !== '') : [];
 }
 
 function healthItem(label) {
@@ -95,6 +127,7 @@ export class StreamCard {
   #draft = null; // {kind: 'zone' | 'line', points} while the editor draws one
   #countsAt = -Infinity;
   #timeline = null;
+  #hiddenModels; // names of the models whose boxes are not drawn (remembered per stream)
 
   /**
    * @param {object} stream Stream object from the API
@@ -108,6 +141,7 @@ export class StreamCard {
     this.#onOpenViewer = onOpenViewer;
     this.#paused = paused;
     this.#transportMode = transport;
+    this.#hiddenModels = loadHiddenModels(stream.id);
     if (debug) this.#latencyProbe = new LatencyProbe((ms) => this.#onLatency(ms));
     this.#build();
     this.#render();
@@ -234,6 +268,8 @@ export class StreamCard {
     };
     const healthList = h('ul', { class: 'health' },
       ...Object.values(ui.health).map((x) => x.item));
+    ui.models = h('fieldset', { class: 'model-toggles', hidden: true },
+      h('legend', { text: 'Models', title: 'Detection models whose boxes are drawn' }));
     ui.lastError = h('p', { class: 'card-last-error', hidden: true });
     ui.counts = h('p', { class: 'card-counts', hidden: true, title: 'Line crossings today (stored events)' });
 
@@ -258,6 +294,7 @@ export class StreamCard {
       h('div', { class: 'card-body' },
         ui.url,
         healthList,
+        ui.models,
         ui.counts,
         ui.lastError,
         h('div', { class: 'controls' },
@@ -289,6 +326,7 @@ export class StreamCard {
     ui.url.title = s.url ?? '';
 
     this.#renderHealth(health);
+    this.#renderModels();
     this.#renderButtons();
     ui.mjpeg.href = mjpegUrl(this.#id, this.#params);
     ui.img.alt = `Live view of ${s.name || s.id}`;
@@ -331,13 +369,60 @@ export class StreamCard {
     const d = this.#stream.detection ?? { state: 'off' };
     const workers = d.state === 'running' ? ` · ${formatCount(d.workers)} worker${d.workers === 1 ? '' : 's'}` : '';
     setText(hv.detection.value, `${d.state}${workers}`);
+    const models = detectionModels(d);
     hv.detection.item.title = d.reason ? `Detection unavailable: ${d.reason}`
-      : (d.model ? `${d.model} on ${d.provider}, up to ${d.fps} fps` : '');
+      : models.length > 1
+        ? models.map((m) => `${m.name}: ${m.model ?? '?'}${d.provider ? ` on ${d.provider}` : ''}, up to ${m.fps} fps, `
+          + `${formatCount(m.workers)} worker${m.workers === 1 ? '' : 's'}`).join('\n')
+        : (d.model ? `${d.model} on ${d.provider}, up to ${d.fps} fps` : '');
     hv.detection.item.dataset.state = d.state;
 
     const err = health.last_error;
     this.#ui.lastError.hidden = !err;
     setText(this.#ui.lastError, err ? `Last error: ${err}` : '');
+  }
+
+  /**
+   * One checkbox per detection model when there are two or more (none for one model, whose
+   * boxes are then always drawn); the overlay hides the unticked ones' boxes.
+   */
+  #renderModels() {
+    const ui = this.#ui;
+    const models = detectionModels(this.#stream.detection);
+    this.#overlay.setModels(models);
+    const several = models.length > 1;
+    // Rebuilt only when the models or their rates change (a rebuild loses the focus).
+    const key = several ? JSON.stringify(models.map((m) => [m.name, m.fps])) : '';
+    if (ui.models.dataset.key !== key) {
+      ui.models.dataset.key = key;
+      ui.modelToggles = new Map();
+      const items = models.map((m) => {
+        const input = h('input', {
+          type: 'checkbox', 'data-model': m.name,
+          onchange: () => this.#onModelToggle(m.name, input.checked),
+        });
+        const fps = Number.isFinite(m.fps) ? h('span', { class: 'model-fps', text: `${m.fps} fps` }) : null;
+        const label = h('label', { class: 'model-toggle' },
+          input, h('span', { class: 'model-name', text: m.name }), fps ? ' ' : null, fps);
+        ui.modelToggles.set(m.name, { input, label });
+        return label;
+      });
+      ui.models.replaceChildren(ui.models.firstElementChild, ...(several ? items : []));
+      ui.models.hidden = !several;
+    }
+    for (const m of several ? models : []) {
+      const toggle = ui.modelToggles.get(m.name);
+      toggle.input.checked = !this.#hiddenModels.has(m.name);
+      toggle.label.title = `${m.model ?? m.name}: ${formatCount(m.workers)} worker${m.workers === 1 ? '' : 's'}`;
+    }
+    this.#overlay.setHiddenModels(several ? models.map((m) => m.name).filter((n) => this.#hiddenModels.has(n)) : []);
+  }
+
+  #onModelToggle(name, shown) {
+    if (shown) this.#hiddenModels.delete(name);
+    else this.#hiddenModels.add(name);
+    saveHiddenModels(this.#id, this.#hiddenModels);
+    this.#renderModels();
   }
 
   #renderAspect(health) {

@@ -105,6 +105,11 @@ impl Checks {
         let ms = started.elapsed().as_millis() as u64;
         self.list.push(Check { name: name.into(), status, detail: detail.into(), hint, ms });
     }
+
+    /// Whether the last check was skipped (detection off: the other models' checks too).
+    fn last_skipped(&self) -> bool {
+        self.list.last().is_some_and(|c| matches!(c.status, Status::Skip))
+    }
 }
 
 /// A report with only the configuration's failure (nothing else can run without it).
@@ -132,7 +137,7 @@ pub async fn run(config: &Config, options: &Options) -> Report {
     let running = ports(config, options, &mut checks).await;
     state_store(config, options, &mut checks).await;
     database(config, options, &mut checks).await;
-    model(config, &mut checks).await;
+    models(config, &mut checks).await;
     // The test camera, as the gateway would start it (unless a running gateway has it).
     let _testcam = if config.testcam.enabled && !running {
         match testcam::TestCamera::start(config.testcam.settings()) {
@@ -408,23 +413,36 @@ async fn database(config: &Config, options: &Options, checks: &mut Checks) {
     }
 }
 
-/// Loads the model with the configured provider in `infer-worker bench` and runs one frame.
-async fn model(config: &Config, checks: &mut Checks) {
+/// Loads each model (`detect.model`, then `[[detect.models]]`) with the configured provider
+/// in `infer-worker bench` and runs one frame.
+async fn models(config: &Config, checks: &mut Checks) {
+    let pools = config.detect.pools();
+    for (i, pool) in pools.iter().enumerate() {
+        let name = if i == 0 { "detection".to_owned() } else { format!("detection model {}", pool.name) };
+        model(config, pool, &name, checks).await;
+        if i == 0 && checks.last_skipped() {
+            return;
+        }
+    }
+}
+
+/// [`models`] for one model, reported as check `name`.
+async fn model(config: &Config, pool: &crate::config::PoolConfig, name: &str, checks: &mut Checks) {
     let t = Instant::now();
     let d = &config.detect;
     let wanted = config.streams.iter().any(|s| s.detect);
     if !d.enabled || !wanted {
         let why = if d.enabled { "no stream has detect = true" } else { "detect.enabled = false" };
-        checks.push("detection", t, Status::Skip, why, None);
+        checks.push(name, t, Status::Skip, why, None);
         return;
     }
     if !d.spawn {
-        checks.push("detection", t, Status::Skip, "detect.spawn = false: the models run on the workers that connect", None);
+        checks.push(name, t, Status::Skip, "detect.spawn = false: the models run on the workers that connect", None);
         return;
     }
-    if !d.model.exists() {
+    if !pool.model.exists() {
         let hint = "set detect.model to a YOLO ONNX export (models/testcam-shapes.onnx finds the test camera's shapes)".to_owned();
-        checks.push("detection", t, Status::Fail, format!("model {} not found", d.model.display()), Some(hint));
+        checks.push(name, t, Status::Fail, format!("model {} not found", pool.model.display()), Some(hint));
         return;
     }
     let bin = d.worker_binary();
@@ -432,17 +450,17 @@ async fn model(config: &Config, checks: &mut Checks) {
     // A warm-up frame, then one timed (the loop runs while less than 1 ms passed).
     cmd.args(["bench", "--seconds", "0.001", "--width", "640", "--height", "360", "--provider", &d.provider])
         .arg("--model")
-        .arg(&d.model)
+        .arg(&pool.model)
         .kill_on_drop(true)
         .stdin(std::process::Stdio::null());
     if let Some(lib) = &d.onnxruntime {
         cmd.arg("--onnxruntime").arg(lib);
     }
-    if let Some(labels) = &d.labels {
+    if let Some(labels) = &pool.labels {
         cmd.arg("--labels").arg(labels);
     }
     let ran = tokio::time::timeout(Duration::from_secs(120), cmd.output()).await;
-    let model = d.model.display();
+    let model = pool.model.display();
     match ran {
         Ok(Ok(out)) if out.status.success() => {
             let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
@@ -454,7 +472,7 @@ async fn model(config: &Config, checks: &mut Checks) {
                 j["pre_ms"].as_f64().unwrap_or(0.0) + j["infer_ms"].as_f64().unwrap_or(0.0) + j["post_ms"].as_f64().unwrap_or(0.0),
                 j["infer_ms"].as_f64().unwrap_or(0.0)
             );
-            checks.push("detection", t, Status::Ok, detail, None);
+            checks.push(name, t, Status::Ok, detail, None);
         }
         Ok(Ok(out)) => {
             let err = String::from_utf8_lossy(&out.stderr).trim().lines().last().unwrap_or("").to_owned();
@@ -465,16 +483,16 @@ async fn model(config: &Config, checks: &mut Checks) {
             } else {
                 "check that the model is a YOLO ONNX export (YOLOv5/v8/11 or end-to-end)"
             };
-            checks.push("detection", t, Status::Fail, format!("{model}: {err}"), Some(hint.into()));
+            checks.push(name, t, Status::Fail, format!("{model}: {err}"), Some(hint.into()));
         }
         Ok(Err(e)) => checks.push(
-            "detection",
+            name,
             t,
             Status::Fail,
             format!("cannot run {}: {e}", bin.display()),
             Some("build the workspace (`cargo build --release`) or set detect.worker_bin".into()),
         ),
-        Err(_) => checks.push("detection", t, Status::Fail, format!("{model}: no frame within 120 s"), None),
+        Err(_) => checks.push(name, t, Status::Fail, format!("{model}: no frame within 120 s"), None),
     }
 }
 

@@ -75,7 +75,7 @@ async fn boxes_land_on_the_shapes_of_their_frame() {
     assert_eq!(detection["provider"], "cpu");
     assert_eq!(detection["workers"], 1);
     assert!(metric(&gw, "sightline_detect_frames_total{stream=\"testcam\"}").await.unwrap() >= 12.0);
-    assert!(metric(&gw, "sightline_detect_inference_seconds_count{stream=\"testcam\"}").await.unwrap() >= 12.0);
+    assert!(metric(&gw, "sightline_detect_inference_seconds_count{stream=\"testcam\",model=\"testcam-shapes\"}").await.unwrap() >= 12.0);
     assert!(metric(&gw, "sightline_detect_frame_to_box_seconds_count{stream=\"testcam\"}").await.unwrap() >= 12.0);
 }
 

@@ -218,6 +218,13 @@ impl Tracker {
         self.next_id
     }
 
+    /// Numbers new tracks from `next_id` on when that is above [`Tracker::next_id`]: trackers
+    /// that share one numbering (one per model on a stream) pass the next free id along and
+    /// never give two objects one id.
+    pub fn skip_ids_to(&mut self, next_id: u64) {
+        self.next_id = self.next_id.max(next_id);
+    }
+
     /// The ids of confirmed tracks forgotten (lost longer than `max_lost_ms`, or dropped with
     /// a timeline that started over) since the last call: their objects left.
     pub fn take_forgotten(&mut self) -> Vec<u64> {

@@ -341,6 +341,87 @@ pub struct DetectConfig {
     pub spawn: bool,
     /// `[detect.remote]`: workers on other machines over TCP. Off by default.
     pub remote: RemoteWorkersConfig,
+    /// The name of `model` in detection messages (each box's `model`). Default: the model
+    /// file's stem (`testcam-shapes`).
+    pub name: Option<String>,
+    /// `[[detect.models]]`: more models run on the same streams, each with its own worker
+    /// pool and rate; a frame several models take gets one message with all their boxes.
+    /// Default none.
+    pub models: Vec<ModelConfig>,
+    /// With `[[detect.models]]`: how long a frame's message waits, after the first model's
+    /// answer, for the other models that took the frame; a later answer goes out in a second
+    /// message for the frame with all its boxes. Default `100ms`.
+    #[serde(with = "humantime_serde")]
+    pub merge_wait: Duration,
+}
+
+/// `[[detect.models]]`: another model on every detected stream, beside `detect.model`, with
+/// its own pool of worker processes (`workers`) and rate (`fps`). Its boxes carry its `name`
+/// as `model`; a frame this model and another both take gets one message with both models'
+/// boxes. Workers are routed to a pool by the model file name they announce in their `Hello`
+/// (remote workers too), so two pools cannot share a model file name.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// The model's name in messages, status and the overlay's toggles: 1-32 of `A-Z a-z 0-9 _ -`.
+    /// Required.
+    pub name: String,
+    /// The ONNX model (as `detect.model`). Required.
+    pub model: PathBuf,
+    /// A labels file (as `detect.labels`). Default none.
+    #[serde(default)]
+    pub labels: Option<PathBuf>,
+    /// Most frames per second inferred per stream (1..=30). Default 2. At a rate that
+    /// `detect.fps` is a multiple of, it takes a subset of `detect.model`'s frames, so each
+    /// of its answers shares a message with that model's boxes.
+    #[serde(default = "ModelConfig::default_fps")]
+    pub fps: u32,
+    /// Worker processes to spawn for this model. Default 1.
+    #[serde(default = "ModelConfig::default_workers")]
+    pub workers: usize,
+    /// Minimum box score, 0..1. Default `detect.confidence`.
+    #[serde(default)]
+    pub confidence: Option<f32>,
+    /// Class-aware NMS IoU threshold, 0..1. Default `detect.iou`.
+    #[serde(default)]
+    pub iou: Option<f32>,
+}
+
+impl ModelConfig {
+    fn default_fps() -> u32 {
+        2
+    }
+
+    fn default_workers() -> usize {
+        1
+    }
+}
+
+/// One model's worker pool as configured: `detect.model` (index 0) or a `[[detect.models]]`
+/// entry, with the defaults filled in from `[detect]`. See [`DetectConfig::pools`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct PoolConfig {
+    /// The model's name in messages.
+    pub name: String,
+    /// The ONNX model.
+    pub model: PathBuf,
+    /// Its labels file.
+    pub labels: Option<PathBuf>,
+    /// Frames per second per stream.
+    pub fps: u32,
+    /// Worker processes to spawn (0 without `detect.spawn`).
+    pub workers: usize,
+    /// Minimum box score viewers get.
+    pub confidence: f32,
+    /// NMS IoU threshold.
+    pub iou: f32,
+}
+
+impl PoolConfig {
+    /// The model file's name, as a worker announces it in its `Hello`.
+    pub fn file_name(&self) -> String {
+        self.model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    }
 }
 
 /// `[detect.remote]`: detection workers on other machines (`infer-worker serve --connect
@@ -428,6 +509,9 @@ impl Default for DetectConfig {
             track_max_lost: Duration::from_secs(1),
             spawn: true,
             remote: RemoteWorkersConfig::default(),
+            name: None,
+            models: Vec::new(),
+            merge_wait: Duration::from_millis(100),
         }
     }
 }
@@ -437,18 +521,92 @@ impl DetectConfig {
     /// weak boxes (an object partly hidden) can keep its track alive (ByteTrack's second
     /// association); such boxes reach viewers only when a track takes them.
     pub fn worker_confidence(&self) -> f32 {
-        if self.track { self.confidence.min(self.tracker().low_score) } else { self.confidence }
+        self.worker_confidence_at(self.confidence)
+    }
+
+    /// [`DetectConfig::worker_confidence`] for a model whose viewers' minimum is `confidence`.
+    pub fn worker_confidence_at(&self, confidence: f32) -> f32 {
+        if self.track { confidence.min(self.tracker_at(confidence).low_score) } else { confidence }
     }
 
     /// The tracker's thresholds: boxes at `confidence` and above are strong (ByteTrack's
     /// high score); new tracks need 0.1 more, as in ByteTrack.
     pub fn tracker(&self) -> track::TrackerConfig {
+        self.tracker_at(self.confidence)
+    }
+
+    /// [`DetectConfig::tracker`] for a model whose minimum score is `confidence`.
+    pub fn tracker_at(&self, confidence: f32) -> track::TrackerConfig {
         track::TrackerConfig {
-            high_score: self.confidence,
-            new_track_score: (self.confidence + 0.1).min(1.0),
+            high_score: confidence,
+            new_track_score: (confidence + 0.1).min(1.0),
             max_lost_ms: self.track_max_lost.as_millis().try_into().unwrap_or(u64::MAX),
             ..track::TrackerConfig::default()
         }
+    }
+
+    /// The name of `detect.model` in messages: `detect.name`, else the file's stem.
+    pub fn model_name(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| self.model.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into()))
+    }
+
+    /// Every model's worker pool: `detect.model` first, then `[[detect.models]]` in order.
+    pub fn pools(&self) -> Vec<PoolConfig> {
+        let first = PoolConfig {
+            name: self.model_name(),
+            model: self.model.clone(),
+            labels: self.labels.clone(),
+            fps: self.fps,
+            workers: self.worker_count(),
+            confidence: self.confidence,
+            iou: self.iou,
+        };
+        let more = self.models.iter().map(|m| PoolConfig {
+            name: m.name.clone(),
+            model: m.model.clone(),
+            labels: m.labels.clone(),
+            fps: m.fps,
+            workers: if self.spawn { m.workers } else { 0 },
+            confidence: m.confidence.unwrap_or(self.confidence),
+            iou: m.iou.unwrap_or(self.iou),
+        });
+        std::iter::once(first).chain(more).collect()
+    }
+
+    /// Checks `[[detect.models]]`: names valid and distinct, model file names distinct (they
+    /// route workers to pools), rates and thresholds in range.
+    fn validate_models(&self) -> Result<(), String> {
+        let pools = self.pools();
+        let mut names = std::collections::HashSet::new();
+        let mut files = std::collections::HashSet::new();
+        for (i, p) in pools.iter().enumerate() {
+            let key = if i == 0 { "detect.name".to_owned() } else { format!("detect.models[{}]", i - 1) };
+            let valid = (1..=32).contains(&p.name.len()) && p.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !valid {
+                return Err(format!("{key}: model name {:?} must be 1-32 characters of A-Z a-z 0-9 _ -", p.name));
+            }
+            if !names.insert(p.name.clone()) {
+                return Err(format!("{key}: model name {:?} is used twice", p.name));
+            }
+            if !files.insert(p.file_name()) {
+                return Err(format!(
+                    "{key}: model file name {:?} is used by another model (workers join a model's pool by the file name they announce; copy or rename the file)",
+                    p.file_name()
+                ));
+            }
+            if !FPS_RANGE.contains(&p.fps) {
+                return Err(format!("{key}: fps {} outside {FPS_RANGE:?}", p.fps));
+            }
+            if !(0.0..=1.0).contains(&p.confidence) || !(0.0..=1.0).contains(&p.iou) {
+                return Err(format!("{key}: confidence and iou must be within 0..1"));
+            }
+            if i > 0 && self.spawn && p.workers == 0 {
+                return Err(format!("{key}: workers must be at least 1 (or detect.spawn = false)"));
+            }
+        }
+        Ok(())
     }
 
     /// The `infer-worker` binary: `worker_bin`, else `infer-worker` next to this executable.
@@ -1166,6 +1324,7 @@ impl Config {
             return Err("detect.threads and detect.timeout must be above 0".into());
         }
         d.remote.validate()?;
+        d.validate_models()?;
         if self.ingest.backoff_min.is_zero() || self.ingest.backoff_min > self.ingest.backoff_max {
             return Err("ingest.backoff_min must be > 0 and <= ingest.backoff_max".into());
         }
@@ -1225,6 +1384,32 @@ mod tests {
         let err = Config::from_toml_str("[detect.remote]\ntoken = 1234567890123456\n").unwrap_err().to_string();
         assert!(!err.contains("1234567890") && err.contains("detect.remote.token"), "{err}");
         assert_eq!(Config::from_toml_str("[detect]\nspawn = false\nworkers = 3\n").unwrap().detect.worker_count(), 0);
+    }
+
+    #[test]
+    fn models_are_told_apart_by_name_and_file() {
+        let base =
+            "[detect]\nmodel = \"m/shapes.onnx\"\nworkers = 2\nfps = 10\n\n[[detect.models]]\nname = \"slow\"\nmodel = \"n/slow.onnx\"\n";
+        let check = |more: &str| Config::from_toml_str(&format!("{base}{more}")).unwrap().validate();
+        check("").unwrap();
+        let pools = Config::from_toml_str(base).unwrap().detect.pools();
+        let summary: Vec<(&str, u32, usize, f32)> = pools.iter().map(|p| (p.name.as_str(), p.fps, p.workers, p.confidence)).collect();
+        assert_eq!(summary, [("shapes", 10, 2, 0.5), ("slow", 2, 1, 0.5)], "the name from the file, defaults from [detect]");
+        let err = check("\n[[detect.models]]\nname = \"again\"\nmodel = \"o/slow.onnx\"\n").unwrap_err();
+        assert!(err.contains("detect.models[1]: model file name \"slow.onnx\" is used by another model"), "{err}");
+        let err = check("\n[[detect.models]]\nname = \"shapes\"\nmodel = \"other.onnx\"\n").unwrap_err();
+        assert!(err.contains("model name \"shapes\" is used twice"), "{err}");
+        assert!(check("\n[[detect.models]]\nname = \"a b\"\nmodel = \"x.onnx\"\n").unwrap_err().contains("1-32 characters"));
+        assert!(check("\n[[detect.models]]\nname = \"f\"\nmodel = \"x.onnx\"\nfps = 60\n").unwrap_err().contains("fps 60 outside"));
+        assert!(check("\n[[detect.models]]\nname = \"z\"\nmodel = \"x.onnx\"\nworkers = 0\n").unwrap_err().contains("workers must be"));
+        assert!(check("\n[[detect.models]]\nname = \"c\"\nmodel = \"x.onnx\"\nconfidence = 2.0\n").unwrap_err().contains("within 0..1"));
+        let err = Config::from_toml_str(&format!("{base}fsp = 3\n")).unwrap_err().to_string();
+        assert!(err.contains("fsp"), "unknown keys are refused: {err}");
+        let off = Config::from_toml_str(&format!("{base}\n[detect.remote]\n")).unwrap();
+        assert_eq!(off.detect.pools()[1].workers, 1);
+        let mut no_spawn = off.clone();
+        no_spawn.detect.spawn = false;
+        assert!(no_spawn.detect.pools().iter().all(|p| p.workers == 0), "detect.spawn = false spawns no model's workers");
     }
 
     #[test]

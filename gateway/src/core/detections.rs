@@ -36,6 +36,9 @@ pub struct NormalizedBox {
     /// sighting).
     #[serde(default)]
     pub track_id: Option<u64>,
+    /// The name of the model that found it (`detect.name` or a `[[detect.models]]` name).
+    #[serde(default)]
+    pub model: String,
 }
 
 /// The message's `"type"`: the data channel carries other kinds too.
@@ -47,9 +50,16 @@ enum Kind {
 }
 
 /// The boxes found on one frame. JSON: `{"type":"detections","stream","seq","rtp_timestamp",
-/// "capture_ms","width","height","boxes":[{x,y,w,h,class_id,label,score,track_id}…],"infer_ms",
-/// "latency_ms"}`, made once per message
-/// by [`Detections::json`] however many viewers send it.
+/// "capture_ms","width","height","boxes":[{x,y,w,h,class_id,label,score,track_id,model}…],
+/// "models":[…],"infer_ms","latency_ms"}`, made once per message by [`Detections::json`]
+/// however many viewers send it.
+///
+/// With several models (`[[detect.models]]`) at their own rates, a frame several of them take
+/// gets one message with all their boxes; `models` names the models whose answers it carries
+/// (one that found nothing is listed with no boxes), so a player keeps each model's boxes
+/// from the last message that lists it. A model that answers more than `detect.merge_wait`
+/// after the first one comes in a second message for the same frame carrying all of that
+/// frame's boxes.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Detections {
     #[serde(rename = "type")]
@@ -59,7 +69,10 @@ pub struct Detections {
     pub frame: FrameMeta,
     /// Boxes after NMS.
     pub boxes: Vec<NormalizedBox>,
-    /// Model run time, ms.
+    /// The models whose answers for this frame the message carries, in configuration order.
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Model run time, ms (the longest of the models').
     pub infer_ms: f32,
     /// Capture to this message, ms.
     pub latency_ms: f32,
@@ -73,16 +86,19 @@ pub struct Detections {
 }
 
 impl Detections {
-    /// The message for `frame`.
-    pub fn new(frame: FrameMeta, boxes: Vec<NormalizedBox>, infer_ms: f32, latency_ms: f32) -> Detections {
-        Detections { kind: Kind::Detections, frame, boxes, infer_ms, latency_ms, track_epoch: None, json: OnceLock::new() }
+    /// The message for `frame` with the answers of `models`.
+    pub fn new(frame: FrameMeta, boxes: Vec<NormalizedBox>, models: Vec<String>, infer_ms: f32, latency_ms: f32) -> Detections {
+        Detections { kind: Kind::Detections, frame, boxes, models, infer_ms, latency_ms, track_epoch: None, json: OnceLock::new() }
     }
 
     /// The same boxes renamed to another copy of the frame (another replica's RTSP session
     /// numbers frames and stamps them with its own sequence and timestamps).
     pub fn renamed(&self, seq: u64, rtp_timestamp: RtpTimestamp) -> Detections {
         let frame = FrameMeta { seq, rtp_timestamp, ..self.frame.clone() };
-        Detections { track_epoch: self.track_epoch, ..Detections::new(frame, self.boxes.clone(), self.infer_ms, self.latency_ms) }
+        Detections {
+            track_epoch: self.track_epoch,
+            ..Detections::new(frame, self.boxes.clone(), self.models.clone(), self.infer_ms, self.latency_ms)
+        }
     }
 
     /// The JSON text, serialized on first use.
@@ -132,8 +148,18 @@ mod tests {
     fn message() -> Detections {
         let frame =
             FrameMeta { stream: "cam".into(), seq: 7, rtp_timestamp: RtpTimestamp::new(3600), capture_ms: 5, width: 640, height: 360 };
-        let b = NormalizedBox { x: 0.25, y: 0.5, w: 0.125, h: 0.25, class_id: 1, label: "square".into(), score: 0.75, track_id: Some(3) };
-        Detections::new(frame, vec![b], 8.0, 20.0)
+        let b = NormalizedBox {
+            x: 0.25,
+            y: 0.5,
+            w: 0.125,
+            h: 0.25,
+            class_id: 1,
+            label: "square".into(),
+            score: 0.75,
+            track_id: Some(3),
+            model: "shapes".into(),
+        };
+        Detections::new(frame, vec![b], vec!["shapes".into()], 8.0, 20.0)
     }
 
     #[test]
@@ -144,10 +170,10 @@ mod tests {
             json.starts_with(r#"{"type":"detections","stream":"cam","seq":7,"rtp_timestamp":3600,"capture_ms":5,"width":640,"height":360,"boxes":[{"x":0.25"#),
             "{json}"
         );
-        assert!(json.ends_with(r#""infer_ms":8.0,"latency_ms":20.0}"#), "{json}");
+        assert!(json.ends_with(r#""track_id":3,"model":"shapes"}],"models":["shapes"],"infer_ms":8.0,"latency_ms":20.0}"#), "{json}");
         assert!(Arc::ptr_eq(&json, m.json()), "serialized once");
         let back: Detections = serde_json::from_str(&json).unwrap();
-        assert_eq!((back.frame, back.boxes), (m.frame.clone(), m.boxes.clone()));
+        assert_eq!((back.frame, back.boxes, back.models), (m.frame.clone(), m.boxes.clone(), m.models.clone()));
         assert!(serde_json::from_str::<Detections>(&json.replace("\"detections\"", "\"state\"")).is_err(), "only detection messages");
     }
 

@@ -28,8 +28,7 @@ use tracing::{debug, info, warn};
 use wire::{Encoding, Frame, Heartbeat, Message, PictureHeader, Refusal, Ring};
 
 use super::service::{Detect, WorkerInfo};
-use crate::core::clock::now_ms;
-use crate::core::detections::{Detections, NormalizedBox};
+use crate::core::detections::NormalizedBox;
 use crate::core::frame::Picture;
 
 /// How long a connecting worker has to send `Hello`.
@@ -97,7 +96,9 @@ impl Link {
 }
 
 struct Conn<'a> {
-    detect: &'a Detect,
+    detect: &'a Arc<Detect>,
+    /// The pool of the model it runs.
+    pool: usize,
     id: u64,
     pid: u32,
     names: Vec<String>,
@@ -166,18 +167,21 @@ pub(super) async fn serve_link(
         return;
     }
     drop(handshake);
+    let (pool, configured) = detect.pool_for(&hello.model);
     let info = match &link {
-        Link::Local { .. } => WorkerInfo::local(&hello),
-        Link::Remote { peer, tls, encoding, .. } => WorkerInfo::remote(&hello, *peer, *tls, *encoding),
+        Link::Local { .. } => WorkerInfo::local(&hello, pool),
+        Link::Remote { peer, tls, encoding, .. } => WorkerInfo::remote(&hello, pool, *peer, *tls, *encoding),
     };
-    info!(worker = id, kind = info.kind, host = %info.host, pid = hello.pid, model = %hello.model, input_size = hello.input_size, classes = hello.names.len(), provider = %hello.provider, "detection worker connected");
-    let configured = detect.config().model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    if hello.model != configured {
+    let name = &detect.pools()[pool].config.name;
+    info!(worker = id, kind = info.kind, host = %info.host, pid = hello.pid, model = %hello.model, pool = %name, input_size = hello.input_size, classes = hello.names.len(), provider = %hello.provider, "detection worker connected");
+    if !configured {
         // Its boxes carry its own class names; the stream's messages then mix two models.
-        warn!(worker = id, host = %info.host, model = %hello.model, configured = %configured, "worker runs another model than detect.model");
+        let file = detect.pools()[0].config.file_name();
+        warn!(worker = id, host = %info.host, model = %hello.model, configured = %file, "worker runs a model no pool is configured with; it serves detect.model's pool");
     }
     detect.worker_connected(id, info);
-    let mut conn = Conn { detect: &detect, id, pid: hello.pid, names: hello.names, link, incoming, nonce: 0, skipped: Default::default() };
+    let mut conn =
+        Conn { detect: &detect, pool, id, pid: hello.pid, names: hello.names, link, incoming, nonce: 0, skipped: Default::default() };
     let ended = conn.run().await;
     reader.abort();
     detect.worker_gone(id);
@@ -235,7 +239,7 @@ impl Conn<'_> {
                     }
                     Some(Ok(other)) => return Ended::Garbage(format!("unexpected message kind {} while idle", other.kind())),
                 },
-                picture = self.detect.scheduler().next() => picture,
+                picture = self.detect.pools()[self.pool].scheduler.next() => picture,
                 () = tokio::time::sleep(HEARTBEAT) => {
                     if let Err(e) = self.heartbeat().await {
                         return e;
@@ -243,7 +247,13 @@ impl Conn<'_> {
                     continue;
                 }
             };
-            if let Err(e) = self.frame(picture).await {
+            let frame = picture.meta.clone();
+            let answered = self.frame(picture).await;
+            if !matches!(answered, Ok(true)) {
+                // Failed, skipped, or the worker is gone: the frame's message waits no more.
+                self.detect.settle_lost(self.pool, &frame);
+            }
+            if let Err(e) = answered {
                 return e;
             }
         }
@@ -285,8 +295,9 @@ impl Conn<'_> {
         tokio::time::timeout(timeout, wait).await.unwrap_or(Err(Ended::Timeout(timeout)))
     }
 
-    /// Hands one picture over and publishes the answer.
-    async fn frame(&mut self, picture: Picture) -> Result<(), Ended> {
+    /// Hands one picture over and publishes the answer; `Ok(false)`: the picture was not
+    /// answered (not sent, or the worker reported a failure).
+    async fn frame(&mut self, picture: Picture) -> Result<bool, Ended> {
         let started = Instant::now();
         let labels = [("stream", picture.meta.stream.to_string())];
         metrics::histogram!("sightline_detect_slot_wait_seconds", &labels).record(picture.offered.elapsed().as_secs_f64());
@@ -312,7 +323,7 @@ impl Conn<'_> {
                     Ok(bytes) => bytes,
                     Err(e) => {
                         self.skip(&picture, &e.to_string());
-                        return Ok(());
+                        return Ok(false);
                     }
                 };
                 let message = wire::encode(&Message::Picture(header, bytes));
@@ -323,7 +334,7 @@ impl Conn<'_> {
                         wire::MAX_PICTURE
                     );
                     self.skip(&picture, &why);
-                    return Ok(());
+                    return Ok(false);
                 }
                 self.send(&message).await?;
                 (picture, message.len())
@@ -342,14 +353,15 @@ impl Conn<'_> {
             Message::Detections(d) => {
                 self.detect.worker_answered(self.id, sent as u64, d.infer_ms, d.decode_ms);
                 self.publish(picture, d);
+                Ok(true)
             }
             Message::Failure(f) => {
                 metrics::counter!("sightline_detect_failures_total", &labels).increment(1);
                 warn!(stream = %picture.meta.stream, seq, worker = self.id, error = %f.message, "worker could not process a frame");
+                Ok(false)
             }
             _ => unreachable!("answer() returns only what the filter accepts"),
         }
-        Ok(())
     }
 
     /// A picture that cannot go to this worker: counted and logged (each reason once per
@@ -386,6 +398,7 @@ impl Conn<'_> {
 
     fn publish(&self, picture: Picture, d: wire::Detections) {
         let (w, h) = (picture.meta.width as f32, picture.meta.height as f32);
+        let model = &self.detect.pools()[self.pool].config.name;
         let boxes: Vec<NormalizedBox> = d
             .boxes
             .iter()
@@ -402,16 +415,13 @@ impl Conn<'_> {
                     label: self.names.get(b.class_id as usize).cloned().unwrap_or_else(|| b.class_id.to_string()),
                     score: b.score.clamp(0.0, 1.0),
                     track_id: None,
+                    model: model.clone(),
                 }
             })
             .collect();
-        let latency_ms = now_ms().saturating_sub(picture.meta.capture_ms) as f32;
-        let labels = [("stream", picture.meta.stream.to_string())];
-        metrics::counter!("sightline_detect_frames_total", &labels).increment(1);
-        metrics::counter!("sightline_detect_boxes_total", &labels).increment(boxes.len() as u64);
+        let labels = [("stream", picture.meta.stream.to_string()), ("model", model.clone())];
         metrics::histogram!("sightline_detect_inference_seconds", &labels).record(f64::from(d.infer_ms) / 1000.0);
-        metrics::histogram!("sightline_detect_frame_to_box_seconds", &labels).record(f64::from(latency_ms) / 1000.0);
-        self.detect.publish(Detections::new(picture.meta.clone(), boxes, d.infer_ms, latency_ms), Some(picture));
+        self.detect.answered(self.pool, picture, boxes, d.infer_ms);
     }
 }
 
@@ -500,7 +510,9 @@ mod tests {
 
     use super::*;
     use crate::config::DetectConfig;
+    use crate::core::clock::now_ms;
     use crate::core::detections::DetectionFanout;
+    use crate::core::frame::PictureSink;
 
     fn service(timeout: Duration) -> (Arc<Detect>, Arc<DetectionFanout>) {
         let fanout = Arc::new(DetectionFanout::default());
@@ -592,7 +604,7 @@ mod tests {
             }));
             worker
         });
-        detect.scheduler().offer(picture(7));
+        PictureSink::offer(&*detect, picture(7));
         let d = tokio::time::timeout(Duration::from_secs(5), out.recv()).await.unwrap().unwrap();
         assert_eq!((d.frame.seq, d.frame.rtp_timestamp.get(), d.infer_ms), (7, 3600, 3.0));
         let b = &d.boxes[0];
@@ -634,7 +646,7 @@ mod tests {
             assert!(matches!(worker.recv(), Message::Frame(_)));
             worker // and no answer
         });
-        detect.scheduler().offer(picture(1));
+        PictureSink::offer(&*detect, picture(1));
         let _worker = worker.await.unwrap();
         tokio::time::timeout(Duration::from_secs(3), conn).await.expect("dropped after detect.timeout").unwrap();
         assert_eq!(detect.view("cam").workers, 0);

@@ -57,7 +57,7 @@ pub(super) async fn follow(rt: Arc<StreamRuntime>, pixels: Arc<Pixels>, detect: 
 
 /// Takes or renews the lease every [`LEASE_RENEW`], forever; pictures go to the scheduler
 /// while this replica holds it.
-async fn lead(rt: &StreamRuntime, pixels: &Arc<Pixels>, detect: &Detect, cluster: &dyn ClusterStore, here: &AtomicBool) {
+async fn lead(rt: &StreamRuntime, pixels: &Arc<Pixels>, detect: &Arc<Detect>, cluster: &dyn ClusterStore, here: &AtomicBool) {
     loop {
         let held = match cluster.acquire_detect_lease(&rt.id, LEASE_TTL).await {
             Ok(held) => held,
@@ -69,8 +69,8 @@ async fn lead(rt: &StreamRuntime, pixels: &Arc<Pixels>, detect: &Detect, cluster
         if held != here.swap(held, Ordering::Relaxed) {
             info!(stream = %rt.id, here = held, "detection lease {}", if held { "taken" } else { "held by another replica" });
             detect.lease_changed(&rt.id, held);
-            let sink: Arc<dyn PictureSink> = detect.scheduler().clone();
-            pixels.set_picture_sink(held.then(|| (detect.config().fps, sink)));
+            let sink: Arc<dyn PictureSink> = detect.clone();
+            pixels.set_picture_sink(held.then(|| (detect.max_fps(), sink)));
         }
         tokio::time::sleep(LEASE_RENEW).await;
     }

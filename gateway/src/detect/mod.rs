@@ -8,7 +8,9 @@
 //! - [`service`]: [`Detect`], the service's state: workers' status, the detected streams,
 //!   where messages go, and the status the API shows per stream.
 //! - [`scheduler`]: per-stream slots holding only the newest picture; idle workers take from
-//!   the stream served longest ago.
+//!   the stream served longest ago. One per model (`detect.model`, `[[detect.models]]`):
+//!   each model has its own pool of workers and rate.
+//! - [`merge`]: a frame several models took gets one message with all their boxes.
 //! - [`connection`]: one task per connected worker: handshake, its shared-memory frame ring
 //!   (or inline pictures for a remote worker), one frame in flight, heartbeats, answers to
 //!   detection messages.
@@ -25,6 +27,7 @@
 
 mod connection;
 mod lease;
+mod merge;
 mod relay;
 mod remote;
 mod scheduler;
@@ -55,8 +58,9 @@ pub(crate) struct Detection {
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
-/// Binds the worker socket, starts accepting workers and spawns `config.worker_count()`
-/// supervised worker processes; for each stream with `detect = true`, follows its pull and
+/// Binds the worker socket, starts accepting workers and spawns each model's supervised
+/// worker processes (`detect.workers` of `detect.model`, then each `[[detect.models]]`'s
+/// `workers`); for each stream with `detect = true`, follows its pull and
 /// the cluster's detection lease. With a store shared by replicas, the messages this replica
 /// produces are also published to the others (`sightline:detections:{id}`), and theirs reach
 /// this replica's viewers.
@@ -79,7 +83,10 @@ pub(crate) fn start(
         std::fs::remove_file(&socket).map_err(|e| anyhow::anyhow!("cannot replace worker socket {}: {e}", socket.display()))?;
     }
     let listener = UnixListener::bind(&socket).map_err(|e| anyhow::anyhow!("cannot listen on worker socket {}: {e}", socket.display()))?;
-    info!(socket = %socket.display(), workers = config.worker_count(), model = %config.model.display(), "detection workers' socket listening");
+    let pools = config.pools();
+    for p in &pools {
+        info!(socket = %socket.display(), name = %p.name, model = %p.model.display(), fps = p.fps, workers = p.workers, "detection model");
+    }
     let detected: Vec<_> = streams.all().filter(|rt| rt.config.detect).cloned().collect();
     let relayed = cluster.subscribe_detections();
     let relay = relayed.is_some().then(|| relay::spawn_out(cluster.clone()));
@@ -111,7 +118,9 @@ pub(crate) fn start(
     if let Some(relayed) = relayed {
         tokio::spawn(relay::relay_in(service.clone(), streams.clone(), relayed));
     }
-    tasks.extend((0..config.worker_count()).map(|index| tokio::spawn(supervisor::supervise(service.clone(), index))));
+    for (pool, p) in pools.iter().enumerate() {
+        tasks.extend((0..p.workers).map(|index| tokio::spawn(supervisor::supervise(service.clone(), pool, index))));
+    }
     for rt in detected {
         let Some(pixels) = pipelines.get(&rt.id) else { continue };
         tasks.push(tokio::spawn(lease::follow(rt.clone(), pixels.clone(), service.clone(), cluster.clone())));

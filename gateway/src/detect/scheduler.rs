@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use crate::core::StreamId;
-use crate::core::frame::{Picture, PictureSink};
+use crate::core::frame::Picture;
 
 #[derive(Debug, Default)]
 struct Slot {
@@ -26,16 +26,18 @@ pub(crate) struct Scheduler {
 }
 
 impl Scheduler {
-    /// Puts `picture` in its stream's slot, replacing (and counting as skipped) a picture no
-    /// worker took yet.
-    pub(crate) fn offer(&self, picture: Picture) {
+    /// Puts `picture` in its stream's slot; returns (and counts as skipped) the picture it
+    /// replaced, which no worker took.
+    pub(crate) fn offer(&self, picture: Picture) -> Option<Picture> {
         let mut guard = self.slots.lock();
         let slot = guard.0.entry(picture.meta.stream.clone()).or_default();
-        if let Some(old) = slot.pending.replace(picture) {
+        let old = slot.pending.replace(picture);
+        if let Some(old) = &old {
             metrics::counter!("sightline_detect_frames_skipped_total", "stream" => old.meta.stream.to_string()).increment(1);
         }
         drop(guard);
         self.ready.notify_one();
+        old
     }
 
     /// Takes the newest picture of the stream served longest ago, if any is waiting (and
@@ -66,21 +68,9 @@ impl Scheduler {
         }
     }
 
-    /// Drops a stream's waiting picture (its decoding stopped).
-    pub(crate) fn clear(&self, stream: &str) {
-        if let Some(slot) = self.slots.lock().0.get_mut(stream) {
-            slot.pending = None;
-        }
-    }
-}
-
-impl PictureSink for Scheduler {
-    fn offer(&self, picture: Picture) {
-        Scheduler::offer(self, picture);
-    }
-
-    fn clear(&self, stream: &str) {
-        Scheduler::clear(self, stream);
+    /// Takes a stream's waiting picture away (its decoding stopped).
+    pub(crate) fn clear(&self, stream: &str) -> Option<Picture> {
+        self.slots.lock().0.get_mut(stream).and_then(|slot| slot.pending.take())
     }
 }
 

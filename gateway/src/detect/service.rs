@@ -9,18 +9,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use media::FrameMeta;
 use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc};
 use tracing::{error, warn};
 
+use super::merge::{Merged, Merging};
 use super::scheduler::Scheduler;
-use crate::config::DetectConfig;
+use crate::config::{DetectConfig, PoolConfig};
 use crate::core::StreamId;
 use crate::core::detections::{DetectionFanout, Detections, NormalizedBox};
 use crate::core::events::{AnalyticsEvent, EventBox, EventFanout, EventKind, NewEvent};
-use crate::core::frame::Picture;
+use crate::core::frame::{Picture, PictureSink};
 use crate::core::shutdown::{Shutdown, ShutdownTrigger};
+use crate::pipeline::decimate::Decimator;
 
 /// Detection status of a stream, as the API shows it.
 #[derive(Clone, Debug, Serialize, PartialEq, utoipa::ToSchema)]
@@ -38,18 +41,42 @@ pub(crate) struct DetectionView {
     /// Execution provider.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) provider: Option<String>,
-    /// Frames per second cap.
+    /// Frames per second cap (of `detect.model`).
     pub(crate) fps: u32,
     /// Whether this replica runs detection for the stream (holds its lease); otherwise the
     /// boxes come from the replica that does.
     pub(crate) runs_here: bool,
+    /// Every model run on the stream (`detect.model`, then `[[detect.models]]`).
+    pub(crate) models: Vec<ModelView>,
+}
+
+/// One model of a detected stream, as the API shows it.
+#[derive(Clone, Debug, Serialize, PartialEq, utoipa::ToSchema)]
+pub(crate) struct ModelView {
+    /// Its name (the boxes' `model`).
+    pub(crate) name: String,
+    /// Model file name.
+    pub(crate) model: String,
+    /// Frames per second cap.
+    pub(crate) fps: u32,
+    /// Connected workers of its pool.
+    pub(crate) workers: usize,
 }
 
 impl DetectionView {
     /// The view for a stream without detection.
     pub(crate) fn off() -> DetectionView {
-        DetectionView { state: "off", reason: None, workers: 0, model: None, provider: None, fps: 0, runs_here: false }
+        DetectionView { state: "off", reason: None, workers: 0, model: None, provider: None, fps: 0, runs_here: false, models: Vec::new() }
     }
+}
+
+/// One model's workers: what they run, and the newest-picture slots they take from.
+#[derive(Debug)]
+pub(super) struct Pool {
+    pub(super) config: PoolConfig,
+    pub(super) scheduler: Scheduler,
+    /// Per stream: which of the decoded pictures this model takes (at its `fps`).
+    decimators: Mutex<HashMap<StreamId, Decimator>>,
 }
 
 /// A connected worker, for status (`GET /api/workers`).
@@ -61,6 +88,8 @@ pub(crate) struct WorkerInfo {
     pub(crate) host: String,
     /// A remote worker's address.
     peer: Option<SocketAddr>,
+    /// Its model's pool.
+    pool: usize,
     /// `unix`, `tcp` or `tls`.
     transport: &'static str,
     /// How pictures reach it: `shared_memory`, `jpeg` or `i420`.
@@ -84,22 +113,23 @@ const FPS_WINDOW: Duration = Duration::from_secs(10);
 
 impl WorkerInfo {
     /// A worker on the Unix socket.
-    pub(crate) fn local(hello: &wire::Hello) -> WorkerInfo {
-        WorkerInfo::new(hello, "local", "localhost".into(), None, "unix", "shared_memory")
+    pub(crate) fn local(hello: &wire::Hello, pool: usize) -> WorkerInfo {
+        WorkerInfo::new(hello, pool, "local", "localhost".into(), None, "unix", "shared_memory")
     }
 
     /// A worker connected from `peer`.
-    pub(crate) fn remote(hello: &wire::Hello, peer: SocketAddr, tls: bool, encoding: wire::Encoding) -> WorkerInfo {
+    pub(crate) fn remote(hello: &wire::Hello, pool: usize, peer: SocketAddr, tls: bool, encoding: wire::Encoding) -> WorkerInfo {
         let host = if hello.host.is_empty() { peer.ip().to_string() } else { hello.host.clone() };
         let pictures = match encoding {
             wire::Encoding::Jpeg => "jpeg",
             wire::Encoding::I420 => "i420",
         };
-        WorkerInfo::new(hello, "remote", host, Some(peer), if tls { "tls" } else { "tcp" }, pictures)
+        WorkerInfo::new(hello, pool, "remote", host, Some(peer), if tls { "tls" } else { "tcp" }, pictures)
     }
 
     fn new(
         hello: &wire::Hello,
+        pool: usize,
         kind: &'static str,
         host: String,
         peer: Option<SocketAddr>,
@@ -110,6 +140,7 @@ impl WorkerInfo {
             kind,
             host,
             peer,
+            pool,
             transport,
             pictures,
             pid: hello.pid,
@@ -125,7 +156,7 @@ impl WorkerInfo {
         }
     }
 
-    fn view(&self, id: u64, now: Instant) -> WorkerView {
+    fn view(&self, id: u64, now: Instant, pools: &[Pool]) -> WorkerView {
         let recent = self.recent.iter().filter(|t| now.duration_since(**t) <= FPS_WINDOW).count();
         let connected_for = Duration::from_millis(crate::core::clock::now_ms().saturating_sub(self.connected_ms));
         let window = connected_for.clamp(Duration::from_secs(1), FPS_WINDOW).as_secs_f64();
@@ -138,6 +169,7 @@ impl WorkerInfo {
             transport: self.transport,
             pictures: self.pictures,
             pid: self.pid,
+            pool: pools.get(self.pool).map(|p| p.config.name.clone()).unwrap_or_default(),
             model: self.model.clone(),
             provider: self.provider.clone(),
             capacity: self.capacity,
@@ -169,6 +201,8 @@ pub(crate) struct WorkerView {
     pub(crate) pictures: &'static str,
     /// Its process id (on its host).
     pub(crate) pid: u32,
+    /// The name of the model whose pool it serves (the boxes' `model`).
+    pub(crate) pool: String,
     /// Model file name.
     pub(crate) model: String,
     /// Execution provider (`cpu`, `cuda`, …).
@@ -208,7 +242,10 @@ pub(super) struct Status {
 pub(crate) struct Detect {
     config: DetectConfig,
     socket: PathBuf,
-    scheduler: Arc<Scheduler>,
+    /// One pool per model: `detect.model` first.
+    pools: Vec<Pool>,
+    /// Frames several pools took, until their message goes out.
+    merging: Merging,
     pub(super) fanout: Arc<DetectionFanout>,
     pub(super) status: Mutex<Status>,
     /// Streams with detection on, and whether this replica runs it for them now.
@@ -240,15 +277,20 @@ impl Detect {
         relay: Option<mpsc::Sender<Arc<Detections>>>,
     ) -> Detect {
         let here: HashMap<StreamId, Arc<AtomicBool>> = detected.map(|id| (id, Arc::new(AtomicBool::new(false)))).collect();
-        let trackers = here
-            .keys()
-            .filter(|_| config.track)
-            .map(|id| (id.clone(), Mutex::new(Tracking::new(config.tracker(), config.confidence))))
+        let pools: Vec<Pool> = config
+            .pools()
+            .into_iter()
+            .map(|config| Pool { config, scheduler: Scheduler::default(), decimators: Mutex::default() })
             .collect();
+        let models =
+            || pools.iter().map(|p| (p.config.name.clone(), config.tracker_at(p.config.confidence), p.config.confidence)).collect();
+        let trackers = here.keys().filter(|_| config.track).map(|id| (id.clone(), Mutex::new(Tracking::new(models())))).collect();
+        let merging = Merging::new(pools.iter().map(|p| p.config.name.clone()).collect());
         Detect {
             config: config.clone(),
             socket,
-            scheduler: Arc::new(Scheduler::default()),
+            pools,
+            merging,
             fanout,
             status: Mutex::default(),
             here,
@@ -281,9 +323,38 @@ impl Detect {
         &self.config
     }
 
-    /// The newest-frame slots.
-    pub(crate) fn scheduler(&self) -> &Arc<Scheduler> {
-        &self.scheduler
+    /// The models' pools, `detect.model`'s first.
+    pub(super) fn pools(&self) -> &[Pool] {
+        &self.pools
+    }
+
+    /// The pool of workers announcing model file `model`, and whether one is configured
+    /// with it (else `detect.model`'s pool takes the worker).
+    pub(super) fn pool_for(&self, model: &str) -> (usize, bool) {
+        match self.pools.iter().position(|p| p.config.file_name() == model) {
+            Some(i) => (i, true),
+            None => (0, false),
+        }
+    }
+
+    /// The highest rate of any model: the rate pictures are decoded for detection at.
+    pub(super) fn max_fps(&self) -> u32 {
+        self.pools.iter().map(|p| p.config.fps).max().unwrap_or(self.config.fps)
+    }
+
+    /// Puts `picture` in pool `pool`'s slot; a picture it replaced will not be answered.
+    fn offer_to(&self, pool: usize, picture: Picture) {
+        if let Some(old) = self.pools[pool].scheduler.offer(picture) {
+            self.settle_lost(pool, &old.meta);
+        }
+    }
+
+    /// Pool `pool` will not answer for `frame` (a newer picture replaced it, its worker
+    /// failed or died): the frame's message goes out if it waited only for that pool.
+    pub(super) fn settle_lost(&self, pool: usize, frame: &FrameMeta) {
+        if let Some(message) = self.merging.abandon(pool, &frame.stream, frame.seq) {
+            self.send(message);
+        }
     }
 
     /// Whether this replica runs detection for `stream` now (`None`: not a detected stream).
@@ -296,18 +367,46 @@ impl Detect {
         self.here.contains_key(stream).then(|| self.fanout.subscribe(stream))
     }
 
-    /// Gives each box of a message this replica produced its track id (see `track`), then
-    /// sends it to the stream's subscribers, and to the other replicas when the store is
-    /// shared. The events its objects made go out with `picture` (the frame the worker saw,
-    /// for their snapshots).
-    pub(crate) fn publish(&self, mut message: Detections, picture: Option<Picture>) {
-        if let Some(tracking) = self.trackers.get(&message.frame.stream) {
-            let events = tracking.lock().follow(&mut message);
-            let picture = picture.filter(|_| !events.is_empty()).map(Arc::new);
-            for event in events {
-                self.events.publish(event, picture.clone());
+    /// Pool `pool`'s worker found `boxes` on `picture` in `infer_ms`: gives each box its
+    /// track id (see `track`; the events its objects made go out with the picture, for their
+    /// snapshots), then sends the frame's message (see [`Merging`]) to the stream's
+    /// subscribers, and to the other replicas when the store is shared.
+    pub(super) fn answered(self: &Arc<Self>, pool: usize, picture: Picture, mut boxes: Vec<NormalizedBox>, infer_ms: f32) {
+        let frame = picture.meta.clone();
+        if let Some(tracking) = self.trackers.get(&frame.stream) {
+            let events = tracking.lock().follow(pool, &frame, &mut boxes);
+            if !events.is_empty() {
+                let picture = Arc::new(picture);
+                for event in events {
+                    self.events.publish(event, Some(picture.clone()));
+                }
             }
         }
+        match self.merging.answer(pool, &frame, boxes, infer_ms) {
+            Merged::Send(message) => self.send(message),
+            Merged::Wait { first: true } => {
+                let (detect, stream, seq) = (self.clone(), frame.stream.clone(), frame.seq);
+                let wait = self.config.merge_wait;
+                tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    if let Some(message) = detect.merging.expire(&stream, seq) {
+                        detect.send(message);
+                    }
+                });
+            }
+            Merged::Wait { first: false } => {}
+        }
+    }
+
+    /// Sends a frame's message to the stream's subscribers and the other replicas.
+    fn send(&self, mut message: Detections) {
+        if let Some(tracking) = self.trackers.get(&message.frame.stream) {
+            message.track_epoch = Some(tracking.lock().epoch);
+        }
+        let labels = [("stream", message.frame.stream.to_string())];
+        metrics::counter!("sightline_detect_frames_total", &labels).increment(1);
+        metrics::counter!("sightline_detect_boxes_total", &labels).increment(message.boxes.len() as u64);
+        metrics::histogram!("sightline_detect_frame_to_box_seconds", &labels).record(f64::from(message.latency_ms) / 1000.0);
         let message = Arc::new(message);
         if let Some(relay) = &self.relay
             && relay.try_send(message.clone()).is_err()
@@ -356,7 +455,7 @@ impl Detect {
     pub(crate) fn view(&self, stream: &str) -> DetectionView {
         let Some(here) = self.runs_here(stream) else { return DetectionView::off() };
         let status = self.status.lock();
-        let any = status.connected.values().next();
+        let any = status.connected.values().min_by_key(|w| w.pool);
         let state = match (any, &status.failure) {
             (Some(_), _) => "running",
             (None, Some(_)) => "unavailable",
@@ -370,6 +469,17 @@ impl Detect {
             provider: any.map(|w| w.provider.clone()),
             fps: self.config.fps,
             runs_here: here.load(Ordering::Relaxed),
+            models: self
+                .pools
+                .iter()
+                .enumerate()
+                .map(|(i, p)| ModelView {
+                    name: p.config.name.clone(),
+                    model: p.config.file_name(),
+                    fps: p.config.fps,
+                    workers: status.connected.values().filter(|w| w.pool == i).count(),
+                })
+                .collect(),
         }
     }
 
@@ -399,7 +509,7 @@ impl Detect {
     pub(crate) fn workers(&self) -> Vec<WorkerView> {
         let now = Instant::now();
         let status = self.status.lock();
-        let mut list: Vec<WorkerView> = status.connected.iter().map(|(id, w)| w.view(*id, now)).collect();
+        let mut list: Vec<WorkerView> = status.connected.iter().map(|(id, w)| w.view(*id, now, &self.pools)).collect();
         list.sort_by_key(|w| w.id);
         list
     }
@@ -468,6 +578,48 @@ impl Detect {
     }
 }
 
+/// The decoder's pictures, at the highest of the models' rates ([`Detect::max_fps`]): each
+/// pool takes those at its own rate (by RTP timestamp, so a rate that divides another takes a
+/// subset of its frames and their answers share messages).
+impl PictureSink for Detect {
+    fn offer(&self, picture: Picture) {
+        let takers: Vec<usize> = self
+            .pools
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| {
+                let mut decimators = p.decimators.lock();
+                let d = decimators.entry(picture.meta.stream.clone()).or_insert_with(|| Decimator::new(p.config.fps));
+                d.take(picture.meta.rtp_timestamp)
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let Some((&last, others)) = takers.split_last() else { return };
+        if !others.is_empty() {
+            self.merging.expect(&picture.meta, &takers);
+        }
+        for &pool in others {
+            let copy = Picture {
+                meta: picture.meta.clone(),
+                full_range: picture.full_range,
+                planes: picture.planes.clone(),
+                offered: picture.offered,
+            };
+            self.offer_to(pool, copy);
+        }
+        self.offer_to(last, picture);
+    }
+
+    fn clear(&self, stream: &str) {
+        for (i, pool) in self.pools.iter().enumerate() {
+            pool.decimators.lock().remove(stream);
+            if let Some(old) = pool.scheduler.clear(stream) {
+                self.settle_lost(i, &old.meta);
+            }
+        }
+    }
+}
+
 /// One stream's tracker and what its objects do in the stream's zones and lines.
 ///
 /// On the lease holder, [`Tracking::follow`] tracks the boxes its workers find. On the other
@@ -478,24 +630,43 @@ impl Detect {
 /// numbering (`epoch`), so a happening both replicas see is one event.
 #[derive(Debug, Default)]
 struct Tracking {
-    tracker: track::Tracker,
-    config: track::TrackerConfig,
+    /// One tracker per model (by pool), numbering their tracks together: a track id names
+    /// one object of one model.
+    trackers: Vec<track::Tracker>,
+    configs: Vec<track::TrackerConfig>,
+    /// Per model: boxes below this score (its `confidence`) reach viewers only when a track
+    /// took them.
+    min_scores: Vec<f32>,
+    /// The models' names, by pool (a relayed box's `model` names its tracker).
+    models: Vec<String>,
     analyzer: track::zones::Analyzer,
     /// Each followed object's last box (for `object_left`).
     last_box: HashMap<u64, EventBox>,
-    /// Boxes below this score (`detect.confidence`) reach viewers only when a track took them.
-    min_score: f32,
     /// The track numbering: when its first tracker started, ms (0: none yet).
     epoch: u64,
     /// How many times each (track, kind, zone or line) happened: the events' ordinals.
     ordinals: HashMap<(u64, EventKind, String), u32>,
-    /// Every confirmed track's last sighting (own or relayed), to continue them.
-    seen: HashMap<u64, track::TrackSeed>,
+    /// Every confirmed track's last sighting (own or relayed) and its model's pool, to
+    /// continue them.
+    seen: HashMap<u64, (usize, track::TrackSeed)>,
 }
 
 impl Tracking {
-    fn new(config: track::TrackerConfig, min_score: f32) -> Tracking {
-        Tracking { tracker: track::Tracker::new(config.clone()), config, min_score, ..Tracking::default() }
+    /// Tracking for models (by pool) with these names, tracker settings and minimum scores.
+    fn new(models: Vec<(String, track::TrackerConfig, f32)>) -> Tracking {
+        let mut t = Tracking::default();
+        for (name, config, min_score) in models {
+            t.trackers.push(track::Tracker::new(config.clone()));
+            t.configs.push(config);
+            t.min_scores.push(min_score);
+            t.models.push(name);
+        }
+        t
+    }
+
+    /// The pool of the model named `model` (an unknown name: the first model's).
+    fn pool_of(&self, model: &str) -> usize {
+        self.models.iter().position(|m| m == model).unwrap_or(0)
     }
 
     /// The lease came here: continue the tracks last seen (relayed from the previous holder),
@@ -504,34 +675,37 @@ impl Tracking {
         if self.epoch == 0 {
             self.epoch = now_ms;
         }
-        let seeds: Vec<track::TrackSeed> = self.seen.values().copied().collect();
-        let next = seeds.iter().map(|s| s.id + 1).max().unwrap_or(1);
-        self.tracker = track::Tracker::resume(self.config.clone(), &seeds, next);
-        seeds.len()
+        let next = self.seen.values().map(|(_, s)| s.id + 1).max().unwrap_or(1);
+        for (pool, tracker) in self.trackers.iter_mut().enumerate() {
+            let seeds: Vec<track::TrackSeed> = self.seen.values().filter(|(p, _)| *p == pool).map(|(_, s)| *s).collect();
+            *tracker = track::Tracker::resume(self.configs[pool].clone(), &seeds, next);
+        }
+        self.seen.len()
     }
 
-    /// Gives the message's boxes their track ids, drops weak boxes no track took, and returns
-    /// the events their objects made.
-    fn follow(&mut self, message: &mut Detections) -> Vec<AnalyticsEvent> {
+    /// Gives the boxes model `pool` found on `frame` their track ids, drops weak boxes no
+    /// track took, and returns the events their objects made.
+    fn follow(&mut self, pool: usize, frame: &FrameMeta, boxes: &mut Vec<NormalizedBox>) -> Vec<AnalyticsEvent> {
         if self.epoch == 0 {
             self.epoch = crate::core::clock::now_ms();
         }
-        message.track_epoch = Some(self.epoch);
-        let dets: Vec<track::Detection> = message
-            .boxes
+        let next = self.trackers.iter().map(track::Tracker::next_id).max().unwrap_or(1);
+        let (Some(tracker), Some(&min_score)) = (self.trackers.get_mut(pool), self.min_scores.get(pool)) else { return Vec::new() };
+        tracker.skip_ids_to(next);
+        let dets: Vec<track::Detection> = boxes
             .iter()
             .map(|b| track::Detection { bbox: track::Bbox { x: b.x, y: b.y, w: b.w, h: b.h }, score: b.score, class_id: b.class_id })
             .collect();
-        let ids = self.tracker.update(message.frame.capture_ms, &dets);
-        let min_score = self.min_score;
+        let ids = tracker.update(frame.capture_ms, &dets);
         let mut ids = ids.into_iter();
-        message.boxes.retain_mut(|b| {
+        boxes.retain_mut(|b| {
             b.track_id = ids.next().flatten();
             b.score >= min_score || b.track_id.is_some()
         });
-        let forgotten = self.tracker.take_forgotten();
-        let events = self.analyze(message, forgotten);
-        metrics::gauge!("sightline_tracks_active", "stream" => message.frame.stream.to_string()).set(self.tracker.active() as f64);
+        let forgotten = tracker.take_forgotten();
+        let events = self.analyze(frame, boxes, forgotten);
+        let active: usize = self.trackers.iter().map(track::Tracker::active).sum();
+        metrics::gauge!("sightline_tracks_active", "stream" => frame.stream.to_string()).set(active as f64);
         for e in events.iter().map(|e| &e.event) {
             if let (Some(line), Some(direction)) = (&e.line, e.direction) {
                 metrics::counter!("sightline_line_crossings_total", "stream" => e.stream.clone(), "line" => line.clone(), "direction" => direction, "label" => e.label.clone())
@@ -554,18 +728,21 @@ impl Tracking {
             self.epoch = epoch;
         }
         let at = message.frame.capture_ms;
-        let max_lost = self.config.max_lost_ms;
+        let max_lost = self.configs.first().map_or(0, |c| c.max_lost_ms);
         let present: HashSet<u64> = message.boxes.iter().filter_map(|b| b.track_id).collect();
-        let forgotten: Vec<u64> =
-            self.seen.values().filter(|s| !present.contains(&s.id) && at.saturating_sub(s.seen_ms) > max_lost).map(|s| s.id).collect();
-        self.analyze(message, forgotten)
+        let forgotten: Vec<u64> = self
+            .seen
+            .values()
+            .filter(|(_, s)| !present.contains(&s.id) && at.saturating_sub(s.seen_ms) > max_lost)
+            .map(|(_, s)| s.id)
+            .collect();
+        self.analyze(&message.frame, &message.boxes, forgotten)
     }
 
-    /// What the message's tracked boxes (and the `forgotten` tracks) did in the zones and
+    /// What the tracked `boxes` of `frame` (and the `forgotten` tracks) did in the zones and
     /// lines, as events numbered per track.
-    fn analyze(&mut self, message: &Detections, forgotten: Vec<u64>) -> Vec<AnalyticsEvent> {
-        let stream = message.frame.stream.to_string();
-        let frame = &message.frame;
+    fn analyze(&mut self, frame: &FrameMeta, boxes: &[NormalizedBox], forgotten: Vec<u64>) -> Vec<AnalyticsEvent> {
+        let stream = frame.stream.to_string();
         let mut events = Vec::new();
         let event = |kind, label: &str, track_id, bbox: Option<EventBox>| NewEvent {
             kind,
@@ -581,7 +758,7 @@ impl Tracking {
             rtp_timestamp: frame.rtp_timestamp.get(),
             bbox,
         };
-        for b in &message.boxes {
+        for b in boxes {
             let Some(id) = b.track_id else { continue };
             let bbox = EventBox { x: b.x, y: b.y, w: b.w, h: b.h };
             self.last_box.insert(id, bbox);
@@ -591,7 +768,7 @@ impl Tracking {
                 bbox: track::Bbox { x: b.x, y: b.y, w: b.w, h: b.h },
                 seen_ms: frame.capture_ms,
             };
-            self.seen.insert(id, seed);
+            self.seen.insert(id, (self.pool_of(&b.model), seed));
             for happening in self.analyzer.observe(id, &b.label, anchor(b), frame.capture_ms) {
                 let e = describe(happening, event(EventKind::ObjectAppeared, &b.label, id, Some(bbox)));
                 events.push(self.numbered(e));
@@ -671,9 +848,31 @@ mod tests {
         };
         let boxes = boxes
             .iter()
-            .map(|&(x, score)| NormalizedBox { x, y: 0.2, w: 0.1, h: 0.2, class_id: 0, label: "person".into(), score, track_id: None })
+            .map(|&(x, score)| NormalizedBox {
+                x,
+                y: 0.2,
+                w: 0.1,
+                h: 0.2,
+                class_id: 0,
+                label: "person".into(),
+                score,
+                track_id: None,
+                model: "people".into(),
+            })
             .collect();
-        Detections::new(frame, boxes, 5.0, 20.0)
+        Detections::new(frame, boxes, vec!["people".into()], 5.0, 20.0)
+    }
+
+    /// Tracking for one model, "people", with these settings.
+    fn one_model(config: track::TrackerConfig, min_score: f32) -> Tracking {
+        Tracking::new(vec![("people".into(), config, min_score)])
+    }
+
+    /// What the holder does with a message of model `pool`: its boxes tracked, the epoch set.
+    fn follow(t: &mut Tracking, pool: usize, m: &mut Detections) -> Vec<AnalyticsEvent> {
+        let events = t.follow(pool, &m.frame, &mut m.boxes);
+        m.track_epoch = Some(t.epoch);
+        events
     }
 
     #[test]
@@ -684,7 +883,7 @@ mod tests {
             labels: vec![],
         };
         let tracking = || {
-            let mut t = Tracking::new(track::TrackerConfig::default(), 0.5);
+            let mut t = one_model(track::TrackerConfig::default(), 0.5);
             t.analyzer.set_geometry(vec![], vec![line.clone()]);
             t
         };
@@ -700,7 +899,7 @@ mod tests {
         let mut made = Vec::new();
         for t in (0..=1500).step_by(100) {
             let mut m = at(t);
-            let mine: Vec<String> = holder.follow(&mut m).into_iter().map(|e| e.id).collect();
+            let mine: Vec<String> = follow(&mut holder, 0, &mut m).into_iter().map(|e| e.id).collect();
             // Relayed as JSON, as Redis carries it.
             let relayed: Detections = serde_json::from_str(m.json()).unwrap();
             let theirs: Vec<String> = other.follow_relayed(&relayed).into_iter().map(|e| e.id).collect();
@@ -714,9 +913,9 @@ mod tests {
         let tracks = other.take_over(1_001_600);
         assert_eq!(tracks, 1);
         let mut m = at(4000);
-        let continued = other.follow(&mut m);
+        let continued = follow(&mut other, 0, &mut m);
         let mut m2 = at(4000);
-        let would_have = holder.follow(&mut m2);
+        let would_have = follow(&mut holder, 0, &mut m2);
         let crossing = |events: &[AnalyticsEvent]| {
             events.iter().find(|e| e.event.kind == EventKind::LineCrossed).map(|e| (e.id.clone(), e.event.track_id))
         };
@@ -727,7 +926,7 @@ mod tests {
         let mut fresh = tracking();
         fresh.take_over(2_000_000);
         let mut m = at(5000);
-        fresh.follow(&mut m);
+        follow(&mut fresh, 0, &mut m);
         other.follow_relayed(&m);
         assert_eq!(other.epoch, 2_000_000);
         assert_eq!(other.seen.keys().copied().collect::<Vec<_>>(), vec![1], "only the new holder's track");
@@ -735,16 +934,68 @@ mod tests {
 
     #[test]
     fn weak_boxes_reach_viewers_only_when_they_continue_a_track() {
-        let mut t = Tracking { min_score: 0.5, ..Tracking::default() };
+        let mut t = one_model(track::TrackerConfig::default(), 0.5);
         let mut m = message(0, &[(0.1, 0.9)]);
-        let events = t.follow(&mut m);
+        let events = follow(&mut t, 0, &mut m);
         let id = m.boxes[0].track_id.expect("the first frame's strong box is tracked at once");
         assert_eq!(events.iter().map(|e| e.event.kind).collect::<Vec<_>>(), vec![EventKind::ObjectAppeared]);
         // Partly hidden: a weak box where the person walks on keeps the track; a weak box
         // elsewhere (noise) is dropped.
         let mut m = message(100, &[(0.11, 0.3), (0.7, 0.3)]);
-        t.follow(&mut m);
+        follow(&mut t, 0, &mut m);
         assert_eq!(m.boxes.len(), 1, "{:?}", m.boxes);
         assert_eq!((m.boxes[0].x, m.boxes[0].track_id), (0.11, Some(id)));
+    }
+
+    #[test]
+    fn two_models_number_their_tracks_together_and_a_takeover_keeps_each_with_its_model() {
+        let models = || {
+            Tracking::new(vec![
+                ("people".into(), track::TrackerConfig::default(), 0.5),
+                ("cars".into(), track::TrackerConfig::default(), 0.5),
+            ])
+        };
+        let (mut holder, mut other) = (models(), models());
+        holder.take_over(1_000_000);
+        let car = |t: u64| {
+            let mut m = message(t, &[(0.6, 0.9)]);
+            m.boxes[0].model = "cars".into();
+            m.models = vec!["cars".into()];
+            m
+        };
+        let mut ids = std::collections::BTreeMap::new();
+        for t in (0..=1000).step_by(100) {
+            // People at 10 fps, cars at 2 fps.
+            let mut m = message(t, &[(0.1 + t as f32 * 0.0001, 0.9)]);
+            follow(&mut holder, 0, &mut m);
+            ids.entry("people").or_insert_with(Vec::new).push(m.boxes[0].track_id);
+            other.follow_relayed(&serde_json::from_str(m.json()).unwrap());
+            if t % 500 == 0 {
+                let mut c = car(t);
+                follow(&mut holder, 1, &mut c);
+                ids.entry("cars").or_insert_with(Vec::new).push(c.boxes[0].track_id);
+                other.follow_relayed(&serde_json::from_str(c.json()).unwrap());
+            }
+        }
+        let (person, vehicle) = (ids["people"][1].expect("person tracked"), ids["cars"][1].expect("car tracked"));
+        assert_ne!(person, vehicle, "one numbering: {ids:?}");
+        assert!(ids["people"].iter().skip(1).all(|id| *id == Some(person)), "{ids:?}");
+        assert!(ids["cars"].iter().all(|id| *id == Some(vehicle)), "the 2 fps model keeps its track between its frames: {ids:?}");
+        // The other replica takes over: each track continues in its own model's tracker.
+        assert_eq!(other.take_over(1_001_200), 2);
+        let mut c = car(1500);
+        follow(&mut other, 1, &mut c);
+        assert_eq!(c.boxes[0].track_id, Some(vehicle));
+        let mut m = message(1500, &[(0.25, 0.9)]);
+        follow(&mut other, 0, &mut m);
+        assert_eq!(m.boxes[0].track_id, Some(person));
+        let mut fresh = None;
+        for t in [1600, 1700, 1800] {
+            let mut new = message(t, &[(0.25, 0.9), (0.9, 0.95)]);
+            follow(&mut other, 0, &mut new);
+            fresh = new.boxes.iter().find(|b| b.x == 0.9).and_then(|b| b.track_id);
+        }
+        let fresh = fresh.expect("a new object is tracked");
+        assert!(fresh > person.max(vehicle), "a new object gets a new id: {fresh}");
     }
 }

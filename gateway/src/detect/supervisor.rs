@@ -29,18 +29,20 @@ pub(crate) fn worker_binary(detect: &Detect) -> PathBuf {
     detect.config().worker_binary()
 }
 
-fn command(detect: &Detect) -> Command {
+/// The worker command of pool `pool` (its model, labels and thresholds).
+fn command(detect: &Detect, pool: usize) -> Command {
     let c = detect.config();
+    let p = &detect.pools()[pool].config;
     let mut cmd = Command::new(worker_binary(detect));
     cmd.arg("serve")
         .arg("--socket")
         .arg(detect.socket_path())
         .arg("--model")
-        .arg(&c.model)
+        .arg(&p.model)
         .arg("--confidence")
-        .arg(c.worker_confidence().to_string())
+        .arg(c.worker_confidence_at(p.confidence).to_string())
         .arg("--iou")
-        .arg(c.iou.to_string())
+        .arg(p.iou.to_string())
         .arg("--threads")
         .arg(c.threads.to_string())
         .arg("--provider")
@@ -48,7 +50,7 @@ fn command(detect: &Detect) -> Command {
     if let Some(lib) = &c.onnxruntime {
         cmd.arg("--onnxruntime").arg(lib);
     }
-    if let Some(labels) = &c.labels {
+    if let Some(labels) = &p.labels {
         cmd.arg("--labels").arg(labels);
     }
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
@@ -81,8 +83,10 @@ impl Backoff {
     }
 }
 
-/// Keeps worker place `index` filled until detection stops ([`Detect::stop`]).
-pub(crate) async fn supervise(detect: Arc<Detect>, index: usize) {
+/// Keeps worker place `index` of model pool `pool` filled until detection stops
+/// ([`Detect::stop`]).
+pub(crate) async fn supervise(detect: Arc<Detect>, pool: usize, index: usize) {
+    let model = detect.pools()[pool].config.name.clone();
     let mut backoff = Backoff::new();
     let mut first = true;
     let mut stopping = detect.stopping();
@@ -95,7 +99,7 @@ pub(crate) async fn supervise(detect: Arc<Detect>, index: usize) {
         }
         first = false;
         let started = Instant::now();
-        let mut child = match command(&detect).spawn() {
+        let mut child = match command(&detect, pool).spawn() {
             Ok(child) => child,
             Err(e) => {
                 detect.startup_failed(format!("cannot run {}: {e}", worker_binary(&detect).display()));
@@ -110,12 +114,14 @@ pub(crate) async fn supervise(detect: Arc<Detect>, index: usize) {
         detect.status.lock().children.insert(pid);
         // Forward the worker's stderr to the log and keep its last line (the reason it exited).
         let stderr = child.stderr.take();
+        let model_name = model.clone();
         let lines = tokio::spawn(async move {
+            let model = model_name;
             let mut last = None;
             if let Some(stderr) = stderr {
                 let mut lines = BufReader::new(stderr).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
-                    warn!(worker = index, pid, "infer-worker: {line}");
+                    warn!(worker = index, %model, pid, "infer-worker: {line}");
                     last = Some(line);
                 }
             }
@@ -137,11 +143,11 @@ pub(crate) async fn supervise(detect: Arc<Detect>, index: usize) {
         let ran = started.elapsed();
         let exit = status.map_or_else(|e| e.to_string(), |s| s.to_string());
         if stopping.is_set() {
-            info!(worker = index, pid, "detection worker stopped");
+            info!(worker = index, %model, pid, "detection worker stopped");
             return;
         }
         if greeted {
-            info!(worker = index, pid, %exit, ran_s = ran.as_secs_f32(), "detection worker exited; restarting");
+            info!(worker = index, %model, pid, %exit, ran_s = ran.as_secs_f32(), "detection worker exited; restarting");
         } else {
             let reason = last_line.unwrap_or_else(|| format!("infer-worker exited ({exit}) before connecting"));
             detect.startup_failed(reason.trim_start_matches("infer-worker: ").to_owned());
