@@ -332,7 +332,9 @@ export class DetectionOverlay {
 
   /** The lanes of the models `msg` answers for: those it lists, else every known one. */
   #lanesOf(msg) {
-    const listed = Array.isArray(msg.models);
+    // An empty list: a message from a gateway that did not name its models (relayed from an
+    // older replica) carries them all.
+    const listed = Array.isArray(msg.models) && msg.models.length > 0;
     const names = new Set(listed ? msg.models.filter((n) => typeof n === 'string' && n !== '') : this.#lanes.keys());
     for (const b of msg.boxes) names.add(this.#modelOf(b));
     if (!names.size && !listed) names.add(this.#loneModel);

@@ -441,7 +441,8 @@ async fn model(config: &Config, pool: &crate::config::PoolConfig, name: &str, ch
         return;
     }
     if !pool.model.exists() {
-        let hint = "set detect.model to a YOLO ONNX export (models/testcam-shapes.onnx finds the test camera's shapes)".to_owned();
+        let key = if name == "detection" { "detect.model".to_owned() } else { format!("the model of [[detect.models]] {}", pool.name) };
+        let hint = format!("set {key} to a YOLO ONNX export (models/testcam-shapes.onnx finds the test camera's shapes)");
         checks.push(name, t, Status::Fail, format!("model {} not found", pool.model.display()), Some(hint));
         return;
     }

@@ -45,7 +45,7 @@ async function waitForBoxes(page, what) {
     if (!el || Number(el.dataset.exact || 0) < 5 || Number(el.dataset.boxes || 0) === 0) return false;
     // Three of its messages drawn: its tracks have velocities, its interval is known.
     const m = el.sightlineDrawn?.models?.[slow];
-    return !m || m.hidden || m.exact + m.late >= 3;
+    return Boolean(m) && (m.hidden || m.exact + m.late >= 3);
   }, { stream: STREAM, slow: SLOW }, { timeout: 30_000 }).catch((e) => {
     throw new Error(`${what}: no boxes drawn (${e.message})`);
   });

@@ -58,7 +58,30 @@ impl Bbox {
     pub fn centre(&self) -> (f32, f32) {
         (self.x + self.w / 2.0, self.y + self.h / 2.0)
     }
+
+    /// The box grown by `buffer` of its size (0.5: half its width and height more), about
+    /// its centre.
+    pub fn buffered(&self, buffer: f32) -> Bbox {
+        let (dw, dh) = (self.w * buffer, self.h * buffer);
+        Bbox { x: self.x - dw / 2.0, y: self.y - dh / 2.0, w: self.w + dw, h: self.h + dh }
+    }
 }
+
+/// How much a track's and a detection's boxes are grown before their IoU is taken, for a
+/// track last seen `gap_ms` ago: none up to [`BUFFER_FROM_MS`] (a detector at 7 fps or more:
+/// ByteTrack's IoU as it is), then growing with the gap: 1.4 at 500 ms (2 fps), at most 2
+/// (three times the size) from 650 ms.
+/// A model run at 2 fps sees an object move most of its own size between two frames, more
+/// than a Kalman filter without a velocity yet (a new track) or a turn can follow: the
+/// buffered IoU of C-BIoU (Yang et al., "Hard to Track Objects with Irregular Motions and
+/// Similar Appearances? Make It Easier by Buffering the Matching Space", WACV 2023), with
+/// the buffer set by the time gap instead of a second cascade.
+pub fn iou_buffer(gap_ms: u64) -> f32 {
+    (gap_ms.saturating_sub(BUFFER_FROM_MS) as f32 / 250.0).min(2.0)
+}
+
+/// See [`iou_buffer`].
+pub const BUFFER_FROM_MS: u64 = 150;
 
 /// Euclidean distance between two points.
 trait Distance {
@@ -262,13 +285,13 @@ impl Tracker {
 
         // 1. Confirmed tracks (tracked or lost) and high-score detections, IoU x score.
         let pool: Vec<usize> = (0..self.tracks.len()).filter(|&t| self.tracks[t].state != State::New).collect();
-        let (matched, rest_tracks, rest_high) = self.associate(&pool, &high, detections, cfg.first_iou, true);
+        let (matched, rest_tracks, rest_high) = self.associate(&pool, &high, detections, cfg.first_iou, true, at_ms);
         for (t, d) in matched {
             ids[d] = self.take(t, &detections[d], at_ms);
         }
         // 2. Tracked tracks left over and low-score detections.
         let tracked: Vec<usize> = rest_tracks.iter().copied().filter(|&t| self.tracks[t].state == State::Tracked).collect();
-        let (matched, unmatched, _) = self.associate(&tracked, &low, detections, cfg.second_iou, false);
+        let (matched, unmatched, _) = self.associate(&tracked, &low, detections, cfg.second_iou, false, at_ms);
         for (t, d) in matched {
             ids[d] = self.take(t, &detections[d], at_ms);
         }
@@ -277,7 +300,7 @@ impl Tracker {
         }
         // 3. New tracks' second sighting.
         let new: Vec<usize> = (0..self.tracks.len()).filter(|&t| self.tracks[t].state == State::New).collect();
-        let (matched, unconfirmed, rest_high) = self.associate(&new, &rest_high, detections, cfg.confirm_iou, true);
+        let (matched, unconfirmed, rest_high) = self.associate(&new, &rest_high, detections, cfg.confirm_iou, true, at_ms);
         for (t, d) in matched {
             ids[d] = self.take(t, &detections[d], at_ms);
         }
@@ -361,8 +384,9 @@ impl Tracker {
     }
 
     /// Matches `tracks` to `dets` (indices) by IoU (times the detection's score with
-    /// `fuse_score`), same class only, at least `min_iou`. Returns the pairs, the tracks left
-    /// and the detections left.
+    /// `fuse_score`), same class only, at least `min_iou`; boxes buffered by the time since
+    /// each track was last seen ([`iou_buffer`], at `at_ms`). Returns the pairs, the tracks
+    /// left and the detections left.
     fn associate(
         &self,
         tracks: &[usize],
@@ -370,19 +394,21 @@ impl Tracker {
         detections: &[Detection],
         min_iou: f32,
         fuse_score: bool,
+        at_ms: u64,
     ) -> (Vec<(usize, usize)>, Vec<usize>, Vec<usize>) {
         let cost: Vec<Vec<f32>> = tracks
             .iter()
             .map(|&t| {
                 let track = &self.tracks[t];
-                let predicted = track.filter.bbox();
+                let buffer = iou_buffer(at_ms.saturating_sub(track.seen_ms));
+                let predicted = track.filter.bbox().buffered(buffer);
                 dets.iter()
                     .map(|&d| {
                         let det = &detections[d];
                         if det.class_id != track.class_id {
                             return 1.0;
                         }
-                        let iou = predicted.iou(&det.bbox);
+                        let iou = predicted.iou(&det.bbox.buffered(buffer));
                         1.0 - if fuse_score { iou * det.score } else { iou }
                     })
                     .collect()
@@ -420,6 +446,26 @@ mod tests {
         assert_eq!(a.iou(&Bbox { x: 20.0, ..a }), 0.0);
         assert!((a.iou(&Bbox { x: 5.0, ..a }) - 50.0 / 150.0).abs() < 1e-6);
         assert_eq!(a.iou(&Bbox { w: 0.0, h: 0.0, ..a }), 0.0);
+    }
+
+    #[test]
+    fn a_model_at_2_fps_keeps_its_ids_on_objects_moving_most_of_their_size_between_frames() {
+        // Two people (40x80), side by side 120 px apart, walking right and down 24 + 48 px
+        // per 500 ms (0.6 of their size): unbuffered, a new track's second sighting has an
+        // IoU of 0.18 with the first and no velocity to predict it.
+        let mut t = Tracker::new(TrackerConfig::default());
+        t.update(0, &[]);
+        let mut ids = Vec::new();
+        for f in 0..8u64 {
+            let (x, y) = (100.0 + 24.0 * f as f32, 100.0 + 48.0 * f as f32);
+            ids.push(t.update(f * 500 + 500, &[det(x, y, 0.9, 0), det(x + 120.0, y, 0.9, 0)]));
+        }
+        let (a, b) = (ids[1][0].expect("confirmed at its second sighting"), ids[1][1].expect("confirmed"));
+        assert_ne!(a, b);
+        assert!(ids[1..].iter().all(|f| f[0] == Some(a) && f[1] == Some(b)), "one id each, never swapped: {ids:?}");
+        assert_eq!(iou_buffer(100), 0.0, "at 10 fps, ByteTrack's IoU as it is");
+        let a = Bbox { x: 10.0, y: 10.0, w: 10.0, h: 20.0 }.buffered(1.0);
+        assert_eq!((a.x, a.y, a.w, a.h), (5.0, 0.0, 20.0, 40.0));
     }
 
     #[test]

@@ -545,11 +545,15 @@ impl DetectConfig {
         }
     }
 
-    /// The name of `detect.model` in messages: `detect.name`, else the file's stem.
+    /// The name of `detect.model` in messages: `detect.name`, else the file's stem with
+    /// characters other than `A-Z a-z 0-9 _ -` made `_`, cut to 32.
     pub fn model_name(&self) -> String {
-        self.name
-            .clone()
-            .unwrap_or_else(|| self.model.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into()))
+        if let Some(name) = &self.name {
+            return name.clone();
+        }
+        let stem = self.model.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name: String = stem.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).take(32).collect();
+        if name.is_empty() { "model".into() } else { name }
     }
 
     /// Every model's worker pool: `detect.model` first, then `[[detect.models]]` in order.
@@ -596,7 +600,7 @@ impl DetectConfig {
                     p.file_name()
                 ));
             }
-            if !FPS_RANGE.contains(&p.fps) {
+            if i > 0 && !FPS_RANGE.contains(&p.fps) {
                 return Err(format!("{key}: fps {} outside {FPS_RANGE:?}", p.fps));
             }
             if !(0.0..=1.0).contains(&p.confidence) || !(0.0..=1.0).contains(&p.iou) {
@@ -605,6 +609,9 @@ impl DetectConfig {
             if i > 0 && self.spawn && p.workers == 0 {
                 return Err(format!("{key}: workers must be at least 1 (or detect.spawn = false)"));
             }
+        }
+        if self.merge_wait > self.timeout {
+            return Err("detect.merge_wait must be at most detect.timeout".into());
         }
         Ok(())
     }
@@ -1324,7 +1331,9 @@ impl Config {
             return Err("detect.threads and detect.timeout must be above 0".into());
         }
         d.remote.validate()?;
-        d.validate_models()?;
+        if d.enabled {
+            d.validate_models()?;
+        }
         if self.ingest.backoff_min.is_zero() || self.ingest.backoff_min > self.ingest.backoff_max {
             return Err("ingest.backoff_min must be > 0 and <= ingest.backoff_max".into());
         }
@@ -1403,6 +1412,11 @@ mod tests {
         assert!(check("\n[[detect.models]]\nname = \"f\"\nmodel = \"x.onnx\"\nfps = 60\n").unwrap_err().contains("fps 60 outside"));
         assert!(check("\n[[detect.models]]\nname = \"z\"\nmodel = \"x.onnx\"\nworkers = 0\n").unwrap_err().contains("workers must be"));
         assert!(check("\n[[detect.models]]\nname = \"c\"\nmodel = \"x.onnx\"\nconfidence = 2.0\n").unwrap_err().contains("within 0..1"));
+        let odd = Config::from_toml_str("[detect]\nmodel = \"m/yolov8n.int8 v2.onnx\"\n").unwrap();
+        assert_eq!(odd.detect.model_name(), "yolov8n_int8_v2", "a default name from any file name");
+        odd.validate().unwrap();
+        let slow_merge = Config::from_toml_str("[detect]\nmerge_wait = \"1m\"\n").unwrap().validate();
+        assert!(slow_merge.unwrap_err().contains("merge_wait"));
         let err = Config::from_toml_str(&format!("{base}fsp = 3\n")).unwrap_err().to_string();
         assert!(err.contains("fsp"), "unknown keys are refused: {err}");
         let off = Config::from_toml_str(&format!("{base}\n[detect.remote]\n")).unwrap();

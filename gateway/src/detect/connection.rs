@@ -604,6 +604,10 @@ mod tests {
             }));
             worker
         });
+        // Pictures go to a model's pool only while it has a worker.
+        while detect.workers().is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         PictureSink::offer(&*detect, picture(7));
         let d = tokio::time::timeout(Duration::from_secs(5), out.recv()).await.unwrap().unwrap();
         assert_eq!((d.frame.seq, d.frame.rtp_timestamp.get(), d.infer_ms), (7, 3600, 3.0));
@@ -646,6 +650,10 @@ mod tests {
             assert!(matches!(worker.recv(), Message::Frame(_)));
             worker // and no answer
         });
+        // Pictures go to a model's pool only while it has a worker.
+        while detect.workers().is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         PictureSink::offer(&*detect, picture(1));
         let _worker = worker.await.unwrap();
         tokio::time::timeout(Duration::from_secs(3), conn).await.expect("dropped after detect.timeout").unwrap();

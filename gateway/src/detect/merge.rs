@@ -20,9 +20,6 @@ use crate::core::StreamId;
 use crate::core::clock::now_ms;
 use crate::core::detections::{Detections, NormalizedBox};
 
-/// A frame still waiting this long (a lost settle; it should not happen) is dropped.
-const FORGET_AFTER: Duration = Duration::from_secs(60);
-
 /// A frame several pools took, until each of them answered or lost it.
 #[derive(Debug)]
 struct Pending {
@@ -52,12 +49,15 @@ pub(super) struct Merging {
     /// The pools' model names, by pool index (the messages' `models`, in this order).
     names: Vec<String>,
     pending: Mutex<HashMap<(StreamId, u64), Pending>>,
+    /// A frame still waiting this long (a settle lost; it should not happen) is dropped.
+    forget_after: Duration,
 }
 
 impl Merging {
-    /// Merging for pools with these model names.
-    pub(super) fn new(names: Vec<String>) -> Merging {
-        Merging { names, pending: Mutex::default() }
+    /// Merging for pools with these model names; a frame still waiting after `forget_after`
+    /// (longer than any worker may take: the pools settle every frame) is dropped.
+    pub(super) fn new(names: Vec<String>, forget_after: Duration) -> Merging {
+        Merging { names, pending: Mutex::default(), forget_after }
     }
 
     /// The frame went to `pools` (two or more).
@@ -65,7 +65,7 @@ impl Merging {
         let now = Instant::now();
         let mut pending = self.pending.lock();
         let before = pending.len();
-        pending.retain(|_, p| now.duration_since(p.noted) < FORGET_AFTER);
+        pending.retain(|_, p| now.duration_since(p.noted) < self.forget_after);
         if pending.len() < before {
             metrics::counter!("sightline_detect_merge_forgotten_total").increment((before - pending.len()) as u64);
         }
@@ -155,7 +155,7 @@ mod tests {
     }
 
     fn merging() -> Merging {
-        Merging::new(vec!["fast".into(), "slow".into()])
+        Merging::new(vec!["fast".into(), "slow".into()], Duration::from_secs(60))
     }
 
     fn sent(m: Merged) -> Detections {

@@ -77,6 +77,9 @@ pub(super) struct Pool {
     pub(super) scheduler: Scheduler,
     /// Per stream: which of the decoded pictures this model takes (at its `fps`).
     decimators: Mutex<HashMap<StreamId, Decimator>>,
+    /// Connected workers: a pool without any gets no pictures (the frames it would share
+    /// would wait `merge_wait` for it).
+    connected: std::sync::atomic::AtomicUsize,
 }
 
 /// A connected worker, for status (`GET /api/workers`).
@@ -280,12 +283,15 @@ impl Detect {
         let pools: Vec<Pool> = config
             .pools()
             .into_iter()
-            .map(|config| Pool { config, scheduler: Scheduler::default(), decimators: Mutex::default() })
+            .map(|config| Pool { config, scheduler: Scheduler::default(), decimators: Mutex::default(), connected: Default::default() })
             .collect();
         let models =
             || pools.iter().map(|p| (p.config.name.clone(), config.tracker_at(p.config.confidence), p.config.confidence)).collect();
         let trackers = here.keys().filter(|_| config.track).map(|id| (id.clone(), Mutex::new(Tracking::new(models())))).collect();
-        let merging = Merging::new(pools.iter().map(|p| p.config.name.clone()).collect());
+        // A frame waits at most a worker's timeout to be sent, and as long after it to be
+        // answered; pools settle every frame, so this is only a bound.
+        let forget = (config.timeout * 4).max(Duration::from_secs(60));
+        let merging = Merging::new(pools.iter().map(|p| p.config.name.clone()).collect(), forget);
         Detect {
             config: config.clone(),
             socket,
@@ -519,6 +525,9 @@ impl Detect {
         if info.kind == "local" {
             status.greeted.insert(info.pid);
         }
+        if let Some(pool) = self.pools.get(info.pool) {
+            pool.connected.fetch_add(1, Ordering::Relaxed);
+        }
         status.connected.insert(id, info);
         status.failure = None;
         metrics::gauge!("sightline_detect_workers").set(status.connected.len() as f64);
@@ -542,7 +551,9 @@ impl Detect {
 
     pub(super) fn worker_gone(&self, id: u64) {
         let mut status = self.status.lock();
-        status.connected.remove(&id);
+        if let Some(pool) = status.connected.remove(&id).and_then(|w| self.pools.get(w.pool)) {
+            pool.connected.fetch_sub(1, Ordering::Relaxed);
+        }
         metrics::gauge!("sightline_detect_workers").set(status.connected.len() as f64);
     }
 
@@ -588,9 +599,10 @@ impl PictureSink for Detect {
             .iter()
             .enumerate()
             .filter(|(_, p)| {
+                // Each pool's decimator sees every picture, so its frames stay on its grid.
                 let mut decimators = p.decimators.lock();
                 let d = decimators.entry(picture.meta.stream.clone()).or_insert_with(|| Decimator::new(p.config.fps));
-                d.take(picture.meta.rtp_timestamp)
+                d.take(picture.meta.rtp_timestamp) && p.connected.load(Ordering::Relaxed) > 0
             })
             .map(|(i, _)| i)
             .collect();
@@ -649,6 +661,8 @@ struct Tracking {
     /// Every confirmed track's last sighting (own or relayed) and its model's pool, to
     /// continue them.
     seen: HashMap<u64, (usize, track::TrackSeed)>,
+    /// Per model (pool): the capture time of the last relayed answer followed.
+    followed: HashMap<usize, u64>,
 }
 
 impl Tracking {
@@ -725,18 +739,35 @@ impl Tracking {
             self.ordinals.clear();
             self.seen.clear();
             self.last_box.clear();
+            self.followed.clear();
             self.epoch = epoch;
         }
         let at = message.frame.capture_ms;
+        // The models answering here (all, for a message that does not say), less those
+        // already followed at this frame or a later one: a model answering after
+        // `merge_wait` sends the frame again with the others' boxes, which must not move
+        // their tracks back.
+        let listed: Vec<usize> = if message.models.is_empty() {
+            (0..self.models.len().max(1)).collect()
+        } else {
+            message.models.iter().map(|m| self.pool_of(m)).collect()
+        };
+        let fresh: Vec<usize> = listed.into_iter().filter(|p| self.followed.get(p).is_none_or(|t| at > *t)).collect();
+        for p in &fresh {
+            self.followed.insert(*p, at);
+        }
+        let boxes: Vec<NormalizedBox> = message.boxes.iter().filter(|b| fresh.contains(&self.pool_of(&b.model))).cloned().collect();
         let max_lost = self.configs.first().map_or(0, |c| c.max_lost_ms);
-        let present: HashSet<u64> = message.boxes.iter().filter_map(|b| b.track_id).collect();
+        let present: HashSet<u64> = boxes.iter().filter_map(|b| b.track_id).collect();
+        // Only the answering models' tracks can be missed (a 2 fps model's are not, on the
+        // frames only a 10 fps one took).
         let forgotten: Vec<u64> = self
             .seen
             .values()
-            .filter(|(_, s)| !present.contains(&s.id) && at.saturating_sub(s.seen_ms) > max_lost)
+            .filter(|(pool, s)| fresh.contains(pool) && !present.contains(&s.id) && at.saturating_sub(s.seen_ms) > max_lost)
             .map(|(_, s)| s.id)
             .collect();
-        self.analyze(&message.frame, &message.boxes, forgotten)
+        self.analyze(&message.frame, &boxes, forgotten)
     }
 
     /// What the tracked `boxes` of `frame` (and the `forgotten` tracks) did in the zones and
@@ -997,5 +1028,64 @@ mod tests {
         }
         let fresh = fresh.expect("a new object is tracked");
         assert!(fresh > person.max(vehicle), "a new object gets a new id: {fresh}");
+    }
+
+    #[test]
+    fn a_follower_neither_replays_a_late_superset_nor_forgets_a_slow_models_tracks() {
+        let models = || {
+            Tracking::new(vec![
+                ("people".into(), track::TrackerConfig::default(), 0.5),
+                ("cars".into(), track::TrackerConfig::default(), 0.5),
+            ])
+        };
+        let (mut holder, mut other) = (models(), models());
+        holder.take_over(1_000_000);
+        let relay = |m: &Detections| -> Detections { serde_json::from_str(m.json()).unwrap() };
+        let car = |t: u64| {
+            let mut m = message(t, &[(0.6, 0.9)]);
+            m.boxes[0].model = "cars".into();
+            m.models = vec!["cars".into()];
+            m
+        };
+        let mut late = None;
+        for t in (0..=1000).step_by(100) {
+            let mut m = message(t, &[(0.1 + t as f32 * 0.0001, 0.9)]);
+            follow(&mut holder, 0, &mut m);
+            other.follow_relayed(&relay(&m));
+            if t == 0 {
+                let mut c = car(0);
+                follow(&mut holder, 1, &mut c);
+                other.follow_relayed(&relay(&c));
+            }
+            if t == 800 {
+                // The car model answers frame 800 after merge_wait: its message comes again
+                // with the people's boxes of that frame, after the people's frame 900.
+                let mut c = car(800);
+                follow(&mut holder, 1, &mut c);
+                let mut superset = relay(&m);
+                superset.boxes.extend(c.boxes.clone());
+                superset.models = vec!["people".into(), "cars".into()];
+                late = Some(superset);
+            }
+        }
+        let person = holder.seen.values().find(|(pool, _)| *pool == 0).map(|(_, s)| s.id).expect("a person track");
+        let vehicle = holder.seen.values().find(|(pool, _)| *pool == 1).map(|(_, s)| s.id).expect("a car track");
+        assert_eq!(other.seen[&person].1.seen_ms, 1000);
+        let events = other.follow_relayed(&late.unwrap());
+        assert!(events.is_empty(), "{events:?}");
+        assert_eq!(other.seen[&person].1.seen_ms, 1000, "the person's track is not moved back to frame 800");
+        assert_eq!(other.seen[&vehicle].1.seen_ms, 800, "the car's answer is followed");
+        // People alone for 1.5 s more: the car track is not theirs to miss.
+        for t in (1100..=2500).step_by(100) {
+            let mut m = message(t, &[(0.1 + t as f32 * 0.0001, 0.9)]);
+            follow(&mut holder, 0, &mut m);
+            other.follow_relayed(&relay(&m));
+        }
+        assert!(other.seen.contains_key(&vehicle), "kept until the car model misses it");
+        let mut empty = car(3000);
+        empty.boxes.clear();
+        follow(&mut holder, 1, &mut empty);
+        other.follow_relayed(&relay(&empty));
+        assert!(!other.seen.contains_key(&vehicle), "missed by its own model for over 1 s: forgotten");
     }
 }

@@ -150,7 +150,9 @@ pub(crate) async fn supervise(detect: Arc<Detect>, pool: usize, index: usize) {
             info!(worker = index, %model, pid, %exit, ran_s = ran.as_secs_f32(), "detection worker exited; restarting");
         } else {
             let reason = last_line.unwrap_or_else(|| format!("infer-worker exited ({exit}) before connecting"));
-            detect.startup_failed(reason.trim_start_matches("infer-worker: ").to_owned());
+            let reason = reason.trim_start_matches("infer-worker: ");
+            // With several models, the reason names the one whose workers cannot start.
+            detect.startup_failed(if detect.pools().len() > 1 { format!("model {model}: {reason}") } else { reason.to_owned() });
         }
         tokio::select! {
             () = tokio::time::sleep(backoff.delay(greeted && ran >= HEALTHY_RUN)) => {}
