@@ -189,18 +189,12 @@ pub(crate) async fn assemble(
     // Detection is optional: if its socket cannot be set up, video still runs.
     let events = Arc::new(EventFanout::default());
     let archive = crate::archive::Archive::start(config, &replica_id, &events, shutdown.clone());
-    let recorders = crate::record::Recorders::start(config, &streams, archive.clone(), &events, &shutdown);
+    let detections = Arc::new(DetectionFanout::default());
+    let recorders = crate::record::Recorders::start(config, &streams, archive.clone(), &events, &detections, &shutdown);
     let mqtt = crate::out::mqtt::start(&config.mqtt, &replica_id, &events);
     let webhooks = crate::out::webhook::start(&config.webhooks, &events);
     let detection = match config.detect.enabled {
-        true => match crate::detect::start(
-            &config.detect,
-            cluster.clone(),
-            &streams,
-            &pipelines,
-            Arc::new(DetectionFanout::default()),
-            events.clone(),
-        ) {
+        true => match crate::detect::start(&config.detect, cluster.clone(), &streams, &pipelines, detections, events.clone()) {
             Ok(d) => Some(d),
             Err(e) => {
                 tracing::error!(error = %e, "detection disabled");

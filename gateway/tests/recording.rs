@@ -371,3 +371,82 @@ async fn events_mode_keeps_only_the_windows_around_events() {
 fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
 }
+
+/// Recording with detection: each detection message is stored beside its segment with its
+/// frame's presentation time, `GET /detections` serves them, every stored time is the PTS of
+/// a frame in the recorded MP4, and the boxes stored for a frame land on the shapes of the
+/// picture the MP4 holds at that PTS (decoded by ffmpeg, found by the pixel clock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detections_are_stored_with_the_frames_they_belong_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let detect = "[detect]\nmodel = \"{workspace}/models/testcam-shapes.onnx\"\nworkers = 1\nfps = 10\n";
+    let gw = Gateway::start(&config(&data).replace("#testcam-stream\n", &format!("{detect}#testcam-stream\n")));
+    // Two segments (4 s each) closed, with detections.
+    let seg_dir = data.join("recordings/testcam");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let closed = loop {
+        let mut sidecars: Vec<std::path::PathBuf> = std::fs::read_dir(&seg_dir)
+            .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.to_string_lossy().ends_with(".boxes.jsonl")).collect())
+            .unwrap_or_default();
+        sidecars.sort();
+        if sidecars.len() >= 3 {
+            break sidecars[0].clone();
+        }
+        assert!(Instant::now() < deadline, "no stored detections beside 3 segments: {sidecars:?}\nlog:\n{}", gw.log_text());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let name = closed.file_name().unwrap().to_string_lossy().replace(".boxes.jsonl", ".mp4");
+    let mp4 = seg_dir.join(&name);
+    let start_ms: u64 = name.trim_end_matches(".mp4").parse().unwrap();
+
+    // The API: the first closed segment's 4 s.
+    let (status, body) = get_json(&gw.url(&format!("/api/streams/testcam/detections?from={start_ms}&to={}", start_ms + 4_000))).await;
+    assert_eq!(status, 200, "{body}");
+    let frames = body["frames"].as_array().unwrap();
+    assert!(frames.len() >= 15, "~10 per second of 4 s, {} stored: {body}", frames.len());
+    let pts: Vec<i64> = frames.iter().map(|f| f["pts"].as_i64().unwrap()).collect();
+    assert!(pts.windows(2).all(|w| w[0] < w[1]), "by time, one per frame");
+
+    // Every stored time is a frame's PTS in the segment (ffprobe, 90 kHz ticks since the epoch).
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "frame=pts", "-of", "csv=p=0"])
+        .arg(&mp4)
+        .output()
+        .unwrap();
+    let in_file: std::collections::HashSet<i64> =
+        String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect();
+    let (first, last) = (*in_file.iter().min().unwrap(), *in_file.iter().max().unwrap());
+    let inside: Vec<i64> = pts.iter().copied().filter(|p| (first..=last).contains(p)).collect();
+    assert!(inside.len() >= 15, "{} of {} stored times inside the file's {first}..{last}", inside.len(), pts.len());
+    let missing: Vec<&i64> = inside.iter().filter(|p| !in_file.contains(p)).collect();
+    assert!(missing.is_empty(), "stored times that are no frame's PTS: {missing:?}");
+
+    // The boxes stored for a frame are on that frame's shapes.
+    let mut checked = 0;
+    for f in frames.iter().filter(|f| in_file.contains(&f["pts"].as_i64().unwrap())).step_by(4).take(4) {
+        let at = f["pts"].as_i64().unwrap() - first;
+        let jpeg = dir.path().join(format!("{at}.jpg"));
+        let out = Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-i"])
+            .arg(&mp4)
+            .args(["-vf", &format!("setpts=PTS-STARTPTS,select=eq(pts\\,{at})"), "-frames:v", "1", "-q:v", "2"])
+            .arg(&jpeg)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ffmpeg: {}", String::from_utf8_lossy(&out.stderr));
+        use base64::Engine as _;
+        let data = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&jpeg).unwrap());
+        assert_boxes_on_shapes(f, &data);
+        checked += 1;
+    }
+    assert_eq!(checked, 4);
+
+    // Bad ranges.
+    let (status, body) = get_json(&gw.url("/api/streams/testcam/detections?from=0&to=7200000")).await;
+    assert_eq!(status, 400, "over 1 h: {body}");
+    let (status, _) = get_json(&gw.url("/api/streams/testcam/detections?from=5")).await;
+    assert_eq!(status, 400, "to is required");
+    let (status, _) = get_json(&gw.url("/api/streams/nope/detections?from=0&to=5")).await;
+    assert_eq!(status, 404);
+}

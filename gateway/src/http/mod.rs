@@ -68,6 +68,7 @@ pub(crate) fn app(state: AppState, static_dir: &std::path::Path) -> Router {
         .route("/api/events/{id}/clip.mp4", get(recordings::event_clip))
         .route("/api/streams/{id}/counts", get(events::stream_counts))
         .route("/api/streams/{id}/recordings", get(recordings::list_recordings))
+        .route("/api/streams/{id}/detections", get(recordings::recorded_detections))
         .route("/api/streams/{id}/export.mp4", get(recordings::export_mp4))
         .route("/api/streams/{id}/vod.m3u8", get(recordings::vod_playlist))
         .route("/api/streams/{id}/recordings/{file}", get(recordings::segment_file))

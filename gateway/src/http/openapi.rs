@@ -41,6 +41,7 @@ impl Modify for Security {
         super::events::event_snapshot,
         super::events::stream_counts,
         super::recordings::list_recordings,
+        super::recordings::recorded_detections,
         super::recordings::export_mp4,
         super::recordings::vod_playlist,
         super::recordings::segment_file,

@@ -110,6 +110,69 @@ pub(super) async fn list_recordings(
     Ok(Json(Recordings { stream: id, from_ms, to_ms, ranges, segments: segments.len(), bytes }))
 }
 
+/// The longest range of stored detections one request may ask for.
+const MAX_DETECTIONS_MS: u64 = 3_600_000;
+
+/// `GET /api/streams/{id}/detections`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct RecordedDetections {
+    /// The stream.
+    pub(crate) stream: String,
+    /// The range asked for, ms since the Unix epoch.
+    pub(crate) from_ms: u64,
+    /// End of the range asked for (exclusive).
+    pub(crate) to_ms: u64,
+    /// The detection messages stored with the recordings in the range, by `pts` (a frame
+    /// whose boxes came in two messages: the last, which has them all).
+    pub(crate) frames: Vec<crate::record::boxes::StoredDetections>,
+}
+
+/// The detections stored with a stream's recordings between `from` and `to` (at most 1 h),
+/// each with its frame's time on the recording timeline (`pts`, 90 kHz ticks since the Unix
+/// epoch: the frame's presentation time in the recorded MP4 and in `vod.m3u8`), so a player
+/// draws each frame's boxes on that frame. Stored for streams with detection while they are
+/// recorded; none elsewhere (an empty list).
+#[utoipa::path(get, path = "/api/streams/{id}/detections", tag = "recordings",
+    params(("id" = String, Path, description = "Stream id"), RangeQuery),
+    security(("bearer" = []), ("token" = []), ("cookie" = [])),
+    responses((status = 200, description = "Stored detections (none: an empty list)", body = RecordedDetections),
+        (status = 400, description = "from/to missing or bad, or longer than 1 h", body = super::error::ErrorBody),
+        (status = 404, description = "Unknown stream", body = super::error::ErrorBody),
+        (status = 503, description = "The database is unavailable", body = super::error::ErrorBody),
+        super::responses::Denied, super::responses::Guard))]
+pub(super) async fn recorded_detections(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    query: Result<Query<RangeQuery>, QueryRejection>,
+) -> Result<Json<RecordedDetections>, Error> {
+    caller.require_view(&id)?;
+    state.streams.require(&id)?;
+    let Query(q) = query.map_err(query_rejection)?;
+    let (from_ms, to_ms) = range(&q, true, MAX_DETECTIONS_MS)?;
+    let segments = state.recorders.segments(&id, from_ms, to_ms).await?;
+    let files: Vec<std::path::PathBuf> = segments.iter().map(|s| state.recorders.file(s)).collect();
+    let (from, to) = (from_ms as i64 * 90, to_ms as i64 * 90);
+    let stream = id.clone();
+    let mut frames = tokio::task::spawn_blocking(move || {
+        let mut frames = Vec::new();
+        for file in files {
+            match crate::record::boxes::read(&file, from, to) {
+                Ok(read) => frames.extend(read),
+                Err(e) => tracing::warn!(stream, file = %file.display(), error = %e, "cannot read stored detections"),
+            }
+        }
+        frames
+    })
+    .await
+    .map_err(|e| Error::RecordingUnreadable(e.to_string()))?;
+    // By time; of two messages for one frame the later (a superset) stays.
+    frames.reverse();
+    frames.sort_by_key(|f| f.pts);
+    frames.dedup_by_key(|f| f.pts);
+    Ok(Json(RecordedDetections { stream: id, from_ms, to_ms, frames }))
+}
+
 /// One MP4 (fragmented, H.264/H.265 as the camera sent it) of the stream from the keyframe at
 /// or before `from` to `to`; byte ranges answered with 206. At most 24 h.
 #[utoipa::path(get, path = "/api/streams/{id}/export.mp4", tag = "recordings",

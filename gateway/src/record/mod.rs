@@ -24,7 +24,11 @@
 //! truncated away, files unknown to the index are indexed, rows without a file dropped). A
 //! write that fails (disk full, directory not writable) makes the status `failed` with the
 //! reason; live video goes on, and recording starts again at a keyframe 5 s later.
+//!
+//! A stream with detection also gets its detection messages stored beside each segment
+//! ([`boxes`]), on the same timeline, for boxes drawn over playback.
 
+pub(crate) mod boxes;
 pub(crate) mod export;
 pub(crate) mod vod;
 
@@ -104,6 +108,7 @@ impl Recorders {
         streams: &Streams,
         archive: Arc<Archive>,
         events: &crate::core::events::EventFanout,
+        detections: &crate::core::detections::DetectionFanout,
         shutdown: &Shutdown,
     ) -> Arc<Recorders> {
         let dir = config.data_dir.join("recordings");
@@ -124,6 +129,8 @@ impl Recorders {
                 mode: rt.config.record,
                 events: (rt.config.record == RecordMode::Events).then(|| events.subscribe()),
                 until_ms: 0,
+                detections: (config.detect.enabled && rt.config.detect).then(|| detections.subscribe(&rt.config.id)),
+                boxes: boxes::BoxTrack::default(),
             };
             tokio::spawn(recorder.run(archive.clone(), shutdown.clone()));
         }
@@ -243,6 +250,10 @@ struct Recorder {
     events: Option<tokio::sync::broadcast::Receiver<Arc<crate::core::events::AnalyticsEvent>>>,
     /// `events` mode: record until this wall-clock time (the last event's post-roll), ms.
     until_ms: u64,
+    /// The stream's detection messages, when it has detection (taken by `run`).
+    detections: Option<tokio::sync::broadcast::Receiver<Arc<crate::core::detections::Detections>>>,
+    /// Where they are stored.
+    boxes: boxes::BoxTrack,
 }
 
 impl Recorder {
@@ -256,6 +267,7 @@ impl Recorder {
         let mut sub = self.rt.hub.subscribe();
         let mut prune = tokio::time::interval(PRUNE_EVERY);
         let mut events = self.events.take();
+        let mut detections = self.detections.take();
         // Reset by units only (other streams' events must not keep it from firing).
         let idle = tokio::time::sleep(IDLE);
         tokio::pin!(idle);
@@ -277,11 +289,34 @@ impl Recorder {
                     Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => events = None,
                 },
+                message = async { detections.as_mut().expect("only polled with a receiver").recv().await }, if detections.is_some() => match message {
+                    Ok(m) => self.store_boxes(&m).await,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        metrics::counter!("sightline_recording_detections_dropped_total", "stream" => stream.clone()).increment(n);
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => detections = None,
+                },
                 _ = prune.tick() => self.prune(&db).await,
                 () = shutdown.wait() => break,
             }
         }
         self.close(&db, None).await;
+    }
+
+    /// Stores a detection message beside the segment its frame is in (see [`boxes`]): the
+    /// frame's time from its RTP timestamp on the open segment's clock (or the last closed
+    /// one's).
+    async fn store_boxes(&mut self, message: &crate::core::detections::Detections) {
+        let rtp = message.frame.rtp_timestamp;
+        let (pts, file_open) = match (&self.open, self.carry) {
+            (Some(open), _) => (open.base + open.last_pts + rtp.ticks_since(open.last_rtp), open.file.is_some()),
+            (None, Some((last_rtp, ticks))) => (ticks + rtp.ticks_since(last_rtp), false),
+            (None, None) => return,
+        };
+        // Kept in memory as long as the pre-roll could reach back to it (`events` mode).
+        let window = (self.config.pre_roll + EVENT_DELAY).as_millis() as i64 * 90;
+        let keep_from = (self.open.is_some() && !file_open).then(|| pts - window);
+        self.boxes.message(message, pts, file_open, keep_from).await;
     }
 
     /// Takes one access unit: opens, cuts and closes segments and fragments around it.
@@ -443,6 +478,7 @@ impl Recorder {
         };
         let stream = self.rt.config.id.clone();
         open.file = Some(file);
+        self.boxes.opened(&dir.join(&name), start_ms as i64 * 90).await;
         open.row = Segment { path: format!("{stream}/{name}"), start_ms, end_ms, bytes: head.len() as u64, keyframes, ..open.row.clone() };
         if let Err(e) = db.upsert_segment(&self.node, &open.row).await {
             warn!(stream, error = %e, "cannot index a new recording segment (reconciled at the next start)");
@@ -535,6 +571,7 @@ impl Recorder {
         // and the next file continues this one's timeline).
         if self.mode == RecordMode::Events && open.row.end_ms > self.until_ms {
             open.file = None;
+            self.boxes.closed(max_pts + last);
             open.row.bytes = 0;
             open.row.keyframes = 0;
             open.row.start_ms = open.row.end_ms; // the next file starts where this one ended
@@ -549,6 +586,9 @@ impl Recorder {
     async fn close(&mut self, db: &Db, next_pts: Option<i64>) {
         self.flush(db, next_pts).await;
         if let Some(open) = self.open.take() {
+            if open.file.is_some() {
+                self.boxes.closed(open.row.end_ms as i64 * 90 + 90);
+            }
             self.carry = Some((open.last_rtp, open.base + open.last_pts));
             self.status.send_modify(|s| {
                 if s.state == "recording" {
@@ -604,6 +644,7 @@ impl Recorder {
                 break;
             }
             let file = self.dir.join(seg.path.rsplit('/').next().unwrap_or(""));
+            let _ = tokio::fs::remove_file(boxes::sidecar(&file)).await;
             match tokio::fs::remove_file(&file).await {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -634,6 +675,13 @@ fn scan_dir(stream: &str, dir: &Path) -> Result<Vec<Option<Segment>>, String> {
     let mut found = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(stem) = name.strip_suffix(".boxes.jsonl") {
+            // Stored detections whose segment is gone (deleted while the gateway was down).
+            if !dir.join(format!("{stem}.mp4")).exists() {
+                let _ = std::fs::remove_file(entry.path());
+            }
+            continue;
+        }
         let Some(start_ms) = name.strip_suffix(".mp4").and_then(|n| n.parse::<u64>().ok()) else { continue };
         let path = entry.path();
         let scanned = std::fs::File::open(&path).and_then(|mut f| {
@@ -666,6 +714,7 @@ fn scan_dir(stream: &str, dir: &Path) -> Result<Vec<Option<Segment>>, String> {
             Ok(_) => {
                 // Read and holds no complete fragment (an init segment alone, or not ours).
                 let _ = std::fs::remove_file(&path);
+                let _ = std::fs::remove_file(boxes::sidecar(&path));
                 found.push(None);
             }
         }
