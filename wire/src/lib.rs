@@ -253,7 +253,7 @@ impl Message {
             Message::Failure(_) => 5,
             Message::Ping(_) => 6,
             Message::Pong(_) => 7,
-            Message::Picture(..) => 8,
+            Message::Picture(..) => KIND_PICTURE,
             Message::Refused(_) => 9,
         }
     }
@@ -287,14 +287,7 @@ pub enum WireError {
 /// Encodes one message as a frame.
 pub fn encode(msg: &Message) -> Vec<u8> {
     if let Message::Picture(header, bytes) = msg {
-        let json = serde_json::to_vec(header).expect("wire messages serialize");
-        let mut out = Vec::with_capacity(HEADER + 4 + json.len() + bytes.len());
-        out.extend_from_slice(&((2 + 4 + json.len() + bytes.len()) as u32).to_be_bytes());
-        out.extend([VERSION, msg.kind()]);
-        out.extend_from_slice(&(json.len() as u32).to_be_bytes());
-        out.extend_from_slice(&json);
-        out.extend_from_slice(bytes);
-        return out;
+        return encode_picture(header, bytes);
     }
     let body = match msg {
         Message::Hello(m) => serde_json::to_vec(m),
@@ -312,6 +305,23 @@ pub fn encode(msg: &Message) -> Vec<u8> {
     out.push(VERSION);
     out.push(msg.kind());
     out.extend_from_slice(&body);
+    out
+}
+
+/// The kind byte of [`Message::Picture`].
+const KIND_PICTURE: u8 = 8;
+
+/// The frame of a [`Message::Picture`] with `header` and the picture's `bytes` (JPEG or
+/// packed I420), written straight from the borrowed bytes: the one copy of a picture on its
+/// way to a remote worker. The same bytes as [`encode`] of the message.
+pub fn encode_picture(header: &PictureHeader, bytes: &[u8]) -> Vec<u8> {
+    let json = serde_json::to_vec(header).expect("wire messages serialize");
+    let mut out = Vec::with_capacity(HEADER + 4 + json.len() + bytes.len());
+    out.extend_from_slice(&((2 + 4 + json.len() + bytes.len()) as u32).to_be_bytes());
+    out.extend([VERSION, KIND_PICTURE]);
+    out.extend_from_slice(&(json.len() as u32).to_be_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(bytes);
     out
 }
 

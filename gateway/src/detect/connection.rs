@@ -307,26 +307,35 @@ impl Conn<'_> {
                 (picture, 0)
             }
             Link::Remote { encoding, quality, jpeg, .. } => {
-                let (encoding, quality, compressor) = (*encoding, *quality, jpeg.take());
-                // JPEG: a few ms for 720p, off the async threads.
-                let (picture, bytes, compressor) = tokio::task::spawn_blocking(move || {
-                    let (bytes, compressor) = inline(&picture, encoding, quality, compressor);
-                    (picture, bytes, compressor)
-                })
-                .await
-                .map_err(|e| Ended::Io(std::io::Error::other(e)))?;
-                if let Link::Remote { jpeg, .. } = &mut self.link {
-                    *jpeg = compressor;
-                }
+                let (encoding, quality) = (*encoding, *quality);
                 let header = PictureHeader { meta: picture.meta.clone(), full_range: picture.full_range, encoding };
-                let bytes = match bytes {
-                    Ok(bytes) => bytes,
-                    Err(e) => {
-                        self.skip(&picture, &e.to_string());
-                        return Ok(false);
+                let (picture, message) = match encoding {
+                    // The planes as they are: one copy, into the frame.
+                    Encoding::I420 => {
+                        let message = wire::encode_picture(&header, &picture.planes);
+                        (picture, message)
+                    }
+                    Encoding::Jpeg => {
+                        // A few ms for 720p, off the async threads.
+                        let compressor = jpeg.take();
+                        let (picture, bytes, compressor) = tokio::task::spawn_blocking(move || {
+                            let (bytes, compressor) = jpeg_of(&picture, quality, compressor);
+                            (picture, bytes, compressor)
+                        })
+                        .await
+                        .map_err(|e| Ended::Io(std::io::Error::other(e)))?;
+                        if let Link::Remote { jpeg, .. } = &mut self.link {
+                            *jpeg = compressor;
+                        }
+                        match bytes {
+                            Ok(bytes) => (picture, wire::encode_picture(&header, &bytes)),
+                            Err(e) => {
+                                self.skip(&picture, &e.to_string());
+                                return Ok(false);
+                            }
+                        }
                     }
                 };
-                let message = wire::encode(&Message::Picture(header, bytes));
                 if message.len() > wire::MAX_PICTURE {
                     let why = format!(
                         "a {}-byte picture is over the workers' {}-byte limit (use encoding = \"jpeg\")",
@@ -445,44 +454,37 @@ async fn new_ring(write: &mut OwnedWriteHalf, slot_bytes: u64, worker: u64) -> R
     Ok(RingFile { file, ring, next: 0 })
 }
 
-/// The bytes of `picture` as a remote worker gets them: its packed I420 planes, or a JPEG of
-/// them (libjpeg-turbo straight from the YUV planes: no colour conversion); the JPEG
-/// compressor comes back for the next picture.
-fn inline(
+/// A JPEG of `picture` for a remote worker (libjpeg-turbo straight from the YUV planes: no
+/// colour conversion); the compressor comes back for the next picture.
+fn jpeg_of(
     picture: &Picture,
-    encoding: Encoding,
     quality: u8,
     compressor: Option<turbojpeg::Compressor>,
 ) -> (std::io::Result<Vec<u8>>, Option<turbojpeg::Compressor>) {
-    match encoding {
-        Encoding::I420 => (Ok(picture.planes.clone()), compressor),
-        Encoding::Jpeg => {
-            let (w, h) = (picture.meta.width as usize, picture.meta.height as usize);
-            // libjpeg-turbo's 4:2:0 planes have even sizes: an odd last row or column is left
-            // out (boxes keep their coordinates; the worker expects the even size).
-            let (ew, eh) = (w & !1, h & !1);
-            if ew == 0 || eh == 0 || picture.planes.len() < Picture::packed_len(picture.meta.width, picture.meta.height) {
-                return (Err(std::io::Error::other(format!("no JPEG of a {w}x{h} picture"))), compressor);
-            }
-            let cropped;
-            let pixels = if (ew, eh) == (w, h) {
-                &picture.planes[..]
-            } else {
-                cropped = even_crop(&picture.planes, w, h);
-                &cropped[..]
-            };
-            let mut compressor = match compressor.map_or_else(turbojpeg::Compressor::new, Ok) {
-                Ok(c) => c,
-                Err(e) => return (Err(std::io::Error::other(format!("JPEG encoder: {e}"))), None),
-            };
-            let image = turbojpeg::YuvImage { pixels, width: ew, align: 1, height: eh, subsamp: turbojpeg::Subsamp::Sub2x2 };
-            let jpeg = compressor
-                .set_quality(i32::from(quality))
-                .and_then(|()| compressor.compress_yuv_to_vec(image))
-                .map_err(|e| std::io::Error::other(format!("JPEG: {e}")));
-            (jpeg, Some(compressor))
-        }
+    let (w, h) = (picture.meta.width as usize, picture.meta.height as usize);
+    // libjpeg-turbo's 4:2:0 planes have even sizes: an odd last row or column is left out
+    // (boxes keep their coordinates; the worker expects the even size).
+    let (ew, eh) = (w & !1, h & !1);
+    if ew == 0 || eh == 0 || picture.planes.len() < Picture::packed_len(picture.meta.width, picture.meta.height) {
+        return (Err(std::io::Error::other(format!("no JPEG of a {w}x{h} picture"))), compressor);
     }
+    let cropped;
+    let pixels = if (ew, eh) == (w, h) {
+        &picture.planes[..]
+    } else {
+        cropped = even_crop(&picture.planes, w, h);
+        &cropped[..]
+    };
+    let mut compressor = match compressor.map_or_else(turbojpeg::Compressor::new, Ok) {
+        Ok(c) => c,
+        Err(e) => return (Err(std::io::Error::other(format!("JPEG encoder: {e}"))), None),
+    };
+    let image = turbojpeg::YuvImage { pixels, width: ew, align: 1, height: eh, subsamp: turbojpeg::Subsamp::Sub2x2 };
+    let jpeg = compressor
+        .set_quality(i32::from(quality))
+        .and_then(|()| compressor.compress_yuv_to_vec(image))
+        .map_err(|e| std::io::Error::other(format!("JPEG: {e}")));
+    (jpeg, Some(compressor))
 }
 
 /// The packed I420 planes of a `w`x`h` picture without its odd last column and row.
@@ -632,11 +634,11 @@ mod tests {
         let planes: Vec<u8> = (0..27).collect();
         assert_eq!(even_crop(&planes, 5, 3), [0, 1, 2, 3, 5, 6, 7, 8, 15, 16, 21, 22]);
         let picture = Picture { meta, full_range: false, planes, offered: Instant::now() };
-        let (jpeg, _) = inline(&picture, Encoding::Jpeg, 90, None);
+        let (jpeg, _) = jpeg_of(&picture, 90, None);
         let header = turbojpeg::Decompressor::new().unwrap().read_header(&jpeg.unwrap()).unwrap();
         assert_eq!((header.width, header.height), (4, 2));
         let tiny = Picture { meta: FrameMeta { width: 1, height: 1, ..picture.meta.clone() }, planes: vec![0; 3], ..picture };
-        assert!(inline(&tiny, Encoding::Jpeg, 90, None).0.is_err(), "no panic on a 1x1 picture");
+        assert!(jpeg_of(&tiny, 90, None).0.is_err(), "no panic on a 1x1 picture");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
