@@ -61,6 +61,9 @@ pub(crate) struct ModelView {
     pub(crate) fps: u32,
     /// Connected workers of its pool.
     pub(crate) workers: usize,
+    /// Why its workers cannot start (the last one's error), while none of them is connected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) reason: Option<String>,
 }
 
 impl DetectionView {
@@ -230,8 +233,9 @@ pub(crate) struct WorkerView {
 #[derive(Debug, Default)]
 pub(super) struct Status {
     connected: HashMap<u64, WorkerInfo>,
-    /// The last startup failure of a spawned worker (cleared when one connects).
-    failure: Option<String>,
+    /// Per model (pool): the last startup failure of a spawned worker (cleared when one of
+    /// its workers connects).
+    failures: HashMap<usize, String>,
     /// Failures already logged at error level (each reason once).
     logged: HashSet<String>,
     /// Process ids the supervisor spawned (only those may be killed).
@@ -462,14 +466,15 @@ impl Detect {
         let Some(here) = self.runs_here(stream) else { return DetectionView::off() };
         let status = self.status.lock();
         let any = status.connected.values().min_by_key(|w| w.pool);
-        let state = match (any, &status.failure) {
+        let failure = status.failures.iter().min_by_key(|(pool, _)| **pool).map(|(_, reason)| reason);
+        let state = match (any, failure) {
             (Some(_), _) => "running",
             (None, Some(_)) => "unavailable",
             (None, None) => "starting",
         };
         DetectionView {
             state,
-            reason: if any.is_none() { status.failure.clone() } else { None },
+            reason: if any.is_none() { failure.cloned() } else { None },
             workers: status.connected.len(),
             model: any.map(|w| w.model.clone()),
             provider: any.map(|w| w.provider.clone()),
@@ -484,6 +489,7 @@ impl Detect {
                     model: p.config.file_name(),
                     fps: p.config.fps,
                     workers: status.connected.values().filter(|w| w.pool == i).count(),
+                    reason: status.failures.get(&i).cloned(),
                 })
                 .collect(),
         }
@@ -528,8 +534,8 @@ impl Detect {
         if let Some(pool) = self.pools.get(info.pool) {
             pool.connected.fetch_add(1, Ordering::Relaxed);
         }
+        status.failures.remove(&info.pool);
         status.connected.insert(id, info);
-        status.failure = None;
         metrics::gauge!("sightline_detect_workers").set(status.connected.len() as f64);
     }
 
@@ -557,13 +563,15 @@ impl Detect {
         metrics::gauge!("sightline_detect_workers").set(status.connected.len() as f64);
     }
 
-    /// Records a spawned worker that ended before its handshake; logs each reason once.
-    pub(super) fn startup_failed(&self, reason: String) {
+    /// Records a spawned worker of model `pool` that ended before its handshake; logs each
+    /// reason once.
+    pub(super) fn startup_failed(&self, pool: usize, reason: String) {
         let mut status = self.status.lock();
         if status.logged.insert(reason.clone()) {
-            error!(reason = %reason, "detection unavailable: the worker cannot start (video is not affected; retrying with backoff)");
+            let model = self.pools.get(pool).map(|p| p.config.name.as_str()).unwrap_or_default();
+            error!(reason = %reason, model, "detection unavailable: the model's worker cannot start (video is not affected; retrying with backoff)");
         }
-        status.failure = Some(reason);
+        status.failures.insert(pool, reason);
     }
 
     /// Kills `pid` if it is a worker this gateway spawned (a hung one).

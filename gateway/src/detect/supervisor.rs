@@ -102,7 +102,7 @@ pub(crate) async fn supervise(detect: Arc<Detect>, pool: usize, index: usize) {
         let mut child = match command(&detect, pool).spawn() {
             Ok(child) => child,
             Err(e) => {
-                detect.startup_failed(format!("cannot run {}: {e}", worker_binary(&detect).display()));
+                detect.startup_failed(pool, format!("cannot run {}: {e}", worker_binary(&detect).display()));
                 tokio::select! {
                     () = tokio::time::sleep(backoff.delay(false)) => {}
                     () = stopping.wait() => return,
@@ -152,7 +152,7 @@ pub(crate) async fn supervise(detect: Arc<Detect>, pool: usize, index: usize) {
             let reason = last_line.unwrap_or_else(|| format!("infer-worker exited ({exit}) before connecting"));
             let reason = reason.trim_start_matches("infer-worker: ");
             // With several models, the reason names the one whose workers cannot start.
-            detect.startup_failed(if detect.pools().len() > 1 { format!("model {model}: {reason}") } else { reason.to_owned() });
+            detect.startup_failed(pool, if detect.pools().len() > 1 { format!("model {model}: {reason}") } else { reason.to_owned() });
         }
         tokio::select! {
             () = tokio::time::sleep(backoff.delay(greeted && ran >= HEALTHY_RUN)) => {}
