@@ -235,6 +235,15 @@ export function recordingsOf(id, fromMs, toMs) {
   return send('GET', `${streamPath(id)}/recordings${eventQuery({ from: fromMs, to: toMs })}`);
 }
 
+/**
+ * GET /api/streams/{id}/detections?from=&to= (ms, at most 1 h apart) -> {stream, from_ms, to_ms,
+ * frames: [{pts, seq, boxes, models}]}: the detection messages stored with the recording, by
+ * `pts` (the frame's time on the recording timeline, 90 kHz ticks since the Unix epoch).
+ */
+export function recordedDetections(id, fromMs, toMs) {
+  return send('GET', `${streamPath(id)}/detections${eventQuery({ from: fromMs, to: toMs })}`);
+}
+
 /** The HLS VOD playlist of a stream's recording from `fromMs` to `toMs`. */
 export function vodUrl(id, fromMs, toMs) {
   return `${streamPath(id)}/vod.m3u8${eventQuery({ from: fromMs, to: toMs })}`;

@@ -31,6 +31,12 @@
 //            timestamp is rtpTimestamp - offset (mod 2^32).
 //   SSE    – frames carry their sequence number as the event id; messages
 //            carry the same `seq`.
+//   Playback of a recording (watchRecording, driven by static/playback-boxes.js) –
+//            frames and the stored messages are named by their time on the
+//            recording timeline (`pts`, 90 kHz ticks since the Unix epoch); the
+//            player pushes each stored message before its frame is shown and
+//            calls showFrame(pts) for each frame shown, and restart() after a
+//            seek. Every rule below applies as over WebRTC (keys are 90 kHz times).
 // Boxes are drawn when their frame is on screen: at once if the message
 // arrives while that frame is displayed, or when the frame is displayed if
 // the message came first ("exact"); one that came first for a frame the player
@@ -69,7 +75,8 @@
 // with boxes drawn now, comma-separated), and what is drawn now as the property
 // `sightlineDrawn`: {boxes (0..1 of the picture, each with its `model`),
 // models: {name: {boxes (drawn now), hidden, exact, late, stale, held, cleared,
-// step_ms (its detection interval)}}}.
+// step_ms (its detection interval), key (the frame key of the message its boxes
+// come from: RTP timestamp, seq or pts; null when none)}}}.
 
 const KEEP_MESSAGES = 32;
 /**
@@ -126,7 +133,7 @@ class Lane {
 export class DetectionOverlay {
   #canvas;
   #ctx;
-  #mode = null; // 'rtp' (WebRTC <video>) | 'seq' (SSE <img>)
+  #mode = null; // 'rtp' (WebRTC <video>) | 'seq' (SSE <img>) | 'pts' (a recording's playback <video>)
   #source = null;
   #offset = 0;
   #frameKey = null;
@@ -183,11 +190,35 @@ export class DetectionOverlay {
     this.#source = img;
   }
 
-  /** SSE: the frame with this sequence number is now displayed. */
+  /**
+   * Follow a recording's playback <video>: frames and messages are named by their time on the
+   * recording timeline (`pts`, 90 kHz ticks since the Unix epoch). The player push()es the
+   * stored messages before their frames and calls showFrame(pts) for each frame shown.
+   */
+  watchRecording(video) {
+    this.stop();
+    this.#mode = 'pts';
+    this.#source = video;
+  }
+
+  /**
+   * SSE: the frame with this sequence number is now displayed; playback of a recording: the
+   * frame at this time (`pts`, 90 kHz ticks since the Unix epoch).
+   */
   showFrame(seq) {
-    if (this.#mode !== 'seq') return;
+    if (this.#mode !== 'seq' && this.#mode !== 'pts') return;
     const key = Number(seq);
     if (Number.isFinite(key)) this.#onFrame(key);
+  }
+
+  /**
+   * Forget the messages, what is drawn and the tracks, and go on following the same picture
+   * (a seek in a recording): nothing pushed before is drawn again.
+   */
+  restart() {
+    this.#frameKey = null;
+    for (const lane of this.#lanes.values()) lane.reset();
+    this.#clear();
   }
 
   /** The session's RTP timestamp offset (data channel hello/timing `rtp_offset`). */
@@ -304,7 +335,13 @@ export class DetectionOverlay {
 
   #keyOf(msg) {
     if (this.#mode === 'rtp') return Number.isInteger(msg.rtp_timestamp) ? msg.rtp_timestamp >>> 0 : null;
+    if (this.#mode === 'pts') return Number.isFinite(msg.pts) ? msg.pts : null;
     return Number.isFinite(msg.seq) ? msg.seq : null;
+  }
+
+  /** Whether frame keys are 90 kHz times (WebRTC's RTP timestamps, a recording's pts), not seq numbers. */
+  #timed() {
+    return this.#mode === 'rtp' || this.#mode === 'pts';
   }
 
   #diff(a, b) {
@@ -368,7 +405,7 @@ export class DetectionOverlay {
     if (this.#frameKey === null) return false;
     const late = this.#diff(this.#frameKey, key);
     const newer = lane.drawn === null || this.#diff(key, lane.drawn.key) > 0;
-    if (late > 0 && this.#mode === 'rtp' && late <= MAX_CARRY && newer && this.#movable(entry)) {
+    if (late > 0 && this.#timed() && late <= MAX_CARRY && newer && this.#movable(entry)) {
       // Its frame is gone: carry its tracked boxes to the frame shown now.
       lane.lateness = late;
       this.#carry(lane, entry, late, 'late');
@@ -435,26 +472,28 @@ export class DetectionOverlay {
    */
   #hold(lane) {
     let step = lane.messageStep;
-    if (!step && lane.fps) step = this.#mode === 'rtp' ? 90_000 / lane.fps : 90_000 / lane.fps / this.#ticksPerSeq;
+    if (!step && lane.fps) step = this.#timed() ? 90_000 / lane.fps : 90_000 / lane.fps / this.#ticksPerSeq;
     return Math.max(step, this.#frameStep) + this.#frameStep + lane.lateness;
   }
 
   /** `lane`'s detection interval in 90 kHz ticks (0: not known yet). */
   #stepTicks(lane) {
-    if (lane.messageStep) return this.#mode === 'rtp' ? lane.messageStep : lane.messageStep * this.#ticksPerSeq;
+    if (lane.messageStep) return this.#timed() ? lane.messageStep : lane.messageStep * this.#ticksPerSeq;
     return lane.fps ? 90_000 / lane.fps : 0;
   }
 
   /** Each track's velocity from this entry's box and the track's previous one (of the same model). */
   #learn(lane, entry) {
     const { msg } = entry;
-    const at = msg.rtp_timestamp >>> 0;
+    // 90 kHz: the message's RTP timestamp (live), or its pts (a recording).
+    const pts = this.#mode === 'pts';
+    const at = pts ? msg.pts : msg.rtp_timestamp >>> 0;
     const span = Math.max(MAX_VELOCITY_SPAN, 2 * this.#stepTicks(lane));
     for (const b of entry.boxes) {
       if (b.track_id == null) continue;
       this.#tracked = true;
       const prev = lane.seen.get(b.track_id);
-      const dt = prev ? rtpDiff(at, prev.at) : 0;
+      const dt = prev ? (pts ? at - prev.at : rtpDiff(at, prev.at)) : 0;
       if (dt > 0 && dt <= span) {
         const p = prev.box;
         this.#velocity.set(b, { x: (b.x - p.x) / dt, y: (b.y - p.y) / dt, w: (b.w - p.w) / dt, h: (b.h - p.h) / dt });
@@ -485,7 +524,7 @@ export class DetectionOverlay {
 
   /** `entry`'s tracked boxes, moved on by `age` (in frame keys) along their velocity, on screen for `lane`. */
   #carry(lane, entry, age, how) {
-    const ticks = this.#mode === 'rtp' ? age : age * this.#ticksPerSeq;
+    const ticks = this.#timed() ? age : age * this.#ticksPerSeq;
     const boxes = [];
     for (const b of entry.boxes) {
       const v = this.#velocity.get(b);
@@ -517,7 +556,9 @@ export class DetectionOverlay {
       const hidden = this.#hidden.has(lane.name);
       const n = hidden ? 0 : lane.shown.length;
       if (n > 0) drawn.push(lane.name);
-      models[lane.name] = { boxes: n, hidden, ...lane.counts, step_ms: Math.round(this.#stepTicks(lane) / 90) };
+      models[lane.name] = {
+        boxes: n, hidden, ...lane.counts, step_ms: Math.round(this.#stepTicks(lane) / 90), key: lane.drawn?.key ?? null,
+      };
     }
     c.dataset.boxes = String(boxes.length);
     c.dataset.models = drawn.join(',');

@@ -12,7 +12,7 @@
 //
 // A stream whose detection runs two or more models gets one checkbox per model ("Models":
 // name and rate), all ticked at first: an unticked model's boxes are not drawn, whatever
-// the player. The unticked ones are remembered per stream in localStorage
+// the player, nor over the playback of a recording (the timeline). The unticked ones are remembered per stream in localStorage
 // (`sightline_hidden_models:{id}`, a JSON list of model names).
 
 import {
@@ -415,7 +415,11 @@ export class StreamCard {
       toggle.input.checked = !this.#hiddenModels.has(m.name);
       toggle.label.title = `${m.model ?? m.name}: ${formatCount(m.workers)} worker${m.workers === 1 ? '' : 's'}`;
     }
-    this.#overlay.setHiddenModels(several ? models.map((m) => m.name).filter((n) => this.#hiddenModels.has(n)) : []);
+    const hidden = several ? models.map((m) => m.name).filter((n) => this.#hiddenModels.has(n)) : [];
+    this.#overlay.setHiddenModels(hidden);
+    // The same models and toggles for the boxes over the playback of a recording.
+    this.#timeline.setModels(models);
+    this.#timeline.setHiddenModels(hidden);
   }
 
   #onModelToggle(name, shown) {

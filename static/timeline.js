@@ -2,10 +2,15 @@
 // (GET /api/streams/{id}/recordings) and stored events (GET /api/events) on a bar. A click on
 // the bar plays the recording from that moment (HLS VOD, vod.m3u8, with hls.js from
 // static/vendor, loaded on first use; Safari on iPhone plays HLS itself); "Download" exports
-// what is played as one MP4 (export.mp4). Each event marker's title names it.
+// what is played as one MP4 (export.mp4). Each event marker's title names it. The detection
+// boxes stored with the recording are drawn over the playback on the frames they were
+// computed for (static/playback-boxes.js, on a canvas over the <video>: `canvas.timeline-overlay`),
+// with the card's models and hidden models (setModels, setHiddenModels). The bar names the
+// span it shows in data-from and data-to (ms since the Unix epoch).
 import { h, setText } from './dom.js';
 import { recordingsOf, searchEvents, vodUrl, exportUrl } from './api.js';
 import { loadHls } from './hls-player.js';
+import { PlaybackBoxes } from './playback-boxes.js';
 
 const WINDOW_MS = 60 * 60 * 1000;
 const PLAY_MS = 10 * 60 * 1000;
@@ -23,6 +28,8 @@ export class Timeline {
   #timer = null;
   #hls = null;
   #ranges = [];
+  #boxes;
+  #playing = 0; // bumped by each play() and stop(): a play() that was overtaken stops there
 
   constructor(id) {
     this.#id = id;
@@ -33,16 +40,29 @@ export class Timeline {
     ui.label = h('span', { class: 'timeline-label' });
     ui.video = h('video', { class: 'timeline-video', controls: true, muted: true, playsinline: true, hidden: true });
     ui.video.muted = true;
+    ui.overlay = h('canvas', { class: 'timeline-overlay', 'aria-hidden': 'true' });
+    ui.screen = h('div', { class: 'timeline-screen', hidden: true }, ui.video, ui.overlay);
+    this.#boxes = new PlaybackBoxes(id, ui.overlay);
     ui.download = h('a', { class: 'btn timeline-download', hidden: true, text: 'Download MP4' });
     ui.close = h('button', { type: 'button', class: 'btn timeline-close', hidden: true, text: 'Close',
       onclick: () => this.stop() });
     ui.root = h('section', { class: 'timeline', hidden: true },
       h('div', { class: 'timeline-head' }, h('span', { class: 'timeline-title', text: 'Recordings' }), ui.label),
-      ui.bar, ui.video, h('div', { class: 'timeline-actions' }, ui.download, ui.close));
+      ui.bar, ui.screen, h('div', { class: 'timeline-actions' }, ui.download, ui.close));
   }
 
   get element() {
     return this.#ui.root;
+  }
+
+  /** The stream's detection models from its status ([{name, fps}]), for the boxes over playback. */
+  setModels(models) {
+    this.#boxes.setModels(models);
+  }
+
+  /** Draw no boxes of these models over playback (the card's model toggles). */
+  setHiddenModels(names) {
+    this.#boxes.setHiddenModels(names);
   }
 
   /** Show the timeline (the stream records) or hide it. */
@@ -83,6 +103,8 @@ export class Timeline {
 
   #render(ranges, events) {
     const bar = this.#ui.bar;
+    bar.dataset.from = String(this.#from);
+    bar.dataset.to = String(this.#to);
     bar.replaceChildren(
       ...ranges.map((r) => h('div', {
         class: 'timeline-range', 'data-start': r.start_ms, 'data-end': r.end_ms,
@@ -109,18 +131,22 @@ export class Timeline {
   /** Plays the recording from `fromMs` (ms since the Unix epoch). */
   async play(fromMs) {
     this.stop();
+    const playing = this.#playing;
     const from = Math.floor(fromMs);
     const to = Math.min(from + PLAY_MS, Date.now());
     const ui = this.#ui;
     const src = vodUrl(this.#id, from, to);
     ui.video.hidden = false;
+    ui.screen.hidden = false;
     ui.close.hidden = false;
     ui.download.hidden = false;
     ui.download.href = exportUrl(this.#id, from, to);
     ui.download.setAttribute('download', `${this.#id}-${from}.mp4`);
     ui.video.dataset.from = String(from);
+    ui.video.dataset.to = String(to);
     // hls.js where Media Source Extensions exist, the browser's own HLS otherwise (iPhone).
     const Hls = typeof MediaSource === 'function' ? await loadHls().catch(() => null) : null;
+    if (playing !== this.#playing) return; // stopped, or another range asked for, meanwhile
     if (Hls?.isSupported()) {
       this.#hls = new Hls();
       this.#hls.loadSource(src);
@@ -128,15 +154,19 @@ export class Timeline {
     } else {
       ui.video.src = src;
     }
+    this.#boxes.start(ui.video, this.#hls);
     ui.video.play().catch(() => {});
   }
 
   stop() {
     const ui = this.#ui;
+    this.#playing += 1;
+    this.#boxes.stop();
     this.#hls?.destroy();
     this.#hls = null;
     ui.video.removeAttribute('src');
     ui.video.hidden = true;
+    ui.screen.hidden = true;
     ui.close.hidden = true;
     ui.download.hidden = true;
   }

@@ -442,6 +442,16 @@ async fn detections_are_stored_with_the_frames_they_belong_to() {
     }
     assert_eq!(checked, 4);
 
+    // The UI draws them over the playback of the recording, on the frames they belong to
+    // (the timeline's bar is several seconds a pixel: a range of 30 s or more).
+    let recorded_from = ranges(&gw).await.first().map(|r| r.0).expect("a recorded range");
+    while now_ms() < recorded_from + 34_000 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let to = now_ms() - 1_000;
+    let stdout = browser_script("playback-boxes.mjs", &[&gw.base, &recorded_from.to_string(), &to.to_string()]).await;
+    eprintln!("{stdout}");
+
     // Bad ranges.
     let (status, body) = get_json(&gw.url("/api/streams/testcam/detections?from=0&to=7200000")).await;
     assert_eq!(status, 400, "over 1 h: {body}");
