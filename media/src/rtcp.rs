@@ -105,8 +105,15 @@ impl CaptureClock {
     /// The wall-clock capture time (Unix ms) of the frame with `rtp_timestamp` at a clock rate
     /// of [`RtpTimestamp::CLOCK_HZ`].
     pub fn capture_ms(&self, rtp_timestamp: RtpTimestamp) -> Option<u64> {
+        self.capture_ms_at(rtp_timestamp, RtpTimestamp::CLOCK_HZ)
+    }
+
+    /// [`CaptureClock::capture_ms`] for a stream whose RTP clock runs at `clock_hz` (an audio
+    /// track: 8 000 for G.711, the sampling rate for AAC; RFC 3550 §6.4.1: a sender report's
+    /// RTP timestamp is in the clock of the packets it reports on).
+    pub fn capture_ms_at(&self, rtp_timestamp: RtpTimestamp, clock_hz: u32) -> Option<u64> {
         let (ms, at) = self.anchor?;
-        let delta_ms = rtp_timestamp.ticks_since(at) * 1000 / i64::from(RtpTimestamp::CLOCK_HZ);
+        let delta_ms = rtp_timestamp.ticks_since(at) * 1000 / i64::from(clock_hz.max(1));
         ms.checked_add_signed(delta_ms)
     }
 
@@ -151,6 +158,8 @@ mod tests {
         assert_eq!(clock.sender_report(ntp_from_unix_ms(1_000_000), at), Some(1_000_000));
         assert_eq!(clock.capture_ms(at.wrapping_add(3600)), Some(1_000_040), "one frame at 25 fps later, across the wrap");
         assert_eq!(clock.capture_ms(at.wrapping_sub(90_000)), Some(999_000), "a frame before the report");
+        assert_eq!(clock.capture_ms_at(at.wrapping_add(1024), 16_000), Some(1_000_064), "an AAC frame at 16 kHz");
+        assert_eq!(clock.capture_ms_at(at.wrapping_sub(160), 8_000), Some(999_980), "G.711, 20 ms earlier");
         clock.reset();
         assert_eq!(clock.capture_ms(at), None);
     }

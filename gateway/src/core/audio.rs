@@ -16,6 +16,9 @@ pub struct AudioFrame {
     pub rtp_timestamp: u32,
     /// When it was received (or encoded).
     pub received: Instant,
+    /// When the camera captured it, Unix ms, from the camera's RTCP sender reports of the
+    /// audio track; 0 when not known (no report yet, or made here: the Opus transcoder).
+    pub capture_ms: u64,
     /// The codec's bytes (shared with every viewer as the RTP payload).
     pub data: Arc<[u8]>,
 }

@@ -157,7 +157,7 @@ impl OpusWork {
                 if let Some(data) = packet.data() {
                     // The packet's pts is its first sample's (less the encoder's look-ahead).
                     let rtp_timestamp = packet.pts().unwrap_or(i64::from(timestamp)) as u32;
-                    out.push(AudioFrame { rtp_timestamp, received: Instant::now(), data: Arc::from(data) });
+                    out.push(AudioFrame { rtp_timestamp, received: Instant::now(), capture_ms: 0, data: Arc::from(data) });
                 }
             }
         }
@@ -244,7 +244,8 @@ mod tests {
         let mut packets = Vec::new();
         for (i, data) in frames.iter().enumerate() {
             // AAC frames are 1024 samples; the camera's clock starts at 1000.
-            let frame = AudioFrame { rtp_timestamp: 1000 + 1024 * i as u32, received: Instant::now(), data: Arc::from(&data[..]) };
+            let frame =
+                AudioFrame { rtp_timestamp: 1000 + 1024 * i as u32, received: Instant::now(), capture_ms: 0, data: Arc::from(&data[..]) };
             packets.extend(work.transcode(&frame).unwrap());
         }
         // 2 s of audio (and the AAC encoder's priming): ~100 packets of 20 ms.
@@ -280,7 +281,7 @@ mod tests {
         for (i, data) in frames.iter().take(20).enumerate() {
             // Half-way the camera restarts its clock 10 s later.
             let ts = 1024 * i as u32 + if i >= 10 { 160_000 } else { 0 };
-            let frame = AudioFrame { rtp_timestamp: ts, received: Instant::now(), data: Arc::from(&data[..]) };
+            let frame = AudioFrame { rtp_timestamp: ts, received: Instant::now(), capture_ms: 0, data: Arc::from(&data[..]) };
             for p in work.transcode(&frame).unwrap() {
                 last = Some(p.rtp_timestamp);
             }
@@ -293,11 +294,17 @@ mod tests {
     fn garbage_does_not_stop_the_audio() {
         let info = AudioInfo { codec: Some(AudioCodec::Aac), clock_rate: 16_000, channels: 1 };
         let mut work = OpusWork::new(info).unwrap();
-        let garbage = AudioFrame { rtp_timestamp: 0, received: Instant::now(), data: Arc::from(&b"\xff\xf1garbage that is not AAC"[..]) };
+        let garbage = AudioFrame {
+            rtp_timestamp: 0,
+            received: Instant::now(),
+            capture_ms: 0,
+            data: Arc::from(&b"\xff\xf1garbage that is not AAC"[..]),
+        };
         let _ = work.transcode(&garbage);
         let mut packets = 0;
         for (i, data) in aac_frames().iter().take(20).enumerate() {
-            let frame = AudioFrame { rtp_timestamp: 1024 * (i as u32 + 1), received: Instant::now(), data: Arc::from(&data[..]) };
+            let frame =
+                AudioFrame { rtp_timestamp: 1024 * (i as u32 + 1), received: Instant::now(), capture_ms: 0, data: Arc::from(&data[..]) };
             packets += work.transcode(&frame).map_or(0, |p| p.len());
         }
         assert!(packets >= 15, "AAC after garbage is transcoded: {packets} packets");

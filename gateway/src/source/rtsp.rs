@@ -101,12 +101,15 @@ impl CameraSource for RtspSource {
         let mut demuxed = playing.demuxed().map_err(err)?;
         info!(stream = id, url = %redact_url(&stream.url), %codec, audio = ?audio_health.as_ref().map(|a| &a.codec), "camera session playing");
         let audio_index = audio.as_ref().map(|(i, _)| *i);
+        let audio_clock_hz = audio.as_ref().map_or(8_000, |(_, info)| info.clock_rate);
         sink.audio_setup(audio_health, audio.map(|(_, info)| info));
 
         // Parameters from the SDP's sprop-parameter-sets, if the camera sent them.
         let mut parameter_sets = ParameterSets::default();
         note_parameters(id, &demuxed, video, sink, &mut parameter_sets);
         let mut clock = Clocks { capture: CaptureClock::default(), skew_logged: false };
+        // The audio track's own sender reports (its RTP clock and timeline are its own).
+        let mut audio_clock = CaptureClock::default();
         // A stall is no video for `stall`, whatever audio arrives meanwhile.
         let mut video_deadline = tokio::time::Instant::now() + stall;
         loop {
@@ -122,9 +125,21 @@ impl CameraSource for RtspSource {
                     clock.sender_reports(id, &rtcp);
                     continue;
                 }
+                CodecItem::Rtcp(rtcp) if Some(rtcp.stream_id()) == audio_index => {
+                    for sr in rtcp.pkts().filter_map(|p| p.as_sender_report().ok().flatten()) {
+                        audio_clock.sender_report(sr.ntp_timestamp().0, RtpTimestamp::new(sr.rtp_timestamp()));
+                    }
+                    continue;
+                }
                 CodecItem::AudioFrame(frame) if Some(frame.stream_id()) == audio_index => {
                     let data = Arc::from(frame.data());
-                    sink.audio(AudioFrame { rtp_timestamp: frame.timestamp().timestamp() as u32, received: Instant::now(), data });
+                    let rtp_timestamp = frame.timestamp().timestamp() as u32;
+                    // As for video: the camera's clock when it is believable, else unknown.
+                    let capture_ms = audio_clock
+                        .capture_ms_at(RtpTimestamp::new(rtp_timestamp), audio_clock_hz)
+                        .filter(|at| at.abs_diff(now_ms()) <= MAX_CLOCK_SKEW_MS)
+                        .unwrap_or(0);
+                    sink.audio(AudioFrame { rtp_timestamp, received: Instant::now(), capture_ms, data });
                     continue;
                 }
                 _ => continue,

@@ -82,7 +82,7 @@ mod tests {
     use super::*;
 
     fn frame(ts: u32) -> AudioFrame {
-        AudioFrame { rtp_timestamp: ts, received: Instant::now(), data: Arc::from(&b"\xd5\xd5"[..]) }
+        AudioFrame { rtp_timestamp: ts, received: Instant::now(), capture_ms: 0, data: Arc::from(&b"\xd5\xd5"[..]) }
     }
 
     #[tokio::test]
