@@ -75,6 +75,17 @@ pub enum Caller {
     Invalid(String),
 }
 
+pub use crate::core::RELAY_USER;
+
+/// `user:password` of a `Basic` authorization (RFC 7617), if it is one.
+fn basic_credentials(text: &str) -> Option<String> {
+    use base64::Engine as _;
+    text.strip_prefix("Basic ")
+        .or_else(|| text.strip_prefix("basic "))
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+        .and_then(|b| String::from_utf8(b).ok())
+}
+
 impl Caller {
     /// The 401 for this caller: which challenge and why (RFC 6750 §3.1).
     fn unauthenticated(&self) -> Error {
@@ -244,12 +255,7 @@ impl Auth {
             return Caller::Open;
         }
         if let Some(text) = authorization {
-            use base64::Engine as _;
-            let decoded = text
-                .strip_prefix("Basic ")
-                .or_else(|| text.strip_prefix("basic "))
-                .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
-                .and_then(|b| String::from_utf8(b).ok());
+            let decoded = basic_credentials(text);
             return match decoded.as_deref().and_then(|d| d.split_once(':')) {
                 Some((user, "")) if !user.is_empty() => self.check_token(user, true),
                 Some((_, password)) => self.check_token(password, true),
@@ -259,6 +265,18 @@ impl Auth {
         match query.and_then(query_token) {
             Some(t) => self.check_token(&t, false),
             None => Caller::Anonymous,
+        }
+    }
+
+    /// Whether an RTSP request is another replica's relay (`pull = "one_per_cluster"`): it
+    /// presents a control token as the `Basic` password of the user [`RELAY_USER`]. Relays
+    /// serve a replica's viewers: they do not take viewer places (`[limits]`). With
+    /// authentication off nothing tells a relay apart, and each counts as a viewer.
+    pub fn is_relay(&self, authorization: Option<&str>) -> bool {
+        let Some(decoded) = authorization.and_then(basic_credentials) else { return false };
+        match decoded.split_once(':') {
+            Some((RELAY_USER, password)) => self.enabled && matches!(self.check_token(password, true), Caller::Control),
+            _ => false,
         }
     }
 

@@ -232,10 +232,14 @@ impl Mounts for StreamMounts<'_> {
             return Err(Refusal::Unavailable);
         }
         if self.watching.as_ref().is_none_or(|(w, _)| w.id != rt.id) {
-            let guard = rt.try_consumer(ViewerKind::Rtsp).map_err(|e| {
-                info!(stream = %rt.id, error = %e, "RTSP client refused");
-                Refusal::Unavailable
-            })?;
+            let guard = if self.shared.auth.is_relay(target.authorization) {
+                rt.relay_consumer(ViewerKind::Rtsp)
+            } else {
+                rt.try_consumer(ViewerKind::Rtsp).map_err(|e| {
+                    info!(stream = %rt.id, error = %e, "RTSP client refused");
+                    Refusal::Unavailable
+                })?
+            };
             self.watching = Some((rt.clone(), guard));
         }
         let gop = rt.hub.cached_gop();
@@ -480,7 +484,10 @@ async fn connection(mut sock: TcpStream, peer: SocketAddr, shared: &Shared) -> a
                 let (Some((sending, _, info)), Some(frame)) = (audio.as_mut(), frame) else { return Ok(()) };
                 let Some(payload) = audio_payload(info, &frame) else { continue };
                 let ts = sending.timestamp(RtpTimestamp::new(frame.rtp_timestamp));
-                let report = sending.report(ts, crate::core::clock::now_ms());
+                // The camera's capture time (its audio sender reports), as for video: receive
+                // times would shift audio against video by the camera's latency.
+                let capture_ms = if frame.capture_ms > 0 { frame.capture_ms } else { crate::core::clock::now_ms() };
+                let report = sending.report(ts, capture_ms);
                 let packets = sending.packets(std::slice::from_ref(&payload), ts);
                 send(&mut sock, &mut out, shared, peer, sending.setup.transport, &packets, report.as_deref()).await?;
             }
@@ -511,10 +518,10 @@ fn count_sent(conn: &mut RtspConnection, video: &Option<(Sending, Subscription)>
 /// Waits until `path`'s stream has a cached keyframe, at most [`FIRST_KEYFRAME_WAIT`].
 async fn wait_for_keyframe(shared: &Shared, path: &str) {
     let Some(rt) = shared.streams.get(path) else { return };
-    let deadline = Instant::now() + FIRST_KEYFRAME_WAIT;
-    while rt.hub.cached_gop_len() == 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // A new subscription's first unit is a keyframe (the cached one, or the next to come),
+    // which the hub caches before handing it out: no polling.
+    let mut units = rt.hub.subscribe();
+    let _ = tokio::time::timeout(FIRST_KEYFRAME_WAIT, units.next()).await;
 }
 
 /// Starts sending the `tracks` of `rt` (track 0 video, 1 audio).

@@ -266,6 +266,7 @@ async fn one_camera_connection_per_cluster_with_failover() {
     let config = |rid: &str| {
         format!(
             "replica_id = \"{rid}\"\n[state]\nredis_url = \"{}\"\n[auth]\nmode = \"on\"\ncontrol_tokens = [\"{CONTROL}\"]\n\
+             [limits]\nmax_viewers_per_stream = 1\n\
              [[streams]]\nid = \"cam\"\nurl = \"rtsp://127.0.0.1:{cam_port}/testcam\"\npull = \"one_per_cluster\"\n",
             redis.url()
         )
@@ -299,6 +300,9 @@ async fn one_camera_connection_per_cluster_with_failover() {
     }
     let (_, s) = get_json_with(&a.url("/api/streams/cam"), CONTROL).await;
     assert_eq!(s["health"]["viewers"]["rtsp"], 2, "B's and C's relays are viewers of A: {s}");
+    // ... outside its viewer places: one per stream, which A's own viewer holds.
+    let status = reqwest::Client::new().get(a.url("/api/streams/cam/feed?fps=5")).bearer_auth(CONTROL).send().await.unwrap().status();
+    assert_eq!(status, 503, "A's only place is its own viewer's; the relays took none");
 
     // The holder dies: B or C takes the lease and the camera, the other relays from it; their
     // viewers keep their feeds and see pictures captured after the kill.

@@ -29,6 +29,11 @@ pub(crate) mod test_util;
 pub use error::{Error, Result};
 pub use media::{FrameMeta, RtpTimestamp, StreamId};
 
+/// The user name a replica's relay presents to another's RTSP restream, with a control token
+/// as the password (`pull = "one_per_cluster"`): the holder gives it no viewer place
+/// (`Auth::is_relay`).
+pub const RELAY_USER: &str = "sightline-relay";
+
 /// Compares two secrets without an early exit on the first differing byte (no timing
 /// oracle); different lengths differ.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -3,8 +3,10 @@
 //! stream (the pull lease, `sightline:lease:pull:{id}`). The holder connects to the camera and
 //! renews the lease while its session plays; every other replica plays the holder's RTSP
 //! restream instead (`{holder's restream}/{id}`, with the cluster's control token as the
-//! `Basic` password when authentication is on): the same access units, with capture times
-//! from the holder's sender reports, so detection and events line up across replicas.
+//! `Basic` password of the user `sightline-relay` when authentication is on: the holder
+//! then gives it no viewer place, as it serves viewers elsewhere): the same access units,
+//! with capture times from the holder's sender reports, so detection and events line up
+//! across replicas.
 //!
 //! Failover: a holder that dies stops renewing; its relays' sessions fail at once (the
 //! connection drops) and they ask again every [`RETRY`] until the lease lapses
@@ -66,7 +68,7 @@ impl ClusterPull {
         }
         let mut url = url::Url::parse(&format!("{base}/{}", stream.id)).map_err(|e| bad(e.to_string()))?;
         if let Some(token) = &self.token {
-            let _ = url.set_username("sightline");
+            let _ = url.set_username(crate::core::RELAY_USER);
             let _ = url.set_password(Some(token));
         }
         let mut relay = stream.clone();

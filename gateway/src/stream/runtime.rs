@@ -121,6 +121,16 @@ impl StreamRuntime {
         Ok(ConsumerGuard { stream: self.clone(), kind })
     }
 
+    /// A consumer outside the viewer limits: another replica's relay of the stream (it
+    /// serves that replica's viewers, which hold places there). Counted as `kind`.
+    pub(crate) fn relay_consumer(self: &Arc<Self>, kind: ViewerKind) -> ConsumerGuard {
+        self.budget.take_beyond();
+        self.consumers.send_modify(|n| *n += 1);
+        self.viewers.add(kind);
+        metrics::gauge!("sightline_viewers", "stream" => self.config.id.clone(), "kind" => kind.label()).increment(1.0);
+        ConsumerGuard { stream: self.clone(), kind }
+    }
+
     /// Gives back a place taken by [`StreamRuntime::try_consumer`] (the guard's drop).
     fn release_consumer(&self, kind: ViewerKind) {
         self.viewers.remove(kind);

@@ -116,6 +116,11 @@ impl ViewerBudget {
         }
     }
 
+    /// Takes a place even beyond the maximum (a relay: see `StreamRuntime::relay_consumer`).
+    pub(crate) fn take_beyond(&self) {
+        self.total.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// Gives back a place taken with [`ViewerBudget::take`].
     pub(crate) fn release(&self) {
         self.total.fetch_sub(1, Ordering::AcqRel);
