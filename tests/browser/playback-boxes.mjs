@@ -25,6 +25,7 @@
 // Usage: node tests/browser/playback-boxes.mjs BASE_URL FROM_MS TO_MS
 // Prints one line per check and exits non-zero on the first failure.
 import { startBrowserTest } from './chromium.mjs';
+import { addShapeFinder } from './shapes.mjs';
 import assert from 'node:assert/strict';
 
 const [base, fromArg, toArg] = process.argv.slice(2);
@@ -52,66 +53,7 @@ const { browser, fail, done } = await startBrowserTest(120_000);
  * drawn), frameMs (data-frame-ms), clockMs (the pixel clock), time (video.currentTime)}.
  */
 async function sample({ stream, count, seconds, seek }) {
-  // The test camera's shapes (testcam/src/scene.rs): colour test and size in units of
-  // min(width, height) / 6.
-  const SHAPES = {
-    circle: { is: (r, g, b) => r > 150 && g < 110 && b < 110, w: 1, h: 1 },
-    square: { is: (r, g, b) => g > 140 && r < 120 && b < 130, w: 1, h: 1 },
-    bar: { is: (r, g, b) => r > 170 && g > 140 && b < 120, w: 2, h: 1 },
-  };
-  const W = 640;
-  const H = 360;
-  const work = document.createElement('canvas');
-  work.width = W;
-  work.height = H;
-  const ctx = work.getContext('2d', { willReadFrequently: true });
-
-  /** Each shape's box in `source` (0..1 of the picture), or none where it is hidden. */
-  function shapesIn(source) {
-    ctx.drawImage(source, 0, 0, W, H);
-    const data = ctx.getImageData(0, 0, W, H).data;
-    const unit = Math.min(W, H) / 6;
-    const found = {};
-    for (const [label, s] of Object.entries(SHAPES)) {
-      const cols = new Uint16Array(W);
-      const rows = new Uint16Array(H);
-      for (let y = 0; y < H; y += 1) {
-        for (let x = 0; x < W; x += 1) {
-          const i = (y * W + x) * 4;
-          if (s.is(data[i], data[i + 1], data[i + 2])) {
-            cols[x] += 1;
-            rows[y] += 1;
-          }
-        }
-      }
-      const span = (counts) => {
-        let lo = -1;
-        let hi = -1;
-        counts.forEach((c, i) => {
-          if (c >= 3) {
-            if (lo < 0) lo = i;
-            hi = i;
-          }
-        });
-        return lo < 0 ? null : [lo, hi + 1];
-      };
-      const xs = span(cols);
-      const ys = span(rows);
-      if (!xs || !ys) continue;
-      const [w, h] = [xs[1] - xs[0], ys[1] - ys[0]];
-      // Partly hidden behind another shape: not a reference.
-      if (Math.abs(w - s.w * unit) > 0.08 * s.w * unit || Math.abs(h - s.h * unit) > 0.08 * s.h * unit) continue;
-      found[label] = { x: xs[0] / W, y: ys[0] / H, w: w / W, h: h / H };
-    }
-    return found;
-  }
-
-  const iou = (a, b) => {
-    const ix = Math.max(0, Math.min(a.x + a.w, b.x + b.w) - Math.max(a.x, b.x));
-    const iy = Math.max(0, Math.min(a.y + a.h, b.y + b.h) - Math.max(a.y, b.y));
-    const inter = ix * iy;
-    return inter / (a.w * a.h + b.w * b.h - inter);
-  };
+  const { shapesIn, iou } = window.sightlineShapes; // shapes.mjs
 
   const { ClockReader } = await import(new URL('pixel-clock.js', document.baseURI).href);
   const clock = new ClockReader();
@@ -155,6 +97,7 @@ const quantile = (v, q) => {
 
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  await addShapeFinder(page);
   const errors = [];
   page.on('pageerror', (e) => errors.push(String(e)));
   await page.goto(`${base}/`);
