@@ -43,8 +43,10 @@
 // never displayed (it skipped it) is carried to the next frame shown ("late").
 // Over WebRTC a message that comes after its frame was replaced has its tracked
 // boxes carried to the frame shown (as below, at most 300 ms; "late"), so the
-// video need not wait for the model; without tracking (no velocities) such a
-// message asks the player to delay playout (`onLate`), and over SSE (where the
+// video need not wait for the model, unless most messages come late (the median
+// of the last 20 later than their frame: the model slower than the video path):
+// then, as always without tracking (no velocities), the player is asked to delay
+// playout by that much (`onLate`), and over SSE (where the
 // feed sends boxes before their frame) one at most one frame late is drawn on
 // the next frame; older ones are dropped ("stale"). Between detected frames
 // (detection runs at a lower rate than video: 10 of 25 fps) a model's last
@@ -88,6 +90,8 @@ const MAX_VELOCITY_SPAN = 45_000;
 const DEFAULT_FRAME_TICKS = 3600;
 /** A late message's boxes are carried to the shown frame at most this far (90 kHz: 300 ms). */
 const MAX_CARRY = 27_000;
+/** Messages over which a persistent lateness is judged (WebRTC with tracking). */
+const LATENESS_WINDOW = 20;
 /** Box outlines by the model's place in the stream's list (CSS px): the first model's solid. */
 const MODEL_DASHES = [[], [8, 4], [2, 3], [12, 3, 2, 3]];
 
@@ -145,6 +149,7 @@ export class DetectionOverlay {
   #velocity = new WeakMap(); // box -> its track's velocity {x, y, w, h} (per tick) when detected
   #ticksPerSeq = DEFAULT_FRAME_TICKS; // SSE: RTP ticks between consecutive seq numbers
   #tracked = false; // some box came with a track id: the stream is tracked
+  #latenesses = []; // the last messages' lateness (90 kHz ticks, 0: on time), WebRTC
   #rvfcVideo = null;
   #rvfcHandle = null;
   #counts = { exact: 0, late: 0, stale: 0, held: 0, cleared: 0 };
@@ -283,6 +288,7 @@ export class DetectionOverlay {
     this.#frameKey = null;
     this.#offset = 0;
     this.#tracked = false;
+    this.#latenesses = [];
     for (const lane of this.#lanes.values()) lane.reset();
     this.#clear();
   }
@@ -399,11 +405,13 @@ export class DetectionOverlay {
     if (lane.entries.length > KEEP_MESSAGES) lane.entries.shift();
     if (key === this.#frameKey) {
       lane.lateness = 0;
+      this.#noteLateness(0);
       this.#show(lane, entry, 'exact');
       return true;
     }
     if (this.#frameKey === null) return false;
     const late = this.#diff(this.#frameKey, key);
+    this.#noteLateness(Math.max(0, late));
     const newer = lane.drawn === null || this.#diff(key, lane.drawn.key) > 0;
     if (late > 0 && this.#timed() && late <= MAX_CARRY && newer && this.#movable(entry)) {
       // Its frame is gone: carry its tracked boxes to the frame shown now.
@@ -423,6 +431,23 @@ export class DetectionOverlay {
     // confirmed) gets one with a later message.
     if (late > 0 && this.#mode === 'rtp' && !this.#tracked) this.#onLate?.(late / 90);
     return changed;
+  }
+
+  /**
+   * Over WebRTC with tracking, late messages are carried to the frame shown (their boxes
+   * moved by their tracks' velocities: close, not exact). When most messages come late (the
+   * model slower than the video path, a busy machine), ask the player to delay the video by
+   * their median lateness instead, so they are drawn on their own frames: a few tens of ms
+   * of latency for boxes on their picture. One late message (a hiccup) changes nothing.
+   */
+  #noteLateness(ticks) {
+    if (this.#mode !== 'rtp') return;
+    this.#latenesses.push(ticks);
+    if (this.#latenesses.length > LATENESS_WINDOW) this.#latenesses.shift();
+    if (!this.#tracked || this.#latenesses.length < LATENESS_WINDOW) return;
+    const sorted = [...this.#latenesses].sort((a, b) => a - b);
+    const median = sorted[sorted.length >> 1];
+    if (median > 0) this.#onLate?.(median / 90);
   }
 
   #onFrame(key) {
