@@ -116,11 +116,13 @@ impl BoxTrack {
 
     /// Appends to the current sidecar (opened, or created, on first use).
     async fn write(&mut self, stored: StoredDetections) {
-        let Some((path, start)) = self.target.clone() else { return };
-        if stored.pts < start {
+        let Some((path, start)) = &self.target else { return };
+        if stored.pts < *start {
             return;
         }
         if self.current.is_none() {
+            // The path is copied once, when the sidecar opens, not for every message.
+            let (path, start) = (path.clone(), *start);
             match tokio::fs::OpenOptions::new().append(true).create(true).open(&path).await {
                 Ok(file) => self.current = Some(Sidecar { file, path, start, end: i64::MAX }),
                 Err(e) => {
