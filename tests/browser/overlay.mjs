@@ -21,7 +21,7 @@ async function expectBoxes(page, what) {
   const canvas = await card.locator('canvas.media-overlay').elementHandle();
   await page.waitForFunction((el) => Number(el.dataset.exact || 0) >= 5 && Number(el.dataset.boxes || 0) > 0,
     canvas, { timeout: 30_000 });
-  const r = await canvas.evaluate((el) => {
+  const sample = () => canvas.evaluate((el) => {
     // A portrait phone letterboxes the 16:9 picture: nothing may be drawn above or below it.
     const ctx = el.getContext('2d');
     const { width, height } = el;
@@ -52,6 +52,15 @@ async function expectBoxes(page, what) {
       lines: Number(el.dataset.lines || 0), zones: Number(el.dataset.zones || 0), lineCover: cyanRows / pictureH,
     };
   });
+  // Box labels are filled and drawn over the line: a shape crossing the middle hides part of
+  // it for a moment (a third of its height was seen once on CI). The line must be whole in one
+  // of a few pictures ~150 ms apart; nothing may be drawn in the bars in any of them.
+  let r = await sample();
+  for (let i = 0; i < 20 && r.lineCover <= 0.7; i += 1) {
+    await page.waitForTimeout(150);
+    const next = await sample();
+    r = { ...next, outside: Math.max(r.outside, next.outside), inside: Math.max(r.inside, next.inside) };
+  }
   assert.ok(r.inside > 50, `${what}: box pixels drawn ${JSON.stringify(r)}`);
   assert.equal(r.lines, 1, `${what}: the stream's line is drawn ${JSON.stringify(r)}`);
   assert.equal(r.zones, 1, `${what}: the stream's zone is drawn ${JSON.stringify(r)}`);
