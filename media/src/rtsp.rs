@@ -480,11 +480,7 @@ fn status(code: StatusCode) -> rtsp_types::ResponseBuilder {
 /// the raw access unit. `adts` is a frame with its ADTS header (ISO/IEC 13818-7 §6.2), which
 /// is dropped; `None` if it is not one, or larger than 13 bits of size allow.
 pub fn aac_hbr_payload(adts: &[u8]) -> Option<Vec<u8>> {
-    if adts.len() < 7 || adts[0] != 0xFF || adts[1] & 0xF0 != 0xF0 {
-        return None;
-    }
-    let header_len = if adts[1] & 1 == 1 { 7 } else { 9 };
-    let raw = adts.get(header_len..)?;
+    let raw = crate::audio::adts_payload(adts)?;
     if raw.len() >= 1 << 13 {
         return None;
     }
@@ -499,9 +495,7 @@ pub fn aac_hbr_payload(adts: &[u8]) -> Option<Vec<u8>> {
 /// 2-byte AudioSpecificConfig (ISO/IEC 14496-3 §1.6.2.1: object type 2, sampling frequency
 /// index, channel configuration) as hex. `None` for a rate without an index.
 pub fn aac_hbr_fmtp(rate: u32, channels: u16) -> Option<String> {
-    const RATES: [u32; 13] = [96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350];
-    let index = RATES.iter().position(|&r| r == rate)? as u16;
-    let config = (2u16 << 11) | (index << 7) | ((channels & 0xF) << 3);
+    let config = u16::from_be_bytes(crate::audio::AacConfig::lc(rate, channels)?.audio_specific_config());
     Some(format!("streamtype=5;profile-level-id=1;mode=AAC-hbr;sizelength=13;indexlength=3;indexdeltalength=3;config={config:04X}"))
 }
 

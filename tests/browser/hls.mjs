@@ -6,7 +6,8 @@
 // firstFrame (that frame as a base64 JPEG, for its pixel clock), lastFrame and lastFrameAt
 // (the picture shown at the end and the wall-clock ms it was read at: glass-to-glass
 // latency against the pixel clock), latencies (glass-to-glass every 250 ms, ms, read with the
-// UI's pixel-clock reader), error (hls.js fatal error).
+// UI's pixel-clock reader), audioBytes (audio bytes Chromium decoded, muted:
+// webkitAudioDecodedByteCount), error (hls.js fatal error).
 import { createRequire } from 'node:module';
 import { startBrowserTest } from './chromium.mjs';
 
@@ -63,7 +64,7 @@ const result = await page.evaluate(async ({ url, seconds, lowLatency }) => {
     frames: q.totalVideoFrames, dropped: q.droppedVideoFrames,
     width: video.videoWidth, height: video.videoHeight, currentTime: video.currentTime,
     latency: hls.latency ?? null, firstFrameMs: shown.ms, firstFrame: shown.jpeg,
-    lastFrame: last.jpeg, lastFrameAt: last.at, latencies, error,
+    lastFrame: last.jpeg, lastFrameAt: last.at, latencies, audioBytes: video.webkitAudioDecodedByteCount ?? null, error,
   };
   hls.destroy();
   return out;

@@ -1,8 +1,8 @@
 //! One MP4 out of stored fragments (`GET /api/streams/{id}/export.mp4`): the first
 //! segment's init segment, then every fragment from the keyframe at or before `from` to the
 //! frame before `to`, re-timed so the file starts at 0 (each `moof` is rewritten: its
-//! `tfdt`, and the last one's sample count; the samples are read from the segment files as
-//! they are). The size is known before the first byte, so byte ranges (RFC 9110 §14) can be
+//! tracks' `tfdt`s, and the last one's sample counts; audio before the first keyframe left
+//! out; the samples are read from the segment files as they are). The size is known before the first byte, so byte ranges (RFC 9110 §14) can be
 //! served.
 
 use std::io::SeekFrom;
@@ -84,13 +84,16 @@ pub(crate) async fn plan(recorders: &Recorders, stream: &str, from_ms: u64, to_m
     let mut pieces = vec![Piece::Memory(init)];
     let mut end_ms = first.end_ms();
     let until = to_ms * TIMESCALE / 1000;
+    // Every fragment shares the first one's init segment (`select`), so its audio track.
+    let audio_timescale = fmp4::audio_timescale(&first.init);
     for f in &found[range.clone()] {
         let moof = read_range(&f.file, f.info.offset, f.info.moof_len).await?;
         // The last fragment is cut at `to` (to the frame).
         let cut = (f.info.start + f.info.duration > until).then_some(until);
-        let (head, payload) = fmp4::retime(&moof, shift, cut).map_err(Error::RecordingUnreadable)?;
+        let (head, payload) = fmp4::retime(&moof, shift, cut, audio_timescale).map_err(Error::RecordingUnreadable)?;
         pieces.push(Piece::Memory(Bytes::from(head)));
-        pieces.push(Piece::File { path: f.file.clone(), offset: f.info.offset + f.info.moof_len + 8, len: payload });
+        let at = f.info.offset + f.info.moof_len + 8;
+        pieces.extend(payload.into_iter().map(|r| Piece::File { path: f.file.clone(), offset: at + r.start, len: r.end - r.start }));
         end_ms = f.end_ms().min(to_ms);
     }
     let len = pieces.iter().map(Piece::len).sum();

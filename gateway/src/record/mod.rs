@@ -27,6 +27,17 @@
 //!
 //! A stream with detection also gets its detection messages stored beside each segment
 //! ([`boxes`]), on the same timeline, for boxes drawn over playback.
+//!
+//! A camera's AAC audio is stored as received, in a second track of the same fragments
+//! ([`fmp4::fragment_with_audio`]; the ADTS headers dropped, the AudioSpecificConfig in the
+//! init segment). Each frame is placed on the recording timeline by the camera's clocks (its
+//! capture time from the audio sender reports against the video's, else receive times) and
+//! then advanced by its RTP clock, so the track has no gaps and stays within a frame of the
+//! picture; a frame more than 200 ms from where the clocks place it re-anchors the track. A
+//! segment has an audio track only while audio comes: audio appearing, stopping for a second
+//! or changing its configuration starts a new segment at the next keyframe (a track without
+//! samples would stall a player). G.711 is not stored (no MP4 or HLS player takes it): the
+//! status says so.
 
 pub(crate) mod boxes;
 pub(crate) mod export;
@@ -37,7 +48,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use media::VideoCodec;
+use media::audio::{AacConfig, adts_frame_samples, adts_payload};
+use media::{AudioCodec, VideoCodec};
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
@@ -50,7 +62,7 @@ use crate::core::clock::now_ms;
 use crate::core::frame::AccessUnit;
 use crate::core::shutdown::Shutdown;
 use crate::stream::{StreamRuntime, Streams};
-use media::fmp4::{self, ParameterSets, Sample, TIMESCALE};
+use media::fmp4::{self, AudioSample, ParameterSets, Sample, TIMESCALE};
 
 /// After a failed write, recording is tried again this much later.
 const RETRY: Duration = Duration::from_secs(5);
@@ -64,6 +76,13 @@ const EVENT_DELAY: Duration = Duration::from_secs(10);
 const PRUNE_EVERY: Duration = Duration::from_secs(10);
 /// The camera's clock and ours disagreeing by more than this starts a new segment.
 const JUMP_MS: i64 = 3_000;
+/// Camera audio gone for this long (or never come in a camera session): the next segment
+/// has no audio track.
+const AUDIO_GONE: Duration = Duration::from_secs(1);
+/// An audio frame this far from where the camera's clocks place it re-anchors the track.
+const AUDIO_SLIP_MS: i64 = 200;
+/// Audio frames waiting for their fragment, at most (~10 s of 16 kHz AAC).
+const AUDIO_QUEUE: usize = 160;
 
 /// What a stream's recorder is doing, in the stream status (`recording`).
 #[derive(Clone, Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
@@ -77,13 +96,27 @@ pub(crate) struct RecordingStatus {
     pub(crate) reason: Option<String>,
     /// Start of the segment being written, ms since the Unix epoch.
     pub(crate) segment_start_ms: Option<u64>,
+    /// The audio stored with the segment being written: `aac`, or `null` (no camera audio,
+    /// or a codec not stored: see `audio_reason`).
+    pub(crate) audio: Option<&'static str>,
+    /// Why the camera's audio is not recorded (G.711: no MP4 or HLS player takes it), else
+    /// `null`.
+    pub(crate) audio_reason: Option<String>,
     /// Bytes written since the gateway started.
     pub(crate) bytes_written: u64,
 }
 
 impl RecordingStatus {
     fn off() -> RecordingStatus {
-        RecordingStatus { mode: RecordMode::Off, state: "off", reason: None, segment_start_ms: None, bytes_written: 0 }
+        RecordingStatus {
+            mode: RecordMode::Off,
+            state: "off",
+            reason: None,
+            segment_start_ms: None,
+            audio: None,
+            audio_reason: None,
+            bytes_written: 0,
+        }
     }
 }
 
@@ -131,6 +164,8 @@ impl Recorders {
                 until_ms: 0,
                 detections: (config.detect.enabled && rt.config.detect).then(|| detections.subscribe(&rt.config.id)),
                 boxes: boxes::BoxTrack::default(),
+                audio: Some(rt.audio.subscribe()),
+                sound: Sound::default(),
             };
             tokio::spawn(recorder.run(archive.clone(), shutdown.clone()));
         }
@@ -185,6 +220,66 @@ struct Pending {
     keyframe: bool,
 }
 
+/// One AAC frame waiting for its fragment.
+struct QueuedAudio {
+    /// Decoding time, in the sampling rate's ticks since the Unix epoch.
+    dts: i64,
+    /// Its length in samples (1024 per raw data block).
+    nominal: u32,
+    /// The raw access unit (no ADTS header).
+    data: Vec<u8>,
+}
+
+/// The camera's AAC on its way into the segments (see the module docs).
+#[derive(Default)]
+struct Sound {
+    /// The configuration of the frames received (from their ADTS headers).
+    config: Option<AacConfig>,
+    /// When the camera session's first unit came (reset with the session).
+    since: Option<Instant>,
+    /// When the last frame came.
+    last_seen: Option<Instant>,
+    /// The last frame's RTP timestamp and decoding time (sampling-rate ticks since the epoch).
+    last: Option<(u32, i64)>,
+    queue: std::collections::VecDeque<QueuedAudio>,
+    /// The codec not stored that was last reported.
+    reported: Option<AudioCodec>,
+}
+
+impl Sound {
+    /// A new camera session: the audio is placed again, nothing queued is kept.
+    fn reset(&mut self) {
+        *self = Sound { reported: self.reported, ..Sound::default() };
+    }
+
+    /// The frames to store with a fragment of a segment with audio track `track`, starting at
+    /// `start90` and ending at `end90` (90 kHz ticks since the epoch): those decoded before the
+    /// end whose length is known (the next frame has come; all of them at a segment's `last`
+    /// fragment). Frames wholly before the segment are dropped.
+    fn take(&mut self, track: Option<AacConfig>, start90: i64, end90: i64, last: bool) -> Vec<AudioSample> {
+        let Some(config) = track.filter(|c| self.config == Some(*c)) else { return Vec::new() };
+        let rate = i64::from(config.sample_rate());
+        let (start, end) = (start90 * rate / TIMESCALE as i64, end90 * rate / TIMESCALE as i64);
+        while self.queue.front().is_some_and(|q| q.dts + i64::from(q.nominal) <= start) {
+            self.queue.pop_front();
+        }
+        let mut out = Vec::new();
+        while let Some(q) = self.queue.front() {
+            if q.dts >= end {
+                break;
+            }
+            let duration = match self.queue.get(1) {
+                Some(next) => next.dts - q.dts,
+                None if last => i64::from(q.nominal),
+                None => break,
+            };
+            let q = self.queue.pop_front().expect("a front frame");
+            out.push(AudioSample { dts: q.dts.max(0) as u64, duration: duration.clamp(1, i64::from(u32::MAX)) as u32, data: q.data });
+        }
+        out
+    }
+}
+
 /// The segment being written (or, in `events` mode until an event comes, kept in memory).
 struct Open {
     /// `None` while the segment lives in `pending` only.
@@ -200,6 +295,12 @@ struct Open {
     /// The last unit's RTP timestamp and its time from the segment's start (90 kHz).
     last_rtp: media::RtpTimestamp,
     last_pts: i64,
+    /// The last unit's capture time (ms since the epoch) and receive time: where audio
+    /// frames are placed from.
+    last_capture_ms: u64,
+    last_received: Instant,
+    /// The segment's audio track (in its init segment), if any.
+    audio: Option<AacConfig>,
     sequence: u32,
     fragment: Vec<Sample>,
     fragment_started: i64,
@@ -254,6 +355,9 @@ struct Recorder {
     detections: Option<tokio::sync::broadcast::Receiver<Arc<crate::core::detections::Detections>>>,
     /// Where they are stored.
     boxes: boxes::BoxTrack,
+    /// The stream's audio frames (taken by `run`).
+    audio: Option<crate::stream::audio::AudioSubscription>,
+    sound: Sound,
 }
 
 impl Recorder {
@@ -268,6 +372,7 @@ impl Recorder {
         let mut prune = tokio::time::interval(PRUNE_EVERY);
         let mut events = self.events.take();
         let mut detections = self.detections.take();
+        let mut audio = self.audio.take();
         // Reset by units only (other streams' events must not keep it from firing).
         let idle = tokio::time::sleep(IDLE);
         tokio::pin!(idle);
@@ -283,7 +388,12 @@ impl Recorder {
                 () = &mut idle => {
                     idle.as_mut().reset(tokio::time::Instant::now() + IDLE);
                     self.close(&db, None).await;
+                    self.sound.reset();
                 }
+                frame = async { audio.as_mut().expect("only polled with a subscription").next().await }, if audio.is_some() => match frame {
+                    Some(frame) => self.audio_frame(&frame),
+                    None => audio = None,
+                },
                 event = async { events.as_mut().expect("only polled with a receiver").recv().await }, if events.is_some() => match event {
                     Ok(e) if e.event.stream == stream => self.event(&db, e.event.ts_ms).await,
                     Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
@@ -319,17 +429,101 @@ impl Recorder {
         self.boxes.message(message, pts, file_open, keep_from).await;
     }
 
+    /// The audio track a segment opened now gets: the camera's AAC while it comes (its SDP's
+    /// configuration until a frame says otherwise), none once it has not come for
+    /// [`AUDIO_GONE`].
+    fn audio_wanted(&self) -> Option<AacConfig> {
+        let info = self.rt.audio.info()?;
+        if info.codec != Some(AudioCodec::Aac) {
+            return None;
+        }
+        let heard = self.sound.last_seen.or(self.sound.since)?;
+        if heard.elapsed() > AUDIO_GONE {
+            return None;
+        }
+        self.sound.config.or_else(|| AacConfig::lc(info.clock_rate, info.channels))
+    }
+
+    /// Takes one audio frame: AAC is queued at its place on the recording timeline (see the
+    /// module docs) for the fragment it falls in; other codecs are reported once.
+    fn audio_frame(&mut self, frame: &crate::core::audio::AudioFrame) {
+        let stream = &self.rt.config.id;
+        let codec = self.rt.audio.info().and_then(|i| i.codec);
+        if codec != Some(AudioCodec::Aac) {
+            if let Some(codec) = codec
+                && self.sound.reported != Some(codec)
+            {
+                self.sound.reported = Some(codec);
+                let reason = format!("camera audio {codec} is not recorded: only AAC is stored (no MP4 or HLS player takes G.711)");
+                warn!(stream, %codec, "{reason}");
+                self.status.send_modify(|s| s.audio_reason = Some(reason));
+            }
+            return;
+        }
+        let (Some(config), Some(raw)) = (AacConfig::from_adts(&frame.data), adts_payload(&frame.data)) else {
+            metrics::counter!("sightline_recording_audio_frames_dropped_total", "stream" => stream.clone(), "reason" => "not_adts")
+                .increment(1);
+            return;
+        };
+        if self.sound.reported.take().is_some() {
+            self.status.send_modify(|s| s.audio_reason = None);
+        }
+        if self.sound.config != Some(config) {
+            self.sound.config = Some(config);
+            self.sound.last = None;
+            self.sound.queue.clear();
+        }
+        self.sound.last_seen = Some(frame.received);
+        // Placed against the last video unit: no segment, nothing to place it in.
+        let Some(open) = &self.open else { return };
+        let rate = i64::from(config.sample_rate());
+        let offset_ms = if frame.capture_ms > 0 {
+            frame.capture_ms as i64 - open.last_capture_ms as i64
+        } else if frame.received >= open.last_received {
+            frame.received.duration_since(open.last_received).as_millis() as i64
+        } else {
+            -(open.last_received.duration_since(frame.received).as_millis() as i64)
+        };
+        let estimate = (open.base + open.last_pts + offset_ms * 90) * rate / TIMESCALE as i64;
+        let dts = match self.sound.last {
+            Some((rtp, last)) => {
+                let step = i64::from(frame.rtp_timestamp.wrapping_sub(rtp) as i32);
+                if (-rate..=0).contains(&step) {
+                    return; // repeated or out of order: its place is taken
+                }
+                let next = last + step;
+                if step < 0 || (next - estimate).abs() > AUDIO_SLIP_MS * rate / 1000 { estimate } else { next }
+            }
+            None => estimate,
+        };
+        // Re-anchored back in time: what it overlaps is dropped.
+        while self.sound.queue.back().is_some_and(|q| q.dts >= dts) {
+            self.sound.queue.pop_back();
+        }
+        if self.sound.queue.len() >= AUDIO_QUEUE {
+            self.sound.queue.pop_front();
+        }
+        self.sound.last = Some((frame.rtp_timestamp, dts));
+        self.sound.queue.push_back(QueuedAudio { dts, nominal: adts_frame_samples(&frame.data), data: raw.to_vec() });
+    }
+
     /// Takes one access unit: opens, cuts and closes segments and fragments around it.
     async fn unit(&mut self, db: &Db, au: &AccessUnit) {
         let (sets, data) = fmp4::sample_data(au.codec, &au.data);
+        self.sound.since.get_or_insert(au.received);
         if let Some(open) = &self.open {
             let pts = open.last_pts + au.rtp_timestamp.ticks_since(open.last_rtp);
             let wall_ms = open.end_ms(open.base + pts) as i64;
             let jumped = (wall_ms - au.capture_ms as i64).abs() > JUMP_MS || pts < open.last_pts - i64::from(TIMESCALE as u32) * 2;
             let new_sets = au.keyframe && sets.complete(au.codec) && sets != open.sets;
             let long = au.keyframe && open.file.is_some() && wall_ms as u64 >= open.row.start_ms + self.config.segment.as_millis() as u64;
-            if jumped || new_sets || au.codec != open.codec || long {
+            let new_audio = au.keyframe && open.audio != self.audio_wanted();
+            if jumped || new_sets || au.codec != open.codec || long || new_audio {
                 self.close(db, (!jumped).then_some(pts)).await;
+                if jumped {
+                    self.sound.reset();
+                    self.sound.since = Some(au.received);
+                }
             }
         }
         if self.open.is_none() && !self.begin(db, au, &sets).await {
@@ -339,6 +533,8 @@ impl Recorder {
         let pts = open.last_pts + au.rtp_timestamp.ticks_since(open.last_rtp);
         open.last_rtp = au.rtp_timestamp;
         open.last_pts = pts;
+        open.last_capture_ms = au.capture_ms;
+        open.last_received = au.received;
         let fragment_ticks = (self.config.fragment.as_millis() as i64) * 90;
         let age = pts - open.fragment_started;
         // Decoding times are each fragment's presentation times sorted: with B-frames
@@ -372,7 +568,8 @@ impl Recorder {
                 return false;
             }
         };
-        let init = match fmp4::init_segment(au.codec, sets, width, height) {
+        let audio = self.audio_wanted();
+        let init = match fmp4::init_segment_with_audio(au.codec, sets, width, height, audio.as_ref()) {
             Ok(init) => init,
             Err(e) => {
                 warn!(stream, error = %e, "cannot make an init segment; not recorded");
@@ -408,6 +605,9 @@ impl Recorder {
             base,
             last_rtp: au.rtp_timestamp,
             last_pts: 0,
+            last_capture_ms: au.capture_ms,
+            last_received: au.received,
+            audio,
             sequence: 0,
             fragment: Vec::new(),
             fragment_started: 0,
@@ -485,10 +685,12 @@ impl Recorder {
         }
         metrics::counter!("sightline_recording_bytes_total", "stream" => stream).increment(head.len() as u64);
         self.retry_at = None;
+        let audio = open.audio.map(|_| AudioCodec::Aac.name());
         self.status.send_modify(|s| {
             s.state = "recording";
             s.reason = None;
             s.segment_start_ms = Some(start_ms);
+            s.audio = audio;
             s.bytes_written += head.len() as u64;
         });
         true
@@ -515,8 +717,9 @@ impl Recorder {
         let min_pts = open.fragment.iter().map(|s| s.pts).min().unwrap_or(0);
         let typical = if open.fragment.len() > 1 { (max_pts - min_pts) / (open.fragment.len() as i64 - 1) } else { 3600 };
         let last = next_pts.map(|n| n + open.base).map_or(typical, |n| n - max_pts).clamp(1, i64::from(TIMESCALE as u32));
+        let audio = self.sound.take(open.audio, open.base, max_pts + last, next_pts.is_none());
         open.sequence += 1;
-        let bytes = match fmp4::fragment(open.sequence, &open.fragment, last as u32) {
+        let bytes = match fmp4::fragment_with_audio(open.sequence, &open.fragment, last as u32, &audio) {
             Ok(bytes) => bytes,
             Err(e) => {
                 warn!(stream = %open.row.stream, error = %e, "cannot make a fragment; dropped");
@@ -595,6 +798,7 @@ impl Recorder {
                     s.state = "waiting";
                 }
                 s.segment_start_ms = None;
+                s.audio = None;
             });
         }
     }
