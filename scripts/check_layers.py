@@ -30,7 +30,7 @@ ALLOWED = {
     "detect": {"core", "config", "pipeline", "state", "stream"},
     "archive": {"core", "config", "pipeline"},
     "jobs": {"core", "config", "metrics", "source", "pipeline"},
-    "record": {"core", "config", "metrics", "stream", "archive"},
+    "record": {"core", "config", "metrics", "stream", "pipeline", "archive"},
     "out": {"core", "config", "metrics", "pipeline", "state", "stream"},
     "http": {"core", "config", "metrics", "auth", "state", "stream", "pipeline", "detect", "out", "archive", "record", "jobs"},
     "restream": {"core", "config", "auth", "stream"},

@@ -7,6 +7,10 @@
 //! The Opus RTP timestamps (48 kHz) count the samples encoded, starting from the camera's first
 //! timestamp scaled to 48 kHz; a gap in the camera's timestamps (lost frames, a reconnect) moves
 //! them on by the gap, so the browser's jitter buffer sees the same timing the camera sent.
+//!
+//! G.711 to AAC for recordings ([`AacEncoding`], issue #14): no MP4 or HLS player takes G.711,
+//! so a recorded camera's A-law/µ-law is decoded (libavcodec's `pcm_alaw`/`pcm_mulaw`) and
+//! encoded as AAC-LC (FFmpeg's native encoder, 1024-sample frames) at the camera's rate.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -207,6 +211,163 @@ impl OpusWork {
     }
 }
 
+/// AAC bit rate per channel for G.711 sources, bit/s: more than G.711's 8 kHz band needs.
+const AAC_BITS_PER_CHANNEL: usize = 32_000;
+
+/// One AAC access unit made from G.711: raw (no ADTS header), timed on the camera's clock.
+#[derive(Debug)]
+pub(crate) struct EncodedAac {
+    /// The camera's RTP timestamp (its clock rate) of the unit's first sample, as decoded
+    /// (the encoder's priming frame comes first, 1024 samples before the camera's first).
+    pub(crate) rtp_timestamp: u32,
+    /// The raw access unit.
+    pub(crate) data: Vec<u8>,
+}
+
+/// G.711 to AAC-LC of one camera audio configuration. See the module docs.
+pub(crate) struct AacEncoding {
+    input: AudioInfo,
+    decoder: ffmpeg::decoder::Audio,
+    resampler: Option<ffmpeg::software::resampling::Context>,
+    encoder: ffmpeg::encoder::Audio,
+    layout: ChannelLayout,
+    channels: usize,
+    /// Decoded samples, one byte vector of 32-bit floats per channel, waiting for a whole AAC
+    /// frame.
+    pending: Vec<Vec<u8>>,
+    /// The camera's timestamp of the first sample encoded, and the samples taken since.
+    base: Option<u32>,
+    taken: u64,
+}
+
+impl AacEncoding {
+    /// An encoder for G.711 described by `input` (its rate and channels).
+    ///
+    /// Errors: not G.711, or FFmpeg lacking the G.711 decoders or the AAC encoder.
+    pub(crate) fn new(input: AudioInfo) -> Result<AacEncoding, ffmpeg::Error> {
+        ffmpeg_ready()?;
+        let id = match input.codec {
+            Some(media::AudioCodec::Pcma) => ffmpeg::codec::Id::PCM_ALAW,
+            Some(media::AudioCodec::Pcmu) => ffmpeg::codec::Id::PCM_MULAW,
+            _ => return Err(ffmpeg::Error::InvalidData),
+        };
+        let channels = usize::from(input.channels.clamp(1, 2));
+        let layout = if channels == 1 { ChannelLayout::MONO } else { ChannelLayout::STEREO };
+        let rate = input.clock_rate.max(1) as i32;
+        // A PCM decoder needs its rate and channels before it opens; ffmpeg-next sets those
+        // only on encoders, so they come over in the parameters of one (never opened).
+        let g711 = ffmpeg::encoder::find(id).ok_or(ffmpeg::Error::EncoderNotFound)?;
+        let mut described = ffmpeg::codec::Context::new_with_codec(g711).encoder().audio()?;
+        described.set_rate(rate);
+        described.set_channel_layout(layout);
+        described.set_format(Sample::I16(SampleType::Packed));
+        let decoder_codec = ffmpeg::decoder::find(id).ok_or(ffmpeg::Error::DecoderNotFound)?;
+        let decoder = ffmpeg::codec::Context::from_parameters(&described)?.decoder().open_as(decoder_codec)?.audio()?;
+        let aac = ffmpeg::encoder::find(ffmpeg::codec::Id::AAC).ok_or(ffmpeg::Error::EncoderNotFound)?;
+        let mut encoder = ffmpeg::codec::Context::new_with_codec(aac).encoder().audio()?;
+        encoder.set_rate(rate);
+        encoder.set_channel_layout(layout);
+        encoder.set_format(Sample::F32(SampleType::Planar));
+        encoder.set_bit_rate(AAC_BITS_PER_CHANNEL * channels);
+        encoder.set_time_base(ffmpeg::Rational::new(1, rate));
+        let encoder = encoder.open()?;
+        Ok(AacEncoding {
+            input,
+            decoder,
+            resampler: None,
+            encoder,
+            layout,
+            channels,
+            pending: vec![Vec::new(); channels],
+            base: None,
+            taken: 0,
+        })
+    }
+
+    /// The configuration of the AAC made (AAC-LC at the camera's rate and channels).
+    pub(crate) fn config(&self) -> Option<media::audio::AacConfig> {
+        media::audio::AacConfig::lc(self.input.clock_rate, self.channels as u16)
+    }
+
+    /// The G.711 this encoder takes.
+    pub(crate) fn input(&self) -> &AudioInfo {
+        &self.input
+    }
+
+    /// Whether `frame` is not where the samples taken so far put the camera's clock (a gap
+    /// or a new camera session, more than [`MAX_DRIFT`]'s 200 ms): the encoder must start
+    /// again there.
+    pub(crate) fn jumped(&self, frame: &AudioFrame) -> bool {
+        let Some(base) = self.base else { return false };
+        let queued = (self.pending[0].len() / 4) as u64;
+        let expected = base.wrapping_add((self.taken + queued) as u32);
+        let drift = i64::from(frame.rtp_timestamp.wrapping_sub(expected) as i32);
+        drift.abs() > i64::from(self.input.clock_rate.max(1)) / 5
+    }
+
+    /// Decodes one G.711 payload and returns the AAC units that completed.
+    ///
+    /// Errors: what libavcodec reports (a new [`AacEncoding`] should take over).
+    pub(crate) fn encode(&mut self, frame: &AudioFrame) -> Result<Vec<EncodedAac>, ffmpeg::Error> {
+        let base = *self.base.get_or_insert(frame.rtp_timestamp);
+        self.decoder.send_packet(&ffmpeg::Packet::copy(&frame.data))?;
+        let mut decoded = ffmpeg::frame::Audio::empty();
+        while self.decoder.receive_frame(&mut decoded).is_ok() {
+            self.queue(&decoded)?;
+        }
+        let size = (self.encoder.frame_size() as usize).max(1);
+        let mut out = Vec::new();
+        while self.pending[0].len() >= size * 4 {
+            let mut input = ffmpeg::frame::Audio::new(Sample::F32(SampleType::Planar), size, self.layout);
+            input.set_rate(self.input.clock_rate);
+            for (plane, queued) in self.pending.iter_mut().enumerate() {
+                input.data_mut(plane)[..size * 4].copy_from_slice(&queued[..size * 4]);
+                queued.drain(..size * 4);
+            }
+            input.set_pts(Some(self.taken as i64));
+            self.taken += size as u64;
+            self.encoder.send_frame(&input)?;
+            let mut packet = ffmpeg::Packet::empty();
+            while self.encoder.receive_packet(&mut packet).is_ok() {
+                if let Some(data) = packet.data() {
+                    // Its pts counts samples from the first taken, less the priming.
+                    let offset = packet.pts().unwrap_or(self.taken as i64 - size as i64);
+                    out.push(EncodedAac { rtp_timestamp: base.wrapping_add(offset as u32), data: data.to_vec() });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Converts decoded samples to planar 32-bit float (the AAC encoder's format) and queues
+    /// them.
+    fn queue(&mut self, decoded: &ffmpeg::frame::Audio) -> Result<(), ffmpeg::Error> {
+        let layout = if decoded.channel_layout().is_empty() {
+            ChannelLayout::default(i32::from(decoded.channels()))
+        } else {
+            decoded.channel_layout()
+        };
+        let resampler = match &mut self.resampler {
+            Some(r) => r,
+            slot => slot.insert(ffmpeg::software::resampling::Context::get(
+                decoded.format(),
+                layout,
+                decoded.rate(),
+                Sample::F32(SampleType::Planar),
+                self.layout,
+                self.input.clock_rate,
+            )?),
+        };
+        let mut out = ffmpeg::frame::Audio::new(Sample::F32(SampleType::Planar), decoded.samples() + 64, self.layout);
+        resampler.run(decoded, &mut out)?;
+        let bytes = out.samples() * 4;
+        for (plane, queued) in self.pending.iter_mut().enumerate() {
+            queued.extend_from_slice(&out.data(plane)[..bytes]);
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use media::AudioCodec;
@@ -308,5 +469,58 @@ mod tests {
             packets += work.transcode(&frame).map_or(0, |p| p.len());
         }
         assert!(packets >= 15, "AAC after garbage is transcoded: {packets} packets");
+    }
+
+    #[test]
+    fn g711_becomes_aac_on_the_cameras_clock() {
+        // 2 s of a 440 Hz tone as A-law, 20 ms payloads (160 bytes at 8 kHz), by ffmpeg.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tone.alaw");
+        let status = std::process::Command::new("ffmpeg")
+            .args(["-v", "error", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=8000:duration=2", "-f", "alaw"])
+            .arg(&path)
+            .status()
+            .expect("ffmpeg runs");
+        assert!(status.success());
+        let alaw = std::fs::read(&path).unwrap();
+        let info = AudioInfo { codec: Some(AudioCodec::Pcma), clock_rate: 8000, channels: 1 };
+        let mut work = AacEncoding::new(info).unwrap();
+        assert_eq!(work.config().unwrap().audio_specific_config(), [0x15, 0x88], "AAC-LC, 8 kHz (index 11), mono");
+        let mut units = Vec::new();
+        for (i, payload) in alaw.chunks(160).enumerate() {
+            let frame =
+                AudioFrame { rtp_timestamp: 5000 + 160 * i as u32, received: Instant::now(), capture_ms: 0, data: Arc::from(payload) };
+            assert!(!work.jumped(&frame), "frame {i}");
+            units.extend(work.encode(&frame).unwrap());
+        }
+        // 16 000 samples: 15 whole frames of 1024 taken (the rest waits); the encoder holds
+        // one back, and its first unit is the priming.
+        assert_eq!(units.len(), 14, "{} units", units.len());
+        assert_eq!(units[0].rtp_timestamp, 5000u32.wrapping_sub(1024), "priming before the camera's first sample");
+        assert!(units.windows(2).all(|w| w[1].rtp_timestamp.wrapping_sub(w[0].rtp_timestamp) == 1024));
+        // Decoded back, the tone is there at its level (ffmpeg's sine: 1/8 of full scale).
+        let aac = ffmpeg::decoder::find(ffmpeg::codec::Id::AAC).unwrap();
+        let mut decoder = ffmpeg::codec::Context::new_with_codec(aac).decoder().audio().unwrap();
+        let mut peak = 0f32;
+        for u in &units[2..] {
+            // Raw units need the AudioSpecificConfig: sent as ADTS instead.
+            let mut adts = vec![0xFF, 0xF1, 0x40 | (11 << 2), 0x40, 0, 0, 0xFC];
+            let len = adts.len() + u.data.len();
+            adts[3] |= ((len >> 11) & 3) as u8;
+            adts[4] = (len >> 3) as u8;
+            adts[5] = ((len & 7) << 5) as u8 | 0x1F;
+            adts.extend_from_slice(&u.data);
+            decoder.send_packet(&ffmpeg::Packet::copy(&adts)).unwrap();
+            let mut out = ffmpeg::frame::Audio::empty();
+            while decoder.receive_frame(&mut out).is_ok() {
+                let samples: &[f32] = out.plane(0);
+                peak = samples.iter().fold(peak, |p, s| p.max(s.abs()));
+            }
+        }
+        assert!((0.1..0.2).contains(&peak), "the tone decodes back: peak {peak}");
+        // A frame 1 s on is a jump.
+        let later =
+            AudioFrame { rtp_timestamp: 5000 + 16_000 + 8000, received: Instant::now(), capture_ms: 0, data: Arc::from(&alaw[..160]) };
+        assert!(work.jumped(&later));
     }
 }

@@ -36,8 +36,8 @@
 //! picture; a frame more than 200 ms from where the clocks place it re-anchors the track. A
 //! segment has an audio track only while audio comes: audio appearing, stopping for a second
 //! or changing its configuration starts a new segment at the next keyframe (a track without
-//! samples would stall a player). G.711 is not stored (no MP4 or HLS player takes it): the
-//! status says so.
+//! samples would stall a player). G.711 is stored as AAC (no MP4 or HLS player takes G.711):
+//! encoded here with libavcodec at the camera's rate ([`AacEncoding`]).
 
 pub(crate) mod boxes;
 pub(crate) mod export;
@@ -58,9 +58,11 @@ use tracing::{info, warn};
 use crate::archive::{Archive, Db, Segment};
 use crate::config::{Config, RecordMode, RecordingConfig};
 use crate::core::Error;
+use crate::core::audio::AudioFrame;
 use crate::core::clock::now_ms;
 use crate::core::frame::AccessUnit;
 use crate::core::shutdown::Shutdown;
+use crate::pipeline::audio::AacEncoding;
 use crate::stream::{StreamRuntime, Streams};
 use media::fmp4::{self, AudioSample, ParameterSets, Sample, TIMESCALE};
 
@@ -96,11 +98,12 @@ pub(crate) struct RecordingStatus {
     pub(crate) reason: Option<String>,
     /// Start of the segment being written, ms since the Unix epoch.
     pub(crate) segment_start_ms: Option<u64>,
-    /// The audio stored with the segment being written: `aac`, or `null` (no camera audio,
-    /// or a codec not stored: see `audio_reason`).
+    /// The audio stored with the segment being written: `aac` (a camera's AAC as received,
+    /// its G.711 encoded as AAC), or `null` (no camera audio, or none stored: see
+    /// `audio_reason`).
     pub(crate) audio: Option<&'static str>,
-    /// Why the camera's audio is not recorded (G.711: no MP4 or HLS player takes it), else
-    /// `null`.
+    /// Why the camera's audio is not recorded (its G.711 cannot be encoded: FFmpeg without
+    /// an AAC encoder), else `null`.
     pub(crate) audio_reason: Option<String>,
     /// Bytes written since the gateway started.
     pub(crate) bytes_written: u64,
@@ -373,6 +376,8 @@ impl Recorder {
         let mut events = self.events.take();
         let mut detections = self.detections.take();
         let mut audio = self.audio.take();
+        // G.711 to AAC, for a camera sending G.711 (here, not in `self`: not `Sync`).
+        let mut g711: Option<AacEncoding> = None;
         // Reset by units only (other streams' events must not keep it from firing).
         let idle = tokio::time::sleep(IDLE);
         tokio::pin!(idle);
@@ -391,7 +396,7 @@ impl Recorder {
                     self.sound.reset();
                 }
                 frame = async { audio.as_mut().expect("only polled with a subscription").next().await }, if audio.is_some() => match frame {
-                    Some(frame) => self.audio_frame(&frame),
+                    Some(frame) => self.audio_frame(&frame, &mut g711),
                     None => audio = None,
                 },
                 event = async { events.as_mut().expect("only polled with a receiver").recv().await }, if events.is_some() => match event {
@@ -429,42 +434,76 @@ impl Recorder {
         self.boxes.message(message, pts, file_open, keep_from).await;
     }
 
-    /// The audio track a segment opened now gets: the camera's AAC while it comes (its SDP's
-    /// configuration until a frame says otherwise), none once it has not come for
+    /// The audio track a segment opened now gets: the camera's audio (as AAC) while it comes
+    /// (the SDP's configuration until a frame says otherwise), none once it has not come for
     /// [`AUDIO_GONE`].
     fn audio_wanted(&self) -> Option<AacConfig> {
         let info = self.rt.audio.info()?;
-        if info.codec != Some(AudioCodec::Aac) {
-            return None;
-        }
+        info.codec?;
         let heard = self.sound.last_seen.or(self.sound.since)?;
         if heard.elapsed() > AUDIO_GONE {
             return None;
         }
-        self.sound.config.or_else(|| AacConfig::lc(info.clock_rate, info.channels))
+        // AAC-LC at the SDP's rate (AAC as the camera sends it; G.711 as it is encoded).
+        self.sound.config.or_else(|| AacConfig::lc(info.clock_rate, info.channels.clamp(1, 2)))
     }
 
-    /// Takes one audio frame: AAC is queued at its place on the recording timeline (see the
-    /// module docs) for the fragment it falls in; other codecs are reported once.
-    fn audio_frame(&mut self, frame: &crate::core::audio::AudioFrame) {
-        let stream = &self.rt.config.id;
-        let codec = self.rt.audio.info().and_then(|i| i.codec);
-        if codec != Some(AudioCodec::Aac) {
-            if let Some(codec) = codec
-                && self.sound.reported != Some(codec)
-            {
-                self.sound.reported = Some(codec);
-                let reason = format!("camera audio {codec} is not recorded: only AAC is stored (no MP4 or HLS player takes G.711)");
-                warn!(stream, %codec, "{reason}");
-                self.status.send_modify(|s| s.audio_reason = Some(reason));
+    /// Takes one audio frame: AAC as received, G.711 encoded as AAC ([`AacEncoding`]; one
+    /// 1024-sample unit every 128 ms at 8 kHz, ~0.1 ms each: done here), queued at its place
+    /// on the recording timeline (see the module docs) for the fragment it falls in.
+    fn audio_frame(&mut self, frame: &AudioFrame, g711: &mut Option<AacEncoding>) {
+        let Some(info) = self.rt.audio.info() else { return };
+        let stream = self.rt.config.id.clone();
+        match info.codec {
+            Some(AudioCodec::Aac) => {
+                let (Some(config), Some(raw)) = (AacConfig::from_adts(&frame.data), adts_payload(&frame.data)) else {
+                    metrics::counter!("sightline_recording_audio_frames_dropped_total", "stream" => stream, "reason" => "not_adts")
+                        .increment(1);
+                    return;
+                };
+                self.place_audio(config, frame.rtp_timestamp, raw.to_vec(), adts_frame_samples(&frame.data), frame);
             }
-            return;
+            Some(codec @ (AudioCodec::Pcma | AudioCodec::Pcmu)) => {
+                if g711.as_ref().is_none_or(|w| *w.input() != info || w.jumped(frame)) {
+                    *g711 = match AacEncoding::new(info) {
+                        Ok(w) => Some(w),
+                        Err(e) => {
+                            if self.sound.reported != Some(codec) {
+                                self.sound.reported = Some(codec);
+                                let reason = format!("camera audio {codec} cannot be encoded as AAC: {e}");
+                                warn!(stream, %codec, "{reason}; recorded without audio");
+                                self.status.send_modify(|s| s.audio_reason = Some(reason));
+                            }
+                            return;
+                        }
+                    };
+                }
+                let Some(work) = g711.as_mut() else { return };
+                let config = work.config();
+                match work.encode(frame) {
+                    Ok(units) => {
+                        let Some(config) = config else { return };
+                        for unit in units {
+                            self.place_audio(config, unit.rtp_timestamp, unit.data, 1024, frame);
+                        }
+                    }
+                    Err(e) => {
+                        warn!(stream, %codec, error = %e, "cannot encode camera audio as AAC; the encoder starts again");
+                        metrics::counter!("sightline_recording_audio_frames_dropped_total", "stream" => stream, "reason" => "encode")
+                            .increment(1);
+                        *g711 = None;
+                    }
+                }
+            }
+            None => {}
         }
-        let (Some(config), Some(raw)) = (AacConfig::from_adts(&frame.data), adts_payload(&frame.data)) else {
-            metrics::counter!("sightline_recording_audio_frames_dropped_total", "stream" => stream.clone(), "reason" => "not_adts")
-                .increment(1);
-            return;
-        };
+    }
+
+    /// Queues one AAC unit (`config`, its first sample at `rtp` on the camera's audio clock,
+    /// `nominal` samples long) for the fragment it falls in: placed by the camera's clocks
+    /// through `reference` (the camera's frame it came from: capture and receive times), then
+    /// advanced by the RTP clock.
+    fn place_audio(&mut self, config: AacConfig, rtp: u32, data: Vec<u8>, nominal: u32, reference: &AudioFrame) {
         if self.sound.reported.take().is_some() {
             self.status.send_modify(|s| s.audio_reason = None);
         }
@@ -473,21 +512,22 @@ impl Recorder {
             self.sound.last = None;
             self.sound.queue.clear();
         }
-        self.sound.last_seen = Some(frame.received);
+        self.sound.last_seen = Some(reference.received);
         // Placed against the last video unit: no segment, nothing to place it in.
         let Some(open) = &self.open else { return };
         let rate = i64::from(config.sample_rate());
-        let offset_ms = if frame.capture_ms > 0 {
-            frame.capture_ms as i64 - open.last_capture_ms as i64
-        } else if frame.received >= open.last_received {
-            frame.received.duration_since(open.last_received).as_millis() as i64
+        let offset_ms = if reference.capture_ms > 0 {
+            reference.capture_ms as i64 - open.last_capture_ms as i64
+        } else if reference.received >= open.last_received {
+            reference.received.duration_since(open.last_received).as_millis() as i64
         } else {
-            -(open.last_received.duration_since(frame.received).as_millis() as i64)
+            -(open.last_received.duration_since(reference.received).as_millis() as i64)
         };
-        let estimate = (open.base + open.last_pts + offset_ms * 90) * rate / TIMESCALE as i64;
+        let estimate = (open.base + open.last_pts + offset_ms * 90) * rate / TIMESCALE as i64
+            + i64::from(rtp.wrapping_sub(reference.rtp_timestamp) as i32);
         let dts = match self.sound.last {
-            Some((rtp, last)) => {
-                let step = i64::from(frame.rtp_timestamp.wrapping_sub(rtp) as i32);
+            Some((last_rtp, last)) => {
+                let step = i64::from(rtp.wrapping_sub(last_rtp) as i32);
                 if (-rate..=0).contains(&step) {
                     return; // repeated or out of order: its place is taken
                 }
@@ -503,8 +543,8 @@ impl Recorder {
         if self.sound.queue.len() >= AUDIO_QUEUE {
             self.sound.queue.pop_front();
         }
-        self.sound.last = Some((frame.rtp_timestamp, dts));
-        self.sound.queue.push_back(QueuedAudio { dts, nominal: adts_frame_samples(&frame.data), data: raw.to_vec() });
+        self.sound.last = Some((rtp, dts));
+        self.sound.queue.push_back(QueuedAudio { dts, nominal, data });
     }
 
     /// Takes one access unit: opens, cuts and closes segments and fragments around it.
