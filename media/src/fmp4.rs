@@ -240,23 +240,13 @@ pub fn init_segment_with_audio(
                 height: (height as u16).into(),
                 ..Default::default()
             },
-            mdia: Mdia {
-                mdhd: Mdhd { timescale: TIMESCALE as u32, language: "und".into(), ..Default::default() },
-                hdlr: Hdlr { handler: FourCC::new(b"vide"), name: "Sightline video".into() },
-                minf: Minf {
-                    vmhd: Some(Vmhd::default()),
-                    dinf: Dinf { dref: Dref { entries: vec![Url::default().into()] } },
-                    stbl: Stbl {
-                        stsd: Stsd { codecs: vec![entry] },
-                        stts: Stts::default(),
-                        stsc: Stsc::default(),
-                        stsz: Stsz::default(),
-                        stco: Some(Stco::default()),
-                        ..Default::default()
-                    },
-                    ..Default::default()
-                },
-            },
+            mdia: media_box(
+                TIMESCALE as u32,
+                b"vide",
+                "Sightline video",
+                Minf { vmhd: Some(Vmhd::default()), ..Default::default() },
+                entry,
+            ),
             ..Default::default()
         }],
         ..Default::default()
@@ -309,25 +299,30 @@ fn audio_trak(config: &AacConfig) -> Result<mp4_atom::Trak, String> {
     };
     Ok(mp4_atom::Trak {
         tkhd: Tkhd { track_id: AUDIO_TRACK, enabled: true, in_movie: true, alternate_group: 1, volume: 1.into(), ..Default::default() },
-        mdia: Mdia {
-            mdhd: Mdhd { timescale: rate, language: "und".into(), ..Default::default() },
-            hdlr: Hdlr { handler: FourCC::new(b"soun"), name: "Sightline audio".into() },
-            minf: Minf {
-                smhd: Some(Smhd::default()),
-                dinf: Dinf { dref: Dref { entries: vec![Url::default().into()] } },
-                stbl: Stbl {
-                    stsd: Stsd { codecs: vec![entry.into()] },
-                    stts: Stts::default(),
-                    stsc: Stsc::default(),
-                    stsz: Stsz::default(),
-                    stco: Some(Stco::default()),
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-        },
+        mdia: media_box(rate, b"soun", "Sightline audio", Minf { smhd: Some(Smhd::default()), ..Default::default() }, entry.into()),
         ..Default::default()
     })
+}
+
+/// A fragmented track's `mdia`: its timescale, handler, media header (in `minf`, completed
+/// here) and one sample entry; the sample tables empty (the samples are in fragments).
+fn media_box(timescale: u32, handler: &[u8; 4], name: &str, minf: Minf, entry: mp4_atom::Codec) -> Mdia {
+    Mdia {
+        mdhd: Mdhd { timescale, language: "und".into(), ..Default::default() },
+        hdlr: Hdlr { handler: FourCC::new(handler), name: name.into() },
+        minf: Minf {
+            dinf: Dinf { dref: Dref { entries: vec![Url::default().into()] } },
+            stbl: Stbl {
+                stsd: Stsd { codecs: vec![entry] },
+                stts: Stts::default(),
+                stsc: Stsc::default(),
+                stsz: Stsz::default(),
+                stco: Some(Stco::default()),
+                ..Default::default()
+            },
+            ..minf
+        },
+    }
 }
 
 /// The audio track's timescale (its sampling rate) in an init segment made by

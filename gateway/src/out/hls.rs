@@ -6,7 +6,11 @@
 //! fMP4 parts of about [`PART_TARGET`] (a part ends before a keyframe or once it is that long)
 //! and segments that start at keyframes and last at least [`SEGMENT_MIN`] (a camera's GOP,
 //! usually); `media::fmp4` makes the init segment and each part's `moof` + `mdat`, and a
-//! segment is its parts back to back. It keeps the last [`KEEP`] segments.
+//! segment is its parts back to back. It keeps the last [`KEEP`] segments. The camera's audio
+//! rides in the same parts as an AAC track (AAC as received, G.711 encoded; placed on the
+//! video's timeline by [`AacTrack`]), listed in the multivariant playlist's `CODECS`; audio
+//! appearing, stopping or changing starts over at the next keyframe (a discontinuity with a
+//! new init segment).
 //!
 //! The media playlist lists segments with their parts for the newest three, and a preload
 //! hint for the next part; a request for a playlist with `_HLS_msn`/`_HLS_part` waits until
@@ -19,12 +23,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use media::VideoCodec;
+use media::audio::AacConfig;
 use media::fmp4::{self, ParameterSets, Sample, TIMESCALE};
 use tokio::sync::watch;
 use tracing::{debug, info};
 
 use crate::core::Error;
+use crate::core::audio::AudioInfo;
 use crate::core::shutdown::Shutdown;
+use crate::pipeline::aac_track::{AacTrack, VideoClock};
 use crate::stream::StreamRuntime;
 use crate::stream::viewers::ViewerKind;
 
@@ -163,6 +170,11 @@ struct Cutter {
     base: i64,
     last_rtp: media::RtpTimestamp,
     last_pts: i64,
+    /// The last unit's capture and receive times (where audio is placed from).
+    last_capture_ms: u64,
+    last_received: Instant,
+    /// The init segment's audio track, if any.
+    audio: Option<AacConfig>,
     samples: Vec<Sample>,
     part_start: i64,
     segment_start: i64,
@@ -183,13 +195,26 @@ impl Live {
 
     async fn produce(&self, rt: &StreamRuntime, mut shutdown: Shutdown) {
         let mut sub = rt.hub.subscribe();
+        let mut audio = Some(rt.audio.subscribe());
+        let mut track = AacTrack::new(&self.stream);
         let mut cutter: Option<Cutter> = None;
         let mut idle = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 unit = sub.next() => match unit {
-                    Some(au) => self.unit(&mut cutter, &au),
+                    Some(au) => self.unit(&mut cutter, &mut track, rt.audio.info().as_ref(), &au),
                     None => break,
+                },
+                frame = async { audio.as_mut().expect("only polled with a subscription").next().await }, if audio.is_some() => match frame {
+                    Some(frame) => if let Some(info) = rt.audio.info() {
+                        let clock = cutter.as_ref().map(|c| VideoClock {
+                            ticks: c.base + c.last_pts,
+                            capture_ms: c.last_capture_ms,
+                            received: c.last_received,
+                        });
+                        track.frame(&info, &frame, clock);
+                    },
+                    None => audio = None,
                 },
                 _ = idle.tick() => if self.last_request.lock().elapsed() > IDLE { break },
                 () = shutdown.wait() => break,
@@ -199,18 +224,27 @@ impl Live {
         self.changed.send_modify(|n| *n += 1);
     }
 
-    fn unit(&self, cutter: &mut Option<Cutter>, au: &crate::core::frame::AccessUnit) {
+    fn unit(&self, cutter: &mut Option<Cutter>, track: &mut AacTrack, info: Option<&AudioInfo>, au: &crate::core::frame::AccessUnit) {
         let (sets, data) = fmp4::sample_data(au.codec, &au.data);
+        track.video(au.received);
         let jumped = cutter.as_ref().is_some_and(|c| {
             // The camera's clock against ours (a reconnect, a file starting over).
             let pts = c.last_pts + au.rtp_timestamp.ticks_since(c.last_rtp);
             ((c.base + pts) / 90 - au.capture_ms as i64).abs() > 3_000 || pts < c.last_pts - 2 * TIMESCALE as i64
         });
-        if jumped || cutter.as_ref().is_some_and(|c| c.codec != au.codec || (au.keyframe && sets.complete(au.codec) && sets != c.sets)) {
-            // Another codec configuration or timeline: start over (a discontinuity; players
-            // load the new init segment).
-            debug!(stream = %self.stream, jumped, "LL-HLS: starting over");
+        let new_audio = au.keyframe && cutter.as_ref().is_some_and(|c| c.audio != track.wanted(info));
+        if jumped
+            || new_audio
+            || cutter.as_ref().is_some_and(|c| c.codec != au.codec || (au.keyframe && sets.complete(au.codec) && sets != c.sets))
+        {
+            // Another codec configuration, audio track or timeline: start over (a
+            // discontinuity; players load the new init segment).
+            debug!(stream = %self.stream, jumped, new_audio, "LL-HLS: starting over");
             *cutter = None;
+            if jumped {
+                track.reset();
+                track.video(au.received);
+            }
             self.state.lock().start_over();
             self.changed.send_modify(|n| *n += 1);
         }
@@ -219,11 +253,15 @@ impl Live {
                 return;
             }
             let Ok((width, height)) = au.codec.parse_sps(&sets.sps[0]).map(|i| i.dimensions()) else { return };
-            let Ok(init) = fmp4::init_segment(au.codec, &sets, width, height) else { return };
+            let audio = track.wanted(info);
+            let Ok(init) = fmp4::init_segment_with_audio(au.codec, &sets, width, height, audio.as_ref()) else { return };
             let mut state = self.state.lock();
             state.init = Some(Bytes::from(init));
             state.generation += 1;
             state.codecs = fmp4::codecs(au.codec, &sets).unwrap_or_default();
+            if let Some(a) = &audio {
+                state.codecs = format!("{},{}", state.codecs, a.codecs());
+            }
             state.size = (width, height);
             drop(state);
             *cutter = Some(Cutter {
@@ -232,22 +270,27 @@ impl Live {
                 base: au.capture_ms as i64 * 90,
                 last_rtp: au.rtp_timestamp,
                 last_pts: 0,
+                last_capture_ms: au.capture_ms,
+                last_received: au.received,
+                audio,
                 samples: Vec::new(),
                 part_start: 0,
                 segment_start: 0,
                 sequence: 0,
                 reorders: false,
             });
-            return self.unit_cut(cutter.as_mut().expect("just set"), au, data);
+            return self.unit_cut(cutter.as_mut().expect("just set"), track, au, data);
         };
-        self.unit_cut(c, au, data);
+        self.unit_cut(c, track, au, data);
     }
 
-    fn unit_cut(&self, c: &mut Cutter, au: &crate::core::frame::AccessUnit, data: Vec<u8>) {
+    fn unit_cut(&self, c: &mut Cutter, track: &mut AacTrack, au: &crate::core::frame::AccessUnit, data: Vec<u8>) {
         let pts = c.last_pts + au.rtp_timestamp.ticks_since(c.last_rtp);
         let step = pts - c.last_pts;
         c.last_rtp = au.rtp_timestamp;
         c.last_pts = pts;
+        c.last_capture_ms = au.capture_ms;
+        c.last_received = au.received;
         if step < 0 {
             c.reorders = true;
         }
@@ -257,7 +300,7 @@ impl Live {
         let full = pts - c.part_start + step.clamp(1, part_ticks) > part_ticks;
         if !c.samples.is_empty() && (au.keyframe || (full && !c.reorders)) {
             let new_segment = au.keyframe && pts - c.segment_start >= SEGMENT_MIN.as_millis() as i64 * 90;
-            self.close_part(c, pts, new_segment);
+            self.close_part(c, track, pts, new_segment);
             if new_segment {
                 c.segment_start = pts;
             }
@@ -270,12 +313,13 @@ impl Live {
 
     /// Closes the part being built (the next unit at `next_pts`), and the segment with it
     /// when `end_segment`.
-    fn close_part(&self, c: &mut Cutter, next_pts: i64, end_segment: bool) {
+    fn close_part(&self, c: &mut Cutter, track: &mut AacTrack, next_pts: i64, end_segment: bool) {
         let max = c.samples.iter().map(|s| s.pts).max().unwrap_or(0);
         let min = c.samples.iter().map(|s| s.pts).min().unwrap_or(0);
         let last = (c.base + next_pts - max).clamp(1, TIMESCALE as i64);
+        let audio = track.take(c.audio, c.base, max + last, false);
         c.sequence += 1;
-        let Ok(data) = fmp4::fragment(c.sequence, &c.samples, last as u32) else {
+        let Ok(data) = fmp4::fragment_with_audio(c.sequence, &c.samples, last as u32, &audio) else {
             c.samples.clear();
             return;
         };

@@ -185,22 +185,7 @@ impl OpusWork {
 
     /// Converts decoded samples to 48 kHz interleaved 16-bit and queues them.
     fn resample(&mut self, decoded: &ffmpeg::frame::Audio) -> Result<(), ffmpeg::Error> {
-        let layout = if decoded.channel_layout().is_empty() {
-            ChannelLayout::default(i32::from(decoded.channels()))
-        } else {
-            decoded.channel_layout()
-        };
-        let resampler = match &mut self.resampler {
-            Some(r) if r.input().format == decoded.format() && r.input().rate == decoded.rate() && r.input().channel_layout == layout => r,
-            slot => slot.insert(ffmpeg::software::resampling::Context::get(
-                decoded.format(),
-                layout,
-                decoded.rate(),
-                Sample::I16(SampleType::Packed),
-                self.layout,
-                OPUS_RATE,
-            )?),
-        };
+        let resampler = converter(&mut self.resampler, decoded, Sample::I16(SampleType::Packed), self.layout, OPUS_RATE)?;
         // Room for the upsampled frame plus what the resampler holds back.
         let capacity = decoded.samples() * OPUS_RATE as usize / decoded.rate().max(1) as usize + 256;
         let mut out = ffmpeg::frame::Audio::new(Sample::I16(SampleType::Packed), capacity, self.layout);
@@ -209,6 +194,28 @@ impl OpusWork {
         self.pending.extend_from_slice(&out.data(0)[..bytes]);
         Ok(())
     }
+}
+
+/// The resampler in `slot` from `decoded`'s format, layout and rate to `format`, `layout` and
+/// `rate`, made again when the decoded samples change.
+fn converter<'a>(
+    slot: &'a mut Option<ffmpeg::software::resampling::Context>,
+    decoded: &ffmpeg::frame::Audio,
+    format: Sample,
+    layout: ChannelLayout,
+    rate: u32,
+) -> Result<&'a mut ffmpeg::software::resampling::Context, ffmpeg::Error> {
+    let from =
+        if decoded.channel_layout().is_empty() { ChannelLayout::default(i32::from(decoded.channels())) } else { decoded.channel_layout() };
+    if let Some(r) = slot.as_ref()
+        && (r.input().format != decoded.format() || r.input().rate != decoded.rate() || r.input().channel_layout != from)
+    {
+        *slot = None;
+    }
+    if slot.is_none() {
+        *slot = Some(ffmpeg::software::resampling::Context::get(decoded.format(), from, decoded.rate(), format, layout, rate)?);
+    }
+    Ok(slot.as_mut().expect("made above"))
 }
 
 /// AAC bit rate per channel for G.711 sources, bit/s: more than G.711's 8 kHz band needs.
@@ -342,22 +349,7 @@ impl AacEncoding {
     /// Converts decoded samples to planar 32-bit float (the AAC encoder's format) and queues
     /// them.
     fn queue(&mut self, decoded: &ffmpeg::frame::Audio) -> Result<(), ffmpeg::Error> {
-        let layout = if decoded.channel_layout().is_empty() {
-            ChannelLayout::default(i32::from(decoded.channels()))
-        } else {
-            decoded.channel_layout()
-        };
-        let resampler = match &mut self.resampler {
-            Some(r) => r,
-            slot => slot.insert(ffmpeg::software::resampling::Context::get(
-                decoded.format(),
-                layout,
-                decoded.rate(),
-                Sample::F32(SampleType::Planar),
-                self.layout,
-                self.input.clock_rate,
-            )?),
-        };
+        let resampler = converter(&mut self.resampler, decoded, Sample::F32(SampleType::Planar), self.layout, self.input.clock_rate)?;
         let mut out = ffmpeg::frame::Audio::new(Sample::F32(SampleType::Planar), decoded.samples() + 64, self.layout);
         resampler.run(decoded, &mut out)?;
         let bytes = out.samples() * 4;

@@ -15,9 +15,12 @@
 //!   presentation order), range expansion, JPEG encode (blocking work, on tokio's blocking pool).
 //! - `decimate`: which frames a consumer at a lower rate takes.
 //! - `transcode`: WebRTC video for cameras browsers cannot take as sent (H.265, B-frames).
-//! - `audio`: AAC to Opus for WebRTC.
+//! - `audio`: AAC to Opus for WebRTC; G.711 to AAC for fMP4.
+//! - `aac_track`: a camera's audio as the AAC track of recordings and LL-HLS, placed on the
+//!   video's timeline.
 //! - `snapshot`: an event's snapshot, the detected picture with the object's box drawn.
 
+pub(crate) mod aac_track;
 pub(crate) mod audio;
 pub mod codec;
 pub(crate) mod decimate;

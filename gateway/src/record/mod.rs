@@ -28,16 +28,11 @@
 //! A stream with detection also gets its detection messages stored beside each segment
 //! ([`boxes`]), on the same timeline, for boxes drawn over playback.
 //!
-//! A camera's AAC audio is stored as received, in a second track of the same fragments
-//! ([`fmp4::fragment_with_audio`]; the ADTS headers dropped, the AudioSpecificConfig in the
-//! init segment). Each frame is placed on the recording timeline by the camera's clocks (its
-//! capture time from the audio sender reports against the video's, else receive times) and
-//! then advanced by its RTP clock, so the track has no gaps and stays within a frame of the
-//! picture; a frame more than 200 ms from where the clocks place it re-anchors the track. A
-//! segment has an audio track only while audio comes: audio appearing, stopping for a second
-//! or changing its configuration starts a new segment at the next keyframe (a track without
-//! samples would stall a player). G.711 is stored as AAC (no MP4 or HLS player takes G.711):
-//! encoded here with libavcodec at the camera's rate ([`AacEncoding`]).
+//! The camera's audio goes in a second track of the same fragments, as AAC (a camera's AAC
+//! as received, its G.711 encoded: [`AacTrack`]), placed on the video's timeline by the
+//! camera's clocks. A segment has an audio track only while audio comes: audio appearing,
+//! stopping for a second or changing its configuration starts a new segment at the next
+//! keyframe.
 
 pub(crate) mod boxes;
 pub(crate) mod export;
@@ -48,7 +43,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use media::audio::{AacConfig, adts_frame_samples, adts_payload};
 use media::{AudioCodec, VideoCodec};
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
@@ -62,9 +56,10 @@ use crate::core::audio::AudioFrame;
 use crate::core::clock::now_ms;
 use crate::core::frame::AccessUnit;
 use crate::core::shutdown::Shutdown;
-use crate::pipeline::audio::AacEncoding;
+use crate::pipeline::aac_track::{AacTrack, VideoClock};
 use crate::stream::{StreamRuntime, Streams};
-use media::fmp4::{self, AudioSample, ParameterSets, Sample, TIMESCALE};
+use media::audio::AacConfig;
+use media::fmp4::{self, ParameterSets, Sample, TIMESCALE};
 
 /// After a failed write, recording is tried again this much later.
 const RETRY: Duration = Duration::from_secs(5);
@@ -78,13 +73,6 @@ const EVENT_DELAY: Duration = Duration::from_secs(10);
 const PRUNE_EVERY: Duration = Duration::from_secs(10);
 /// The camera's clock and ours disagreeing by more than this starts a new segment.
 const JUMP_MS: i64 = 3_000;
-/// Camera audio gone for this long (or never come in a camera session): the next segment
-/// has no audio track.
-const AUDIO_GONE: Duration = Duration::from_secs(1);
-/// An audio frame this far from where the camera's clocks place it re-anchors the track.
-const AUDIO_SLIP_MS: i64 = 200;
-/// Audio frames waiting for their fragment, at most (~10 s of 16 kHz AAC).
-const AUDIO_QUEUE: usize = 160;
 
 /// What a stream's recorder is doing, in the stream status (`recording`).
 #[derive(Clone, Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
@@ -168,7 +156,7 @@ impl Recorders {
                 detections: (config.detect.enabled && rt.config.detect).then(|| detections.subscribe(&rt.config.id)),
                 boxes: boxes::BoxTrack::default(),
                 audio: Some(rt.audio.subscribe()),
-                sound: Sound::default(),
+                sound: AacTrack::new(&rt.config.id),
             };
             tokio::spawn(recorder.run(archive.clone(), shutdown.clone()));
         }
@@ -221,66 +209,6 @@ struct Pending {
     start_ms: u64,
     end_ms: u64,
     keyframe: bool,
-}
-
-/// One AAC frame waiting for its fragment.
-struct QueuedAudio {
-    /// Decoding time, in the sampling rate's ticks since the Unix epoch.
-    dts: i64,
-    /// Its length in samples (1024 per raw data block).
-    nominal: u32,
-    /// The raw access unit (no ADTS header).
-    data: Vec<u8>,
-}
-
-/// The camera's AAC on its way into the segments (see the module docs).
-#[derive(Default)]
-struct Sound {
-    /// The configuration of the frames received (from their ADTS headers).
-    config: Option<AacConfig>,
-    /// When the camera session's first unit came (reset with the session).
-    since: Option<Instant>,
-    /// When the last frame came.
-    last_seen: Option<Instant>,
-    /// The last frame's RTP timestamp and decoding time (sampling-rate ticks since the epoch).
-    last: Option<(u32, i64)>,
-    queue: std::collections::VecDeque<QueuedAudio>,
-    /// The codec not stored that was last reported.
-    reported: Option<AudioCodec>,
-}
-
-impl Sound {
-    /// A new camera session: the audio is placed again, nothing queued is kept.
-    fn reset(&mut self) {
-        *self = Sound { reported: self.reported, ..Sound::default() };
-    }
-
-    /// The frames to store with a fragment of a segment with audio track `track`, starting at
-    /// `start90` and ending at `end90` (90 kHz ticks since the epoch): those decoded before the
-    /// end whose length is known (the next frame has come; all of them at a segment's `last`
-    /// fragment). Frames wholly before the segment are dropped.
-    fn take(&mut self, track: Option<AacConfig>, start90: i64, end90: i64, last: bool) -> Vec<AudioSample> {
-        let Some(config) = track.filter(|c| self.config == Some(*c)) else { return Vec::new() };
-        let rate = i64::from(config.sample_rate());
-        let (start, end) = (start90 * rate / TIMESCALE as i64, end90 * rate / TIMESCALE as i64);
-        while self.queue.front().is_some_and(|q| q.dts + i64::from(q.nominal) <= start) {
-            self.queue.pop_front();
-        }
-        let mut out = Vec::new();
-        while let Some(q) = self.queue.front() {
-            if q.dts >= end {
-                break;
-            }
-            let duration = match self.queue.get(1) {
-                Some(next) => next.dts - q.dts,
-                None if last => i64::from(q.nominal),
-                None => break,
-            };
-            let q = self.queue.pop_front().expect("a front frame");
-            out.push(AudioSample { dts: q.dts.max(0) as u64, duration: duration.clamp(1, i64::from(u32::MAX)) as u32, data: q.data });
-        }
-        out
-    }
 }
 
 /// The segment being written (or, in `events` mode until an event comes, kept in memory).
@@ -360,7 +288,8 @@ struct Recorder {
     boxes: boxes::BoxTrack,
     /// The stream's audio frames (taken by `run`).
     audio: Option<crate::stream::audio::AudioSubscription>,
-    sound: Sound,
+    /// Its way into the fragments.
+    sound: AacTrack,
 }
 
 impl Recorder {
@@ -376,8 +305,6 @@ impl Recorder {
         let mut events = self.events.take();
         let mut detections = self.detections.take();
         let mut audio = self.audio.take();
-        // G.711 to AAC, for a camera sending G.711 (here, not in `self`: not `Sync`).
-        let mut g711: Option<AacEncoding> = None;
         // Reset by units only (other streams' events must not keep it from firing).
         let idle = tokio::time::sleep(IDLE);
         tokio::pin!(idle);
@@ -396,7 +323,7 @@ impl Recorder {
                     self.sound.reset();
                 }
                 frame = async { audio.as_mut().expect("only polled with a subscription").next().await }, if audio.is_some() => match frame {
-                    Some(frame) => self.audio_frame(&frame, &mut g711),
+                    Some(frame) => self.audio_frame(&frame),
                     None => audio = None,
                 },
                 event = async { events.as_mut().expect("only polled with a receiver").recv().await }, if events.is_some() => match event {
@@ -434,123 +361,29 @@ impl Recorder {
         self.boxes.message(message, pts, file_open, keep_from).await;
     }
 
-    /// The audio track a segment opened now gets: the camera's audio (as AAC) while it comes
-    /// (the SDP's configuration until a frame says otherwise), none once it has not come for
-    /// [`AUDIO_GONE`].
+    /// The audio track a segment opened now gets ([`AacTrack::wanted`]).
     fn audio_wanted(&self) -> Option<AacConfig> {
-        let info = self.rt.audio.info()?;
-        info.codec?;
-        let heard = self.sound.last_seen.or(self.sound.since)?;
-        if heard.elapsed() > AUDIO_GONE {
-            return None;
-        }
-        // AAC-LC at the SDP's rate (AAC as the camera sends it; G.711 as it is encoded).
-        self.sound.config.or_else(|| AacConfig::lc(info.clock_rate, info.channels.clamp(1, 2)))
+        self.sound.wanted(self.rt.audio.info().as_ref())
     }
 
-    /// Takes one audio frame: AAC as received, G.711 encoded as AAC ([`AacEncoding`]; one
-    /// 1024-sample unit every 128 ms at 8 kHz, ~0.1 ms each: done here), queued at its place
-    /// on the recording timeline (see the module docs) for the fragment it falls in.
-    fn audio_frame(&mut self, frame: &AudioFrame, g711: &mut Option<AacEncoding>) {
+    /// Takes one audio frame: queued for the fragment it falls in, placed against the last
+    /// video unit ([`AacTrack::frame`]); the status says why when it cannot be stored.
+    fn audio_frame(&mut self, frame: &AudioFrame) {
         let Some(info) = self.rt.audio.info() else { return };
-        let stream = self.rt.config.id.clone();
-        match info.codec {
-            Some(AudioCodec::Aac) => {
-                let (Some(config), Some(raw)) = (AacConfig::from_adts(&frame.data), adts_payload(&frame.data)) else {
-                    metrics::counter!("sightline_recording_audio_frames_dropped_total", "stream" => stream, "reason" => "not_adts")
-                        .increment(1);
-                    return;
-                };
-                self.place_audio(config, frame.rtp_timestamp, raw.to_vec(), adts_frame_samples(&frame.data), frame);
-            }
-            Some(codec @ (AudioCodec::Pcma | AudioCodec::Pcmu)) => {
-                if g711.as_ref().is_none_or(|w| *w.input() != info || w.jumped(frame)) {
-                    *g711 = match AacEncoding::new(info) {
-                        Ok(w) => Some(w),
-                        Err(e) => {
-                            if self.sound.reported != Some(codec) {
-                                self.sound.reported = Some(codec);
-                                let reason = format!("camera audio {codec} cannot be encoded as AAC: {e}");
-                                warn!(stream, %codec, "{reason}; recorded without audio");
-                                self.status.send_modify(|s| s.audio_reason = Some(reason));
-                            }
-                            return;
-                        }
-                    };
-                }
-                let Some(work) = g711.as_mut() else { return };
-                let config = work.config();
-                match work.encode(frame) {
-                    Ok(units) => {
-                        let Some(config) = config else { return };
-                        for unit in units {
-                            self.place_audio(config, unit.rtp_timestamp, unit.data, 1024, frame);
-                        }
-                    }
-                    Err(e) => {
-                        warn!(stream, %codec, error = %e, "cannot encode camera audio as AAC; the encoder starts again");
-                        metrics::counter!("sightline_recording_audio_frames_dropped_total", "stream" => stream, "reason" => "encode")
-                            .increment(1);
-                        *g711 = None;
-                    }
-                }
-            }
-            None => {}
+        let clock =
+            self.open.as_ref().map(|o| VideoClock { ticks: o.base + o.last_pts, capture_ms: o.last_capture_ms, received: o.last_received });
+        self.sound.frame(&info, frame, clock);
+        let reason = self.sound.reason();
+        if self.status.borrow().audio_reason.as_deref() != reason {
+            let reason = reason.map(str::to_owned);
+            self.status.send_modify(|s| s.audio_reason = reason);
         }
-    }
-
-    /// Queues one AAC unit (`config`, its first sample at `rtp` on the camera's audio clock,
-    /// `nominal` samples long) for the fragment it falls in: placed by the camera's clocks
-    /// through `reference` (the camera's frame it came from: capture and receive times), then
-    /// advanced by the RTP clock.
-    fn place_audio(&mut self, config: AacConfig, rtp: u32, data: Vec<u8>, nominal: u32, reference: &AudioFrame) {
-        if self.sound.reported.take().is_some() {
-            self.status.send_modify(|s| s.audio_reason = None);
-        }
-        if self.sound.config != Some(config) {
-            self.sound.config = Some(config);
-            self.sound.last = None;
-            self.sound.queue.clear();
-        }
-        self.sound.last_seen = Some(reference.received);
-        // Placed against the last video unit: no segment, nothing to place it in.
-        let Some(open) = &self.open else { return };
-        let rate = i64::from(config.sample_rate());
-        let offset_ms = if reference.capture_ms > 0 {
-            reference.capture_ms as i64 - open.last_capture_ms as i64
-        } else if reference.received >= open.last_received {
-            reference.received.duration_since(open.last_received).as_millis() as i64
-        } else {
-            -(open.last_received.duration_since(reference.received).as_millis() as i64)
-        };
-        let estimate = (open.base + open.last_pts + offset_ms * 90) * rate / TIMESCALE as i64
-            + i64::from(rtp.wrapping_sub(reference.rtp_timestamp) as i32);
-        let dts = match self.sound.last {
-            Some((last_rtp, last)) => {
-                let step = i64::from(rtp.wrapping_sub(last_rtp) as i32);
-                if (-rate..=0).contains(&step) {
-                    return; // repeated or out of order: its place is taken
-                }
-                let next = last + step;
-                if step < 0 || (next - estimate).abs() > AUDIO_SLIP_MS * rate / 1000 { estimate } else { next }
-            }
-            None => estimate,
-        };
-        // Re-anchored back in time: what it overlaps is dropped.
-        while self.sound.queue.back().is_some_and(|q| q.dts >= dts) {
-            self.sound.queue.pop_back();
-        }
-        if self.sound.queue.len() >= AUDIO_QUEUE {
-            self.sound.queue.pop_front();
-        }
-        self.sound.last = Some((rtp, dts));
-        self.sound.queue.push_back(QueuedAudio { dts, nominal, data });
     }
 
     /// Takes one access unit: opens, cuts and closes segments and fragments around it.
     async fn unit(&mut self, db: &Db, au: &AccessUnit) {
         let (sets, data) = fmp4::sample_data(au.codec, &au.data);
-        self.sound.since.get_or_insert(au.received);
+        self.sound.video(au.received);
         if let Some(open) = &self.open {
             let pts = open.last_pts + au.rtp_timestamp.ticks_since(open.last_rtp);
             let wall_ms = open.end_ms(open.base + pts) as i64;
@@ -562,7 +395,7 @@ impl Recorder {
                 self.close(db, (!jumped).then_some(pts)).await;
                 if jumped {
                     self.sound.reset();
-                    self.sound.since = Some(au.received);
+                    self.sound.video(au.received);
                 }
             }
         }
