@@ -103,9 +103,11 @@ async fn ll_hls_plays_live_with_parts_and_blocking_reload() {
     // hls.js in low-latency mode plays it live; glass-to-glass from the pixel clock. Once
     // again if it stalled (a 2-core CI machine still reaping the previous test binary's
     // Chromium and GStreamer processes saw 100 frames missed by hls.js once).
-    let play = || browser_script("hls.mjs", &[&gw.base, "/api/streams/testcam/hls/index.m3u8", "6", "lowlatency"]);
+    let args = [gw.base.as_str(), "/api/streams/testcam/hls/index.m3u8", "6", "lowlatency"];
+    let play = || browser_script("hls.mjs", &args);
     let mut out = play().await;
-    let frames = |out: &str| serde_json::from_str::<serde_json::Value>(out.lines().last().unwrap_or("{}")).ok().and_then(|v| v["frames"].as_u64());
+    let frames =
+        |out: &str| serde_json::from_str::<serde_json::Value>(out.lines().last().unwrap_or("{}")).ok().and_then(|v| v["frames"].as_u64());
     if frames(&out).unwrap_or(0) < 100 {
         eprintln!("hls.js stalled ({:?} frames in 6 s); once more", frames(&out));
         out = play().await;
