@@ -5,6 +5,8 @@
 # core) and RSS, and for the recorded run the bytes written per second against the camera's
 # bytes received (sightline_recording_bytes_total / sightline_ingest_bytes_total) and the
 # container overhead of the segment files (moof/mdat headers and init against the samples).
+# With GST_ARGS the camera is GStreamer's RTSP server instead (scripts/gst_rtsp_server.py), e.g.
+# GST_ARGS="--audio pcma" (Debian python3-gi) for the cost of recording a G.711 camera's audio (encoded as AAC).
 #   scripts/bench-record.sh
 set -euo pipefail
 # Gateways here serve no RTSP restream on the default ports (two would collide on 8554).
@@ -18,7 +20,14 @@ seconds=${SECONDS_PER_RUN:-30}
 port=18395
 cam=18565
 work=$(mktemp -d)
-$BIN_DIR/gateway testcam --listen 127.0.0.1:$cam 2>/tmp/bench-testcam.log &
+if [ -n "${GST_ARGS:-}" ]; then
+  # shellcheck disable=SC2086
+  /usr/bin/python3 scripts/gst_rtsp_server.py --port $cam $GST_ARGS 2>/tmp/bench-testcam.log &
+  camera_url="rtsp://127.0.0.1:$cam/cam"
+else
+  $BIN_DIR/gateway testcam --listen 127.0.0.1:$cam 2>/tmp/bench-testcam.log &
+  camera_url="rtsp://127.0.0.1:$cam/testcam"
+fi
 camera=$!
 trap 'kill $camera 2>/dev/null; rm -rf "$work"' EXIT
 for mode in off continuous; do
@@ -32,7 +41,7 @@ enabled = false
 enabled = false
 [[streams]]
 id = "cam"
-url = "rtsp://127.0.0.1:$cam/testcam"
+url = "$camera_url"
 on_demand = false
 record = "$mode"
 TOML
