@@ -236,8 +236,8 @@ export class StreamCard {
     ui.hudFps = h('span', { class: 'hud-fps' });
     ui.hudSeq = h('span', { class: 'hud-seq' });
     ui.hud = h('div', { class: 'media-hud', 'aria-hidden': 'true' }, ui.hudFps, ui.hudSeq);
-    // Muted by default (browsers autoplay only muted media); shown while WebRTC plays a
-    // stream that has audio for viewers.
+    // Muted by default (browsers autoplay only muted media); shown while WebRTC or LL-HLS
+    // plays a stream that has audio for viewers.
     ui.mute = h('button', {
       type: 'button', class: 'btn media-mute', hidden: true,
       onclick: (ev) => {
@@ -488,11 +488,16 @@ export class StreamCard {
     };
   }
 
-  /** The mute button: only while WebRTC plays a stream with audio for viewers. */
+  /**
+   * The mute button: only while WebRTC plays a stream with audio for viewers, or LL-HLS one
+   * whose camera audio the gateway takes (its parts carry it as AAC).
+   */
   #renderMute() {
     const ui = this.#ui;
     const mode = this.#stream.audio?.webrtc?.mode;
-    ui.mute.hidden = !(this.#transport === 'webrtc' && this.#player && mode && mode !== 'off');
+    const webrtc = this.#transport === 'webrtc' && mode && mode !== 'off';
+    const hls = this.#transport === 'hls' && this.#stream.health?.audio?.supported === true;
+    ui.mute.hidden = !(this.#player && (webrtc || hls));
     const muted = ui.video.muted;
     setText(ui.mute, muted ? '🔇' : '🔊');
     ui.mute.setAttribute('aria-label', muted ? 'Unmute' : 'Mute');

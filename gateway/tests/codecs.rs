@@ -268,9 +268,10 @@ async fn chromium_hears_g711_and_aac_cameras() {
         "AAC frames went through the Opus transcoder"
     );
     assert!(gw.log_text().contains("camera audio taken"), "the camera's audio is logged");
-    // The web UI: muted autoplay with the audio track, a mute button that unmutes.
+    // The web UI: muted autoplay with the audio track, a mute button that unmutes; over
+    // LL-HLS too, with the audio decoded.
     let out = browser_script("audio-ui.mjs", &[&gw.base, "pcma", "pcma"]).await;
-    assert!(out.contains("ok mute button"), "{out}");
+    assert!(out.contains("ok mute button") && out.contains("ok LL-HLS mute button and audio decoded"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,9 @@
 // The web UI with a camera that sends audio: the card plays over WebRTC muted (so autoplay
 // works) with the audio track in the same MediaStream as the video, a mute button shows
 // (aria-label "Unmute"), a click unmutes the <video> and another mutes it again; the card's
-// health list names the camera's audio codec.
+// health list names the camera's audio codec. Then over LL-HLS (`?transport=hls`, the
+// camera's audio as AAC in the parts): the mute button shows, a click unmutes, and Chromium
+// decodes the audio (webkitAudioDecodedByteCount grows).
 // Usage: node tests/browser/audio-ui.mjs BASE_URL STREAM_ID AUDIO_CODEC
 // Prints one line per check and exits non-zero on the first failure.
 import { startBrowserTest } from './chromium.mjs';
@@ -38,6 +40,22 @@ try {
   const audioItem = await card.locator('.health li', { hasText: 'audio' }).innerText();
   assert.ok(audioItem.toLowerCase().includes(codec), `health shows the codec: ${audioItem}`);
   console.log(`ok health: ${audioItem.replace(/\s+/g, ' ')}`);
+
+  const hls = await browser.newPage();
+  hls.on('pageerror', (e) => errors.push(String(e)));
+  await hls.goto(`${base}/?transport=hls`);
+  const hlsCard = hls.locator('article.card', { hasText: stream });
+  await hlsCard.locator('.media-tag', { hasText: 'LL-HLS' }).waitFor({ timeout: 20_000 });
+  const hlsVideo = await hlsCard.locator('video.media-video').elementHandle();
+  await hls.waitForFunction((el) => el.currentTime > 0.5, hlsVideo, { timeout: 15_000 });
+  const hlsMute = hlsCard.locator('button.media-mute');
+  await hlsMute.waitFor({ state: 'visible', timeout: 5_000 });
+  await hlsMute.click();
+  assert.equal(await hlsVideo.evaluate((el) => el.muted), false, 'a click unmutes LL-HLS');
+  const before = await hlsVideo.evaluate((el) => el.webkitAudioDecodedByteCount ?? 0);
+  await hls.waitForFunction((args) => (args.el.webkitAudioDecodedByteCount ?? 0) > args.before,
+    { el: hlsVideo, before }, { timeout: 5_000 });
+  console.log('ok LL-HLS mute button and audio decoded');
   assert.deepEqual(errors, [], 'no page errors');
 } catch (e) {
   await fail(e.stack || String(e));
