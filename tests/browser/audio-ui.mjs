@@ -40,6 +40,7 @@ try {
   const audioItem = await card.locator('.health li', { hasText: 'audio' }).innerText();
   assert.ok(audioItem.toLowerCase().includes(codec), `health shows the codec: ${audioItem}`);
   console.log(`ok health: ${audioItem.replace(/\s+/g, ' ')}`);
+  await page.close(); // one player at a time on a 2-core machine
 
   const hls = await browser.newPage();
   hls.on('pageerror', (e) => errors.push(String(e)));
@@ -52,9 +53,17 @@ try {
   await hlsMute.waitFor({ state: 'visible', timeout: 5_000 });
   await hlsMute.click();
   assert.equal(await hlsVideo.evaluate((el) => el.muted), false, 'a click unmutes LL-HLS');
-  const before = await hlsVideo.evaluate((el) => el.webkitAudioDecodedByteCount ?? 0);
-  await hls.waitForFunction((args) => (args.el.webkitAudioDecodedByteCount ?? 0) > args.before,
-    { el: hlsVideo, before }, { timeout: 5_000 });
+  const state = () => hlsVideo.evaluate((el) => ({
+    audioBytes: el.webkitAudioDecodedByteCount ?? null, currentTime: el.currentTime, readyState: el.readyState,
+    buffered: Array.from({ length: el.buffered.length }, (_, i) => [el.buffered.start(i), el.buffered.end(i)]),
+  }));
+  const before = (await state()).audioBytes ?? 0;
+  try {
+    await hls.waitForFunction((args) => (args.el.webkitAudioDecodedByteCount ?? 0) > args.before,
+      { el: hlsVideo, before }, { timeout: 15_000 });
+  } catch (e) {
+    throw new Error(`no audio decoded over LL-HLS after unmuting (${before} bytes before): ${JSON.stringify(await state())}`);
+  }
   console.log('ok LL-HLS mute button and audio decoded');
   assert.deepEqual(errors, [], 'no page errors');
 } catch (e) {
