@@ -16,6 +16,8 @@ cd "$(dirname "$0")/.."
 # LOSS=0.01 makes each viewer drop 1 % of its RTP datagrams (loadtest whep --loss): NACKs and
 # resends must repair them (the JSON line's packets_lost counts what was never repaired).
 # SIGHTLINE_WEBRTC__NACK_HISTORY=N sets the packets kept per viewer for resends.
+# RAMP_MS=N starts a viewer every N ms (default 10; SECONDS_PER_RUN must cover the ramp-up,
+# viewers x N ms + 6 s, and the 10 s window after it).
 # PIN_CPUS=1 puts the gateway on CPU 0 and the camera and load generator on the others: on a
 # 2-core machine unpinned runs of one binary spread +-10 %, pinned ones much less.
 gw_pin=() rest_pin=()
@@ -49,9 +51,9 @@ for viewers in ${@:-100 200 400}; do
   # Warm up: start the pull so the GOP cache is filled.
   curl -sN "http://127.0.0.1:$port/api/streams/cam/feed?fps=1" -o /dev/null --max-time 4 || true
   "${rest_pin[@]}" $BIN_DIR/loadtest whep --url "http://127.0.0.1:$port" --stream cam --viewers "$viewers" \
-    --seconds "$seconds" --ramp-ms 10 --loss "${LOSS:-0}" > /tmp/bench-loadtest.out &
+    --seconds "$seconds" --ramp-ms "${RAMP_MS:-10}" --loss "${LOSS:-0}" > /tmp/bench-loadtest.out &
   lt=$!
-  sleep $(( viewers / 100 + 6 ))   # ramp-up
+  sleep $(( viewers * ${RAMP_MS:-10} / 1000 + 6 ))   # ramp-up
   ticks() { awk '{print $14 + $15}' "/proc/$gw/stat"; }
   t0=$(ticks); s0=$(date +%s.%N); p0=$(metric 'sightline_webrtc_packets_sent_total{stream="cam"}')
   x0=$(metric 'sightline_transcode_seconds_sum{stream="cam"}')
