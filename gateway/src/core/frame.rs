@@ -100,15 +100,16 @@ impl AccessUnit {
 }
 
 /// One decoded picture offered for detection: tightly packed I420 (Y `width`×`height`, then
-/// U and V at half width and height, rounded up), as the decoder produced it.
-#[derive(Debug)]
+/// U and V at half width and height, rounded up), as the decoder produced it. Cloning shares
+/// the planes (a picture several models take is not copied).
+#[derive(Clone, Debug)]
 pub struct Picture {
     /// Which picture (stream, seq, RTP timestamp, capture time, size).
     pub meta: FrameMeta,
     /// Full-range YUV (else limited, H.264 `video_full_range_flag` = 0).
     pub full_range: bool,
     /// Y, U, V planes back to back.
-    pub planes: Vec<u8>,
+    pub planes: Arc<[u8]>,
     /// When it was offered (slot wait time).
     pub offered: Instant,
 }

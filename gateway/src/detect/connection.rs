@@ -528,7 +528,7 @@ mod tests {
     fn picture(seq: u64) -> Picture {
         let meta =
             FrameMeta { stream: "cam".into(), seq, rtp_timestamp: RtpTimestamp::new(3600), capture_ms: now_ms(), width: 4, height: 2 };
-        Picture { meta, full_range: false, planes: (0..12).collect(), offered: Instant::now() }
+        Picture { meta, full_range: false, planes: (0..12).collect::<Vec<u8>>().into(), offered: Instant::now() }
     }
 
     /// The worker's end, blocking, as `infer-worker serve` reads it.
@@ -633,11 +633,11 @@ mod tests {
         let meta = FrameMeta { stream: "cam".into(), seq: 1, rtp_timestamp: RtpTimestamp::new(0), capture_ms: 0, width: 5, height: 3 };
         let planes: Vec<u8> = (0..27).collect();
         assert_eq!(even_crop(&planes, 5, 3), [0, 1, 2, 3, 5, 6, 7, 8, 15, 16, 21, 22]);
-        let picture = Picture { meta, full_range: false, planes, offered: Instant::now() };
+        let picture = Picture { meta, full_range: false, planes: planes.into(), offered: Instant::now() };
         let (jpeg, _) = jpeg_of(&picture, 90, None);
         let header = turbojpeg::Decompressor::new().unwrap().read_header(&jpeg.unwrap()).unwrap();
         assert_eq!((header.width, header.height), (4, 2));
-        let tiny = Picture { meta: FrameMeta { width: 1, height: 1, ..picture.meta.clone() }, planes: vec![0; 3], ..picture };
+        let tiny = Picture { meta: FrameMeta { width: 1, height: 1, ..picture.meta.clone() }, planes: vec![0; 3].into(), ..picture };
         assert!(jpeg_of(&tiny, 90, None).0.is_err(), "no panic on a 1x1 picture");
     }
 

@@ -83,7 +83,7 @@ mod tests {
     fn picture(stream: &str, seq: u64) -> Picture {
         let meta =
             media::FrameMeta { stream: stream.into(), seq, rtp_timestamp: media::RtpTimestamp::new(0), capture_ms: 0, width: 2, height: 2 };
-        Picture { meta, full_range: false, planes: vec![0; 6], offered: std::time::Instant::now() }
+        Picture { meta, full_range: false, planes: vec![0; 6].into(), offered: std::time::Instant::now() }
     }
 
     #[test]

@@ -619,13 +619,7 @@ impl PictureSink for Detect {
             self.merging.expect(&picture.meta, &takers);
         }
         for &pool in others {
-            let copy = Picture {
-                meta: picture.meta.clone(),
-                full_range: picture.full_range,
-                planes: picture.planes.clone(),
-                offered: picture.offered,
-            };
-            self.offer_to(pool, copy);
+            self.offer_to(pool, picture.clone());
         }
         self.offer_to(last, picture);
     }

@@ -366,8 +366,12 @@ async fn stored_events_are_searched_paged_counted_and_scoped() {
         width: 64,
         height: 64,
     };
-    let picture =
-        Arc::new(Picture { meta, full_range: true, planes: vec![128; Picture::packed_len(64, 64)], offered: std::time::Instant::now() });
+    let picture = Arc::new(Picture {
+        meta,
+        full_range: true,
+        planes: vec![128; Picture::packed_len(64, 64)].into(),
+        offered: std::time::Instant::now(),
+    });
     let mut ids = Vec::new();
     for i in 0..5u64 {
         let (stream, kind) = if i == 4 { ("yard", EventKind::ZoneEnter) } else { ("door", EventKind::LineCrossed) };

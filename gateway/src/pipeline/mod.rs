@@ -231,7 +231,7 @@ impl Pixels {
                 if let (Some(sink), Some(e)) = (sink, &mut encoded)
                     && let Some(planes) = e.picture.take()
                 {
-                    sink.offer(Picture { meta: meta.clone(), full_range: e.full_range, planes, offered: Instant::now() });
+                    sink.offer(Picture { meta: meta.clone(), full_range: e.full_range, planes: planes.into(), offered: Instant::now() });
                     detecting = true;
                 }
                 self.deliver(meta, wanted, encoded, detecting);

@@ -72,7 +72,7 @@ mod tests {
         let meta = FrameMeta { stream: "cam".into(), seq: 1, rtp_timestamp: RtpTimestamp::new(0), capture_ms: 0, width, height };
         let mut planes = vec![128u8; Picture::packed_len(width, height)];
         planes[..(width * height) as usize].fill(60);
-        Picture { meta, full_range, planes, offered: Instant::now() }
+        Picture { meta, full_range, planes: planes.into(), offered: Instant::now() }
     }
 
     #[test]
@@ -95,7 +95,7 @@ mod tests {
     #[test]
     fn short_planes_and_edge_boxes_are_not_a_panic() {
         let mut pic = grey(64, 64, true);
-        pic.planes.truncate(100);
+        pic.planes = pic.planes[..100].into();
         assert!(snapshot_jpeg(&pic, None, 80).is_err());
         assert!(snapshot_jpeg(&grey(63, 35, true), None, 80).is_err());
         let pic = grey(62, 34, true);
