@@ -78,7 +78,7 @@ impl AudioTranscoder {
             let Some(frame) = frame else { break };
             let Some(info) = self.source.info() else { continue };
             // AAC decode + Opus encode of one frame take well under a millisecond: done here.
-            let result = match work.as_mut().filter(|w| w.input == info) {
+            let result = match work.as_mut().filter(|w| w.chain.input == info) {
                 Some(w) => w.transcode(&frame),
                 None => OpusWork::new(info).and_then(|w| work.insert(w).transcode(&frame)),
             };
@@ -103,14 +103,21 @@ impl AudioTranscoder {
     }
 }
 
-/// The decoder, resampler and encoder of one AAC configuration.
-struct OpusWork {
+/// A decoder of one camera audio configuration, the resampler from what it decodes, and an
+/// encoder: what both transcoders here are made of.
+struct Chain {
     input: AudioInfo,
     decoder: ffmpeg::decoder::Audio,
     resampler: Option<ffmpeg::software::resampling::Context>,
     encoder: ffmpeg::encoder::Audio,
+    /// The encoder's channel layout, and its number of channels (1 or 2).
     layout: ChannelLayout,
     channels: usize,
+}
+
+/// The decoder, resampler and encoder of one AAC configuration.
+struct OpusWork {
+    chain: Chain,
     /// Resampled interleaved 16-bit samples waiting for a whole Opus frame.
     pending: Vec<u8>,
     /// The Opus RTP timestamp of the first sample in `pending`.
@@ -134,30 +141,31 @@ impl OpusWork {
         let mut options = ffmpeg::Dictionary::new();
         options.set("frame_duration", "20");
         let encoder = encoder.open_with(options)?;
-        Ok(OpusWork { input, decoder, resampler: None, encoder, layout, channels, pending: Vec::new(), clock: None })
+        let chain = Chain { input, decoder, resampler: None, encoder, layout, channels };
+        Ok(OpusWork { chain, pending: Vec::new(), clock: None })
     }
 
     /// Decodes one ADTS frame and returns the Opus packets that completed.
     fn transcode(&mut self, frame: &AudioFrame) -> Result<Vec<AudioFrame>, ffmpeg::Error> {
         self.follow_clock(frame.rtp_timestamp);
-        self.decoder.send_packet(&ffmpeg::Packet::copy(&frame.data))?;
+        self.chain.decoder.send_packet(&ffmpeg::Packet::copy(&frame.data))?;
         let mut decoded = ffmpeg::frame::Audio::empty();
-        while self.decoder.receive_frame(&mut decoded).is_ok() {
+        while self.chain.decoder.receive_frame(&mut decoded).is_ok() {
             self.resample(&decoded)?;
         }
         let mut out = Vec::new();
-        let bytes = OPUS_FRAME * self.channels * 2;
+        let bytes = OPUS_FRAME * self.chain.channels * 2;
         while self.pending.len() >= bytes {
-            let mut input = ffmpeg::frame::Audio::new(Sample::I16(SampleType::Packed), OPUS_FRAME, self.layout);
+            let mut input = ffmpeg::frame::Audio::new(Sample::I16(SampleType::Packed), OPUS_FRAME, self.chain.layout);
             input.set_rate(OPUS_RATE);
             input.data_mut(0)[..bytes].copy_from_slice(&self.pending[..bytes]);
             self.pending.drain(..bytes);
             let timestamp = self.clock.unwrap_or(0);
             self.clock = Some(timestamp.wrapping_add(OPUS_FRAME as u32));
             input.set_pts(Some(i64::from(timestamp)));
-            self.encoder.send_frame(&input)?;
+            self.chain.encoder.send_frame(&input)?;
             let mut packet = ffmpeg::Packet::empty();
-            while self.encoder.receive_packet(&mut packet).is_ok() {
+            while self.chain.encoder.receive_packet(&mut packet).is_ok() {
                 if let Some(data) = packet.data() {
                     // The packet's pts is its first sample's (less the encoder's look-ahead).
                     let rtp_timestamp = packet.pts().unwrap_or(i64::from(timestamp)) as u32;
@@ -172,9 +180,9 @@ impl OpusWork {
     /// of this frame is more than [`MAX_DRIFT`] from where the clock expects it, the clock
     /// jumps there (what is pending is dropped: it belongs to the old timeline).
     fn follow_clock(&mut self, camera_timestamp: u32) {
-        let rate = u64::from(self.input.clock_rate.max(1));
+        let rate = u64::from(self.chain.input.clock_rate.max(1));
         let scaled = (u64::from(camera_timestamp) * u64::from(OPUS_RATE) / rate) as u32;
-        let queued = (self.pending.len() / (self.channels * 2)) as u32;
+        let queued = (self.pending.len() / (self.chain.channels * 2)) as u32;
         let expected = self.clock.map(|c| c.wrapping_add(queued));
         let drift = expected.map_or(i64::MAX, |e| i64::from(scaled.wrapping_sub(e) as i32));
         if drift.abs() > MAX_DRIFT {
@@ -185,12 +193,12 @@ impl OpusWork {
 
     /// Converts decoded samples to 48 kHz interleaved 16-bit and queues them.
     fn resample(&mut self, decoded: &ffmpeg::frame::Audio) -> Result<(), ffmpeg::Error> {
-        let resampler = converter(&mut self.resampler, decoded, Sample::I16(SampleType::Packed), self.layout, OPUS_RATE)?;
+        let resampler = converter(&mut self.chain.resampler, decoded, Sample::I16(SampleType::Packed), self.chain.layout, OPUS_RATE)?;
         // Room for the upsampled frame plus what the resampler holds back.
         let capacity = decoded.samples() * OPUS_RATE as usize / decoded.rate().max(1) as usize + 256;
-        let mut out = ffmpeg::frame::Audio::new(Sample::I16(SampleType::Packed), capacity, self.layout);
+        let mut out = ffmpeg::frame::Audio::new(Sample::I16(SampleType::Packed), capacity, self.chain.layout);
         resampler.run(decoded, &mut out)?;
-        let bytes = out.samples() * self.channels * 2;
+        let bytes = out.samples() * self.chain.channels * 2;
         self.pending.extend_from_slice(&out.data(0)[..bytes]);
         Ok(())
     }
@@ -233,12 +241,7 @@ pub(crate) struct EncodedAac {
 
 /// G.711 to AAC-LC of one camera audio configuration. See the module docs.
 pub(crate) struct AacEncoding {
-    input: AudioInfo,
-    decoder: ffmpeg::decoder::Audio,
-    resampler: Option<ffmpeg::software::resampling::Context>,
-    encoder: ffmpeg::encoder::Audio,
-    layout: ChannelLayout,
-    channels: usize,
+    chain: Chain,
     /// Decoded samples, one byte vector of 32-bit floats per channel, waiting for a whole AAC
     /// frame.
     pending: Vec<Vec<u8>>,
@@ -278,27 +281,18 @@ impl AacEncoding {
         encoder.set_bit_rate(AAC_BITS_PER_CHANNEL * channels);
         encoder.set_time_base(ffmpeg::Rational::new(1, rate));
         let encoder = encoder.open()?;
-        Ok(AacEncoding {
-            input,
-            decoder,
-            resampler: None,
-            encoder,
-            layout,
-            channels,
-            pending: vec![Vec::new(); channels],
-            base: None,
-            taken: 0,
-        })
+        let chain = Chain { input, decoder, resampler: None, encoder, layout, channels };
+        Ok(AacEncoding { chain, pending: vec![Vec::new(); channels], base: None, taken: 0 })
     }
 
     /// The configuration of the AAC made (AAC-LC at the camera's rate and channels).
     pub(crate) fn config(&self) -> Option<media::audio::AacConfig> {
-        media::audio::AacConfig::lc(self.input.clock_rate, self.channels as u16)
+        media::audio::AacConfig::lc(self.chain.input.clock_rate, self.chain.channels as u16)
     }
 
     /// The G.711 this encoder takes.
     pub(crate) fn input(&self) -> &AudioInfo {
-        &self.input
+        &self.chain.input
     }
 
     /// Whether `frame` is not where the samples taken so far put the camera's clock (a gap
@@ -309,7 +303,7 @@ impl AacEncoding {
         let queued = (self.pending[0].len() / 4) as u64;
         let expected = base.wrapping_add((self.taken + queued) as u32);
         let drift = i64::from(frame.rtp_timestamp.wrapping_sub(expected) as i32);
-        drift.abs() > i64::from(self.input.clock_rate.max(1)) / 5
+        drift.abs() > i64::from(self.chain.input.clock_rate.max(1)) / 5
     }
 
     /// Decodes one G.711 payload and returns the AAC units that completed.
@@ -317,25 +311,25 @@ impl AacEncoding {
     /// Errors: what libavcodec reports (a new [`AacEncoding`] should take over).
     pub(crate) fn encode(&mut self, frame: &AudioFrame) -> Result<Vec<EncodedAac>, ffmpeg::Error> {
         let base = *self.base.get_or_insert(frame.rtp_timestamp);
-        self.decoder.send_packet(&ffmpeg::Packet::copy(&frame.data))?;
+        self.chain.decoder.send_packet(&ffmpeg::Packet::copy(&frame.data))?;
         let mut decoded = ffmpeg::frame::Audio::empty();
-        while self.decoder.receive_frame(&mut decoded).is_ok() {
+        while self.chain.decoder.receive_frame(&mut decoded).is_ok() {
             self.queue(&decoded)?;
         }
-        let size = (self.encoder.frame_size() as usize).max(1);
+        let size = (self.chain.encoder.frame_size() as usize).max(1);
         let mut out = Vec::new();
         while self.pending[0].len() >= size * 4 {
-            let mut input = ffmpeg::frame::Audio::new(Sample::F32(SampleType::Planar), size, self.layout);
-            input.set_rate(self.input.clock_rate);
+            let mut input = ffmpeg::frame::Audio::new(Sample::F32(SampleType::Planar), size, self.chain.layout);
+            input.set_rate(self.chain.input.clock_rate);
             for (plane, queued) in self.pending.iter_mut().enumerate() {
                 input.data_mut(plane)[..size * 4].copy_from_slice(&queued[..size * 4]);
                 queued.drain(..size * 4);
             }
             input.set_pts(Some(self.taken as i64));
             self.taken += size as u64;
-            self.encoder.send_frame(&input)?;
+            self.chain.encoder.send_frame(&input)?;
             let mut packet = ffmpeg::Packet::empty();
-            while self.encoder.receive_packet(&mut packet).is_ok() {
+            while self.chain.encoder.receive_packet(&mut packet).is_ok() {
                 if let Some(data) = packet.data() {
                     // Its pts counts samples from the first taken, less the priming.
                     let offset = packet.pts().unwrap_or(self.taken as i64 - size as i64);
@@ -349,8 +343,9 @@ impl AacEncoding {
     /// Converts decoded samples to planar 32-bit float (the AAC encoder's format) and queues
     /// them.
     fn queue(&mut self, decoded: &ffmpeg::frame::Audio) -> Result<(), ffmpeg::Error> {
-        let resampler = converter(&mut self.resampler, decoded, Sample::F32(SampleType::Planar), self.layout, self.input.clock_rate)?;
-        let mut out = ffmpeg::frame::Audio::new(Sample::F32(SampleType::Planar), decoded.samples() + 64, self.layout);
+        let resampler =
+            converter(&mut self.chain.resampler, decoded, Sample::F32(SampleType::Planar), self.chain.layout, self.chain.input.clock_rate)?;
+        let mut out = ffmpeg::frame::Audio::new(Sample::F32(SampleType::Planar), decoded.samples() + 64, self.chain.layout);
         resampler.run(decoded, &mut out)?;
         let bytes = out.samples() * 4;
         for (plane, queued) in self.pending.iter_mut().enumerate() {
