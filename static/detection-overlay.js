@@ -46,10 +46,7 @@
 // video need not wait for the model, unless most messages come late (the median
 // of the last 20 later than their frame: the model slower than the video path):
 // then, as always without tracking (no velocities), the player is asked to delay
-// playout by that much more (`onLate`). Once every one of the last 20 messages came at least
-// 40 ms before its frame was shown (the model caught up, or the delay overshot), the player
-// is asked to take the delay down by the smallest of those margins less 20 ms (`onEarly`):
-// the delay follows the model both ways. Over SSE (where the
+// playout by that much (`onLate`), and over SSE (where the
 // feed sends boxes before their frame) one at most one frame late is drawn on
 // the next frame; older ones are dropped ("stale"). Between detected frames
 // (detection runs at a lower rate than video: 10 of 25 fps) a model's last
@@ -93,12 +90,8 @@ const MAX_VELOCITY_SPAN = 45_000;
 const DEFAULT_FRAME_TICKS = 3600;
 /** A late message's boxes are carried to the shown frame at most this far (90 kHz: 300 ms). */
 const MAX_CARRY = 27_000;
-/** Messages over which a persistent lateness, or a margin, is judged (WebRTC). */
+/** Messages over which a persistent lateness is judged (WebRTC with tracking). */
 const LATENESS_WINDOW = 20;
-/** The last messages all this early (ms before their frame was shown): less delay will do. */
-const EARLY_MIN_MS = 40;
-/** What a playout delay taken down keeps of the smallest margin (ms). */
-const EARLY_KEEP_MS = 20;
 /** Box outlines by the model's place in the stream's list (CSS px): the first model's solid. */
 const MODEL_DASHES = [[], [8, 4], [2, 3], [12, 3, 2, 3]];
 
@@ -157,7 +150,6 @@ export class DetectionOverlay {
   #ticksPerSeq = DEFAULT_FRAME_TICKS; // SSE: RTP ticks between consecutive seq numbers
   #tracked = false; // some box came with a track id: the stream is tracked
   #latenesses = []; // the last messages' lateness (90 kHz ticks, 0: on time), WebRTC
-  #margins = []; // how long before its frame was shown each of the last messages came (ms), WebRTC
   #rvfcVideo = null;
   #rvfcHandle = null;
   #counts = { exact: 0, late: 0, stale: 0, held: 0, cleared: 0 };
@@ -166,19 +158,15 @@ export class DetectionOverlay {
   #draft = null; // {kind: 'zone' | 'line', points} being drawn in the editor
 
   #onLate;
-  #onEarly;
 
   /**
    * @param {HTMLCanvasElement} canvas
-   * @param {{onLate?: (ms: number) => void, onEarly?: (ms: number) => void}} handlers
-   *   onLate: WebRTC messages come this many ms after their frame was replaced (the player
-   *   can delay playout that much more); onEarly: they all come at least this many ms
-   *   before their frame is shown (the player can delay playout that much less)
+   * @param {{onLate?: (ms: number) => void}} handlers onLate: a WebRTC message came
+   *   this many ms after its frame was replaced (the player can delay playout to match)
    */
-  constructor(canvas, { onLate, onEarly } = {}) {
+  constructor(canvas, { onLate } = {}) {
     this.#canvas = canvas;
     this.#onLate = onLate;
-    this.#onEarly = onEarly;
     this.#ctx = canvas.getContext('2d');
     if (typeof ResizeObserver === 'function') new ResizeObserver(() => this.redraw()).observe(canvas);
   }
@@ -301,7 +289,6 @@ export class DetectionOverlay {
     this.#offset = 0;
     this.#tracked = false;
     this.#latenesses = [];
-    this.#margins = [];
     for (const lane of this.#lanes.values()) lane.reset();
     this.#clear();
   }
@@ -407,8 +394,7 @@ export class DetectionOverlay {
       if (this.#modelOf(b) === lane.name) boxes.push(b.model === lane.name ? b : { ...b, model: lane.name });
     }
     const early = this.#frameKey === null || this.#diff(key, this.#frameKey) > 0;
-    const entry = { key, msg, boxes, early, arrived: performance.now(), measured: false };
-    if (!early) this.#noteMargin(0);
+    const entry = { key, msg, boxes, early };
     if (lane.lastKey !== null) {
       const step = this.#diff(key, lane.lastKey);
       if (step > 0) lane.messageStep = step;
@@ -461,28 +447,7 @@ export class DetectionOverlay {
     if (!this.#tracked || this.#latenesses.length < LATENESS_WINDOW) return;
     const sorted = [...this.#latenesses].sort((a, b) => a - b);
     const median = sorted[sorted.length >> 1];
-    if (median > 0) {
-      // Judged again on messages that come after the player acted.
-      this.#latenesses = [];
-      this.#onLate?.(median / 90);
-    }
-  }
-
-  /**
-   * A message came `ms` before its frame was shown (0: with or after it). When the last
-   * LATENESS_WINDOW all came at least EARLY_MIN_MS early, the player may show the video that
-   * much sooner, less EARLY_KEEP_MS (`onEarly`).
-   */
-  #noteMargin(ms) {
-    if (this.#mode !== 'rtp' || !this.#onEarly) return;
-    this.#margins.push(ms);
-    if (this.#margins.length > LATENESS_WINDOW) this.#margins.shift();
-    if (this.#margins.length < LATENESS_WINDOW) return;
-    const least = Math.min(...this.#margins);
-    if (least >= EARLY_MIN_MS) {
-      this.#margins = [];
-      this.#onEarly(least - EARLY_KEEP_MS);
-    }
+    if (median > 0) this.#onLate?.(median / 90);
   }
 
   #onFrame(key) {
@@ -502,10 +467,6 @@ export class DetectionOverlay {
   #frameTo(lane, key) {
     const exact = lane.entries.find((e) => e.key === key);
     if (exact) {
-      if (exact.early && !exact.measured) {
-        exact.measured = true;
-        this.#noteMargin(performance.now() - exact.arrived);
-      }
       this.#show(lane, exact, 'exact');
       return true;
     }

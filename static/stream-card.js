@@ -36,8 +36,6 @@ const DEFAULT_QUALITY = 75;
 const RETRY_MIN_MS = 1000;
 const RETRY_MAX_MS = 30000;
 const MAX_SYNC_DELAY_MS = 500;
-/** After the playout delay changes, it is left alone this long (ms). */
-const SYNC_SETTLE_MS = 1000;
 const COUNTS_EVERY_MS = 5000;
 const KNOWN_STATES = new Set(['playing', 'connecting', 'backoff', 'stopped', 'idle']);
 const HIDDEN_MODELS_KEY = 'sightline_hidden_models:';
@@ -126,7 +124,6 @@ export class StreamCard {
   #latency = null;
   #overlay = null;
   #syncDelay = 0;
-  #syncChangedAt = -Infinity;
   #draft = null; // {kind: 'zone' | 'line', points} while the editor draws one
   #countsAt = -Infinity;
   #timeline = null;
@@ -233,10 +230,7 @@ export class StreamCard {
       onload: () => this.#onImageLoad(),
     });
     ui.overlay = h('canvas', { class: 'media-overlay', 'aria-hidden': 'true' });
-    this.#overlay = new DetectionOverlay(ui.overlay, {
-      onLate: (ms) => this.#onDetectionsLate(ms),
-      onEarly: (ms) => this.#onDetectionsEarly(ms),
-    });
+    this.#overlay = new DetectionOverlay(ui.overlay, { onLate: (ms) => this.#onDetectionsLate(ms) });
     ui.placeholder = h('div', { class: 'media-placeholder' });
     ui.tag = h('span', { class: 'media-tag', 'aria-hidden': 'true' });
     ui.hudFps = h('span', { class: 'hud-fps' });
@@ -782,8 +776,6 @@ export class StreamCard {
     this.#hasFrame = false;
     this.#overlay.watchVideo(this.#ui.video);
     this.#syncDelay = 0;
-    this.#syncChangedAt = -Infinity;
-    delete this.#ui.overlay.dataset.playoutDelay;
     player.start(this.#ui.video);
     this.#renderMedia();
   }
@@ -906,34 +898,13 @@ export class StreamCard {
    * are carried to the shown frame instead, see DetectionOverlay): delay WebRTC playout by that much
    * (plus 20 ms), only ever raising it within a session and never beyond 500 ms.
    */
-  /**
-   * WebRTC detection messages come `ms` after their frames are shown: delay the video that
-   * much more (and 20 ms), up to MAX_SYNC_DELAY_MS, so the boxes are drawn on their own
-   * frames. Once per SYNC_SETTLE_MS: messages already on their way when the delay changed
-   * say nothing about it.
-   */
   #onDetectionsLate(ms) {
     const player = this.#player;
-    if (!(player instanceof WhepPlayer) || performance.now() - this.#syncChangedAt < SYNC_SETTLE_MS) return;
-    const want = Math.min(MAX_SYNC_DELAY_MS, Math.ceil(this.#syncDelay + ms + 20));
+    if (!(player instanceof WhepPlayer)) return;
+    const want = Math.min(MAX_SYNC_DELAY_MS, Math.ceil(ms + 20));
     if (want <= this.#syncDelay) return;
-    this.#setSyncDelay(player, want);
-  }
-
-  /** The messages all come at least `ms` before their frames are shown: delay the video that much less. */
-  #onDetectionsEarly(ms) {
-    const player = this.#player;
-    if (!(player instanceof WhepPlayer) || performance.now() - this.#syncChangedAt < SYNC_SETTLE_MS) return;
-    const want = Math.max(0, Math.floor(this.#syncDelay - ms));
-    if (want >= this.#syncDelay) return;
-    this.#setSyncDelay(player, want);
-  }
-
-  #setSyncDelay(player, ms) {
-    this.#syncDelay = ms;
-    this.#syncChangedAt = performance.now();
-    player.setPlayoutDelay(ms);
-    this.#ui.overlay.dataset.playoutDelay = String(ms);
+    this.#syncDelay = want;
+    player.setPlayoutDelay(want);
   }
 
   #onWebrtcFailed(err) {
