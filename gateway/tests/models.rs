@@ -83,7 +83,7 @@ async fn two_models_at_their_own_rates_share_one_message_per_frame() {
     assert_eq!(pools, ["shapes", "shapes-slow"], "{workers}");
 
     let mut pairs = Pairs::default();
-    let (mut messages, mut both, mut slow_alone, mut checked_slow) = (0, 0, 0, 0);
+    let (mut messages, mut checked_slow) = (0, 0);
     let mut by_seq: HashMap<u64, Vec<String>> = HashMap::new();
     let mut track_ids: HashMap<String, HashSet<u64>> = HashMap::new();
     let started = Instant::now();
@@ -110,13 +110,8 @@ async fn two_models_at_their_own_rates_share_one_message_per_frame() {
                     // with every box of the frame.
                     assert!(earlier.iter().all(|m| listed.contains(m)) && listed.len() > earlier.len(), "{earlier:?} then {d}");
                 }
-                by_seq.insert(seq, listed.clone());
+                by_seq.insert(seq, listed);
                 messages += 1;
-                match (listed.iter().any(|m| m == "shapes"), listed.iter().any(|m| m == "shapes-slow")) {
-                    (true, true) => both += 1,
-                    (false, true) => slow_alone += 1,
-                    _ => {}
-                }
                 pairs.message(d)
             }
             _ => None,
@@ -141,10 +136,36 @@ async fn two_models_at_their_own_rates_share_one_message_per_frame() {
         checked_slow += 1;
     }
     let seconds = started.elapsed().as_secs_f64();
-    let slow_share = f64::from(both + slow_alone) / f64::from(messages);
-    eprintln!("{messages} messages in {seconds:.1} s; {both} with both models, {slow_alone} with only the slow one");
-    assert!(slow_share < 0.4, "a 2 fps model beside a 10 fps one is in ~1 message of 5, not {slow_share:.2}");
-    assert!(both >= 4 * slow_alone, "the slow model's frames are the fast one's too: {both} shared, {slow_alone} alone");
+    // A model answering later than merge_wait (a busy CI machine) sends the frame's second
+    // message with both models' boxes: the frames are judged by their last message, so those
+    // still to come for the last frames are read first.
+    let drain = Instant::now() + Duration::from_millis(1500);
+    while let Ok(Some(e)) = tokio::time::timeout(drain.saturating_duration_since(Instant::now()), feed.next(Duration::from_secs(20))).await
+    {
+        if e.event == "detections" {
+            let d: Value = serde_json::from_str(&e.data).unwrap();
+            let listed = d["models"].as_array().unwrap().iter().map(|m| m.as_str().unwrap().to_owned()).collect();
+            by_seq.insert(d["seq"].as_u64().unwrap(), listed);
+            messages += 1;
+        }
+    }
+    let has = |listed: &Vec<String>, model: &str| listed.iter().any(|m| m == model);
+    let both = by_seq.values().filter(|l| has(l, "shapes") && has(l, "shapes-slow")).count();
+    let slow_alone = by_seq.values().filter(|l| !has(l, "shapes") && has(l, "shapes-slow")).count();
+    let slow_share = (both + slow_alone) as f64 / by_seq.len() as f64;
+    eprintln!(
+        "{messages} messages for {} frames in {seconds:.1} s; {both} frames with both models, {slow_alone} with only the slow one",
+        by_seq.len()
+    );
+    assert!(slow_share < 0.4, "a 2 fps model beside a 10 fps one is in ~1 frame of 5, not {slow_share:.2}");
+    // A frame only the slow model answered is one the fast pool lost when its busy worker
+    // had not taken it before the next came (counted as skipped), or a scheduling fault.
+    let skipped = metric(&gw, "sightline_detect_frames_skipped_total{stream=\"testcam\"}").await.unwrap_or(0.0) as usize;
+    let unexplained = slow_alone.saturating_sub(skipped);
+    assert!(
+        both >= 4 * unexplained,
+        "the slow model's frames are the fast one's too: {both} shared, {slow_alone} alone ({skipped} pictures skipped by busy workers)"
+    );
     let (fast_ids, slow_ids) = (&track_ids["shapes"], &track_ids["shapes-slow"]);
     eprintln!("track ids: shapes {fast_ids:?}, shapes-slow {slow_ids:?}");
     assert!(!slow_ids.is_empty() && fast_ids.is_disjoint(slow_ids), "one numbering, each track one model's: {fast_ids:?} {slow_ids:?}");
