@@ -18,6 +18,9 @@ cd "$(dirname "$0")/.."
 # SIGHTLINE_WEBRTC__NACK_HISTORY=N sets the packets kept per viewer for resends.
 # RAMP_MS=N starts a viewer every N ms (default 10; SECONDS_PER_RUN must cover the ramp-up,
 # viewers x N ms + 6 s, and the 10 s window after it).
+# Detection is off (it is not the fan-out's cost: the shape model finds ~50 boxes a frame on
+# GStreamer's SMPTE pattern, ~24 track events/s with their JPEG snapshots, ~20 % of a core);
+# SIGHTLINE_DETECT__ENABLED=true turns it on.
 # PIN_CPUS=1 puts the gateway on CPU 0 and the camera and load generator on the others: on a
 # 2-core machine unpinned runs of one binary spread +-10 %, pinned ones much less.
 gw_pin=() rest_pin=()
@@ -43,7 +46,7 @@ sleep 1
 # ended the whole script without a word on some runs.
 metric() { curl -s "http://127.0.0.1:$port/metrics" | awk -v m="$1" 'index($0, m) == 1 && !found {print $NF; found = 1}'; }
 for viewers in ${@:-100 200 400}; do
-  SIGHTLINE_TESTCAM__ENABLED=false SIGHTLINE_WEBRTC__UDP_PORT=0 "${gw_pin[@]}" $BIN_DIR/gateway --listen 127.0.0.1:$port \
+  SIGHTLINE_TESTCAM__ENABLED=false SIGHTLINE_DETECT__ENABLED=${SIGHTLINE_DETECT__ENABLED:-false} SIGHTLINE_WEBRTC__UDP_PORT=0 "${gw_pin[@]}" $BIN_DIR/gateway --listen 127.0.0.1:$port \
     --stream cam=rtsp://127.0.0.1:$cam/cam 2>/tmp/bench-gateway.log &
   gw=$!
   trap 'kill $gw $camera 2>/dev/null' EXIT
