@@ -64,13 +64,18 @@ for viewers in ${@:-100 200 400}; do
   t1=$(ticks); s1=$(date +%s.%N); p1=$(metric 'sightline_webrtc_packets_sent_total{stream="cam"}')
   x1=$(metric 'sightline_transcode_seconds_sum{stream="cam"}')
   rss=$(awk '/VmRSS/{print $2}' "/proc/$gw/status")
+  # Quantiles (upper bucket bounds) of the send delay (access unit in -> first viewer's
+  # packets out) and of the fan-out (-> last viewer's packets out).
   delay_p99=$(curl -s "http://127.0.0.1:$port/metrics" | /usr/bin/python3 -c '
 import sys
-b = [(float(l.split("le=\"")[1].split("\"")[0].replace("+Inf", "inf")), float(l.split()[-1]))
-     for l in sys.stdin if l.startswith("sightline_webrtc_send_delay_seconds_bucket")]
-total = b[-1][1] if b else 0
-q = lambda p: next((f"{le*1000:g}ms" for le, c in b if total and c >= p * total), "n/a")
-print(f"p50<={q(0.5)} p90<={q(0.9)} p99<={q(0.99)}")')
+lines = sys.stdin.readlines()
+def quantiles(name):
+    b = [(float(l.split("le=\"")[1].split("\"")[0].replace("+Inf", "inf")), float(l.split()[-1]))
+         for l in lines if l.startswith(name + "_bucket")]
+    total = b[-1][1] if b else 0
+    q = lambda p: next((f"{le*1000:g}ms" for le, c in b if total and c >= p * total), "n/a")
+    return f"p50<={q(0.5)} p90<={q(0.9)} p99<={q(0.99)}"
+print(quantiles("sightline_webrtc_send_delay_seconds"), "fanout", quantiles("sightline_webrtc_fanout_seconds"))')
   wait $lt
   hz=$(getconf CLK_TCK)
   awk -v t0="$t0" -v t1="$t1" -v s0="$s0" -v s1="$s1" -v p0="$p0" -v p1="$p1" -v hz="$hz" -v n="$viewers" -v rss="$rss" -v d="$delay_p99" \

@@ -9,8 +9,9 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 /// Histogram buckets for per-frame work (decode, JPEG encode), seconds: 0.5 ms to 250 ms.
 const FRAME_WORK_BUCKETS: &[f64] = &[0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.125, 0.25];
 
-/// Buckets for the WebRTC send delay (access unit in -> its packets sent), seconds: 50 us to 50 ms.
-const SEND_DELAY_BUCKETS: &[f64] = &[0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05];
+/// Buckets for the WebRTC send delay (access unit in -> its packets sent) and fan-out (-> the
+/// last viewer's packets sent), seconds: 50 us to 100 ms.
+const SEND_DELAY_BUCKETS: &[f64] = &[0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1];
 /// Buckets for the time to first frame, seconds: 10 ms to 10 s.
 const FIRST_FRAME_BUCKETS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0];
 /// Buckets for RTT and jitter reported by viewers, seconds: 0.1 ms to 1 s.
