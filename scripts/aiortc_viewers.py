@@ -56,6 +56,7 @@ def offer_codecs(nack):
     aiortc_codecs.CODECS["video"] = video
 
 KEYFRAME_NAL_TYPES = (5, 7)  # IDR slice, SPS
+RTX_PAYLOAD_TYPES = (103, 105, 107)  # see offer_codecs
 
 
 def starts_keyframe(payload: bytes) -> bool:
@@ -113,7 +114,9 @@ class Count:
 
 async def counting_handler(self, packet, arrival_time_ms):
     count = getattr(self, "_sl_count", None)
-    if count is not None:
+    # Resends (RTX, their own payload types and sequence numbers) are not counted; none come
+    # anyway, since these viewers never send a NACK.
+    if count is not None and packet.payload_type not in RTX_PAYLOAD_TYPES:
         count.packet(packet)
 
 
