@@ -90,6 +90,9 @@ class Count:
         self.bytes = 0
         self.first_seq = None
         self.highest = None  # extended sequence number
+        # Packets received and lost when the steady window began.
+        self.window_packets = 0
+        self.window_lost = 0
 
     def packet(self, packet):
         if self.first_keyframe_ms is None:

@@ -43,6 +43,11 @@ async fn both_running(gw: &Gateway) -> Value {
     }
 }
 
+/// The models a detection message lists (`models`).
+fn models_of(d: &Value) -> Vec<String> {
+    d["models"].as_array().unwrap().iter().map(|m| m.as_str().unwrap().to_owned()).collect()
+}
+
 /// The message with only `model`'s boxes.
 fn only(d: &Value, model: &str) -> Value {
     let mut d = d.clone();
@@ -95,7 +100,7 @@ async fn two_models_at_their_own_rates_share_one_message_per_frame() {
             "frame" => pairs.frame(&e.id, e.data),
             "detections" => {
                 let d: Value = serde_json::from_str(&e.data).unwrap();
-                let listed: Vec<String> = d["models"].as_array().unwrap().iter().map(|m| m.as_str().unwrap().to_owned()).collect();
+                let listed = models_of(&d);
                 assert!(!listed.is_empty(), "{d}");
                 for b in d["boxes"].as_array().unwrap() {
                     let model = b["model"].as_str().expect("every box names its model");
@@ -144,7 +149,7 @@ async fn two_models_at_their_own_rates_share_one_message_per_frame() {
     {
         if e.event == "detections" {
             let d: Value = serde_json::from_str(&e.data).unwrap();
-            let listed = d["models"].as_array().unwrap().iter().map(|m| m.as_str().unwrap().to_owned()).collect();
+            let listed = models_of(&d);
             by_seq.insert(d["seq"].as_u64().unwrap(), listed);
             messages += 1;
         }
