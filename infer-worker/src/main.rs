@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use infer::runtime::{Detector, DetectorConfig, Provider, find_library};
+use infer::runtime::{Detector, DetectorConfig, Optimization, Provider, find_library};
 
 /// Sightline detection worker (YOLO on ONNX Runtime).
 #[derive(Debug, Parser)]
@@ -46,14 +46,33 @@ struct ModelArgs {
     /// ONNX Runtime execution provider (must be in the loaded library).
     #[arg(long, value_enum, default_value_t = Provider::Cpu)]
     provider: Provider,
+    /// ONNX Runtime graph optimization level; `auto` times `all` and `extended` at load (CPU).
+    #[arg(long, value_enum, default_value_t = Optimization::Auto)]
+    graph_optimization: Optimization,
 }
 
 impl ModelArgs {
     fn load(&self) -> anyhow::Result<Detector> {
         let library = find_library(self.onnxruntime.as_deref())?;
         let labels = self.labels.as_ref().map(|p| std::fs::read_to_string(p).map(|t| infer::names::parse_labels(&t))).transpose()?;
-        let config = DetectorConfig { confidence: self.confidence, iou: self.iou, threads: self.threads, labels, provider: self.provider };
-        Ok(Detector::load(&library, &self.model, config)?)
+        let config = DetectorConfig {
+            confidence: self.confidence,
+            iou: self.iou,
+            threads: self.threads,
+            labels,
+            provider: self.provider,
+            optimization: self.graph_optimization,
+        };
+        let detector = Detector::load(&library, &self.model, config)?;
+        let chosen = detector.optimization();
+        let other = chosen.other.map(|(level, ms)| format!(", {} {ms:.1} ms", level.name())).unwrap_or_default();
+        eprintln!(
+            "infer-worker: model {}: graph optimization {} ({:.1} ms a run{other})",
+            self.model.display(),
+            chosen.level.name(),
+            chosen.run_ms
+        );
+        Ok(detector)
     }
 }
 
@@ -157,6 +176,7 @@ fn job(args: JobArgs) -> anyhow::Result<()> {
                 threads: args.threads,
                 labels: None,
                 provider: Provider::Cpu,
+                graph_optimization: Optimization::Auto,
             }
             .load()?,
         ),

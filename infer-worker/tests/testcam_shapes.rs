@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use infer::image::I420;
-use infer::runtime::{Detector, DetectorConfig, RuntimeError, find_library};
+use infer::runtime::{Detector, DetectorConfig, Optimization, RuntimeError, find_library};
 use infer::yolo::{Detection, Layout, iou};
 use testcam::scene::{SceneRenderer, shapes_at};
 
@@ -162,4 +162,48 @@ fn tempfile_path(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("sightline-infer-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir.join(name)
+}
+
+/// `auto` times both levels and keeps one; `all` and `extended` find the same boxes on
+/// the same pictures (the levels change how the graph runs, not what it computes); planes
+/// with padded rows (a decoder's strides) give the boxes of tight ones.
+#[test]
+fn optimization_levels_and_strides_keep_the_boxes() {
+    let library = find_library(None).expect("libonnxruntime");
+    let model = workspace().join("models/testcam-shapes.onnx");
+    let load = |optimization| Detector::load(&library, &model, DetectorConfig { optimization, ..DetectorConfig::default() }).unwrap();
+    let auto = load(Optimization::Auto);
+    let chosen = auto.optimization();
+    let (other, other_ms) = chosen.other.expect("auto on the CPU compares two levels");
+    assert_ne!(chosen.level, other);
+    assert!(chosen.run_ms <= other_ms && chosen.run_ms > 0.0, "{chosen:?}");
+    let (mut all, mut extended) = (load(Optimization::All), load(Optimization::Extended));
+    assert!(all.optimization().other.is_none());
+    let (w, h) = (1280usize, 720usize);
+    let scene = SceneRenderer::new(w, h);
+    for n in [0, 250, 777] {
+        let frame = scene.render(n, 1_700_000_000_000);
+        let tight = I420 {
+            width: w as u32,
+            height: h as u32,
+            y: &frame.y,
+            u: &frame.u,
+            v: &frame.v,
+            strides: (w as u32, (w / 2) as u32),
+            full_range: false,
+        };
+        let a = all.detect_i420(&tight).unwrap();
+        let e = extended.detect_i420(&tight).unwrap();
+        assert!(!a.is_empty());
+        assert_eq!(a.len(), e.len(), "frame {n}: {a:?} vs {e:?}");
+        for (x, y) in a.iter().zip(&e) {
+            assert!(x.class_id == y.class_id && iou(x, y) > 0.999, "frame {n}: {x:?} vs {y:?}");
+        }
+        // The same planes with 64 bytes of padding after each row.
+        let pad =
+            |plane: &[u8], width: usize| plane.chunks_exact(width).flat_map(|r| r.iter().copied().chain([0u8; 64])).collect::<Vec<u8>>();
+        let (y, u, v) = (pad(&frame.y, w), pad(&frame.u, w / 2), pad(&frame.v, w / 2));
+        let strided = I420 { y: &y, u: &u, v: &v, strides: (w as u32 + 64, (w / 2) as u32 + 64), ..tight };
+        assert_eq!(extended.detect_i420(&strided).unwrap(), e, "frame {n}: strided planes");
+    }
 }
