@@ -11,7 +11,7 @@ Reports frames/s (wall clock, submit to result on disk) and the machine's CPU ov
 (busy time from /proc/stat, in cores; the machine should be otherwise idle), plus Sightline's
 per-chunk distribution overhead (queue + transfer, `overhead_p50_ms`) and speedup.
 
-    scripts/bench_jobs.py [--seconds 60] [--bin-dir target/release] [--filters blur,detect]
+    scripts/bench_jobs.py [--seconds 60] [--bin-dir target/release] [--filters blur,detect] [--preset P]
 
 Needs: ffmpeg, redis-server, and for the baseline `pip install celery redis
 opencv-python-headless`.
@@ -64,7 +64,7 @@ def wait_http(url, seconds=30):
     raise SystemExit(f"{url} did not answer")
 
 
-def sightline(bins, video, name, workers, redis_url, work):
+def sightline(bins, video, name, workers, redis_url, work, preset=None):
     port = free_port()
     data = tempfile.mkdtemp(dir=work)
     model = os.path.join(ROOT, "models", "testcam-shapes.onnx")
@@ -73,7 +73,7 @@ def sightline(bins, video, name, workers, redis_url, work):
         f.write(f'listen = "127.0.0.1:{port}"\ndata_dir = "{data}"\nstatic_dir = "{ROOT}/static"\n')
         if redis_url:
             f.write(f'[state]\nredis_url = "{redis_url}"\n')
-        f.write(f"[jobs]\nworkers = {workers}\n[detect]\nenabled = false\nmodel = \"{model}\"\n[testcam]\nenabled = false\n")
+        f.write(f"[jobs]\nworkers = {workers}\n" + (f'preset = "{preset}"\n' if preset else "") + f"[detect]\nenabled = false\nmodel = \"{model}\"\n[testcam]\nenabled = false\n")
     gw = subprocess.Popen([os.path.join(bins, "gateway"), "--config", config], stdout=subprocess.DEVNULL, stderr=open(os.path.join(data, "log"), "w"))
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz")
@@ -124,6 +124,7 @@ def main():
     ap.add_argument("--bin-dir")
     ap.add_argument("--filters", default="blur,detect")
     ap.add_argument("--no-celery", action="store_true")
+    ap.add_argument("--preset", help="jobs.preset (x264) of Sightline's runs; the gateway's default otherwise")
     args = ap.parse_args()
     bins = args.bin_dir or os.path.join(ROOT, "target", "release")
     if not args.bin_dir:
@@ -138,9 +139,9 @@ def main():
     time.sleep(0.5)
     try:
         for name in args.filters.split(","):
-            runs = [("sightline, 1 local worker", lambda: sightline(bins, video, name, 1, None, work)),
-                    ("sightline, 2 local workers", lambda: sightline(bins, video, name, 2, None, work)),
-                    ("sightline, Redis + 2 workers", lambda: sightline(bins, video, name, 2, redis_url, work))]
+            runs = [("sightline, 1 local worker", lambda: sightline(bins, video, name, 1, None, work, args.preset)),
+                    ("sightline, 2 local workers", lambda: sightline(bins, video, name, 2, None, work, args.preset)),
+                    ("sightline, Redis + 2 workers", lambda: sightline(bins, video, name, 2, redis_url, work, args.preset))]
             if not args.no_celery:
                 runs.append(("celery + opencv, 2 workers", lambda: celery(video, name, 2, redis_url + "/1", work)))
             for label, run in runs:

@@ -40,6 +40,9 @@ pub struct Processor {
     detector: Option<Detector>,
     faces: Option<Box<dyn rustface::Detector>>,
     font: Option<ab_glyph::FontArc>,
+    /// Labels rasterized once: text -> coverage (0..255) at the label size. Scores make a
+    /// few hundred distinct labels per class; cleared past [`LABEL_CACHE`].
+    labels: std::collections::HashMap<String, GrayImage>,
     /// x264 threads per chunk.
     threads: usize,
     /// x264 preset.
@@ -68,7 +71,15 @@ impl Processor {
     /// A processor named `worker`; `detector` serves `detect` stages (without one they fail).
     pub fn new(worker: String, detector: Option<Detector>, threads: usize, preset: &str) -> Processor {
         let font = FONTS.iter().find_map(|p| std::fs::read(p).ok()).and_then(|b| ab_glyph::FontArc::try_from_vec(b).ok());
-        Processor { worker, detector, faces: None, font, threads: threads.max(1), preset: preset.to_owned() }
+        Processor {
+            worker,
+            detector,
+            faces: None,
+            font,
+            labels: std::collections::HashMap::new(),
+            threads: threads.max(1),
+            preset: preset.to_owned(),
+        }
     }
 
     /// Processes one task; never panics on bad input: an error goes back in the result.
@@ -325,23 +336,45 @@ impl Processor {
 
     /// A box outlined in `rgb` with `label` on a filled tab above it (DejaVu Sans, 16 px;
     /// no label without the font).
-    fn draw_box(&self, p: &mut Planes, b: &JobBox, rgb: [u8; 3], label: &str) {
+    fn draw_box(&mut self, p: &mut Planes, b: &JobBox, rgb: [u8; 3], label: &str) {
         let (cy, cu, cv) = yuv(rgb);
         let b = &b.bbox;
         let (x, y) = (b.x.max(0.0) as i32, b.y.max(0.0) as i32);
         outline(p, (x, y, b.w.max(2.0) as u32, b.h.max(2.0) as u32), (cy, cu, cv));
         let Some(font) = &self.font else { return };
-        let scale = ab_glyph::PxScale::from(16.0);
-        let (tw, th) = imageproc::drawing::text_size(scale, font, label);
+        // Rasterizing and laying out the glyphs was ~3 ms of a 720p frame with a dozen boxes:
+        // each label is rasterized once (white on black = coverage) and blended in dark grey.
+        if self.labels.len() >= LABEL_CACHE {
+            self.labels.clear();
+        }
+        let coverage = self.labels.entry(label.to_owned()).or_insert_with(|| {
+            let scale = ab_glyph::PxScale::from(16.0);
+            let (tw, th) = imageproc::drawing::text_size(scale, font, label);
+            let mut c = GrayImage::new(tw.max(1), th.max(1));
+            imageproc::drawing::draw_text_mut(&mut c, Luma([255]), 0, 0, scale, font, label);
+            c
+        });
+        let (tw, th) = coverage.dimensions();
         let ty = (y - th as i32 - 4).max(0) & !1;
         let (lw, lh) = ((tw + 6 + 1) & !1, (th + 4 + 1) & !1);
         let x = x & !1;
         imageproc::drawing::draw_filled_rect_mut(&mut p.y, imageproc::rect::Rect::at(x, ty).of_size(lw, lh), Luma([cy]));
         imageproc::drawing::draw_filled_rect_mut(&mut p.u, imageproc::rect::Rect::at(x / 2, ty / 2).of_size(lw / 2, lh / 2), Luma([cu]));
         imageproc::drawing::draw_filled_rect_mut(&mut p.v, imageproc::rect::Rect::at(x / 2, ty / 2).of_size(lw / 2, lh / 2), Luma([cv]));
-        imageproc::drawing::draw_text_mut(&mut p.y, Luma([16]), x + 3, ty + 2, scale, font, label);
+        let (ox, oy) = (x + 3, ty + 2);
+        for (cx, cy_, a) in coverage.enumerate_pixels().filter(|(_, _, a)| a[0] > 0).map(|(cx, cy_, a)| (cx, cy_, a[0])) {
+            let (px, py) = (ox + cx as i32, oy + cy_ as i32);
+            if px < 0 || py < 0 || px as u32 >= p.y.width() || py as u32 >= p.y.height() {
+                continue;
+            }
+            let dst = p.y.get_pixel_mut(px as u32, py as u32);
+            dst[0] = ((u32::from(dst[0]) * (255 - u32::from(a)) + 16 * u32::from(a) + 127) / 255) as u8;
+        }
     }
 }
+
+/// Distinct labels kept rasterized (see `Processor::labels`).
+const LABEL_CACHE: usize = 4096;
 
 /// A box 4 px wide in colour `(y, u, v)` around `(x, y, w, h)`, on all three planes.
 fn outline(p: &mut Planes, (x, y, bw, bh): (i32, i32, u32, u32), (cy, cu, cv): (u8, u8, u8)) {
