@@ -42,6 +42,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     } else {
         warn!(listen = %config.listen, mode = ?config.auth.mode, "authentication OFF: anyone who reaches {} can watch and start/stop streams", config.listen);
     }
+    // The HTTP port first: it is the one the operator named, so a taken one fails before
+    // anything starts, and the listeners bound below on port 0 (test camera, restream) cannot
+    // be handed it by the kernel (a test harness that picked it free and released it lost it
+    // that way once).
+    let listener = crate::core::net::tcp_listener(config.listen).map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     // Kept alive for the whole run: dropping it stops the encoder thread.
     let _camera = if config.testcam.enabled {
         let camera = Arc::new(testcam::TestCamera::start(config.testcam.settings())?);
@@ -99,7 +104,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         crate::restream::serve(bound, streams.clone(), restream_auth, config.limits.max_connections, shutdown.clone())?;
     }
     let router = crate::http::app(parts.state, &config.static_dir);
-    let listener = crate::core::net::tcp_listener(config.listen).map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     info!(addr = %listener.local_addr()?, "HTTP listening; web UI at http://{}/", listener.local_addr()?);
     // Histogram samples wait in the recorder until drained: without a scrape they would pile
     // up for ever (the 30-minute soak showed +0.4 MiB/min with 200 viewers). The Prometheus
