@@ -67,7 +67,7 @@ impl ModelArgs {
         let chosen = detector.optimization();
         let other = chosen.other.map(|(level, ms)| format!(", {} {ms:.1} ms", level.name())).unwrap_or_default();
         eprintln!(
-            "infer-worker: model {}: graph optimization {} ({:.1} ms a run{other})",
+            "infer-worker: info: model {}: graph optimization {} ({:.1} ms a run{other})",
             self.model.display(),
             chosen.level.name(),
             chosen.run_ms

@@ -39,3 +39,29 @@ pub const RELAY_USER: &str = "sightline-relay";
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
+
+/// A line an `infer-worker` process wrote to its stderr, without the name it gives itself
+/// (`infer-worker: `, `infer-worker job: `), and whether the worker marked it as information
+/// (`info: ...`, e.g. the graph optimization it chose) rather than trouble to log as a warning.
+pub fn worker_line(line: &str) -> (&str, bool) {
+    let own = line.strip_prefix("infer-worker: ").or_else(|| line.strip_prefix("infer-worker job: ")).unwrap_or(line);
+    match own.strip_prefix("info: ") {
+        Some(info) => (info, true),
+        None => (own, false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn worker_lines_lose_the_name_and_say_what_is_information() {
+        use super::worker_line;
+        assert_eq!(
+            worker_line("infer-worker: info: model m.onnx: graph optimization extended"),
+            ("model m.onnx: graph optimization extended", true)
+        );
+        assert_eq!(worker_line("infer-worker: the gateway closed the connection"), ("the gateway closed the connection", false));
+        assert_eq!(worker_line("infer-worker job: redis: refused; reconnecting"), ("redis: refused; reconnecting", false));
+        assert_eq!(worker_line("thread 'main' panicked at src/main.rs:1"), ("thread 'main' panicked at src/main.rs:1", false));
+    }
+}

@@ -121,8 +121,13 @@ pub(crate) async fn supervise(detect: Arc<Detect>, pool: usize, index: usize) {
             if let Some(stderr) = stderr {
                 let mut lines = BufReader::new(stderr).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
-                    warn!(worker = index, %model, pid, "infer-worker: {line}");
-                    last = Some(line);
+                    match crate::core::worker_line(&line) {
+                        (note, true) => info!(worker = index, %model, pid, "infer-worker: {note}"),
+                        (trouble, false) => {
+                            warn!(worker = index, %model, pid, "infer-worker: {trouble}");
+                            last = Some(line);
+                        }
+                    }
                 }
             }
             last

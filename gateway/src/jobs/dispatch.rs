@@ -71,7 +71,10 @@ fn log_stderr(child: &mut Child, name: String) {
         tokio::spawn(async move {
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                warn!(worker = %name, "infer-worker job: {line}");
+                match crate::core::worker_line(&line) {
+                    (note, true) => info!(worker = %name, "infer-worker job: {note}"),
+                    (trouble, false) => warn!(worker = %name, "infer-worker job: {trouble}"),
+                }
             }
         });
     }
