@@ -18,6 +18,11 @@ fn detector() -> Detector {
     Detector::load(&library, &workspace().join("models/testcam-shapes.onnx"), DetectorConfig::default()).expect("model loads")
 }
 
+/// A limited-range `w`x`h` I420 picture with rows of exactly its width.
+fn tight_i420<'a>(y: &'a [u8], u: &'a [u8], v: &'a [u8], w: usize, h: usize) -> I420<'a> {
+    I420 { width: w as u32, height: h as u32, y, u, v, strides: (w as u32, (w / 2) as u32), full_range: false }
+}
+
 #[test]
 fn boxes_land_on_the_drawn_shapes() {
     let mut det = detector();
@@ -28,15 +33,7 @@ fn boxes_land_on_the_drawn_shapes() {
     let scene = SceneRenderer::new(w, h);
     for n in (0..2000).step_by(97) {
         let frame = scene.render(n, 1_700_000_000_000);
-        let picture = I420 {
-            width: w as u32,
-            height: h as u32,
-            y: &frame.y,
-            u: &frame.u,
-            v: &frame.v,
-            strides: (w as u32, (w / 2) as u32),
-            full_range: false,
-        };
+        let picture = tight_i420(&frame.y, &frame.u, &frame.v, w, h);
         let found = det.detect_i420(&picture).unwrap();
         let shapes = shapes_at(n, w, h);
         let boxes: Vec<Detection> = shapes
@@ -69,7 +66,7 @@ fn mean_iou(det: &mut Detector, frames: &[u64], mut picture: impl FnMut(&[u8]) -
         let planes = picture(&packed);
         let (y, rest) = planes.split_at(w * h);
         let (u, v) = rest.split_at(w * h / 4);
-        let i420 = I420 { width: w as u32, height: h as u32, y, u, v, strides: (w as u32, (w / 2) as u32), full_range: false };
+        let i420 = tight_i420(y, u, v, w, h);
         let found = det.detect_i420(&i420).unwrap();
         let shapes = shapes_at(n, w, h);
         let truths: Vec<Detection> = shapes
@@ -183,15 +180,7 @@ fn optimization_levels_and_strides_keep_the_boxes() {
     let scene = SceneRenderer::new(w, h);
     for n in [0, 250, 777] {
         let frame = scene.render(n, 1_700_000_000_000);
-        let tight = I420 {
-            width: w as u32,
-            height: h as u32,
-            y: &frame.y,
-            u: &frame.u,
-            v: &frame.v,
-            strides: (w as u32, (w / 2) as u32),
-            full_range: false,
-        };
+        let tight = tight_i420(&frame.y, &frame.u, &frame.v, w, h);
         let a = all.detect_i420(&tight).unwrap();
         let e = extended.detect_i420(&tight).unwrap();
         assert!(!a.is_empty());
