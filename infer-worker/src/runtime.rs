@@ -90,8 +90,9 @@ impl Default for DetectorConfig {
 /// `All` adds the layout transformation to NCHWc blocks, which speeds up models made of wide
 /// convolutions and slows down models of element-wise work on full-size planes: the test
 /// camera's shape model runs in 17.0 ms with it and 10.5 ms without (one thread, this
-/// machine's Xeon). `Auto` therefore times both at load on the CPU provider and keeps the faster;
-/// other providers get `All`.
+/// machine's Xeon). `Auto` therefore times both at load on the CPU provider and keeps the faster
+/// (for a model whose first run takes at most 150 ms: a larger one keeps `All`); other
+/// providers get `All`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Optimization {
     /// Time `all` and `extended` at load (CPU) and keep the faster.
@@ -216,44 +217,43 @@ pub struct Detector {
 }
 
 /// Timed runs per level when [`Optimization::Auto`] chooses (after one warm-up run each).
-const PROBE_RUNS: usize = 3;
+const PROBE_RUNS: usize = 2;
+/// [`Optimization::Auto`] compares the levels only for a model whose warm-up run took at most
+/// this long, ms: timing both costs ~6 runs and a second session at every worker start
+/// (~0.1 s for the test model), and a worker replaced after a crash should detect again
+/// within 2 s. A slower model (a large YOLO on the CPU, where the NCHWc layout usually
+/// helps) keeps `all`.
+const PROBE_MAX_RUN_MS: f32 = 150.0;
 
 /// The graph optimization level a [`Detector`] runs with.
 #[derive(Clone, Copy, Debug)]
 pub struct OptimizationChoice {
     /// The level in use.
     pub level: Optimization,
-    /// Its fastest probe run at load, ms (the first run's time when nothing was compared).
+    /// Its fastest probe run at load, ms (the warm-up run's time when nothing was compared).
     pub run_ms: f32,
     /// The level it was compared with and that level's fastest run, ms (`auto` on the CPU).
     pub other: Option<(Optimization, f32)>,
 }
 
-/// Runs the model on `probe` once (the output shape comes from this run), then `runs` more
-/// times when `runs` > 1; returns the shape and the fastest run after the first, ms (the first
-/// run's own time when `runs` <= 1).
-fn time_runs(session: &mut Session, input_name: &str, size: u32, probe: &[f32], runs: usize) -> Result<(Vec<i64>, f32), RuntimeError> {
+/// Runs the model once on `probe`; returns its output shape and how long the run took, ms.
+fn run_once(session: &mut Session, input_name: &str, size: u32, probe: &[f32]) -> Result<(Vec<i64>, f32), RuntimeError> {
     let side = size as usize;
-    let mut run = |shape: bool| -> Result<(Vec<i64>, f32), RuntimeError> {
-        let tensor = TensorRef::from_array_view(([1usize, 3, side, side], probe)).map_err(|e| RuntimeError::Run(e.to_string()))?;
-        let started = std::time::Instant::now();
-        let outputs = session.run(ort::inputs![input_name => tensor]).map_err(|e| RuntimeError::Run(e.to_string()))?;
-        let took = started.elapsed().as_secs_f32() * 1000.0;
-        if !shape {
-            return Ok((Vec::new(), took));
-        }
-        let (s, _) = outputs[0].try_extract_tensor::<f32>().map_err(|e| RuntimeError::Model(e.to_string()))?;
-        Ok((s.to_vec(), took))
-    };
-    let (shape, first) = run(true)?;
-    if runs <= 1 {
-        return Ok((shape, first));
-    }
+    let tensor = TensorRef::from_array_view(([1usize, 3, side, side], probe)).map_err(|e| RuntimeError::Run(e.to_string()))?;
+    let started = std::time::Instant::now();
+    let outputs = session.run(ort::inputs![input_name => tensor]).map_err(|e| RuntimeError::Run(e.to_string()))?;
+    let took = started.elapsed().as_secs_f32() * 1000.0;
+    let (shape, _) = outputs[0].try_extract_tensor::<f32>().map_err(|e| RuntimeError::Model(e.to_string()))?;
+    Ok((shape.to_vec(), took))
+}
+
+/// The fastest of [`PROBE_RUNS`] runs on `probe` (after the caller's warm-up run), ms.
+fn fastest_run(session: &mut Session, input_name: &str, size: u32, probe: &[f32]) -> Result<f32, RuntimeError> {
     let mut best = f32::INFINITY;
-    for _ in 0..runs {
-        best = best.min(run(false)?.1);
+    for _ in 0..PROBE_RUNS {
+        best = best.min(run_once(session, input_name, size, probe)?.1);
     }
-    Ok((shape, best))
+    Ok(best)
 }
 
 impl std::fmt::Debug for Detector {
@@ -324,12 +324,15 @@ impl Detector {
             None => session.metadata().ok().and_then(|m| m.custom("names")).and_then(|n| names::parse_ultralytics(&n)).unwrap_or_default(),
         };
         let probe = vec![0.5f32; (3 * input_size * input_size) as usize];
-        let auto = config.optimization == Optimization::Auto && config.provider == Provider::Cpu;
-        let (shape, first_ms) = time_runs(&mut session, &input_name, input_size, &probe, if auto { PROBE_RUNS } else { 1 })?;
+        // The first run warms the session up (and gives the output shape).
+        let (shape, warm_ms) = run_once(&mut session, &input_name, input_size, &probe)?;
+        let compare = config.optimization == Optimization::Auto && config.provider == Provider::Cpu && warm_ms <= PROBE_MAX_RUN_MS;
+        let first_ms = if compare { fastest_run(&mut session, &input_name, input_size, &probe)? } else { warm_ms };
         let mut optimization = OptimizationChoice { level: first, run_ms: first_ms, other: None };
-        if auto {
+        if compare {
             let mut other = open(Optimization::Extended)?;
-            let (_, other_ms) = time_runs(&mut other, &input_name, input_size, &probe, PROBE_RUNS)?;
+            run_once(&mut other, &input_name, input_size, &probe)?;
+            let other_ms = fastest_run(&mut other, &input_name, input_size, &probe)?;
             if other_ms < first_ms {
                 session = other;
                 optimization = OptimizationChoice { level: Optimization::Extended, run_ms: other_ms, other: Some((first, first_ms)) };
