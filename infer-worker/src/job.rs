@@ -342,18 +342,19 @@ impl Processor {
         let (x, y) = (b.x.max(0.0) as i32, b.y.max(0.0) as i32);
         outline(p, (x, y, b.w.max(2.0) as u32, b.h.max(2.0) as u32), (cy, cu, cv));
         let Some(font) = &self.font else { return };
-        // Rasterizing and laying out the glyphs was ~3 ms of a 720p frame with a dozen boxes:
-        // each label is rasterized once (white on black = coverage) and blended in dark grey.
-        if self.labels.len() >= LABEL_CACHE {
-            self.labels.clear();
-        }
-        let coverage = self.labels.entry(label.to_owned()).or_insert_with(|| {
+        // Laying out and rasterizing the glyphs was ~2-3 ms of a 720p frame with dozens of
+        // boxes: each label is rasterized once (white on black = coverage) and blended after.
+        if !self.labels.contains_key(label) {
+            if self.labels.len() >= LABEL_CACHE {
+                self.labels.clear();
+            }
             let scale = ab_glyph::PxScale::from(16.0);
             let (tw, th) = imageproc::drawing::text_size(scale, font, label);
             let mut c = GrayImage::new(tw.max(1), th.max(1));
             imageproc::drawing::draw_text_mut(&mut c, Luma([255]), 0, 0, scale, font, label);
-            c
-        });
+            self.labels.insert(label.to_owned(), c);
+        }
+        let coverage = &self.labels[label];
         let (tw, th) = coverage.dimensions();
         let ty = (y - th as i32 - 4).max(0) & !1;
         let (lw, lh) = ((tw + 6 + 1) & !1, (th + 4 + 1) & !1);
@@ -362,13 +363,13 @@ impl Processor {
         imageproc::drawing::draw_filled_rect_mut(&mut p.u, imageproc::rect::Rect::at(x / 2, ty / 2).of_size(lw / 2, lh / 2), Luma([cu]));
         imageproc::drawing::draw_filled_rect_mut(&mut p.v, imageproc::rect::Rect::at(x / 2, ty / 2).of_size(lw / 2, lh / 2), Luma([cv]));
         let (ox, oy) = (x + 3, ty + 2);
-        for (cx, cy_, a) in coverage.enumerate_pixels().filter(|(_, _, a)| a[0] > 0).map(|(cx, cy_, a)| (cx, cy_, a[0])) {
-            let (px, py) = (ox + cx as i32, oy + cy_ as i32);
-            if px < 0 || py < 0 || px as u32 >= p.y.width() || py as u32 >= p.y.height() {
-                continue;
+        // Dark grey text, blended by coverage as `draw_text_mut` blends.
+        for (col, row, a) in coverage.enumerate_pixels().filter(|(_, _, a)| a[0] > 0) {
+            let (px, py) = (u32::try_from(ox + col as i32), u32::try_from(oy + row as i32));
+            if let Some(dst) = px.ok().zip(py.ok()).and_then(|(px, py)| p.y.get_pixel_mut_checked(px, py)) {
+                let weight = f32::from(a[0]) / 255.0;
+                *dst = imageproc::pixelops::weighted_sum(*dst, Luma([16]), 1.0 - weight, weight);
             }
-            let dst = p.y.get_pixel_mut(px as u32, py as u32);
-            dst[0] = ((u32::from(dst[0]) * (255 - u32::from(a)) + 16 * u32::from(a) + 127) / 255) as u8;
         }
     }
 }

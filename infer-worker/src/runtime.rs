@@ -89,8 +89,8 @@ impl Default for DetectorConfig {
 ///
 /// `All` adds the layout transformation to NCHWc blocks, which speeds up models made of wide
 /// convolutions and slows down models of element-wise work on full-size planes: the test
-/// camera's shape model runs in 17.0 ms with it and 10.5 ms without (one thread, this
-/// machine's Xeon). `Auto` therefore times both at load on the CPU provider and keeps the faster
+/// camera's shape model runs in 18.4 ms with it and 10.8 ms without (one thread, this
+/// machine's Xeon, `infer-worker bench`). `Auto` therefore times both at load on the CPU provider and keeps the faster
 /// (for a model whose first run takes at most 150 ms: a larger one keeps `All`); other
 /// providers get `All`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
