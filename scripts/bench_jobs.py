@@ -14,7 +14,8 @@ per-chunk distribution overhead (queue + transfer, `overhead_p50_ms`) and speedu
     scripts/bench_jobs.py [--seconds 60] [--bin-dir target/release] [--filters blur,detect] [--preset P]
 
 Needs: ffmpeg, redis-server, and for the baseline `pip install celery redis
-opencv-python-headless`.
+"opencv-python-headless<5"` (OpenCV 5.0's DNN module ran the test model twice as slowly as
+4.14 on 2026-11-30: the baseline is measured with 4.x).
 """
 import argparse
 import json
