@@ -158,15 +158,20 @@ export class DetectionOverlay {
   #draft = null; // {kind: 'zone' | 'line', points} being drawn in the editor
 
   #onLate;
+  #onMargin;
 
   /**
    * @param {HTMLCanvasElement} canvas
-   * @param {{onLate?: (ms: number) => void}} handlers onLate: a WebRTC message came
-   *   this many ms after its frame was replaced (the player can delay playout to match)
+   * @param {{onLate?: (ms: number) => void, onMargin?: (ms: number, frameMs: number) => void}}
+   *   handlers onLate: WebRTC messages come this many ms after their frame was replaced (the
+   *   player can delay playout to match); onMargin: a WebRTC message came this many ms before
+   *   its frame was displayed (0: while it was shown, negative: after), in whole frames of
+   *   frameMs (the player can give back delay that messages do not need)
    */
-  constructor(canvas, { onLate } = {}) {
+  constructor(canvas, { onLate, onMargin } = {}) {
     this.#canvas = canvas;
     this.#onLate = onLate;
+    this.#onMargin = onMargin;
     this.#ctx = canvas.getContext('2d');
     if (typeof ResizeObserver === 'function') new ResizeObserver(() => this.redraw()).observe(canvas);
   }
@@ -400,6 +405,9 @@ export class DetectionOverlay {
       if (step > 0) lane.messageStep = step;
     }
     lane.lastKey = key;
+    if (this.#mode === 'rtp' && this.#frameKey !== null) {
+      this.#onMargin?.(this.#diff(key, this.#frameKey) / 90, this.#frameStep / 90);
+    }
     this.#learn(lane, entry);
     lane.entries.push(entry);
     if (lane.entries.length > KEEP_MESSAGES) lane.entries.shift();

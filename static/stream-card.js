@@ -23,6 +23,7 @@ import {
   formatBitrate, formatCount, formatFps, formatResolution, h, setText,
 } from './dom.js';
 import { DetectionOverlay } from './detection-overlay.js';
+import { PlayoutDelay } from './playout-delay.js';
 import { LatencyProbe } from './pixel-clock.js';
 import { SsePlayer } from './sse-player.js';
 import { WhepPlayer } from './whep-player.js';
@@ -35,7 +36,6 @@ const DEFAULT_FPS = 10;
 const DEFAULT_QUALITY = 75;
 const RETRY_MIN_MS = 1000;
 const RETRY_MAX_MS = 30000;
-const MAX_SYNC_DELAY_MS = 500;
 const COUNTS_EVERY_MS = 5000;
 const KNOWN_STATES = new Set(['playing', 'connecting', 'backoff', 'stopped', 'idle']);
 const HIDDEN_MODELS_KEY = 'sightline_hidden_models:';
@@ -123,7 +123,7 @@ export class StreamCard {
   #latencyProbe = null;
   #latency = null;
   #overlay = null;
-  #syncDelay = 0;
+  #playout = new PlayoutDelay(); // WebRTC playout delay for detection boxes
   #draft = null; // {kind: 'zone' | 'line', points} while the editor draws one
   #countsAt = -Infinity;
   #timeline = null;
@@ -230,7 +230,10 @@ export class StreamCard {
       onload: () => this.#onImageLoad(),
     });
     ui.overlay = h('canvas', { class: 'media-overlay', 'aria-hidden': 'true' });
-    this.#overlay = new DetectionOverlay(ui.overlay, { onLate: (ms) => this.#onDetectionsLate(ms) });
+    this.#overlay = new DetectionOverlay(ui.overlay, {
+      onLate: (ms) => this.#setPlayoutDelay(this.#playout.raise(ms, performance.now())),
+      onMargin: (ms, frameMs) => this.#setPlayoutDelay(this.#playout.note(ms, frameMs, performance.now())),
+    });
     ui.placeholder = h('div', { class: 'media-placeholder' });
     ui.tag = h('span', { class: 'media-tag', 'aria-hidden': 'true' });
     ui.hudFps = h('span', { class: 'hud-fps' });
@@ -775,7 +778,8 @@ export class StreamCard {
     this.#transport = 'webrtc';
     this.#hasFrame = false;
     this.#overlay.watchVideo(this.#ui.video);
-    this.#syncDelay = 0;
+    this.#playout.reset(performance.now());
+    delete this.#ui.video.dataset.playoutDelay;
     player.start(this.#ui.video);
     this.#renderMedia();
   }
@@ -894,17 +898,16 @@ export class StreamCard {
   }
 
   /**
-   * Detection boxes of an untracked stream arrive after their frame was shown (tracked boxes
-   * are carried to the shown frame instead, see DetectionOverlay): delay WebRTC playout by that much
-   * (plus 20 ms), only ever raising it within a session and never beyond 500 ms.
+   * Detection boxes come after their frame was shown (untracked ones, or most of a tracked
+   * stream's: see DetectionOverlay), or came early enough for a while that the delay is no
+   * longer needed: WebRTC playout is held `ms` (PlayoutDelay decides; null: unchanged). The
+   * target is also on the <video> as data-playout-delay (for tests and the debug HUD).
    */
-  #onDetectionsLate(ms) {
+  #setPlayoutDelay(ms) {
     const player = this.#player;
-    if (!(player instanceof WhepPlayer)) return;
-    const want = Math.min(MAX_SYNC_DELAY_MS, Math.ceil(ms + 20));
-    if (want <= this.#syncDelay) return;
-    this.#syncDelay = want;
-    player.setPlayoutDelay(want);
+    if (ms == null || !(player instanceof WhepPlayer)) return;
+    player.setPlayoutDelay(ms);
+    this.#ui.video.dataset.playoutDelay = String(ms);
   }
 
   #onWebrtcFailed(err) {

@@ -13,7 +13,13 @@
 // Glass-to-glass latency with detection on is reported beside it (`g2g_ms`, not asserted:
 // timings are benchmarks): the test camera's pixel clock read from each picture as it is
 // presented (requestVideoFrameCallback for WebRTC, the <img>'s load for SSE) against the
-// browser's clock, with the web UI's own reader (static/pixel-clock.js).
+// browser's clock, with the web UI's own reader (static/pixel-clock.js); so is the WebRTC
+// playout delay the card asked for to wait for boxes (`playout_delay_ms`, its highest and last).
+//
+// A third page checks that the WebRTC playout delay comes back down (static/playout-delay.js):
+// its data channel holds every detection message HOLD_MS (a model that slow) until the card
+// has raised the delay to wait for them, then delivers them at once again; the card must
+// give the delay back (to at most RECOVERED_MS) and the boxes must still match after it.
 //
 // Usage: node tests/browser/overlay-match.mjs BASE_URL [SECONDS=15]
 // Prints one JSON line per transport and exits non-zero when a transport misses.
@@ -25,8 +31,35 @@ const [base, secondsArg] = process.argv.slice(2);
 assert.ok(base, 'usage: node overlay-match.mjs BASE_URL [SECONDS]');
 const seconds = Number(secondsArg || 15);
 const MARGIN = 0.03;
+/** Detection messages held this long in the recovery page's slow phase (ms). */
+const HOLD_MS = 200;
+/** The playout delay (ms) counted as given back: at most one frame and a safety margin. */
+const RECOVERED_MS = 60;
 
-const { browser, fail, done } = await startBrowserTest((seconds * 2 + 90) * 1000);
+/**
+ * Runs in the page before its scripts: each data channel's `onmessage` handler gets detection
+ * messages `window.sightlineHoldDetections` ms late (0: at once).
+ */
+function holdDetections() {
+  window.sightlineHoldDetections = 0;
+  const create = RTCPeerConnection.prototype.createDataChannel;
+  RTCPeerConnection.prototype.createDataChannel = function (...args) {
+    const channel = create.apply(this, args);
+    let handler = null;
+    Object.defineProperty(channel, 'onmessage', { get: () => handler, set: (fn) => { handler = fn; } });
+    channel.addEventListener('message', (ev) => {
+      const hold = window.sightlineHoldDetections;
+      if (hold > 0 && typeof ev.data === 'string' && ev.data.includes('"detections"')) {
+        setTimeout(() => handler?.(ev), hold);
+      } else {
+        handler?.(ev);
+      }
+    });
+    return channel;
+  };
+}
+
+const { browser, fail, done } = await startBrowserTest((seconds * 2 + 10 + 180) * 1000);
 
 /** Runs in the page: samples the live card and the ceiling for `seconds`. */
 async function measure({ seconds, stream }) {
@@ -85,6 +118,9 @@ async function measure({ seconds, stream }) {
   if (shownVideo?.srcObject) probe.watchVideo(shownVideo);
   else shownImg.addEventListener('load', onImg);
   const live = [];
+  // The WebRTC playout delay the card asks for (static/playout-delay.js): its highest, last.
+  const delay = () => Number(card.querySelector('video')?.dataset.playoutDelay ?? 0);
+  let delayMax = 0;
   let samples = 0;
   let withBoxes = 0;
   const started = performance.now();
@@ -96,6 +132,7 @@ async function measure({ seconds, stream }) {
       : (img && !img.hidden && img.complete && img.naturalWidth ? img : null);
     if (!source) continue;
     const drawn = overlay.sightlineDrawn?.boxes ?? [];
+    delayMax = Math.max(delayMax, delay());
     samples += 1;
     if (drawn.length) withBoxes += 1;
     score(drawn, shapesIn(source), live);
@@ -117,15 +154,17 @@ async function measure({ seconds, stream }) {
   return {
     samples, withBoxes, live: summary(live), ceiling: summary(ceiling), counts: { ...overlay.dataset },
     g2g_ms: { pictures: ms.length, p50: at(0.5), p90: at(0.9) },
+    playout_delay_ms: { max: delayMax, last: delay() },
   };
 }
 
 try {
   const errors = [];
   let missed = [];
-  for (const [query, what] of [['', 'webrtc'], ['?transport=sse', 'sse']]) {
+  for (const [query, what] of [['', 'webrtc'], ['?transport=sse', 'sse'], ['', 'webrtc-recovery']]) {
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
     await addShapeFinder(page);
+    if (what === 'webrtc-recovery') await page.addInitScript(holdDetections);
     page.on('pageerror', (e) => errors.push(String(e)));
     await page.goto(`${base}/${query}`);
     const canvas = page.locator('article.card', { hasText: 'testcam' }).locator('canvas.media-overlay');
@@ -133,8 +172,24 @@ try {
     // Playing, with boxes drawn on their own frame.
     await page.waitForFunction(() => Number(document.querySelector('canvas.media-overlay')?.dataset.exact || 0) >= 5,
       null, { timeout: 30_000 });
-    const r = await page.evaluate(measure, { seconds, stream: 'testcam' });
-    console.log(JSON.stringify({ transport: what, ...r }));
+    let recovery = {};
+    if (what === 'webrtc-recovery') {
+      const delay = () => page.evaluate(() => Number(document.querySelector('video')?.dataset.playoutDelay ?? 0));
+      await page.evaluate((ms) => { window.sightlineHoldDetections = ms; }, HOLD_MS);
+      let t = Date.now();
+      await page.waitForFunction((ms) => Number(document.querySelector('video')?.dataset.playoutDelay ?? 0) >= ms,
+        HOLD_MS / 2, { timeout: 30_000 });
+      recovery.raised_ms = await delay();
+      recovery.raised_after_s = (Date.now() - t) / 1000;
+      await page.evaluate(() => { window.sightlineHoldDetections = 0; });
+      t = Date.now();
+      await page.waitForFunction((ms) => Number(document.querySelector('video')?.dataset.playoutDelay ?? 0) <= ms,
+        RECOVERED_MS, { timeout: 60_000 });
+      recovery.recovered_ms = await delay();
+      recovery.recovered_after_s = (Date.now() - t) / 1000;
+    }
+    const r = await page.evaluate(measure, { seconds: what === 'webrtc-recovery' ? Math.min(seconds, 10) : seconds, stream: 'testcam' });
+    console.log(JSON.stringify({ transport: what, ...recovery, ...r }));
     assert.ok(r.ceiling.boxes >= 30, `${what}: the ceiling has enough boxes ${JSON.stringify(r)}`);
     assert.ok(r.live.boxes >= 30, `${what}: enough boxes drawn ${JSON.stringify(r)}`);
     if (r.live.share08 < r.ceiling.share08 - MARGIN) missed.push(`${what}: ${r.live.share08} < ${r.ceiling.share08} - ${MARGIN}`);

@@ -1,0 +1,89 @@
+// Unit tests of the WebRTC playout delay's decisions (static/playout-delay.js), in Node:
+//   node --test tests/js/
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { PlayoutDelay, MAX_PLAYOUT_DELAY_MS } from '../../static/playout-delay.js';
+
+const FRAME_MS = 40; // 25 fps
+
+/** Feeds `n` messages with margin `ms`, 100 ms apart from `t`; the last target set (or null) and the time after. */
+function feed(p, n, ms, t) {
+  let set = null;
+  for (let i = 0; i < n; i += 1) {
+    const r = p.note(ms, FRAME_MS, t);
+    if (r !== null) set = r;
+    t += 100;
+  }
+  return { set, t };
+}
+
+test('late messages raise the delay by their lateness plus a safety margin, at most 500 ms', () => {
+  const p = new PlayoutDelay();
+  p.reset(0);
+  assert.equal(p.raise(60, 0), 80);
+  assert.equal(p.ms, 80);
+  // Lateness measured while the browser moves to 80 ms is the old delay's: ignored.
+  assert.equal(p.raise(60, 1000), null);
+  // Still late once settled: raised on top of what is in effect.
+  assert.equal(p.raise(30, 3500), 130);
+  assert.equal(p.raise(10_000, 7000), MAX_PLAYOUT_DELAY_MS);
+  assert.equal(p.raise(10, 11_000), null, 'at the ceiling');
+});
+
+test('a delay messages no longer need is given back, judged after the browser settled', () => {
+  const p = new PlayoutDelay();
+  p.reset(0);
+  assert.equal(p.raise(180, 0), 200);
+  // Margins before the browser settled on 200 ms are not judged.
+  let { set, t } = feed(p, 29, 160, 100);
+  assert.equal(set, null);
+  // Now the model is fast: messages come 4 frames (160 ms) before their frame, i.e. at least
+  // 120 ms of headroom; 20 ms of it kept: down by 100 ms after a window of 50.
+  ({ set, t } = feed(p, 49, 160, t));
+  assert.equal(set, null, 'judged on a whole window');
+  assert.equal(p.note(160, FRAME_MS, t), 100);
+  // Settling again, then the same headroom once more: down to the browser's own choice.
+  ({ set, t } = feed(p, 30 + 50, 160, t + 100));
+  assert.equal(set, 0);
+  assert.equal(p.ms, 0);
+  // At 0 there is nothing to give back.
+  ({ set } = feed(p, 200, 400, t));
+  assert.equal(set, null);
+});
+
+test('a few late messages in the window keep the delay (the 10th percentile is judged)', () => {
+  const p = new PlayoutDelay();
+  p.reset(0);
+  p.raise(100, 0);
+  let t = 4000;
+  let set = null;
+  for (let i = 0; i < 150; i += 1) {
+    // One message in five comes while its frame is on screen: no headroom.
+    const r = p.note(i % 5 === 0 ? 0 : 200, FRAME_MS, t);
+    if (r !== null) set = r;
+    t += 100;
+  }
+  assert.equal(set, null);
+  assert.equal(p.ms, 120);
+});
+
+test('small headroom is kept rather than churning the browser', () => {
+  const p = new PlayoutDelay();
+  p.reset(0);
+  p.raise(100, 0);
+  // 2 frames early: at least 40 ms of headroom, 20 ms kept, 20 ms spare: a step of 20.
+  assert.equal(feed(p, 50, 80, 4000).set, 100);
+  // 1 frame early: 0 ms of certain headroom.
+  assert.equal(feed(p, 200, 40, 8000).set, null);
+});
+
+test('a new session starts from the browser\'s own delay; nonsense is ignored', () => {
+  const p = new PlayoutDelay();
+  p.reset(0);
+  p.raise(200, 0);
+  p.reset(5000);
+  assert.equal(p.ms, 0);
+  assert.equal(p.raise(NaN, 5000), null);
+  assert.equal(p.note(NaN, FRAME_MS, 9000), null);
+  assert.equal(p.raise(40, 5000), 60, 'raised at once in a new session');
+});
