@@ -90,6 +90,8 @@ const MAX_VELOCITY_SPAN = 45_000;
 const DEFAULT_FRAME_TICKS = 3600;
 /** A late message's boxes are carried to the shown frame at most this far (90 kHz: 300 ms). */
 const MAX_CARRY = 27_000;
+/** Displayed frames whose display time is kept (WebRTC: 2.5 s at 25 fps), to time late messages. */
+const KEEP_SHOWN = 64;
 /** Messages over which a persistent lateness is judged (WebRTC with tracking). */
 const LATENESS_WINDOW = 20;
 /** Box outlines by the model's place in the stream's list (CSS px): the first model's solid. */
@@ -150,6 +152,7 @@ export class DetectionOverlay {
   #ticksPerSeq = DEFAULT_FRAME_TICKS; // SSE: RTP ticks between consecutive seq numbers
   #tracked = false; // some box came with a track id: the stream is tracked
   #latenesses = []; // the last messages' lateness (90 kHz ticks, 0: on time), WebRTC
+  #shownAt = new Map(); // WebRTC: frame key -> when it was displayed (performance.now()), recent ones
   #rvfcVideo = null;
   #rvfcHandle = null;
   #counts = { exact: 0, late: 0, stale: 0, held: 0, cleared: 0 };
@@ -162,11 +165,11 @@ export class DetectionOverlay {
 
   /**
    * @param {HTMLCanvasElement} canvas
-   * @param {{onLate?: (ms: number) => void, onMargin?: (ms: number, frameMs: number) => void}}
+   * @param {{onLate?: (ms: number) => void, onMargin?: (ms: number) => void}}
    *   handlers onLate: WebRTC messages come this many ms after their frame was replaced (the
    *   player can delay playout to match); onMargin: a WebRTC message came this many ms before
-   *   its frame was displayed (0: while it was shown, negative: after), in whole frames of
-   *   frameMs (the player can give back delay that messages do not need)
+   *   its frame was displayed (negative: after), measured when the later of the two happens
+   *   (the player can give back delay that messages do not need)
    */
   constructor(canvas, { onLate, onMargin } = {}) {
     this.#canvas = canvas;
@@ -294,6 +297,7 @@ export class DetectionOverlay {
     this.#offset = 0;
     this.#tracked = false;
     this.#latenesses = [];
+    this.#shownAt.clear();
     for (const lane of this.#lanes.values()) lane.reset();
     this.#clear();
   }
@@ -399,14 +403,17 @@ export class DetectionOverlay {
       if (this.#modelOf(b) === lane.name) boxes.push(b.model === lane.name ? b : { ...b, model: lane.name });
     }
     const early = this.#frameKey === null || this.#diff(key, this.#frameKey) > 0;
-    const entry = { key, msg, boxes, early };
+    const entry = { key, msg, boxes, early, at: performance.now(), timed: false };
     if (lane.lastKey !== null) {
       const step = this.#diff(key, lane.lastKey);
       if (step > 0) lane.messageStep = step;
     }
     lane.lastKey = key;
-    if (this.#mode === 'rtp' && this.#frameKey !== null) {
-      this.#onMargin?.(this.#diff(key, this.#frameKey) / 90, this.#frameStep / 90);
+    // After its frame was displayed: the margin is known now (an early one's, when its frame is).
+    const shownAt = early ? undefined : this.#shownAt.get(key);
+    if (shownAt !== undefined) {
+      entry.timed = true;
+      this.#onMargin?.(shownAt - entry.at);
     }
     this.#learn(lane, entry);
     lane.entries.push(entry);
@@ -459,6 +466,10 @@ export class DetectionOverlay {
   }
 
   #onFrame(key) {
+    if (this.#mode === 'rtp') {
+      this.#shownAt.set(key, performance.now());
+      if (this.#shownAt.size > KEEP_SHOWN) this.#shownAt.delete(this.#shownAt.keys().next().value);
+    }
     const first = this.#frameKey === null;
     if (!first) {
       const step = this.#diff(key, this.#frameKey);
@@ -475,6 +486,10 @@ export class DetectionOverlay {
   #frameTo(lane, key) {
     const exact = lane.entries.find((e) => e.key === key);
     if (exact) {
+      if (!exact.timed && this.#mode === 'rtp') {
+        exact.timed = true;
+        this.#onMargin?.(this.#shownAt.get(key) - exact.at);
+      }
       this.#show(lane, exact, 'exact');
       return true;
     }

@@ -58,20 +58,16 @@ export class PlayoutDelay {
   }
 
   /**
-   * One message's margin: it came `marginMs` before its frame was displayed (0: while its
-   * frame was on screen; negative: after it was replaced), measured in whole frames of
-   * `frameMs` (the frame shown when it came is known, not how long it had been shown).
-   * Returns the new target (ms) when a step down is due, else null.
+   * One message's margin: it came `marginMs` before its frame was displayed (negative:
+   * after). Returns the new target (ms) when a step down is due, else null.
    */
-  note(marginMs, frameMs, now) {
+  note(marginMs, now) {
     if (this.#ms === 0 || now < this.#settledAt || !Number.isFinite(marginMs)) return null;
     this.#margins.push(marginMs);
     if (this.#margins.length < WINDOW) return null;
     const sorted = [...this.#margins].sort((a, b) => a - b);
     this.#margins = [];
-    // A margin of k frames is at least k - 1 frames of real headroom.
-    const headroom = sorted[Math.floor(PERCENTILE * sorted.length)] - Math.max(0, frameMs);
-    const spare = headroom - SAFETY_MS;
+    const spare = sorted[Math.floor(PERCENTILE * sorted.length)] - SAFETY_MS;
     if (spare < MIN_STEP_MS) return null;
     const want = this.#ms - spare < MIN_STEP_MS ? 0 : Math.round(this.#ms - spare);
     return this.#set(want, now);

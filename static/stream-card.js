@@ -232,7 +232,7 @@ export class StreamCard {
     ui.overlay = h('canvas', { class: 'media-overlay', 'aria-hidden': 'true' });
     this.#overlay = new DetectionOverlay(ui.overlay, {
       onLate: (ms) => this.#setPlayoutDelay(this.#playout.raise(ms, performance.now())),
-      onMargin: (ms, frameMs) => this.#setPlayoutDelay(this.#playout.note(ms, frameMs, performance.now())),
+      onMargin: (ms) => this.#setPlayoutDelay(this.#playout.note(ms, performance.now())),
     });
     ui.placeholder = h('div', { class: 'media-placeholder' });
     ui.tag = h('span', { class: 'media-tag', 'aria-hidden': 'true' });

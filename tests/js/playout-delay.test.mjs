@@ -4,13 +4,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { PlayoutDelay, MAX_PLAYOUT_DELAY_MS } from '../../static/playout-delay.js';
 
-const FRAME_MS = 40; // 25 fps
-
 /** Feeds `n` messages with margin `ms`, 100 ms apart from `t`; the last target set (or null) and the time after. */
 function feed(p, n, ms, t) {
   let set = null;
   for (let i = 0; i < n; i += 1) {
-    const r = p.note(ms, FRAME_MS, t);
+    const r = p.note(ms, t);
     if (r !== null) set = r;
     t += 100;
   }
@@ -35,15 +33,16 @@ test('a delay messages no longer need is given back, judged after the browser se
   p.reset(0);
   assert.equal(p.raise(180, 0), 200);
   // Margins before the browser settled on 200 ms are not judged.
-  let { set, t } = feed(p, 29, 160, 100);
+  let { set, t } = feed(p, 29, 150, 100);
   assert.equal(set, null);
-  // Now the model is fast: messages come 4 frames (160 ms) before their frame, i.e. at least
-  // 120 ms of headroom; 20 ms of it kept: down by 100 ms after a window of 50.
-  ({ set, t } = feed(p, 49, 160, t));
+  // Now the model is fast: messages come 150 ms before their frame; 20 ms of it kept: down
+  // by 130 ms after a whole window of 50.
+  ({ set, t } = feed(p, 49, 150, t));
   assert.equal(set, null, 'judged on a whole window');
-  assert.equal(p.note(160, FRAME_MS, t), 100);
-  // Settling again, then the same headroom once more: down to the browser's own choice.
-  ({ set, t } = feed(p, 30 + 50, 160, t + 100));
+  assert.equal(p.note(150, t), 70);
+  // Settling again, then 80 ms of margin: 60 spare leaves 10 ms, and a target under 20 ms
+  // is not worth keeping: down to the browser's own choice.
+  ({ set, t } = feed(p, 30 + 50, 80, t + 100));
   assert.equal(set, 0);
   assert.equal(p.ms, 0);
   // At 0 there is nothing to give back.
@@ -58,8 +57,8 @@ test('a few late messages in the window keep the delay (the 10th percentile is j
   let t = 4000;
   let set = null;
   for (let i = 0; i < 150; i += 1) {
-    // One message in five comes while its frame is on screen: no headroom.
-    const r = p.note(i % 5 === 0 ? 0 : 200, FRAME_MS, t);
+    // One message in five comes after its frame was displayed.
+    const r = p.note(i % 5 === 0 ? -5 : 200, t);
     if (r !== null) set = r;
     t += 100;
   }
@@ -71,10 +70,10 @@ test('small headroom is kept rather than churning the browser', () => {
   const p = new PlayoutDelay();
   p.reset(0);
   p.raise(100, 0);
-  // 2 frames early: at least 40 ms of headroom, 20 ms kept, 20 ms spare: a step of 20.
-  assert.equal(feed(p, 50, 80, 4000).set, 100);
-  // 1 frame early: 0 ms of certain headroom.
-  assert.equal(feed(p, 200, 40, 8000).set, null);
+  // 40 ms early: 20 ms kept, 20 ms spare: a step of 20.
+  assert.equal(feed(p, 50, 40, 4000).set, 100);
+  // 35 ms early: 15 ms spare, under the smallest step.
+  assert.equal(feed(p, 200, 35, 8000).set, null);
 });
 
 test('a new session starts from the browser\'s own delay; nonsense is ignored', () => {
@@ -84,6 +83,6 @@ test('a new session starts from the browser\'s own delay; nonsense is ignored', 
   p.reset(5000);
   assert.equal(p.ms, 0);
   assert.equal(p.raise(NaN, 5000), null);
-  assert.equal(p.note(NaN, FRAME_MS, 9000), null);
+  assert.equal(p.note(NaN, 9000), null);
   assert.equal(p.raise(40, 5000), 60, 'raised at once in a new session');
 });
