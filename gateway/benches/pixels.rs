@@ -52,7 +52,7 @@ fn run(clip: &[AccessUnit], qualities: &[u8]) -> (Duration, usize) {
     let started = Instant::now();
     let mut bytes = 0;
     for au in clip {
-        if let Some(e) = codec.process(au, qualities, false) {
+        if let Some(e) = codec.process(au, qualities, None) {
             bytes += e.jpegs.iter().map(|j| j.len()).sum::<usize>();
         }
     }

@@ -103,10 +103,6 @@ pub struct Encoded {
     pub height: u32,
     /// One JPEG per requested quality, in request order.
     pub jpegs: Vec<Bytes>,
-    /// The decoded picture as packed I420 (Y, U, V at stride = width), if asked for.
-    pub picture: Option<Vec<u8>>,
-    /// Whether `picture` is full-range YUV (else limited range, as decoded).
-    pub full_range: bool,
 }
 
 /// Decoder and JPEG compressors of one stream. Blocking (CPU-bound): the pipeline runs it on
@@ -262,11 +258,13 @@ impl Codec {
         out
     }
 
-    /// Encodes a decoded picture once per quality in `qualities` and, with `want_picture`,
-    /// returns its planes too (for detection). `None` when nothing was asked for or the
-    /// picture cannot be converted or encoded (logged).
-    pub fn encode(&mut self, decoded: &Decoded, qualities: &[u8], want_picture: bool) -> Option<Encoded> {
-        if qualities.is_empty() && !want_picture {
+    /// Encodes a decoded picture once per quality in `qualities`. With `picture` (detection's
+    /// hand-off), first gives it the picture as packed I420 (Y, U, V at stride = width; full
+    /// or limited range as [`Decoded::full_range`] says), before any JPEG is encoded: the
+    /// model's run overlaps the encoding instead of following it. `None` when no JPEG was
+    /// asked for or the picture cannot be converted or encoded (logged).
+    pub fn encode(&mut self, decoded: &Decoded, qualities: &[u8], picture: Option<&mut dyn FnMut(Vec<u8>)>) -> Option<Encoded> {
+        if qualities.is_empty() && picture.is_none() {
             return None;
         }
         let converted;
@@ -287,7 +285,7 @@ impl Codec {
         let (w, h) = (decoded.width as usize, decoded.height as usize);
         let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
         let plane = |i: usize| (frame.data(i), frame.stride(i));
-        let packed = want_picture.then(|| {
+        if let Some(hand_off) = picture {
             let mut out = Vec::with_capacity(w * h + 2 * cw * ch);
             for (i, width, rows) in [(0, w, h), (1, cw, ch), (2, cw, ch)] {
                 let (data, stride) = plane(i);
@@ -295,16 +293,10 @@ impl Codec {
                     out.extend_from_slice(&row[..width]);
                 }
             }
-            out
-        });
+            hand_off(out);
+        }
         if qualities.is_empty() {
-            return packed.map(|p| Encoded {
-                width: decoded.width,
-                height: decoded.height,
-                jpegs: Vec::new(),
-                picture: Some(p),
-                full_range: decoded.full_range,
-            });
+            return None;
         }
         let (luma_t, chroma_t) = range_tables();
         let full = decoded.full_range;
@@ -349,13 +341,13 @@ impl Codec {
                 .record(started.elapsed().as_secs_f64());
             metrics::counter!("sightline_jpeg_encodes_total", "stream" => self.stream_id.clone(), "quality" => q).increment(1);
         }
-        Some(Encoded { width: decoded.width, height: decoded.height, jpegs, picture: packed, full_range: decoded.full_range })
+        Some(Encoded { width: decoded.width, height: decoded.height, jpegs })
     }
 
     /// [`Codec::decode`] then [`Codec::encode`] of the last picture that came out (benchmarks).
-    pub fn process(&mut self, au: &AccessUnit, qualities: &[u8], want_picture: bool) -> Option<Encoded> {
+    pub fn process(&mut self, au: &AccessUnit, qualities: &[u8], picture: Option<&mut dyn FnMut(Vec<u8>)>) -> Option<Encoded> {
         let decoded = self.decode(au).pop()?;
-        self.encode(&decoded, qualities, want_picture)
+        self.encode(&decoded, qualities, picture)
     }
 }
 
@@ -441,9 +433,10 @@ mod tests {
                     assert_eq!((picture.rtp_timestamp, picture.capture_ms), (unit.rtp_timestamp, unit.capture_ms));
                     assert_eq!((picture.width, picture.height), (320, 240));
                     if out.is_empty() {
-                        let e = codec_.encode(&picture, &[75], true).expect("encoded");
+                        let mut planes = None;
+                        let e = codec_.encode(&picture, &[75], Some(&mut |p| planes = Some(p.len()))).expect("encoded");
                         assert!(e.jpegs[0].starts_with(&[0xff, 0xd8]), "a JPEG");
-                        assert_eq!(e.picture.map(|p| p.len()), Some(320 * 240 * 3 / 2));
+                        assert_eq!(planes, Some(320 * 240 * 3 / 2), "the picture handed off");
                     }
                     out.push(picture.rtp_timestamp.get());
                 }

@@ -207,8 +207,20 @@ impl Pixels {
                     }
                     let (wanted, sink) = pixels.pick(decoded.rtp_timestamp);
                     let qualities: Vec<u8> = wanted.iter().map(|(q, _)| *q).collect();
-                    let encoded = c.encode(&decoded, &qualities, sink.is_some());
-                    out.push((pixels.meta(&decoded), wanted, sink, encoded));
+                    let meta = pixels.meta(&decoded);
+                    // Detection gets the picture before the JPEGs are encoded (the model's
+                    // run overlaps them; the SSE feed holds the frame for its boxes anyway).
+                    let mut detecting = false;
+                    let mut offer = |planes: Vec<u8>| {
+                        if let Some(sink) = &sink {
+                            let offered = Instant::now();
+                            sink.offer(Picture { meta: meta.clone(), full_range: decoded.full_range, planes: planes.into(), offered });
+                            detecting = true;
+                        }
+                    };
+                    let hand_off = sink.is_some().then_some(&mut offer as &mut dyn FnMut(Vec<u8>));
+                    let encoded = c.encode(&decoded, &qualities, hand_off);
+                    out.push((meta, wanted, encoded, detecting));
                 }
                 (c, out)
             })
@@ -226,14 +238,7 @@ impl Pixels {
                 }
             };
             codec = Some(c);
-            for (meta, wanted, sink, mut encoded) in pictures {
-                let mut detecting = false;
-                if let (Some(sink), Some(e)) = (sink, &mut encoded)
-                    && let Some(planes) = e.picture.take()
-                {
-                    sink.offer(Picture { meta: meta.clone(), full_range: e.full_range, planes: planes.into(), offered: Instant::now() });
-                    detecting = true;
-                }
+            for (meta, wanted, encoded, detecting) in pictures {
                 self.deliver(meta, wanted, encoded, detecting);
             }
         }
