@@ -29,6 +29,8 @@ cd "$(dirname "$0")/.."
 # generator's CPU per packet against ~6): for hundreds of viewers on the gateway's own cores.
 # PIN_CPUS=1 puts the gateway on CPU 0 and the camera and load generator on the others: on a
 # 2-core machine unpinned runs of one binary spread +-10 %, pinned ones much less.
+headers_only=()
+if [ "${HEADERS_ONLY:-0}" = 1 ]; then headers_only=(--headers-only); fi
 gw_pin=() rest_pin=()
 if [ -n "${PIN_CPUS:-}" ]; then
   gw_pin=(taskset -c 0) rest_pin=(taskset -c "1-$(( $(nproc) - 1 ))")
@@ -75,7 +77,7 @@ for viewers in ${@:-100 200 400}; do
   lts=()
   for s in "${streams[@]}"; do
     "${rest_pin[@]}" $BIN_DIR/loadtest whep --url "http://127.0.0.1:$port" --stream "$s" --viewers $(( viewers / ${#streams[@]} )) \
-      --seconds "$seconds" --ramp-ms "$(( ${RAMP_MS:-10} * ${#streams[@]} ))" --loss "${LOSS:-0}" ${HEADERS_ONLY:+--headers-only} > "/tmp/bench-loadtest-$s.out" &
+      --seconds "$seconds" --ramp-ms "$(( ${RAMP_MS:-10} * ${#streams[@]} ))" --loss "${LOSS:-0}" "${headers_only[@]}" > "/tmp/bench-loadtest-$s.out" &
     lts+=($!)
   done
   sleep $(( viewers * ${RAMP_MS:-10} / 1000 + 6 ))   # ramp-up

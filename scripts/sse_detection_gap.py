@@ -2,8 +2,9 @@
 """How long after a detected frame its detection message comes on an SSE feed (issue 17 §5).
 
 Reads `event: frame` and `event: detections` from a feed for SECONDS and prints, over the
-messages whose frame was seen (the first 5 skipped: the model's first runs are slow), the
-gap between the frame's arrival and its message's (`seq` = the frame's `id:`), p50 and p95.
+messages and frames that were both seen (the first 5 skipped: the model's first runs are
+slow), the gap between the frame's arrival and its message's (`seq` = the frame's `id:`;
+negative when the message came first), p50 and p95.
 Run it against a gateway whose `[feeds] detections_wait = "0s"` (with the default wait every
 detected frame is held until its message, and the gap is below zero by design):
 
@@ -21,6 +22,7 @@ def main() -> None:
         sys.exit(__doc__)
     url, seconds = sys.argv[1], float(sys.argv[2] if len(sys.argv) > 2 else 15)
     frames: dict[int, float] = {}
+    messages: dict[int, float] = {}
     gaps: list[float] = []
     end = time.monotonic() + seconds
     with urllib.request.urlopen(url, timeout=10) as feed:
@@ -39,10 +41,14 @@ def main() -> None:
             elif line == "":
                 if event == "frame" and seq is not None:
                     frames[seq] = now
+                    if seq in messages:
+                        gaps.append((messages.pop(seq) - now) * 1000)
                 elif event == "detections" and data:
                     frame = json.loads(data).get("seq")
                     if frame in frames:
-                        gaps.append((now - frames[frame]) * 1000)
+                        gaps.append((now - frames.pop(frame)) * 1000)
+                    elif isinstance(frame, int):
+                        messages[frame] = now
                 event = seq = data = None
     gaps = sorted(gaps[5:])
     if not gaps:

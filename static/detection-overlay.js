@@ -153,6 +153,7 @@ export class DetectionOverlay {
   #tracked = false; // some box came with a track id: the stream is tracked
   #latenesses = []; // the last messages' lateness (90 kHz ticks, 0: on time), WebRTC
   #shownAt = new Map(); // WebRTC: frame key -> when it was displayed (performance.now()), recent ones
+  #timedKeys = new Set(); // WebRTC: frame keys whose message's margin was reported (once per message)
   #rvfcVideo = null;
   #rvfcHandle = null;
   #counts = { exact: 0, late: 0, stale: 0, held: 0, cleared: 0 };
@@ -165,11 +166,12 @@ export class DetectionOverlay {
 
   /**
    * @param {HTMLCanvasElement} canvas
-   * @param {{onLate?: (ms: number) => void, onMargin?: (ms: number) => void}}
+   * @param {{onLate?: (ms: number) => void, onMargin?: (ms: number, tracked: boolean) => void}}
    *   handlers onLate: WebRTC messages come this many ms after their frame was replaced (the
    *   player can delay playout to match); onMargin: a WebRTC message came this many ms before
-   *   its frame was displayed (negative: after), measured when the later of the two happens
-   *   (the player can give back delay that messages do not need)
+   *   its frame was displayed (negative: after), measured when the later of the two happens,
+   *   once per message, and whether the stream is tracked (the player can give back delay
+   *   that messages do not need)
    */
   constructor(canvas, { onLate, onMargin } = {}) {
     this.#canvas = canvas;
@@ -298,6 +300,7 @@ export class DetectionOverlay {
     this.#tracked = false;
     this.#latenesses = [];
     this.#shownAt.clear();
+    this.#timedKeys.clear();
     for (const lane of this.#lanes.values()) lane.reset();
     this.#clear();
   }
@@ -413,7 +416,7 @@ export class DetectionOverlay {
     const shownAt = early ? undefined : this.#shownAt.get(key);
     if (shownAt !== undefined) {
       entry.timed = true;
-      this.#onMargin?.(shownAt - entry.at);
+      this.#margin(key, shownAt - entry.at);
     }
     this.#learn(lane, entry);
     lane.entries.push(entry);
@@ -455,6 +458,22 @@ export class DetectionOverlay {
    * their median lateness instead, so they are drawn on their own frames: a few tens of ms
    * of latency for boxes on their picture. One late message (a hiccup) changes nothing.
    */
+  /** Reports the margin of the message for frame `key`, once per message (not per model). */
+  #margin(key, ms) {
+    if (this.#timedKeys.has(key)) return;
+    this.#timedKeys.add(key);
+    if (this.#timedKeys.size > KEEP_SHOWN) this.#timedKeys.delete(this.#timedKeys.values().next().value);
+    this.#onMargin?.(ms, this.#tracked);
+  }
+
+  /**
+   * The player changed its playout delay: lateness measured before belongs to the old one
+   * (at a model's 2 fps the window would otherwise hold 10 s of it).
+   */
+  forgetLateness() {
+    this.#latenesses = [];
+  }
+
   #noteLateness(ticks) {
     if (this.#mode !== 'rtp') return;
     this.#latenesses.push(ticks);
@@ -488,7 +507,7 @@ export class DetectionOverlay {
     if (exact) {
       if (!exact.timed && this.#mode === 'rtp') {
         exact.timed = true;
-        this.#onMargin?.(this.#shownAt.get(key) - exact.at);
+        this.#margin(key, this.#shownAt.get(key) - exact.at);
       }
       this.#show(lane, exact, 'exact');
       return true;

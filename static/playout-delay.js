@@ -59,15 +59,17 @@ export class PlayoutDelay {
 
   /**
    * One message's margin: it came `marginMs` before its frame was displayed (negative:
-   * after). Returns the new target (ms) when a step down is due, else null.
+   * after). With `strict` (a stream without tracking, where any late message raises the
+   * target again) the window's lowest margin is judged, not its 10th percentile. Returns
+   * the new target (ms) when a step down is due, else null.
    */
-  note(marginMs, now) {
+  note(marginMs, now, { strict = false } = {}) {
     if (this.#ms === 0 || now < this.#settledAt || !Number.isFinite(marginMs)) return null;
     this.#margins.push(marginMs);
     if (this.#margins.length < WINDOW) return null;
     const sorted = [...this.#margins].sort((a, b) => a - b);
     this.#margins = [];
-    const spare = sorted[Math.floor(PERCENTILE * sorted.length)] - SAFETY_MS;
+    const spare = sorted[strict ? 0 : Math.floor(PERCENTILE * sorted.length)] - SAFETY_MS;
     if (spare < MIN_STEP_MS) return null;
     const want = this.#ms - spare < MIN_STEP_MS ? 0 : Math.round(this.#ms - spare);
     return this.#set(want, now);

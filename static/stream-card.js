@@ -232,7 +232,7 @@ export class StreamCard {
     ui.overlay = h('canvas', { class: 'media-overlay', 'aria-hidden': 'true' });
     this.#overlay = new DetectionOverlay(ui.overlay, {
       onLate: (ms) => this.#setPlayoutDelay(this.#playout.raise(ms, performance.now())),
-      onMargin: (ms) => this.#setPlayoutDelay(this.#playout.note(ms, performance.now())),
+      onMargin: (ms, tracked) => this.#setPlayoutDelay(this.#playout.note(ms, performance.now(), { strict: !tracked })),
     });
     ui.placeholder = h('div', { class: 'media-placeholder' });
     ui.tag = h('span', { class: 'media-tag', 'aria-hidden': 'true' });
@@ -907,6 +907,7 @@ export class StreamCard {
     const player = this.#player;
     if (ms == null || !(player instanceof WhepPlayer)) return;
     player.setPlayoutDelay(ms);
+    this.#overlay.forgetLateness();
     this.#ui.video.dataset.playoutDelay = String(ms);
   }
 

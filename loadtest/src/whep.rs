@@ -34,6 +34,9 @@ const MAX_DATAGRAM: usize = 2048;
 /// viewers must not overflow a viewer whose task is waiting for a core (the kernel caps it
 /// at net.core.rmem_max).
 const RECV_BUFFER: usize = 4 * 1024 * 1024;
+/// Datagrams a viewer reads per wake-up at most, so its str0m timers (ICE, DTLS) and the
+/// deadline are seen between bursts however busy the machine.
+const MAX_READS_PER_WAKE: usize = 64;
 /// How long after the deadline the run waits for viewer tasks (DELETE included).
 const HARD_GRACE: Duration = Duration::from_secs(10);
 
@@ -445,7 +448,9 @@ async fn receive(
                 let (n, source) = r.map_err(|e| format!("recv: {e}"))?;
                 let mut next = Some((n, source));
                 // Then whatever else is queued, without a turn of the select per datagram.
+                let mut reads = 0;
                 while let Some((n, source)) = next {
+                    reads += 1;
                     let datagram = &buf[..n];
                     if net.loss > 0.0 && is_rtp(datagram) && rng.random::<f64>() < net.loss {
                         stats.dropped += 1;
@@ -454,6 +459,9 @@ async fn receive(
                     } else if let Ok(rx) = Receive::new(Protocol::Udp, source, local, datagram) {
                         let _ = rtc.handle_input(Input::Receive(Instant::now(), rx));
                         drain(rtc, socket, requested, stats).await?;
+                    }
+                    if reads >= MAX_READS_PER_WAKE {
+                        break;
                     }
                     next = match socket.try_recv_from(&mut buf) {
                         Ok(r) => Some(r),

@@ -1,5 +1,5 @@
 // Unit tests of the WebRTC playout delay's decisions (static/playout-delay.js), in Node:
-//   node --test tests/js/
+//   node --test tests/js/*.test.mjs
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { PlayoutDelay, MAX_PLAYOUT_DELAY_MS } from '../../static/playout-delay.js';
@@ -85,4 +85,22 @@ test('a new session starts from the browser\'s own delay; nonsense is ignored', 
   assert.equal(p.raise(NaN, 5000), null);
   assert.equal(p.note(NaN, 9000), null);
   assert.equal(p.raise(40, 5000), 60, 'raised at once in a new session');
+});
+
+test('without tracking the lowest margin is judged (any late message would raise it again)', () => {
+  const p = new PlayoutDelay();
+  p.reset(0);
+  p.raise(100, 0);
+  let t = 4000;
+  let set = null;
+  for (let i = 0; i < 50; i += 1) {
+    // 200 ms early but for two messages that came just in time.
+    const r = p.note(i % 25 === 0 ? 25 : 200, t, { strict: true });
+    if (r !== null) set = r;
+    t += 100;
+  }
+  assert.equal(set, null, '5 ms spare at the lowest: kept');
+  // The same window judged by its 10th percentile would have stepped down.
+  for (let i = 0; i < 50; i += 1) p.note(i % 25 === 0 ? 25 : 200, t + 100 * i);
+  assert.equal(p.ms, 0);
 });
