@@ -4,11 +4,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { PlayoutDelay, MAX_PLAYOUT_DELAY_MS } from '../../static/playout-delay.js';
 
-/** Feeds `n` messages with margin `ms`, 100 ms apart from `t`; the last target set (or null) and the time after. */
-function feed(p, n, ms, t) {
+/**
+ * Feeds `n` messages 100 ms apart from `t`, with margin `ms` (a number, or a function of the
+ * message's index); the last target set (or null) and the time after.
+ */
+function feed(p, n, ms, t, opts = {}) {
   let set = null;
   for (let i = 0; i < n; i += 1) {
-    const r = p.note(ms, t);
+    const r = p.note(typeof ms === 'function' ? ms(i) : ms, t, opts);
     if (r !== null) set = r;
     t += 100;
   }
@@ -54,15 +57,8 @@ test('a few late messages in the window keep the delay (the 10th percentile is j
   const p = new PlayoutDelay();
   p.reset(0);
   p.raise(100, 0);
-  let t = 4000;
-  let set = null;
-  for (let i = 0; i < 150; i += 1) {
-    // One message in five comes after its frame was displayed.
-    const r = p.note(i % 5 === 0 ? -5 : 200, t);
-    if (r !== null) set = r;
-    t += 100;
-  }
-  assert.equal(set, null);
+  // One message in five comes after its frame was displayed.
+  assert.equal(feed(p, 150, (i) => (i % 5 === 0 ? -5 : 200), 4000).set, null);
   assert.equal(p.ms, 120);
 });
 
@@ -91,16 +87,10 @@ test('without tracking the lowest margin is judged (any late message would raise
   const p = new PlayoutDelay();
   p.reset(0);
   p.raise(100, 0);
-  let t = 4000;
-  let set = null;
-  for (let i = 0; i < 50; i += 1) {
-    // 200 ms early but for two messages that came just in time.
-    const r = p.note(i % 25 === 0 ? 25 : 200, t, { strict: true });
-    if (r !== null) set = r;
-    t += 100;
-  }
-  assert.equal(set, null, '5 ms spare at the lowest: kept');
-  // The same window judged by its 10th percentile would have stepped down.
-  for (let i = 0; i < 50; i += 1) p.note(i % 25 === 0 ? 25 : 200, t + 100 * i);
-  assert.equal(p.ms, 0);
+  // 200 ms early but for two messages that came just in time: 5 ms spare at the lowest.
+  const margins = (i) => (i % 25 === 0 ? 25 : 200);
+  const { set, t } = feed(p, 50, margins, 4000, { strict: true });
+  assert.equal(set, null);
+  // The same window judged by its 10th percentile steps down.
+  assert.equal(feed(p, 50, margins, t).set, 0);
 });
