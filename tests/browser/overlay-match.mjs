@@ -19,7 +19,8 @@
 // A third page checks that the WebRTC playout delay comes back down (static/playout-delay.js):
 // its data channel holds every detection message HOLD_MS (a model that slow) until the card
 // has raised the delay to wait for them, then delivers them at once again; the card must
-// give the delay back (to at most RECOVERED_MS) and the boxes must still match after it.
+// give back at least half the hold, or come down to 80 ms (where it settles depends on the
+// model's own time: 33-55 ms here) and the boxes must still match after it.
 //
 // Usage: node tests/browser/overlay-match.mjs BASE_URL [SECONDS=15]
 // Prints one JSON line per transport and exits non-zero when a transport misses.
@@ -33,8 +34,6 @@ const seconds = Number(secondsArg || 15);
 const MARGIN = 0.03;
 /** Detection messages held this long in the recovery page's slow phase (ms). */
 const HOLD_MS = 200;
-/** The playout delay (ms) counted as given back: at most one frame and a safety margin. */
-const RECOVERED_MS = 60;
 
 /**
  * Runs in the page before its scripts: each data channel's `onmessage` handler gets detection
@@ -181,10 +180,17 @@ try {
         HOLD_MS / 2, { timeout: 30_000 });
       recovery.raised_ms = await delay();
       recovery.raised_after_s = (Date.now() - t) / 1000;
+      // Half the hold given back, or down to 80 ms if it was raised in steps.
+      const recovered = Math.max(recovery.raised_ms - HOLD_MS / 2, 80);
       await page.evaluate(() => { window.sightlineHoldDetections = 0; });
       t = Date.now();
-      await page.waitForFunction((ms) => Number(document.querySelector('video')?.dataset.playoutDelay ?? 0) <= ms,
-        RECOVERED_MS, { timeout: 60_000 });
+      // Each target the card sets on the way down, with the seconds since the hold ended.
+      recovery.steps = [];
+      for (let ms = await delay(); ms > recovered; ms = await delay()) {
+        if (Date.now() - t > 60_000) throw new Error(`playout delay not given back: ${JSON.stringify(recovery)}`);
+        if (recovery.steps.at(-1)?.[1] !== ms) recovery.steps.push([(Date.now() - t) / 1000, ms]);
+        await page.waitForTimeout(100);
+      }
       recovery.recovered_ms = await delay();
       recovery.recovered_after_s = (Date.now() - t) / 1000;
     }
