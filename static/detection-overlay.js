@@ -90,7 +90,10 @@ const MAX_VELOCITY_SPAN = 45_000;
 const DEFAULT_FRAME_TICKS = 3600;
 /** A late message's boxes are carried to the shown frame at most this far (90 kHz: 300 ms). */
 const MAX_CARRY = 27_000;
-/** Displayed frames whose display time is kept (WebRTC: 2.5 s at 25 fps), to time late messages. */
+/**
+ * WebRTC frames remembered for timing messages (2.5 s at 25 fps): when each was displayed, and
+ * whose message's margin was reported.
+ */
 const KEEP_SHOWN = 64;
 /** Messages over which a persistent lateness is judged (WebRTC with tracking). */
 const LATENESS_WINDOW = 20;
@@ -110,10 +113,11 @@ class Lane {
   /** @param {string} name the model's name */
   constructor(name) {
     this.name = name;
-    /** @type {{key: number, msg: object, boxes: object[], early: boolean}[]} its latest messages
-     *  (`boxes`: its own; `early`: came before its frame was displayed) */
+    /** @type {{key: number, msg: object, boxes: object[], early: boolean, at: number}[]} its latest
+     *  messages (`boxes`: its own; `early`: came before its frame was displayed; `at`: when it
+     *  came, performance.now()) */
     this.entries = [];
-    /** @type {?{key: number, msg: object, boxes: object[], early: boolean}} the entry on screen */
+    /** @type {?{key: number, msg: object, boxes: object[], early: boolean, at: number}} the entry on screen */
     this.drawn = null;
     /** @type {object[]} its boxes on screen now (moved along their tracks) */
     this.shown = [];
@@ -406,7 +410,7 @@ export class DetectionOverlay {
       if (this.#modelOf(b) === lane.name) boxes.push(b.model === lane.name ? b : { ...b, model: lane.name });
     }
     const early = this.#frameKey === null || this.#diff(key, this.#frameKey) > 0;
-    const entry = { key, msg, boxes, early, at: performance.now(), timed: false };
+    const entry = { key, msg, boxes, early, at: performance.now() };
     if (lane.lastKey !== null) {
       const step = this.#diff(key, lane.lastKey);
       if (step > 0) lane.messageStep = step;
@@ -414,10 +418,7 @@ export class DetectionOverlay {
     lane.lastKey = key;
     // After its frame was displayed: the margin is known now (an early one's, when its frame is).
     const shownAt = early ? undefined : this.#shownAt.get(key);
-    if (shownAt !== undefined) {
-      entry.timed = true;
-      this.#margin(key, shownAt - entry.at);
-    }
+    if (shownAt !== undefined) this.#margin(key, shownAt - entry.at);
     this.#learn(lane, entry);
     lane.entries.push(entry);
     if (lane.entries.length > KEEP_MESSAGES) lane.entries.shift();
@@ -451,13 +452,6 @@ export class DetectionOverlay {
     return changed;
   }
 
-  /**
-   * Over WebRTC with tracking, late messages are carried to the frame shown (their boxes
-   * moved by their tracks' velocities: close, not exact). When most messages come late (the
-   * model slower than the video path, a busy machine), ask the player to delay the video by
-   * their median lateness instead, so they are drawn on their own frames: a few tens of ms
-   * of latency for boxes on their picture. One late message (a hiccup) changes nothing.
-   */
   /** Reports the margin of the message for frame `key`, once per message (not per model). */
   #margin(key, ms) {
     if (this.#timedKeys.has(key)) return;
@@ -474,6 +468,13 @@ export class DetectionOverlay {
     this.#latenesses = [];
   }
 
+  /**
+   * Over WebRTC with tracking, late messages are carried to the frame shown (their boxes
+   * moved by their tracks' velocities: close, not exact). When most messages come late (the
+   * model slower than the video path, a busy machine), ask the player to delay the video by
+   * their median lateness instead, so they are drawn on their own frames: a few tens of ms
+   * of latency for boxes on their picture. One late message (a hiccup) changes nothing.
+   */
   #noteLateness(ticks) {
     if (this.#mode !== 'rtp') return;
     this.#latenesses.push(ticks);
@@ -505,10 +506,7 @@ export class DetectionOverlay {
   #frameTo(lane, key) {
     const exact = lane.entries.find((e) => e.key === key);
     if (exact) {
-      if (!exact.timed && this.#mode === 'rtp') {
-        exact.timed = true;
-        this.#margin(key, this.#shownAt.get(key) - exact.at);
-      }
+      if (this.#mode === 'rtp') this.#margin(key, this.#shownAt.get(key) - exact.at);
       this.#show(lane, exact, 'exact');
       return true;
     }
