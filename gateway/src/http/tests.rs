@@ -751,3 +751,116 @@ async fn whep_at_capacity_is_503_with_retry_after() {
     assert_eq!(headers["retry-after"], "5");
     assert_eq!((s.as_u16(), json_of(&body)["error"].as_str()), (503, Some("at_capacity")), "second session");
 }
+
+/// `events` mode: an event that comes after its window's file reached the post-roll of the
+/// event before (detection and tracking run behind the video; CI saw one whose frame was
+/// 31 ms past the end of the window just written) still gets its pre-roll and post-roll.
+/// Before, the file had ended and nothing was kept until the next keyframe: the event had
+/// no video at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_arriving_after_its_window_closed_still_gets_its_rolls() {
+    use crate::core::events::{AnalyticsEvent, EventKind, NewEvent};
+    let toml = "[recording]\npre_roll = \"1s\"\npost_roll = \"1s\"\nfragment = \"200ms\"\n\
+                [[streams]]\nid = \"testcam\"\nurl = \"rtsp://127.0.0.1:9/cam\"\nrecord = \"events\"\n";
+    let gw = gateway(toml, true).await;
+    let now_ms = || crate::core::clock::now_ms();
+    let publish = |ts_ms: u64, track_id: u64| {
+        let event = NewEvent {
+            kind: EventKind::LineCrossed,
+            stream: "testcam".into(),
+            label: "person".into(),
+            track_id,
+            line: Some("edge".into()),
+            direction: Some("in"),
+            zone: None,
+            inside_ms: None,
+            ts_ms,
+            seq: 1,
+            rtp_timestamp: 0,
+            bbox: None,
+        };
+        gw.events.publish(AnalyticsEvent::new(event), None);
+    };
+    let ranges = || async {
+        let (_, r) = get_json(&gw.app, "/api/streams/testcam/recordings").await;
+        r["ranges"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|r| (r["start_ms"].as_u64().unwrap(), r["end_ms"].as_u64().unwrap()))
+            .collect::<Vec<_>>()
+    };
+    // Past the first keyframe and one pre-roll.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let first = now_ms();
+    publish(first, 1);
+    // Its window written to its post-roll (and a fragment), and the video gone on.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let end = loop {
+        let r = ranges().await;
+        if let Some(&(_, end)) = r.last()
+            && end >= first + 1_000
+            && now_ms() > end + 600
+        {
+            break end;
+        }
+        assert!(std::time::Instant::now() < deadline, "the first event's window: {r:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // An event of a frame just after that window, published now (~600 ms late).
+    let late = end + 30;
+    publish(late, 2);
+    // The video of its rolls is on disk, without a gap: the fragments of every file (the
+    // ranges API would join two files less than 2 s apart).
+    let dir = gw._data.path().join("recordings/testcam");
+    let covered = |from: u64, to: u64| {
+        let mut spans: Vec<(u64, u64)> = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "mp4"))
+            .flat_map(|e| {
+                let mut file = std::fs::File::open(e.path()).unwrap();
+                let len = file.metadata().unwrap().len();
+                media::fmp4::scan(&mut file, len).fragments
+            })
+            .map(|f| (f.start / 90, (f.start + f.duration) / 90))
+            .collect();
+        spans.sort_unstable();
+        let mut reached = from;
+        for (s, e) in spans {
+            if s <= reached + 50 {
+                reached = reached.max(e);
+            }
+        }
+        (reached + 50 >= to, spans_debug(&dir))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (ok, files) = covered(late - 1_000, late + 1_000);
+        if ok {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the late event at {late} (the window before ended at {end}) without its rolls on disk: {files}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    gw.trigger.trigger();
+}
+
+/// The recorded files in `dir`: name and (start, end) ms of each.
+fn spans_debug(dir: &std::path::Path) -> String {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let Ok(mut file) = std::fs::File::open(e.path()) else { continue };
+        let len = file.metadata().map_or(0, |m| m.len());
+        let scan = media::fmp4::scan(&mut file, len);
+        let span = scan.fragments.first().map(|f| (f.start / 90, scan.end() / 90));
+        out.push(format!("{}: {span:?}", e.file_name().to_string_lossy()));
+    }
+    out.sort();
+    out.join(", ")
+}

@@ -237,6 +237,10 @@ struct Open {
     fragment_started: i64,
     /// Whether B-frames were seen (units shown before units decoded earlier).
     reorders: bool,
+    /// `events` mode, a file open: fragments past the last event's post-roll, held back
+    /// (at most EVENT_DELAY of them) in case an event of theirs is still on its way; the
+    /// file goes on through them if one comes, and ends where it was without them if none.
+    tail: std::collections::VecDeque<Pending>,
 }
 
 impl Open {
@@ -485,6 +489,7 @@ impl Recorder {
             fragment: Vec::new(),
             fragment_started: 0,
             reorders: false,
+            tail: Default::default(),
         });
         if self.mode == RecordMode::Continuous || au.capture_ms <= self.until_ms {
             return self.materialize(db, None).await;
@@ -571,12 +576,68 @@ impl Recorder {
 
     /// `events` mode: an event of this stream captured at `ts_ms`: record from its pre-roll
     /// (kept in memory) to its post-roll.
+    ///
+    /// An event that comes after its window's file reached the post-roll of the one before
+    /// (detection and tracking take time: CI saw one 31 ms of video after a window ended)
+    /// finds the fragments since in the file's tail: the file goes on through them when the
+    /// event's pre-roll reaches back into it (no keyframe in the tail at least `pre_roll`
+    /// before the event), else it ends and a new file starts at that keyframe.
     async fn event(&mut self, db: &Db, ts_ms: u64) {
         tracing::debug!(stream = %self.rt.config.id, ts_ms, "recording around an event");
         self.until_ms = self.until_ms.max(ts_ms + self.config.post_roll.as_millis() as u64);
-        if self.open.as_ref().is_some_and(|o| o.file.is_none()) {
-            self.materialize(db, Some(ts_ms)).await;
+        let from = ts_ms.saturating_sub(self.config.pre_roll.as_millis() as u64);
+        let Some(open) = self.open.as_ref() else { return };
+        if open.file.is_some() {
+            if open.tail.iter().skip(1).any(|p| p.keyframe && p.start_ms <= from) {
+                self.end_window().await;
+            } else {
+                self.write_tail(db).await;
+                return;
+            }
         }
+        self.materialize(db, Some(ts_ms)).await;
+    }
+
+    /// `events` mode: writes the tail's fragments that start before the window's end
+    /// (`until_ms`).
+    async fn write_tail(&mut self, db: &Db) {
+        let mut written = false;
+        while let Some(open) = self.open.as_mut()
+            && open.tail.front().is_some_and(|p| p.start_ms < self.until_ms)
+        {
+            let p = open.tail.pop_front().expect("a front fragment");
+            if !self.write_fragment(db, &p.bytes, p.keyframe, p.end_ms).await {
+                return;
+            }
+            written = true;
+        }
+        if let Some(open) = self.open.as_ref().filter(|_| written) {
+            let start_ms = open.row.start_ms;
+            self.status.send_modify(|s| {
+                s.state = "recording";
+                s.segment_start_ms = Some(start_ms);
+            });
+        }
+    }
+
+    /// `events` mode: the file ends where it was written to; the segment goes on in memory
+    /// from the tail's first keyframe fragment (an event arriving late, after its frame,
+    /// still finds its pre-roll there, and the next file continues this one's timeline).
+    async fn end_window(&mut self) {
+        let Some(open) = self.open.as_mut() else { return };
+        if open.file.take().is_none() {
+            return;
+        }
+        self.boxes.closed(open.row.end_ms as i64 * 90 + 90);
+        open.row.bytes = 0;
+        open.row.keyframes = 0;
+        open.row.start_ms = open.row.end_ms; // the next file starts where this one ended
+        let tail = std::mem::take(&mut open.tail);
+        open.pending.extend(tail.into_iter().skip_while(|p| !p.keyframe));
+        self.status.send_modify(|s| {
+            s.state = "waiting";
+            s.segment_start_ms = None;
+        });
     }
 
     /// Writes the open fragment; `next_pts` is the next unit's time (the last sample's
@@ -602,15 +663,15 @@ impl Recorder {
         };
         let keyframe = open.fragment[0].keyframe;
         open.fragment.clear();
-        let Some(file) = open.file.as_mut() else {
+        let (start_ms, end_ms) = (open.end_ms(min_pts), open.end_ms(max_pts + last));
+        if open.file.is_none() {
             // In memory: keep the pre-roll, from the newest keyframe fragment at least
             // `pre_roll` before the end, and EVENT_DELAY more (an event arrives after its
             // frame: detection and tracking take time).
-            let end_ms = open.end_ms(max_pts + last);
             if open.pending.is_empty() && !keyframe {
                 return; // a file must start at a keyframe: nothing is kept before one
             }
-            open.pending.push_back(Pending { bytes, start_ms: open.end_ms(min_pts), end_ms, keyframe });
+            open.pending.push_back(Pending { bytes, start_ms, end_ms, keyframe });
             let keep_from = end_ms.saturating_sub((self.config.pre_roll + EVENT_DELAY).as_millis() as u64);
             if let Some(i) = open.pending.iter().rposition(|p| p.keyframe && p.start_ms <= keep_from) {
                 open.pending.drain(..i);
@@ -621,9 +682,35 @@ impl Recorder {
                 self.materialize(db, None).await;
             }
             return;
-        };
+        }
+        if self.mode == RecordMode::Events && (!open.tail.is_empty() || start_ms >= self.until_ms) {
+            // Past the last event's post-roll: held back in the tail; the file ends without
+            // it once it holds EVENT_DELAY and no event came for it.
+            if open.tail.is_empty() {
+                self.status.send_modify(|s| {
+                    s.state = "waiting";
+                    s.segment_start_ms = None;
+                });
+            }
+            open.tail.push_back(Pending { bytes, start_ms, end_ms, keyframe });
+            self.write_tail(db).await;
+            if let Some(open) = self.open.as_ref()
+                && open.tail.front().is_some_and(|p| end_ms.saturating_sub(p.start_ms) > EVENT_DELAY.as_millis() as u64)
+            {
+                self.end_window().await;
+            }
+            return;
+        }
+        self.write_fragment(db, &bytes, keyframe, end_ms).await;
+    }
+
+    /// Appends a fragment ending at `end_ms` to the open file and indexes it. Returns false
+    /// when the write failed (the segment is then closed and the failure reported).
+    async fn write_fragment(&mut self, db: &Db, bytes: &[u8], keyframe: bool, end_ms: u64) -> bool {
+        let Some(open) = self.open.as_mut() else { return false };
+        let Some(file) = open.file.as_mut() else { return false };
         let written = async {
-            file.write_all(&bytes).await?;
+            file.write_all(bytes).await?;
             file.flush().await
         }
         .await;
@@ -631,31 +718,18 @@ impl Recorder {
             let reason = format!("cannot write {}: {e}", open.row.path);
             self.open = None; // what was written before stays, indexed up to its last fragment
             self.fail(reason);
-            return;
+            return false;
         }
         open.row.bytes += bytes.len() as u64;
         open.row.keyframes += u64::from(keyframe);
-        open.row.end_ms = open.end_ms(max_pts + last);
+        open.row.end_ms = end_ms;
         let stream = open.row.stream.clone();
         metrics::counter!("sightline_recording_bytes_total", "stream" => stream.clone()).increment(bytes.len() as u64);
         self.status.send_modify(|s| s.bytes_written += bytes.len() as u64);
         if let Err(e) = db.upsert_segment(&self.node, &open.row).await {
             warn!(stream, error = %e, "cannot update the recording index (reconciled at the next start)");
         }
-        // `events` mode: past the last event's post-roll, the file ends; the segment goes on
-        // in memory (an event arriving late, after its frame, still finds its pre-roll there,
-        // and the next file continues this one's timeline).
-        if self.mode == RecordMode::Events && open.row.end_ms > self.until_ms {
-            open.file = None;
-            self.boxes.closed(max_pts + last);
-            open.row.bytes = 0;
-            open.row.keyframes = 0;
-            open.row.start_ms = open.row.end_ms; // the next file starts where this one ended
-            self.status.send_modify(|s| {
-                s.state = "waiting";
-                s.segment_start_ms = None;
-            });
-        }
+        true
     }
 
     /// Writes the open fragment and closes the segment.
