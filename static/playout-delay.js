@@ -25,7 +25,7 @@ const PERCENTILE = 0.1;
  * new target over about a second, and margins measured meanwhile are neither the old nor
  * the new delay's.
  */
-const SETTLE_MS = 3000;
+export const SETTLE_MS = 3000;
 
 export class PlayoutDelay {
   #ms = 0;
