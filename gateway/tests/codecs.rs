@@ -102,13 +102,13 @@ async fn chromium_plays_b_frames_and_h265_transcoded() {
         // Presentation order: no step backwards (a wrapped, huge step) or over a second.
         let steps = r["rtpSteps"].as_object().unwrap();
         assert!(steps.keys().all(|k| k.parse::<u64>().is_ok_and(|t| t < 90_000)), "{stream}: every step forward: {r}");
-        // Every picture of the span shown was decoded: the span's RTP ticks / 3600 + 1 pictures
-        // (the stats and the callbacks are read a few frames apart). On a starved machine the
-        // camera's software encoder and the transcoder run a little slower than 25 fps, so
-        // the span, not 5 s x 25, is what the browser was sent.
-        let span: u64 = steps.iter().map(|(k, v)| k.parse::<u64>().unwrap_or(0) * v.as_u64().unwrap_or(0)).sum();
-        let sent = span / 3600 + 1;
-        assert!(sent >= 100 && r["framesDecoded"].as_u64().unwrap_or(0) + 3 >= sent, "{stream}: every transcoded picture decoded: {r}");
+        // Every transcoded picture that arrived was decoded: frames received and decoded
+        // from the same two stats reports (at most two still in the decoder when read). Not
+        // judged from the span of RTP timestamps shown: on a starved machine the camera's
+        // software encoder drops a frame now and then (a 7 200-tick step), and the callbacks
+        // run on past the stats (126 decoded of a 130-picture span once in CI).
+        let (received, decoded) = (r["framesReceived"].as_u64().unwrap_or(0), r["framesDecoded"].as_u64().unwrap_or(0));
+        assert!(received >= 100 && decoded + 2 >= received, "{stream}: every transcoded picture decoded: {r}");
         assert_eq!(r["hello"]["rtp_offset"], 0, "{stream}: camera timestamps kept: {r}");
         let (_, s) = get_json(&gw.url(&format!("/api/streams/{stream}"))).await;
         assert_eq!(

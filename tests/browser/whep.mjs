@@ -98,6 +98,8 @@ try {
     return {
       location, etag, firstFrameMs,
       framesDecoded: (stats?.framesDecoded ?? 0) - (startStats?.framesDecoded ?? 0),
+      // Whole frames assembled from RTP over the same span (webrtc-stats §7.5).
+      framesReceived: (stats?.framesReceived ?? 0) - (startStats?.framesReceived ?? 0),
       width: stats?.frameWidth, height: stats?.frameHeight,
       packetsLost: stats?.packetsLost, packetsReceived: stats?.packetsReceived,
       rvfcFrames: frames.length, rtpSteps: steps,
