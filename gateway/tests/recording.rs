@@ -85,7 +85,14 @@ async fn continuous_recording_exports_and_survives_kill_9() {
     download(&url, &export).await;
     let (frames, width, height, codec, key) = probe(&export);
     assert_eq!((width, height, codec.as_str(), key), (1280, 720, "h264", true), "{export:?}");
-    assert!((248..=250 + 50 + 2).contains(&frames), "{frames} frames for 10 s at 25 fps from the keyframe before");
+    // The built-in camera skips frames it was too busy to encode on time (a real sensor does
+    // not wait for its encoder; CI once recorded 227 frames of a 10 s span): they never
+    // reach the recording, and the camera counts them.
+    let skipped = metric(&gw, "sightline_testcam_frames_skipped_total").await.unwrap_or(0.0) as u64;
+    assert!(
+        frames <= 250 + 50 + 2 && frames + skipped >= 248,
+        "{frames} frames (and {skipped} the camera skipped) for 10 s at 25 fps from the keyframe before"
+    );
     // RFC 3339 times work as well as milliseconds.
     let rfc = |ms: u64| jiff::Timestamp::from_millisecond(ms as i64).unwrap().to_string();
     let r2 = reqwest::get(gw.url(&format!("/api/streams/testcam/export.mp4?from={}&to={}", rfc(from), rfc(to)))).await.unwrap();
@@ -159,6 +166,7 @@ async fn continuous_recording_exports_and_survives_kill_9() {
 
     // kill -9, a fragment cut short at the end of the newest file, restart.
     let before = ranges(&gw).await;
+    let skipped = metric(&gw, "sightline_testcam_frames_skipped_total").await.unwrap_or(0.0) as u64;
     gw.kill();
     let stream_dir = data.join("recordings/testcam");
     let mut files: Vec<_> = std::fs::read_dir(&stream_dir).unwrap().map(|e| e.unwrap().path()).collect();
@@ -181,7 +189,10 @@ async fn continuous_recording_exports_and_survives_kill_9() {
     download(&gw.url(&format!("/api/streams/testcam/export.mp4?from={}&to={}", before[0].0, before[0].1)), &again).await;
     let (frames, ..) = probe(&again);
     let expected = (before[0].1 - before[0].0) / 40;
-    assert!(frames + 40 >= expected, "{frames} frames of ~{expected} recorded before the kill");
+    assert!(
+        frames + 40 + skipped >= expected,
+        "{frames} frames (and {skipped} the camera skipped) of ~{expected} recorded before the kill"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -403,8 +414,10 @@ async fn an_event_clip_holds_its_pre_and_post_roll() {
     download(&gw.url(&format!("/api/events/{}/clip.mp4", event["id"].as_str().unwrap())), &file).await;
     let (frames, width, height, _, key) = probe(&file);
     assert_eq!((width, height, key), (1280, 720, true));
-    // 3 s before (from the keyframe at or before: up to one 2 s GOP more) and 2 s after.
-    assert!((5 * 25 - 3..=7 * 25 + 3).contains(&frames), "{frames} frames in the clip");
+    // 3 s before (from the keyframe at or before: up to one 2 s GOP more) and 2 s after,
+    // less what the camera skipped on a busy machine.
+    let skipped = metric(&gw, "sightline_testcam_frames_skipped_total").await.unwrap_or(0.0) as u64;
+    assert!(frames <= 7 * 25 + 3 && frames + skipped >= 5 * 25 - 3, "{frames} frames (and {skipped} the camera skipped) in the clip");
     assert_eq!(reqwest::get(gw.url("/api/events/0123456789abcdef/clip.mp4")).await.unwrap().status(), 404);
 }
 

@@ -213,8 +213,14 @@ fn encoder_loop(shared: &Shared, renderer: &scene::SceneRenderer, mut encoder: E
         if deadline > now {
             std::thread::sleep(deadline - now);
         } else if now - deadline > period * 2 {
-            // Fell behind (machine busy): skip frames to stay on the wall clock.
-            n = (now - start).as_secs_f64().div_euclid(period.as_secs_f64()) as u64;
+            // Fell behind (machine busy): skip frames to stay on the wall clock, counted
+            // (`sightline_testcam_frames_skipped_total`) while anyone is watching.
+            let caught_up = (now - start).as_secs_f64().div_euclid(period.as_secs_f64()) as u64;
+            if shared.frames.receiver_count() > 0 && caught_up > n {
+                metrics::counter!("sightline_testcam_frames_skipped_total").increment(caught_up - n);
+                tracing::debug!(skipped = caught_up - n, "test camera behind the wall clock (machine busy): frames skipped");
+            }
+            n = caught_up;
         }
         shared.next_rtp_timestamp.store(ts_of(n + 1), Ordering::Relaxed);
         if shared.frames.receiver_count() > 0 {
