@@ -18,6 +18,7 @@ use tower::ServiceExt;
 
 use crate::config::{Config, StreamConfig};
 use crate::core::Error;
+use crate::core::events::{AnalyticsEvent, EventKind, NewEvent};
 use crate::core::frame::NewAccessUnit;
 use crate::core::shutdown::ShutdownTrigger;
 use crate::source::{CameraSource, SessionSink};
@@ -94,6 +95,25 @@ async fn gateway(toml: &str, frames: bool) -> Gateway {
     let static_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../static");
     let events = parts.state.events.clone();
     Gateway { app: super::app(parts.state, &static_dir), events, trigger, _camera: camera, _data: data }
+}
+
+/// What the tracker publishes when a person (track `track_id`) does `kind` on `stream` at
+/// `ts_ms` (line `door-line`, direction `in`).
+fn person_event(stream: &str, kind: EventKind, track_id: u64, ts_ms: u64) -> AnalyticsEvent {
+    AnalyticsEvent::new(NewEvent {
+        kind,
+        stream: stream.into(),
+        label: "person".into(),
+        track_id,
+        line: Some("door-line".into()),
+        direction: Some("in"),
+        zone: None,
+        inside_ms: None,
+        ts_ms,
+        seq: 1,
+        rtp_timestamp: 0,
+        bbox: None,
+    })
 }
 
 /// `GET path` with `token` as a bearer token (none when empty): status, headers, body.
@@ -297,7 +317,6 @@ async fn auth_rules() {
 
 #[tokio::test]
 async fn live_events_follow_filters_and_viewer_tokens() {
-    use crate::core::events::{AnalyticsEvent, EventKind, NewEvent};
     let toml = format!(
         "[auth]\nmode = \"on\"\ncontrol_tokens = [\"{CONTROL}\"]\njwt_secret = \"{SECRET}\"\n\n[[streams]]\nid = \"door\"\nurl = \"rtsp://127.0.0.1:9/door\"\n"
     );
@@ -314,22 +333,7 @@ async fn live_events_follow_filters_and_viewer_tokens() {
     let req = bearer(Request::get("/api/events/live?kind=line_crossed"), &viewer).body(Body::empty()).unwrap();
     let resp = gw.app.clone().oneshot(req).await.unwrap();
     assert_eq!((resp.status(), resp.headers()["content-type"].to_str().unwrap()), (StatusCode::OK, "text/event-stream"));
-    let event = |stream: &str, kind, ts_ms| {
-        AnalyticsEvent::new(NewEvent {
-            kind,
-            stream: stream.into(),
-            label: "person".into(),
-            track_id: 1,
-            line: Some("door-line".into()),
-            direction: Some("in"),
-            zone: None,
-            inside_ms: None,
-            ts_ms,
-            seq: 1,
-            rtp_timestamp: 0,
-            bbox: None,
-        })
-    };
+    let event = |stream: &str, kind, ts_ms| person_event(stream, kind, 1, ts_ms);
     gw.events.publish(event("testcam", EventKind::LineCrossed, 1), None);
     gw.events.publish(event("door", EventKind::ZoneEnter, 2), None);
     gw.events.publish(event("door", EventKind::LineCrossed, 3), None);
@@ -346,7 +350,7 @@ async fn live_events_follow_filters_and_viewer_tokens() {
 
 #[tokio::test]
 async fn stored_events_are_searched_paged_counted_and_scoped() {
-    use crate::core::events::{AnalyticsEvent, EventBox, EventKind, NewEvent};
+    use crate::core::events::EventBox;
     use crate::core::frame::Picture;
     let toml = format!(
         "[auth]\nmode = \"on\"\ncontrol_tokens = [\"{CONTROL}\"]\njwt_secret = \"{SECRET}\"\n\n[[streams]]\nid = \"door\"\nurl = \"rtsp://127.0.0.1:9/door\"\n\n[[streams]]\nid = \"yard\"\nurl = \"rtsp://127.0.0.1:9/yard\"\n"
@@ -759,28 +763,11 @@ async fn whep_at_capacity_is_503_with_retry_after() {
 /// no video at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_arriving_after_its_window_closed_still_gets_its_rolls() {
-    use crate::core::events::{AnalyticsEvent, EventKind, NewEvent};
     let toml = "[recording]\npre_roll = \"1s\"\npost_roll = \"1s\"\nfragment = \"200ms\"\n\
                 [[streams]]\nid = \"testcam\"\nurl = \"rtsp://127.0.0.1:9/cam\"\nrecord = \"events\"\n";
     let gw = gateway(toml, true).await;
     let now_ms = || crate::core::clock::now_ms();
-    let publish = |ts_ms: u64, track_id: u64| {
-        let event = NewEvent {
-            kind: EventKind::LineCrossed,
-            stream: "testcam".into(),
-            label: "person".into(),
-            track_id,
-            line: Some("edge".into()),
-            direction: Some("in"),
-            zone: None,
-            inside_ms: None,
-            ts_ms,
-            seq: 1,
-            rtp_timestamp: 0,
-            bbox: None,
-        };
-        gw.events.publish(AnalyticsEvent::new(event), None);
-    };
+    let publish = |ts_ms: u64, track_id: u64| gw.events.publish(person_event("testcam", EventKind::LineCrossed, track_id, ts_ms), None);
     let ranges = || async {
         let (_, r) = get_json(&gw.app, "/api/streams/testcam/recordings").await;
         r["ranges"]
