@@ -589,7 +589,7 @@ impl Recorder {
         let Some(open) = self.open.as_ref() else { return };
         if open.file.is_some() {
             if open.tail.iter().skip(1).any(|p| p.keyframe && p.start_ms <= from) {
-                self.end_window().await;
+                self.end_window();
             } else {
                 self.write_tail(db).await;
                 return;
@@ -623,7 +623,7 @@ impl Recorder {
     /// `events` mode: the file ends where it was written to; the segment goes on in memory
     /// from the tail's first keyframe fragment (an event arriving late, after its frame,
     /// still finds its pre-roll there, and the next file continues this one's timeline).
-    async fn end_window(&mut self) {
+    fn end_window(&mut self) {
         let Some(open) = self.open.as_mut() else { return };
         if open.file.take().is_none() {
             return;
@@ -634,6 +634,11 @@ impl Recorder {
         open.row.start_ms = open.row.end_ms; // the next file starts where this one ended
         let tail = std::mem::take(&mut open.tail);
         open.pending.extend(tail.into_iter().skip_while(|p| !p.keyframe));
+        self.waiting();
+    }
+
+    /// `events` mode: no file is being written (`recording.state` `waiting`).
+    fn waiting(&self) {
         self.status.send_modify(|s| {
             s.state = "waiting";
             s.segment_start_ms = None;
@@ -686,18 +691,16 @@ impl Recorder {
         if self.mode == RecordMode::Events && (!open.tail.is_empty() || start_ms >= self.until_ms) {
             // Past the last event's post-roll: held back in the tail; the file ends without
             // it once it holds EVENT_DELAY and no event came for it.
-            if open.tail.is_empty() {
-                self.status.send_modify(|s| {
-                    s.state = "waiting";
-                    s.segment_start_ms = None;
-                });
-            }
+            let first = open.tail.is_empty();
             open.tail.push_back(Pending { bytes, start_ms, end_ms, keyframe });
+            if first {
+                self.waiting();
+            }
             self.write_tail(db).await;
             if let Some(open) = self.open.as_ref()
                 && open.tail.front().is_some_and(|p| end_ms.saturating_sub(p.start_ms) > EVENT_DELAY.as_millis() as u64)
             {
-                self.end_window().await;
+                self.end_window();
             }
             return;
         }
