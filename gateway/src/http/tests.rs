@@ -768,16 +768,9 @@ async fn an_event_arriving_after_its_window_closed_still_gets_its_rolls() {
     let gw = gateway(toml, true).await;
     let now_ms = || crate::core::clock::now_ms();
     let publish = |ts_ms: u64, track_id: u64| gw.events.publish(person_event("testcam", EventKind::LineCrossed, track_id, ts_ms), None);
-    let ranges = || async {
-        let (_, r) = get_json(&gw.app, "/api/streams/testcam/recordings").await;
-        r["ranges"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .map(|r| (r["start_ms"].as_u64().unwrap(), r["end_ms"].as_u64().unwrap()))
-            .collect::<Vec<_>>()
-    };
+    // The video on disk: the fragments of every file (the ranges API would join two files
+    // less than 2 s apart, hiding a gap between them).
+    let dir = gw._data.path().join("recordings/testcam");
     // Past the first keyframe and one pre-roll.
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     let first = now_ms();
@@ -785,69 +778,59 @@ async fn an_event_arriving_after_its_window_closed_still_gets_its_rolls() {
     // Its window written to its post-roll (and a fragment), and the video gone on.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let end = loop {
-        let r = ranges().await;
-        if let Some(&(_, end)) = r.last()
+        let files = recorded(&dir);
+        let end = files.iter().flat_map(|(_, spans)| spans).map(|&(_, e)| e).max();
+        if let Some(end) = end
             && end >= first + 1_000
             && now_ms() > end + 600
         {
             break end;
         }
-        assert!(std::time::Instant::now() < deadline, "the first event's window: {r:?}");
+        assert!(std::time::Instant::now() < deadline, "the first event's window: {files:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     // An event of a frame just after that window, published now (~600 ms late).
     let late = end + 30;
     publish(late, 2);
-    // The video of its rolls is on disk, without a gap: the fragments of every file (the
-    // ranges API would join two files less than 2 s apart).
-    let dir = gw._data.path().join("recordings/testcam");
-    let covered = |from: u64, to: u64| {
-        let mut spans: Vec<(u64, u64)> = std::fs::read_dir(&dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.path().extension().is_some_and(|x| x == "mp4"))
-            .flat_map(|e| {
-                let mut file = std::fs::File::open(e.path()).unwrap();
-                let len = file.metadata().unwrap().len();
-                media::fmp4::scan(&mut file, len).fragments
-            })
-            .map(|f| (f.start / 90, (f.start + f.duration) / 90))
-            .collect();
+    // The video of its rolls is on disk, without a gap.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let files = recorded(&dir);
+        let mut spans: Vec<(u64, u64)> = files.iter().flat_map(|(_, spans)| spans.iter().copied()).collect();
         spans.sort_unstable();
-        let mut reached = from;
+        let mut reached = late - 1_000;
         for (s, e) in spans {
             if s <= reached + 50 {
                 reached = reached.max(e);
             }
         }
-        (reached + 50 >= to, spans_debug(&dir))
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let (ok, files) = covered(late - 1_000, late + 1_000);
-        if ok {
+        if reached + 50 >= late + 1_000 {
             break;
         }
+        let files: Vec<_> = files.iter().map(|(name, spans)| (name, spans.first().map(|f| f.0), spans.last().map(|l| l.1))).collect();
         assert!(
             std::time::Instant::now() < deadline,
-            "the late event at {late} (the window before ended at {end}) without its rolls on disk: {files}"
+            "the late event at {late} (the window before ended at {end}) without its rolls on disk: {files:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     gw.trigger.trigger();
 }
 
-/// The recorded files in `dir`: name and (start, end) ms of each.
-fn spans_debug(dir: &std::path::Path) -> String {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let Ok(mut file) = std::fs::File::open(e.path()) else { continue };
-        let len = file.metadata().map_or(0, |m| m.len());
-        let scan = media::fmp4::scan(&mut file, len);
-        let span = scan.fragments.first().map(|f| (f.start / 90, scan.end() / 90));
-        out.push(format!("{}: {span:?}", e.file_name().to_string_lossy()));
-    }
-    out.sort();
-    out.join(", ")
+/// The recorded files in `dir` by name, each with its fragments' (start, end) in ms.
+fn recorded(dir: &std::path::Path) -> Vec<(String, Vec<(u64, u64)>)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "mp4"))
+        .filter_map(|e| {
+            let mut file = std::fs::File::open(e.path()).ok()?;
+            let len = file.metadata().ok()?.len();
+            let spans = media::fmp4::scan(&mut file, len).fragments.iter().map(|f| (f.start / 90, (f.start + f.duration) / 90)).collect();
+            Some((e.file_name().to_string_lossy().into_owned(), spans))
+        })
+        .collect();
+    files.sort();
+    files
 }
