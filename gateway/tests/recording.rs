@@ -88,7 +88,7 @@ async fn continuous_recording_exports_and_survives_kill_9() {
     // The built-in camera skips frames it was too busy to encode on time (a real sensor does
     // not wait for its encoder; CI once recorded 227 frames of a 10 s span): they never
     // reach the recording, and the camera counts them.
-    let skipped = metric(&gw, "sightline_testcam_frames_skipped_total").await.unwrap_or(0.0) as u64;
+    let skipped = camera_skipped(&gw).await;
     assert!(
         frames <= 250 + 50 + 2 && frames + skipped >= 248,
         "{frames} frames (and {skipped} the camera skipped) for 10 s at 25 fps from the keyframe before"
@@ -166,7 +166,7 @@ async fn continuous_recording_exports_and_survives_kill_9() {
 
     // kill -9, a fragment cut short at the end of the newest file, restart.
     let before = ranges(&gw).await;
-    let skipped = metric(&gw, "sightline_testcam_frames_skipped_total").await.unwrap_or(0.0) as u64;
+    let skipped = camera_skipped(&gw).await;
     gw.kill();
     let stream_dir = data.join("recordings/testcam");
     let mut files: Vec<_> = std::fs::read_dir(&stream_dir).unwrap().map(|e| e.unwrap().path()).collect();
@@ -416,7 +416,7 @@ async fn an_event_clip_holds_its_pre_and_post_roll() {
     assert_eq!((width, height, key), (1280, 720, true));
     // 3 s before (from the keyframe at or before: up to one 2 s GOP more) and 2 s after,
     // less what the camera skipped on a busy machine.
-    let skipped = metric(&gw, "sightline_testcam_frames_skipped_total").await.unwrap_or(0.0) as u64;
+    let skipped = camera_skipped(&gw).await;
     assert!(frames <= 7 * 25 + 3 && frames + skipped >= 5 * 25 - 3, "{frames} frames (and {skipped} the camera skipped) in the clip");
     assert_eq!(reqwest::get(gw.url("/api/events/0123456789abcdef/clip.mp4")).await.unwrap().status(), 404);
 }
@@ -486,6 +486,12 @@ async fn events_mode_keeps_only_the_windows_around_events() {
     assert!(r[1].0 > r[0].1, "a gap between the windows: {r:?}");
     let recorded: u64 = r.iter().map(|(s, e)| e - s).sum();
     eprintln!("events mode: {recorded} ms recorded of {} ms, windows {r:?}", now_ms() - started);
+}
+
+/// Frames the built-in test camera skipped so far, too busy to encode them on time
+/// (`sightline_testcam_frames_skipped_total`; absent: none).
+async fn camera_skipped(gw: &Gateway) -> u64 {
+    metric(gw, "sightline_testcam_frames_skipped_total").await.unwrap_or(0.0) as u64
 }
 
 fn now_ms() -> u64 {

@@ -74,6 +74,9 @@ function holdDetections() {
 
 const { browser, fail, done } = await startBrowserTest((seconds * 3 + 10 + 180) * 1000 + 2 * STEADY_WAIT_MS);
 
+/** The WebRTC playout delay the page's card asks for (ms; static/playout-delay.js). */
+const playoutDelay = (page) => page.evaluate(() => Number(document.querySelector('video')?.dataset.playoutDelay ?? 0));
+
 /**
  * Waits until the page's WebRTC playout delay has not changed for STEADY_MS; returns the
  * seconds waited and the delay. Throws after STEADY_WAIT_MS.
@@ -83,7 +86,7 @@ async function steadyDelay(page) {
   let last = null;
   let since = t;
   for (;;) {
-    const ms = await page.evaluate(() => Number(document.querySelector('video')?.dataset.playoutDelay ?? 0));
+    const ms = await playoutDelay(page);
     if (ms !== last) [last, since] = [ms, Date.now()];
     if (Date.now() - since >= STEADY_MS) return { steady_after_s: (Date.now() - t) / 1000, steady_ms: ms };
     if (Date.now() - t > STEADY_WAIT_MS) throw new Error(`playout delay not steady in ${STEADY_WAIT_MS / 1000} s: ${ms} ms`);
@@ -165,9 +168,9 @@ async function measure({ seconds, stream, settleMs }) {
       : (img && !img.hidden && img.complete && img.naturalWidth ? img : null);
     if (!source) continue;
     const drawn = overlay.sightlineDrawn?.boxes ?? [];
-    const now = delay();
-    delayMax = Math.max(delayMax, now);
-    if (now !== lastDelay) [lastDelay, changedAt] = [now, performance.now()];
+    const current = delay();
+    delayMax = Math.max(delayMax, current);
+    if (current !== lastDelay) [lastDelay, changedAt] = [current, performance.now()];
     if (performance.now() - changedAt < settleMs) {
       unsettled += 1;
       continue;
@@ -213,7 +216,7 @@ try {
       null, { timeout: 30_000 });
     let recovery = {};
     if (what === 'webrtc-recovery') {
-      const delay = () => page.evaluate(() => Number(document.querySelector('video')?.dataset.playoutDelay ?? 0));
+      const delay = () => playoutDelay(page);
       await page.evaluate((ms) => { window.sightlineHoldDetections = ms; }, HOLD_MS);
       let t = Date.now();
       await page.waitForFunction((ms) => Number(document.querySelector('video')?.dataset.playoutDelay ?? 0) >= ms,
