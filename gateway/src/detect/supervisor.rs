@@ -1,7 +1,7 @@
 //! Spawns one `infer-worker serve` process per worker place and restarts it when it exits,
-//! with backoff (250 ms doubling to 30 s; back to 250 ms after a worker that completed its
-//! handshake ran 2 s: one that served frames and then died is restarted at once, a crash
-//! loop at start-up or on the first frame backs off). A worker
+//! with backoff (250 ms doubling to 30 s; a worker that completed its handshake and ran 2 s
+//! is restarted at once and resets the doubling, while a crash loop at start-up or on the
+//! first frame backs off). A worker
 //! that exits before its handshake (no ONNX Runtime library, no model, bad provider) makes
 //! detection "unavailable" with its last stderr line as the reason, logged once; video is
 //! not affected. Workers are killed when the gateway exits (`kill_on_drop`), and a worker
@@ -59,7 +59,8 @@ fn command(detect: &Detect, pool: usize) -> Command {
 
 /// The restart delays of one worker place: a crash loop backs off, doubling up to
 /// [`BACKOFF_MAX`]; a worker that completed its handshake and ran [`HEALTHY_RUN`] restarts
-/// after [`BACKOFF_MIN`] and resets the doubling.
+/// at once (sleeping [`BACKOFF_MIN`] first cost every kill a quarter of a second more
+/// without detections) and resets the doubling to [`BACKOFF_MIN`].
 #[derive(Debug)]
 struct Backoff {
     next: Duration,
@@ -75,7 +76,7 @@ impl Backoff {
     fn delay(&mut self, healthy: bool) -> Duration {
         if healthy {
             self.next = BACKOFF_MIN;
-            return BACKOFF_MIN;
+            return Duration::ZERO;
         }
         let delay = self.next;
         self.next = (self.next * 2).min(BACKOFF_MAX);
@@ -175,8 +176,8 @@ mod tests {
         let mut b = Backoff::new();
         let loop_delays: Vec<u64> = (0..9).map(|_| b.delay(false).as_millis() as u64).collect();
         assert_eq!(loop_delays, [250, 500, 1000, 2000, 4000, 8000, 16_000, 30_000, 30_000], "doubling, capped at 30 s");
-        assert_eq!(b.delay(true), BACKOFF_MIN, "a worker that served and died restarts at once");
-        assert_eq!(b.delay(true), BACKOFF_MIN, "killed again and again: still at once (the chaos run's case)");
+        assert_eq!(b.delay(true), Duration::ZERO, "a worker that served and died restarts at once");
+        assert_eq!(b.delay(true), Duration::ZERO, "killed again and again: still at once (the chaos run's case)");
         assert_eq!(b.delay(false), BACKOFF_MIN, "a crash after the reset starts the doubling over");
         assert_eq!(b.delay(false), 2 * BACKOFF_MIN);
     }
