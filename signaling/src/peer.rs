@@ -8,6 +8,7 @@
 //! input or write, drains [`ViewerPeer::poll`] until it returns the next timeout (str0m's
 //! contract: no mutation between `poll_output` calls until `Output::Timeout`).
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,9 +18,12 @@ use str0m::channel::ChannelId;
 use str0m::format::Codec;
 use str0m::media::{KeyframeRequestKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{Extension, RtpWrite, SeqNo};
+use str0m::rtp::rtcp::{Nack, Rtcp};
+use str0m::rtp::{Extension, RawPacket, RtpWrite, SeqNo};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
+use crate::keytap::{self, KeySlot};
+use crate::srtp::SrtpSender;
 use crate::whep::WhepError;
 
 /// How often str0m reports RTCP-derived stats (receiver reports: loss, jitter, RTT).
@@ -48,9 +52,112 @@ pub struct PeerConfig {
     pub h265: bool,
     /// The audio the gateway has for this viewer, if any.
     pub audio: Option<PeerAudio>,
-    /// Video RTP packets kept to answer the viewer's NACKs with resends (str0m's send buffer;
-    /// at least 1).
+    /// Video RTP packets kept to answer the viewer's NACKs with resends (at least 1).
     pub nack_history: usize,
+    /// Seal the video's RTP packets here ([`crate::srtp`], AES-GCM, RFC 7714) and keep their
+    /// resend history as references to the shared payloads, instead of str0m's per-packet send
+    /// path and its ~430-byte resend records. str0m keeps ICE, DTLS, RTCP (it still sends the
+    /// sender reports: one video packet a second goes through it to keep their RTP/NTP mapping),
+    /// audio and the data channel. A session whose DTLS negotiates AES-CM instead of AES-GCM
+    /// falls back to str0m's path.
+    pub direct_video: bool,
+}
+
+/// The sender reports' RTP/NTP mapping (RFC 3550 §6.4.1) is refreshed this often by writing one
+/// live video packet through str0m (direct video).
+const SENDER_REPORT_ANCHOR: Duration = Duration::from_secs(1);
+/// A packet written with a wallclock older than this is not live (a burst from the GOP cache),
+/// so it cannot anchor the sender reports' mapping.
+const ANCHOR_MAX_AGE: Duration = Duration::from_millis(200);
+/// str0m's resend cache in direct video: only the anchor packets go through it.
+const ANCHOR_HISTORY: usize = 4;
+
+/// One packet of the direct video's resend history: the payload is the one shared by every
+/// viewer, so a record is ~40 bytes.
+#[derive(Debug)]
+struct Sent {
+    seq: u64,
+    timestamp: u32,
+    marker: bool,
+    /// When it was first sent (its abs-send-time: a resend must be the same bytes, or AES-GCM
+    /// would seal different associated data under one nonce).
+    sent_at: Instant,
+    payload: Arc<[u8]>,
+}
+
+/// Video sealed and sent by the peer itself (see [`PeerConfig::direct_video`]).
+struct DirectVideo {
+    srtp: SrtpSender,
+    ssrc: u32,
+    /// The MID header extension (RFC 8843 §15): its negotiated id and the video's MID.
+    mid: Option<(u8, Vec<u8>)>,
+    /// The abs-send-time header extension's negotiated id.
+    abs_send_time: Option<u8>,
+    /// The origin of abs-send-time values (only their differences matter to the receiver).
+    epoch: Instant,
+    history: VecDeque<Sent>,
+    capacity: usize,
+    /// When a packet last went through str0m to anchor its sender reports.
+    last_anchor: Option<Instant>,
+    header: Vec<u8>,
+    resent: u64,
+}
+
+impl std::fmt::Debug for DirectVideo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectVideo").field("ssrc", &self.ssrc).field("history", &self.history.len()).finish_non_exhaustive()
+    }
+}
+
+impl DirectVideo {
+    /// Writes the RTP header of one video packet into `self.header` (RFC 3550 §5.1, one-byte
+    /// header extensions RFC 8285 §4.2).
+    fn write_header(&mut self, pt: u8, seq: u64, timestamp: u32, marker: bool, now: Instant) {
+        let h = &mut self.header;
+        h.clear();
+        let extended = self.mid.is_some() || self.abs_send_time.is_some();
+        h.push(0x80 | if extended { 0x10 } else { 0 });
+        h.push(pt | if marker { 0x80 } else { 0 });
+        h.extend_from_slice(&(seq as u16).to_be_bytes());
+        h.extend_from_slice(&timestamp.to_be_bytes());
+        h.extend_from_slice(&self.ssrc.to_be_bytes());
+        if !extended {
+            return;
+        }
+        h.extend_from_slice(&[0xbe, 0xde, 0, 0]);
+        let start = h.len();
+        if let Some(id) = self.abs_send_time {
+            // 6.18 fixed-point seconds, 24 bits (webrtc.org's abs-send-time).
+            let t = now.saturating_duration_since(self.epoch);
+            let value = ((t.as_nanos() << 18) / 1_000_000_000) as u32 & 0x00ff_ffff;
+            h.push(id << 4 | 2);
+            h.extend_from_slice(&value.to_be_bytes()[1..]);
+        }
+        if let Some((id, mid)) = &self.mid {
+            h.push(id << 4 | (mid.len() as u8 - 1));
+            h.extend_from_slice(mid);
+        }
+        while !(h.len() - start).is_multiple_of(4) {
+            h.push(0);
+        }
+        let words = ((h.len() - start) / 4) as u16;
+        h[start - 2..start].copy_from_slice(&words.to_be_bytes());
+    }
+
+    /// Seals one packet into a datagram to `to`.
+    fn seal(&mut self, pt: u8, sent: &Sent, to: (SocketAddr, SocketAddr)) -> Datagram {
+        self.write_header(pt, sent.seq, sent.timestamp, sent.marker, sent.sent_at);
+        let mut contents = Vec::with_capacity(self.header.len() + sent.payload.len() + crate::srtp::TAG_LEN);
+        self.srtp.seal(&self.header, &sent.payload, sent.seq, &mut contents);
+        Datagram { destination: to.0, source: to.1, contents }
+    }
+
+    fn remember(&mut self, sent: Sent) {
+        if self.history.len() == self.capacity {
+            self.history.pop_front();
+        }
+        self.history.push_back(sent);
+    }
 }
 
 /// An audio codec a peer may send (all three are mandatory or common in WebRTC, RFC 7874 §3).
@@ -137,6 +244,14 @@ pub struct ViewerPeer {
     channel: Option<ChannelId>,
     connected: bool,
     offer: String,
+    nack_history: usize,
+    /// Where the DTLS handshake puts the sending key (direct video asked for).
+    keys: Option<KeySlot>,
+    direct: Option<DirectVideo>,
+    /// Direct video datagrams not yet drained by [`ViewerPeer::poll`].
+    pending: Vec<Datagram>,
+    /// The selected pair `(destination, source)`: where str0m sends DTLS and SRTCP.
+    send_to: Option<(SocketAddr, SocketAddr)>,
 }
 
 impl std::fmt::Debug for ViewerPeer {
@@ -218,7 +333,12 @@ impl ViewerPeer {
             .enable_pcma(config.audio == Some(PeerAudio::Pcma), false)
             .enable_pcmu(config.audio == Some(PeerAudio::Pcmu), false)
             .set_stats_interval(Some(STATS_INTERVAL))
-            .set_send_buffer_video(config.nack_history.max(1));
+            .set_send_buffer_video(config.nack_history.max(1))
+            // Direct video answers NACKs itself: it reads them from the raw RTCP.
+            .enable_raw_packets(config.direct_video);
+        if config.direct_video {
+            cfg = cfg.set_crypto_provider(keytap::provider());
+        }
         let codecs = cfg.codec_config();
         codecs.add_h264(H264_PT.into(), Some(H264_RTX_PT.into()), true, config.profile_level_id);
         // Other profiles as fallbacks (one entry per profile_idc: two entries of one profile
@@ -233,7 +353,11 @@ impl ViewerPeer {
         if config.h265 {
             codecs.add_h265(H265_PT.into(), Some(H265_RTX_PT.into()), 1, 0, H265_LEVEL_ID);
         }
-        let mut rtc = cfg.build(now);
+        let keys = config.direct_video.then(KeySlot::default);
+        let mut rtc = match &keys {
+            Some(slot) => keytap::capture(slot, || cfg.build(now)),
+            None => cfg.build(now),
+        };
         for addr in &config.candidates {
             let c = Candidate::host(*addr, "udp").map_err(|e| WhepError::Unsupported(format!("bad local candidate {addr}: {e}")))?;
             rtc.add_local_candidate(c);
@@ -241,7 +365,21 @@ impl ViewerPeer {
         let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| WhepError::BadOffer(e.to_string()))?;
         let pt = if config.h265 { Self::negotiated_h265(&rtc, video)? } else { Self::negotiated_pt(&rtc, video, config.profile_level_id)? };
         let audio = config.audio.and_then(|wanted| Self::negotiated_audio(&rtc, &audio_mids, wanted));
-        let peer = ViewerPeer { rtc, video, pt, next_seq: 1, audio, channel: None, connected: false, offer: offer_sdp.to_owned() };
+        let peer = ViewerPeer {
+            rtc,
+            video,
+            pt,
+            next_seq: 1,
+            audio,
+            channel: None,
+            connected: false,
+            offer: offer_sdp.to_owned(),
+            nack_history: config.nack_history.max(1),
+            keys,
+            direct: None,
+            pending: Vec::new(),
+            send_to: None,
+        };
         Ok((peer, answer.to_sdp_string()))
     }
 
@@ -324,10 +462,19 @@ impl ViewerPeer {
     /// Drains str0m's output: datagrams into `out`, events into `events`. Returns when the
     /// peer next needs [`ViewerPeer::handle_timeout`], or `None` once it is closed.
     pub fn poll(&mut self, out: &mut Vec<Datagram>, events: &mut Vec<PeerEvent>) -> Option<Instant> {
+        out.append(&mut self.pending);
         loop {
             match self.rtc.poll_output() {
-                Ok(Output::Timeout(at)) => return self.rtc.is_alive().then_some(at),
+                Ok(Output::Timeout(at)) => {
+                    out.append(&mut self.pending);
+                    return self.rtc.is_alive().then_some(at);
+                }
                 Ok(Output::Transmit(t)) => {
+                    // DTLS (first byte 20..=63) and SRTCP (128..=191, RFC 7983 §7) go to the
+                    // selected pair; STUN answers go wherever the check came from.
+                    if matches!(t.contents.first(), Some(20..=63 | 128..=191)) {
+                        self.send_to = Some((t.destination, t.source));
+                    }
                     out.push(Datagram { destination: t.destination, source: t.source, contents: Vec::from(t.contents) })
                 }
                 Ok(Output::Event(e)) => self.on_event(e, events),
@@ -344,7 +491,13 @@ impl ViewerPeer {
         match e {
             Event::Connected => {
                 self.connected = true;
+                self.start_direct_video();
                 events.push(PeerEvent::Connected);
+            }
+            Event::RawPacket(raw) => {
+                if let RawPacket::RtcpRx(Rtcp::Nack(nack)) = *raw {
+                    self.on_nack(&nack);
+                }
             }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => events.push(PeerEvent::Disconnected),
             Event::IceConnectionStateChange(IceConnectionState::Connected | IceConnectionState::Completed) => {
@@ -377,11 +530,92 @@ impl ViewerPeer {
         if !self.connected {
             return;
         }
+        if let (Some(direct), Some(to)) = (self.direct.as_mut(), self.send_to) {
+            let now = Instant::now();
+            let anchor = marker
+                && now.saturating_duration_since(wallclock) < ANCHOR_MAX_AGE
+                && direct.last_anchor.is_none_or(|t| now.saturating_duration_since(t) >= SENDER_REPORT_ANCHOR);
+            if !anchor {
+                let sent = Sent { seq: self.next_seq, timestamp, marker, sent_at: now, payload };
+                self.pending.push(direct.seal(*self.pt, &sent, to));
+                direct.remember(sent);
+                self.next_seq += 1;
+                return;
+            }
+            // Through str0m (sealed there under the same index sequence, answered from its
+            // own small cache), so its sender reports map RTP time to wallclock.
+            direct.last_anchor = Some(now);
+        }
         let (pt, seq) = (self.pt, SeqNo::from(self.next_seq));
         let mut api = self.rtc.direct_api();
         let Some(tx) = api.stream_tx_by_mid(self.video, None) else { return };
         tx.write_rtp(RtpWrite::new(pt, seq, timestamp, wallclock, payload).marker(marker).nackable(true));
         self.next_seq += 1;
+    }
+
+    /// Starts direct video once DTLS is up, if it was asked for and an AEAD profile was
+    /// negotiated; otherwise the video stays on str0m's path.
+    fn start_direct_video(&mut self) {
+        let Some(slot) = &self.keys else { return };
+        if self.direct.is_some() {
+            return;
+        }
+        let master = slot.lock().ok().and_then(|k| k.clone());
+        let crypto = keytap::provider();
+        let Some(srtp) = master.as_ref().and_then(|m| SrtpSender::new(&crypto, m)) else {
+            tracing::debug!(key = ?master, "direct video unavailable (no AEAD key); str0m sends the video");
+            return;
+        };
+        let extmap = self.rtc.media(self.video).map(|m| m.remote_extmap().clone());
+        let id_of = |e: Extension| extmap.as_ref().and_then(|m| m.id_of(e));
+        let mid = id_of(Extension::RtpMid).map(|id| (id, self.video.to_string().into_bytes())).filter(|(_, m)| (1..=16).contains(&m.len()));
+        let abs_send_time = id_of(Extension::AbsoluteSendTime);
+        let mut api = self.rtc.direct_api();
+        let Some(tx) = api.stream_tx_by_mid(self.video, None) else { return };
+        tx.set_rtx_cache(ANCHOR_HISTORY, Duration::from_secs(3), None);
+        self.direct = Some(DirectVideo {
+            srtp,
+            ssrc: *tx.ssrc(),
+            mid,
+            abs_send_time,
+            epoch: Instant::now(),
+            history: VecDeque::with_capacity(self.nack_history),
+            capacity: self.nack_history,
+            last_anchor: None,
+            header: Vec::with_capacity(32),
+            resent: 0,
+        });
+    }
+
+    /// Answers a generic NACK (RFC 4585 §6.2.1) for the direct video from its history: each
+    /// packet is resent as it was (same SSRC, sequence number and SRTP index, so the same
+    /// bytes). Packets no longer in the history, and anchors (str0m answers those), are skipped.
+    fn on_nack(&mut self, nack: &Nack) {
+        let (Some(direct), Some(to)) = (self.direct.as_mut(), self.send_to) else { return };
+        if *nack.ssrc != direct.ssrc {
+            return;
+        }
+        for entry in nack.reports.iter() {
+            let lost = std::iter::once(entry.pid)
+                .chain((0..16).filter(|bit| entry.blp & (1 << bit) != 0).map(|bit| entry.pid.wrapping_add(bit + 1)));
+            for seq in lost {
+                let Some(i) = direct.history.iter().rposition(|s| s.seq as u16 == seq) else { continue };
+                let sent = Sent { payload: direct.history[i].payload.clone(), ..direct.history[i] };
+                let datagram = direct.seal(*self.pt, &sent, to);
+                self.pending.push(datagram);
+                direct.resent += 1;
+            }
+        }
+    }
+
+    /// Whether the video is sealed and sent by the peer itself (from DTLS connected on).
+    pub fn is_direct(&self) -> bool {
+        self.direct.is_some()
+    }
+
+    /// Video packets resent by direct video (answers to NACKs) since the last call.
+    pub fn take_resends(&mut self) -> u64 {
+        self.direct.as_mut().map_or(0, |d| std::mem::take(&mut d.resent))
     }
 
     /// Queues one audio RTP packet: `payload` is one frame shared with other viewers (a G.711
@@ -466,6 +700,7 @@ mod tests {
             h265: false,
             audio: None,
             nack_history: 256,
+            direct_video: false,
         }
     }
 

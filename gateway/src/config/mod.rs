@@ -259,6 +259,12 @@ pub struct WebrtcConfig {
     /// ~1 s of a 2 Mbit/s camera, several round trips on any network a live view works on.
     /// Default 256.
     pub nack_history: usize,
+    /// Seal each viewer's video SRTP in the gateway (AES-GCM, RFC 7714) from the payloads all
+    /// viewers share, with a resend history of references to them (~40 bytes a packet instead of
+    /// str0m's ~430), rather than through str0m's per-packet send path; str0m keeps ICE, DTLS,
+    /// RTCP, audio and the data channel. Sessions that negotiate AES-CM keep str0m's path.
+    /// Default false.
+    pub direct_video: bool,
 }
 
 impl WebrtcConfig {
@@ -290,6 +296,7 @@ impl Default for WebrtcConfig {
             first_frame_timeout: std::time::Duration::from_secs(5),
             connect_timeout: std::time::Duration::from_secs(15),
             nack_history: 256,
+            direct_video: false,
         }
     }
 }

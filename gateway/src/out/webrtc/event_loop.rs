@@ -580,6 +580,10 @@ impl EventLoop {
         loop {
             let Some(s) = self.sessions.get_mut(&id) else { return };
             s.next_timeout = s.peer.poll(&mut self.out, &mut self.events);
+            let resent = s.peer.take_resends();
+            if resent > 0 {
+                metrics::counter!("sightline_webrtc_resends_total", "stream" => s.stream.config.id.clone()).increment(resent);
+            }
             if s.timeline.take_offset_change() {
                 let msg = json!({"type": "timing", "rtp_offset": s.timeline.offset()}).to_string();
                 s.peer.send_text(&msg);
@@ -603,7 +607,7 @@ impl EventLoop {
         let stream = s.stream.config.id.clone();
         match event {
             PeerEvent::Connected => {
-                debug!(stream = %stream, session = %id, "WHEP session connected");
+                debug!(stream = %stream, session = %id, direct_video = s.peer.is_direct(), "WHEP session connected");
                 s.disconnected_since = None;
                 self.burst(id);
             }

@@ -286,6 +286,7 @@ impl Webrtc {
             h265: video.h265,
             audio: Self::audio_codec(stream),
             nack_history: self.config.nack_history,
+            direct_video: self.config.direct_video,
         };
         let (peer, answer) = ViewerPeer::accept(offer, &config, Instant::now()).map_err(|e| Error::whep(&stream.id, e))?;
         // Only a viewer that negotiated audio holds the audio transcoder.
