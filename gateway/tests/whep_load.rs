@@ -40,8 +40,9 @@ async fn fifty_whep_sessions_receive_media() {
 async fn nacks_repair_random_loss() {
     // Each viewer drops 2 % of its RTP datagrams before SRTP (`loadtest whep --loss`): its
     // NACKs (RFC 4585) and the gateway's RTX resends (RFC 4588) from the per-viewer history
-    // (`webrtc.nack_history`, a small one here) must repair them.
-    let gw = Gateway::start("[webrtc]\nudp_port = 0\nloops = 1\nnack_history = 64\n");
+    // (`webrtc.nack_history`, a small one here) must repair them. This is str0m's own send
+    // path (`direct_video = false`, also what an AES-CM session gets).
+    let gw = Gateway::start("[webrtc]\nudp_port = 0\nloops = 1\nnack_history = 64\ndirect_video = false\n");
     let r = loadtest_whep(&gw, &["--viewers", "10", "--seconds", "8", "--ramp-ms", "20", "--loss", "0.02"]).await;
     assert_eq!(r["viewers_with_media"], 10, "{r}");
     let dropped = r["packets_dropped"].as_u64().unwrap();
@@ -84,7 +85,7 @@ async fn webrtc_over_ipv4_and_ipv6_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_video_plays_and_repairs_loss() {
-    // `webrtc.direct_video`: the gateway seals the video's SRTP itself (AES-GCM) and answers
+    // `webrtc.direct_video` (the default): the gateway seals the video's SRTP itself (AES-GCM) and answers
     // NACKs from its own history. str0m peers (loadtest) decrypt every packet and get the
     // dropped ones back; Chromium decodes the picture.
     let gw = Gateway::start("[webrtc]\nudp_port = 0\nloops = 1\nnack_history = 64\ndirect_video = true\n");

@@ -263,7 +263,7 @@ pub struct WebrtcConfig {
     /// viewers share, with a resend history of references to them (~40 bytes a packet instead of
     /// str0m's ~430), rather than through str0m's per-packet send path; str0m keeps ICE, DTLS,
     /// RTCP, audio and the data channel. Sessions that negotiate AES-CM keep str0m's path.
-    /// Default false.
+    /// Default true.
     pub direct_video: bool,
 }
 
@@ -296,7 +296,7 @@ impl Default for WebrtcConfig {
             first_frame_timeout: std::time::Duration::from_secs(5),
             connect_timeout: std::time::Duration::from_secs(15),
             nack_history: 256,
-            direct_video: false,
+            direct_video: true,
         }
     }
 }
