@@ -85,9 +85,9 @@ async fn webrtc_over_ipv4_and_ipv6_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_video_plays_and_repairs_loss() {
-    // `webrtc.direct_video` (the default): the gateway seals the video's SRTP itself (AES-GCM) and answers
-    // NACKs from its own history. str0m peers (loadtest) decrypt every packet and get the
-    // dropped ones back; Chromium decodes the picture.
+    // `webrtc.direct_video` (the default): the gateway seals the video's SRTP itself (AES-GCM)
+    // and answers NACKs from its own history. str0m peers (loadtest) decrypt every packet and
+    // get the dropped ones back. (Every Chromium test plays direct video: it is the default.)
     let gw = Gateway::start("[webrtc]\nudp_port = 0\nloops = 1\nnack_history = 64\ndirect_video = true\n");
     let r = loadtest_whep(&gw, &["--viewers", "10", "--seconds", "8", "--ramp-ms", "20", "--loss", "0.02"]).await;
     assert_eq!(r["viewers_with_media"], 10, "{r}");
@@ -102,6 +102,4 @@ async fn direct_video_plays_and_repairs_loss() {
     assert!(resends >= dropped as f64 * 0.9, "{resends} resends from the gateway's own history for {dropped} dropped: {r}");
     let r = loadtest_whep(&gw, &["--viewers", "5", "--seconds", "4", "--ramp-ms", "20"]).await;
     assert_eq!((r["viewers_with_media"].as_u64(), r["packets_lost"].as_u64()), (Some(5), Some(0)), "{r}");
-    let r = browser_whep(&gw, "testcam", 4).await;
-    assert_played(&r, "Chromium with direct video");
 }
