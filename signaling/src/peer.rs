@@ -252,6 +252,8 @@ pub struct ViewerPeer {
     pending: Vec<Datagram>,
     /// The selected pair `(destination, source)`: where str0m sends DTLS and SRTCP.
     send_to: Option<(SocketAddr, SocketAddr)>,
+    /// str0m was given something to send since the last [`ViewerPeer::poll`].
+    str0m_written: bool,
 }
 
 impl std::fmt::Debug for ViewerPeer {
@@ -379,6 +381,7 @@ impl ViewerPeer {
             direct: None,
             pending: Vec::new(),
             send_to: None,
+            str0m_written: false,
         };
         Ok((peer, answer.to_sdp_string()))
     }
@@ -467,6 +470,7 @@ impl ViewerPeer {
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(at)) => {
                     out.append(&mut self.pending);
+                    self.str0m_written = false;
                     return self.rtc.is_alive().then_some(at);
                 }
                 Ok(Output::Transmit(t)) => {
@@ -551,6 +555,20 @@ impl ViewerPeer {
         let Some(tx) = api.stream_tx_by_mid(self.video, None) else { return };
         tx.write_rtp(RtpWrite::new(pt, seq, timestamp, wallclock, payload).marker(marker).nackable(true));
         self.next_seq += 1;
+        self.str0m_written = true;
+    }
+
+    /// Whether str0m was given packets since the last [`ViewerPeer::poll`] (they leave on its
+    /// next timeout, so the owner must run [`ViewerPeer::handle_timeout`] and poll). False while
+    /// everything written went out through direct video: then [`ViewerPeer::drain_direct`]
+    /// is enough.
+    pub fn str0m_pending(&self) -> bool {
+        self.str0m_written
+    }
+
+    /// Moves the direct video's sealed datagrams into `out` without driving str0m.
+    pub fn drain_direct(&mut self, out: &mut Vec<Datagram>) {
+        out.append(&mut self.pending);
     }
 
     /// Starts direct video once DTLS is up, if it was asked for and an AEAD profile was
@@ -632,6 +650,7 @@ impl ViewerPeer {
         // Audio is not retransmitted: a late frame is worse than a lost one.
         tx.write_rtp(RtpWrite::new(audio.pt, seq, timestamp, wallclock, payload).nackable(false));
         audio.next_seq += 1;
+        self.str0m_written = true;
     }
 
     /// Sends a text message on the data channel. Returns false if no channel is open or its

@@ -551,6 +551,11 @@ impl EventLoop {
         }
         if let Some(ts) = s.timeline.live(au) {
             write_unit(s, au, payloads, ts, &mut Drain { out: &mut self.out, events: &mut self.events });
+            if !s.peer.str0m_pending() && !s.timeline.offset_change_pending() {
+                // Direct video: sealed already, str0m has nothing to do for this unit.
+                s.peer.drain_direct(&mut self.out);
+                return;
+            }
             // str0m releases queued RTP on its next timeout; run it now so the packets leave
             // with this unit instead of one loop turn later.
             s.peer.handle_timeout(Instant::now());
@@ -752,8 +757,13 @@ struct Drain<'a> {
 
 impl Drain<'_> {
     /// Releases what `s` has queued (str0m sends queued RTP on a timeout) and drains the
-    /// peer's datagrams and events into the loop's.
+    /// peer's datagrams and events into the loop's; with direct video and nothing given to
+    /// str0m, only moves the sealed datagrams.
     fn release(&mut self, s: &mut Session) {
+        if !s.peer.str0m_pending() {
+            s.peer.drain_direct(self.out);
+            return;
+        }
         s.peer.handle_timeout(Instant::now());
         s.next_timeout = s.peer.poll(self.out, self.events);
     }

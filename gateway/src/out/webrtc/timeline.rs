@@ -53,6 +53,11 @@ impl Timeline {
         std::mem::take(&mut self.offset_changed)
     }
 
+    /// Whether an offset change waits to be told (see [`Timeline::take_offset_change`]).
+    pub(crate) fn offset_change_pending(&self) -> bool {
+        self.offset_changed
+    }
+
     /// Whether anything was sent yet.
     #[cfg(test)]
     fn started(&self) -> bool {
