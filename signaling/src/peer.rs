@@ -145,11 +145,10 @@ impl DirectVideo {
     }
 
     /// Seals one packet into a datagram to `to`.
-    fn seal(&mut self, pt: u8, sent: &Sent, to: (SocketAddr, SocketAddr)) -> Datagram {
+    fn seal(&mut self, pt: u8, sent: &Sent, to: (SocketAddr, SocketAddr), out: &mut Outbox) {
         self.write_header(pt, sent.seq, sent.timestamp, sent.marker, sent.sent_at);
-        let mut contents = Vec::with_capacity(self.header.len() + sent.payload.len() + crate::srtp::TAG_LEN);
-        self.srtp.seal(&self.header, &sent.payload, sent.seq, &mut contents);
-        Datagram { destination: to.0, source: to.1, contents }
+        let (header, srtp) = (&self.header, &mut self.srtp);
+        out.push_with(to.0, to.1, |bytes| srtp.seal(header, &sent.payload, sent.seq, bytes));
     }
 
     fn remember(&mut self, sent: Sent) {
@@ -223,15 +222,80 @@ pub enum PeerEvent {
     Closed,
 }
 
-/// A datagram to send.
-#[derive(Debug)]
+/// A datagram to send: its addresses and where its bytes are in its [`Outbox`].
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Datagram {
     /// Where to.
     pub destination: SocketAddr,
     /// Which local address (one of the candidates).
     pub source: SocketAddr,
-    /// The bytes.
-    pub contents: Vec<u8>,
+    /// Its bytes in [`Outbox::bytes`].
+    pub range: std::ops::Range<usize>,
+}
+
+impl Datagram {
+    /// Its length, bytes.
+    pub fn len(&self) -> usize {
+        self.range.len()
+    }
+
+    /// Whether it has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.range.is_empty()
+    }
+}
+
+/// Datagrams to send, their bytes back to back in one buffer: consecutive datagrams to one
+/// viewer (an access unit's packets) are one slice, sent as one UDP GSO batch without a copy,
+/// and no datagram has an allocation of its own.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    bytes: Vec<u8>,
+    datagrams: Vec<Datagram>,
+}
+
+impl Outbox {
+    /// Appends a datagram with `contents`.
+    pub fn push(&mut self, destination: SocketAddr, source: SocketAddr, contents: &[u8]) {
+        self.push_with(destination, source, |bytes| bytes.extend_from_slice(contents));
+    }
+
+    /// Appends a datagram whose bytes `write` appends to the buffer; nothing if it appends none.
+    pub fn push_with(&mut self, destination: SocketAddr, source: SocketAddr, write: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.bytes.len();
+        write(&mut self.bytes);
+        if self.bytes.len() > start {
+            self.datagrams.push(Datagram { destination, source, range: start..self.bytes.len() });
+        }
+    }
+
+    /// Moves `other`'s datagrams after these.
+    pub fn append(&mut self, other: &mut Outbox) {
+        let shift = self.bytes.len();
+        self.bytes.append(&mut other.bytes);
+        self.datagrams.extend(other.datagrams.drain(..).map(|d| Datagram { range: d.range.start + shift..d.range.end + shift, ..d }));
+    }
+
+    /// The datagrams, in the order they were pushed.
+    pub fn datagrams(&self) -> &[Datagram] {
+        &self.datagrams
+    }
+
+    /// The bytes of `range` (one datagram's, or a run of consecutive ones').
+    pub fn bytes(&self, range: std::ops::Range<usize>) -> &[u8] {
+        &self.bytes[range]
+    }
+
+    /// Whether there is nothing to send.
+    pub fn is_empty(&self) -> bool {
+        self.datagrams.is_empty()
+    }
+
+    /// Forgets everything (keeping the buffers' capacity).
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.datagrams.clear();
+    }
 }
 
 /// One viewer. See the module docs for the calling contract.
@@ -248,8 +312,8 @@ pub struct ViewerPeer {
     /// Where the DTLS handshake puts the sending key (direct video asked for).
     keys: Option<KeySlot>,
     direct: Option<DirectVideo>,
-    /// Direct video datagrams not yet drained by [`ViewerPeer::poll`].
-    pending: Vec<Datagram>,
+    /// Resends (answers to NACKs) not yet drained by [`ViewerPeer::poll`].
+    pending: Outbox,
     /// The selected pair `(destination, source)`: where str0m sends DTLS and SRTCP.
     send_to: Option<(SocketAddr, SocketAddr)>,
     /// str0m was given something to send since the last [`ViewerPeer::poll`].
@@ -379,7 +443,7 @@ impl ViewerPeer {
             nack_history: config.nack_history.max(1),
             keys,
             direct: None,
-            pending: Vec::new(),
+            pending: Outbox::default(),
             send_to: None,
             str0m_written: false,
         };
@@ -464,7 +528,7 @@ impl ViewerPeer {
 
     /// Drains str0m's output: datagrams into `out`, events into `events`. Returns when the
     /// peer next needs [`ViewerPeer::handle_timeout`], or `None` once it is closed.
-    pub fn poll(&mut self, out: &mut Vec<Datagram>, events: &mut Vec<PeerEvent>) -> Option<Instant> {
+    pub fn poll(&mut self, out: &mut Outbox, events: &mut Vec<PeerEvent>) -> Option<Instant> {
         out.append(&mut self.pending);
         loop {
             match self.rtc.poll_output() {
@@ -479,7 +543,7 @@ impl ViewerPeer {
                     if matches!(t.contents.first(), Some(20..=63 | 128..=191)) {
                         self.send_to = Some((t.destination, t.source));
                     }
-                    out.push(Datagram { destination: t.destination, source: t.source, contents: Vec::from(t.contents) })
+                    out.push(t.destination, t.source, &t.contents)
                 }
                 Ok(Output::Event(e)) => self.on_event(e, events),
                 Err(e) => {
@@ -529,19 +593,20 @@ impl ViewerPeer {
     /// Queues one RTP packet: `payload` is an RFC 6184 payload shared with other viewers,
     /// `timestamp` the 90 kHz RTP timestamp written as is, `marker` set on the last packet of
     /// an access unit. Sequence numbers are this peer's own, continuous for its lifetime.
-    /// Call [`ViewerPeer::poll`] afterwards. Ignored before the peer is connected.
-    pub fn write_rtp(&mut self, payload: Arc<[u8]>, timestamp: u32, marker: bool, wallclock: Instant) {
+    /// Direct video appends the sealed packet to `out` at once (`now` is its send time); on
+    /// str0m's path call [`ViewerPeer::poll`] afterwards ([`ViewerPeer::str0m_pending`]).
+    /// Ignored before the peer is connected.
+    pub fn write_rtp(&mut self, payload: Arc<[u8]>, timestamp: u32, marker: bool, wallclock: Instant, now: Instant, out: &mut Outbox) {
         if !self.connected {
             return;
         }
         if let (Some(direct), Some(to)) = (self.direct.as_mut(), self.send_to) {
-            let now = Instant::now();
             let anchor = marker
                 && now.saturating_duration_since(wallclock) < ANCHOR_MAX_AGE
                 && direct.last_anchor.is_none_or(|t| now.saturating_duration_since(t) >= SENDER_REPORT_ANCHOR);
             if !anchor {
                 let sent = Sent { seq: self.next_seq, timestamp, marker, sent_at: now, payload };
-                self.pending.push(direct.seal(*self.pt, &sent, to));
+                direct.seal(*self.pt, &sent, to, out);
                 direct.remember(sent);
                 self.next_seq += 1;
                 return;
@@ -560,15 +625,9 @@ impl ViewerPeer {
 
     /// Whether str0m was given packets since the last [`ViewerPeer::poll`] (they leave on its
     /// next timeout, so the owner must run [`ViewerPeer::handle_timeout`] and poll). False while
-    /// everything written went out through direct video: then [`ViewerPeer::drain_direct`]
-    /// is enough.
+    /// everything written went out through direct video, already in the caller's outbox.
     pub fn str0m_pending(&self) -> bool {
         self.str0m_written
-    }
-
-    /// Moves the direct video's sealed datagrams into `out` without driving str0m.
-    pub fn drain_direct(&mut self, out: &mut Vec<Datagram>) {
-        out.append(&mut self.pending);
     }
 
     /// Starts direct video once DTLS is up, if it was asked for and an AEAD profile was
@@ -619,8 +678,7 @@ impl ViewerPeer {
             for seq in lost {
                 let Some(i) = direct.history.iter().rposition(|s| s.seq as u16 == seq) else { continue };
                 let sent = Sent { payload: direct.history[i].payload.clone(), ..direct.history[i] };
-                let datagram = direct.seal(*self.pt, &sent, to);
-                self.pending.push(datagram);
+                direct.seal(*self.pt, &sent, to, &mut self.pending);
                 direct.resent += 1;
             }
         }

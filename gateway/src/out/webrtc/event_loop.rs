@@ -19,7 +19,7 @@ use futures::FutureExt;
 use media::RtpTimestamp;
 use media::rtp::{DEFAULT_MAX_PAYLOAD, packetize};
 use serde_json::json;
-use signaling::peer::{Datagram, PeerAudio, PeerEvent, ViewerPeer};
+use signaling::peer::{Datagram, Outbox, PeerAudio, PeerEvent, ViewerPeer};
 use signaling::whep::SessionId;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
@@ -166,11 +166,10 @@ pub(crate) struct EventLoop {
     audio_taps: HashMap<AudioTapKey, Tap>,
     media_tx: mpsc::Sender<TapMessage>,
     media_rx: mpsc::Receiver<TapMessage>,
-    out: Vec<Datagram>,
+    out: Outbox,
     events: Vec<PeerEvent>,
     /// Batched sends (UDP GSO where the kernel has it, one syscall for many datagrams).
     udp: quinn_udp::UdpSocketState,
-    batch: Vec<u8>,
 }
 
 impl EventLoop {
@@ -190,7 +189,6 @@ impl EventLoop {
         debug!(loop_index = index, gso_segments = udp.max_gso_segments(), "UDP send batching");
         Ok(EventLoop {
             udp,
-            batch: Vec::with_capacity(64 * 1500),
             index,
             socket,
             announced,
@@ -205,7 +203,7 @@ impl EventLoop {
             audio_taps: HashMap::new(),
             media_tx,
             media_rx,
-            out: Vec::new(),
+            out: Outbox::default(),
             events: Vec::new(),
         })
     }
@@ -273,38 +271,30 @@ impl EventLoop {
     }
 
     /// Sends everything the peers produced. Runs of datagrams to one viewer (an access
-    /// unit's packets) go out as one GSO send: equal-size segments, the last may be shorter.
+    /// unit's packets) go out as one GSO send: equal-size segments, the last may be shorter,
+    /// their bytes already consecutive in the outbox.
     async fn flush(&mut self) {
         let out = std::mem::take(&mut self.out);
+        let datagrams = out.datagrams();
         let max_segments = self.udp.max_gso_segments().max(1);
         let mut i = 0;
-        while i < out.len() {
-            let first = &out[i];
-            let size = first.contents.len();
-            let end = gso_run_end(&out, i, max_segments);
-            let contents: &[u8] = if end - i == 1 {
-                &first.contents
-            } else {
-                self.batch.clear();
-                for d in &out[i..end] {
-                    self.batch.extend_from_slice(&d.contents);
-                }
-                &self.batch
-            };
+        while i < datagrams.len() {
+            let first = &datagrams[i];
+            let end = gso_run_end(datagrams, i, max_segments);
             let transmit = quinn_udp::Transmit {
                 destination: self.outgoing(first.destination),
                 ecn: None,
-                contents,
-                segment_size: (end - i > 1).then_some(size),
+                contents: out.bytes(first.range.start..datagrams[end - 1].range.end),
+                segment_size: (end - i > 1).then_some(first.len()),
                 src_ip: None,
             };
             if !send(&self.socket, &self.udp, &transmit).await && end - i > 1 {
                 // The batch was refused (EMSGSIZE or no GSO after all): one by one.
-                for d in &out[i..end] {
+                for d in &datagrams[i..end] {
                     let single = quinn_udp::Transmit {
                         destination: self.outgoing(d.destination),
                         ecn: None,
-                        contents: &d.contents,
+                        contents: out.bytes(d.range.clone()),
                         segment_size: None,
                         src_ip: None,
                     };
@@ -552,8 +542,7 @@ impl EventLoop {
         if let Some(ts) = s.timeline.live(au) {
             write_unit(s, au, payloads, ts, &mut Drain { out: &mut self.out, events: &mut self.events });
             if !s.peer.str0m_pending() && !s.timeline.offset_change_pending() {
-                // Direct video: sealed already, str0m has nothing to do for this unit.
-                s.peer.drain_direct(&mut self.out);
+                // Direct video: sealed into the outbox already; str0m has nothing to do.
                 return;
             }
             // str0m releases queued RTP on its next timeout; run it now so the packets leave
@@ -686,19 +675,20 @@ fn release<K: std::hash::Hash + Eq>(taps: &mut HashMap<K, Tap>, key: &K) {
 }
 
 /// The end (exclusive) of the run of datagrams starting at `start` that can go out as one GSO
-/// send: same destination, equal sizes except a shorter last one, at most `max_segments`
-/// and at most [`MAX_GSO_BYTES`] in all (the kernel sees one UDP datagram).
+/// send: same destination, bytes consecutive, equal sizes except a shorter last one, at most
+/// `max_segments` and at most [`MAX_GSO_BYTES`] in all (the kernel sees one UDP datagram).
 fn gso_run_end(out: &[Datagram], start: usize, max_segments: usize) -> usize {
     let first = &out[start];
-    let size = first.contents.len();
+    let size = first.len();
     let segments = max_segments.min(MAX_GSO_BYTES / size.max(1)).max(1);
     let mut end = start + 1;
     while end < out.len()
         && end - start < segments
         && out[end].destination == first.destination
-        && out[end - 1].contents.len() == size
-        && out[end].contents.len() <= size
-        && !out[end].contents.is_empty()
+        && out[end].range.start == out[end - 1].range.end
+        && out[end - 1].len() == size
+        && out[end].len() <= size
+        && !out[end].is_empty()
     {
         end += 1;
     }
@@ -727,11 +717,12 @@ async fn send(socket: &UdpSocket, udp: &quinn_udp::UdpSocketState, transmit: &qu
 /// Queues one access unit's packets on a session, and times its first frame.
 fn write_unit(s: &mut Session, au: &AccessUnit, payloads: &RtpPayloads, ts: RtpTimestamp, drain: &mut Drain<'_>) {
     let last = payloads.0.len().saturating_sub(1);
+    let now = Instant::now();
     for (i, payload) in payloads.0.iter().enumerate() {
         if i > 0 && i % WRITE_CHUNK == 0 {
             drain.release(s); // see WRITE_CHUNK
         }
-        s.peer.write_rtp(payload.clone(), ts.get(), i == last, au.received);
+        s.peer.write_rtp(payload.clone(), ts.get(), i == last, au.received, now, drain.out);
     }
     metrics::counter!("sightline_webrtc_packets_sent_total", "stream" => s.stream.config.id.clone()).increment(payloads.0.len() as u64);
     if !s.first_frame_sent {
@@ -751,17 +742,16 @@ const WRITE_CHUNK: usize = 16;
 /// Where a peer's output goes while a unit is written: the loop's datagram batch and its
 /// pending peer events.
 struct Drain<'a> {
-    out: &'a mut Vec<Datagram>,
+    out: &'a mut Outbox,
     events: &'a mut Vec<PeerEvent>,
 }
 
 impl Drain<'_> {
     /// Releases what `s` has queued (str0m sends queued RTP on a timeout) and drains the
-    /// peer's datagrams and events into the loop's; with direct video and nothing given to
-    /// str0m, only moves the sealed datagrams.
+    /// peer's datagrams and events into the loop's; nothing to do when direct video gave
+    /// str0m nothing (its packets are in the outbox already).
     fn release(&mut self, s: &mut Session) {
         if !s.peer.str0m_pending() {
-            s.peer.drain_direct(self.out);
             return;
         }
         s.peer.handle_timeout(Instant::now());
@@ -778,9 +768,14 @@ fn stop_notice(reason: StopReason) -> String {
 mod tests {
     use super::*;
 
-    fn dgram(to: u16, len: usize) -> Datagram {
+    /// An outbox of datagrams `(destination port, length)`, in order.
+    fn outbox(datagrams: &[(u16, usize)]) -> Outbox {
         let addr = |p| SocketAddr::from(([127, 0, 0, 1], p));
-        Datagram { destination: addr(to), source: addr(1), contents: vec![0; len] }
+        let mut out = Outbox::default();
+        for &(to, len) in datagrams {
+            out.push(addr(to), addr(1), &vec![0; len]);
+        }
+        out
     }
 
     #[tokio::test]
@@ -808,16 +803,22 @@ mod tests {
     #[test]
     fn gso_runs_group_one_viewers_packets_within_the_size_limit() {
         // A 60-packet keyframe of 1240-byte packets, then a short last one, then another viewer.
-        let mut out: Vec<Datagram> = (0..60).map(|_| dgram(10, 1240)).collect();
-        out.push(dgram(10, 300));
-        out.push(dgram(11, 1240));
-        let first = gso_run_end(&out, 0, 64);
+        let mut spec = vec![(10, 1240); 60];
+        spec.extend([(10, 300), (11, 1240)]);
+        let out = outbox(&spec);
+        let out = out.datagrams();
+        let first = gso_run_end(out, 0, 64);
         assert_eq!(first, 52, "65 507 / 1240 = 52 segments per send, not 64");
         assert!(first * 1240 <= MAX_GSO_BYTES);
-        assert_eq!(gso_run_end(&out, first, 64), 61, "the rest plus the short last packet");
-        assert_eq!(gso_run_end(&out, 61, 64), 62, "another destination starts a new run");
-        assert_eq!(gso_run_end(&out, 0, 1), 1, "no GSO: one by one");
-        let mixed = vec![dgram(10, 500), dgram(10, 800)];
-        assert_eq!(gso_run_end(&mixed, 0, 64), 1, "a longer packet cannot follow");
+        assert_eq!(gso_run_end(out, first, 64), 61, "the rest plus the short last packet");
+        assert_eq!(gso_run_end(out, 61, 64), 62, "another destination starts a new run");
+        assert_eq!(gso_run_end(out, 0, 1), 1, "no GSO: one by one");
+        let mixed = outbox(&[(10, 500), (10, 800)]);
+        assert_eq!(gso_run_end(mixed.datagrams(), 0, 64), 1, "a longer packet cannot follow");
+        // A datagram appended from elsewhere (a peer's resends) is consecutive too.
+        let mut joined = outbox(&[(10, 500)]);
+        joined.append(&mut outbox(&[(10, 500), (10, 200)]));
+        assert_eq!(gso_run_end(joined.datagrams(), 0, 64), 3, "{:?}", joined.datagrams());
+        assert_eq!(joined.bytes(joined.datagrams()[2].range.clone()).len(), 200);
     }
 }
