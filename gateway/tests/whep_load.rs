@@ -36,6 +36,21 @@ async fn fifty_whep_sessions_receive_media() {
     assert!(eventually(std::time::Duration::from_secs(2), gone).await, "every session was deleted");
 }
 
+/// 10 viewers of `gw`, each dropping 2 % of its RTP datagrams before SRTP (`loadtest whep
+/// --loss`), for 8 s: all get media and their NACKs get (nearly) every drop resent. Returns
+/// the number dropped.
+async fn lossy_viewers_are_repaired(gw: &Gateway) -> u64 {
+    let r = loadtest_whep(gw, &["--viewers", "10", "--seconds", "8", "--ramp-ms", "20", "--loss", "0.02"]).await;
+    assert_eq!(r["viewers_with_media"], 10, "{r}");
+    assert_eq!(r["errors"], 0, "{r}");
+    let dropped = r["packets_dropped"].as_u64().unwrap();
+    let lost = r["packets_lost"].as_u64().unwrap();
+    assert!(dropped >= 40, "2 % of ~10 viewers x 8 s x 57 packets/s dropped: {r}");
+    // Unrepaired: a resend dropped again (2 % of them), or a drop in the last round trip.
+    assert!(lost * 10 <= dropped, "{lost} of {dropped} dropped packets never repaired: {r}");
+    dropped
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nacks_repair_random_loss() {
     // Each viewer drops 2 % of its RTP datagrams before SRTP (`loadtest whep --loss`): its
@@ -43,13 +58,7 @@ async fn nacks_repair_random_loss() {
     // (`webrtc.nack_history`, a small one here) must repair them. This is str0m's own send
     // path (`direct_video = false`, also what an AES-CM session gets).
     let gw = Gateway::start("[webrtc]\nudp_port = 0\nloops = 1\nnack_history = 64\ndirect_video = false\n");
-    let r = loadtest_whep(&gw, &["--viewers", "10", "--seconds", "8", "--ramp-ms", "20", "--loss", "0.02"]).await;
-    assert_eq!(r["viewers_with_media"], 10, "{r}");
-    let dropped = r["packets_dropped"].as_u64().unwrap();
-    let lost = r["packets_lost"].as_u64().unwrap();
-    assert!(dropped >= 40, "2 % of ~10 viewers x 8 s x 57 packets/s dropped: {r}");
-    // Unrepaired: a resend dropped again (2 % of them), or a drop in the last round trip.
-    assert!(lost * 10 <= dropped, "{lost} of {dropped} dropped packets never repaired: {r}");
+    lossy_viewers_are_repaired(&gw).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,17 +98,11 @@ async fn direct_video_plays_and_repairs_loss() {
     // and answers NACKs from its own history. str0m peers (loadtest) decrypt every packet and
     // get the dropped ones back. (Every Chromium test plays direct video: it is the default.)
     let gw = Gateway::start("[webrtc]\nudp_port = 0\nloops = 1\nnack_history = 64\ndirect_video = true\n");
-    let r = loadtest_whep(&gw, &["--viewers", "10", "--seconds", "8", "--ramp-ms", "20", "--loss", "0.02"]).await;
-    assert_eq!(r["viewers_with_media"], 10, "{r}");
-    assert_eq!(r["errors"], 0, "{r}");
-    let dropped = r["packets_dropped"].as_u64().unwrap();
-    let lost = r["packets_lost"].as_u64().unwrap();
-    assert!(dropped >= 40, "2 % of ~10 viewers x 8 s x 57 packets/s dropped: {r}");
-    assert!(lost * 10 <= dropped, "{lost} of {dropped} dropped packets never repaired: {r}");
+    let dropped = lossy_viewers_are_repaired(&gw).await;
     assert!(gw.log_text().contains("direct_video=true"), "sessions sealed their own video:\n{}", gw.log_text());
     assert!(!gw.log_text().contains("direct_video=false"), "{}", gw.log_text());
     let resends = metric(&gw, "sightline_webrtc_resends_total").await.unwrap_or(0.0);
-    assert!(resends >= dropped as f64 * 0.9, "{resends} resends from the gateway's own history for {dropped} dropped: {r}");
+    assert!(resends >= dropped as f64 * 0.9, "{resends} resends from the gateway's own history for {dropped} dropped");
     let r = loadtest_whep(&gw, &["--viewers", "5", "--seconds", "4", "--ramp-ms", "20"]).await;
     assert_eq!((r["viewers_with_media"].as_u64(), r["packets_lost"].as_u64()), (Some(5), Some(0)), "{r}");
 }
