@@ -4,6 +4,10 @@
 //! has an audio m-line with its codec (G.711 RFC 3551 §4.5.14, Opus RFC 7587), plus one
 //! data channel.
 //!
+//! With [`PeerConfig::direct_video`] the video's packets are sealed here ([`crate::srtp`]) and
+//! written straight into the owner's [`Outbox`]; str0m then keeps ICE, DTLS, RTCP, audio and the
+//! data channel.
+//!
 //! Sans-IO like str0m itself: the owner feeds datagrams and timeouts in and, after every
 //! input or write, drains [`ViewerPeer::poll`] until it returns the next timeout (str0m's
 //! contract: no mutation between `poll_output` calls until `Output::Timeout`).
