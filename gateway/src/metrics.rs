@@ -116,6 +116,10 @@ fn describe() {
     describe_histogram!("sightline_webrtc_loss_ratio", "Fraction of packets lost per viewer receiver report");
     describe_counter!("sightline_webrtc_packets_lost_total", "Packets viewers reported lost (RTCP cumulative lost)");
     describe_counter!("sightline_webrtc_keyframe_requests_total", "PLI/FIR from viewers, answered from the cached GOP");
+    describe_counter!(
+        "sightline_webrtc_resends_total",
+        "Video packets resent from the gateway's own history to answer viewers' NACKs (direct video)"
+    );
     describe_gauge!("sightline_detect_workers", "Detection workers connected");
     describe_counter!("sightline_detect_worker_restarts_total", "Spawned detection workers that exited and were started again");
     describe_counter!("sightline_detect_frames_total", "Frames inferred, by stream (detections/s = rate of this)");
