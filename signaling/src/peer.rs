@@ -316,7 +316,8 @@ pub struct ViewerPeer {
     /// Where the DTLS handshake puts the sending key (direct video asked for).
     keys: Option<KeySlot>,
     direct: Option<DirectVideo>,
-    /// Resends (answers to NACKs) not yet drained by [`ViewerPeer::poll`].
+    /// Resends (answers to NACKs) made while [`ViewerPeer::poll`] handles str0m's events; it
+    /// moves them to the caller's outbox when it returns.
     pending: Outbox,
     /// The selected pair `(destination, source)`: where str0m sends DTLS and SRTCP.
     send_to: Option<(SocketAddr, SocketAddr)>,
@@ -533,7 +534,6 @@ impl ViewerPeer {
     /// Drains str0m's output: datagrams into `out`, events into `events`. Returns when the
     /// peer next needs [`ViewerPeer::handle_timeout`], or `None` once it is closed.
     pub fn poll(&mut self, out: &mut Outbox, events: &mut Vec<PeerEvent>) -> Option<Instant> {
-        out.append(&mut self.pending);
         loop {
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(at)) => {
