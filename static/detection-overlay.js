@@ -62,6 +62,18 @@
 // share of boxes that match their picture from 76 % down to 57 %
 // (tests/browser/overlay-match.mjs).
 //
+// The picture (WebRTC): Chromium hands each <video> frame to its compositor as it comes,
+// while a canvas drawn in the frame's callback (requestVideoFrameCallback) reaches the screen
+// with the next frame the page renders, up to one display refresh later. Sampled in the page
+// (tests/browser/overlay-match.mjs), the <video>'s current frame was already the next one while
+// the overlay still showed the boxes planned for the previous one in about a third of the
+// samples (74-87 of 230): at 25 fps and 60 Hz, ~16 ms of every 40. So while a stream has
+// detection, each frame is copied into a picture canvas under the overlay in the same callback
+// that draws its boxes: both reach the screen in one composited frame. The cost: one copy of
+// the frame per frame (on the GPU where the browser has one), and the picture is shown with
+// the page's next rendered frame rather than by the compositor at once (at most one display
+// refresh, 16.7 ms at 60 Hz). Without detection the <video> is shown as it is.
+//
 // Models can be hidden (setHiddenModels, the card's per-model toggles): their lanes keep
 // following the messages (and counting), so they come back at once, but their boxes are
 // not drawn.
@@ -78,7 +90,9 @@
 // `sightlineDrawn`: {boxes (0..1 of the picture, each with its `model`),
 // models: {name: {boxes (drawn now), hidden, exact, late, stale, held, cleared,
 // step_ms (its detection interval), key (the frame key of the message its boxes
-// come from: RTP timestamp, seq or pts; null when none)}}}.
+// come from: RTP timestamp, seq or pts; null when none), how (how they got on the
+// frame shown: 'exact', 'late', 'held'; null when none), frame (the key of the frame
+// shown)}}}.
 
 const KEEP_MESSAGES = 32;
 /**
@@ -95,6 +109,12 @@ const MAX_CARRY = 27_000;
  * whose message's margin was reported.
  */
 const KEEP_SHOWN = 64;
+/**
+ * Largest picture copied into the picture canvas (px): a larger camera's frames are scaled to
+ * fit, so a 4K stream's canvas takes 8 MB, not 33.
+ */
+const MAX_PICTURE_WIDTH = 1920;
+const MAX_PICTURE_HEIGHT = 1080;
 /** Messages over which a persistent lateness is judged (WebRTC with tracking). */
 const LATENESS_WINDOW = 20;
 /** Box outlines by the model's place in the stream's list (CSS px): the first model's solid. */
@@ -127,6 +147,7 @@ class Lane {
     this.seen = new Map(); // track id -> its last detection {at: rtp_timestamp, seq, box}
     this.fps = 0; // its rate from the stream status (0: unknown)
     this.counts = { exact: 0, late: 0, stale: 0, held: 0, cleared: 0 };
+    this.how = null; // how what is on screen got there: exact, late, held (null: nothing)
   }
 
   /** Forget the session (a new player): messages, what is drawn, tracks. */
@@ -143,6 +164,8 @@ class Lane {
 export class DetectionOverlay {
   #canvas;
   #ctx;
+  #picture = null;
+  #pictureCtx = null;
   #mode = null; // 'rtp' (WebRTC <video>) | 'seq' (SSE <img>) | 'pts' (a recording's playback <video>)
   #source = null;
   #offset = 0;
@@ -170,15 +193,18 @@ export class DetectionOverlay {
 
   /**
    * @param {HTMLCanvasElement} canvas
-   * @param {{onLate?: (ms: number) => void, onMargin?: (ms: number, tracked: boolean) => void}}
-   *   handlers onLate: WebRTC messages come this many ms after their frame was replaced (the
-   *   player can delay playout to match); onMargin: a WebRTC message came this many ms before
-   *   its frame was displayed (negative: after), measured when the later of the two happens,
-   *   once per message, and whether the stream is tracked (the player can give back delay
-   *   that messages do not need)
+   * @param {{onLate?: (ms: number) => void, onMargin?: (ms: number, tracked: boolean) => void,
+   *   picture?: HTMLCanvasElement}} handlers onLate: WebRTC messages come this many ms after
+   *   their frame was replaced (the player can delay playout to match); onMargin: a WebRTC
+   *   message came this many ms before its frame was displayed (negative: after), measured
+   *   when the later of the two happens, once per message, and whether the stream is tracked
+   *   (the player can give back delay that messages do not need); picture: a canvas between
+   *   the <video> and `canvas` into which WebRTC frames are copied while the stream has
+   *   detection (see "The picture" above), hidden otherwise
    */
-  constructor(canvas, { onLate, onMargin } = {}) {
+  constructor(canvas, { onLate, onMargin, picture } = {}) {
     this.#canvas = canvas;
+    this.#picture = picture ?? null;
     this.#onLate = onLate;
     this.#onMargin = onMargin;
     this.#ctx = canvas.getContext('2d');
@@ -194,12 +220,47 @@ export class DetectionOverlay {
     this.#rvfcVideo = video;
     const onFrame = (_now, meta) => {
       if (this.#rvfcVideo !== video) return;
+      this.#paintPicture(video);
       if (typeof meta.rtpTimestamp === 'number') {
         this.#onFrame((meta.rtpTimestamp - this.#offset) >>> 0);
       }
       this.#rvfcHandle = video.requestVideoFrameCallback(onFrame);
     };
     this.#rvfcHandle = video.requestVideoFrameCallback(onFrame);
+  }
+
+  /**
+   * WebRTC with detection: copy the frame being presented into the picture canvas (under the
+   * overlay), in the same frame callback that draws its boxes, so the two reach the screen in
+   * one composited frame. Without a picture canvas, or while the stream has no models, the
+   * <video> is shown as it is.
+   */
+  #paintPicture(video) {
+    const p = this.#picture;
+    if (!p) return;
+    if (!this.#lanes.size || !video.videoWidth || !video.videoHeight) {
+      this.#hidePicture();
+      return;
+    }
+    const scale = Math.min(1, MAX_PICTURE_WIDTH / video.videoWidth, MAX_PICTURE_HEIGHT / video.videoHeight);
+    const w = Math.round(video.videoWidth * scale);
+    const h = Math.round(video.videoHeight * scale);
+    if (p.width !== w || p.height !== h) {
+      p.width = w;
+      p.height = h;
+    }
+    this.#pictureCtx ??= p.getContext('2d', { alpha: false });
+    this.#pictureCtx.drawImage(video, 0, 0, w, h);
+    p.hidden = false;
+  }
+
+  #hidePicture() {
+    const p = this.#picture;
+    if (!p || p.hidden) return;
+    p.hidden = true;
+    // A 1x1 bitmap: the last picture's memory back, and nothing stale shown if it comes back.
+    p.width = 1;
+    p.height = 1;
   }
 
   /** Follow an SSE <img>: call showFrame(seq) for each frame shown. */
@@ -297,6 +358,7 @@ export class DetectionOverlay {
     }
     this.#rvfcVideo = null;
     this.#rvfcHandle = null;
+    this.#hidePicture();
     this.#mode = null;
     this.#source = null;
     this.#frameKey = null;
@@ -528,6 +590,7 @@ export class DetectionOverlay {
     this.#count(lane, 'cleared');
     lane.drawn = null;
     lane.shown = [];
+    lane.how = null;
     return true;
   }
 
@@ -584,6 +647,7 @@ export class DetectionOverlay {
   #show(lane, entry, how) {
     lane.drawn = entry;
     lane.shown = entry.boxes;
+    lane.how = how;
     this.#count(lane, how);
   }
 
@@ -598,6 +662,7 @@ export class DetectionOverlay {
     }
     lane.drawn = entry;
     lane.shown = boxes;
+    lane.how = how;
     this.#count(lane, how);
   }
 
@@ -623,6 +688,7 @@ export class DetectionOverlay {
       if (n > 0) drawn.push(lane.name);
       models[lane.name] = {
         boxes: n, hidden, ...lane.counts, step_ms: Math.round(this.#stepTicks(lane) / 90), key: lane.drawn?.key ?? null,
+        how: lane.how, frame: this.#frameKey,
       };
     }
     c.dataset.boxes = String(boxes.length);

@@ -230,7 +230,10 @@ export class StreamCard {
       onload: () => this.#onImageLoad(),
     });
     ui.overlay = h('canvas', { class: 'media-overlay', 'aria-hidden': 'true' });
+    ui.picture = h('canvas', { class: 'media-picture', 'aria-hidden': 'true' });
+    ui.picture.hidden = true;
     this.#overlay = new DetectionOverlay(ui.overlay, {
+      picture: ui.picture,
       onLate: (ms) => this.#setPlayoutDelay(this.#playout.raise(ms, performance.now())),
       onMargin: (ms, tracked) => this.#setPlayoutDelay(this.#playout.note(ms, performance.now(), { strict: !tracked })),
     });
@@ -256,7 +259,7 @@ export class StreamCard {
       tabindex: '0',
       onclick: (ev) => this.#onMediaClick(ev),
       onkeydown: (ev) => this.#onMediaKey(ev),
-    }, ui.video, ui.img, ui.overlay, ui.placeholder, ui.tag, ui.hud, ui.mute);
+    }, ui.video, ui.img, ui.picture, ui.overlay, ui.placeholder, ui.tag, ui.hud, ui.mute);
     ui.editor = this.#buildEditor();
 
     ui.health = {

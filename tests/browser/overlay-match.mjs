@@ -1,10 +1,15 @@
 // Do the boxes drawn on the live view sit on the picture shown under them? (issue 17 §5)
 //
 // For each transport (WebRTC, SSE) one page of the web UI plays the test camera with
-// detection on. About every 150 ms, in one task, the page reads the picture shown (the
-// <video>'s current frame or the SSE <img>, drawn to a canvas) and the boxes drawn on the
-// overlay at that moment (the canvas's `sightlineDrawn`), finds each test-camera shape in
-// the picture by its colour and scores each drawn box against the shape of its label by IoU.
+// detection on. About every 80 ms, in one task, the page reads the picture shown (over
+// WebRTC the card's picture canvas, into which each frame is copied in the callback that
+// draws its boxes, or the <video> where that canvas is hidden; the SSE <img>), and the boxes
+// drawn on the overlay at that moment (the canvas's `sightlineDrawn`), finds each test-camera
+// shape in the picture by its colour and scores each drawn box against the shape of its
+// label by IoU. Each page reports the scores by how the boxes got on the frame shown
+// (`by_how`: exact, late, held, and the frames since their own) and how often the <video>'s
+// own current frame was already newer than the one its boxes were drawn for (`video_ahead`:
+// about a third of the samples, the lag the picture canvas removes).
 // The ceiling is measured in the same page at the same time: the model's boxes on their own
 // frame (an SSE feed at the camera's rate; a detection message and the frame with the same
 // `seq`). The live view must match as well as the ceiling: its share of boxes with
@@ -151,6 +156,22 @@ async function measure({ seconds, stream, settleMs }) {
   if (shownVideo?.srcObject) probe.watchVideo(shownVideo);
   else shownImg.addEventListener('load', onImg);
   const live = [];
+  const byHow = {};
+  // How often the <video>'s current frame is already newer than the one its last frame
+  // callback drew boxes for (the lag the picture canvas removes; static/detection-overlay.js).
+  const { ClockReader } = await import('/pixel-clock.js');
+  const callbackClock = new ClockReader();
+  const sampleClock = new ClockReader();
+  let callbackFrame = null;
+  let videoAhead = 0;
+  if (shownVideo?.srcObject) {
+    const onCallback = () => {
+      callbackFrame = callbackClock.read(shownVideo, shownVideo.videoWidth, shownVideo.videoHeight)?.frame ?? null;
+      shownVideo.requestVideoFrameCallback(onCallback);
+    };
+    shownVideo.requestVideoFrameCallback(onCallback);
+  }
+  const sources = { picture: 0, video: 0, img: 0 };
   // The WebRTC playout delay the card asks for (static/playout-delay.js): its highest, last.
   const delay = () => Number(card.querySelector('video')?.dataset.playoutDelay ?? 0);
   let delayMax = 0;
@@ -164,8 +185,12 @@ async function measure({ seconds, stream, settleMs }) {
     await new Promise((r) => setTimeout(r, 50 + Math.random() * 60));
     const video = card.querySelector('video');
     const img = card.querySelector('img.media-img');
-    const source = video && !video.hidden && video.readyState >= 2 ? video
-      : (img && !img.hidden && img.complete && img.naturalWidth ? img : null);
+    const picture = card.querySelector('canvas.media-picture');
+    // What is shown on top: the picture canvas (WebRTC with detection), the <video>, the <img>.
+    const playing = video && !video.hidden && video.readyState >= 2;
+    const source = playing && picture && !picture.hidden ? picture
+      : playing ? video
+        : (img && !img.hidden && img.complete && img.naturalWidth ? img : null);
     if (!source) continue;
     const drawn = overlay.sightlineDrawn?.boxes ?? [];
     const current = delay();
@@ -177,7 +202,23 @@ async function measure({ seconds, stream, settleMs }) {
     }
     samples += 1;
     if (drawn.length) withBoxes += 1;
-    score(drawn, shapesIn(source), live);
+    sources[source === picture ? 'picture' : source === video ? 'video' : 'img'] += 1;
+    const truth = shapesIn(source);
+    score(drawn, truth, live);
+    if (source !== img) {
+      const f = sampleClock.read(video, video.videoWidth, video.videoHeight)?.frame;
+      if (f != null && callbackFrame != null && f > callbackFrame) videoAhead += 1;
+    }
+    // By how the boxes got on the frame shown and how many frames since their own.
+    for (const b of drawn) {
+      const m = overlay.sightlineDrawn.models[b.model];
+      const t = truth[b.label];
+      if (!m || !t) continue;
+      const d = m.key == null || m.frame == null ? 0 : (m.frame - m.key) | 0;
+      const age = Math.abs(d) > 1000 ? Math.round(d / 3600) : d;
+      const k = `${m.how}${age}`;
+      (byHow[k] ??= []).push(iou(b, t));
+    }
   }
   feed.close();
   probe.unwatch();
@@ -194,7 +235,8 @@ async function measure({ seconds, stream, settleMs }) {
   const ms = [...g2g].sort((a, b) => a - b);
   const at = (q) => (ms.length ? ms[Math.min(ms.length - 1, Math.floor(q * ms.length))] : null);
   return {
-    samples, unsettled, withBoxes, live: summary(live), ceiling: summary(ceiling), counts: { ...overlay.dataset },
+    samples, unsettled, withBoxes, sources, video_ahead: videoAhead, live: summary(live),
+    by_how: Object.fromEntries(Object.entries(byHow).sort().map(([k, v]) => [k, summary(v)])), ceiling: summary(ceiling), counts: { ...overlay.dataset },
     g2g_ms: { pictures: ms.length, p50: at(0.5), p90: at(0.9) },
     playout_delay_ms: { max: delayMax, last: delay() },
   };
@@ -242,6 +284,11 @@ try {
     console.log(JSON.stringify({ transport: what, ...recovery, ...steady, ...r }));
     assert.ok(r.ceiling.boxes >= 30, `${what}: the ceiling has enough boxes ${JSON.stringify(r)}`);
     assert.ok(r.live.boxes >= 30, `${what}: enough boxes drawn ${JSON.stringify(r)}`);
+    // With detection on, a WebRTC card shows each frame copied into its picture canvas with
+    // its boxes (static/detection-overlay.js, "The picture"), not the bare <video>.
+    if (what !== 'sse') {
+      assert.ok(r.sources.picture >= 0.9 * r.samples, `${what}: the picture canvas is shown ${JSON.stringify(r)}`);
+    }
     if (r.live.share08 < r.ceiling.share08 - MARGIN) missed.push(`${what}: ${r.live.share08} < ${r.ceiling.share08} - ${MARGIN}`);
     await page.close();
   }
