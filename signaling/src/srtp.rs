@@ -187,6 +187,35 @@ mod tests {
     }
 
     #[test]
+    fn aes_256_packets_open_with_str0ms_cipher() {
+        // No published AES-256 SRTP vector: str0m's own provider (its receive path) must open
+        // what this side seals, and reject it with one bit of the header changed.
+        let crypto = str0m::crypto::from_feature_flags();
+        let master = MasterKey { profile: SrtpProfile::AEAD_AES_256_GCM, key: (0u8..32).collect(), salt: (100u8..112).collect() };
+        let mut sender = SrtpSender::new(&crypto, &master).unwrap();
+        let mut key = [0u8; 32];
+        derive(&crypto, &master.key, &master.salt, LABEL_RTP_KEY, &mut key);
+        let mut salt = [0u8; SALT_LEN];
+        derive(&crypto, &master.key, &master.salt, LABEL_RTP_SALT, &mut salt);
+        let header = hex("80601234 00015f90 cafebabe");
+        let payload: Vec<u8> = (0..1200u32).map(|i| (i * 7) as u8).collect();
+        let mut out = Vec::new();
+        sender.seal(&header, &payload, 0x0001_1234, &mut out);
+        assert_eq!(out.len(), header.len() + payload.len() + TAG_LEN);
+        let mut iv = [0u8; SALT_LEN];
+        iv[2..6].copy_from_slice(&0xcafe_babe_u32.to_be_bytes());
+        iv[6..12].copy_from_slice(&0x0001_1234_u64.to_be_bytes()[2..8]);
+        iv.iter_mut().zip(salt).for_each(|(b, s)| *b ^= s);
+        let mut opener = crypto.srtp_provider.aead_aes_256_gcm().create_cipher(key, false);
+        let mut plain = vec![0u8; out.len()];
+        let n = opener.decrypt(&iv, &[&out[..12]], &out[12..], &mut plain).unwrap();
+        assert_eq!(&plain[..n], &payload[..]);
+        let mut tampered = out[..12].to_vec();
+        tampered[1] ^= 0x80; // the marker bit
+        assert!(opener.decrypt(&iv, &[&tampered], &out[12..], &mut plain).is_err());
+    }
+
+    #[test]
     fn packets_are_sealed_as_rfc_7714_section_16_1_1() {
         let crypto = str0m::crypto::from_feature_flags();
         let key: [u8; 16] = hex("000102030405060708090a0b0c0d0e0f").try_into().unwrap();
