@@ -92,7 +92,10 @@ try {
   await expectWebrtcPlaying(page, card);
   await waitViewers({ webrtc: 1, sse: 0 }, 2_000, 'one WebRTC viewer');
   await card.locator('.hud-fps', { hasText: '1280×720' }).waitFor({ timeout: 3_000 });
-  console.log('ok HUD says WebRTC; <video> plays 1280x720; API counts webrtc=1 sse=0');
+  // Without detection the <video> itself is shown: no frame is copied into the picture canvas
+  // (static/detection-overlay.js, "The picture").
+  assert.ok(await card.locator('canvas.media-picture').evaluate((el) => el.hidden), 'no picture canvas without detection');
+  console.log('ok HUD says WebRTC; <video> plays 1280x720, shown itself (no detection); API counts webrtc=1 sse=0');
   await shot(page, 'ui-webrtc.png');
 
   await card.locator('.media').click();
