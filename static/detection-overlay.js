@@ -67,7 +67,7 @@
 // with the next frame the page renders, up to one display refresh later. Sampled in the page
 // (tests/browser/overlay-match.mjs), the <video>'s current frame was already the next one while
 // the overlay still showed the boxes planned for the previous one in about a third of the
-// samples (74-87 of 230): at 25 fps and 60 Hz, ~16 ms of every 40. So while a stream has
+// samples (64-89 of ~230): at 25 fps and 60 Hz, ~16 ms of every 40. So while a stream has
 // detection, each frame is copied into a picture canvas under the overlay in the same callback
 // that draws its boxes: both reach the screen in one composited frame. The cost: one copy of
 // the frame per frame (on the GPU where the browser has one), and the picture is shown with

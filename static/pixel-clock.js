@@ -76,8 +76,9 @@ export class ClockReader {
 }
 
 /**
- * Latency probe: calls `onLatency(ms | null)` for every decoded picture of a
- * <video> (requestVideoFrameCallback) or an <img> (call `sampleImage`).
+ * Latency probe: calls `onLatency(ms | null, clock | null)` for every decoded
+ * picture of a <video> (requestVideoFrameCallback) or an <img> (call
+ * `sampleImage`); `clock` is the picture's decoded {ms, frame}.
  */
 export class LatencyProbe {
   #reader = new ClockReader();
@@ -115,6 +116,6 @@ export class LatencyProbe {
   }
 
   #report(clock) {
-    this.#onLatency(clock ? Date.now() - clock.ms : null);
+    this.#onLatency(clock ? Date.now() - clock.ms : null, clock);
   }
 }

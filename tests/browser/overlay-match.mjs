@@ -144,11 +144,14 @@ async function measure({ seconds, stream, settleMs }) {
   // The live card: what is shown, sampled in one task.
   const card = [...document.querySelectorAll('article.card')].find((c) => c.textContent.includes(stream));
   const overlay = card.querySelector('canvas.media-overlay');
-  // Glass-to-glass, from each presented picture's pixel clock.
-  const { LatencyProbe } = await import('/pixel-clock.js');
+  // Glass-to-glass, from each presented picture's pixel clock; and the frame number of the
+  // <video>'s last frame callback (in which the overlay draws that frame's boxes).
+  const { LatencyProbe, ClockReader } = await import('/pixel-clock.js');
   const g2g = [];
-  const probe = new LatencyProbe((ms) => {
+  let callbackFrame = null;
+  const probe = new LatencyProbe((ms, clock) => {
     if (ms != null && ms >= 0 && ms < 10_000) g2g.push(ms);
+    callbackFrame = clock?.frame ?? null;
   });
   const shownVideo = card.querySelector('video');
   const shownImg = card.querySelector('img.media-img');
@@ -159,18 +162,8 @@ async function measure({ seconds, stream, settleMs }) {
   const byHow = {};
   // How often the <video>'s current frame is already newer than the one its last frame
   // callback drew boxes for (the lag the picture canvas removes; static/detection-overlay.js).
-  const { ClockReader } = await import('/pixel-clock.js');
-  const callbackClock = new ClockReader();
   const sampleClock = new ClockReader();
-  let callbackFrame = null;
   let videoAhead = 0;
-  if (shownVideo?.srcObject) {
-    const onCallback = () => {
-      callbackFrame = callbackClock.read(shownVideo, shownVideo.videoWidth, shownVideo.videoHeight)?.frame ?? null;
-      shownVideo.requestVideoFrameCallback(onCallback);
-    };
-    shownVideo.requestVideoFrameCallback(onCallback);
-  }
   const sources = { picture: 0, video: 0, img: 0 };
   // The WebRTC playout delay the card asks for (static/playout-delay.js): its highest, last.
   const delay = () => Number(card.querySelector('video')?.dataset.playoutDelay ?? 0);
@@ -204,20 +197,22 @@ async function measure({ seconds, stream, settleMs }) {
     if (drawn.length) withBoxes += 1;
     sources[source === picture ? 'picture' : source === video ? 'video' : 'img'] += 1;
     const truth = shapesIn(source);
-    score(drawn, truth, live);
     if (source !== img) {
       const f = sampleClock.read(video, video.videoWidth, video.videoHeight)?.frame;
       if (f != null && callbackFrame != null && f > callbackFrame) videoAhead += 1;
     }
-    // By how the boxes got on the frame shown and how many frames since their own.
+    // Each box scored once: into the live share, and by how it got on the frame shown and
+    // how many frames since its own.
     for (const b of drawn) {
-      const m = overlay.sightlineDrawn.models[b.model];
       const t = truth[b.label];
-      if (!m || !t) continue;
+      if (!t) continue;
+      const value = iou(b, t);
+      live.push(value);
+      const m = overlay.sightlineDrawn.models[b.model];
+      if (!m) continue;
       const d = m.key == null || m.frame == null ? 0 : (m.frame - m.key) | 0;
       const age = Math.abs(d) > 1000 ? Math.round(d / 3600) : d;
-      const k = `${m.how}${age}`;
-      (byHow[k] ??= []).push(iou(b, t));
+      (byHow[`${m.how}${age}`] ??= []).push(value);
     }
   }
   feed.close();
